@@ -1,0 +1,771 @@
+//! [`Deputy`]: executes [`Syscall`]s against home resources.
+
+use crate::abi::*;
+use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle, join_rel};
+use std::future::Future;
+use std::io::{IoSlice, IoSliceMut, SeekFrom};
+use std::path::PathBuf;
+use std::pin::pin;
+use std::task::{Context, Poll as TaskPoll, Waker};
+use wasi_common::dir::{OpenResult, ReaddirCursor};
+use wasi_common::file::{Advice as WcAdvice, FdFlags, FileType, OFlags, RiFlags, SdFlags, SiFlags};
+use wasi_common::sched::{Poll, SubscriptionResult, Userdata};
+use wasi_common::{SystemTimeSpec, WasiClocks, WasiDir, WasiFile, WasiSched};
+
+/// Errors that stop a deputy from being set up (never from executing a call:
+/// those become an [`Errno`] for the guest).
+#[derive(Debug, thiserror::Error)]
+pub enum DeputyError {
+    #[error("cannot open directory `{path}` to preopen it as `{guest}`: {source}")]
+    Preopen {
+        path: PathBuf,
+        guest: String,
+        source: std::io::Error,
+    },
+}
+
+/// A host directory made visible to the guest under a guest path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Preopen {
+    pub host: PathBuf,
+    pub guest: String,
+}
+
+/// The three standard streams of a process, bound to its session.
+pub struct Stdio {
+    pub stdin: Box<dyn WasiFile>,
+    pub stdout: Box<dyn WasiFile>,
+    pub stderr: Box<dyn WasiFile>,
+}
+
+impl Stdio {
+    /// The streams of the calling process itself (for a session that runs in-process).
+    pub fn inherit() -> Self {
+        Stdio {
+            stdin: Box::new(wasi_common::sync::stdio::stdin()),
+            stdout: Box::new(wasi_common::sync::stdio::stdout()),
+            stderr: Box::new(wasi_common::sync::stdio::stderr()),
+        }
+    }
+}
+
+/// The home half of one process: its descriptor table and the host resources behind it.
+pub struct Deputy {
+    table: FdTable,
+    preopens: Vec<Preopen>,
+    clocks: WasiClocks,
+    sched: Box<dyn WasiSched>,
+}
+
+/// Drives one of wasi-common's synchronous operations to completion. They never
+/// wait on a waker (they block the calling thread instead), so one poll is enough.
+fn run<F: Future>(f: F) -> Result<F::Output, Errno> {
+    let mut f = pin!(f);
+    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        TaskPoll::Ready(v) => Ok(v),
+        TaskPoll::Pending => Err(Errno::Io),
+    }
+}
+
+fn errno(e: wasi_common::Error) -> Errno {
+    e.downcast().unwrap_or(Errno::Io)
+}
+
+/// Runs a wasi-common operation and turns its error into the guest's errno.
+fn wc<T, F: Future<Output = Result<T, wasi_common::Error>>>(f: F) -> Result<T, Errno> {
+    run(f)?.map_err(errno)
+}
+
+fn utf8(path: &[u8]) -> Result<&str, Errno> {
+    std::str::from_utf8(path).map_err(|_| Errno::Ilseq)
+}
+
+fn filetype_raw(ft: FileType) -> u8 {
+    match ft {
+        FileType::Unknown | FileType::Pipe => filetype::UNKNOWN,
+        FileType::BlockDevice => filetype::BLOCK_DEVICE,
+        FileType::CharacterDevice => filetype::CHARACTER_DEVICE,
+        FileType::Directory => filetype::DIRECTORY,
+        FileType::RegularFile => filetype::REGULAR_FILE,
+        FileType::SocketDgram => filetype::SOCKET_DGRAM,
+        FileType::SocketStream => filetype::SOCKET_STREAM,
+        FileType::SymbolicLink => filetype::SYMBOLIC_LINK,
+    }
+}
+
+fn nanos(t: Option<std::time::SystemTime>) -> u64 {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
+        .unwrap_or(0)
+}
+
+fn filestat(st: wasi_common::file::Filestat) -> Filestat {
+    Filestat {
+        dev: st.device_id,
+        ino: st.inode,
+        filetype: filetype_raw(st.filetype),
+        nlink: st.nlink,
+        size: st.size,
+        atim: nanos(st.atim),
+        mtim: nanos(st.mtim),
+        ctim: nanos(st.ctim),
+    }
+}
+
+fn fdflags_from_raw(raw: u16) -> FdFlags {
+    FdFlags::from_bits_truncate(u32::from(raw))
+}
+
+fn fdflags_to_raw(flags: FdFlags) -> u16 {
+    flags.bits() as u16
+}
+
+fn time_spec(set: bool, now: bool, ns: u64) -> Result<Option<SystemTimeSpec>, Errno> {
+    match (set, now) {
+        (true, true) => Err(Errno::Inval),
+        (true, false) => Ok(Some(SystemTimeSpec::Absolute(
+            cap_std::time::SystemTime::from_std(
+                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns),
+            ),
+        ))),
+        (false, true) => Ok(Some(SystemTimeSpec::SymbolicNow)),
+        (false, false) => Ok(None),
+    }
+}
+
+fn times(
+    atim: u64,
+    mtim: u64,
+    fst: u16,
+) -> Result<(Option<SystemTimeSpec>, Option<SystemTimeSpec>), Errno> {
+    if fst & !fstflags::ALL != 0 {
+        return Err(Errno::Inval);
+    }
+    let a = time_spec(fst & fstflags::ATIM != 0, fst & fstflags::ATIM_NOW != 0, atim)?;
+    let m = time_spec(fst & fstflags::MTIM != 0, fst & fstflags::MTIM_NOW != 0, mtim)?;
+    Ok((a, m))
+}
+
+/// Largest buffer a single read is served with; a larger request returns a short
+/// read, which every reader of `fd_read` must already handle.
+const MAX_READ: u32 = 4 << 20;
+
+/// The rights wasmtime reports for a preopened directory (many userlands expect them).
+const PREOPEN_RIGHTS: u64 = rights::PATH_CREATE_DIRECTORY
+    | rights::PATH_CREATE_FILE
+    | rights::PATH_LINK_SOURCE
+    | rights::PATH_LINK_TARGET
+    | rights::PATH_OPEN
+    | rights::FD_READDIR
+    | rights::PATH_READLINK
+    | rights::PATH_RENAME_SOURCE
+    | rights::PATH_RENAME_TARGET
+    | rights::PATH_SYMLINK
+    | rights::PATH_REMOVE_DIRECTORY
+    | rights::PATH_UNLINK_FILE
+    | rights::PATH_FILESTAT_GET
+    | rights::PATH_FILESTAT_SET_TIMES
+    | rights::FD_FILESTAT_GET
+    | rights::FD_FILESTAT_SET_TIMES;
+
+const PREOPEN_INHERITING: u64 = PREOPEN_RIGHTS
+    | rights::FD_DATASYNC
+    | rights::FD_READ
+    | rights::FD_SEEK
+    | rights::FD_FDSTAT_SET_FLAGS
+    | rights::FD_SYNC
+    | rights::FD_TELL
+    | rights::FD_WRITE
+    | rights::FD_ADVISE
+    | rights::FD_ALLOCATE
+    | rights::FD_FILESTAT_GET
+    | rights::FD_FILESTAT_SET_SIZE
+    | rights::FD_FILESTAT_SET_TIMES
+    | rights::POLL_FD_READWRITE;
+
+impl Deputy {
+    /// A deputy whose process sees `stdio` as fds 0–2 and `preopens` from fd 3 on.
+    pub fn new(stdio: Stdio, preopens: Vec<Preopen>) -> Result<Self, DeputyError> {
+        let mut table = FdTable::default();
+        for (n, file) in [stdio.stdin, stdio.stdout, stdio.stderr]
+            .into_iter()
+            .enumerate()
+        {
+            let read = n == 0;
+            table.insert_at(
+                n as Fd,
+                Entry {
+                    handle: Handle::File(file),
+                    meta: FdMeta {
+                        kind: FdKind::Stdio(n as u8),
+                        preopen: None,
+                        path: String::new(),
+                        oflags: 0,
+                        fdflags: 0,
+                        rights_base: if read {
+                            rights::FD_READ
+                        } else {
+                            rights::FD_WRITE
+                        },
+                        rights_inheriting: 0,
+                        read,
+                        write: !read,
+                    },
+                },
+            );
+        }
+        for (index, p) in preopens.iter().enumerate() {
+            let dir = cap_std::fs::Dir::open_ambient_dir(&p.host, cap_std::ambient_authority())
+                .map_err(|source| DeputyError::Preopen {
+                    path: p.host.clone(),
+                    guest: p.guest.clone(),
+                    source,
+                })?;
+            let fd = 3 + index as Fd;
+            table.insert_at(
+                fd,
+                Entry {
+                    handle: Handle::Dir(Box::new(wasi_common::sync::dir::Dir::from_cap_std(dir))),
+                    meta: FdMeta {
+                        kind: FdKind::Preopen,
+                        preopen: Some(index),
+                        path: String::new(),
+                        oflags: oflags::DIRECTORY,
+                        fdflags: 0,
+                        rights_base: PREOPEN_RIGHTS,
+                        rights_inheriting: PREOPEN_INHERITING,
+                        read: true,
+                        write: false,
+                    },
+                },
+            );
+        }
+        Ok(Deputy {
+            table,
+            preopens,
+            clocks: wasi_common::sync::clocks_ctx(),
+            sched: wasi_common::sync::sched::sched_ctx(),
+        })
+    }
+
+    /// The preopened directories, in fd order from 3.
+    pub fn preopens(&self) -> &[Preopen] {
+        &self.preopens
+    }
+
+    /// The metadata of every open descriptor, in fd order.
+    pub fn descriptors(&self) -> Vec<(Fd, FdMeta)> {
+        self.table.iter().map(|(fd, e)| (fd, e.meta.clone())).collect()
+    }
+
+    /// The current offset of an open regular file, as a checkpoint records it.
+    pub fn offset(&self, fd: Fd) -> Result<u64, Errno> {
+        let file = self.file(fd)?;
+        wc(file.seek(SeekFrom::Current(0)))
+    }
+
+    fn entry(&self, fd: Fd) -> Result<&Entry, Errno> {
+        self.table.get(fd)
+    }
+
+    fn file(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+        match &self.entry(fd)?.handle {
+            Handle::File(f) => Ok(f.as_ref()),
+            Handle::Dir(_) => Err(Errno::Badf),
+        }
+    }
+
+    fn readable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+        let e = self.entry(fd)?;
+        match &e.handle {
+            Handle::File(f) if e.meta.read => Ok(f.as_ref()),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    fn writable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+        let e = self.entry(fd)?;
+        match &e.handle {
+            Handle::File(f) if e.meta.write => Ok(f.as_ref()),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    fn dir(&self, fd: Fd) -> Result<(&dyn WasiDir, &FdMeta), Errno> {
+        let e = self.entry(fd)?;
+        match &e.handle {
+            Handle::Dir(d) => Ok((d.as_ref(), &e.meta)),
+            Handle::File(_) => Err(Errno::Notdir),
+        }
+    }
+
+    /// Executes one system call. Never panics on guest input: every failure is an errno.
+    pub fn call(&mut self, call: Syscall) -> SyscallResult {
+        use Syscall as S;
+        match call {
+            S::FdAdvise {
+                fd,
+                offset,
+                len,
+                advice,
+            } => {
+                let advice = match advice {
+                    0 => WcAdvice::Normal,
+                    1 => WcAdvice::Sequential,
+                    2 => WcAdvice::Random,
+                    3 => WcAdvice::WillNeed,
+                    4 => WcAdvice::DontNeed,
+                    5 => WcAdvice::NoReuse,
+                    _ => return Err(Errno::Inval),
+                };
+                wc(self.file(fd)?.advise(offset, len, advice))?;
+                Ok(Reply::Unit)
+            }
+            S::FdAllocate { fd, .. } => {
+                self.file(fd)?;
+                Err(Errno::Notsup)
+            }
+            S::FdClose { fd } => {
+                self.table.remove(fd)?;
+                Ok(Reply::Unit)
+            }
+            S::FdDatasync { fd } => {
+                wc(self.file(fd)?.datasync())?;
+                Ok(Reply::Unit)
+            }
+            S::FdSync { fd } => {
+                wc(self.file(fd)?.sync())?;
+                Ok(Reply::Unit)
+            }
+            S::FdFdstatGet { fd } => self.fdstat(fd).map(Reply::Fdstat),
+            S::FdFdstatSetFlags { fd, flags } => {
+                if flags & !fdflags::ALL != 0 {
+                    return Err(Errno::Inval);
+                }
+                let entry = self.table.get_mut(fd)?;
+                match &mut entry.handle {
+                    Handle::File(f) if !matches!(entry.meta.kind, FdKind::Stdio(_)) => {
+                        wc(f.set_fdflags(fdflags_from_raw(flags)))?;
+                        entry.meta.fdflags = flags;
+                        Ok(Reply::Unit)
+                    }
+                    _ => Err(Errno::Badf),
+                }
+            }
+            S::FdFdstatSetRights { fd, .. } => {
+                self.entry(fd)?;
+                Err(Errno::Notsup)
+            }
+            S::FdFilestatGet { fd } => {
+                let st = match &self.entry(fd)?.handle {
+                    Handle::File(f) => wc(f.get_filestat())?,
+                    Handle::Dir(d) => wc(d.get_filestat())?,
+                };
+                Ok(Reply::Filestat(filestat(st)))
+            }
+            S::FdFilestatSetSize { fd, size } => {
+                wc(self.writable(fd)?.set_filestat_size(size))?;
+                Ok(Reply::Unit)
+            }
+            S::FdFilestatSetTimes {
+                fd,
+                atim,
+                mtim,
+                fst_flags,
+            } => {
+                let (a, m) = times(atim, mtim, fst_flags)?;
+                match &self.entry(fd)?.handle {
+                    Handle::File(f) => wc(f.set_times(a, m))?,
+                    Handle::Dir(d) => wc(d.set_times(".", a, m, false))?,
+                }
+                Ok(Reply::Unit)
+            }
+            S::FdRead { fd, len } => {
+                let f = self.readable(fd)?;
+                let mut buf = vec![0u8; len.min(MAX_READ) as usize];
+                let n = wc(f.read_vectored(&mut [IoSliceMut::new(&mut buf)]))?;
+                buf.truncate(n as usize);
+                Ok(Reply::Bytes(buf))
+            }
+            S::FdPread { fd, len, offset } => {
+                let f = self.readable(fd)?;
+                let mut buf = vec![0u8; len.min(MAX_READ) as usize];
+                let n = wc(f.read_vectored_at(&mut [IoSliceMut::new(&mut buf)], offset))?;
+                buf.truncate(n as usize);
+                Ok(Reply::Bytes(buf))
+            }
+            S::FdWrite { fd, data } => {
+                let f = self.writable(fd)?;
+                let n = wc(f.write_vectored(&[IoSlice::new(&data)]))?;
+                Ok(Reply::Size(u32::try_from(n).map_err(|_| Errno::Overflow)?))
+            }
+            S::FdPwrite { fd, data, offset } => {
+                let f = self.writable(fd)?;
+                let n = wc(f.write_vectored_at(&[IoSlice::new(&data)], offset))?;
+                Ok(Reply::Size(u32::try_from(n).map_err(|_| Errno::Overflow)?))
+            }
+            S::FdPrestatGet { fd } => {
+                let name = self.preopen_name(fd)?;
+                Ok(Reply::PrestatDir {
+                    name_len: name.len() as u32,
+                })
+            }
+            S::FdPrestatDirName { fd } => {
+                self.entry(fd)?;
+                // As wasmtime: an open descriptor that is not a preopen is "not a directory".
+                let name = self.preopen_name(fd).map_err(|_| Errno::Notdir)?;
+                Ok(Reply::Bytes(name.into()))
+            }
+            S::FdRenumber { from, to } => {
+                self.table.renumber(from, to)?;
+                Ok(Reply::Unit)
+            }
+            S::FdSeek { fd, offset, whence } => {
+                let pos = match whence {
+                    Whence::Set => SeekFrom::Start(u64::try_from(offset).map_err(|_| Errno::Inval)?),
+                    Whence::Cur => SeekFrom::Current(offset),
+                    Whence::End => SeekFrom::End(offset),
+                };
+                Ok(Reply::Filesize(wc(self.file(fd)?.seek(pos))?))
+            }
+            S::FdTell { fd } => Ok(Reply::Filesize(wc(self.file(fd)?.seek(SeekFrom::Current(0)))?)),
+            S::FdReaddir {
+                fd,
+                cookie,
+                buf_len,
+            } => {
+                let (dir, _) = self.dir(fd)?;
+                let mut out = Vec::new();
+                let mut used = 0usize;
+                for entity in wc(dir.readdir(ReaddirCursor::from(cookie)))? {
+                    if used >= buf_len as usize {
+                        break;
+                    }
+                    let entity = entity.map_err(errno)?;
+                    used += 24 + entity.name.len();
+                    out.push(Dirent {
+                        next: entity.next.into(),
+                        ino: entity.inode,
+                        filetype: filetype_raw(entity.filetype),
+                        name: entity.name.into_bytes(),
+                    });
+                }
+                Ok(Reply::Dirents(out))
+            }
+            S::PathCreateDirectory { fd, path } => {
+                let (dir, _) = self.dir(fd)?;
+                wc(dir.create_dir(utf8(&path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PathFilestatGet { fd, flags, path } => {
+                let (dir, _) = self.dir(fd)?;
+                let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
+                let st = wc(dir.get_path_filestat(utf8(&path)?, follow))?;
+                Ok(Reply::Filestat(filestat(st)))
+            }
+            S::PathFilestatSetTimes {
+                fd,
+                flags,
+                path,
+                atim,
+                mtim,
+                fst_flags,
+            } => {
+                let (a, m) = times(atim, mtim, fst_flags)?;
+                let (dir, _) = self.dir(fd)?;
+                let follow = flags & lookupflags::SYMLINK_FOLLOW != 0;
+                wc(dir.set_times(utf8(&path)?, a, m, follow))?;
+                Ok(Reply::Unit)
+            }
+            S::PathLink {
+                old_fd,
+                old_flags,
+                old_path,
+                new_fd,
+                new_path,
+            } => {
+                let (src, _) = self.dir(old_fd)?;
+                let (dst, _) = self.dir(new_fd)?;
+                if old_flags & lookupflags::SYMLINK_FOLLOW != 0 {
+                    return Err(Errno::Inval);
+                }
+                wc(src.hard_link(utf8(&old_path)?, dst, utf8(&new_path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PathOpen {
+                fd,
+                dirflags,
+                path,
+                oflags: raw_oflags,
+                rights_base,
+                rights_inheriting,
+                fdflags: raw_fdflags,
+            } => self.path_open(
+                fd,
+                dirflags,
+                &path,
+                raw_oflags,
+                rights_base,
+                rights_inheriting,
+                raw_fdflags,
+            ),
+            S::PathReadlink { fd, path } => {
+                let (dir, _) = self.dir(fd)?;
+                let target = wc(dir.read_link(utf8(&path)?))?;
+                let target = target.into_os_string().into_string().map_err(|_| Errno::Ilseq)?;
+                Ok(Reply::Bytes(target.into_bytes()))
+            }
+            S::PathRemoveDirectory { fd, path } => {
+                let (dir, _) = self.dir(fd)?;
+                wc(dir.remove_dir(utf8(&path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PathRename {
+                old_fd,
+                old_path,
+                new_fd,
+                new_path,
+            } => {
+                let (src, _) = self.dir(old_fd)?;
+                let (dst, _) = self.dir(new_fd)?;
+                wc(src.rename(utf8(&old_path)?, dst, utf8(&new_path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PathSymlink {
+                old_path,
+                fd,
+                new_path,
+            } => {
+                let (dir, _) = self.dir(fd)?;
+                wc(dir.symlink(utf8(&old_path)?, utf8(&new_path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PathUnlinkFile { fd, path } => {
+                let (dir, _) = self.dir(fd)?;
+                wc(dir.unlink_file(utf8(&path)?))?;
+                Ok(Reply::Unit)
+            }
+            S::PollOneoff { subscriptions } => self.poll_oneoff(&subscriptions).map(Reply::Events),
+            S::SockAccept { fd, flags } => {
+                let f = self.file(fd)?;
+                let file = wc(f.sock_accept(fdflags_from_raw(flags)))?;
+                let new = self.table.push(Entry {
+                    handle: Handle::File(file),
+                    meta: FdMeta {
+                        kind: FdKind::File,
+                        preopen: None,
+                        path: String::new(),
+                        oflags: 0,
+                        fdflags: flags,
+                        rights_base: rights::FD_READ | rights::FD_WRITE,
+                        rights_inheriting: 0,
+                        read: true,
+                        write: true,
+                    },
+                })?;
+                Ok(Reply::Fd(new))
+            }
+            S::SockRecv { fd, len, flags } => {
+                let f = self.file(fd)?;
+                let mut buf = vec![0u8; len.min(MAX_READ) as usize];
+                let (n, ro) = wc(f.sock_recv(
+                    &mut [IoSliceMut::new(&mut buf)],
+                    RiFlags::from_bits_truncate(u32::from(flags)),
+                ))?;
+                buf.truncate(n as usize);
+                Ok(Reply::Recv {
+                    data: buf,
+                    roflags: ro.bits() as u16,
+                })
+            }
+            S::SockSend { fd, data, .. } => {
+                let f = self.file(fd)?;
+                let n = wc(f.sock_send(&[IoSlice::new(&data)], SiFlags::empty()))?;
+                Ok(Reply::Size(u32::try_from(n).map_err(|_| Errno::Overflow)?))
+            }
+            S::SockShutdown { fd, how } => {
+                let f = self.file(fd)?;
+                let how = SdFlags::from_bits(u32::from(how)).ok_or(Errno::Inval)?;
+                wc(f.sock_shutdown(how))?;
+                Ok(Reply::Unit)
+            }
+        }
+    }
+
+    fn preopen_name(&self, fd: Fd) -> Result<&str, Errno> {
+        let e = self.entry(fd)?;
+        match (e.meta.kind, e.meta.preopen) {
+            (FdKind::Preopen, Some(i)) => Ok(self.preopens[i].guest.as_str()),
+            _ => Err(Errno::Badf),
+        }
+    }
+
+    fn fdstat(&self, fd: Fd) -> Result<Fdstat, Errno> {
+        let e = self.entry(fd)?;
+        match (&e.handle, e.meta.kind) {
+            (Handle::File(f), FdKind::Stdio(_)) => Ok(Fdstat {
+                filetype: if f.isatty() {
+                    filetype::CHARACTER_DEVICE
+                } else {
+                    filetype::UNKNOWN
+                },
+                flags: 0,
+                rights_base: e.meta.rights_base,
+                rights_inheriting: e.meta.rights_base,
+            }),
+            (Handle::Dir(_), FdKind::Preopen) => Ok(Fdstat {
+                filetype: filetype::DIRECTORY,
+                flags: 0,
+                rights_base: PREOPEN_RIGHTS,
+                rights_inheriting: PREOPEN_INHERITING,
+            }),
+            (Handle::Dir(_), _) => {
+                let r = rights::ALL
+                    & !(rights::FD_SEEK
+                        | rights::FD_FILESTAT_SET_SIZE
+                        | rights::PATH_FILESTAT_SET_SIZE
+                        | rights::FD_WRITE);
+                Ok(Fdstat {
+                    filetype: filetype::DIRECTORY,
+                    flags: 0,
+                    rights_base: r,
+                    rights_inheriting: r,
+                })
+            }
+            (Handle::File(f), _) => {
+                let mut r = rights::ALL;
+                if !e.meta.read {
+                    r &= !(rights::FD_READ | rights::FD_READDIR);
+                }
+                if !e.meta.write {
+                    r &= !rights::FD_WRITE;
+                }
+                Ok(Fdstat {
+                    filetype: filetype_raw(wc(f.get_filetype())?),
+                    flags: fdflags_to_raw(wc(f.get_fdflags())?),
+                    rights_base: r,
+                    rights_inheriting: r,
+                })
+            }
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn path_open(
+        &mut self,
+        fd: Fd,
+        dirflags: u32,
+        path: &[u8],
+        raw_oflags: u16,
+        rights_base: u64,
+        rights_inheriting: u64,
+        raw_fdflags: u16,
+    ) -> SyscallResult {
+        let (dir, parent) = self.dir(fd)?;
+        if raw_oflags & !oflags::ALL != 0 || raw_fdflags & !fdflags::ALL != 0 {
+            return Err(Errno::Inval);
+        }
+        let path = utf8(path)?;
+        let follow = dirflags & lookupflags::SYMLINK_FOLLOW != 0;
+        let read = rights_base & (rights::FD_READ | rights::FD_READDIR) != 0;
+        let write = rights_base
+            & (rights::FD_WRITE
+                | rights::FD_ALLOCATE
+                | rights::FD_FILESTAT_SET_SIZE
+                | rights::FD_DATASYNC)
+            != 0;
+        let oflags_wc = OFlags::from_bits_truncate(u32::from(raw_oflags));
+        let opened = wc(dir.open_file(
+            follow,
+            path,
+            oflags_wc,
+            read,
+            write,
+            fdflags_from_raw(raw_fdflags),
+        ))?;
+        let meta = FdMeta {
+            kind: FdKind::File,
+            preopen: parent.preopen,
+            path: join_rel(&parent.path, path),
+            oflags: raw_oflags,
+            fdflags: raw_fdflags,
+            rights_base,
+            rights_inheriting,
+            read,
+            write,
+        };
+        let entry = match opened {
+            OpenResult::File(file) => Entry {
+                handle: Handle::File(file),
+                meta,
+            },
+            OpenResult::Dir(_) if write => return Err(Errno::Isdir),
+            OpenResult::Dir(d) => Entry {
+                handle: Handle::Dir(d),
+                meta: FdMeta {
+                    kind: FdKind::Dir,
+                    ..meta
+                },
+            },
+        };
+        Ok(Reply::Fd(self.table.push(entry)?))
+    }
+
+    fn poll_oneoff(&self, subs: &[Subscription]) -> Result<Vec<Event>, Errno> {
+        if subs.is_empty() {
+            return Err(Errno::Inval);
+        }
+        let clock = self.clocks.monotonic().map_err(errno)?;
+        let mut poll = Poll::new();
+        for sub in subs {
+            let ud = Userdata::from(sub.userdata);
+            match sub.kind {
+                SubscriptionKind::Clock {
+                    id,
+                    timeout,
+                    precision,
+                } => {
+                    if id != clockid::MONOTONIC && id != clockid::REALTIME {
+                        return Err(Errno::Inval);
+                    }
+                    let precision = std::time::Duration::from_nanos(precision);
+                    let deadline = clock
+                        .abs_clock
+                        .now(precision)
+                        .checked_add(std::time::Duration::from_nanos(timeout))
+                        .ok_or(Errno::Overflow)?;
+                    poll.subscribe_monotonic_clock(&*clock.abs_clock, deadline, precision, ud);
+                }
+                SubscriptionKind::FdRead(fd) => poll.subscribe_read(self.file(fd)?, ud),
+                SubscriptionKind::FdWrite(fd) => poll.subscribe_write(self.file(fd)?, ud),
+            }
+        }
+        wc(self.sched.poll_oneoff(&mut poll))?;
+        let mut events = Vec::new();
+        for (result, ud) in poll.results() {
+            let userdata = u64::from(ud);
+            let (eventtype, r) = match result {
+                SubscriptionResult::Read(r) => (eventtype::FD_READ, r.map(Some)),
+                SubscriptionResult::Write(r) => (eventtype::FD_WRITE, r.map(Some)),
+                SubscriptionResult::MonotonicClock(r) => (eventtype::CLOCK, r.map(|()| None)),
+            };
+            events.push(match r {
+                Ok(rw) => Event {
+                    userdata,
+                    error: 0,
+                    eventtype,
+                    nbytes: rw.map(|(n, _)| n).unwrap_or(0),
+                    flags: rw.map(|(_, f)| f.bits() as u16).unwrap_or(0),
+                },
+                Err(e) => Event {
+                    userdata,
+                    error: errno(e) as u16,
+                    eventtype,
+                    nbytes: 0,
+                    flags: 0,
+                },
+            });
+        }
+        Ok(events)
+    }
+}

@@ -1,0 +1,20 @@
+//! ssi-deputy: the home half of a process.
+//!
+//! A deputy executes a process's WASI preview1 system calls, given as plain Rust
+//! values ([`Syscall`] in, [`Reply`] or [`Errno`] out — never guest pointers),
+//! against the resources of its home node: the session's standard streams and the
+//! preopened directories, sandboxed by cap-std through `wasi-common`. It keeps the
+//! descriptor table with the metadata ([`FdMeta`]) a checkpoint needs.
+//!
+//! It knows nothing of wasmtime, of the network or of Cap'n Proto: a body reaches
+//! its deputy through a link that lives elsewhere.
+
+pub mod abi;
+mod deputy;
+mod table;
+
+pub use abi::{Errno, Fd, Reply, Syscall, SyscallResult};
+pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
+pub use table::{FdKind, FdMeta};
+/// Re-exported so that embedders can bind standard streams to their own files.
+pub use wasi_common::WasiFile;

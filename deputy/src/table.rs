@@ -1,0 +1,139 @@
+//! The deputy's descriptor table: the open files and directories of one process,
+//! each with the metadata a checkpoint needs to reopen it elsewhere.
+
+use crate::abi::{Errno, Fd};
+use std::collections::{BTreeMap, BTreeSet};
+use wasi_common::{WasiDir, WasiFile};
+
+/// What a descriptor refers to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FdKind {
+    /// One of the session's standard streams (0, 1 or 2).
+    Stdio(u8),
+    /// A directory preopened at launch.
+    Preopen,
+    /// A directory opened with `path_open`.
+    Dir,
+    /// A regular file (or device) opened with `path_open`.
+    File,
+}
+
+/// Everything about a descriptor that is not the open handle itself: enough to
+/// reopen it after a restart (the offset is read from the handle when needed).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdMeta {
+    pub kind: FdKind,
+    /// Index of the preopen the path is relative to (`None` for standard streams).
+    pub preopen: Option<usize>,
+    /// Path relative to that preopen, lexically normalised; empty for the preopen itself.
+    pub path: String,
+    /// The `oflags` it was opened with.
+    pub oflags: u16,
+    /// The `fdflags` it was opened with (or last set).
+    pub fdflags: u16,
+    pub rights_base: u64,
+    pub rights_inheriting: u64,
+    pub read: bool,
+    pub write: bool,
+}
+
+pub(crate) enum Handle {
+    File(Box<dyn WasiFile>),
+    Dir(Box<dyn WasiDir>),
+}
+
+pub(crate) struct Entry {
+    pub handle: Handle,
+    pub meta: FdMeta,
+}
+
+/// Descriptor numbers are handed out as wasmtime's preview1 does: the most
+/// recently freed number first, otherwise one past the highest in use.
+#[derive(Default)]
+pub(crate) struct FdTable {
+    used: BTreeMap<Fd, Entry>,
+    free: BTreeSet<Fd>,
+}
+
+impl FdTable {
+    pub fn insert_at(&mut self, fd: Fd, entry: Entry) {
+        self.free.remove(&fd);
+        self.used.insert(fd, entry);
+    }
+
+    pub fn push(&mut self, entry: Entry) -> Result<Fd, Errno> {
+        let fd = match self.free.pop_last() {
+            Some(fd) => fd,
+            None => match self.used.last_key_value() {
+                Some((last, _)) => last.checked_add(1).ok_or(Errno::Nfile)?,
+                None => 0,
+            },
+        };
+        self.used.insert(fd, entry);
+        Ok(fd)
+    }
+
+    pub fn get(&self, fd: Fd) -> Result<&Entry, Errno> {
+        self.used.get(&fd).ok_or(Errno::Badf)
+    }
+
+    pub fn get_mut(&mut self, fd: Fd) -> Result<&mut Entry, Errno> {
+        self.used.get_mut(&fd).ok_or(Errno::Badf)
+    }
+
+    pub fn remove(&mut self, fd: Fd) -> Result<Entry, Errno> {
+        let entry = self.used.remove(&fd).ok_or(Errno::Badf)?;
+        self.free.insert(fd);
+        Ok(entry)
+    }
+
+    /// Moves `from` onto `to`, closing what `to` held.
+    pub fn renumber(&mut self, from: Fd, to: Fd) -> Result<(), Errno> {
+        if !self.used.contains_key(&from) || !self.used.contains_key(&to) {
+            return Err(Errno::Badf);
+        }
+        if from == to {
+            return Ok(());
+        }
+        let entry = self.remove(from)?;
+        self.used.insert(to, entry);
+        Ok(())
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (Fd, &Entry)> {
+        self.used.iter().map(|(fd, e)| (*fd, e))
+    }
+}
+
+/// Joins `rel` onto `base` lexically ("." dropped, ".." pops), for metadata only:
+/// the sandbox itself is enforced by cap-std when the path is resolved.
+pub(crate) fn join_rel(base: &str, rel: &str) -> String {
+    let mut parts: Vec<&str> = if rel.starts_with('/') {
+        Vec::new()
+    } else {
+        base.split('/').filter(|p| !p.is_empty()).collect()
+    };
+    for part in rel.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    parts.join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_rel_normalises() {
+        assert_eq!(join_rel("", "a/b"), "a/b");
+        assert_eq!(join_rel("a", "./b/../c"), "a/c");
+        assert_eq!(join_rel("a/b", ".."), "a");
+        assert_eq!(join_rel("", "x//y/"), "x/y");
+    }
+}

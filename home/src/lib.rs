@@ -1,0 +1,168 @@
+//! ssi-home: the services of a node.
+//!
+//! A node is both a home (it launches processes, allocates their cluster-wide
+//! pids, keeps their process table entries and hosts their deputies) and a host
+//! (it runs bodies). This crate holds that logic, independent of how a user
+//! reaches it: the embedded single-node default used by `ssirun` when no cluster
+//! is running is a [`Node`] inside the `ssirun` process.
+//!
+//! It knows nothing of terminals' raw modes or of command-line parsing.
+
+mod pid;
+
+pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
+
+use dashmap::DashMap;
+use ssi_deputy::{Deputy, DeputyError, Preopen, Stdio};
+use ssi_remote::{Body, BodyError, BodySpec, Exit, LoadError, LocalLink, ModuleHash, Runtime};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+/// Why a process could not be launched.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    #[error(transparent)]
+    Body(#[from] BodyError),
+    #[error(transparent)]
+    Deputy(#[from] DeputyError),
+    #[error(transparent)]
+    Pid(#[from] PidError),
+}
+
+/// What to run.
+pub struct LaunchSpec {
+    /// The bytes of the module file (binary Wasm or Wasm text).
+    pub module: Vec<u8>,
+    /// The command line shown in process listings.
+    pub command: String,
+    /// Arguments (`argv[0]` first) and environment (`NAME=VALUE`).
+    pub body: BodySpec,
+    pub preopens: Vec<Preopen>,
+    pub stdio: Stdio,
+}
+
+/// The state of a process, as listings show it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Running,
+}
+
+/// One row of the process table.
+#[derive(Debug, Clone)]
+pub struct ProcessInfo {
+    pub pid: Pid,
+    /// The node where the deputy lives.
+    pub home: NodeId,
+    /// The node where the body runs now.
+    pub node: NodeId,
+    pub state: ProcState,
+    pub command: String,
+    pub module: ModuleHash,
+    pub started: SystemTime,
+}
+
+/// A node: its compilation runtime, its pid space and its process table.
+pub struct Node {
+    id: NodeId,
+    runtime: Runtime,
+    pids: PidAllocator,
+    procs: DashMap<Pid, ProcessInfo>,
+}
+
+/// A launched process whose body is ready to run on this node.
+pub struct Process<'n> {
+    node: &'n Node,
+    pid: Pid,
+    body: Body,
+    deputy: Arc<Mutex<Deputy>>,
+}
+
+impl Node {
+    pub fn new(id: NodeId, runtime: Runtime) -> Result<Self, PidError> {
+        Ok(Node {
+            id,
+            runtime,
+            pids: PidAllocator::new(id)?,
+            procs: DashMap::new(),
+        })
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    pub fn runtime(&self) -> &Runtime {
+        &self.runtime
+    }
+
+    /// Creates the process: allocates its pid, sets up its deputy here (its home),
+    /// and instantiates its body with an in-process link to that deputy.
+    pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
+        let (hash, module) = self.runtime.load(&spec.module)?;
+        ssi_remote::check_module(&module)?;
+        let deputy = Arc::new(Mutex::new(Deputy::new(spec.stdio, spec.preopens)?));
+        let link = Box::new(LocalLink::new(deputy.clone()));
+        let body = Body::new(&self.runtime, &module, &spec.body, link)?;
+        let pid = self.pids.allocate()?;
+        self.procs.insert(
+            pid,
+            ProcessInfo {
+                pid,
+                home: self.id,
+                node: self.id,
+                state: ProcState::Running,
+                command: spec.command,
+                module: hash,
+                started: SystemTime::now(),
+            },
+        );
+        Ok(Process {
+            node: self,
+            pid,
+            body,
+            deputy,
+        })
+    }
+
+    /// Every process this node knows of.
+    pub fn processes(&self) -> Vec<ProcessInfo> {
+        let mut list: Vec<_> = self.procs.iter().map(|e| e.value().clone()).collect();
+        list.sort_by_key(|p| p.pid);
+        list
+    }
+}
+
+/// How long a process ran and how it ended.
+#[derive(Debug)]
+pub struct Finished {
+    pub pid: Pid,
+    pub exit: Exit,
+    pub wall: std::time::Duration,
+}
+
+impl Process<'_> {
+    pub fn pid(&self) -> Pid {
+        self.pid
+    }
+
+    /// The deputy of this process (its descriptor table, for inspection).
+    pub fn deputy(&self) -> &Arc<Mutex<Deputy>> {
+        &self.deputy
+    }
+
+    /// Runs the body on the calling thread until the process ends, then removes it
+    /// from the process table and releases its pid.
+    pub fn run(self) -> Finished {
+        let started = Instant::now();
+        let exit = self.body.run();
+        self.node.procs.remove(&self.pid);
+        self.node.pids.release(self.pid);
+        Finished {
+            pid: self.pid,
+            exit,
+            wall: started.elapsed(),
+        }
+    }
+}

@@ -1,0 +1,190 @@
+//! A body: one Wasm instance computing on behalf of a process.
+
+use crate::engine::Runtime;
+use crate::link::DeputyLink;
+use crate::shims;
+use ssi_deputy::Errno;
+use ssi_deputy::abi::clockid;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use wasmtime::{ExternType, Linker, Memory, Module, Store};
+
+/// What a body carries with it from launch: it answers these calls itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BodySpec {
+    /// The program's arguments, `argv[0]` first.
+    pub args: Vec<String>,
+    /// The program's environment, as `NAME=VALUE`.
+    pub env: Vec<String>,
+}
+
+/// The guest called `proc_exit` with this status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("exited with status {0}")]
+pub struct ProcExit(pub i32);
+
+/// How a body ended.
+#[derive(Debug)]
+pub enum Exit {
+    /// `_start` returned (status 0) or the guest called `proc_exit`.
+    Status(i32),
+    /// The guest trapped (the error carries the Wasm backtrace).
+    Trap(wasmtime::Error),
+    /// The host stopped the guest: an invalid exit status, a lost deputy link.
+    Failed(wasmtime::Error),
+}
+
+/// Why a body could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BodyError {
+    #[error("the module imports `{module}::{name}` ({kind}), which is not provided")]
+    UnknownImport {
+        module: String,
+        name: String,
+        kind: &'static str,
+    },
+    #[error("the module has no `_start` function: it is not a WASI command")]
+    NoStart,
+    #[error("`_start` has the wrong type: expected a function with no parameters and no results")]
+    BadStart,
+    #[error("cannot instantiate the module: {0}")]
+    Instantiate(String),
+    #[error("cannot set up the WASI imports: {0}")]
+    Linker(String),
+}
+
+/// The monotonic clock of a body: it starts at an offset carried by the body, so
+/// that it never goes backwards when the body moves.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyClock {
+    base: Instant,
+    offset_ns: u64,
+}
+
+impl BodyClock {
+    pub fn starting_at(offset_ns: u64) -> Self {
+        BodyClock {
+            base: Instant::now(),
+            offset_ns,
+        }
+    }
+
+    pub fn monotonic_ns(&self) -> u64 {
+        let elapsed = self.base.elapsed().as_nanos().min(u64::MAX as u128) as u64;
+        self.offset_ns.saturating_add(elapsed)
+    }
+}
+
+/// The host state of a running body (wasmtime's store data).
+pub struct BodyCtx {
+    pub(crate) link: Box<dyn DeputyLink>,
+    pub(crate) args: Vec<Vec<u8>>,
+    pub(crate) env: Vec<Vec<u8>>,
+    pub(crate) clock: BodyClock,
+    pub(crate) memory: Option<Memory>,
+}
+
+impl BodyCtx {
+    pub(crate) fn clock_now(&self, id: u32) -> Result<u64, Errno> {
+        match id {
+            clockid::REALTIME => Ok(SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_err(|_| Errno::Io)?
+                .as_nanos()
+                .min(u64::MAX as u128) as u64),
+            clockid::MONOTONIC => Ok(self.clock.monotonic_ns()),
+            clockid::PROCESS_CPUTIME | clockid::THREAD_CPUTIME => Err(Errno::Badf),
+            _ => Err(Errno::Inval),
+        }
+    }
+
+    pub(crate) fn clock_res(&self, id: u32) -> Result<u64, Errno> {
+        match id {
+            clockid::REALTIME | clockid::MONOTONIC => Ok(1),
+            clockid::PROCESS_CPUTIME | clockid::THREAD_CPUTIME => Err(Errno::Badf),
+            _ => Err(Errno::Inval),
+        }
+    }
+}
+
+fn kind_name(ty: &ExternType) -> &'static str {
+    match ty {
+        ExternType::Func(_) => "function",
+        ExternType::Global(_) => "global",
+        ExternType::Table(_) => "table",
+        ExternType::Memory(_) => "memory",
+        ExternType::Tag(_) => "tag",
+    }
+}
+
+/// Checks that a module can run as a body: every import is a WASI preview1
+/// function, and it has a `_start` of the right type.
+pub fn check_module(module: &Module) -> Result<(), BodyError> {
+    for import in module.imports() {
+        let ty = import.ty();
+        let known = import.module() == shims::MODULE
+            && matches!(ty, ExternType::Func(_))
+            && shims::FUNCTIONS.contains(&import.name());
+        if !known {
+            return Err(BodyError::UnknownImport {
+                module: import.module().to_string(),
+                name: import.name().to_string(),
+                kind: kind_name(&ty),
+            });
+        }
+    }
+    match module.get_export("_start") {
+        None => Err(BodyError::NoStart),
+        Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
+        Some(_) => Err(BodyError::BadStart),
+    }
+}
+
+/// A body ready to run: an instance of its module, linked to its deputy.
+pub struct Body {
+    store: Store<BodyCtx>,
+    start: wasmtime::TypedFunc<(), ()>,
+}
+
+impl Body {
+    /// Instantiates `module` for a fresh launch.
+    pub fn new(
+        runtime: &Runtime,
+        module: &Module,
+        spec: &BodySpec,
+        link: Box<dyn DeputyLink>,
+    ) -> Result<Self, BodyError> {
+        check_module(module)?;
+        let mut linker = Linker::new(runtime.engine());
+        shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
+        let ctx = BodyCtx {
+            link,
+            args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
+            env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            clock: BodyClock::starting_at(0),
+            memory: None,
+        };
+        let mut store = Store::new(runtime.engine(), ctx);
+        let instance = linker
+            .instantiate(&mut store, module)
+            .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
+        if let Some(m) = instance.get_memory(&mut store, "memory") {
+            store.data_mut().memory = Some(m);
+        }
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .map_err(|_| BodyError::BadStart)?;
+        Ok(Body { store, start })
+    }
+
+    /// Runs the body to its end.
+    pub fn run(mut self) -> Exit {
+        match self.start.call(&mut self.store, ()) {
+            Ok(()) => Exit::Status(0),
+            Err(e) => match e.downcast_ref::<ProcExit>() {
+                Some(ProcExit(code)) => Exit::Status(*code),
+                None if e.is::<wasmtime::Trap>() => Exit::Trap(e),
+                None => Exit::Failed(e),
+            },
+        }
+    }
+}

@@ -1,0 +1,21 @@
+//! ssi-remote: the body of a process.
+//!
+//! A body is the Wasm instance that computes. This crate owns the wasmtime engine
+//! and the on-disk cache of compiled modules ([`Runtime`]), the shims that turn
+//! the guest's `wasi_snapshot_preview1` calls into [`ssi_deputy::Syscall`]s, and
+//! the [`DeputyLink`] trait through which those calls reach the deputy at home.
+//!
+//! It knows nothing of process tables, clusters or terminals: it is handed a
+//! module, the program's arguments and environment, and a link.
+
+mod body;
+mod engine;
+mod link;
+mod shims;
+
+pub use body::{Body, BodyClock, BodyError, BodySpec, Exit, ProcExit, check_module};
+pub use engine::{LoadError, ModuleHash, Runtime, default_cache_dir};
+pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
+pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
+/// The error type of a trapped or failed body, and the marker of a Wasm trap.
+pub use wasmtime::{Error, Trap};
