@@ -275,6 +275,18 @@ impl Deputy {
         }
     }
 
+    /// A descriptor the `sock_*` calls accept: `ENOTSOCK` for anything but a socket.
+    fn socket(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+        let e = self.entry(fd)?;
+        match &e.handle {
+            Handle::File(f) => match wc(f.get_filetype())? {
+                FileType::SocketStream | FileType::SocketDgram => Ok(f.as_ref()),
+                _ => Err(Errno::Notsock),
+            },
+            Handle::Dir(_) => Err(Errno::Notsock),
+        }
+    }
+
     fn readable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         let e = self.entry(fd)?;
         match &e.handle {
@@ -295,6 +307,7 @@ impl Deputy {
         let e = self.entry(fd)?;
         match &e.handle {
             Handle::Dir(d) => Ok((d.as_ref(), &e.meta)),
+            Handle::File(_) if matches!(e.meta.kind, FdKind::Stdio(_)) => Err(Errno::Badf),
             Handle::File(_) => Err(Errno::Notdir),
         }
     }
@@ -547,7 +560,7 @@ impl Deputy {
             }
             S::PollOneoff { subscriptions } => self.poll_oneoff(&subscriptions).map(Reply::Events),
             S::SockAccept { fd, flags } => {
-                let f = self.file(fd)?;
+                let f = self.socket(fd)?;
                 let file = wc(f.sock_accept(fdflags_from_raw(flags)))?;
                 let new = self.table.push(Entry {
                     handle: Handle::File(file),
@@ -566,7 +579,7 @@ impl Deputy {
                 Ok(Reply::Fd(new))
             }
             S::SockRecv { fd, len, flags } => {
-                let f = self.file(fd)?;
+                let f = self.socket(fd)?;
                 let mut buf = vec![0u8; len.min(MAX_READ) as usize];
                 let (n, ro) = wc(f.sock_recv(
                     &mut [IoSliceMut::new(&mut buf)],
@@ -579,12 +592,12 @@ impl Deputy {
                 })
             }
             S::SockSend { fd, data, .. } => {
-                let f = self.file(fd)?;
+                let f = self.socket(fd)?;
                 let n = wc(f.sock_send(&[IoSlice::new(&data)], SiFlags::empty()))?;
                 Ok(Reply::Size(u32::try_from(n).map_err(|_| Errno::Overflow)?))
             }
             S::SockShutdown { fd, how } => {
-                let f = self.file(fd)?;
+                let f = self.socket(fd)?;
                 let how = SdFlags::from_bits(u32::from(how)).ok_or(Errno::Inval)?;
                 wc(f.sock_shutdown(how))?;
                 Ok(Reply::Unit)

@@ -32,12 +32,17 @@ type R<T> = Result<T, Fail>;
 fn finish(r: R<()>) -> wasmtime::Result<i32> {
     match r {
         Ok(()) => Ok(0),
+        // As wasmtime: a guest pointer outside its memory stops the guest.
+        Err(Fail::Errno(Errno::Fault)) => Err(wasmtime::Error::msg(
+            "the guest passed a pointer out of the bounds of its memory",
+        )),
         Err(Fail::Errno(e)) => Ok(e as i32),
         Err(Fail::Trap(t)) => Err(t),
     }
 }
 
-/// Guest memory, bounds-checked: every out-of-range access is `EFAULT`.
+/// Guest memory, bounds-checked: an out-of-range access is `EFAULT` here, which
+/// [`finish`] turns into stopping the guest.
 pub(crate) struct Mem<'a>(pub &'a mut [u8]);
 
 impl Mem<'_> {

@@ -68,7 +68,13 @@ fn run(args: Args) -> Result<Outcome> {
         .with_context(|| format!("cannot read module `{module_name}`"))?;
     let preopens = args.dirs.iter().map(|d| parse_dir(d)).collect::<Result<Vec<_>>>()?;
     let env = args.envs.iter().map(|e| parse_env(e)).collect::<Result<Vec<_>>>()?;
-    let mut argv = vec![module_name.clone()];
+    // As `wasmtime run`: argv[0] is the module's file name.
+    let argv0 = args
+        .module
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| module_name.clone());
+    let mut argv = vec![argv0];
     argv.extend(args.args.iter().cloned());
     let cache = if args.no_cache { None } else { ssi_remote::default_cache_dir() };
     let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
