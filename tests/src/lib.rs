@@ -1,1 +1,310 @@
-//! placeholder
+//! ssi-tests: the harness of ssi's end-to-end tests.
+//!
+//! It builds the guests in `guests/` (Rust for `wasm32-wasip1`, C with clang and
+//! wasi-libc), runs them through the real `ssirun` binary, and runs them through a
+//! reference: wasmtime with `wasmtime-wasi`'s own preview1 implementation, in this
+//! process. Both get the same arguments, environment, stdin and a fresh copy of
+//! the same directory, so their outputs, statuses and resulting trees can be compared.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::OnceLock;
+use wasmtime::{Engine, Linker, Module, Store};
+use wasmtime_wasi::p2::pipe::{MemoryInputPipe, MemoryOutputPipe};
+use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
+
+/// The repository's root.
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ has a parent")
+        .to_path_buf()
+}
+
+/// The directory holding the workspace's binaries (next to the test executable).
+pub fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    let deps = exe.parent().expect("deps dir");
+    deps.parent().expect("profile dir").to_path_buf()
+}
+
+/// The path of a workspace binary, which must have been built first.
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(name);
+    assert!(
+        path.exists(),
+        "{} is missing: build the binaries first (`cargo build --release --bins`; tests/run does)",
+        path.display()
+    );
+    path
+}
+
+fn guests_target() -> PathBuf {
+    bin_dir().join("guests")
+}
+
+/// Builds every guest once per test process and returns the directory of the `.wasm` files.
+pub fn guests_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let target = guests_target();
+        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
+            .arg("--manifest-path")
+            .arg(repo_root().join("guests/rust/Cargo.toml"))
+            .arg("--target-dir")
+            .arg(&target)
+            .env_remove("RUSTFLAGS")
+            .env_remove("CARGO_ENCODED_RUSTFLAGS")
+            .status()
+            .expect("run cargo to build the guests");
+        assert!(
+            status.success(),
+            "building the Rust guests failed (is the wasm32-wasip1 target installed? `rustup target add wasm32-wasip1`)"
+        );
+        let out = target.join("wasm32-wasip1/release");
+        let c_src = repo_root().join("guests/c");
+        for entry in std::fs::read_dir(&c_src).expect("guests/c") {
+            let src = entry.expect("entry").path();
+            if src.extension().is_some_and(|e| e == "c") {
+                let stem = src.file_stem().expect("stem").to_string_lossy().into_owned();
+                let status = Command::new("clang")
+                    .args(["--target=wasm32-wasi", "-O2", "-Wall", "-o"])
+                    .arg(out.join(format!("{stem}.wasm")))
+                    .arg(&src)
+                    .status()
+                    .expect("run clang (install clang, lld and wasi-libc; tests/run does)");
+                assert!(status.success(), "compiling {} failed", src.display());
+            }
+        }
+        out
+    })
+}
+
+/// The path of a built guest, by name (`hello`, `cfiles`, …).
+pub fn guest(name: &str) -> PathBuf {
+    let p = guests_dir().join(format!("{name}.wasm"));
+    assert!(p.exists(), "no guest named {name}");
+    p
+}
+
+/// One run of a program, by either runner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    pub status: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+}
+
+impl Outcome {
+    pub fn stdout_text(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    pub fn stderr_text(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// What to run and with what.
+#[derive(Debug, Clone, Default)]
+pub struct Case {
+    pub guest: PathBuf,
+    pub args: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub stdin: Vec<u8>,
+    /// Files to place in a fresh directory preopened as `/sandbox` (None: no preopen).
+    pub sandbox: Option<BTreeMap<String, Vec<u8>>>,
+    pub guest_dir: String,
+}
+
+impl Case {
+    pub fn new(guest: PathBuf) -> Self {
+        Case {
+            guest,
+            guest_dir: "/sandbox".into(),
+            ..Default::default()
+        }
+    }
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args = args.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    pub fn env(mut self, k: &str, v: &str) -> Self {
+        self.env.push((k.into(), v.into()));
+        self
+    }
+    pub fn stdin(mut self, data: &[u8]) -> Self {
+        self.stdin = data.to_vec();
+        self
+    }
+    pub fn sandbox(mut self, files: &[(&str, &[u8])]) -> Self {
+        self.sandbox = Some(
+            files
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_vec()))
+                .collect(),
+        );
+        self
+    }
+    pub fn mount_at(mut self, guest_dir: &str) -> Self {
+        self.guest_dir = guest_dir.into();
+        self
+    }
+
+    fn make_sandbox(&self) -> Option<tempfile::TempDir> {
+        let files = self.sandbox.as_ref()?;
+        let dir = tempfile::tempdir().expect("tempdir");
+        for (name, data) in files {
+            let p = dir.path().join(name);
+            std::fs::create_dir_all(p.parent().expect("parent")).expect("mkdir");
+            std::fs::write(p, data).expect("write sandbox file");
+        }
+        Some(dir)
+    }
+
+    fn argv0(&self) -> String {
+        self.guest
+            .file_name()
+            .expect("file name")
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    /// Runs the case through `ssirun`; returns the outcome and the resulting tree.
+    pub fn run_ssirun(&self) -> (Outcome, Tree) {
+        self.run_ssirun_with(&[])
+    }
+
+    /// As [`Case::run_ssirun`], with extra `ssirun` options before the module.
+    pub fn run_ssirun_with(&self, options: &[&str]) -> (Outcome, Tree) {
+        let sandbox = self.make_sandbox();
+        let mut cmd = Command::new(bin("ssirun"));
+        cmd.args(options);
+        if let Some(dir) = &sandbox {
+            cmd.arg("--dir")
+                .arg(format!("{}::{}", dir.path().display(), self.guest_dir));
+        }
+        for (k, v) in &self.env {
+            cmd.arg("--env").arg(format!("{k}={v}"));
+        }
+        cmd.arg(&self.guest).args(&self.args);
+        cmd.env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("spawn ssirun");
+        let mut stdin = child.stdin.take().expect("stdin");
+        let data = self.stdin.clone();
+        let feeder = std::thread::spawn(move || {
+            let _ = stdin.write_all(&data);
+        });
+        let out = child.wait_with_output().expect("wait for ssirun");
+        feeder.join().expect("stdin feeder");
+        let outcome = Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        (outcome, sandbox.map(|d| Tree::of(d.path())).unwrap_or_default())
+    }
+
+    /// Runs the case through the reference: wasmtime + wasmtime-wasi's preview1.
+    pub fn run_reference(&self) -> (Outcome, Tree) {
+        let sandbox = self.make_sandbox();
+        let engine = reference_engine();
+        let module = Module::from_file(engine, &self.guest).expect("reference: compile");
+        let stdout = MemoryOutputPipe::new(usize::MAX);
+        let stderr = MemoryOutputPipe::new(usize::MAX);
+        let mut builder = WasiCtxBuilder::new();
+        let mut argv = vec![self.argv0()];
+        argv.extend(self.args.iter().cloned());
+        builder
+            .args(&argv)
+            .stdin(MemoryInputPipe::new(self.stdin.clone()))
+            .stdout(stdout.clone())
+            .stderr(stderr.clone());
+        for (k, v) in &self.env {
+            builder.env(k, v);
+        }
+        if let Some(dir) = &sandbox {
+            builder
+                .preopened_dir(dir.path(), &self.guest_dir, FsPerms::ReadWrite)
+                .expect("reference: preopen");
+        }
+        let ctx = builder.build_p1();
+        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(engine);
+        wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).expect("reference: linker");
+        let mut store = Store::new(engine, ctx);
+        let status = match linker
+            .instantiate(&mut store, &module)
+            .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))
+            .and_then(|start| start.call(&mut store, ()))
+        {
+            Ok(()) => 0,
+            Err(e) => {
+                if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
+                    exit.0
+                } else if e.is::<wasmtime::Trap>() {
+                    134
+                } else {
+                    1
+                }
+            }
+        };
+        drop(store);
+        let outcome = Outcome {
+            status,
+            stdout: stdout.contents().to_vec(),
+            stderr: stderr.contents().to_vec(),
+        };
+        (outcome, sandbox.map(|d| Tree::of(d.path())).unwrap_or_default())
+    }
+}
+
+fn reference_engine() -> &'static Engine {
+    static ENGINE: OnceLock<Engine> = OnceLock::new();
+    ENGINE.get_or_init(Engine::default)
+}
+
+/// A directory tree as data: every entry's relative path and what it is.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Tree(pub BTreeMap<String, Node>);
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Node {
+    Dir,
+    File(Vec<u8>),
+    Symlink(PathBuf),
+}
+
+impl Tree {
+    pub fn of(root: &Path) -> Tree {
+        let mut map = BTreeMap::new();
+        walk(root, root, &mut map);
+        Tree(map)
+    }
+}
+
+fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<String, Node>) {
+    for entry in std::fs::read_dir(dir).expect("read_dir") {
+        let entry = entry.expect("entry");
+        let path = entry.path();
+        let rel = path
+            .strip_prefix(root)
+            .expect("under root")
+            .to_string_lossy()
+            .into_owned();
+        let ft = entry.file_type().expect("file type");
+        if ft.is_symlink() {
+            map.insert(rel, Node::Symlink(std::fs::read_link(&path).expect("readlink")));
+        } else if ft.is_dir() {
+            map.insert(rel, Node::Dir);
+            walk(root, &path, map);
+        } else {
+            map.insert(rel, Node::File(std::fs::read(&path).expect("read")));
+        }
+    }
+}

@@ -9,7 +9,8 @@ fn main() {
     for i in 2..=n {
         if !composite[i] {
             count += 1;
-            let mut j = i * i;
+            // i * i would overflow a 32-bit usize: compare through division.
+            let mut j = if i <= n / i { i * i } else { n + 1 };
             while j <= n {
                 composite[j] = true;
                 j += i;

@@ -72,8 +72,8 @@ unsafe fn run() {
                 let mut name = vec![0u8; len];
                 show("fd_prestat_dir_name", fd_prestat_dir_name(DIR, name.as_mut_ptr(), len));
                 println!("preopen name: {:?}", String::from_utf8_lossy(&name));
-                let mut short = vec![0u8; 1];
-                err_only("fd_prestat_dir_name short buffer", if len > 1 { fd_prestat_dir_name(DIR, short.as_mut_ptr(), 0) } else { Ok(()) });
+                let mut short = vec![0u8; len];
+                err_only("fd_prestat_dir_name short buffer", fd_prestat_dir_name(DIR, short.as_mut_ptr(), len - 1));
             }
             Err(e) => println!("fd_prestat_get: err {}", e.name()),
         }

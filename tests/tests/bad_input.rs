@@ -1,0 +1,113 @@
+//! Bad input to `ssirun`: a one-line error naming the problem, status 1, no panic.
+
+use ssi_tests::{Outcome, bin};
+use std::process::Command;
+
+fn ssirun(args: &[&str]) -> Outcome {
+    let out = Command::new(bin("ssirun"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run ssirun");
+    Outcome {
+        status: out.status.code().unwrap_or(-1),
+        stdout: out.stdout,
+        stderr: out.stderr,
+    }
+}
+
+fn write(dir: &tempfile::TempDir, name: &str, data: &[u8]) -> String {
+    let p = dir.path().join(name);
+    std::fs::write(&p, data).expect("write input");
+    p.display().to_string()
+}
+
+fn one_line_error(out: &Outcome, needle: &str) {
+    let err = out.stderr_text();
+    assert_eq!(out.status, 1, "status; stderr: {err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(err.contains(needle), "`{needle}` not in: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn missing_module_file() {
+    one_line_error(&ssirun(&["/nonexistent/prog.wasm"]), "cannot read module `/nonexistent/prog.wasm`");
+}
+
+#[test]
+fn file_that_is_not_wasm() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(&dir, "script.wasm", b"#!/bin/sh\necho not wasm\n");
+    one_line_error(&ssirun(&[&p]), "not a WebAssembly module");
+    let p = write(&dir, "broken.wasm", b"\0asm\x01\0\0\0\x01\xff\xff");
+    one_line_error(&ssirun(&[&p]), "invalid WebAssembly module");
+    let p = write(&dir, "broken.wat", b"(module (func (export \"_start\") (i32.add)))");
+    one_line_error(&ssirun(&[&p]), "invalid WebAssembly");
+}
+
+#[test]
+fn module_without_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(&dir, "lib.wat", b"(module (memory (export \"memory\") 1) (func (export \"f\")))");
+    one_line_error(&ssirun(&[&p]), "has no `_start` function");
+}
+
+#[test]
+fn import_nothing_provides() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(
+        &dir,
+        "imp.wat",
+        b"(module (import \"env\" \"mystery\" (func)) (memory (export \"memory\") 1) (func (export \"_start\")))",
+    );
+    one_line_error(&ssirun(&[&p]), "imports `env::mystery` (function), which is not provided");
+    let p = write(
+        &dir,
+        "imp2.wat",
+        b"(module (import \"wasi_snapshot_preview1\" \"fd_teleport\" (func)) (memory (export \"memory\") 1) (func (export \"_start\")))",
+    );
+    one_line_error(&ssirun(&[&p]), "`wasi_snapshot_preview1::fd_teleport`");
+}
+
+#[test]
+fn bad_dir_and_env_options() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(&dir, "ok.wat", b"(module (memory (export \"memory\") 1) (func (export \"_start\")))");
+    one_line_error(&ssirun(&["--dir", "/nonexistent-dir", &p]), "cannot open directory `/nonexistent-dir`");
+    one_line_error(&ssirun(&["--env", "=x", &p]), "invalid --env `=x`");
+    one_line_error(&ssirun(&["--env", "SSI_SURELY_UNSET_VAR", &p]), "SSI_SURELY_UNSET_VAR");
+}
+
+#[test]
+fn pointer_out_of_bounds_stops_the_guest() {
+    // As wasmtime: a guest handing the host a pointer outside its memory is stopped
+    // with an error (status 1), not answered with an errno.
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(
+        &dir,
+        "oob.wat",
+        b"(module (import \"wasi_snapshot_preview1\" \"fd_write\" (func $w (param i32 i32 i32 i32) (result i32)))
+          (memory (export \"memory\") 1)
+          (func (export \"_start\") (drop (call $w (i32.const 1) (i32.const 70000) (i32.const 1) (i32.const 0)))))",
+    );
+    let out = ssirun(&[&p]);
+    assert_eq!(out.status, 1);
+    assert!(out.stderr_text().contains("pointer out of the bounds"), "{}", out.stderr_text());
+}
+
+#[test]
+fn exit_status_out_of_range_is_an_error() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let p = write(
+        &dir,
+        "exit.wat",
+        b"(module (import \"wasi_snapshot_preview1\" \"proc_exit\" (func $e (param i32)))
+          (memory (export \"memory\") 1)
+          (func (export \"_start\") (call $e (i32.const 200))))",
+    );
+    let out = ssirun(&[&p]);
+    assert_eq!(out.status, 1);
+    assert!(out.stderr_text().contains("exit with invalid exit status"), "{}", out.stderr_text());
+}
