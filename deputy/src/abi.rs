@@ -432,12 +432,17 @@ pub enum Reply {
     Fdstat(Fdstat),
     Filestat(Filestat),
     /// `fd_prestat_get`: a preopened directory whose name has this length.
-    PrestatDir { name_len: u32 },
+    PrestatDir {
+        name_len: u32,
+    },
     /// `fd_readdir`: entries from the cookie on, enough to fill the guest's buffer.
     Dirents(Vec<Dirent>),
     Events(Vec<Event>),
     /// `sock_recv`: the bytes and the `roflags`.
-    Recv { data: Vec<u8>, roflags: u16 },
+    Recv {
+        data: Vec<u8>,
+        roflags: u16,
+    },
 }
 
 /// The outcome of a [`Syscall`]: a reply, or the errno the guest sees.

@@ -141,8 +141,16 @@ fn times(
     if fst & !fstflags::ALL != 0 {
         return Err(Errno::Inval);
     }
-    let a = time_spec(fst & fstflags::ATIM != 0, fst & fstflags::ATIM_NOW != 0, atim)?;
-    let m = time_spec(fst & fstflags::MTIM != 0, fst & fstflags::MTIM_NOW != 0, mtim)?;
+    let a = time_spec(
+        fst & fstflags::ATIM != 0,
+        fst & fstflags::ATIM_NOW != 0,
+        atim,
+    )?;
+    let m = time_spec(
+        fst & fstflags::MTIM != 0,
+        fst & fstflags::MTIM_NOW != 0,
+        mtim,
+    )?;
     Ok((a, m))
 }
 
@@ -255,7 +263,10 @@ impl Deputy {
 
     /// The metadata of every open descriptor, in fd order.
     pub fn descriptors(&self) -> Vec<(Fd, FdMeta)> {
-        self.table.iter().map(|(fd, e)| (fd, e.meta.clone())).collect()
+        self.table
+            .iter()
+            .map(|(fd, e)| (fd, e.meta.clone()))
+            .collect()
     }
 
     /// The current offset of an open regular file, as a checkpoint records it.
@@ -435,13 +446,17 @@ impl Deputy {
             }
             S::FdSeek { fd, offset, whence } => {
                 let pos = match whence {
-                    Whence::Set => SeekFrom::Start(u64::try_from(offset).map_err(|_| Errno::Inval)?),
+                    Whence::Set => {
+                        SeekFrom::Start(u64::try_from(offset).map_err(|_| Errno::Inval)?)
+                    }
                     Whence::Cur => SeekFrom::Current(offset),
                     Whence::End => SeekFrom::End(offset),
                 };
                 Ok(Reply::Filesize(wc(self.file(fd)?.seek(pos))?))
             }
-            S::FdTell { fd } => Ok(Reply::Filesize(wc(self.file(fd)?.seek(SeekFrom::Current(0)))?)),
+            S::FdTell { fd } => Ok(Reply::Filesize(wc(self
+                .file(fd)?
+                .seek(SeekFrom::Current(0)))?)),
             S::FdReaddir {
                 fd,
                 cookie,
@@ -525,7 +540,10 @@ impl Deputy {
             S::PathReadlink { fd, path } => {
                 let (dir, _) = self.dir(fd)?;
                 let target = wc(dir.read_link(utf8(&path)?))?;
-                let target = target.into_os_string().into_string().map_err(|_| Errno::Ilseq)?;
+                let target = target
+                    .into_os_string()
+                    .into_string()
+                    .map_err(|_| Errno::Ilseq)?;
                 Ok(Reply::Bytes(target.into_bytes()))
             }
             S::PathRemoveDirectory { fd, path } => {

@@ -191,19 +191,32 @@ mod tests {
     #[test]
     fn garbage_is_not_wasm() {
         let rt = Runtime::new(None).expect("engine");
-        assert!(matches!(rt.load(b"#!/bin/sh\necho hi\n"), Err(LoadError::NotWasm)));
-        assert!(matches!(rt.load(b"\0asm\x01\0\0\0\x99"), Err(LoadError::Invalid(_))));
-        assert!(matches!(rt.load(b"(module (func $f (result i32)))"), Err(LoadError::BadText(_) | LoadError::Invalid(_))));
+        assert!(matches!(
+            rt.load(b"#!/bin/sh\necho hi\n"),
+            Err(LoadError::NotWasm)
+        ));
+        assert!(matches!(
+            rt.load(b"\0asm\x01\0\0\0\x99"),
+            Err(LoadError::Invalid(_))
+        ));
+        assert!(matches!(
+            rt.load(b"(module (func $f (result i32)))"),
+            Err(LoadError::BadText(_) | LoadError::Invalid(_))
+        ));
     }
 
     #[test]
     fn cache_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
-        let (h1, _) = rt.load(b"(module (func (export \"_start\")))").expect("compile");
+        let (h1, _) = rt
+            .load(b"(module (func (export \"_start\")))")
+            .expect("compile");
         let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(entries.len(), 1);
-        let (h2, m) = rt.load(b"(module (func (export \"_start\")))").expect("from cache");
+        let (h2, m) = rt
+            .load(b"(module (func (export \"_start\")))")
+            .expect("from cache");
         assert_eq!(h1, h2);
         assert!(m.get_export("_start").is_some());
     }

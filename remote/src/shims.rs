@@ -290,7 +290,9 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
     }
     let mut list = Vec::with_capacity(n as usize);
     for i in 0..n {
-        let at = subs.checked_add(i.checked_mul(48).ok_or(Errno::Fault)?).ok_or(Errno::Fault)?;
+        let at = subs
+            .checked_add(i.checked_mul(48).ok_or(Errno::Fault)?)
+            .ok_or(Errno::Fault)?;
         let (mut sub, abstime) = read_subscription(m, at)?;
         if let SubscriptionKind::Clock { id, timeout, .. } = &mut sub.kind {
             if abstime {
@@ -343,24 +345,44 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
 pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     let l = linker;
 
-    l.func_wrap(MODULE, "args_get", |mut c: Caller<'_, BodyCtx>, argv: u32, buf: u32| {
-        finish(with(&mut c, |m, ctx| put_strings(m, &ctx.args, argv, buf)))
-    })?;
-    l.func_wrap(MODULE, "args_sizes_get", |mut c: Caller<'_, BodyCtx>, n: u32, size: u32| {
-        finish(with(&mut c, |m, ctx| put_sizes(m, &ctx.args, n, size)))
-    })?;
-    l.func_wrap(MODULE, "environ_get", |mut c: Caller<'_, BodyCtx>, envp: u32, buf: u32| {
-        finish(with(&mut c, |m, ctx| put_strings(m, &ctx.env, envp, buf)))
-    })?;
-    l.func_wrap(MODULE, "environ_sizes_get", |mut c: Caller<'_, BodyCtx>, n: u32, size: u32| {
-        finish(with(&mut c, |m, ctx| put_sizes(m, &ctx.env, n, size)))
-    })?;
-    l.func_wrap(MODULE, "clock_res_get", |mut c: Caller<'_, BodyCtx>, id: u32, out: u32| {
-        finish(with(&mut c, |m, ctx| {
-            let res = ctx.clock_res(id)?;
-            Ok(m.put_u64(out, res)?)
-        }))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "args_get",
+        |mut c: Caller<'_, BodyCtx>, argv: u32, buf: u32| {
+            finish(with(&mut c, |m, ctx| put_strings(m, &ctx.args, argv, buf)))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "args_sizes_get",
+        |mut c: Caller<'_, BodyCtx>, n: u32, size: u32| {
+            finish(with(&mut c, |m, ctx| put_sizes(m, &ctx.args, n, size)))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "environ_get",
+        |mut c: Caller<'_, BodyCtx>, envp: u32, buf: u32| {
+            finish(with(&mut c, |m, ctx| put_strings(m, &ctx.env, envp, buf)))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "environ_sizes_get",
+        |mut c: Caller<'_, BodyCtx>, n: u32, size: u32| {
+            finish(with(&mut c, |m, ctx| put_sizes(m, &ctx.env, n, size)))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "clock_res_get",
+        |mut c: Caller<'_, BodyCtx>, id: u32, out: u32| {
+            finish(with(&mut c, |m, ctx| {
+                let res = ctx.clock_res(id)?;
+                Ok(m.put_u64(out, res)?)
+            }))
+        },
+    )?;
     l.func_wrap(
         MODULE,
         "clock_time_get",
@@ -371,27 +393,41 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "random_get", |mut c: Caller<'_, BodyCtx>, buf: u32, len: u32| {
-        finish(with(&mut c, |m, _| {
-            rand::RngCore::fill_bytes(&mut rand::rng(), m.get_mut(buf, len)?);
-            Ok(())
-        }))
-    })?;
-    l.func_wrap(MODULE, "sched_yield", |_c: Caller<'_, BodyCtx>| -> wasmtime::Result<i32> {
-        std::thread::yield_now();
-        Ok(0)
-    })?;
-    l.func_wrap(MODULE, "proc_exit", |_c: Caller<'_, BodyCtx>, code: u32| -> wasmtime::Result<()> {
-        if code >= 126 {
-            return Err(wasmtime::Error::msg(
-                "exit with invalid exit status outside of [0..126)",
-            ));
-        }
-        Err(wasmtime::Error::new(ProcExit(code as i32)))
-    })?;
-    l.func_wrap(MODULE, "proc_raise", |_c: Caller<'_, BodyCtx>, _sig: u32| -> wasmtime::Result<i32> {
-        Ok(Errno::Notsup as i32)
-    })?;
+    l.func_wrap(
+        MODULE,
+        "random_get",
+        |mut c: Caller<'_, BodyCtx>, buf: u32, len: u32| {
+            finish(with(&mut c, |m, _| {
+                rand::RngCore::fill_bytes(&mut rand::rng(), m.get_mut(buf, len)?);
+                Ok(())
+            }))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "sched_yield",
+        |_c: Caller<'_, BodyCtx>| -> wasmtime::Result<i32> {
+            std::thread::yield_now();
+            Ok(0)
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "proc_exit",
+        |_c: Caller<'_, BodyCtx>, code: u32| -> wasmtime::Result<()> {
+            if code >= 126 {
+                return Err(wasmtime::Error::msg(
+                    "exit with invalid exit status outside of [0..126)",
+                ));
+            }
+            Err(wasmtime::Error::new(ProcExit(code as i32)))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "proc_raise",
+        |_c: Caller<'_, BodyCtx>, _sig: u32| -> wasmtime::Result<i32> { Ok(Errno::Notsup as i32) },
+    )?;
     l.func_wrap(
         MODULE,
         "poll_oneoff",
@@ -410,7 +446,15 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         |mut c: Caller<'_, BodyCtx>, fd: u32, offset: u64, len: u64, advice: u32| {
             finish(with(&mut c, |_, ctx| {
                 let advice = u8::try_from(advice).map_err(|_| Errno::Inval)?;
-                expect_unit(ctx, Syscall::FdAdvise { fd, offset, len, advice })
+                expect_unit(
+                    ctx,
+                    Syscall::FdAdvise {
+                        fd,
+                        offset,
+                        len,
+                        advice,
+                    },
+                )
             }))
         },
     )?;
@@ -418,37 +462,59 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         MODULE,
         "fd_allocate",
         |mut c: Caller<'_, BodyCtx>, fd: u32, offset: u64, len: u64| {
-            finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdAllocate { fd, offset, len })))
+            finish(with(&mut c, |_, ctx| {
+                expect_unit(ctx, Syscall::FdAllocate { fd, offset, len })
+            }))
         },
     )?;
     l.func_wrap(MODULE, "fd_close", |mut c: Caller<'_, BodyCtx>, fd: u32| {
-        finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdClose { fd })))
-    })?;
-    l.func_wrap(MODULE, "fd_datasync", |mut c: Caller<'_, BodyCtx>, fd: u32| {
-        finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdDatasync { fd })))
-    })?;
-    l.func_wrap(MODULE, "fd_sync", |mut c: Caller<'_, BodyCtx>, fd: u32| {
-        finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdSync { fd })))
-    })?;
-    l.func_wrap(MODULE, "fd_fdstat_get", |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
-        finish(with(&mut c, |m, ctx| match ctx.syscall(Syscall::FdFdstatGet { fd })? {
-            Reply::Fdstat(st) => {
-                let mut b = [0u8; 24];
-                b[0] = st.filetype;
-                b[2..4].copy_from_slice(&st.flags.to_le_bytes());
-                b[8..16].copy_from_slice(&st.rights_base.to_le_bytes());
-                b[16..24].copy_from_slice(&st.rights_inheriting.to_le_bytes());
-                Ok(m.put(out, &b)?)
-            }
-            _ => Err(bad_reply("fd_fdstat_get")),
-        }))
-    })?;
-    l.func_wrap(MODULE, "fd_fdstat_set_flags", |mut c: Caller<'_, BodyCtx>, fd: u32, flags: u32| {
         finish(with(&mut c, |_, ctx| {
-            let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
-            expect_unit(ctx, Syscall::FdFdstatSetFlags { fd, flags })
+            expect_unit(ctx, Syscall::FdClose { fd })
         }))
     })?;
+    l.func_wrap(
+        MODULE,
+        "fd_datasync",
+        |mut c: Caller<'_, BodyCtx>, fd: u32| {
+            finish(with(&mut c, |_, ctx| {
+                expect_unit(ctx, Syscall::FdDatasync { fd })
+            }))
+        },
+    )?;
+    l.func_wrap(MODULE, "fd_sync", |mut c: Caller<'_, BodyCtx>, fd: u32| {
+        finish(with(&mut c, |_, ctx| {
+            expect_unit(ctx, Syscall::FdSync { fd })
+        }))
+    })?;
+    l.func_wrap(
+        MODULE,
+        "fd_fdstat_get",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
+            finish(with(&mut c, |m, ctx| {
+                match ctx.syscall(Syscall::FdFdstatGet { fd })? {
+                    Reply::Fdstat(st) => {
+                        let mut b = [0u8; 24];
+                        b[0] = st.filetype;
+                        b[2..4].copy_from_slice(&st.flags.to_le_bytes());
+                        b[8..16].copy_from_slice(&st.rights_base.to_le_bytes());
+                        b[16..24].copy_from_slice(&st.rights_inheriting.to_le_bytes());
+                        Ok(m.put(out, &b)?)
+                    }
+                    _ => Err(bad_reply("fd_fdstat_get")),
+                }
+            }))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "fd_fdstat_set_flags",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, flags: u32| {
+            finish(with(&mut c, |_, ctx| {
+                let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
+                expect_unit(ctx, Syscall::FdFdstatSetFlags { fd, flags })
+            }))
+        },
+    )?;
     l.func_wrap(
         MODULE,
         "fd_fdstat_set_rights",
@@ -465,22 +531,40 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "fd_filestat_get", |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
-        finish(with(&mut c, |m, ctx| {
-            let st = expect_filestat(ctx, Syscall::FdFilestatGet { fd })?;
-            Ok(m.put_filestat(out, &st)?)
-        }))
-    })?;
-    l.func_wrap(MODULE, "fd_filestat_set_size", |mut c: Caller<'_, BodyCtx>, fd: u32, size: u64| {
-        finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdFilestatSetSize { fd, size })))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "fd_filestat_get",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
+            finish(with(&mut c, |m, ctx| {
+                let st = expect_filestat(ctx, Syscall::FdFilestatGet { fd })?;
+                Ok(m.put_filestat(out, &st)?)
+            }))
+        },
+    )?;
+    l.func_wrap(
+        MODULE,
+        "fd_filestat_set_size",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, size: u64| {
+            finish(with(&mut c, |_, ctx| {
+                expect_unit(ctx, Syscall::FdFilestatSetSize { fd, size })
+            }))
+        },
+    )?;
     l.func_wrap(
         MODULE,
         "fd_filestat_set_times",
         |mut c: Caller<'_, BodyCtx>, fd: u32, atim: u64, mtim: u64, fst: u32| {
             finish(with(&mut c, |_, ctx| {
                 let fst_flags = u16::try_from(fst).map_err(|_| Errno::Inval)?;
-                expect_unit(ctx, Syscall::FdFilestatSetTimes { fd, atim, mtim, fst_flags })
+                expect_unit(
+                    ctx,
+                    Syscall::FdFilestatSetTimes {
+                        fd,
+                        atim,
+                        mtim,
+                        fst_flags,
+                    },
+                )
             }))
         },
     )?;
@@ -532,15 +616,21 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "fd_prestat_get", |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
-        finish(with(&mut c, |m, ctx| match ctx.syscall(Syscall::FdPrestatGet { fd })? {
-            Reply::PrestatDir { name_len } => {
-                m.put_u32(out, 0)?;
-                Ok(m.put_u32(out + 4, name_len)?)
-            }
-            _ => Err(bad_reply("fd_prestat_get")),
-        }))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "fd_prestat_get",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
+            finish(with(&mut c, |m, ctx| {
+                match ctx.syscall(Syscall::FdPrestatGet { fd })? {
+                    Reply::PrestatDir { name_len } => {
+                        m.put_u32(out, 0)?;
+                        Ok(m.put_u32(out + 4, name_len)?)
+                    }
+                    _ => Err(bad_reply("fd_prestat_get")),
+                }
+            }))
+        },
+    )?;
     l.func_wrap(
         MODULE,
         "fd_prestat_dir_name",
@@ -574,9 +664,15 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "fd_renumber", |mut c: Caller<'_, BodyCtx>, from: u32, to: u32| {
-        finish(with(&mut c, |_, ctx| expect_unit(ctx, Syscall::FdRenumber { from, to })))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "fd_renumber",
+        |mut c: Caller<'_, BodyCtx>, from: u32, to: u32| {
+            finish(with(&mut c, |_, ctx| {
+                expect_unit(ctx, Syscall::FdRenumber { from, to })
+            }))
+        },
+    )?;
     l.func_wrap(
         MODULE,
         "fd_seek",
@@ -591,12 +687,16 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "fd_tell", |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
-        finish(with(&mut c, |m, ctx| {
-            let pos = expect_filesize(ctx, Syscall::FdTell { fd })?;
-            Ok(m.put_u64(out, pos)?)
-        }))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "fd_tell",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, out: u32| {
+            finish(with(&mut c, |m, ctx| {
+                let pos = expect_filesize(ctx, Syscall::FdTell { fd })?;
+                Ok(m.put_u64(out, pos)?)
+            }))
+        },
+    )?;
 
     // Paths.
     l.func_wrap(
@@ -734,7 +834,13 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     l.func_wrap(
         MODULE,
         "path_rename",
-        |mut c: Caller<'_, BodyCtx>, old_fd: u32, op: u32, opl: u32, new_fd: u32, np: u32, npl: u32| {
+        |mut c: Caller<'_, BodyCtx>,
+         old_fd: u32,
+         op: u32,
+         opl: u32,
+         new_fd: u32,
+         np: u32,
+         npl: u32| {
             finish(with(&mut c, |m, ctx| {
                 let old_path = m.path(op, opl)?;
                 let new_path = m.path(np, npl)?;
@@ -794,7 +900,13 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     l.func_wrap(
         MODULE,
         "sock_recv",
-        |mut c: Caller<'_, BodyCtx>, fd: u32, iovs: u32, n: u32, flags: u32, nread: u32, roflags: u32| {
+        |mut c: Caller<'_, BodyCtx>,
+         fd: u32,
+         iovs: u32,
+         n: u32,
+         flags: u32,
+         nread: u32,
+         roflags: u32| {
             finish(with(&mut c, |m, ctx| {
                 let (buf, len) = m.first_iovec(iovs, n)?.unwrap_or((0, 0));
                 let flags = u16::try_from(flags).map_err(|_| Errno::Inval)?;
@@ -822,12 +934,16 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
-    l.func_wrap(MODULE, "sock_shutdown", |mut c: Caller<'_, BodyCtx>, fd: u32, how: u32| {
-        finish(with(&mut c, |_, ctx| {
-            let how = u8::try_from(how).map_err(|_| Errno::Inval)?;
-            expect_unit(ctx, Syscall::SockShutdown { fd, how })
-        }))
-    })?;
+    l.func_wrap(
+        MODULE,
+        "sock_shutdown",
+        |mut c: Caller<'_, BodyCtx>, fd: u32, how: u32| {
+            finish(with(&mut c, |_, ctx| {
+                let how = u8::try_from(how).map_err(|_| Errno::Inval)?;
+                expect_unit(ctx, Syscall::SockShutdown { fd, how })
+            }))
+        },
+    )?;
     Ok(())
 }
 

@@ -208,7 +208,10 @@ impl Case {
             stdout: out.stdout,
             stderr: out.stderr,
         };
-        (outcome, sandbox.map(|d| Tree::of(d.path())).unwrap_or_default())
+        (
+            outcome,
+            sandbox.map(|d| Tree::of(d.path())).unwrap_or_default(),
+        )
     }
 
     /// Runs the case through the reference: wasmtime + wasmtime-wasi's preview1.
@@ -260,7 +263,10 @@ impl Case {
             stdout: stdout.contents().to_vec(),
             stderr: stderr.contents().to_vec(),
         };
-        (outcome, sandbox.map(|d| Tree::of(d.path())).unwrap_or_default())
+        (
+            outcome,
+            sandbox.map(|d| Tree::of(d.path())).unwrap_or_default(),
+        )
     }
 }
 
@@ -299,7 +305,10 @@ fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<String, Node>) {
             .into_owned();
         let ft = entry.file_type().expect("file type");
         if ft.is_symlink() {
-            map.insert(rel, Node::Symlink(std::fs::read_link(&path).expect("readlink")));
+            map.insert(
+                rel,
+                Node::Symlink(std::fs::read_link(&path).expect("readlink")),
+            );
         } else if ft.is_dir() {
             map.insert(rel, Node::Dir);
             walk(root, &path, map);

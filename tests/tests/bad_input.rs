@@ -33,7 +33,10 @@ fn one_line_error(out: &Outcome, needle: &str) {
 
 #[test]
 fn missing_module_file() {
-    one_line_error(&ssirun(&["/nonexistent/prog.wasm"]), "cannot read module `/nonexistent/prog.wasm`");
+    one_line_error(
+        &ssirun(&["/nonexistent/prog.wasm"]),
+        "cannot read module `/nonexistent/prog.wasm`",
+    );
 }
 
 #[test]
@@ -43,14 +46,22 @@ fn file_that_is_not_wasm() {
     one_line_error(&ssirun(&[&p]), "not a WebAssembly module");
     let p = write(&dir, "broken.wasm", b"\0asm\x01\0\0\0\x01\xff\xff");
     one_line_error(&ssirun(&[&p]), "invalid WebAssembly module");
-    let p = write(&dir, "broken.wat", b"(module (func (export \"_start\") (i32.add)))");
+    let p = write(
+        &dir,
+        "broken.wat",
+        b"(module (func (export \"_start\") (i32.add)))",
+    );
     one_line_error(&ssirun(&[&p]), "invalid WebAssembly");
 }
 
 #[test]
 fn module_without_start() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = write(&dir, "lib.wat", b"(module (memory (export \"memory\") 1) (func (export \"f\")))");
+    let p = write(
+        &dir,
+        "lib.wat",
+        b"(module (memory (export \"memory\") 1) (func (export \"f\")))",
+    );
     one_line_error(&ssirun(&[&p]), "has no `_start` function");
 }
 
@@ -62,7 +73,10 @@ fn import_nothing_provides() {
         "imp.wat",
         b"(module (import \"env\" \"mystery\" (func)) (memory (export \"memory\") 1) (func (export \"_start\")))",
     );
-    one_line_error(&ssirun(&[&p]), "imports `env::mystery` (function), which is not provided");
+    one_line_error(
+        &ssirun(&[&p]),
+        "imports `env::mystery` (function), which is not provided",
+    );
     let p = write(
         &dir,
         "imp2.wat",
@@ -74,10 +88,20 @@ fn import_nothing_provides() {
 #[test]
 fn bad_dir_and_env_options() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let p = write(&dir, "ok.wat", b"(module (memory (export \"memory\") 1) (func (export \"_start\")))");
-    one_line_error(&ssirun(&["--dir", "/nonexistent-dir", &p]), "cannot open directory `/nonexistent-dir`");
+    let p = write(
+        &dir,
+        "ok.wat",
+        b"(module (memory (export \"memory\") 1) (func (export \"_start\")))",
+    );
+    one_line_error(
+        &ssirun(&["--dir", "/nonexistent-dir", &p]),
+        "cannot open directory `/nonexistent-dir`",
+    );
     one_line_error(&ssirun(&["--env", "=x", &p]), "invalid --env `=x`");
-    one_line_error(&ssirun(&["--env", "SSI_SURELY_UNSET_VAR", &p]), "SSI_SURELY_UNSET_VAR");
+    one_line_error(
+        &ssirun(&["--env", "SSI_SURELY_UNSET_VAR", &p]),
+        "SSI_SURELY_UNSET_VAR",
+    );
 }
 
 #[test]
@@ -94,7 +118,11 @@ fn pointer_out_of_bounds_stops_the_guest() {
     );
     let out = ssirun(&[&p]);
     assert_eq!(out.status, 1);
-    assert!(out.stderr_text().contains("pointer out of the bounds"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("pointer out of the bounds"),
+        "{}",
+        out.stderr_text()
+    );
 }
 
 #[test]
@@ -109,5 +137,9 @@ fn exit_status_out_of_range_is_an_error() {
     );
     let out = ssirun(&[&p]);
     assert_eq!(out.status, 1);
-    assert!(out.stderr_text().contains("exit with invalid exit status"), "{}", out.stderr_text());
+    assert!(
+        out.stderr_text().contains("exit with invalid exit status"),
+        "{}",
+        out.stderr_text()
+    );
 }

@@ -12,7 +12,12 @@ fn every_preview1_function_behaves() {
         .mount_at("/");
     let (out, tree) = case.run_ssirun();
     let text = out.stdout_text();
-    assert_eq!(out.status, 17, "proc_exit status; stderr: {}", out.stderr_text());
+    assert_eq!(
+        out.status,
+        17,
+        "proc_exit status; stderr: {}",
+        out.stderr_text()
+    );
     let expected = [
         "args_sizes_get: 3 21",
         "args: \"conformance.wasm\\0x\\0y\\0\"",
@@ -78,9 +83,19 @@ fn every_preview1_function_behaves() {
         "proc_raise: err NOTSUP",
         "done",
     ];
-    let missing: Vec<&str> = expected.iter().copied().filter(|l| !text.lines().any(|x| x == *l)).collect();
-    assert!(missing.is_empty(), "missing lines: {missing:#?}\n--- transcript ---\n{text}");
+    let missing: Vec<&str> = expected
+        .iter()
+        .copied()
+        .filter(|l| !text.lines().any(|x| x == *l))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "missing lines: {missing:#?}\n--- transcript ---\n{text}"
+    );
     // Everything the guest made and removed is gone; only its list directory stays.
     let names: Vec<&String> = tree.0.keys().collect();
-    assert_eq!(names, ["input.txt", "list", "list/a", "list/b", "list/c", "new.txt"]);
+    assert_eq!(
+        names,
+        ["input.txt", "list", "list/a", "list/b", "list/c", "new.txt"]
+    );
 }

@@ -13,7 +13,11 @@ fn same(case: Case) -> ssi_tests::Outcome {
         "stdout differs for {:?}",
         case.guest
     );
-    assert_eq!(ours.stderr_text(), reference.stderr_text(), "stderr differs");
+    assert_eq!(
+        ours.stderr_text(),
+        reference.stderr_text(),
+        "stderr differs"
+    );
     assert_eq!(ours.status, reference.status, "exit status differs");
     assert_eq!(our_tree, ref_tree, "resulting directory trees differ");
     ours
@@ -45,18 +49,27 @@ fn stdin_filter() {
     let input: String = (0..500).map(|i| format!("line number {i}\n")).collect();
     let out = same(Case::new(guest("filter")).stdin(input.as_bytes()));
     assert!(out.stdout_text().contains("  500: LINE NUMBER 499"));
-    assert_eq!(out.stderr_text(), format!("500 lines, {} bytes\n", input.len()));
+    assert_eq!(
+        out.stderr_text(),
+        format!("500 lines, {} bytes\n", input.len())
+    );
 }
 
 #[test]
 fn file_operations() {
-    let out = same(Case::new(guest("fileops")).sandbox(&[
-        ("input.txt", b"some input\n"),
-        ("nested/keep.txt", b"kept"),
-    ]));
+    let out = same(
+        Case::new(guest("fileops"))
+            .sandbox(&[("input.txt", b"some input\n"), ("nested/keep.txt", b"kept")]),
+    );
     assert_eq!(out.status, 0);
-    assert!(out.stdout_text().contains("escape with ..: PermissionDenied"));
-    assert!(out.stdout_text().contains("escape through symlink: PermissionDenied"));
+    assert!(
+        out.stdout_text()
+            .contains("escape with ..: PermissionDenied")
+    );
+    assert!(
+        out.stdout_text()
+            .contains("escape through symlink: PermissionDenied")
+    );
 }
 
 #[test]
@@ -70,7 +83,11 @@ fn c_guest_with_wasi_libc() {
 #[test]
 fn clocks_and_sleeps() {
     let out = same(Case::new(guest("clocks")));
-    assert!(!out.stdout_text().contains("false"), "{}", out.stdout_text());
+    assert!(
+        !out.stdout_text().contains("false"),
+        "{}",
+        out.stdout_text()
+    );
 }
 
 #[test]

@@ -37,7 +37,10 @@ fn parse_dir(spec: &str) -> Result<Preopen> {
         Some((h, g)) => (h, g),
         None => (spec, spec),
     };
-    anyhow::ensure!(!host.is_empty() && !guest.is_empty(), "invalid --dir `{spec}`: expected HOST_DIR[::GUEST_DIR]");
+    anyhow::ensure!(
+        !host.is_empty() && !guest.is_empty(),
+        "invalid --dir `{spec}`: expected HOST_DIR[::GUEST_DIR]"
+    );
     Ok(Preopen {
         host: PathBuf::from(host),
         guest: guest.to_string(),
@@ -49,8 +52,9 @@ fn parse_env(spec: &str) -> Result<String> {
         Some((name, _)) if !name.is_empty() => Ok(spec.to_string()),
         Some(_) => anyhow::bail!("invalid --env `{spec}`: the name is empty"),
         None => {
-            let value = std::env::var(spec)
-                .with_context(|| format!("--env {spec}: `{spec}` is not set in this environment"))?;
+            let value = std::env::var(spec).with_context(|| {
+                format!("--env {spec}: `{spec}` is not set in this environment")
+            })?;
             Ok(format!("{spec}={value}"))
         }
     }
@@ -59,15 +63,26 @@ fn parse_env(spec: &str) -> Result<String> {
 enum Outcome {
     Exited(i32),
     /// The error, formatted as `wasmtime run` prints it, and whether it was a Wasm trap.
-    Stopped { message: String, trap: bool },
+    Stopped {
+        message: String,
+        trap: bool,
+    },
 }
 
 fn run(args: Args) -> Result<Outcome> {
     let module_name = args.module.display().to_string();
     let bytes = std::fs::read(&args.module)
         .with_context(|| format!("cannot read module `{module_name}`"))?;
-    let preopens = args.dirs.iter().map(|d| parse_dir(d)).collect::<Result<Vec<_>>>()?;
-    let env = args.envs.iter().map(|e| parse_env(e)).collect::<Result<Vec<_>>>()?;
+    let preopens = args
+        .dirs
+        .iter()
+        .map(|d| parse_dir(d))
+        .collect::<Result<Vec<_>>>()?;
+    let env = args
+        .envs
+        .iter()
+        .map(|e| parse_env(e))
+        .collect::<Result<Vec<_>>>()?;
     // As `wasmtime run`: argv[0] is the module's file name.
     let argv0 = args
         .module
@@ -76,7 +91,11 @@ fn run(args: Args) -> Result<Outcome> {
         .unwrap_or_else(|| module_name.clone());
     let mut argv = vec![argv0];
     argv.extend(args.args.iter().cloned());
-    let cache = if args.no_cache { None } else { ssi_remote::default_cache_dir() };
+    let cache = if args.no_cache {
+        None
+    } else {
+        ssi_remote::default_cache_dir()
+    };
     let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
     let node = Node::new(1, runtime).context("cannot start the embedded node")?;
     let process = node
