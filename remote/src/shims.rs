@@ -190,52 +190,65 @@ fn bad_reply(call: &str) -> Fail {
     )))
 }
 
-fn expect_unit(ctx: &mut BodyCtx, call: Syscall) -> R<()> {
+/// Sends a call and takes the reply of the kind `pick` accepts; any other kind
+/// means the deputy is broken, which stops the body.
+fn ask<T>(ctx: &mut BodyCtx, call: Syscall, pick: impl FnOnce(Reply) -> Option<T>) -> R<T> {
     let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Unit => Ok(()),
-        _ => Err(bad_reply(name)),
-    }
+    pick(ctx.syscall(call)?).ok_or_else(|| bad_reply(name))
+}
+
+fn expect_unit(ctx: &mut BodyCtx, call: Syscall) -> R<()> {
+    ask(ctx, call, |r| matches!(r, Reply::Unit).then_some(()))
 }
 
 fn expect_size(ctx: &mut BodyCtx, call: Syscall) -> R<u32> {
-    let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Size(n) => Ok(n),
-        _ => Err(bad_reply(name)),
-    }
+    ask(ctx, call, |r| {
+        if let Reply::Size(n) = r {
+            Some(n)
+        } else {
+            None
+        }
+    })
 }
 
 fn expect_bytes(ctx: &mut BodyCtx, call: Syscall) -> R<Vec<u8>> {
-    let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Bytes(b) => Ok(b),
-        _ => Err(bad_reply(name)),
-    }
+    ask(ctx, call, |r| {
+        if let Reply::Bytes(b) = r {
+            Some(b)
+        } else {
+            None
+        }
+    })
 }
 
 fn expect_filesize(ctx: &mut BodyCtx, call: Syscall) -> R<u64> {
-    let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Filesize(n) => Ok(n),
-        _ => Err(bad_reply(name)),
-    }
+    ask(ctx, call, |r| {
+        if let Reply::Filesize(n) = r {
+            Some(n)
+        } else {
+            None
+        }
+    })
 }
 
 fn expect_fd(ctx: &mut BodyCtx, call: Syscall) -> R<u32> {
-    let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Fd(fd) => Ok(fd),
-        _ => Err(bad_reply(name)),
-    }
+    ask(ctx, call, |r| {
+        if let Reply::Fd(fd) = r {
+            Some(fd)
+        } else {
+            None
+        }
+    })
 }
 
 fn expect_filestat(ctx: &mut BodyCtx, call: Syscall) -> R<abi::Filestat> {
-    let name = call.name();
-    match ctx.syscall(call)? {
-        Reply::Filestat(st) => Ok(st),
-        _ => Err(bad_reply(name)),
-    }
+    ask(ctx, call, |r| {
+        if let Reply::Filestat(st) = r {
+            Some(st)
+        } else {
+            None
+        }
+    })
 }
 
 /// Writes a list of NUL-terminated strings the way `args_get`/`environ_get` do.
