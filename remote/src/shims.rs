@@ -29,75 +29,83 @@ impl From<Errno> for Fail {
 
 type R<T> = Result<T, Fail>;
 
+/// A guest pointer (or length) that falls outside the guest's memory. As in
+/// wasmtime, it stops the guest instead of becoming an errno.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Fault;
+
+impl From<Fault> for Fail {
+    fn from(_: Fault) -> Self {
+        Fail::Trap(wasmtime::Error::msg(
+            "the guest passed a pointer out of the bounds of its memory",
+        ))
+    }
+}
+
 fn finish(r: R<()>) -> wasmtime::Result<i32> {
     match r {
         Ok(()) => Ok(0),
-        // As wasmtime: a guest pointer outside its memory stops the guest.
-        Err(Fail::Errno(Errno::Fault)) => Err(wasmtime::Error::msg(
-            "the guest passed a pointer out of the bounds of its memory",
-        )),
         Err(Fail::Errno(e)) => Ok(e as i32),
         Err(Fail::Trap(t)) => Err(t),
     }
 }
 
-/// Guest memory, bounds-checked: an out-of-range access is `EFAULT` here, which
-/// [`finish`] turns into stopping the guest.
+/// Guest memory, bounds-checked: an out-of-range access is a [`Fault`].
 pub(crate) struct Mem<'a>(pub &'a mut [u8]);
 
 impl Mem<'_> {
-    fn range(&self, ptr: u32, len: u32) -> Result<std::ops::Range<usize>, Errno> {
+    fn range(&self, ptr: u32, len: u32) -> Result<std::ops::Range<usize>, Fault> {
         let start = ptr as usize;
-        let end = start.checked_add(len as usize).ok_or(Errno::Fault)?;
+        let end = start.checked_add(len as usize).ok_or(Fault)?;
         if end > self.0.len() {
-            return Err(Errno::Fault);
+            return Err(Fault);
         }
         Ok(start..end)
     }
-    fn get(&self, ptr: u32, len: u32) -> Result<&[u8], Errno> {
+    fn get(&self, ptr: u32, len: u32) -> Result<&[u8], Fault> {
         let r = self.range(ptr, len)?;
         Ok(&self.0[r])
     }
-    fn get_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Errno> {
+    fn get_mut(&mut self, ptr: u32, len: u32) -> Result<&mut [u8], Fault> {
         let r = self.range(ptr, len)?;
         Ok(&mut self.0[r])
     }
-    fn bytes<const N: usize>(&self, ptr: u32) -> Result<[u8; N], Errno> {
+    fn bytes<const N: usize>(&self, ptr: u32) -> Result<[u8; N], Fault> {
         let mut out = [0u8; N];
         out.copy_from_slice(self.get(ptr, N as u32)?);
         Ok(out)
     }
-    fn u8(&self, ptr: u32) -> Result<u8, Errno> {
+    fn u8(&self, ptr: u32) -> Result<u8, Fault> {
         Ok(self.bytes::<1>(ptr)?[0])
     }
-    fn u16(&self, ptr: u32) -> Result<u16, Errno> {
+    fn u16(&self, ptr: u32) -> Result<u16, Fault> {
         Ok(u16::from_le_bytes(self.bytes(ptr)?))
     }
-    fn u32(&self, ptr: u32) -> Result<u32, Errno> {
+    fn u32(&self, ptr: u32) -> Result<u32, Fault> {
         Ok(u32::from_le_bytes(self.bytes(ptr)?))
     }
-    fn u64(&self, ptr: u32) -> Result<u64, Errno> {
+    fn u64(&self, ptr: u32) -> Result<u64, Fault> {
         Ok(u64::from_le_bytes(self.bytes(ptr)?))
     }
-    fn put(&mut self, ptr: u32, data: &[u8]) -> Result<(), Errno> {
+    fn put(&mut self, ptr: u32, data: &[u8]) -> Result<(), Fault> {
         self.get_mut(ptr, data.len() as u32)?.copy_from_slice(data);
         Ok(())
     }
-    fn put_u8(&mut self, ptr: u32, v: u8) -> Result<(), Errno> {
+    fn put_u8(&mut self, ptr: u32, v: u8) -> Result<(), Fault> {
         self.put(ptr, &[v])
     }
-    fn put_u16(&mut self, ptr: u32, v: u16) -> Result<(), Errno> {
+    fn put_u16(&mut self, ptr: u32, v: u16) -> Result<(), Fault> {
         self.put(ptr, &v.to_le_bytes())
     }
-    fn put_u32(&mut self, ptr: u32, v: u32) -> Result<(), Errno> {
+    fn put_u32(&mut self, ptr: u32, v: u32) -> Result<(), Fault> {
         self.put(ptr, &v.to_le_bytes())
     }
-    fn put_u64(&mut self, ptr: u32, v: u64) -> Result<(), Errno> {
+    fn put_u64(&mut self, ptr: u32, v: u64) -> Result<(), Fault> {
         self.put(ptr, &v.to_le_bytes())
     }
     /// The (pointer, length) pairs of an iovec array.
-    fn iovecs(&self, ptr: u32, count: u32) -> Result<Vec<(u32, u32)>, Errno> {
-        let bytes = count.checked_mul(8).ok_or(Errno::Fault)?;
+    fn iovecs(&self, ptr: u32, count: u32) -> Result<Vec<(u32, u32)>, Fault> {
+        let bytes = count.checked_mul(8).ok_or(Fault)?;
         self.range(ptr, bytes)?;
         (0..count)
             .map(|i| {
@@ -109,7 +117,7 @@ impl Mem<'_> {
             .collect()
     }
     /// The concatenated bytes of a ciovec array.
-    fn gather(&self, ptr: u32, count: u32) -> Result<Vec<u8>, Errno> {
+    fn gather(&self, ptr: u32, count: u32) -> Result<Vec<u8>, Fault> {
         let iovs = self.iovecs(ptr, count)?;
         let total: usize = iovs.iter().map(|(_, l)| *l as usize).sum();
         let mut out = Vec::with_capacity(total);
@@ -119,13 +127,13 @@ impl Mem<'_> {
         Ok(out)
     }
     /// The first non-empty iovec (reads fill one buffer, as wasmtime's do).
-    fn first_iovec(&self, ptr: u32, count: u32) -> Result<Option<(u32, u32)>, Errno> {
+    fn first_iovec(&self, ptr: u32, count: u32) -> Result<Option<(u32, u32)>, Fault> {
         Ok(self.iovecs(ptr, count)?.into_iter().find(|(_, l)| *l > 0))
     }
-    fn path(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Errno> {
+    fn path(&self, ptr: u32, len: u32) -> Result<Vec<u8>, Fault> {
         Ok(self.get(ptr, len)?.to_vec())
     }
-    fn put_filestat(&mut self, ptr: u32, st: &abi::Filestat) -> Result<(), Errno> {
+    fn put_filestat(&mut self, ptr: u32, st: &abi::Filestat) -> Result<(), Fault> {
         let mut b = [0u8; 64];
         b[0..8].copy_from_slice(&st.dev.to_le_bytes());
         b[8..16].copy_from_slice(&st.ino.to_le_bytes());
@@ -137,7 +145,7 @@ impl Mem<'_> {
         b[56..64].copy_from_slice(&st.ctim.to_le_bytes());
         self.put(ptr, &b)
     }
-    fn put_event(&mut self, ptr: u32, ev: &Event) -> Result<(), Errno> {
+    fn put_event(&mut self, ptr: u32, ev: &Event) -> Result<(), Fault> {
         let mut b = [0u8; 32];
         b[0..8].copy_from_slice(&ev.userdata.to_le_bytes());
         b[8..10].copy_from_slice(&ev.error.to_le_bytes());
@@ -304,8 +312,8 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
     let mut list = Vec::with_capacity(n as usize);
     for i in 0..n {
         let at = subs
-            .checked_add(i.checked_mul(48).ok_or(Errno::Fault)?)
-            .ok_or(Errno::Fault)?;
+            .checked_add(i.checked_mul(48).ok_or(Fault)?)
+            .ok_or(Fault)?;
         let (mut sub, abstime) = read_subscription(m, at)?;
         if let SubscriptionKind::Clock { id, timeout, .. } = &mut sub.kind {
             if abstime {
@@ -1019,9 +1027,9 @@ mod tests {
         let mut buf = vec![0u8; 16];
         let mut m = Mem(&mut buf);
         assert!(m.put_u64(8, 1).is_ok());
-        assert_eq!(m.put_u64(9, 1), Err(Errno::Fault));
-        assert_eq!(m.get(u32::MAX, 2), Err(Errno::Fault));
-        assert_eq!(m.iovecs(0, u32::MAX), Err(Errno::Fault));
+        assert_eq!(m.put_u64(9, 1), Err(Fault));
+        assert_eq!(m.get(u32::MAX, 2), Err(Fault));
+        assert_eq!(m.iovecs(0, u32::MAX), Err(Fault));
     }
 
     #[test]
