@@ -746,6 +746,33 @@ impl Deputy {
         if subs.is_empty() {
             return Err(Errno::Inval);
         }
+        // Streams that live elsewhere (a session's console) have no host descriptor
+        // to wait on: they count as ready at once, as a regular file does.
+        let mut ready = Vec::new();
+        for sub in subs {
+            let (fd, eventtype) = match sub.kind {
+                SubscriptionKind::FdRead(fd) => (fd, eventtype::FD_READ),
+                SubscriptionKind::FdWrite(fd) => (fd, eventtype::FD_WRITE),
+                SubscriptionKind::Clock { .. } => continue,
+            };
+            let file = self.file(fd)?;
+            if file.pollable().is_none() {
+                ready.push(Event {
+                    userdata: sub.userdata,
+                    error: 0,
+                    eventtype,
+                    nbytes: if eventtype == eventtype::FD_READ {
+                        file.num_ready_bytes().unwrap_or(0)
+                    } else {
+                        0
+                    },
+                    flags: 0,
+                });
+            }
+        }
+        if !ready.is_empty() {
+            return Ok(ready);
+        }
         let clock = self.clocks.monotonic().map_err(errno)?;
         let mut poll = Poll::new();
         for sub in subs {

@@ -6,15 +6,52 @@
 //! reaches it: the embedded single-node default used by `ssirun` when no cluster
 //! is running is a [`Node`] inside the `ssirun` process.
 //!
+//! A cluster node ([`Daemon`], run by `ssid`) serves the Cap'n Proto protocol
+//! of `ssi-schema`: sessions launch processes, peers exchange heartbeats and
+//! host each other's bodies, bodies away from home reach their deputies over
+//! an [`RpcLink`], administrators list processes and nodes.
+//!
 //! It knows nothing of terminals' raw modes or of command-line parsing.
 
+mod console;
+mod node;
 mod pid;
+mod rpc;
+mod status;
+mod wire;
 
+pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
+pub use node::{
+    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, NodeInfo, StartError, admin_nodes,
+    admin_processes,
+};
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
+pub use rpc::{
+    CONNECT_TIMEOUT, ConnectError, Endpoint, RpcLink, connect, run_connection, thread_runtime,
+};
+pub use ssi_remote::Module;
+pub use status::NodeStatus;
+pub use wire::{ExitReport, read_exit, write_exit};
+
+/// The default Unix socket of the local node: `$SSI_SOCKET`, else
+/// `$XDG_RUNTIME_DIR/ssi/node.sock`, else `/tmp/ssi-$UID/node.sock`.
+pub fn default_socket() -> std::path::PathBuf {
+    if let Some(s) = std::env::var_os("SSI_SOCKET") {
+        return s.into();
+    }
+    match std::env::var_os("XDG_RUNTIME_DIR") {
+        Some(dir) if !dir.is_empty() => std::path::Path::new(&dir).join("ssi/node.sock"),
+        _ => {
+            // SAFETY: getuid has no preconditions and cannot fail.
+            let uid = unsafe { libc::getuid() };
+            std::path::PathBuf::from(format!("/tmp/ssi-{uid}/node.sock"))
+        }
+    }
+}
 
 use dashmap::DashMap;
 use ssi_deputy::{Deputy, DeputyError, Preopen, Stdio};
-use ssi_remote::{Body, BodyError, BodySpec, Exit, LoadError, LocalLink, ModuleHash, Runtime};
+use ssi_remote::{Body, BodyError, BodySpec, Exit, LoadError, LocalLink, Runtime};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime};
 
@@ -49,6 +86,14 @@ pub enum ProcState {
     Running,
 }
 
+impl ProcState {
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcState::Running => "running",
+        }
+    }
+}
+
 /// One row of the process table.
 #[derive(Debug, Clone)]
 pub struct ProcessInfo {
@@ -59,8 +104,12 @@ pub struct ProcessInfo {
     pub node: NodeId,
     pub state: ProcState,
     pub command: String,
-    pub module: ModuleHash,
-    pub started: SystemTime,
+    /// When it started: ms since the Unix epoch.
+    pub started_ms: u64,
+    /// CPU time of the body so far.
+    pub cpu_ns: u64,
+    /// Bytes of the body's linear memory.
+    pub memory: u64,
 }
 
 /// A node: its compilation runtime, its pid space and its process table.
@@ -100,7 +149,7 @@ impl Node {
     /// Creates the process: allocates its pid, sets up its deputy here (its home),
     /// and instantiates its body with an in-process link to that deputy.
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
-        let (hash, module) = self.runtime.load(&spec.module)?;
+        let (_, module) = self.runtime.load(&spec.module)?;
         ssi_remote::check_module(&module)?;
         let deputy = Arc::new(Mutex::new(Deputy::new(spec.stdio, spec.preopens)?));
         let link = Box::new(LocalLink::new(deputy.clone()));
@@ -114,8 +163,12 @@ impl Node {
                 node: self.id,
                 state: ProcState::Running,
                 command: spec.command,
-                module: hash,
-                started: SystemTime::now(),
+                started_ms: SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_millis() as u64)
+                    .unwrap_or(0),
+                cpu_ns: 0,
+                memory: 0,
             },
         );
         Ok(Process {

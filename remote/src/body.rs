@@ -5,8 +5,12 @@ use crate::link::DeputyLink;
 use crate::shims;
 use ssi_deputy::Errno;
 use ssi_deputy::abi::clockid;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
-use wasmtime::{ExternType, Linker, Memory, Module, Store};
+use wasmtime::{
+    Engine, ExternType, Linker, Memory, Module, ResourceLimiter, Store, UpdateDeadline,
+};
 
 /// What a body carries with it from launch: it answers these calls itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -74,8 +78,54 @@ impl BodyClock {
     }
 }
 
+/// The body was killed by its host (see [`Killer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("killed")]
+pub struct Killed;
+
+/// Stops a running body from another thread, even one in a loop without calls:
+/// the body checks the flag at its next epoch check (a loop header or a
+/// function entry) and ends with [`Killed`].
+#[derive(Clone)]
+pub struct Killer {
+    flag: Arc<AtomicBool>,
+    engine: Engine,
+}
+
+impl Killer {
+    pub fn kill(&self) {
+        self.flag.store(true, Ordering::SeqCst);
+        self.engine.increment_epoch();
+    }
+}
+
+/// Keeps the size of a body's linear memory where other threads can read it.
+struct MemoryGauge(Arc<AtomicU64>);
+
+impl ResourceLimiter for MemoryGauge {
+    fn memory_growing(
+        &mut self,
+        _current: usize,
+        desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        self.0.store(desired as u64, Ordering::Relaxed);
+        Ok(true)
+    }
+
+    fn table_growing(
+        &mut self,
+        _current: usize,
+        _desired: usize,
+        _maximum: Option<usize>,
+    ) -> wasmtime::Result<bool> {
+        Ok(true)
+    }
+}
+
 /// The host state of a running body (wasmtime's store data).
 pub struct BodyCtx {
+    gauge: MemoryGauge,
     pub(crate) link: Box<dyn DeputyLink>,
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
@@ -143,6 +193,8 @@ pub fn check_module(module: &Module) -> Result<(), BodyError> {
 pub struct Body {
     store: Store<BodyCtx>,
     start: wasmtime::TypedFunc<(), ()>,
+    killer: Killer,
+    memory_bytes: Arc<AtomicU64>,
 }
 
 impl Body {
@@ -156,7 +208,9 @@ impl Body {
         check_module(module)?;
         let mut linker = Linker::new(runtime.engine());
         shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
+        let memory_bytes = Arc::new(AtomicU64::new(0));
         let ctx = BodyCtx {
+            gauge: MemoryGauge(memory_bytes.clone()),
             link,
             args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
@@ -164,27 +218,63 @@ impl Body {
             memory: None,
         };
         let mut store = Store::new(runtime.engine(), ctx);
+        store.limiter(|ctx| &mut ctx.gauge);
+        let killer = Killer {
+            flag: Arc::new(AtomicBool::new(false)),
+            engine: runtime.engine().clone(),
+        };
+        let flag = killer.flag.clone();
+        store.set_epoch_deadline(1);
+        store.epoch_deadline_callback(move |_| {
+            if flag.load(Ordering::SeqCst) {
+                Err(Killed.into())
+            } else {
+                Ok(UpdateDeadline::Continue(1))
+            }
+        });
         let instance = linker
             .instantiate(&mut store, module)
             .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
         if let Some(m) = instance.get_memory(&mut store, "memory") {
+            memory_bytes.store(m.data_size(&store) as u64, Ordering::Relaxed);
             store.data_mut().memory = Some(m);
         }
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| BodyError::BadStart)?;
-        Ok(Body { store, start })
+        Ok(Body {
+            store,
+            start,
+            killer,
+            memory_bytes,
+        })
     }
 
-    /// Runs the body to its end.
+    /// A handle that stops this body from another thread.
+    pub fn killer(&self) -> Killer {
+        self.killer.clone()
+    }
+
+    /// The size of the body's linear memory, kept current as it grows.
+    pub fn memory_gauge(&self) -> Arc<AtomicU64> {
+        self.memory_bytes.clone()
+    }
+
+    /// Runs the body to its end. Every call it made has been executed at its
+    /// deputy when this returns.
     pub fn run(mut self) -> Exit {
-        match self.start.call(&mut self.store, ()) {
+        let exit = match self.start.call(&mut self.store, ()) {
             Ok(()) => Exit::Status(0),
             Err(e) => match e.downcast_ref::<ProcExit>() {
                 Some(ProcExit(code)) => Exit::Status(*code),
                 None if e.is::<wasmtime::Trap>() => Exit::Trap(e),
                 None => Exit::Failed(e),
             },
+        };
+        match self.store.data_mut().link.flush() {
+            Ok(()) => exit,
+            Err(e) if matches!(exit, Exit::Status(_)) => Exit::Failed(e.into()),
+            Err(_) => exit,
         }
     }
 }

@@ -80,7 +80,10 @@ impl Runtime {
     /// An engine with wasmtime's default code generation, caching compiled code in
     /// `cache_dir` (none: compile every time).
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
-        let config = Config::new();
+        let mut config = Config::new();
+        // Epoch checks at loop headers and function entries let the host stop a
+        // body that makes no calls (see `Body::killer`).
+        config.epoch_interruption(true);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
@@ -105,17 +108,14 @@ impl Runtime {
     /// Turns the bytes of a file into a compiled module: binary Wasm as is, Wasm
     /// text is assembled first. The compiled code comes from the cache when present.
     pub fn load(&self, bytes: &[u8]) -> Result<(ModuleHash, Module), LoadError> {
-        let binary;
-        let wasm: &[u8] = if bytes.starts_with(b"\0asm") {
-            bytes
-        } else if looks_like_text(bytes) {
-            binary = wat::parse_bytes(bytes)
-                .map_err(|e| LoadError::BadText(e.to_string().replace('\n', " ")))?
-                .into_owned();
-            &binary
-        } else {
+        self.load_binary(&assemble(bytes)?)
+    }
+
+    /// Loads a binary module (compiled code from the cache when present).
+    pub fn load_binary(&self, wasm: &[u8]) -> Result<(ModuleHash, Module), LoadError> {
+        if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
-        };
+        }
         let hash = ModuleHash::of(wasm);
         if let Some(path) = self.cache_path(&hash) {
             if path.exists() {
@@ -139,6 +139,21 @@ impl Runtime {
 
     fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
         Module::from_binary(&self.engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
+    }
+}
+
+/// The binary form of a module file: binary Wasm as is, Wasm text assembled.
+pub fn assemble(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, LoadError> {
+    if bytes.starts_with(b"\0asm") {
+        Ok(std::borrow::Cow::Borrowed(bytes))
+    } else if looks_like_text(bytes) {
+        Ok(std::borrow::Cow::Owned(
+            wat::parse_bytes(bytes)
+                .map_err(|e| LoadError::BadText(e.to_string().replace('\n', " ")))?
+                .into_owned(),
+        ))
+    } else {
+        Err(LoadError::NotWasm)
     }
 }
 

@@ -13,9 +13,11 @@ mod engine;
 mod link;
 mod shims;
 
-pub use body::{Body, BodyClock, BodyError, BodySpec, Exit, ProcExit, check_module};
-pub use engine::{LoadError, ModuleHash, Runtime, default_cache_dir};
+pub use body::{
+    Body, BodyClock, BodyError, BodySpec, Exit, Killed, Killer, ProcExit, check_module,
+};
+pub use engine::{LoadError, ModuleHash, Runtime, assemble, default_cache_dir};
 pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.
-pub use wasmtime::{Error, Trap};
+pub use wasmtime::{Error, Module, Trap};

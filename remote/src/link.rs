@@ -14,9 +14,16 @@ use std::sync::{Arc, Mutex};
 pub struct LinkError(pub String);
 
 /// How a body reaches its deputy.
-pub trait DeputyLink: Send {
+pub trait DeputyLink {
     /// Executes one system call at the deputy and returns its outcome.
     fn call(&mut self, call: Syscall) -> Result<SyscallResult, LinkError>;
+
+    /// Returns once every call made so far has been executed at the deputy. A
+    /// link that sends some calls without waiting for them (writes to streams)
+    /// must wait here; the body calls it before it reports its end.
+    fn flush(&mut self) -> Result<(), LinkError> {
+        Ok(())
+    }
 }
 
 /// A deputy shared between its home node and the body's link.

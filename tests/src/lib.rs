@@ -192,6 +192,9 @@ impl Case {
         cmd.arg(&self.guest).args(&self.args);
         cmd.env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
+            .env_remove("SSI_CONNECT")
+            // No node of the developer's is used unless a test asks for one.
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
@@ -314,6 +317,223 @@ fn walk(root: &Path, dir: &Path, map: &mut BTreeMap<String, Node>) {
             walk(root, &path, map);
         } else {
             map.insert(rel, Node::File(std::fs::read(&path).expect("read")));
+        }
+    }
+}
+
+/// The cases of the differential test, by name: every guest with its
+/// arguments, environment, input and directory.
+pub fn standard_cases() -> Vec<(&'static str, Case)> {
+    let input: String = (0..500).map(|i| format!("line number {i}\n")).collect();
+    vec![
+        ("hello", Case::new(guest("hello"))),
+        (
+            "args_env",
+            Case::new(guest("args_env"))
+                .args(&["one", "two words", "--exit", "42"])
+                .env("GREETING", "hi there")
+                .env("EMPTY", ""),
+        ),
+        ("filter", Case::new(guest("filter")).stdin(input.as_bytes())),
+        (
+            "fileops",
+            Case::new(guest("fileops"))
+                .sandbox(&[("input.txt", b"some input\n"), ("nested/keep.txt", b"kept")]),
+        ),
+        (
+            "cfiles",
+            Case::new(guest("cfiles")).sandbox(&[("existing", b"x")]),
+        ),
+        ("clocks", Case::new(guest("clocks"))),
+        ("compute", Case::new(guest("compute"))),
+        ("bigout", Case::new(guest("bigout")).args(&["8"])),
+        (
+            "conformance",
+            Case::new(guest("conformance"))
+                .args(&["x", "y"])
+                .env("A", "1")
+                .sandbox(&[("input.txt", b"hello conformance\n")])
+                .mount_at("/"),
+        ),
+    ]
+}
+
+/// Asserts that two runs are the same: streams, status and resulting tree.
+pub fn assert_same(what: &str, ours: &(Outcome, Tree), reference: &(Outcome, Tree)) {
+    assert_eq!(
+        ours.0.stdout_text(),
+        reference.0.stdout_text(),
+        "{what}: stdout differs"
+    );
+    assert_eq!(
+        ours.0.stderr_text(),
+        reference.0.stderr_text(),
+        "{what}: stderr differs"
+    );
+    assert_eq!(
+        ours.0.status, reference.0.status,
+        "{what}: exit status differs"
+    );
+    assert_eq!(
+        ours.1, reference.1,
+        "{what}: resulting directory trees differ"
+    );
+}
+
+/// Real `ssid` daemons on loopback ports, each with its own socket and data
+/// directory in a temporary directory. They are killed when this is dropped.
+pub struct Cluster {
+    dir: tempfile::TempDir,
+    nodes: Vec<Option<std::process::Child>>,
+    ports: Vec<u16>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Cluster {
+    /// Starts `n` nodes (ids 1..=n), each configured with all the others, and
+    /// waits until every node sees every other as up.
+    pub fn start(n: usize) -> Cluster {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
+        let mut cluster = Cluster {
+            dir,
+            nodes: Vec::new(),
+            ports,
+        };
+        for id in 1..=n {
+            let child = cluster.spawn_node(id);
+            cluster.nodes.push(Some(child));
+        }
+        for id in 1..=n {
+            cluster.wait_until(id, |nodes| {
+                nodes.len() == n && nodes.iter().all(|v| v["state"] == "up")
+            });
+        }
+        cluster
+    }
+
+    fn spawn_node(&self, id: usize) -> std::process::Child {
+        let mut cmd = Command::new(bin("ssid"));
+        cmd.arg("--node-id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(self.address(id))
+            .arg("--socket")
+            .arg(self.socket(id))
+            .arg("--data-dir")
+            .arg(self.dir.path().join(format!("data{id}")));
+        for other in 1..=self.ports.len() {
+            if other != id {
+                cmd.arg("--peer")
+                    .arg(format!("{other}={}", self.address(other)));
+            }
+        }
+        let log =
+            std::fs::File::create(self.dir.path().join(format!("ssid{id}.log"))).expect("log file");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn ssid")
+    }
+
+    pub fn address(&self, id: usize) -> String {
+        format!("127.0.0.1:{}", self.ports[id - 1])
+    }
+
+    pub fn socket(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("node{id}.sock"))
+    }
+
+    /// The node's pid (of its `ssid` process).
+    pub fn daemon_pid(&self, id: usize) -> u32 {
+        self.nodes[id - 1].as_ref().expect("node running").id()
+    }
+
+    /// Kills a node's daemon with SIGKILL, as a crash would.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(mut child) = self.nodes[id - 1].take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Sends a signal to a node's daemon (SIGSTOP makes it silent without closing
+    /// its connections, as a hung or unreachable machine).
+    pub fn signal(&self, id: usize, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.daemon_pid(id).to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success());
+    }
+
+    /// Runs `ssictl` against node `id`.
+    pub fn ssictl(&self, id: usize, args: &[&str]) -> std::process::Output {
+        Command::new(bin("ssictl"))
+            .arg("--connect")
+            .arg(self.socket(id))
+            .args(args)
+            .output()
+            .expect("run ssictl")
+    }
+
+    /// `ssictl ARGS --json` against node `id`, parsed.
+    pub fn ssictl_json(&self, id: usize, what: &str) -> Vec<serde_json::Value> {
+        let out = self.ssictl(id, &[what, "--json"]);
+        assert!(
+            out.status.success(),
+            "ssictl {what} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).expect("ssictl prints JSON")
+    }
+
+    /// Polls `ssictl nodes --json` on node `id` until `ok` holds (at most 10 s).
+    pub fn wait_until(&self, id: usize, ok: impl Fn(&[serde_json::Value]) -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let out = self.ssictl(id, &["nodes", "--json"]);
+            if out.status.success() {
+                let nodes: Vec<serde_json::Value> =
+                    serde_json::from_slice(&out.stdout).expect("JSON");
+                if ok(&nodes) {
+                    return;
+                }
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "node {id} did not reach the expected state; logs in {}",
+                self.dir.path().display()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+
+    /// A daemon's log so far.
+    pub fn log(&self, id: usize) -> String {
+        std::fs::read_to_string(self.dir.path().join(format!("ssid{id}.log"))).unwrap_or_default()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for id in 1..=self.nodes.len() {
+            // A stopped daemon must be continued to die of SIGKILL's cleanup.
+            if self.nodes[id - 1].is_some() {
+                let _ = Command::new("kill")
+                    .arg("-CONT")
+                    .arg(self.daemon_pid(id).to_string())
+                    .status();
+            }
+            self.kill(id);
         }
     }
 }

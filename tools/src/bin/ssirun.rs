@@ -1,13 +1,18 @@
 //! `ssirun`: run a WASI program as if it were local.
 //!
-//! With no cluster running, the process runs in this process as a one-node
-//! cluster (the embedded default): its deputy is here, its body runs here.
+//! It connects to the local node (`ssid`'s Unix socket, or `--connect`, or
+//! `SSI_CONNECT`), which becomes the process's home; its streams are this
+//! terminal or these pipes, served to the home as a `Console`. With no node
+//! running, the process runs in this process as a one-node cluster (the
+//! embedded default): its deputy is here, its body runs here.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ssi_deputy::{Preopen, Stdio};
-use ssi_home::{LaunchSpec, Node};
+use ssi_home::{Endpoint, ExitReport, LaunchSpec, Node};
 use ssi_remote::{BodySpec, Exit, Runtime};
+use ssi_schema::console;
+use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -22,9 +27,16 @@ struct Args {
     /// Set an environment variable: NAME=VALUE, or NAME to copy this process's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     envs: Vec<String>,
-    /// Do not cache compiled code on disk.
+    /// Do not cache compiled code on disk (embedded mode).
     #[arg(long)]
     no_cache: bool,
+    /// The node to connect to: a Unix socket path or HOST:PORT (default: the
+    /// local node's socket; `SSI_CONNECT` also sets it).
+    #[arg(long, value_name = "SOCKET|HOST:PORT")]
+    connect: Option<String>,
+    /// Start the body on node N (the home stays the node connected to).
+    #[arg(long, value_name = "N")]
+    node: Option<u16>,
     /// The WebAssembly module (binary or text) to run.
     module: PathBuf,
     /// Arguments passed to the program.
@@ -67,6 +79,169 @@ enum Outcome {
         message: String,
         trap: bool,
     },
+    /// The node running the body went down.
+    Lost(String),
+}
+
+/// As `wasmtime run` reports a failed run.
+fn stopped(e: ssi_remote::Error, module_name: &str, trap: bool) -> Outcome {
+    Outcome::Stopped {
+        message: format!(
+            "{:?}",
+            e.context("failed to invoke command default")
+                .context(format!("failed to run main module `{module_name}`"))
+        ),
+        trap,
+    }
+}
+
+/// The node to use: the explicit one (which must answer), else the local node's
+/// socket if a node is listening there, else none (the embedded default).
+fn pick_endpoint(args: &Args) -> Result<Option<Endpoint>> {
+    let explicit = args
+        .connect
+        .clone()
+        .or_else(|| std::env::var("SSI_CONNECT").ok().filter(|s| !s.is_empty()));
+    if let Some(e) = explicit {
+        return Ok(Some(Endpoint::parse(&e)));
+    }
+    let socket = ssi_home::default_socket();
+    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
+        return Ok(Some(Endpoint::Unix(socket)));
+    }
+    if let Some(n) = args.node.filter(|n| *n != EMBEDDED_NODE) {
+        bail!(
+            "--node {n}: no node is running here (nothing listens on {}); start `ssid` or use --connect",
+            socket.display()
+        );
+    }
+    Ok(None)
+}
+
+const EMBEDDED_NODE: u16 = 1;
+
+/// The message of an error from the node, without the protocol's decoration.
+fn remote_message(e: &capnp::Error) -> String {
+    e.extra
+        .trim_start_matches("remote exception: ")
+        .trim_start_matches("Failed: ")
+        .to_string()
+}
+
+/// Serves this process's standard streams to the home node.
+struct Console;
+
+impl console::Server for Console {
+    async fn read(
+        self: capnp::capability::Rc<Self>,
+        params: console::ReadParams,
+        mut results: console::ReadResults,
+    ) -> Result<(), capnp::Error> {
+        let max = params.get()?.get_max() as usize;
+        let data = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; max];
+            let n = std::io::stdin().lock().read(&mut buf)?;
+            buf.truncate(n);
+            Ok::<_, std::io::Error>(buf)
+        })
+        .await
+        .map_err(|e| capnp::Error::failed(e.to_string()))?
+        .map_err(|e| capnp::Error::failed(format!("reading standard input: {e}")))?;
+        results.get().set_data(&data);
+        Ok(())
+    }
+
+    fn write(
+        self: capnp::capability::Rc<Self>,
+        params: console::WriteParams,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let p = params.get()?;
+            let data = p.get_data()?;
+            let written = match p.get_stream() {
+                2 => std::io::stderr().lock().write_all(data),
+                _ => std::io::stdout().lock().write_all(data),
+            };
+            written.map_err(|e| capnp::Error::failed(format!("writing output: {e}")))
+        })();
+        std::future::ready(r)
+    }
+
+    fn flush(
+        self: capnp::capability::Rc<Self>,
+        _: console::FlushParams,
+        _: console::FlushResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let _ = std::io::stdout().lock().flush();
+        std::future::ready(Ok(()))
+    }
+}
+
+struct Program {
+    bytes: Vec<u8>,
+    module_name: String,
+    argv: Vec<String>,
+    env: Vec<String>,
+    preopens: Vec<Preopen>,
+}
+
+fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Result<Outcome> {
+    let rt = ssi_home::thread_runtime().context("cannot start the client runtime")?;
+    let local = tokio::task::LocalSet::new();
+    let module_name = program.module_name.clone();
+    let outcome = local.block_on(&rt, async move {
+        let gateway = ssi_home::connect(endpoint).await?;
+        let mut req = gateway.launch_request();
+        {
+            let mut p = req.get();
+            p.set_console(capnp_rpc::new_client(Console));
+            let mut s = p.init_spec();
+            s.set_module(&program.bytes);
+            s.set_module_name(&program.module_name);
+            s.set_command(program.argv.join(" "));
+            let mut l = s.reborrow().init_args(program.argv.len() as u32);
+            for (i, a) in program.argv.iter().enumerate() {
+                l.set(i as u32, a);
+            }
+            let mut l = s.reborrow().init_env(program.env.len() as u32);
+            for (i, a) in program.env.iter().enumerate() {
+                l.set(i as u32, a);
+            }
+            let mut l = s.reborrow().init_preopens(program.preopens.len() as u32);
+            for (i, p) in program.preopens.iter().enumerate() {
+                // The home resolves directories; it gets absolute paths.
+                let host = std::path::absolute(&p.host).unwrap_or_else(|_| p.host.clone());
+                let mut e = l.reborrow().get(i as u32);
+                e.set_host(host.to_string_lossy());
+                e.set_guest(&p.guest);
+            }
+            s.set_node(node.unwrap_or(0));
+            s.set_stdin_tty(std::io::stdin().is_terminal());
+            s.set_stdout_tty(std::io::stdout().is_terminal());
+            s.set_stderr_tty(std::io::stderr().is_terminal());
+        }
+        let reply = req
+            .send()
+            .promise
+            .await
+            .map_err(|e| anyhow::anyhow!(remote_message(&e)))?;
+        let reply = reply.get()?;
+        let pid = reply.get_pid();
+        let process = reply.get_process()?;
+        let done = process.wait_request().send().promise.await.map_err(|e| {
+            anyhow::anyhow!("lost the home node {endpoint}: {}", remote_message(&e))
+        })?;
+        let report = ssi_home::read_exit(done.get()?.get_exit()?)?;
+        Ok::<_, anyhow::Error>(match report {
+            ExitReport::Status(code) => Outcome::Exited(code),
+            ExitReport::Trap(chain) => stopped(ExitReport::rebuild(&chain), &module_name, true),
+            ExitReport::Failed(chain) => stopped(ExitReport::rebuild(&chain), &module_name, false),
+            ExitReport::Lost(why) => Outcome::Lost(format!("process {pid} was lost: {why}")),
+        })
+    });
+    // A read of standard input may still be blocked; it must not hold up the exit.
+    rt.shutdown_background();
+    outcome
 }
 
 fn run(args: Args) -> Result<Outcome> {
@@ -91,6 +266,16 @@ fn run(args: Args) -> Result<Outcome> {
         .unwrap_or_else(|| module_name.clone());
     let mut argv = vec![argv0];
     argv.extend(args.args.iter().cloned());
+    if let Some(endpoint) = pick_endpoint(&args)? {
+        let program = Program {
+            bytes,
+            module_name,
+            argv,
+            env,
+            preopens,
+        };
+        return run_on_node(&endpoint, args.node, program);
+    }
     let cache = if args.no_cache {
         None
     } else {
@@ -110,17 +295,8 @@ fn run(args: Args) -> Result<Outcome> {
     let finished = process.run();
     Ok(match finished.exit {
         Exit::Status(code) => Outcome::Exited(code),
-        Exit::Trap(e) | Exit::Failed(e) => {
-            let trap = e.is::<ssi_remote::Trap>();
-            Outcome::Stopped {
-                message: format!(
-                    "{:?}",
-                    e.context("failed to invoke command default")
-                        .context(format!("failed to run main module `{module_name}`"))
-                ),
-                trap,
-            }
-        }
+        Exit::Trap(e) => stopped(e, &module_name, true),
+        Exit::Failed(e) => stopped(e, &module_name, false),
     })
 }
 
@@ -136,6 +312,11 @@ fn main() -> ExitCode {
             // the status of a process killed by SIGABRT, any other failure with 1.
             eprintln!("Error: {message}");
             ExitCode::from(if trap { 134 } else { 1 })
+        }
+        Ok(Outcome::Lost(message)) => {
+            // As a process killed by SIGKILL: its node is gone.
+            eprintln!("ssirun: error: {message}");
+            ExitCode::from(137)
         }
         Err(e) => {
             eprintln!("ssirun: error: {e:#}");

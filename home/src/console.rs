@@ -1,0 +1,265 @@
+//! The standard streams of a process whose session is remote: its `ssirun`
+//! serves a `Console` capability and the deputy's descriptors 0, 1 and 2 are
+//! files that talk to it.
+//!
+//! The deputy runs on another thread than the session's connection, so the files
+//! and the connection meet through channels: writes are queued (bounded, so a
+//! fast writer waits for a slow terminal) and forwarded in order by [`pump`];
+//! a read asks the console for at most the bytes the guest wants, so input the
+//! program does not read stays with `ssirun`, as with a local program.
+
+use futures::channel::oneshot;
+use ssi_deputy::{Stdio, WasiFile};
+use ssi_schema::console;
+use std::any::Any;
+use std::io::{IoSlice, IoSliceMut};
+use wasi_common::file::FileType;
+use wasi_common::{Error, ErrorExt};
+
+/// How many writes may wait for the console before a writer blocks.
+const QUEUE: usize = 64;
+
+/// The largest single read asked of the console.
+const MAX_READ: usize = 64 * 1024;
+
+pub(crate) enum Request {
+    Write {
+        stream: u8,
+        data: Vec<u8>,
+    },
+    Read {
+        max: u32,
+        reply: flume::Sender<Result<Vec<u8>, String>>,
+    },
+    /// Answered once every earlier write has reached the console.
+    Flush(oneshot::Sender<()>),
+}
+
+/// The end of the channel that stays with the session.
+pub struct ConsolePump {
+    rx: flume::Receiver<Request>,
+    tx: flume::Sender<Request>,
+}
+
+/// Whether each of the session's streams is a terminal.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Ttys {
+    pub stdin: bool,
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+/// Creates the deputy's standard streams, bound to a console through the returned pump.
+pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
+    let (tx, rx) = flume::bounded(QUEUE);
+    let stdio = Stdio {
+        stdin: Box::new(ConsoleIn {
+            tx: tx.clone(),
+            tty: ttys.stdin,
+        }),
+        stdout: Box::new(ConsoleOut {
+            tx: tx.clone(),
+            stream: 1,
+            tty: ttys.stdout,
+        }),
+        stderr: Box::new(ConsoleOut {
+            tx: tx.clone(),
+            stream: 2,
+            tty: ttys.stderr,
+        }),
+    };
+    (stdio, ConsolePump { rx, tx })
+}
+
+impl ConsolePump {
+    /// A handle to wait, later, for every write queued so far.
+    pub fn flusher(&self) -> Flusher {
+        Flusher(self.tx.clone())
+    }
+
+    /// Forwards the streams to `console` until every file is dropped. Runs on the
+    /// session's connection thread.
+    pub async fn run(self, console: console::Client) {
+        let ConsolePump { rx, tx } = self;
+        // The pump's own sender must not keep the channel open.
+        drop(tx);
+        let mut broken = false;
+        while let Ok(req) = rx.recv_async().await {
+            match req {
+                Request::Write { stream, data } => {
+                    if broken {
+                        continue;
+                    }
+                    let mut call = console.write_request();
+                    call.get().set_stream(stream);
+                    call.get().set_data(&data);
+                    if call.send().await.is_err() {
+                        broken = true;
+                    }
+                }
+                Request::Read { max, reply } => {
+                    let mut call = console.read_request();
+                    call.get().set_max(max);
+                    let result = match call.send().promise.await {
+                        Ok(r) => r
+                            .get()
+                            .and_then(|r| r.get_data())
+                            .map(|d| d.to_vec())
+                            .map_err(|e| e.to_string()),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = reply.send(result);
+                }
+                Request::Flush(done) => {
+                    if !broken {
+                        // Calls on one capability are delivered in order: when this
+                        // returns, every earlier write has been done.
+                        let _ = console.flush_request().send().promise.await;
+                    }
+                    let _ = done.send(());
+                }
+            }
+        }
+    }
+}
+
+/// Waits until every write queued before the call has reached the console.
+#[derive(Clone)]
+pub struct Flusher(flume::Sender<Request>);
+
+impl Flusher {
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.0.send_async(Request::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+}
+
+fn broken_pipe() -> Error {
+    std::io::Error::from(std::io::ErrorKind::BrokenPipe).into()
+}
+
+struct ConsoleOut {
+    tx: flume::Sender<Request>,
+    stream: u8,
+    tty: bool,
+}
+
+#[async_trait::async_trait]
+impl WasiFile for ConsoleOut {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get_filetype(&self) -> Result<FileType, Error> {
+        Ok(if self.tty {
+            FileType::CharacterDevice
+        } else {
+            FileType::Unknown
+        })
+    }
+
+    fn isatty(&self) -> bool {
+        self.tty
+    }
+
+    async fn write_vectored<'a>(&self, bufs: &[IoSlice<'a>]) -> Result<u64, Error> {
+        let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let n = data.len() as u64;
+        if n > 0 {
+            self.tx
+                .send(Request::Write {
+                    stream: self.stream,
+                    data,
+                })
+                .map_err(|_| broken_pipe())?;
+        }
+        Ok(n)
+    }
+
+    async fn writable(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn write_vectored_at<'a>(
+        &self,
+        _bufs: &[IoSlice<'a>],
+        _offset: u64,
+    ) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+
+    async fn seek(&self, _pos: std::io::SeekFrom) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+
+    async fn peek(&self, _buf: &mut [u8]) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+}
+
+struct ConsoleIn {
+    tx: flume::Sender<Request>,
+    tty: bool,
+}
+
+#[async_trait::async_trait]
+impl WasiFile for ConsoleIn {
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+
+    async fn get_filetype(&self) -> Result<FileType, Error> {
+        Ok(if self.tty {
+            FileType::CharacterDevice
+        } else {
+            FileType::Unknown
+        })
+    }
+
+    fn isatty(&self) -> bool {
+        self.tty
+    }
+
+    async fn read_vectored<'a>(&self, bufs: &mut [IoSliceMut<'a>]) -> Result<u64, Error> {
+        let Some(buf) = bufs.iter_mut().find(|b| !b.is_empty()) else {
+            return Ok(0);
+        };
+        let max = buf.len().min(MAX_READ);
+        let (reply, answer) = flume::bounded(1);
+        self.tx
+            .send(Request::Read {
+                max: max as u32,
+                reply,
+            })
+            .map_err(|_| broken_pipe())?;
+        let data = answer
+            .recv()
+            .map_err(|_| broken_pipe())?
+            .map_err(|e| Error::from(std::io::Error::other(e)))?;
+        let n = data.len().min(max);
+        buf[..n].copy_from_slice(&data[..n]);
+        Ok(n as u64)
+    }
+
+    async fn readable(&self) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn read_vectored_at<'a>(
+        &self,
+        _bufs: &mut [IoSliceMut<'a>],
+        _offset: u64,
+    ) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+
+    async fn seek(&self, _pos: std::io::SeekFrom) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+
+    async fn peek(&self, _buf: &mut [u8]) -> Result<u64, Error> {
+        Err(Error::seek_pipe())
+    }
+}

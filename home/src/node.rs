@@ -1,0 +1,1292 @@
+//! A cluster node: its shared state, its membership (heartbeats), the bodies it
+//! hosts, and the Cap'n Proto services it offers (see `schema/ssi.capnp`).
+//!
+//! Threads: one accepts connections and gives each its own thread (a
+//! single-threaded runtime; the capabilities served there live there); one runs
+//! the heartbeats; each body runs on a thread of its own. They share one
+//! [`NodeCore`].
+
+use crate::console::{Ttys, console_stdio};
+use crate::rpc::{ConnectError, Endpoint, RpcLink, connect, run_connection, thread_runtime};
+use crate::status::{NodeStatus, ThreadCpuClock, machine};
+use crate::wire::{
+    ExitReport, read_exit, read_syscall, set_texts, text, texts, write_exit, write_result,
+};
+use crate::{NodeId, Pid, PidAllocator, PidError, ProcState, ProcessInfo, home_of};
+use capnp::capability::Rc as CapRc;
+use capnp_rpc::rpc_twoparty_capnp::Side;
+use dashmap::DashMap;
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::{LocalBoxFuture, Shared};
+use ssi_deputy::{Deputy, Errno, Fd, Preopen, Reply, Syscall};
+use ssi_remote::{
+    Body, BodySpec, DeputyLink, Killer, LinkError, LocalLink, Module, ModuleHash, Runtime,
+    SharedDeputy,
+};
+use ssi_schema::{admin, body_control, console, deputy, gateway, peer, process};
+use std::cell::RefCell;
+use std::future::ready;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// How often a node sends a heartbeat to each peer.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_millis(500);
+/// A peer that has not answered for this long is down.
+pub const DOWN_AFTER: Duration = Duration::from_secs(2);
+
+/// A node's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: NodeId,
+    /// `HOST:PORT` for peers and remote clients; also the address peers are told.
+    pub listen: String,
+    /// Other nodes to join: id and `HOST:PORT`.
+    pub peers: Vec<(NodeId, String)>,
+    /// The Unix socket for local clients (`ssirun`, `ssictl`).
+    pub socket: PathBuf,
+    /// Where the node keeps its compiled-module cache.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Pid(#[from] PidError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another node is already listening on the socket {0}")]
+    SocketInUse(PathBuf),
+    #[error("peer {0} has the id of this node")]
+    SelfPeer(NodeId),
+    #[error("cannot start the node's threads: {0}")]
+    Thread(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+struct PeerState {
+    address: String,
+    up: bool,
+    last_seen: Option<Instant>,
+    status: Option<NodeStatus>,
+}
+
+/// A process whose home is this node.
+struct HomeProc {
+    info: ProcessInfo,
+    deputy: SharedDeputy,
+    /// The sturdy reference a remote body redeems (once) for its deputy.
+    secret: Option<[u8; 16]>,
+}
+
+/// A body running on this node (whatever its home).
+struct HostedBody {
+    slot: Arc<BodySlot>,
+    memory: Arc<AtomicU64>,
+    cpu: Option<ThreadCpuClock>,
+}
+
+/// Lets a body be killed before, while and after it is set up.
+#[derive(Default)]
+struct BodySlot {
+    killed: AtomicBool,
+    killer: Mutex<Option<Killer>>,
+}
+
+impl BodySlot {
+    fn kill(&self) {
+        self.killed.store(true, Ordering::SeqCst);
+        if let Some(k) = self
+            .killer
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_ref()
+        {
+            k.kill();
+        }
+    }
+}
+
+/// The state a node's threads share.
+pub struct NodeCore {
+    id: NodeId,
+    address: String,
+    runtime: Runtime,
+    pids: PidAllocator,
+    procs: DashMap<Pid, HomeProc>,
+    bodies: DashMap<Pid, HostedBody>,
+    modules: DashMap<ModuleHash, Module>,
+    peers: DashMap<NodeId, PeerState>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn failed(e: impl std::fmt::Display) -> capnp::Error {
+    capnp::Error::failed(e.to_string())
+}
+
+impl NodeCore {
+    pub fn new(config: &Config, runtime: Runtime) -> Result<Arc<Self>, StartError> {
+        let peers = DashMap::new();
+        for (id, address) in &config.peers {
+            if *id == config.id {
+                return Err(StartError::SelfPeer(*id));
+            }
+            peers.insert(
+                *id,
+                PeerState {
+                    address: address.clone(),
+                    up: false,
+                    last_seen: None,
+                    status: None,
+                },
+            );
+        }
+        Ok(Arc::new(NodeCore {
+            id: config.id,
+            address: config.listen.clone(),
+            runtime,
+            pids: PidAllocator::new(config.id)?,
+            procs: DashMap::new(),
+            bodies: DashMap::new(),
+            modules: DashMap::new(),
+            peers,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's status, as sent in heartbeats.
+    pub fn status(&self) -> NodeStatus {
+        let (cores, load1, mem_total, mem_available) = machine();
+        NodeStatus {
+            id: self.id,
+            address: self.address.clone(),
+            cores,
+            load1,
+            mem_total,
+            mem_available,
+            bodies: self.bodies.len() as u32,
+            processes: self.procs.len() as u32,
+        }
+    }
+
+    fn peer_up(&self, id: NodeId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.up)
+    }
+
+    fn peer_address(&self, id: NodeId) -> Option<String> {
+        self.peers.get(&id).map(|p| p.address.clone())
+    }
+
+    fn seen(&self, status: NodeStatus) {
+        let id = status.id;
+        if id == self.id || id == 0 {
+            return;
+        }
+        let mut entry = self.peers.entry(id).or_insert_with(|| PeerState {
+            address: status.address.clone(),
+            up: false,
+            last_seen: None,
+            status: None,
+        });
+        if !entry.up {
+            tracing::info!(node = id, address = %status.address, "peer is up");
+        }
+        entry.up = true;
+        entry.last_seen = Some(Instant::now());
+        if !status.address.is_empty() {
+            entry.address = status.address.clone();
+        }
+        entry.status = Some(status);
+    }
+
+    /// Marks silent peers down; a home that went down takes its bodies with it.
+    fn check_peers(&self) {
+        let mut gone = Vec::new();
+        for mut p in self.peers.iter_mut() {
+            let silent = p.last_seen.is_none_or(|t| t.elapsed() > DOWN_AFTER);
+            if p.up && silent {
+                p.up = false;
+                gone.push((*p.key(), p.address.clone()));
+            }
+        }
+        for (id, address) in gone {
+            tracing::warn!(node = id, %address, "peer stopped answering: marked down");
+            for b in self.bodies.iter() {
+                if home_of(*b.key()) == id {
+                    b.slot.kill();
+                }
+            }
+        }
+    }
+
+    fn home_processes(&self) -> Vec<ProcessInfo> {
+        self.procs.iter().map(|p| p.info.clone()).collect()
+    }
+
+    fn body_stats(&self) -> Vec<(Pid, u64, u64)> {
+        self.bodies
+            .iter()
+            .map(|b| {
+                (
+                    *b.key(),
+                    b.cpu.map(|c| c.read_ns()).unwrap_or(0),
+                    b.memory.load(Ordering::Relaxed),
+                )
+            })
+            .collect()
+    }
+
+    /// Starts a body on a thread of its own. `link` is made on that thread (a
+    /// network link's connection lives there). The report arrives when it ends.
+    fn spawn_body(
+        self: &Arc<Self>,
+        pid: Pid,
+        module: Module,
+        spec: BodySpec,
+        link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
+    ) -> Result<(Arc<BodySlot>, oneshot::Receiver<ExitReport>), std::io::Error> {
+        let slot = Arc::new(BodySlot::default());
+        let (tx, rx) = oneshot::channel();
+        let core = self.clone();
+        let thread_slot = slot.clone();
+        std::thread::Builder::new()
+            .name(format!("body-{pid}"))
+            .spawn(move || {
+                let report = core.run_body(pid, &module, &spec, link, &thread_slot);
+                let _ = tx.send(report);
+            })?;
+        Ok((slot, rx))
+    }
+
+    fn run_body(
+        &self,
+        pid: Pid,
+        module: &Module,
+        spec: &BodySpec,
+        link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
+        slot: &Arc<BodySlot>,
+    ) -> ExitReport {
+        let fail = |e: String| ExitReport::Failed(vec![e]);
+        let link = match link() {
+            Ok(l) => l,
+            Err(e) => return fail(e.to_string()),
+        };
+        let body = match Body::new(&self.runtime, module, spec, link) {
+            Ok(b) => b,
+            Err(e) => return fail(e.to_string()),
+        };
+        *slot.killer.lock().unwrap_or_else(|p| p.into_inner()) = Some(body.killer());
+        if slot.killed.load(Ordering::SeqCst) {
+            return fail("killed".into());
+        }
+        self.bodies.insert(
+            pid,
+            HostedBody {
+                slot: slot.clone(),
+                memory: body.memory_gauge(),
+                cpu: ThreadCpuClock::current(),
+            },
+        );
+        let exit = body.run();
+        self.bodies.remove(&pid);
+        ExitReport::from_exit(&exit)
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Serving connections
+
+/// A running node: its listeners and heartbeats run on their own threads.
+pub struct Daemon {
+    core: Arc<NodeCore>,
+    socket: PathBuf,
+}
+
+impl Daemon {
+    /// Binds the TCP address and the Unix socket, then starts serving and
+    /// sending heartbeats.
+    pub fn start(config: Config, runtime: Runtime) -> Result<Daemon, StartError> {
+        let core = NodeCore::new(&config, runtime)?;
+        let tcp =
+            std::net::TcpListener::bind(&config.listen).map_err(|source| StartError::Listen {
+                address: config.listen.clone(),
+                source,
+            })?;
+        let unix = bind_socket(&config.socket)?;
+        let c = core.clone();
+        std::thread::Builder::new()
+            .name("accept-tcp".into())
+            .spawn(move || {
+                for stream in tcp.incoming().flatten() {
+                    let _ = stream.set_nodelay(true);
+                    let c = c.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("conn".into())
+                        .spawn(move || serve_tcp(c, stream));
+                }
+            })
+            .map_err(StartError::Thread)?;
+        let c = core.clone();
+        std::thread::Builder::new()
+            .name("accept-unix".into())
+            .spawn(move || {
+                for stream in unix.incoming().flatten() {
+                    let c = c.clone();
+                    let _ = std::thread::Builder::new()
+                        .name("conn".into())
+                        .spawn(move || serve_unix(c, stream));
+                }
+            })
+            .map_err(StartError::Thread)?;
+        let c = core.clone();
+        std::thread::Builder::new()
+            .name("heartbeat".into())
+            .spawn(move || membership(c))
+            .map_err(StartError::Thread)?;
+        Ok(Daemon {
+            core,
+            socket: config.socket,
+        })
+    }
+
+    pub fn core(&self) -> &Arc<NodeCore> {
+        &self.core
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+fn bind_socket(path: &std::path::Path) -> Result<std::os::unix::net::UnixListener, StartError> {
+    use std::os::unix::fs::DirBuilderExt;
+    let err = |source| StartError::Socket {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(err)?;
+    }
+    if path.exists() {
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(StartError::SocketInUse(path.to_path_buf()));
+        }
+        // Left behind by a node that did not stop cleanly.
+        std::fs::remove_file(path).map_err(err)?;
+    }
+    std::os::unix::net::UnixListener::bind(path).map_err(err)
+}
+
+fn serve_on_thread<S>(core: Arc<NodeCore>, make: impl FnOnce() -> std::io::Result<S>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + 'static,
+{
+    let Ok(rt) = thread_runtime() else { return };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let Ok(stream) = make() else { return };
+        let gateway: gateway::Client = capnp_rpc::new_client(GatewayServer { core });
+        let (_, rpc) = run_connection(stream, Side::Server, Some(gateway.client));
+        let _ = rpc.await;
+    });
+}
+
+fn serve_tcp(core: Arc<NodeCore>, stream: std::net::TcpStream) {
+    serve_on_thread(core, move || {
+        stream.set_nonblocking(true)?;
+        tokio::net::TcpStream::from_std(stream)
+    });
+}
+
+fn serve_unix(core: Arc<NodeCore>, stream: std::os::unix::net::UnixStream) {
+    serve_on_thread(core, move || {
+        stream.set_nonblocking(true)?;
+        tokio::net::UnixStream::from_std(stream)
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Membership
+
+fn membership(core: Arc<NodeCore>) {
+    let Ok(rt) = thread_runtime() else { return };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let mut running = std::collections::HashSet::new();
+        loop {
+            let ids: Vec<NodeId> = core.peers.iter().map(|p| *p.key()).collect();
+            for id in ids {
+                if running.insert(id) {
+                    tokio::task::spawn_local(heartbeats(core.clone(), id));
+                }
+            }
+            core.check_peers();
+            tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+        }
+    });
+}
+
+async fn heartbeats(core: Arc<NodeCore>, id: NodeId) {
+    loop {
+        if let Some(address) = core.peer_address(id)
+            && let Ok(gateway) = connect(&Endpoint::Tcp(address)).await
+        {
+            let peer = gateway.peer_request().send().pipeline.get_peer();
+            loop {
+                let mut req = peer.heartbeat_request();
+                write_status(req.get().init_status(), &core.status());
+                let answer = tokio::time::timeout(DOWN_AFTER / 2, req.send().promise).await;
+                let status = match answer {
+                    Ok(Ok(reply)) => reply
+                        .get()
+                        .and_then(|r| r.get_status())
+                        .and_then(read_status),
+                    _ => break,
+                };
+                match status {
+                    Ok(s) if s.id == id => core.seen(s),
+                    _ => break,
+                }
+                tokio::time::sleep(HEARTBEAT_EVERY).await;
+            }
+        }
+        tokio::time::sleep(HEARTBEAT_EVERY).await;
+    }
+}
+
+fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &NodeStatus) {
+    b.set_id(s.id);
+    b.set_address(&s.address);
+    b.set_cores(s.cores);
+    b.set_load1(s.load1);
+    b.set_mem_total(s.mem_total);
+    b.set_mem_available(s.mem_available);
+    b.set_bodies(s.bodies);
+    b.set_processes(s.processes);
+}
+
+fn read_status(r: ssi_schema::node_status::Reader<'_>) -> Result<NodeStatus, capnp::Error> {
+    Ok(NodeStatus {
+        id: r.get_id(),
+        address: text(r.get_address())?,
+        cores: r.get_cores(),
+        load1: r.get_load1(),
+        mem_total: r.get_mem_total(),
+        mem_available: r.get_mem_available(),
+        bodies: r.get_bodies(),
+        processes: r.get_processes(),
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Gateway
+
+struct GatewayServer {
+    core: Arc<NodeCore>,
+}
+
+impl gateway::Server for GatewayServer {
+    fn launch(
+        self: CapRc<Self>,
+        params: gateway::LaunchParams,
+        mut results: gateway::LaunchResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let spec = LaunchRequest::read(p.get_spec()?)?;
+            let console = p.get_console()?;
+            let (process, pid) = launch(core, spec, console).await?;
+            let mut r = results.get();
+            r.set_process(process);
+            r.set_pid(pid);
+            Ok(())
+        }
+    }
+
+    fn admin(
+        self: CapRc<Self>,
+        _: gateway::AdminParams,
+        mut results: gateway::AdminResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        results.get().set_admin(capnp_rpc::new_client(AdminServer {
+            core: self.core.clone(),
+        }));
+        ready(Ok(()))
+    }
+
+    fn peer(
+        self: CapRc<Self>,
+        _: gateway::PeerParams,
+        mut results: gateway::PeerResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        results.get().set_peer(capnp_rpc::new_client(PeerServer {
+            core: self.core.clone(),
+        }));
+        ready(Ok(()))
+    }
+}
+
+/// A launch request, read out of its message.
+struct LaunchRequest {
+    module: Vec<u8>,
+    module_name: String,
+    command: String,
+    args: Vec<String>,
+    env: Vec<String>,
+    preopens: Vec<Preopen>,
+    node: NodeId,
+    ttys: Ttys,
+}
+
+impl LaunchRequest {
+    fn read(r: ssi_schema::launch_spec::Reader<'_>) -> Result<Self, capnp::Error> {
+        let preopens = r
+            .get_preopens()?
+            .iter()
+            .map(|p| {
+                Ok(Preopen {
+                    host: PathBuf::from(text(p.get_host())?),
+                    guest: text(p.get_guest())?,
+                })
+            })
+            .collect::<Result<_, capnp::Error>>()?;
+        Ok(LaunchRequest {
+            module: r.get_module()?.to_vec(),
+            module_name: text(r.get_module_name())?,
+            command: text(r.get_command())?,
+            args: texts(r.get_args()?)?,
+            env: texts(r.get_env()?)?,
+            preopens,
+            node: r.get_node(),
+            ttys: Ttys {
+                stdin: r.get_stdin_tty(),
+                stdout: r.get_stdout_tty(),
+                stderr: r.get_stderr_tty(),
+            },
+        })
+    }
+}
+
+/// Removes a process from the table and frees its pid when dropped.
+struct Reap {
+    core: Arc<NodeCore>,
+    pid: Pid,
+}
+
+impl Drop for Reap {
+    fn drop(&mut self) {
+        self.core.procs.remove(&self.pid);
+        self.core.pids.release(self.pid);
+    }
+}
+
+/// How the session stops the process if it goes away first.
+enum Stopper {
+    Local(Arc<BodySlot>),
+    Remote(body_control::Client),
+}
+
+async fn launch(
+    core: Arc<NodeCore>,
+    spec: LaunchRequest,
+    console: console::Client,
+) -> Result<(process::Client, Pid), capnp::Error> {
+    let what = &spec.module_name;
+    let wasm = ssi_remote::assemble(&spec.module)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?
+        .into_owned();
+    let (hash, module) = core
+        .runtime
+        .load_binary(&wasm)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
+    ssi_remote::check_module(&module).map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
+    let target = if spec.node == 0 { core.id } else { spec.node };
+    if target != core.id && !core.peer_up(target) {
+        return Err(failed(match core.peer_address(target) {
+            Some(a) => format!("node {target} ({a}) is down"),
+            None => format!("node {target} is not a member of this cluster"),
+        }));
+    }
+    core.modules.insert(hash, module.clone());
+    let (stdio, pump) = console_stdio(spec.ttys);
+    let deputy = Deputy::new(stdio, spec.preopens)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
+    let deputy: SharedDeputy = Arc::new(Mutex::new(deputy));
+    let flusher = pump.flusher();
+    tokio::task::spawn_local(pump.run(console));
+    let pid = core.pids.allocate().map_err(failed)?;
+    let secret: [u8; 16] = rand::random();
+    core.procs.insert(
+        pid,
+        HomeProc {
+            info: ProcessInfo {
+                pid,
+                home: core.id,
+                node: target,
+                state: ProcState::Running,
+                command: spec.command,
+                started_ms: now_ms(),
+                cpu_ns: 0,
+                memory: 0,
+            },
+            deputy: deputy.clone(),
+            secret: (target != core.id).then_some(secret),
+        },
+    );
+    let reap = Reap {
+        core: core.clone(),
+        pid,
+    };
+    let body_spec = BodySpec {
+        args: spec.args,
+        env: spec.env,
+    };
+    let (stopper, exit): (Stopper, LocalBoxFuture<'static, ExitReport>) = if target == core.id {
+        let link_deputy = deputy.clone();
+        let (slot, rx) = core
+            .spawn_body(
+                pid,
+                module,
+                body_spec,
+                Box::new(move || Ok(Box::new(LocalLink::new(link_deputy)) as Box<dyn DeputyLink>)),
+            )
+            .map_err(failed)?;
+        let exit = async move {
+            rx.await.unwrap_or_else(|_| {
+                ExitReport::Failed(vec!["the body's thread ended without a report".into()])
+            })
+        };
+        (Stopper::Local(slot), exit.boxed_local())
+    } else {
+        let address = core.peer_address(target).unwrap_or_default();
+        let gateway = connect(&Endpoint::Tcp(address.clone()))
+            .await
+            .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
+        let peer = gateway.peer_request().send().pipeline.get_peer();
+        let mut has = peer.has_module_request();
+        has.get().set_hash(&hash.0);
+        let present = has.send().promise.await?.get()?.get_present();
+        let mut req = peer.run_body_request();
+        {
+            let mut b = req.get().init_body();
+            b.set_pid(pid);
+            b.set_hash(&hash.0);
+            if !present {
+                b.set_module(&wasm);
+            }
+            set_texts(
+                b.reborrow().init_args(body_spec.args.len() as u32),
+                &body_spec.args,
+            );
+            set_texts(
+                b.reborrow().init_env(body_spec.env.len() as u32),
+                &body_spec.env,
+            );
+            b.set_home(&core.address);
+            b.set_secret(&secret);
+            b.set_clock_offset(0);
+        }
+        let control = req.send().promise.await?.get()?.get_control()?;
+        let waiting = control.clone();
+        let watch = core.clone();
+        let exit = async move {
+            let lost = |why: String| ExitReport::Lost(format!("node {target} ({address}) {why}"));
+            let wait = async {
+                match waiting.wait_request().send().promise.await {
+                    Ok(reply) => match reply.get().and_then(|r| read_exit(r.get_exit()?)) {
+                        Ok(report) => report,
+                        Err(e) => lost(format!("sent a bad report: {e}")),
+                    },
+                    Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                        lost("went down (its connection closed)".into())
+                    }
+                    Err(e) => lost(format!("went down: {}", e.extra)),
+                }
+            };
+            let down = async {
+                while watch.peer_up(target) {
+                    tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+                }
+                lost("stopped answering".into())
+            };
+            futures::pin_mut!(wait, down);
+            futures::future::select(wait, down).await.factor_first().0
+        };
+        (Stopper::Remote(control), exit.boxed_local())
+    };
+    let exit = async move {
+        let report = exit.await;
+        // Everything the program wrote reaches the session before its end does.
+        flusher.flush().await;
+        drop(reap);
+        report
+    }
+    .boxed_local()
+    .shared();
+    // The process ends and is reaped even if nobody waits for it.
+    tokio::task::spawn_local(exit.clone().map(|_| ()));
+    let process = capnp_rpc::new_client(ProcessServer {
+        exit,
+        stopper: Some(stopper),
+    });
+    Ok((process, pid))
+}
+
+struct ProcessServer {
+    exit: Shared<LocalBoxFuture<'static, ExitReport>>,
+    stopper: Option<Stopper>,
+}
+
+impl process::Server for ProcessServer {
+    fn wait(
+        self: CapRc<Self>,
+        _: process::WaitParams,
+        mut results: process::WaitResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let exit = self.exit.clone();
+        async move {
+            let report = exit.await;
+            write_exit(results.get().init_exit(), &report);
+            Ok(())
+        }
+    }
+}
+
+impl Drop for ProcessServer {
+    /// The session let go of its process (`ssirun` went away): stop it.
+    fn drop(&mut self) {
+        if self.exit.peek().is_some() {
+            return;
+        }
+        match self.stopper.take() {
+            Some(Stopper::Local(slot)) => slot.kill(),
+            Some(Stopper::Remote(control)) => {
+                tokio::task::spawn_local(control.kill_request().send().promise.map(|_| ()));
+            }
+            None => {}
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Peer
+
+struct PeerServer {
+    core: Arc<NodeCore>,
+}
+
+impl peer::Server for PeerServer {
+    fn heartbeat(
+        self: CapRc<Self>,
+        params: peer::HeartbeatParams,
+        mut results: peer::HeartbeatResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let status = read_status(params.get()?.get_status()?)?;
+            self.core.seen(status);
+            write_status(results.get().init_status(), &self.core.status());
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn has_module(
+        self: CapRc<Self>,
+        params: peer::HasModuleParams,
+        mut results: peer::HasModuleResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let hash: [u8; 32] = params
+                .get()?
+                .get_hash()?
+                .try_into()
+                .map_err(|_| failed("a module hash is 32 bytes"))?;
+            let present = self.core.modules.contains_key(&ModuleHash(hash));
+            results.get().set_present(present);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn run_body(
+        self: CapRc<Self>,
+        params: peer::RunBodyParams,
+        mut results: peer::RunBodyResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let core = &self.core;
+            let b = params.get()?.get_body()?;
+            let pid = b.get_pid();
+            let hash: [u8; 32] = b
+                .get_hash()?
+                .try_into()
+                .map_err(|_| failed("a module hash is 32 bytes"))?;
+            let hash = ModuleHash(hash);
+            let module = match core.modules.get(&hash) {
+                Some(m) => m.clone(),
+                None => {
+                    let bytes = b.get_module()?;
+                    if bytes.is_empty() {
+                        return Err(failed(format!(
+                            "node {} does not hold module {hash}",
+                            core.id
+                        )));
+                    }
+                    let (got, module) = core.runtime.load_binary(bytes).map_err(failed)?;
+                    if got != hash {
+                        return Err(failed(format!("the module sent is not {hash}")));
+                    }
+                    core.modules.insert(hash, module.clone());
+                    module
+                }
+            };
+            let spec = BodySpec {
+                args: texts(b.get_args()?)?,
+                env: texts(b.get_env()?)?,
+            };
+            let home = text(b.get_home())?;
+            let secret = b.get_secret()?.to_vec();
+            let link = Box::new(move || {
+                RpcLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
+            });
+            let (slot, rx) = core.spawn_body(pid, module, spec, link).map_err(failed)?;
+            let exit = async move {
+                rx.await.unwrap_or_else(|_| {
+                    ExitReport::Failed(vec!["the body's thread ended without a report".into()])
+                })
+            }
+            .boxed_local()
+            .shared();
+            results
+                .get()
+                .set_control(capnp_rpc::new_client(BodyControlServer { slot, exit }));
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn processes(
+        self: CapRc<Self>,
+        _: peer::ProcessesParams,
+        mut results: peer::ProcessesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let procs = self.core.home_processes();
+        let bodies = self.core.body_stats();
+        let mut r = results.get();
+        let mut list = r.reborrow().init_processes(procs.len() as u32);
+        for (i, p) in procs.iter().enumerate() {
+            write_process(list.reborrow().get(i as u32), p);
+        }
+        let mut list = r.init_bodies(bodies.len() as u32);
+        for (i, (pid, cpu, mem)) in bodies.iter().enumerate() {
+            let mut b = list.reborrow().get(i as u32);
+            b.set_pid(*pid);
+            b.set_cpu_ns(*cpu);
+            b.set_memory(*mem);
+        }
+        ready(Ok(()))
+    }
+
+    fn attach(
+        self: CapRc<Self>,
+        params: peer::AttachParams,
+        mut results: peer::AttachResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let p = params.get()?;
+            let pid = p.get_pid();
+            let secret = p.get_secret()?;
+            let mut entry = self
+                .core
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| failed(format!("no process {pid} at this home")))?;
+            if entry.secret.as_ref().map(|s| &s[..]) != Some(secret) {
+                return Err(failed(format!("not the deputy reference of process {pid}")));
+            }
+            entry.secret = None;
+            let deputy = entry.deputy.clone();
+            drop(entry);
+            let mut r = results.get();
+            r.set_deputy(capnp_rpc::new_client(DeputyServer {
+                deputy,
+                kept: RefCell::new(None),
+            }));
+            // The session's output streams: their writes always take every byte.
+            let mut streams = r.init_streams(2);
+            streams.set(0, 1);
+            streams.set(1, 2);
+            Ok(())
+        })();
+        ready(r)
+    }
+}
+
+fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) {
+    b.set_pid(p.pid);
+    b.set_home(p.home);
+    b.set_node(p.node);
+    b.set_state(match p.state {
+        ProcState::Running => ssi_schema::ProcState::Running,
+    });
+    b.set_command(&p.command);
+    b.set_started_ms(p.started_ms);
+    b.set_cpu_ns(p.cpu_ns);
+    b.set_memory(p.memory);
+}
+
+fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, capnp::Error> {
+    Ok(ProcessInfo {
+        pid: r.get_pid(),
+        home: r.get_home(),
+        node: r.get_node(),
+        state: match r.get_state() {
+            Ok(ssi_schema::ProcState::Running) => ProcState::Running,
+            Err(_) => return Err(failed("unknown process state")),
+        },
+        command: text(r.get_command())?,
+        started_ms: r.get_started_ms(),
+        cpu_ns: r.get_cpu_ns(),
+        memory: r.get_memory(),
+    })
+}
+
+struct BodyControlServer {
+    slot: Arc<BodySlot>,
+    exit: Shared<LocalBoxFuture<'static, ExitReport>>,
+}
+
+impl body_control::Server for BodyControlServer {
+    fn wait(
+        self: CapRc<Self>,
+        _: body_control::WaitParams,
+        mut results: body_control::WaitResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let exit = self.exit.clone();
+        async move {
+            let report = exit.await;
+            write_exit(results.get().init_exit(), &report);
+            Ok(())
+        }
+    }
+
+    fn kill(
+        self: CapRc<Self>,
+        _: body_control::KillParams,
+        _: body_control::KillResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        self.slot.kill();
+        ready(Ok(()))
+    }
+}
+
+impl Drop for BodyControlServer {
+    /// The home let go of the body (it went away): the body cannot go on.
+    fn drop(&mut self) {
+        self.slot.kill();
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Deputy
+
+/// Serves one process's deputy to its remote body, on the body's own connection.
+/// Calls run on this connection's thread: a call that blocks (a read of the
+/// terminal) holds up this body only.
+struct DeputyServer {
+    deputy: SharedDeputy,
+    /// A failed pipelined write, reported at the next call on its descriptor.
+    kept: RefCell<Option<(Fd, Errno)>>,
+}
+
+fn syscall_fd(call: &Syscall) -> Option<Fd> {
+    match call {
+        Syscall::FdWrite { fd, .. }
+        | Syscall::FdPwrite { fd, .. }
+        | Syscall::FdRead { fd, .. }
+        | Syscall::FdPread { fd, .. }
+        | Syscall::FdClose { fd }
+        | Syscall::FdSync { fd }
+        | Syscall::FdDatasync { fd }
+        | Syscall::FdFdstatGet { fd }
+        | Syscall::FdFdstatSetFlags { fd, .. }
+        | Syscall::FdFilestatGet { fd }
+        | Syscall::FdSeek { fd, .. }
+        | Syscall::FdTell { fd } => Some(*fd),
+        Syscall::FdRenumber { from, .. } => Some(*from),
+        _ => None,
+    }
+}
+
+impl DeputyServer {
+    fn execute(&self, call: Syscall) -> ssi_deputy::SyscallResult {
+        let mut deputy = self.deputy.lock().unwrap_or_else(|p| p.into_inner());
+        deputy.call(call)
+    }
+}
+
+impl deputy::Server for DeputyServer {
+    fn call(
+        self: CapRc<Self>,
+        params: deputy::CallParams,
+        mut results: deputy::CallResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let call = read_syscall(params.get()?.get_call()?)?;
+            let kept = {
+                let mut kept = self.kept.borrow_mut();
+                match *kept {
+                    Some((fd, e)) if syscall_fd(&call) == Some(fd) => {
+                        *kept = None;
+                        Some(e)
+                    }
+                    _ => None,
+                }
+            };
+            let result = match kept {
+                Some(e) => Err(e),
+                None => self.execute(call),
+            };
+            write_result(results.get().init_result(), &result);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn write(
+        self: CapRc<Self>,
+        params: deputy::WriteParams,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let p = params.get()?;
+            let fd = p.get_fd();
+            let mut data = p.get_data()?;
+            if self.kept.borrow().is_some_and(|(f, _)| f == fd) {
+                return Ok(());
+            }
+            while !data.is_empty() {
+                match self.execute(Syscall::FdWrite {
+                    fd,
+                    data: data.to_vec(),
+                }) {
+                    Ok(Reply::Size(n)) if n > 0 => data = &data[(n as usize).min(data.len())..],
+                    Ok(_) => {
+                        *self.kept.borrow_mut() = Some((fd, Errno::Io));
+                        break;
+                    }
+                    Err(e) => {
+                        *self.kept.borrow_mut() = Some((fd, e));
+                        break;
+                    }
+                }
+            }
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn sync(
+        self: CapRc<Self>,
+        _: deputy::SyncParams,
+        _: deputy::SyncResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        ready(Ok(()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Admin
+
+/// One row of `ssictl nodes`.
+#[derive(Debug, Clone)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    pub address: String,
+    pub up: bool,
+    pub status: Option<NodeStatus>,
+    /// Since the last answer (none for the node itself or one never heard from).
+    pub last_seen: Option<Duration>,
+}
+
+struct AdminServer {
+    core: Arc<NodeCore>,
+}
+
+/// Every process of the cluster: each home's table, with CPU and memory from
+/// the node where each body runs. Nodes that do not answer are left out.
+async fn cluster_processes(core: Arc<NodeCore>) -> Vec<ProcessInfo> {
+    let mut procs = core.home_processes();
+    let mut stats: std::collections::HashMap<Pid, (u64, u64)> = core
+        .body_stats()
+        .into_iter()
+        .map(|(p, c, m)| (p, (c, m)))
+        .collect();
+    let peers: Vec<String> = core
+        .peers
+        .iter()
+        .filter(|p| p.up)
+        .map(|p| p.address.clone())
+        .collect();
+    let asks = peers.into_iter().map(|address| async move {
+        let ask = async {
+            let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+            let peer = gateway.peer_request().send().pipeline.get_peer();
+            let reply = peer.processes_request().send().promise.await?;
+            let r = reply.get()?;
+            let procs = r
+                .get_processes()?
+                .iter()
+                .map(read_process)
+                .collect::<Result<Vec<_>, _>>()?;
+            let bodies: Vec<(Pid, u64, u64)> = r
+                .get_bodies()?
+                .iter()
+                .map(|b| (b.get_pid(), b.get_cpu_ns(), b.get_memory()))
+                .collect();
+            Ok::<_, capnp::Error>((procs, bodies))
+        };
+        tokio::time::timeout(DOWN_AFTER, ask)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    });
+    for (p, b) in futures::future::join_all(asks).await.into_iter().flatten() {
+        procs.extend(p);
+        stats.extend(b.into_iter().map(|(p, c, m)| (p, (c, m))));
+    }
+    for p in &mut procs {
+        if let Some((cpu, mem)) = stats.get(&p.pid) {
+            p.cpu_ns = *cpu;
+            p.memory = *mem;
+        }
+    }
+    procs.sort_by_key(|p| p.pid);
+    procs
+}
+
+impl NodeCore {
+    /// This node and every peer it knows of, in id order.
+    pub fn nodes(&self) -> Vec<NodeInfo> {
+        let mut list = vec![NodeInfo {
+            id: self.id,
+            address: self.address.clone(),
+            up: true,
+            status: Some(self.status()),
+            last_seen: None,
+        }];
+        list.extend(self.peers.iter().map(|p| NodeInfo {
+            id: *p.key(),
+            address: p.address.clone(),
+            up: p.up,
+            status: p.status.clone(),
+            last_seen: p.last_seen.map(|t| t.elapsed()),
+        }));
+        list.sort_by_key(|n| n.id);
+        list
+    }
+}
+
+impl admin::Server for AdminServer {
+    fn processes(
+        self: CapRc<Self>,
+        _: admin::ProcessesParams,
+        mut results: admin::ProcessesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let procs = cluster_processes(core).await;
+            let mut list = results.get().init_processes(procs.len() as u32);
+            for (i, p) in procs.iter().enumerate() {
+                write_process(list.reborrow().get(i as u32), p);
+            }
+            Ok(())
+        }
+    }
+
+    fn nodes(
+        self: CapRc<Self>,
+        _: admin::NodesParams,
+        mut results: admin::NodesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let nodes = self.core.nodes();
+        let mut list = results.get().init_nodes(nodes.len() as u32);
+        for (i, n) in nodes.iter().enumerate() {
+            let mut b = list.reborrow().get(i as u32);
+            b.set_id(n.id);
+            b.set_address(&n.address);
+            b.set_up(n.up);
+            if let Some(s) = &n.status {
+                write_status(b.reborrow().init_status(), s);
+            }
+            b.set_last_seen_ms(n.last_seen.map(|d| d.as_millis() as u64).unwrap_or(0));
+        }
+        ready(Ok(()))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Client side of the admin interface (for `ssictl`)
+
+/// Reads `Admin.processes` replies.
+pub async fn admin_processes(admin: &admin::Client) -> Result<Vec<ProcessInfo>, capnp::Error> {
+    let reply = admin.processes_request().send().promise.await?;
+    reply
+        .get()?
+        .get_processes()?
+        .iter()
+        .map(read_process)
+        .collect()
+}
+
+/// Reads `Admin.nodes` replies.
+pub async fn admin_nodes(admin: &admin::Client) -> Result<Vec<NodeInfo>, capnp::Error> {
+    let reply = admin.nodes_request().send().promise.await?;
+    reply
+        .get()?
+        .get_nodes()?
+        .iter()
+        .map(|n| {
+            Ok(NodeInfo {
+                id: n.get_id(),
+                address: text(n.get_address())?,
+                up: n.get_up(),
+                status: if n.has_status() {
+                    Some(read_status(n.get_status()?)?)
+                } else {
+                    None
+                },
+                last_seen: match n.get_last_seen_ms() {
+                    0 => None,
+                    ms => Some(Duration::from_millis(ms)),
+                },
+            })
+        })
+        .collect()
+}

@@ -1,0 +1,358 @@
+@0xc1f3d27a9b6e4a15;
+# The ssi cluster protocol.
+#
+# Every connection to a node starts from its bootstrap capability, a `Gateway`.
+# From there each party is handed only what it needs: an `ssirun` session gets
+# the `Process` it launched, a body gets its own `Deputy`, an administrator
+# gets `Admin`, and a peer node gets `Peer`.
+
+# ---------------------------------------------------------------------------
+# Bootstrap
+
+interface Gateway {
+  launch @0 (spec :LaunchSpec, console :Console) -> (process :Process, pid :UInt32);
+  # Starts a process whose home is this node. Its standard streams are the
+  # caller's `console`; the caller gets a capability for this process only.
+
+  admin @1 () -> (admin :Admin);
+  # Cluster-wide listings (and, later, actions).
+
+  peer @2 () -> (peer :Peer);
+  # The node-to-node service.
+}
+
+# ---------------------------------------------------------------------------
+# Sessions: `ssirun` and the process it launched
+
+struct LaunchSpec {
+  module @0 :Data;          # the module file: binary Wasm or Wasm text
+  moduleName @1 :Text;      # for messages
+  command @2 :Text;         # the command line shown in listings
+  args @3 :List(Text);      # argv, argv[0] first
+  env @4 :List(Text);       # NAME=VALUE
+  preopens @5 :List(Preopen);
+  node @6 :UInt16;          # where the body starts; 0 = at home
+  stdinTty @7 :Bool;        # the caller's streams are terminals
+  stdoutTty @8 :Bool;
+  stderrTty @9 :Bool;
+}
+
+struct Preopen {
+  host @0 :Text;            # a directory on the home node
+  guest @1 :Text;           # the name the guest sees
+}
+
+interface Console {
+  # The standard streams of the session that launched a process, served by it.
+
+  read @0 (max :UInt32) -> (data :Data);
+  # Reads at most `max` bytes of standard input; empty at end of file.
+
+  write @1 (stream :UInt8, data :Data) -> stream;
+  # Writes to standard output (1) or standard error (2).
+
+  flush @2 () -> ();
+  # Returns once every earlier write has been written out.
+}
+
+interface Process {
+  wait @0 () -> (exit :Exit);
+  # Resolves when the process has ended.
+}
+
+struct Exit {
+  union {
+    status @0 :Int32;       # `_start` returned (0) or `proc_exit(status)`
+    trap @1 :List(Text);    # a Wasm trap: the error chain, outermost first
+    failed @2 :List(Text);  # the host stopped the body: the error chain
+    lost @3 :Text;          # the node running the body went down
+  }
+}
+
+# ---------------------------------------------------------------------------
+# Node to node
+
+interface Peer {
+  heartbeat @0 (status :NodeStatus) -> (status :NodeStatus);
+  # Exchanges liveness and load with a peer.
+
+  hasModule @1 (hash :Data) -> (present :Bool);
+  # Whether this node holds the module with this SHA-256.
+
+  runBody @2 (body :BodyLaunch) -> (control :BodyControl);
+  # Starts a body on this node. Dropping `control` kills the body.
+
+  processes @3 () -> (processes :List(ProcessInfo), bodies :List(BodyStats));
+  # The processes whose home is this node, and the bodies running on it.
+
+  attach @4 (pid :UInt32, secret :Data) -> (deputy :Deputy, streams :List(UInt32));
+  # Redeems the sturdy reference of a body's deputy for the live capability.
+  # `streams` are the descriptors whose writes may be pipelined.
+}
+
+struct BodyLaunch {
+  pid @0 :UInt32;
+  hash @1 :Data;            # SHA-256 of the module
+  module @2 :Data;          # the module, or empty when the host holds it
+  args @3 :List(Text);
+  env @4 :List(Text);
+  home @5 :Text;            # address of the home node
+  secret @6 :Data;          # with `pid`, redeemed at `home` through `Peer.attach`
+  clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
+}
+
+interface BodyControl {
+  wait @0 () -> (exit :Exit);
+  kill @1 () -> ();
+}
+
+interface Deputy {
+  # The home half of one process, handed to its body only.
+
+  call @0 (call :Syscall) -> (result :SyscallResult);
+
+  write @1 (fd :UInt32, data :Data) -> stream;
+  # A write to a stream whose result is known in advance (all bytes taken),
+  # sent without waiting for its reply. A failure is kept and surfaces at the
+  # next `call` on the same descriptor.
+
+  sync @2 () -> ();
+  # Returns once every earlier call and write has been executed.
+}
+
+# ---------------------------------------------------------------------------
+# Administration
+
+interface Admin {
+  processes @0 () -> (processes :List(ProcessInfo));
+  nodes @1 () -> (nodes :List(NodeInfo));
+}
+
+enum ProcState {
+  running @0;
+}
+
+struct ProcessInfo {
+  pid @0 :UInt32;
+  home @1 :UInt16;
+  node @2 :UInt16;          # where the body runs now
+  state @3 :ProcState;
+  command @4 :Text;
+  startedMs @5 :UInt64;     # wall clock, ms since the Unix epoch
+  cpuNs @6 :UInt64;         # CPU time of the body
+  memory @7 :UInt64;        # bytes of linear memory
+}
+
+struct BodyStats {
+  pid @0 :UInt32;
+  cpuNs @1 :UInt64;
+  memory @2 :UInt64;
+}
+
+struct NodeStatus {
+  id @0 :UInt16;
+  address @1 :Text;
+  cores @2 :UInt32;
+  load1 @3 :Float64;        # one-minute load average
+  memTotal @4 :UInt64;
+  memAvailable @5 :UInt64;
+  bodies @6 :UInt32;        # bodies running on the node
+  processes @7 :UInt32;     # processes whose home is the node
+}
+
+struct NodeInfo {
+  id @0 :UInt16;
+  address @1 :Text;
+  up @2 :Bool;
+  status @3 :NodeStatus;    # the last one received
+  lastSeenMs @4 :UInt64;    # ms since the last answer; 0 for the node itself
+}
+
+# ---------------------------------------------------------------------------
+# WASI preview1 system calls, by value (no guest pointers)
+
+struct Syscall {
+  union {
+    fdAdvise @0 :FdRange;               # with advice
+    fdAllocate @1 :FdRange;
+    fdClose @2 :UInt32;
+    fdDatasync @3 :UInt32;
+    fdFdstatGet @4 :UInt32;
+    fdFdstatSetFlags @5 :FdFlags;
+    fdFdstatSetRights @6 :FdRights;
+    fdFilestatGet @7 :UInt32;
+    fdFilestatSetSize @8 :FdOffset;
+    fdFilestatSetTimes @9 :Times;
+    fdPread @10 :FdIo;
+    fdPrestatGet @11 :UInt32;
+    fdPrestatDirName @12 :UInt32;
+    fdPwrite @13 :FdIo;
+    fdRead @14 :FdIo;
+    fdReaddir @15 :FdIo;                # offset = cookie, len = buffer length
+    fdRenumber @16 :FdPair;
+    fdSeek @17 :FdSeek;
+    fdSync @18 :UInt32;
+    fdTell @19 :UInt32;
+    fdWrite @20 :FdIo;
+    pathCreateDirectory @21 :FdPath;
+    pathFilestatGet @22 :FdPath;
+    pathFilestatSetTimes @23 :Times;
+    pathLink @24 :TwoPaths;
+    pathOpen @25 :PathOpen;
+    pathReadlink @26 :FdPath;
+    pathRemoveDirectory @27 :FdPath;
+    pathRename @28 :TwoPaths;
+    pathSymlink @29 :TwoPaths;          # oldFd unused
+    pathUnlinkFile @30 :FdPath;
+    pollOneoff @31 :List(Subscription);
+    sockAccept @32 :FdFlags;
+    sockRecv @33 :FdIo;                 # flags in `flags`
+    sockSend @34 :FdIo;
+    sockShutdown @35 :FdFlags;          # how in `flags`
+  }
+}
+
+struct FdRange {
+  fd @0 :UInt32;
+  offset @1 :UInt64;
+  len @2 :UInt64;
+  advice @3 :UInt8;
+}
+
+struct FdFlags {
+  fd @0 :UInt32;
+  flags @1 :UInt16;
+}
+
+struct FdRights {
+  fd @0 :UInt32;
+  base @1 :UInt64;
+  inheriting @2 :UInt64;
+}
+
+struct FdOffset {
+  fd @0 :UInt32;
+  offset @1 :UInt64;
+}
+
+struct Times {
+  fd @0 :UInt32;
+  lookupFlags @1 :UInt32;
+  path @2 :Data;            # empty for fd_filestat_set_times
+  atim @3 :UInt64;
+  mtim @4 :UInt64;
+  fstFlags @5 :UInt16;
+}
+
+struct FdIo {
+  fd @0 :UInt32;
+  len @1 :UInt32;
+  offset @2 :UInt64;
+  data @3 :Data;
+  flags @4 :UInt16;
+}
+
+struct FdPair {
+  from @0 :UInt32;
+  to @1 :UInt32;
+}
+
+struct FdSeek {
+  fd @0 :UInt32;
+  offset @1 :Int64;
+  whence @2 :UInt8;
+}
+
+struct FdPath {
+  fd @0 :UInt32;
+  path @1 :Data;
+  lookupFlags @2 :UInt32;
+}
+
+struct TwoPaths {
+  oldFd @0 :UInt32;
+  oldFlags @1 :UInt32;
+  oldPath @2 :Data;
+  newFd @3 :UInt32;
+  newPath @4 :Data;
+}
+
+struct PathOpen {
+  fd @0 :UInt32;
+  dirflags @1 :UInt32;
+  path @2 :Data;
+  oflags @3 :UInt16;
+  rightsBase @4 :UInt64;
+  rightsInheriting @5 :UInt64;
+  fdflags @6 :UInt16;
+}
+
+struct Subscription {
+  userdata @0 :UInt64;
+  union {
+    clock @1 :ClockSub;
+    fdRead @2 :UInt32;
+    fdWrite @3 :UInt32;
+  }
+}
+
+struct ClockSub {
+  id @0 :UInt32;
+  timeout @1 :UInt64;
+  precision @2 :UInt64;
+}
+
+struct SyscallResult {
+  union {
+    errno @0 :UInt16;
+    unit @1 :Void;
+    size @2 :UInt32;
+    filesize @3 :UInt64;
+    bytes @4 :Data;
+    fd @5 :UInt32;
+    fdstat @6 :Fdstat;
+    filestat @7 :Filestat;
+    prestatDir @8 :UInt32;
+    dirents @9 :List(Dirent);
+    events @10 :List(Event);
+    recv @11 :Recv;
+  }
+}
+
+struct Fdstat {
+  filetype @0 :UInt8;
+  flags @1 :UInt16;
+  rightsBase @2 :UInt64;
+  rightsInheriting @3 :UInt64;
+}
+
+struct Filestat {
+  dev @0 :UInt64;
+  ino @1 :UInt64;
+  filetype @2 :UInt8;
+  nlink @3 :UInt64;
+  size @4 :UInt64;
+  atim @5 :UInt64;
+  mtim @6 :UInt64;
+  ctim @7 :UInt64;
+}
+
+struct Dirent {
+  next @0 :UInt64;
+  ino @1 :UInt64;
+  filetype @2 :UInt8;
+  name @3 :Data;
+}
+
+struct Event {
+  userdata @0 :UInt64;
+  error @1 :UInt16;
+  eventtype @2 :UInt8;
+  nbytes @3 :UInt64;
+  flags @4 :UInt16;
+}
+
+struct Recv {
+  data @0 :Data;
+  roflags @1 :UInt16;
+}

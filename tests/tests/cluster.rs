@@ -1,0 +1,254 @@
+//! Three real `ssid` nodes on loopback ports: bodies on a remote node behave as
+//! at home, `ssictl` sees every process from any node, and a node that dies
+//! ends its bodies' sessions with status 137 while the rest keeps working.
+
+use ssi_tests::{Case, Cluster, assert_same, bin, guest, standard_cases};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn on_node(cluster: &Cluster, home: usize, node: usize) -> Vec<String> {
+    vec![
+        "--connect".into(),
+        cluster.socket(home).display().to_string(),
+        "--node".into(),
+        node.to_string(),
+    ]
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(|s| s.as_str()).collect()
+}
+
+#[test]
+fn differential_with_the_body_on_node_2_and_home_on_node_1() {
+    let cluster = Cluster::start(3);
+    let options = on_node(&cluster, 1, 2);
+    for (name, case) in standard_cases() {
+        let ours = case.run_ssirun_with(&strs(&options));
+        let reference = case.run_reference();
+        assert_same(&format!("{name} on node 2"), &ours, &reference);
+    }
+    // A trap is reported exactly as when the body runs in `ssirun` itself.
+    let case = Case::new(guest("trap"));
+    let remote = case.run_ssirun_with(&strs(&options));
+    let embedded = case.run_ssirun();
+    assert_same("trap on node 2", &remote, &embedded);
+    assert_eq!(remote.0.status, 134);
+}
+
+#[test]
+fn bodies_at_home_through_the_node_match_too() {
+    let cluster = Cluster::start(1);
+    let options = vec![
+        "--connect".to_string(),
+        cluster.socket(1).display().to_string(),
+    ];
+    for (name, case) in standard_cases() {
+        let ours = case.run_ssirun_with(&strs(&options));
+        let reference = case.run_reference();
+        assert_same(&format!("{name} at home"), &ours, &reference);
+    }
+}
+
+/// Starts `spin ARGS` through node `home` with its body on `node`; returns once
+/// it has printed its first line.
+fn spin(
+    cluster: &Cluster,
+    home: usize,
+    node: usize,
+    args: &[&str],
+) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut child = Command::new(bin("ssirun"))
+        .args(on_node(cluster, home, node))
+        .arg(guest("spin"))
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("read the first line");
+    assert_eq!(line, "spinning\n");
+    (child, out)
+}
+
+fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssirun did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn ps_row(
+    cluster: &Cluster,
+    from: usize,
+    pid_of: impl Fn(&serde_json::Value) -> bool,
+) -> Option<serde_json::Value> {
+    cluster
+        .ssictl_json(from, "ps")
+        .into_iter()
+        .find(|p| pid_of(p))
+}
+
+#[test]
+fn ps_from_node_3_shows_a_process_of_node_1_running_on_node_2() {
+    let cluster = Cluster::start(3);
+    let (mut child, _out) = spin(&cluster, 1, 2, &["0"]);
+    let row = ps_row(&cluster, 3, |p| {
+        p["command"]
+            .as_str()
+            .is_some_and(|c| c.starts_with("spin.wasm"))
+    })
+    .expect("node 3 lists the process");
+    assert_eq!(row["home"], 1);
+    assert_eq!(row["node"], 2);
+    assert_eq!(row["state"], "running");
+    let pid = row["pid"].as_u64().expect("pid");
+    assert_eq!(pid >> 22, 1, "the pid encodes its home node");
+    assert!(row["memory"].as_u64().expect("memory") > 0);
+    // It computes: its CPU time grows.
+    std::thread::sleep(Duration::from_millis(300));
+    let later = ps_row(&cluster, 3, |p| p["pid"] == pid).expect("still listed");
+    assert!(later["cpu_ms"].as_u64().expect("cpu") > 0, "{later}");
+    // The table form shows the same process.
+    let table = String::from_utf8(cluster.ssictl(2, &["ps"]).stdout).expect("utf-8");
+    assert!(
+        table.contains(&pid.to_string()) && table.contains("spin.wasm 0"),
+        "{table}"
+    );
+
+    // A session that goes away takes its process with it, wherever the body runs.
+    child.kill().expect("kill ssirun");
+    child.wait().expect("wait");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while ps_row(&cluster, 3, |p| p["pid"] == pid).is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the process outlived its session"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let nodes = cluster.ssictl_json(2, "nodes");
+    let node2 = nodes.iter().find(|n| n["id"] == 2).expect("node 2");
+    assert_eq!(node2["bodies"], 0, "the body was killed: {node2}");
+}
+
+#[test]
+fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
+    let mut cluster = Cluster::start(3);
+    let (mut doomed, _o1) = spin(&cluster, 1, 2, &["0"]);
+    let (mut survivor, mut ticks) = spin(&cluster, 1, 3, &["0", "--ticks"]);
+    cluster.kill(2);
+    let status = wait_exit(&mut doomed, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(137));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut doomed.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("was lost") && err.contains("node 2"), "{err}");
+
+    // The other process, home on node 1 and body on node 3, goes on.
+    let mut line = String::new();
+    for _ in 0..5 {
+        line.clear();
+        ticks.read_line(&mut line).expect("a tick");
+        assert!(line.starts_with("tick "), "{line}");
+    }
+    // Node 2 shows as down; new processes still run at home and on node 3.
+    cluster.wait_until(1, |nodes| {
+        nodes.iter().any(|n| n["id"] == 2 && n["state"] == "down")
+    });
+    for node in [1, 3] {
+        let (out, _) =
+            Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 1, node)));
+        assert_eq!(out.stdout_text(), "Hello, world!\n");
+    }
+    // Starting a body on the dead node is refused with a clear message.
+    let (out, _) = Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 1, 2)));
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stderr_text().contains("node 2") && out.stderr_text().contains("down"),
+        "{}",
+        out.stderr_text()
+    );
+    survivor.kill().expect("kill");
+    survivor.wait().expect("wait");
+}
+
+#[test]
+fn a_silent_node_is_down_within_3_seconds_and_its_sessions_end() {
+    let cluster = Cluster::start(3);
+    let (mut doomed, _out) = spin(&cluster, 1, 2, &["0"]);
+    // SIGSTOP: connections stay open, nothing answers (a hung or cut-off machine).
+    cluster.signal(2, "STOP");
+    let stopped = Instant::now();
+    cluster.wait_until(3, |nodes| {
+        nodes.iter().any(|n| n["id"] == 2 && n["state"] == "down")
+    });
+    let seen_down = stopped.elapsed();
+    assert!(
+        seen_down <= Duration::from_secs(3),
+        "node 2 was shown down after {seen_down:?}"
+    );
+    let status = wait_exit(&mut doomed, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(137));
+    cluster.signal(2, "CONT");
+}
+
+#[test]
+fn bad_cluster_requests_get_clear_errors() {
+    let cluster = Cluster::start(2);
+    let (out, _) = Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 1, 9)));
+    assert_eq!(out.status, 1);
+    assert_eq!(
+        out.stderr_text(),
+        "ssirun: error: node 9 is not a member of this cluster\n"
+    );
+    let (out, _) = Case::new(guest("hello")).run_ssirun_with(&["--connect", "127.0.0.1:1"]);
+    assert_eq!(out.status, 1);
+    assert!(
+        out.stderr_text()
+            .starts_with("ssirun: error: cannot connect to 127.0.0.1:1"),
+        "{}",
+        out.stderr_text()
+    );
+    let out = Command::new(bin("ssictl"))
+        .args(["--connect", "/nonexistent/node.sock", "ps"])
+        .output()
+        .expect("ssictl");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is `ssid` running?"));
+    // A malformed module is refused by the home, before any body starts.
+    let dir = tempfile::tempdir().expect("tmp");
+    let bad = dir.path().join("bad.wasm");
+    std::fs::write(&bad, b"\0asm\x01\0\0\0\xff").expect("write");
+    let out = Command::new(bin("ssirun"))
+        .args(on_node(&cluster, 1, 2))
+        .arg(&bad)
+        .output()
+        .expect("ssirun");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.starts_with("ssirun: error: cannot run `")
+            && err.contains("invalid WebAssembly module"),
+        "{err}"
+    );
+    // Two daemons cannot share a socket.
+    let out = Command::new(bin("ssid"))
+        .args(["--node-id", "7", "--listen", "127.0.0.1:0", "--socket"])
+        .arg(cluster.socket(1))
+        .output()
+        .expect("ssid");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
+}

@@ -1,0 +1,211 @@
+//! `ssictl`: the cluster's admin command: every process and every node, from any node.
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use serde_json::json;
+use ssi_home::{Endpoint, NodeInfo, ProcessInfo};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Administer an ssi cluster.
+#[derive(Parser, Debug)]
+#[command(name = "ssictl", version)]
+struct Args {
+    /// The node to ask: a Unix socket path or HOST:PORT (default: the local
+    /// node's socket; `SSI_CONNECT` also sets it).
+    #[arg(long, global = true, value_name = "SOCKET|HOST:PORT")]
+    connect: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Every process in the cluster: pid, home, node, state, CPU time, memory, age, command.
+    Ps {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every node: id, address, up or down, cores, load, processes, memory.
+    Nodes {
+        /// Print a JSON array instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn endpoint(args: &Args) -> Endpoint {
+    match args
+        .connect
+        .clone()
+        .or_else(|| std::env::var("SSI_CONNECT").ok().filter(|s| !s.is_empty()))
+    {
+        Some(e) => Endpoint::parse(&e),
+        None => Endpoint::Unix(ssi_home::default_socket()),
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+fn cpu(ns: u64) -> String {
+    let cs = ns / 10_000_000;
+    format!("{}:{:02}.{:02}", cs / 6000, (cs / 100) % 60, cs % 100)
+}
+
+fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
+    let mut v = n as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{n}B")
+    } else {
+        format!("{v:.1}{}", UNITS[u])
+    }
+}
+
+fn age(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
+        _ => format!("{}d{:02}h", s / 86400, (s / 3600) % 24),
+    }
+}
+
+fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
+    let now = now_ms();
+    if as_json {
+        let rows: Vec<_> = procs
+            .iter()
+            .map(|p| {
+                json!({
+                    "pid": p.pid,
+                    "home": p.home,
+                    "node": p.node,
+                    "state": p.state.name(),
+                    "cpu_ms": p.cpu_ns / 1_000_000,
+                    "memory": p.memory,
+                    "started_ms": p.started_ms,
+                    "age_ms": now.saturating_sub(p.started_ms),
+                    "command": p.command,
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  COMMAND",
+        "PID", "HOME", "NODE", "STATE", "TIME", "MEM", "AGE"
+    );
+    for p in procs {
+        println!(
+            "{:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  {}",
+            p.pid,
+            p.home,
+            p.node,
+            p.state.name(),
+            cpu(p.cpu_ns),
+            bytes(p.memory),
+            age(Duration::from_millis(now.saturating_sub(p.started_ms))),
+            p.command
+        );
+    }
+    Ok(())
+}
+
+fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
+    if as_json {
+        let rows: Vec<_> = nodes
+            .iter()
+            .map(|n| {
+                let s = n.status.clone().unwrap_or_default();
+                json!({
+                    "id": n.id,
+                    "address": n.address,
+                    "state": if n.up { "up" } else { "down" },
+                    "cores": s.cores,
+                    "load": s.load1,
+                    "processes": s.processes,
+                    "bodies": s.bodies,
+                    "mem_total": s.mem_total,
+                    "mem_available": s.mem_available,
+                    "last_seen_ms": n.last_seen.map(|d| d.as_millis() as u64),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+        return Ok(());
+    }
+    println!(
+        "{:>4} {:<22} {:<5} {:>5} {:>6} {:>5} {:>6} {:>17}",
+        "ID", "ADDRESS", "STATE", "CORES", "LOAD", "PROCS", "BODIES", "MEM AVAIL/TOTAL"
+    );
+    for n in nodes {
+        let state = if n.up { "up" } else { "down" };
+        match &n.status {
+            Some(s) => println!(
+                "{:>4} {:<22} {:<5} {:>5} {:>6.2} {:>5} {:>6} {:>17}",
+                n.id,
+                n.address,
+                state,
+                s.cores,
+                s.load1,
+                s.processes,
+                s.bodies,
+                format!("{}/{}", bytes(s.mem_available), bytes(s.mem_total))
+            ),
+            None => println!(
+                "{:>4} {:<22} {:<5} {:>5} {:>6} {:>5} {:>6} {:>17}",
+                n.id, n.address, state, "-", "-", "-", "-", "-"
+            ),
+        }
+    }
+    Ok(())
+}
+
+fn run(args: Args) -> Result<()> {
+    let endpoint = endpoint(&args);
+    let rt = ssi_home::thread_runtime().context("cannot start the client runtime")?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async {
+        let gateway = ssi_home::connect(&endpoint)
+            .await
+            .context("is `ssid` running? (give --connect to reach another node)")?;
+        let admin = gateway.admin_request().send().pipeline.get_admin();
+        match args.command {
+            Command::Ps { json } => {
+                let procs = ssi_home::admin_processes(&admin)
+                    .await
+                    .with_context(|| format!("cannot list processes through {endpoint}"))?;
+                print_ps(&procs, json)
+            }
+            Command::Nodes { json } => {
+                let nodes = ssi_home::admin_nodes(&admin)
+                    .await
+                    .with_context(|| format!("cannot list nodes through {endpoint}"))?;
+                print_nodes(&nodes, json)
+            }
+        }
+    })
+}
+
+fn main() -> std::process::ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ssictl: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
