@@ -3,7 +3,7 @@
 #
 # Every connection to a node starts from its bootstrap capability, a `Gateway`.
 # From there each party is handed only what it needs: an `ssirun` session gets
-# the `Process` it launched, a body gets its own `Deputy`, an administrator
+# the `Process` it launched, a body reaches its own deputy only, an administrator
 # gets `Admin`, and a peer node gets `Peer`.
 
 # ---------------------------------------------------------------------------
@@ -85,9 +85,8 @@ interface Peer {
   processes @3 () -> (processes :List(ProcessInfo), bodies :List(BodyStats));
   # The processes whose home is this node, and the bodies running on it.
 
-  attach @4 (pid :UInt32, secret :Data) -> (deputy :Deputy, streams :List(UInt32));
-  # Redeems the sturdy reference of a body's deputy for the live capability.
-  # `streams` are the descriptors whose writes may be pipelined.
+  # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
+  # `secret`) on a connection of its own: see `DeputyHello`.
 }
 
 struct BodyLaunch {
@@ -97,7 +96,7 @@ struct BodyLaunch {
   args @3 :List(Text);
   env @4 :List(Text);
   home @5 :Text;            # address of the home node
-  secret @6 :Data;          # with `pid`, redeemed at `home` through `Peer.attach`
+  secret @6 :Data;          # with `pid`, redeemed at `home`: see `DeputyHello`
   clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
 }
 
@@ -106,18 +105,37 @@ interface BodyControl {
   kill @1 () -> ();
 }
 
-interface Deputy {
-  # The home half of one process, handed to its body only.
+# A body's link to its deputy. A body's calls are strictly sequential and are
+# the hottest path of the system, so they travel on a connection of their own,
+# in lockstep, as plain Cap'n Proto messages (standard stream framing) rather
+# than through the RPC layer: the body opens a TCP connection to its home,
+# sends the 8 bytes "ssi-dep1", then a `DeputyHello`; the home answers with a
+# `DeputyWelcome`; then each `DeputyRequest` is answered with one
+# `SyscallResult`, except `write`, which is not answered.
 
-  call @0 (call :Syscall) -> (result :SyscallResult);
+struct DeputyHello {
+  pid @0 :UInt32;
+  secret @1 :Data;          # the Swiss number from `BodyLaunch`
+}
 
-  write @1 (fd :UInt32, data :Data) -> stream;
-  # A write to a stream whose result is known in advance (all bytes taken),
-  # sent without waiting for its reply. A failure is kept and surfaces at the
-  # next `call` on the same descriptor.
+struct DeputyWelcome {
+  union {
+    streams @0 :List(UInt32);
+    # Accepted. Writes to these descriptors (the session's output streams,
+    # which always take every byte) may be sent as `write`.
+    refused @1 :Text;
+  }
+}
 
-  sync @2 () -> ();
-  # Returns once every earlier call and write has been executed.
+struct DeputyRequest {
+  union {
+    call @0 :Syscall;
+    write @1 :FdIo;
+    # A write to a stream, sent without waiting. A failure is kept at the home
+    # and surfaces at the next `call` on the same descriptor.
+    sync @2 :Void;
+    # Answered (with `unit`) once every earlier request has been executed.
+  }
 }
 
 # ---------------------------------------------------------------------------

@@ -19,6 +19,9 @@ use wasi_common::{Error, ErrorExt};
 /// How many writes may wait for the console before a writer blocks.
 const QUEUE: usize = 64;
 
+/// Queued writes to one stream are merged into messages of up to this size.
+const COALESCE: usize = 1 << 20;
+
 /// The largest single read asked of the console.
 const MAX_READ: usize = 64 * 1024;
 
@@ -33,6 +36,8 @@ pub(crate) enum Request {
     },
     /// Answered once every earlier write has reached the console.
     Flush(oneshot::Sender<()>),
+    /// As `Flush`, then the pump lets go of the console and ends.
+    Close(oneshot::Sender<()>),
 }
 
 /// The end of the channel that stays with the session.
@@ -84,9 +89,31 @@ impl ConsolePump {
         // The pump's own sender must not keep the channel open.
         drop(tx);
         let mut broken = false;
-        while let Ok(req) = rx.recv_async().await {
+        let mut next = None;
+        loop {
+            let req = match next.take() {
+                Some(r) => r,
+                None => match rx.recv_async().await {
+                    Ok(r) => r,
+                    Err(_) => break,
+                },
+            };
             match req {
-                Request::Write { stream, data } => {
+                Request::Write { stream, mut data } => {
+                    // Writes already queued for the same stream go out as one message.
+                    while data.len() < COALESCE {
+                        match rx.try_recv() {
+                            Ok(Request::Write {
+                                stream: s,
+                                data: more,
+                            }) if s == stream => data.extend_from_slice(&more),
+                            Ok(other) => {
+                                next = Some(other);
+                                break;
+                            }
+                            Err(_) => break,
+                        }
+                    }
                     if broken {
                         continue;
                     }
@@ -112,11 +139,18 @@ impl ConsolePump {
                 }
                 Request::Flush(done) => {
                     if !broken {
+                        let _ = console.flush_request().send().promise.await;
+                    }
+                    let _ = done.send(());
+                }
+                Request::Close(done) => {
+                    if !broken {
                         // Calls on one capability are delivered in order: when this
                         // returns, every earlier write has been done.
                         let _ = console.flush_request().send().promise.await;
                     }
                     let _ = done.send(());
+                    break;
                 }
             }
         }
@@ -131,6 +165,14 @@ impl Flusher {
     pub async fn flush(&self) {
         let (done, wait) = oneshot::channel();
         if self.0.send_async(Request::Flush(done)).await.is_ok() {
+            let _ = wait.await;
+        }
+    }
+
+    /// Flushes, then ends the pump: the process is over.
+    pub async fn close(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.0.send_async(Request::Close(done)).await.is_ok() {
             let _ = wait.await;
         }
     }
@@ -165,7 +207,10 @@ impl WasiFile for ConsoleOut {
     }
 
     async fn write_vectored<'a>(&self, bufs: &[IoSlice<'a>]) -> Result<u64, Error> {
-        let data: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+        let mut data = Vec::with_capacity(bufs.iter().map(|b| b.len()).sum());
+        for b in bufs {
+            data.extend_from_slice(b);
+        }
         let n = data.len() as u64;
         if n > 0 {
             self.tx

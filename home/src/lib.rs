@@ -9,7 +9,7 @@
 //! A cluster node ([`Daemon`], run by `ssid`) serves the Cap'n Proto protocol
 //! of `ssi-schema`: sessions launch processes, peers exchange heartbeats and
 //! host each other's bodies, bodies away from home reach their deputies over
-//! an [`RpcLink`], administrators list processes and nodes.
+//! a [`NetLink`], administrators list processes and nodes.
 //!
 //! It knows nothing of terminals' raw modes or of command-line parsing.
 
@@ -27,7 +27,8 @@ pub use node::{
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use rpc::{
-    CONNECT_TIMEOUT, ConnectError, Endpoint, RpcLink, connect, run_connection, thread_runtime,
+    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
+    thread_runtime,
 };
 pub use ssi_remote::Module;
 pub use status::NodeStatus;

@@ -7,7 +7,10 @@
 //! [`NodeCore`].
 
 use crate::console::{Ttys, console_stdio};
-use crate::rpc::{ConnectError, Endpoint, RpcLink, connect, run_connection, thread_runtime};
+use crate::rpc::{
+    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
+    thread_runtime,
+};
 use crate::status::{NodeStatus, ThreadCpuClock, machine};
 use crate::wire::{
     ExitReport, read_exit, read_syscall, set_texts, text, texts, write_exit, write_result,
@@ -24,8 +27,7 @@ use ssi_remote::{
     Body, BodySpec, DeputyLink, Killer, LinkError, LocalLink, Module, ModuleHash, Runtime,
     SharedDeputy,
 };
-use ssi_schema::{admin, body_control, console, deputy, gateway, peer, process};
-use std::cell::RefCell;
+use ssi_schema::{admin, body_control, console, gateway, peer, process};
 use std::future::ready;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -342,7 +344,7 @@ impl Daemon {
                     let c = c.clone();
                     let _ = std::thread::Builder::new()
                         .name("conn".into())
-                        .spawn(move || serve_tcp(c, stream));
+                        .spawn(move || serve_tcp_or_deputy(c, stream));
                 }
             })
             .map_err(StartError::Thread)?;
@@ -415,6 +417,9 @@ where
         let (_, rpc) = run_connection(stream, Side::Server, Some(gateway.client));
         let _ = rpc.await;
     });
+    // The client is gone; what it started here (a process it launched being
+    // stopped and reaped) still runs to its end.
+    rt.block_on(local);
 }
 
 fn serve_tcp(core: Arc<NodeCore>, stream: std::net::TcpStream) {
@@ -422,6 +427,33 @@ fn serve_tcp(core: Arc<NodeCore>, stream: std::net::TcpStream) {
         stream.set_nonblocking(true)?;
         tokio::net::TcpStream::from_std(stream)
     });
+}
+
+/// A TCP connection is either the Cap'n Proto RPC protocol or, when it starts
+/// with [`DEPUTY_PREAMBLE`], a body's deputy link.
+fn serve_tcp_or_deputy(core: Arc<NodeCore>, stream: std::net::TcpStream) {
+    let mut head = [0u8; DEPUTY_PREAMBLE.len()];
+    let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
+    let mut got = 0;
+    // An RPC client's first message (its bootstrap) is longer than the preamble.
+    while got < head.len() {
+        match stream.peek(&mut head) {
+            Ok(0) | Err(_) => return,
+            Ok(n) if n == got => std::thread::yield_now(),
+            Ok(n) => got = n,
+        }
+    }
+    let _ = stream.set_read_timeout(None);
+    if &head == DEPUTY_PREAMBLE {
+        let mut stream = stream;
+        if std::io::Read::read_exact(&mut stream, &mut head).is_ok()
+            && let Err(e) = serve_deputy(&core, stream)
+        {
+            tracing::warn!(error = %e, "deputy connection failed");
+        }
+    } else {
+        serve_tcp(core, stream);
+    }
 }
 
 fn serve_unix(core: Arc<NodeCore>, stream: std::os::unix::net::UnixStream) {
@@ -739,12 +771,19 @@ async fn launch(
             futures::pin_mut!(wait, down);
             futures::future::select(wait, down).await.factor_first().0
         };
+        // The connection stays open while the body runs.
+        let exit = async move {
+            let report = exit.await;
+            drop(gateway);
+            report
+        };
         (Stopper::Remote(control), exit.boxed_local())
     };
     let exit = async move {
         let report = exit.await;
-        // Everything the program wrote reaches the session before its end does.
-        flusher.flush().await;
+        // Everything the program wrote reaches the session before its end does;
+        // then the session's console is let go.
+        flusher.close().await;
         drop(reap);
         report
     }
@@ -874,7 +913,7 @@ impl peer::Server for PeerServer {
             let home = text(b.get_home())?;
             let secret = b.get_secret()?.to_vec();
             let link = Box::new(move || {
-                RpcLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
+                NetLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
             });
             let (slot, rx) = core.spawn_body(pid, module, spec, link).map_err(failed)?;
             let exit = async move {
@@ -912,40 +951,6 @@ impl peer::Server for PeerServer {
             b.set_memory(*mem);
         }
         ready(Ok(()))
-    }
-
-    fn attach(
-        self: CapRc<Self>,
-        params: peer::AttachParams,
-        mut results: peer::AttachResults,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let r = (|| {
-            let p = params.get()?;
-            let pid = p.get_pid();
-            let secret = p.get_secret()?;
-            let mut entry = self
-                .core
-                .procs
-                .get_mut(&pid)
-                .ok_or_else(|| failed(format!("no process {pid} at this home")))?;
-            if entry.secret.as_ref().map(|s| &s[..]) != Some(secret) {
-                return Err(failed(format!("not the deputy reference of process {pid}")));
-            }
-            entry.secret = None;
-            let deputy = entry.deputy.clone();
-            drop(entry);
-            let mut r = results.get();
-            r.set_deputy(capnp_rpc::new_client(DeputyServer {
-                deputy,
-                kept: RefCell::new(None),
-            }));
-            // The session's output streams: their writes always take every byte.
-            let mut streams = r.init_streams(2);
-            streams.set(0, 1);
-            streams.set(1, 2);
-            Ok(())
-        })();
-        ready(r)
     }
 }
 
@@ -1017,13 +1022,13 @@ impl Drop for BodyControlServer {
 // ---------------------------------------------------------------------------
 // Deputy
 
-/// Serves one process's deputy to its remote body, on the body's own connection.
-/// Calls run on this connection's thread: a call that blocks (a read of the
-/// terminal) holds up this body only.
+/// Serves one process's deputy to its remote body, on the body's own connection
+/// and thread (see `DeputyHello` in the schema). A call that blocks (a read of
+/// the terminal) holds up this body only.
 struct DeputyServer {
     deputy: SharedDeputy,
     /// A failed pipelined write, reported at the next call on its descriptor.
-    kept: RefCell<Option<(Fd, Errno)>>,
+    kept: Option<(Fd, Errno)>,
 }
 
 fn syscall_fd(call: &Syscall) -> Option<Fd> {
@@ -1050,74 +1055,112 @@ impl DeputyServer {
         let mut deputy = self.deputy.lock().unwrap_or_else(|p| p.into_inner());
         deputy.call(call)
     }
+
+    fn call(&mut self, call: Syscall) -> ssi_deputy::SyscallResult {
+        match self.kept {
+            Some((fd, e)) if syscall_fd(&call) == Some(fd) => {
+                self.kept = None;
+                Err(e)
+            }
+            _ => self.execute(call),
+        }
+    }
+
+    /// A pipelined write: every byte is written, or the failure is kept.
+    fn write(&mut self, fd: Fd, mut data: &[u8]) {
+        if self.kept.is_some_and(|(f, _)| f == fd) {
+            return;
+        }
+        while !data.is_empty() {
+            match self.execute(Syscall::FdWrite {
+                fd,
+                data: data.to_vec(),
+            }) {
+                Ok(Reply::Size(n)) if n > 0 => data = &data[(n as usize).min(data.len())..],
+                Ok(_) => {
+                    self.kept = Some((fd, Errno::Io));
+                    return;
+                }
+                Err(e) => {
+                    self.kept = Some((fd, e));
+                    return;
+                }
+            }
+        }
+    }
 }
 
-impl deputy::Server for DeputyServer {
-    fn call(
-        self: CapRc<Self>,
-        params: deputy::CallParams,
-        mut results: deputy::CallResults,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let r = (|| {
-            let call = read_syscall(params.get()?.get_call()?)?;
-            let kept = {
-                let mut kept = self.kept.borrow_mut();
-                match *kept {
-                    Some((fd, e)) if syscall_fd(&call) == Some(fd) => {
-                        *kept = None;
-                        Some(e)
-                    }
-                    _ => None,
-                }
-            };
-            let result = match kept {
-                Some(e) => Err(e),
-                None => self.execute(call),
-            };
-            write_result(results.get().init_result(), &result);
-            Ok(())
-        })();
-        ready(r)
-    }
+/// Why a deputy connection ended early.
+#[derive(Debug, thiserror::Error)]
+enum DeputyConnError {
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Message(#[from] capnp::Error),
+}
 
-    fn write(
-        self: CapRc<Self>,
-        params: deputy::WriteParams,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let r = (|| {
-            let p = params.get()?;
-            let fd = p.get_fd();
-            let mut data = p.get_data()?;
-            if self.kept.borrow().is_some_and(|(f, _)| f == fd) {
-                return Ok(());
+/// Serves a body's deputy connection (after its preamble) until it closes.
+fn serve_deputy(core: &NodeCore, stream: std::net::TcpStream) -> Result<(), DeputyConnError> {
+    use crate::rpc::{read_frame, write_frame};
+    let mut writer = std::io::BufWriter::with_capacity(64 * 1024, stream.try_clone()?);
+    let mut reader = std::io::BufReader::with_capacity(64 * 1024, stream);
+    let hello = read_frame(&mut reader)?;
+    let hello = hello.get_root::<ssi_schema::deputy_hello::Reader<'_>>()?;
+    let pid = hello.get_pid();
+    let granted = match core.procs.get_mut(&pid) {
+        None => Err(format!("no process {pid} at this home")),
+        Some(mut entry) => {
+            if entry.secret.as_ref().map(|s| &s[..]) == Some(hello.get_secret()?) {
+                entry.secret = None;
+                Ok(entry.deputy.clone())
+            } else {
+                Err(format!("not the deputy reference of process {pid}"))
             }
-            while !data.is_empty() {
-                match self.execute(Syscall::FdWrite {
-                    fd,
-                    data: data.to_vec(),
-                }) {
-                    Ok(Reply::Size(n)) if n > 0 => data = &data[(n as usize).min(data.len())..],
-                    Ok(_) => {
-                        *self.kept.borrow_mut() = Some((fd, Errno::Io));
-                        break;
-                    }
-                    Err(e) => {
-                        *self.kept.borrow_mut() = Some((fd, e));
-                        break;
-                    }
-                }
+        }
+    };
+    let mut welcome = capnp::message::Builder::new_default();
+    let deputy = {
+        let mut w = welcome.init_root::<ssi_schema::deputy_welcome::Builder<'_>>();
+        match granted {
+            Ok(deputy) => {
+                // The session's output streams: their writes always take every byte.
+                let mut streams = w.init_streams(2);
+                streams.set(0, 1);
+                streams.set(1, 2);
+                Some(deputy)
             }
-            Ok(())
-        })();
-        ready(r)
-    }
-
-    fn sync(
-        self: CapRc<Self>,
-        _: deputy::SyncParams,
-        _: deputy::SyncResults,
-    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        ready(Ok(()))
+            Err(why) => {
+                w.set_refused(&why);
+                None
+            }
+        }
+    };
+    write_frame(&mut writer, &welcome)?;
+    let Some(deputy) = deputy else { return Ok(()) };
+    let mut server = DeputyServer { deputy, kept: None };
+    loop {
+        let msg = match read_frame(&mut reader) {
+            Ok(m) => m,
+            // The body ended (or its node went down).
+            Err(_) => return Ok(()),
+        };
+        let req = msg.get_root::<ssi_schema::deputy_request::Reader<'_>>()?;
+        use ssi_schema::deputy_request::Which;
+        let result = match req
+            .which()
+            .map_err(|_| capnp::Error::failed("unknown request".into()))?
+        {
+            Which::Call(call) => server.call(read_syscall(call?)?),
+            Which::Write(w) => {
+                let w = w?;
+                server.write(w.get_fd(), w.get_data()?);
+                continue;
+            }
+            Which::Sync(()) => Ok(Reply::Unit),
+        };
+        let mut out = capnp::message::Builder::new_default();
+        write_result(out.init_root(), &result);
+        write_frame(&mut writer, &out)?;
     }
 }
 

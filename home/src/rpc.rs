@@ -10,14 +10,14 @@ use capnp_rpc::{RpcSystem, twoparty};
 use futures::{AsyncReadExt, FutureExt};
 use ssi_deputy::{Fd, Reply, Syscall, SyscallResult};
 use ssi_remote::{DeputyLink, LinkError};
-use ssi_schema::{deputy, gateway};
-use std::cell::Cell;
+use ssi_schema::{deputy_hello, deputy_request, deputy_welcome, gateway};
 use std::collections::HashSet;
 use std::fmt;
+use std::io::{BufReader, BufWriter, Write};
+use std::net::{TcpStream, ToSocketAddrs};
 use std::path::PathBuf;
-use std::rc::Rc;
 use std::time::Duration;
-use tokio_util::compat::{TokioAsyncReadCompatExt, TokioAsyncWriteCompatExt};
+use tokio_util::compat::TokioAsyncReadCompatExt;
 
 /// How long connecting to a node may take before it counts as unreachable.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
@@ -68,7 +68,7 @@ pub enum ConnectError {
     Timeout(Endpoint),
 }
 
-fn reader_options() -> capnp::message::ReaderOptions {
+pub(crate) fn reader_options() -> capnp::message::ReaderOptions {
     let mut o = capnp::message::ReaderOptions::new();
     o.traversal_limit_in_words(Some(MAX_MESSAGE_WORDS));
     o
@@ -101,29 +101,50 @@ where
     (gateway, rpc)
 }
 
-/// Connects to a node and returns its gateway. Must run inside a `LocalSet`: the
-/// connection is driven by a local task that ends when it closes.
-pub async fn connect(endpoint: &Endpoint) -> Result<gateway::Client, ConnectError> {
+/// An open connection to a node: its gateway, and the local task driving the
+/// connection, which is closed when this is dropped (so the node's thread for
+/// it ends too).
+pub struct Connection {
+    gateway: gateway::Client,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl std::ops::Deref for Connection {
+    type Target = gateway::Client;
+    fn deref(&self) -> &gateway::Client {
+        &self.gateway
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// Connects to a node. Must run inside a `LocalSet`: the connection is driven
+/// by a local task.
+pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ConnectError> {
     let io = |source| ConnectError::Io {
         endpoint: endpoint.clone(),
         source,
     };
     let connecting = async {
-        match endpoint {
+        let (gateway, rpc) = match endpoint {
             Endpoint::Tcp(addr) => {
                 let s = tokio::net::TcpStream::connect(addr).await.map_err(io)?;
                 s.set_nodelay(true).map_err(io)?;
                 let (gateway, rpc) = run_connection(s, Side::Client, None);
-                tokio::task::spawn_local(rpc.map(|_| ()));
-                Ok(gateway)
+                (gateway, rpc.boxed_local())
             }
             Endpoint::Unix(path) => {
                 let s = tokio::net::UnixStream::connect(path).await.map_err(io)?;
                 let (gateway, rpc) = run_connection(s, Side::Client, None);
-                tokio::task::spawn_local(rpc.map(|_| ()));
-                Ok(gateway)
+                (gateway, rpc.boxed_local())
             }
-        }
+        };
+        let task = tokio::task::spawn_local(rpc.map(|_| ()));
+        Ok(Connection { gateway, task })
     };
     tokio::time::timeout(CONNECT_TIMEOUT, connecting)
         .await
@@ -137,69 +158,22 @@ pub fn thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
         .build()
 }
 
+/// The first bytes of a body's deputy connection (see `DeputyHello` in the schema).
+pub const DEPUTY_PREAMBLE: &[u8; 8] = b"ssi-dep1";
+
 /// The network link of a body running away from home: a connection of its own
 /// to the home node, on which it redeemed its deputy's sturdy reference.
 ///
-/// The link drives its connection from the body's thread, only while the body
-/// waits for a reply, so a call costs one round trip and no thread switch.
-/// Writes to streams (the session's terminal or pipes) are pipelined: their
-/// result is known in advance, so they are sent without waiting, in order, with
-/// Cap'n Proto's flow control bounding what is in flight.
-pub struct RpcLink {
-    rt: tokio::runtime::Runtime,
-    local: tokio::task::LocalSet,
-    deputy: deputy::Client,
+/// A body's calls are strictly sequential, so the link speaks in lockstep with
+/// blocking I/O on the body's thread: one message out, one message back, no
+/// event loop and no thread switch. Writes to streams (the session's terminal
+/// or pipes) are pipelined: their result is known in advance, so they are sent
+/// without waiting for a reply; the socket's buffer bounds what is in flight.
+pub struct NetLink {
+    reader: BufReader<TcpStream>,
+    writer: BufWriter<TcpStream>,
     streams: HashSet<Fd>,
     unsynced: bool,
-    socket: Rc<SocketState>,
-}
-
-/// What the body's side of its connection has handed to the kernel.
-#[derive(Default)]
-struct SocketState {
-    /// The last write or flush found the socket's buffer full.
-    blocked: Cell<bool>,
-    /// Bytes the kernel has accepted.
-    sent: Cell<u64>,
-}
-
-/// The write half of a body's connection, watched so that the body knows when a
-/// pipelined write has left the process: the connection is driven only while the
-/// body is in a call, and the body may compute for a long time after a write.
-struct WatchedWriter<W> {
-    inner: W,
-    state: Rc<SocketState>,
-}
-
-impl<W: futures::AsyncWrite + Unpin> futures::AsyncWrite for WatchedWriter<W> {
-    fn poll_write(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_write(cx, buf);
-        self.state.blocked.set(r.is_pending());
-        if let std::task::Poll::Ready(Ok(n)) = &r {
-            self.state.sent.set(self.state.sent.get() + *n as u64);
-        }
-        r
-    }
-
-    fn poll_flush(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        let r = std::pin::Pin::new(&mut self.inner).poll_flush(cx);
-        self.state.blocked.set(r.is_pending());
-        r
-    }
-
-    fn poll_close(
-        mut self: std::pin::Pin<&mut Self>,
-        cx: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<std::io::Result<()>> {
-        std::pin::Pin::new(&mut self.inner).poll_close(cx)
-    }
 }
 
 /// The largest write sent in one message; larger writes to files are short
@@ -210,91 +184,90 @@ fn lost(e: impl fmt::Display) -> LinkError {
     LinkError(e.to_string())
 }
 
-impl RpcLink {
+/// Reads one framed message.
+pub(crate) fn read_frame(
+    r: &mut impl std::io::BufRead,
+) -> capnp::Result<capnp::message::Reader<capnp::serialize::OwnedSegments>> {
+    capnp::serialize::read_message(r, reader_options())
+}
+
+/// Writes one framed message and pushes it to the socket.
+pub(crate) fn write_frame<A: capnp::message::Allocator>(
+    w: &mut BufWriter<TcpStream>,
+    msg: &capnp::message::Builder<A>,
+) -> std::io::Result<()> {
+    capnp::serialize::write_message(&mut *w, msg).map_err(std::io::Error::other)?;
+    w.flush()
+}
+
+impl NetLink {
     /// Connects to the home at `home` and redeems the deputy of `pid` with `secret`.
     pub fn connect(home: &str, pid: u32, secret: &[u8]) -> Result<Self, LinkError> {
-        let rt = thread_runtime().map_err(lost)?;
-        let local = tokio::task::LocalSet::new();
-        let socket = Rc::new(SocketState::default());
-        let watch = socket.clone();
-        let (deputy, streams) = local.block_on(&rt, async {
-            let stream =
-                tokio::time::timeout(CONNECT_TIMEOUT, tokio::net::TcpStream::connect(home))
-                    .await
-                    .map_err(|_| lost(format!("cannot connect to the home {home}: no answer")))?
-                    .map_err(|e| lost(format!("cannot connect to the home {home}: {e}")))?;
-            stream.set_nodelay(true).map_err(lost)?;
-            let (r, w) = stream.into_split();
-            let w = WatchedWriter {
-                inner: w.compat_write(),
-                state: watch,
-            };
-            let network = twoparty::VatNetwork::new(r.compat(), w, Side::Client, reader_options());
-            let mut rpc = RpcSystem::new(Box::new(network), None);
-            let gateway: gateway::Client = rpc.bootstrap(Side::Server);
-            tokio::task::spawn_local(rpc.map(|_| ()));
-            let peer = gateway.peer_request().send().pipeline.get_peer();
-            let mut req = peer.attach_request();
-            req.get().set_pid(pid);
-            req.get().set_secret(secret);
-            let reply = req.send().promise.await.map_err(lost)?;
-            let reply = reply.get().map_err(lost)?;
-            let deputy = reply.get_deputy().map_err(lost)?;
-            let streams: HashSet<Fd> = reply.get_streams().map_err(lost)?.iter().collect();
-            Ok::<_, LinkError>((deputy, streams))
-        })?;
-        Ok(RpcLink {
-            rt,
-            local,
-            deputy,
+        let cannot = |e: &dyn fmt::Display| lost(format!("cannot reach the home {home}: {e}"));
+        let addr = home
+            .to_socket_addrs()
+            .map_err(|e| cannot(&e))?
+            .next()
+            .ok_or_else(|| cannot(&"no address"))?;
+        let stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).map_err(|e| cannot(&e))?;
+        stream.set_nodelay(true).map_err(lost)?;
+        let mut writer = BufWriter::with_capacity(64 * 1024, stream.try_clone().map_err(lost)?);
+        let mut reader = BufReader::with_capacity(64 * 1024, stream);
+        writer.write_all(DEPUTY_PREAMBLE).map_err(lost)?;
+        let mut hello = capnp::message::Builder::new_default();
+        {
+            let mut h = hello.init_root::<deputy_hello::Builder<'_>>();
+            h.set_pid(pid);
+            h.set_secret(secret);
+        }
+        write_frame(&mut writer, &hello).map_err(|e| cannot(&e))?;
+        let welcome = read_frame(&mut reader).map_err(|e| cannot(&e))?;
+        let welcome = welcome
+            .get_root::<deputy_welcome::Reader<'_>>()
+            .map_err(lost)?;
+        let streams = match welcome.which().map_err(lost)? {
+            deputy_welcome::Which::Streams(list) => list.map_err(lost)?.iter().collect(),
+            deputy_welcome::Which::Refused(why) => {
+                return Err(lost(format!(
+                    "the home {home} refused the deputy of process {pid}: {}",
+                    why.map_err(lost)?.to_string().map_err(lost)?
+                )));
+            }
+        };
+        Ok(NetLink {
+            reader,
+            writer,
             streams,
             unsynced: false,
-            socket,
         })
     }
 
-    /// Drives the connection until what was sent has been handed to the kernel
-    /// (waiting while the socket is full: the home is slower than the body).
-    fn push_out(&self) {
-        let state = &self.socket;
-        self.local.block_on(&self.rt, async {
-            let mut idle_rounds = 0;
-            loop {
-                let before = state.sent.get();
-                tokio::task::yield_now().await;
-                if state.blocked.get() {
-                    tokio::time::sleep(Duration::from_micros(20)).await;
-                    idle_rounds = 0;
-                } else if state.sent.get() == before {
-                    idle_rounds += 1;
-                    if idle_rounds >= 2 {
-                        break;
-                    }
-                }
-            }
-        });
+    fn send(&mut self, build: impl FnOnce(deputy_request::Builder<'_>)) -> Result<(), LinkError> {
+        let mut msg = capnp::message::Builder::new_default();
+        build(msg.init_root());
+        write_frame(&mut self.writer, &msg).map_err(lost)
     }
 
-    fn pipelined_write(&mut self, fd: Fd, data: &[u8]) -> Result<SyscallResult, LinkError> {
-        for chunk in data.chunks(MAX_WRITE) {
-            let mut req = self.deputy.write_request();
-            req.get().set_fd(fd);
-            req.get().set_data(chunk);
-            // Resolves at once unless the flow-control window is full.
-            self.local.block_on(&self.rt, req.send()).map_err(lost)?;
-        }
-        self.push_out();
-        self.unsynced = true;
-        Ok(Ok(Reply::Size(data.len() as u32)))
+    fn reply(&mut self) -> Result<SyscallResult, LinkError> {
+        let msg = read_frame(&mut self.reader).map_err(lost)?;
+        read_result(msg.get_root().map_err(lost)?).map_err(lost)
     }
 }
 
-impl DeputyLink for RpcLink {
+impl DeputyLink for NetLink {
     fn call(&mut self, mut call: Syscall) -> Result<SyscallResult, LinkError> {
         match &mut call {
             Syscall::FdWrite { fd, data } if self.streams.contains(fd) => {
-                let (fd, data) = (*fd, std::mem::take(data));
-                return self.pipelined_write(fd, &data);
+                let fd = *fd;
+                for chunk in data.chunks(MAX_WRITE) {
+                    self.send(|mut r| {
+                        let mut w = r.reborrow().init_write();
+                        w.set_fd(fd);
+                        w.set_data(chunk);
+                    })?;
+                }
+                self.unsynced = true;
+                return Ok(Ok(Reply::Size(data.len() as u32)));
             }
             Syscall::FdWrite { data, .. }
             | Syscall::FdPwrite { data, .. }
@@ -309,22 +282,16 @@ impl DeputyLink for RpcLink {
             }
             _ => {}
         }
-        let mut req = self.deputy.call_request();
-        write_syscall(req.get().init_call(), &call);
-        let result = self.local.block_on(&self.rt, async {
-            let reply = req.send().promise.await?;
-            read_result(reply.get()?.get_result()?)
-        });
+        self.send(|r| write_syscall(r.init_call(), &call))?;
         self.unsynced = false;
-        result.map_err(lost)
+        self.reply()
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {
         if self.unsynced {
-            let req = self.deputy.sync_request();
-            self.local
-                .block_on(&self.rt, req.send().promise)
-                .map_err(lost)?;
+            self.send(|mut r| r.set_sync(()))?;
+            self.reply()?
+                .map_err(|e| lost(format!("the home failed to sync: {e:?}")))?;
             self.unsynced = false;
         }
         Ok(())

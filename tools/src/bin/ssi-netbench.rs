@@ -1,0 +1,236 @@
+//! `ssi-netbench`: what forwarding system calls over the network costs.
+//!
+//! Starts a two-node cluster of real `ssid` daemons on loopback, then, in the
+//! same run, measures a body at home (node 1, in-process link to its deputy)
+//! and a body on node 2 (Cap'n Proto link to its deputy on node 1):
+//! - round-trip latency of a small `fd_write` to a file and of `path_open` +
+//!   `fd_close`, timed inside the body, as hdrhistogram percentiles;
+//! - stream throughput: a program writing to stdout, drained through a pipe.
+
+use anyhow::{Context, Result, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+#[derive(Parser, Debug)]
+#[command(name = "ssi-netbench")]
+struct Args {
+    /// Directory holding the built guests (syscalls.wasm, bigout.wasm).
+    #[arg(long)]
+    guests: PathBuf,
+    /// Samples per system call and placement.
+    #[arg(long, default_value_t = 20_000)]
+    samples: usize,
+    /// MiB written to stdout per throughput run.
+    #[arg(long, default_value_t = 256)]
+    mib: usize,
+    /// Alternating throughput rounds (median reported).
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+}
+
+struct Node(Child);
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn port() -> Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+fn start_cluster(bin: &Path, dir: &Path) -> Result<(Vec<Node>, PathBuf)> {
+    let ports = [port()?, port()?];
+    let mut nodes = Vec::new();
+    for id in 1..=2usize {
+        let other = 3 - id;
+        let child = Command::new(bin.join("ssid"))
+            .arg("--node-id")
+            .arg(id.to_string())
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{}", ports[id - 1]))
+            .arg("--peer")
+            .arg(format!("{other}=127.0.0.1:{}", ports[other - 1]))
+            .arg("--socket")
+            .arg(dir.join(format!("node{id}.sock")))
+            .arg("--data-dir")
+            .arg(dir.join(format!("data{id}")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot start ssid")?;
+        nodes.push(Node(child));
+    }
+    let socket = dir.join("node1.sock");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let out = Command::new(bin.join("ssictl"))
+            .arg("--connect")
+            .arg(&socket)
+            .args(["nodes", "--json"])
+            .output()?;
+        if out.status.success() {
+            let nodes: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout)?;
+            if nodes.len() == 2 && nodes.iter().all(|n| n["state"] == "up") {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("the cluster did not come up");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok((nodes, socket))
+}
+
+fn ssirun(bin: &Path, socket: &Path, node: u16) -> Command {
+    let mut cmd = Command::new(bin.join("ssirun"));
+    cmd.arg("--connect")
+        .arg(socket)
+        .arg("--node")
+        .arg(node.to_string());
+    cmd
+}
+
+fn latencies(
+    bin: &Path,
+    socket: &Path,
+    node: u16,
+    guest: &Path,
+    samples: usize,
+) -> Result<[Histogram<u64>; 2]> {
+    let dir = tempfile::tempdir()?;
+    let out = ssirun(bin, socket, node)
+        .arg("--dir")
+        .arg(format!("{}::/", dir.path().display()))
+        .arg(guest)
+        .arg(samples.to_string())
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "syscalls guest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut write = Histogram::<u64>::new(3)?;
+    let mut open = Histogram::<u64>::new(3)?;
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let (kind, ns) = line.split_once(' ').context("sample line")?;
+        let ns: u64 = ns.parse()?;
+        match kind {
+            "write" => write.record(ns)?,
+            "open" => open.record(ns)?,
+            _ => bail!("unexpected line {line}"),
+        }
+    }
+    Ok([write, open])
+}
+
+/// Runs the stream workload; returns MiB/s.
+fn throughput(bin: &Path, socket: &Path, node: u16, guest: &Path, mib: usize) -> Result<f64> {
+    let start = Instant::now();
+    let mut child = ssirun(bin, socket, node)
+        .arg(guest)
+        .arg(mib.to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut out = child.stdout.take().context("stdout")?;
+    let mut buf = vec![0u8; 1 << 16];
+    let mut total = 0usize;
+    loop {
+        let n = out.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        total += n;
+    }
+    let status = child.wait()?;
+    let secs = start.elapsed().as_secs_f64();
+    if !status.success() || total != mib << 20 {
+        bail!("stream run failed: {status}, {total} bytes");
+    }
+    Ok(mib as f64 / secs)
+}
+
+fn us(ns: u64) -> String {
+    format!("{:.1}µs", ns as f64 / 1e3)
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let bin = std::env::current_exe()?
+        .parent()
+        .context("binary directory")?
+        .to_path_buf();
+    let dir = tempfile::tempdir()?;
+    let (_nodes, socket) = start_cluster(&bin, dir.path())?;
+    let syscalls = args.guests.join("syscalls.wasm");
+    let bigout = args.guests.join("bigout.wasm");
+    println!(
+        "two ssid nodes on loopback; home = node 1; {} samples per call\n",
+        args.samples
+    );
+    println!(
+        "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
+        "system call", "body", "p50", "p99", "p99.9", "max"
+    );
+    let home = latencies(&bin, &socket, 1, &syscalls, args.samples)?;
+    let remote = latencies(&bin, &socket, 2, &syscalls, args.samples)?;
+    for (i, name) in ["fd_write 16 B (file)", "path_open + fd_close"]
+        .iter()
+        .enumerate()
+    {
+        for (place, h) in [("home", &home[i]), ("node 2", &remote[i])] {
+            println!(
+                "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
+                name,
+                place,
+                us(h.value_at_quantile(0.5)),
+                us(h.value_at_quantile(0.99)),
+                us(h.value_at_quantile(0.999)),
+                us(h.max())
+            );
+        }
+    }
+    let w = &remote[0];
+    println!(
+        "\nremote fd_write round trip: p50 {} (target ≤ 30µs), p99 {} (target ≤ 150µs)",
+        us(w.value_at_quantile(0.5)),
+        us(w.value_at_quantile(0.99))
+    );
+    let mut at_home = Vec::new();
+    let mut away = Vec::new();
+    for round in 0..=args.rounds {
+        let a = throughput(&bin, &socket, 1, &bigout, args.mib)?;
+        let b = throughput(&bin, &socket, 2, &bigout, args.mib)?;
+        if round > 0 {
+            at_home.push(a);
+            away.push(b);
+        }
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (a, b) = (median(at_home), median(away));
+    println!(
+        "stream throughput ({} MiB to stdout, median of {}): home {:.0} MiB/s, node 2 {:.0} MiB/s = {:.2}x (target ≥ 0.8x)",
+        args.mib,
+        args.rounds,
+        a,
+        b,
+        b / a
+    );
+    Ok(())
+}
