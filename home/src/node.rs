@@ -70,6 +70,11 @@ pub enum StartError {
     },
     #[error("another node is already listening on the socket {0}")]
     SocketInUse(PathBuf),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("peer {0} has the id of this node")]
     SelfPeer(NodeId),
     #[error("cannot start the node's threads: {0}")]
@@ -164,7 +169,16 @@ impl NodeCore {
             id: config.id,
             address: config.listen.clone(),
             runtime,
-            pids: PidAllocator::new(config.id)?,
+            pids: match &config.data_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    PidAllocator::persistent(config.id, &dir.join("pid-sequence"))?
+                }
+                None => PidAllocator::new(config.id)?,
+            },
             procs: DashMap::new(),
             bodies: DashMap::new(),
             modules: DashMap::new(),

@@ -83,9 +83,10 @@ impl BodyClock {
 #[error("killed")]
 pub struct Killed;
 
-/// Stops a running body from another thread, even one in a loop without calls:
-/// the body checks the flag at its next epoch check (a loop header or a
-/// function entry) and ends with [`Killed`].
+/// Stops a running body from another thread. On an interruptible runtime (see
+/// [`Runtime::interruptible`]) even a loop without calls stops, at its next
+/// epoch check (a loop header or a function entry); otherwise the body stops at
+/// its next system call. Either way it ends with [`Killed`].
 #[derive(Clone)]
 pub struct Killer {
     flag: Arc<AtomicBool>,
@@ -126,6 +127,7 @@ impl ResourceLimiter for MemoryGauge {
 /// The host state of a running body (wasmtime's store data).
 pub struct BodyCtx {
     gauge: MemoryGauge,
+    pub(crate) killed: Arc<AtomicBool>,
     pub(crate) link: Box<dyn DeputyLink>,
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
@@ -209,8 +211,13 @@ impl Body {
         let mut linker = Linker::new(runtime.engine());
         shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
         let memory_bytes = Arc::new(AtomicU64::new(0));
+        let killer = Killer {
+            flag: Arc::new(AtomicBool::new(false)),
+            engine: runtime.engine().clone(),
+        };
         let ctx = BodyCtx {
             gauge: MemoryGauge(memory_bytes.clone()),
+            killed: killer.flag.clone(),
             link,
             args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
             env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
@@ -219,19 +226,17 @@ impl Body {
         };
         let mut store = Store::new(runtime.engine(), ctx);
         store.limiter(|ctx| &mut ctx.gauge);
-        let killer = Killer {
-            flag: Arc::new(AtomicBool::new(false)),
-            engine: runtime.engine().clone(),
-        };
-        let flag = killer.flag.clone();
-        store.set_epoch_deadline(1);
-        store.epoch_deadline_callback(move |_| {
-            if flag.load(Ordering::SeqCst) {
-                Err(Killed.into())
-            } else {
-                Ok(UpdateDeadline::Continue(1))
-            }
-        });
+        if runtime.is_interruptible() {
+            let flag = killer.flag.clone();
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(move |_| {
+                if flag.load(Ordering::SeqCst) {
+                    Err(Killed.into())
+                } else {
+                    Ok(UpdateDeadline::Continue(1))
+                }
+            });
+        }
         let instance = linker
             .instantiate(&mut store, module)
             .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;

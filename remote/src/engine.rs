@@ -52,6 +52,7 @@ pub enum LoadError {
 /// The compilation engine of a node, with its module cache.
 pub struct Runtime {
     engine: Engine,
+    interruptible: bool,
     cache_dir: Option<PathBuf>,
     fingerprint: u64,
 }
@@ -78,18 +79,36 @@ fn one_line(e: &wasmtime::Error) -> String {
 
 impl Runtime {
     /// An engine with wasmtime's default code generation, caching compiled code in
-    /// `cache_dir` (none: compile every time).
+    /// `cache_dir` (none: compile every time). Its bodies can be stopped at a
+    /// system call only: the embedded default, where the body ends with its
+    /// `ssirun`, needs no more and runs exactly wasmtime's code.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        Self::with_config(cache_dir, false)
+    }
+
+    /// As [`Runtime::new`], with epoch checks compiled in at loop headers and
+    /// function entries, so that a node can stop a body that makes no calls
+    /// (see `Body::killer`). They cost a few percent on tight loops.
+    pub fn interruptible(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
+        Self::with_config(cache_dir, true)
+    }
+
+    /// Whether bodies of this runtime can be stopped anywhere.
+    pub fn is_interruptible(&self) -> bool {
+        self.interruptible
+    }
+
+    fn with_config(cache_dir: Option<PathBuf>, interruptible: bool) -> Result<Self, LoadError> {
         let mut config = Config::new();
-        // Epoch checks at loop headers and function entries let the host stop a
-        // body that makes no calls (see `Body::killer`).
-        config.epoch_interruption(true);
+        config.epoch_interruption(interruptible);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
+        interruptible.hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         Ok(Runtime {
             engine,
+            interruptible,
             cache_dir,
             fingerprint: h.finish(),
         })

@@ -184,6 +184,10 @@ fn with<T>(
 impl BodyCtx {
     /// Sends a call to the deputy; a lost link stops the body.
     pub(crate) fn syscall(&mut self, call: Syscall) -> R<Reply> {
+        // A body without epoch checks is stopped at its next system call.
+        if self.killed.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(Fail::Trap(crate::body::Killed.into()));
+        }
         match self.link.call(call) {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(errno)) => Err(Fail::Errno(errno)),

@@ -114,7 +114,14 @@ fn main() -> Result<()> {
         let mut theirs = Vec::new();
         let mut bytes = 0;
         for round in 0..=args.rounds {
-            let (a, n) = time(Command::new(&ssirun).arg(&module).args(w.args))?;
+            // The embedded default: no node is used even if one is running.
+            let (a, n) = time(
+                Command::new(&ssirun)
+                    .env("SSI_SOCKET", "/nonexistent/ssi-bench.sock")
+                    .env_remove("SSI_CONNECT")
+                    .arg(&module)
+                    .args(w.args),
+            )?;
             let (b, _) = time(
                 Command::new(&args.wasmtime)
                     .arg("run")

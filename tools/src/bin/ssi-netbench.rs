@@ -5,7 +5,9 @@
 //! and a body on node 2 (Cap'n Proto link to its deputy on node 1):
 //! - round-trip latency of a small `fd_write` to a file and of `path_open` +
 //!   `fd_close`, timed inside the body, as hdrhistogram percentiles;
-//! - stream throughput: a program writing to stdout, drained through a pipe.
+//! - stream throughput: a program writing to stdout, drained through a pipe;
+//! - what a node's epoch checks (which let it stop a body that makes no calls)
+//!   cost a compute kernel, against the embedded default, which has none.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -230,6 +232,43 @@ fn main() -> Result<()> {
         args.rounds,
         a,
         b,
+        b / a
+    );
+    let compute = args.guests.join("compute.wasm");
+    let embedded = || {
+        let mut cmd = Command::new(bin.join("ssirun"));
+        cmd.env("SSI_SOCKET", "/nonexistent/ssi-netbench.sock")
+            .env_remove("SSI_CONNECT")
+            .arg(&compute)
+            .arg("3");
+        cmd
+    };
+    let timed = |mut cmd: Command| -> Result<f64> {
+        let start = Instant::now();
+        let out = cmd.stdin(Stdio::null()).output()?;
+        if !out.status.success() {
+            bail!("compute run failed");
+        }
+        Ok(start.elapsed().as_secs_f64())
+    };
+    let mut plain = Vec::new();
+    let mut checked = Vec::new();
+    for round in 0..=args.rounds * 2 {
+        let a = timed(embedded())?;
+        let mut on_node = ssirun(&bin, &socket, 1);
+        on_node.arg(&compute).arg("3");
+        let b = timed(on_node)?;
+        if round > 0 {
+            plain.push(a);
+            checked.push(b);
+        }
+    }
+    let (a, b) = (median(plain), median(checked));
+    println!(
+        "compute kernel (compute 3, median of {}): embedded {:.1} ms, on a node (epoch checks) {:.1} ms = {:.2}x",
+        args.rounds * 2,
+        a * 1e3,
+        b * 1e3,
         b / a
     );
     Ok(())

@@ -107,7 +107,17 @@ fn config(args: Args) -> Result<Config> {
     })
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ssid: error: {e:#}");
+            std::process::ExitCode::from(1)
+        }
+    }
+}
+
+fn run() -> Result<()> {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
@@ -121,7 +131,7 @@ fn main() -> Result<()> {
         Some(dir) => Some(dir.join("modules")),
         None => ssi_remote::default_cache_dir(),
     };
-    let runtime = Runtime::new(cache).context("cannot start the WebAssembly engine")?;
+    let runtime = Runtime::interruptible(cache).context("cannot start the WebAssembly engine")?;
     let (id, listen, socket) = (config.id, config.listen.clone(), config.socket.clone());
     let daemon = Daemon::start(config, runtime).context("cannot start the node")?;
     tracing::info!(node = id, %listen, socket = %socket.display(), "node is up");
