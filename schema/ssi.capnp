@@ -58,6 +58,10 @@ interface Console {
 interface Process {
   wait @0 () -> (exit :Exit);
   # Resolves when the process has ended.
+
+  signal @1 (signal :UInt8) -> ();
+  # Sends a signal to the process's process group (the session's terminal
+  # keys: Ctrl-C is SIGINT, Ctrl-backslash SIGQUIT).
 }
 
 struct Exit {
@@ -66,6 +70,7 @@ struct Exit {
     trap @1 :List(Text);    # a Wasm trap: the error chain, outermost first
     failed @2 :List(Text);  # the host stopped the body: the error chain
     lost @3 :Text;          # the node running the body went down
+    signaled @4 :UInt8;     # ended by this signal
   }
 }
 
@@ -84,6 +89,10 @@ interface Peer {
 
   processes @3 () -> (processes :List(ProcessInfo), bodies :List(BodyStats));
   # The processes whose home is this node, and the bodies running on it.
+
+  signal @4 (target :Int32, signal :UInt8) -> (count :UInt32);
+  # Signals a process whose home is this node (`target` > 0), or every member
+  # of a process group (`target` = -pgid). `count` is how many were signaled.
 
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.
@@ -144,6 +153,8 @@ struct DeputyRequest {
 interface Admin {
   processes @0 () -> (processes :List(ProcessInfo));
   nodes @1 () -> (nodes :List(NodeInfo));
+  kill @2 (target :Int32, signal :UInt8) -> (count :UInt32);
+  # As `Peer.signal`, for any process of the cluster: forwarded to its home.
 }
 
 enum ProcState {
@@ -159,6 +170,7 @@ struct ProcessInfo {
   startedMs @5 :UInt64;     # wall clock, ms since the Unix epoch
   cpuNs @6 :UInt64;         # CPU time of the body
   memory @7 :UInt64;        # bytes of linear memory
+  pgid @8 :UInt32;          # its process group
 }
 
 struct BodyStats {

@@ -11,10 +11,12 @@
 
 pub mod abi;
 mod deputy;
+pub mod signal;
 mod table;
 
 pub use abi::{Errno, Fd, Reply, Syscall, SyscallResult};
 pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
+pub use signal::{DefaultAction, Signal, UnknownSignal};
 pub use table::{FdKind, FdMeta};
 /// Re-exported so that embedders can bind standard streams to their own files.
 pub use wasi_common::WasiFile;

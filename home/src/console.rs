@@ -44,6 +44,18 @@ pub(crate) enum Request {
 pub struct ConsolePump {
     rx: flume::Receiver<Request>,
     tx: flume::Sender<Request>,
+    interrupt: flume::Sender<()>,
+}
+
+/// Makes a read of the console that is waiting return `EINTR` (a signal is
+/// ending the process).
+#[derive(Clone)]
+pub struct Interrupter(flume::Sender<()>);
+
+impl Interrupter {
+    pub fn interrupt(&self) {
+        let _ = self.0.send(());
+    }
 }
 
 /// Whether each of the session's streams is a terminal.
@@ -57,10 +69,12 @@ pub struct Ttys {
 /// Creates the deputy's standard streams, bound to a console through the returned pump.
 pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
     let (tx, rx) = flume::bounded(QUEUE);
+    let (interrupt, interrupted) = flume::unbounded();
     let stdio = Stdio {
         stdin: Box::new(ConsoleIn {
             tx: tx.clone(),
             tty: ttys.stdin,
+            interrupted,
         }),
         stdout: Box::new(ConsoleOut {
             tx: tx.clone(),
@@ -73,7 +87,7 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
             tty: ttys.stderr,
         }),
     };
-    (stdio, ConsolePump { rx, tx })
+    (stdio, ConsolePump { rx, tx, interrupt })
 }
 
 impl ConsolePump {
@@ -82,10 +96,15 @@ impl ConsolePump {
         Flusher(self.tx.clone())
     }
 
+    /// A handle to interrupt a read that waits for the console.
+    pub fn interrupter(&self) -> Interrupter {
+        Interrupter(self.interrupt.clone())
+    }
+
     /// Forwards the streams to `console` until every file is dropped. Runs on the
     /// session's connection thread.
     pub async fn run(self, console: console::Client) {
-        let ConsolePump { rx, tx } = self;
+        let ConsolePump { rx, tx, .. } = self;
         // The pump's own sender must not keep the channel open.
         drop(tx);
         let mut broken = false;
@@ -125,17 +144,21 @@ impl ConsolePump {
                     }
                 }
                 Request::Read { max, reply } => {
+                    // A read may wait for the user for ever: writes (and the end
+                    // of the process) must not queue behind it.
                     let mut call = console.read_request();
                     call.get().set_max(max);
-                    let result = match call.send().promise.await {
-                        Ok(r) => r
-                            .get()
-                            .and_then(|r| r.get_data())
-                            .map(|d| d.to_vec())
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = reply.send(result);
+                    tokio::task::spawn_local(async move {
+                        let result = match call.send().promise.await {
+                            Ok(r) => r
+                                .get()
+                                .and_then(|r| r.get_data())
+                                .map(|d| d.to_vec())
+                                .map_err(|e| e.to_string()),
+                            Err(e) => Err(e.to_string()),
+                        };
+                        let _ = reply.send(result);
+                    });
                 }
                 Request::Flush(done) => {
                     if !broken {
@@ -247,6 +270,7 @@ impl WasiFile for ConsoleOut {
 struct ConsoleIn {
     tx: flume::Sender<Request>,
     tty: bool,
+    interrupted: flume::Receiver<()>,
 }
 
 #[async_trait::async_trait]
@@ -279,9 +303,12 @@ impl WasiFile for ConsoleIn {
                 reply,
             })
             .map_err(|_| broken_pipe())?;
-        let data = answer
-            .recv()
-            .map_err(|_| broken_pipe())?
+        let data = flume::Selector::new()
+            .recv(&answer, |r| r.map_err(|_| broken_pipe()))
+            .recv(&self.interrupted, |_| {
+                Err(std::io::Error::from(std::io::ErrorKind::Interrupted).into())
+            })
+            .wait()?
             .map_err(|e| Error::from(std::io::Error::other(e)))?;
         let n = data.len().min(max);
         buf[..n].copy_from_slice(&data[..n]);

@@ -22,8 +22,8 @@ mod wire;
 
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
-    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, NodeInfo, StartError, admin_nodes,
-    admin_processes,
+    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, NodeInfo, SignalError, StartError,
+    admin_nodes, admin_processes,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use rpc::{
@@ -111,6 +111,8 @@ pub struct ProcessInfo {
     pub cpu_ns: u64,
     /// Bytes of the body's linear memory.
     pub memory: u64,
+    /// Its process group.
+    pub pgid: Pid,
 }
 
 /// A node: its compilation runtime, its pid space and its process table.
@@ -170,6 +172,7 @@ impl Node {
                     .unwrap_or(0),
                 cpu_ns: 0,
                 memory: 0,
+                pgid: pid,
             },
         );
         Ok(Process {

@@ -22,7 +22,7 @@ use dashmap::DashMap;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, Shared};
-use ssi_deputy::{Deputy, Errno, Fd, Preopen, Reply, Syscall};
+use ssi_deputy::{DefaultAction, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
 use ssi_remote::{
     Body, BodySpec, DeputyLink, Killer, LinkError, LocalLink, Module, ModuleHash, Runtime,
     SharedDeputy,
@@ -93,6 +93,8 @@ struct PeerState {
 struct HomeProc {
     info: ProcessInfo,
     deputy: SharedDeputy,
+    /// To the process's session thread, which acts on signals.
+    signals: flume::Sender<Signal>,
     /// The sturdy reference a remote body redeems (once) for its deputy.
     secret: Option<[u8; 16]>,
 }
@@ -653,10 +655,34 @@ impl Drop for Reap {
     }
 }
 
-/// How the session stops the process if it goes away first.
+/// How the session stops the process (a fatal signal, or the session went away).
 enum Stopper {
     Local(Arc<BodySlot>),
     Remote(body_control::Client),
+}
+
+impl Stopper {
+    fn stop(&self) {
+        match self {
+            Stopper::Local(slot) => slot.kill(),
+            Stopper::Remote(control) => {
+                tokio::task::spawn_local(control.kill_request().send().promise.map(|_| ()));
+            }
+        }
+    }
+}
+
+/// Why a signal could not be sent.
+#[derive(Debug, thiserror::Error)]
+pub enum SignalError {
+    #[error("no process {0}")]
+    NoProcess(Pid),
+    #[error("no process group {0}")]
+    NoGroup(Pid),
+    #[error("{0} would stop the process: stopping needs freezing, which is not built yet")]
+    CannotStop(Signal),
+    #[error("{0} is not a process or a process group")]
+    BadTarget(i32),
 }
 
 async fn launch(
@@ -686,8 +712,10 @@ async fn launch(
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     let deputy: SharedDeputy = Arc::new(Mutex::new(deputy));
     let flusher = pump.flusher();
+    let interrupter = pump.interrupter();
     tokio::task::spawn_local(pump.run(console));
     let pid = core.pids.allocate().map_err(failed)?;
+    let (signals, signal_rx) = flume::unbounded::<Signal>();
     let secret: [u8; 16] = rand::random();
     core.procs.insert(
         pid,
@@ -701,8 +729,11 @@ async fn launch(
                 started_ms: now_ms(),
                 cpu_ns: 0,
                 memory: 0,
+                // Each launched process leads its own group, as a shell's job does.
+                pgid: pid,
             },
             deputy: deputy.clone(),
+            signals,
             secret: (target != core.id).then_some(secret),
         },
     );
@@ -793,8 +824,30 @@ async fn launch(
         };
         (Stopper::Remote(control), exit.boxed_local())
     };
+    let stopper = std::rc::Rc::new(stopper);
+    // The signal that ended the process, if one did.
+    let fatal = std::rc::Rc::new(std::cell::Cell::new(None::<Signal>));
+    let (acting_stopper, acting_fatal) = (stopper.clone(), fatal.clone());
+    // Runs until the process is reaped (its table entry holds the sender).
+    tokio::task::spawn_local(async move {
+        let (stopper, fatal) = (acting_stopper, acting_fatal);
+        while let Ok(sig) = signal_rx.recv_async().await {
+            // Without handlers (the `ssi` API), each signal takes its default action.
+            if sig.default_action() == DefaultAction::Terminate && fatal.get().is_none() {
+                tracing::debug!(pid, signal = %sig, "ending the process");
+                fatal.set(Some(sig));
+                interrupter.interrupt();
+                stopper.stop();
+            }
+        }
+    });
+    let ending = fatal.clone();
     let exit = async move {
         let report = exit.await;
+        let report = match ending.get() {
+            Some(sig) => ExitReport::Signaled(sig.number()),
+            None => report,
+        };
         // Everything the program wrote reaches the session before its end does;
         // then the session's console is let go.
         flusher.close().await;
@@ -806,6 +859,8 @@ async fn launch(
     // The process ends and is reaped even if nobody waits for it.
     tokio::task::spawn_local(exit.clone().map(|_| ()));
     let process = capnp_rpc::new_client(ProcessServer {
+        core,
+        pid,
         exit,
         stopper: Some(stopper),
     });
@@ -813,8 +868,10 @@ async fn launch(
 }
 
 struct ProcessServer {
+    core: Arc<NodeCore>,
+    pid: Pid,
     exit: Shared<LocalBoxFuture<'static, ExitReport>>,
-    stopper: Option<Stopper>,
+    stopper: Option<std::rc::Rc<Stopper>>,
 }
 
 impl process::Server for ProcessServer {
@@ -830,6 +887,29 @@ impl process::Server for ProcessServer {
             Ok(())
         }
     }
+
+    fn signal(
+        self: CapRc<Self>,
+        params: process::SignalParams,
+        _: process::SignalResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let sig = Signal::from_number(params.get()?.get_signal())
+                .ok_or_else(|| failed("not a signal number"))?;
+            // The session's terminal signals its foreground process group.
+            let pgid = self
+                .core
+                .procs
+                .get(&self.pid)
+                .map(|p| p.info.pgid)
+                .unwrap_or(self.pid);
+            match self.core.signal(-(pgid as i32), sig) {
+                Ok(_) | Err(SignalError::NoGroup(_)) => Ok(()),
+                Err(e) => Err(failed(e)),
+            }
+        })();
+        ready(r)
+    }
 }
 
 impl Drop for ProcessServer {
@@ -838,12 +918,40 @@ impl Drop for ProcessServer {
         if self.exit.peek().is_some() {
             return;
         }
-        match self.stopper.take() {
-            Some(Stopper::Local(slot)) => slot.kill(),
-            Some(Stopper::Remote(control)) => {
-                tokio::task::spawn_local(control.kill_request().send().promise.map(|_| ()));
+        if let Some(stopper) = self.stopper.take() {
+            stopper.stop();
+        }
+    }
+}
+
+impl NodeCore {
+    /// Sends a signal to a process whose home is this node (`target` > 0) or to
+    /// every member of a process group (`target` = -pgid); returns how many.
+    pub fn signal(&self, target: i32, sig: Signal) -> Result<u32, SignalError> {
+        if sig.default_action() == DefaultAction::Stop {
+            return Err(SignalError::CannotStop(sig));
+        }
+        let send = |p: &HomeProc| u32::from(p.signals.send(sig).is_ok());
+        match target {
+            t if t > 0 => {
+                let pid = t as Pid;
+                let p = self.procs.get(&pid).ok_or(SignalError::NoProcess(pid))?;
+                Ok(send(&p))
             }
-            None => {}
+            t if t < 0 && t != i32::MIN => {
+                let pgid = t.unsigned_abs();
+                let n: u32 = self
+                    .procs
+                    .iter()
+                    .filter(|p| p.info.pgid == pgid)
+                    .map(|p| send(&p))
+                    .sum();
+                if n == 0 {
+                    return Err(SignalError::NoGroup(pgid));
+                }
+                Ok(n)
+            }
+            t => Err(SignalError::BadTarget(t)),
         }
     }
 }
@@ -945,6 +1053,22 @@ impl peer::Server for PeerServer {
         ready(r)
     }
 
+    fn signal(
+        self: CapRc<Self>,
+        params: peer::SignalParams,
+        mut results: peer::SignalResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let p = params.get()?;
+            let sig =
+                Signal::from_number(p.get_signal()).ok_or_else(|| failed("not a signal number"))?;
+            let n = self.core.signal(p.get_target(), sig).map_err(failed)?;
+            results.get().set_count(n);
+            Ok(())
+        })();
+        ready(r)
+    }
+
     fn processes(
         self: CapRc<Self>,
         _: peer::ProcessesParams,
@@ -979,6 +1103,7 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
     b.set_started_ms(p.started_ms);
     b.set_cpu_ns(p.cpu_ns);
     b.set_memory(p.memory);
+    b.set_pgid(p.pgid);
 }
 
 fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, capnp::Error> {
@@ -994,6 +1119,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
         started_ms: r.get_started_ms(),
         cpu_ns: r.get_cpu_ns(),
         memory: r.get_memory(),
+        pgid: r.get_pgid(),
     })
 }
 
@@ -1270,7 +1396,54 @@ impl NodeCore {
     }
 }
 
+/// Signals a process or process group anywhere: at its home, which may be here.
+async fn cluster_signal(
+    core: Arc<NodeCore>,
+    target: i32,
+    sig: Signal,
+) -> Result<u32, capnp::Error> {
+    let home = home_of(target.unsigned_abs());
+    if home == core.id {
+        return core.signal(target, sig).map_err(failed);
+    }
+    let what = if target < 0 {
+        format!("process group {}", target.unsigned_abs())
+    } else {
+        format!("process {target}")
+    };
+    if !core.peer_up(home) {
+        return Err(failed(match core.peer_address(home) {
+            Some(a) => format!("node {home} ({a}), the home of {what}, is down"),
+            None => format!("no {what}: its home, node {home}, is not a member of this cluster"),
+        }));
+    }
+    let address = core.peer_address(home).unwrap_or_default();
+    let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let mut req = peer.signal_request();
+    req.get().set_target(target);
+    req.get().set_signal(sig.number());
+    let reply = req.send().promise.await?;
+    Ok(reply.get()?.get_count())
+}
+
 impl admin::Server for AdminServer {
+    fn kill(
+        self: CapRc<Self>,
+        params: admin::KillParams,
+        mut results: admin::KillResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let sig =
+                Signal::from_number(p.get_signal()).ok_or_else(|| failed("not a signal number"))?;
+            let n = cluster_signal(core, p.get_target(), sig).await?;
+            results.get().set_count(n);
+            Ok(())
+        }
+    }
+
     fn processes(
         self: CapRc<Self>,
         _: admin::ProcessesParams,

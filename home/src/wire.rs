@@ -653,6 +653,8 @@ pub enum ExitReport {
     Failed(Vec<String>),
     /// The node running the body went down.
     Lost(String),
+    /// A signal ended the process.
+    Signaled(u8),
 }
 
 impl ExitReport {
@@ -682,6 +684,7 @@ pub fn write_exit(mut b: exit::Builder<'_>, report: &ExitReport) {
         ExitReport::Trap(chain) => set_texts(b.init_trap(chain.len() as u32), chain),
         ExitReport::Failed(chain) => set_texts(b.init_failed(chain.len() as u32), chain),
         ExitReport::Lost(why) => b.set_lost(why),
+        ExitReport::Signaled(n) => b.set_signaled(*n),
     }
 }
 
@@ -691,6 +694,7 @@ pub fn read_exit(r: exit::Reader<'_>) -> Result<ExitReport, Error> {
         exit::Which::Trap(l) => ExitReport::Trap(texts(l?)?),
         exit::Which::Failed(l) => ExitReport::Failed(texts(l?)?),
         exit::Which::Lost(t) => ExitReport::Lost(text(t)?),
+        exit::Which::Signaled(n) => ExitReport::Signaled(n),
     })
 }
 

@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 use serde_json::json;
+use ssi_deputy::Signal;
 use ssi_home::{Endpoint, NodeInfo, ProcessInfo};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -20,7 +21,7 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Every process in the cluster: pid, home, node, state, CPU time, memory, age, command.
+    /// Every process in the cluster: pid, process group, home, node, state, CPU time, memory, age, command.
     Ps {
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -32,6 +33,34 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Send a signal, as kill(1): `kill [-SIGNAL | -s SIGNAL] PID` or `-PGID` for a
+    /// process group (default SIGTERM; names such as INT or SIGINT, or numbers).
+    Kill {
+        #[arg(allow_hyphen_values = true, num_args = 1..=3, value_name = "[-SIGNAL] TARGET")]
+        args: Vec<String>,
+    },
+}
+
+/// Reads kill(1)'s arguments: the signal and the target (pid, or -pgid).
+fn kill_args(args: &[String]) -> Result<(Signal, i32)> {
+    let args: Vec<&str> = args
+        .iter()
+        .map(|a| a.as_str())
+        .filter(|a| *a != "--")
+        .collect();
+    let (signal, target) = match args.as_slice() {
+        ["-s" | "--signal", sig, target] => (*sig, *target),
+        [sig, target] if sig.starts_with('-') => (&sig[1..], *target),
+        [target] => ("TERM", *target),
+        _ => anyhow::bail!("usage: ssictl kill [-SIGNAL | -s SIGNAL] PID|-PGID"),
+    };
+    let signal = Signal::parse(signal)?;
+    let target: i32 = target
+        .parse()
+        .ok()
+        .filter(|t: &i32| *t != 0 && *t != i32::MIN)
+        .with_context(|| format!("`{target}` is not a pid (or -pgid for a process group)"))?;
+    Ok((signal, target))
 }
 
 fn endpoint(args: &Args) -> Endpoint {
@@ -95,6 +124,7 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
                     "state": p.state.name(),
                     "cpu_ms": p.cpu_ns / 1_000_000,
                     "memory": p.memory,
+                    "pgid": p.pgid,
                     "started_ms": p.started_ms,
                     "age_ms": now.saturating_sub(p.started_ms),
                     "command": p.command,
@@ -105,13 +135,14 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  COMMAND",
-        "PID", "HOME", "NODE", "STATE", "TIME", "MEM", "AGE"
+        "{:>10} {:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  COMMAND",
+        "PID", "PGID", "HOME", "NODE", "STATE", "TIME", "MEM", "AGE"
     );
     for p in procs {
         println!(
-            "{:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  {}",
+            "{:>10} {:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  {}",
             p.pid,
+            p.pgid,
             p.home,
             p.node,
             p.state.name(),
@@ -189,6 +220,21 @@ fn run(args: Args) -> Result<()> {
                     .await
                     .with_context(|| format!("cannot list processes through {endpoint}"))?;
                 print_ps(&procs, json)
+            }
+            Command::Kill { args } => {
+                let (signal, target) = kill_args(&args)?;
+                let mut req = admin.kill_request();
+                req.get().set_target(target);
+                req.get().set_signal(signal.number());
+                req.send().promise.await.map_err(|e| {
+                    anyhow::anyhow!(
+                        "{}",
+                        e.extra
+                            .trim_start_matches("remote exception: ")
+                            .trim_start_matches("Failed: ")
+                    )
+                })?;
+                Ok(())
             }
             Command::Nodes { json } => {
                 let nodes = ssi_home::admin_nodes(&admin)

@@ -81,6 +81,8 @@ enum Outcome {
     },
     /// The node running the body went down.
     Lost(String),
+    /// A signal ended the process.
+    Signaled(u8),
 }
 
 /// As `wasmtime run` reports a failed run.
@@ -177,6 +179,30 @@ impl console::Server for Console {
     }
 }
 
+/// Catches the signals a terminal or `kill` sends to `ssirun` and queues their
+/// numbers, to be sent on to the process. Must run inside a `LocalSet`.
+fn catch_signals() -> flume::Receiver<u8> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (tx, rx) = flume::unbounded::<u8>();
+    for (kind, number) in [
+        (SignalKind::interrupt(), 2u8),
+        (SignalKind::quit(), 3),
+        (SignalKind::terminate(), 15),
+        (SignalKind::hangup(), 1),
+    ] {
+        let Ok(mut stream) = signal(kind) else {
+            continue;
+        };
+        let tx = tx.clone();
+        tokio::task::spawn_local(async move {
+            while stream.recv().await.is_some() {
+                let _ = tx.send(number);
+            }
+        });
+    }
+    rx
+}
+
 struct Program {
     bytes: Vec<u8>,
     module_name: String,
@@ -190,6 +216,8 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
     let local = tokio::task::LocalSet::new();
     let module_name = program.module_name.clone();
     let outcome = local.block_on(&rt, async move {
+        // Caught from before the launch, so none is lost (nor kills ssirun).
+        let caught = catch_signals();
         let gateway = ssi_home::connect(endpoint).await?;
         let mut req = gateway.launch_request();
         {
@@ -228,6 +256,16 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
         let reply = reply.get()?;
         let pid = reply.get_pid();
         let process = reply.get_process()?;
+        // The terminal's keys and `kill` aimed at this command reach the process
+        // (its process group) wherever its body runs.
+        let forward = process.clone();
+        tokio::task::spawn_local(async move {
+            while let Ok(number) = caught.recv_async().await {
+                let mut req = forward.signal_request();
+                req.get().set_signal(number);
+                let _ = req.send().promise.await;
+            }
+        });
         let done = process.wait_request().send().promise.await.map_err(|e| {
             anyhow::anyhow!("lost the home node {endpoint}: {}", remote_message(&e))
         })?;
@@ -237,6 +275,7 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
             ExitReport::Trap(chain) => stopped(ExitReport::rebuild(&chain), &module_name, true),
             ExitReport::Failed(chain) => stopped(ExitReport::rebuild(&chain), &module_name, false),
             ExitReport::Lost(why) => Outcome::Lost(format!("process {pid} was lost: {why}")),
+            ExitReport::Signaled(n) => Outcome::Signaled(n),
         })
     });
     // A read of standard input may still be blocked; it must not hold up the exit.
@@ -313,6 +352,8 @@ fn main() -> ExitCode {
             eprintln!("Error: {message}");
             ExitCode::from(if trap { 134 } else { 1 })
         }
+        // As a shell reports a command a signal ended.
+        Ok(Outcome::Signaled(n)) => ExitCode::from(128u8.saturating_add(n)),
         Ok(Outcome::Lost(message)) => {
             // As a process killed by SIGKILL: its node is gone.
             eprintln!("ssirun: error: {message}");

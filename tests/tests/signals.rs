@@ -1,0 +1,186 @@
+//! Signals with their default actions, on real `ssid` nodes: sent with `ssictl
+//! kill` from any node, or by the terminal to `ssirun` (Ctrl-C is SIGINT to its
+//! process group), they end the process wherever its body runs, even one in a
+//! loop without calls or one blocked reading its input; `ssirun` exits with
+//! 128 + the signal number, as a shell reports it.
+
+use ssi_tests::{Cluster, bin, guest};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `guest ARGS` with its home on node 1 and its body on `node`, stdin a
+/// pipe kept open; returns once the process is listed, with its pid.
+fn start(cluster: &Cluster, node: usize, name: &str, args: &[&str]) -> (Child, u64) {
+    let mut child = Command::new(bin("ssirun"))
+        .arg("--connect")
+        .arg(cluster.socket(1))
+        .args(["--node", &node.to_string()])
+        .arg(guest(name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun");
+    if name == "spin" {
+        let mut line = String::new();
+        BufReader::new(child.stdout.as_mut().expect("stdout"))
+            .read_line(&mut line)
+            .expect("first line");
+        assert_eq!(line, "spinning\n");
+    }
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let listed = cluster.ssictl_json(1, "ps").into_iter().find(|p| {
+            p["command"]
+                .as_str()
+                .is_some_and(|c| c.starts_with(&format!("{name}.wasm")))
+        });
+        if let Some(p) = listed {
+            return (child, p["pid"].as_u64().expect("pid"));
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the process did not start");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn status_within(child: &mut Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return status.code();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ssirun did not end within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+fn ssictl_ok(cluster: &Cluster, node: usize, args: &[&str]) {
+    let out = cluster.ssictl(node, args);
+    assert!(
+        out.status.success(),
+        "ssictl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn ssictl_err(cluster: &Cluster, node: usize, args: &[&str]) -> String {
+    let out = cluster.ssictl(node, args);
+    assert_eq!(out.status.code(), Some(1), "ssictl {args:?} should fail");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn ssictl_kill_ends_a_looping_remote_body_with_128_plus_the_signal() {
+    let cluster = Cluster::start(3);
+    // From node 3, for a process of node 1 running on node 2.
+    for (signal, status) in [
+        ("-TERM", 143),
+        ("-KILL", 137),
+        ("-s USR1", 138),
+        ("-2", 130),
+    ] {
+        let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
+        let mut args: Vec<&str> = vec!["kill"];
+        args.extend(signal.split(' '));
+        let pid_text = pid.to_string();
+        args.push(&pid_text);
+        ssictl_ok(&cluster, 3, &args);
+        assert_eq!(
+            status_within(&mut child, Duration::from_secs(5)),
+            Some(status),
+            "{signal}"
+        );
+        assert!(
+            !cluster.ssictl_json(3, "ps").iter().any(|p| p["pid"] == pid),
+            "the process is reaped"
+        );
+    }
+    // With no signal given, SIGTERM, as kill(1).
+    let (mut child, pid) = start(&cluster, 1, "spin", &["0"]);
+    ssictl_ok(&cluster, 2, &["kill", &pid.to_string()]);
+    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(143));
+}
+
+#[test]
+fn a_signal_to_a_process_group_reaches_its_members() {
+    let cluster = Cluster::start(2);
+    let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
+    let row = cluster
+        .ssictl_json(2, "ps")
+        .into_iter()
+        .find(|p| p["pid"] == pid)
+        .expect("listed");
+    assert_eq!(row["pgid"], pid, "a launched process leads its own group");
+    ssictl_ok(&cluster, 2, &["kill", "-HUP", "--", &format!("-{pid}")]);
+    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(129));
+}
+
+#[test]
+fn the_terminal_interrupt_reaches_the_process_wherever_it_runs() {
+    let cluster = Cluster::start(2);
+    // A loop without calls on node 2, and programs blocked reading their input
+    // (the pipe stays open and empty) at home and on node 2.
+    for (node, name) in [(2, "spin"), (1, "filter"), (2, "filter")] {
+        let args: &[&str] = if name == "spin" { &["0"] } else { &[] };
+        let (mut child, _) = start(&cluster, node, name, args);
+        // What the terminal does on Ctrl-C: SIGINT to the foreground group, ssirun.
+        let status = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+        assert_eq!(
+            status_within(&mut child, Duration::from_secs(5)),
+            Some(130),
+            "{name} on node {node}"
+        );
+    }
+    // SIGTERM and SIGQUIT to ssirun are forwarded too.
+    for (sig, code) in [("-TERM", 143), ("-QUIT", 131)] {
+        let (mut child, _) = start(&cluster, 2, "spin", &["0"]);
+        Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert_eq!(
+            status_within(&mut child, Duration::from_secs(5)),
+            Some(code),
+            "{sig}"
+        );
+    }
+}
+
+#[test]
+fn bad_kill_requests_are_named() {
+    let cluster = Cluster::start(2);
+    let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
+    let pid = pid.to_string();
+    assert!(ssictl_err(&cluster, 1, &["kill", "-BOGUS", &pid]).contains("`BOGUS` is not a signal"));
+    assert!(ssictl_err(&cluster, 1, &["kill", "-STOP", &pid]).contains("stopping needs freezing"));
+    assert!(ssictl_err(&cluster, 1, &["kill", "4194999"]).contains("no process 4194999"));
+    assert!(
+        ssictl_err(&cluster, 1, &["kill", "--", "-4194999"]).contains("no process group 4194999")
+    );
+    assert!(ssictl_err(&cluster, 2, &["kill", "abc"]).contains("`abc` is not a pid"));
+    // A pid whose home is not a node of the cluster.
+    let foreign = ((9u64 << 22) | 1).to_string();
+    assert!(ssictl_err(&cluster, 1, &["kill", &foreign]).contains("node 9"));
+    // Ignored by default: the process goes on.
+    ssictl_ok(&cluster, 1, &["kill", "-CHLD", &pid]);
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "SIGCHLD is ignored"
+    );
+    child.kill().expect("kill");
+    child.wait().expect("wait");
+}
