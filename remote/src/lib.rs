@@ -10,6 +10,7 @@
 
 mod body;
 mod engine;
+pub mod ghost;
 mod link;
 mod shims;
 
