@@ -201,6 +201,15 @@ impl Flusher {
     }
 }
 
+/// As wasmtime reports a process's streams: a terminal, or a pipe (unknown).
+fn stream_type(tty: bool) -> FileType {
+    if tty {
+        FileType::CharacterDevice
+    } else {
+        FileType::Unknown
+    }
+}
+
 fn broken_pipe() -> Error {
     std::io::Error::from(std::io::ErrorKind::BrokenPipe).into()
 }
@@ -218,11 +227,7 @@ impl WasiFile for ConsoleOut {
     }
 
     async fn get_filetype(&self) -> Result<FileType, Error> {
-        Ok(if self.tty {
-            FileType::CharacterDevice
-        } else {
-            FileType::Unknown
-        })
+        Ok(stream_type(self.tty))
     }
 
     fn isatty(&self) -> bool {
@@ -280,11 +285,7 @@ impl WasiFile for ConsoleIn {
     }
 
     async fn get_filetype(&self) -> Result<FileType, Error> {
-        Ok(if self.tty {
-            FileType::CharacterDevice
-        } else {
-            FileType::Unknown
-        })
+        Ok(stream_type(self.tty))
     }
 
     fn isatty(&self) -> bool {
