@@ -188,6 +188,13 @@ struct NodeStatus {
   memAvailable @5 :UInt64;
   bodies @6 :UInt32;        # bodies running on the node
   processes @7 :UInt32;     # processes whose home is the node
+  known @8 :List(Member);   # the nodes it knows of: a node that joins through
+                            # one peer learns of all the others
+}
+
+struct Member {
+  id @0 :UInt16;
+  address @1 :Text;
 }
 
 struct NodeInfo {

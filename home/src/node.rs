@@ -204,6 +204,11 @@ impl NodeCore {
             mem_available,
             bodies: self.bodies.len() as u32,
             processes: self.procs.len() as u32,
+            known: self
+                .peers
+                .iter()
+                .map(|p| (*p.key(), p.address.clone()))
+                .collect(),
         }
     }
 
@@ -234,7 +239,25 @@ impl NodeCore {
         if !status.address.is_empty() {
             entry.address = status.address.clone();
         }
-        entry.status = Some(status);
+        drop(entry);
+        // Nodes the peer knows of and this node does not: heartbeats start soon.
+        for (other, address) in &status.known {
+            if *other != self.id && *other != 0 && !self.peers.contains_key(other) {
+                tracing::info!(node = other, %address, via = id, "learned of a node");
+                self.peers.insert(
+                    *other,
+                    PeerState {
+                        address: address.clone(),
+                        up: false,
+                        last_seen: None,
+                        status: None,
+                    },
+                );
+            }
+        }
+        if let Some(mut entry) = self.peers.get_mut(&id) {
+            entry.status = Some(status);
+        }
     }
 
     /// Marks silent peers down; a home that went down takes its bodies with it.
@@ -537,6 +560,12 @@ fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &NodeStatus) {
     b.set_mem_available(s.mem_available);
     b.set_bodies(s.bodies);
     b.set_processes(s.processes);
+    let mut known = b.init_known(s.known.len() as u32);
+    for (i, (id, address)) in s.known.iter().enumerate() {
+        let mut m = known.reborrow().get(i as u32);
+        m.set_id(*id);
+        m.set_address(address);
+    }
 }
 
 fn read_status(r: ssi_schema::node_status::Reader<'_>) -> Result<NodeStatus, capnp::Error> {
@@ -549,6 +578,11 @@ fn read_status(r: ssi_schema::node_status::Reader<'_>) -> Result<NodeStatus, cap
         mem_available: r.get_mem_available(),
         bodies: r.get_bodies(),
         processes: r.get_processes(),
+        known: r
+            .get_known()?
+            .iter()
+            .map(|m| Ok((m.get_id(), text(m.get_address())?)))
+            .collect::<Result<_, capnp::Error>>()?,
     })
 }
 

@@ -14,6 +14,8 @@ pub struct NodeStatus {
     pub bodies: u32,
     /// Processes whose home is the node.
     pub processes: u32,
+    /// The other nodes it knows of: id and address.
+    pub known: Vec<(u16, String)>,
 }
 
 /// The machine's cores, one-minute load and memory; zero where unknown.

@@ -388,17 +388,41 @@ pub struct Cluster {
     ports: Vec<u16>,
 }
 
+/// A free loopback port below Linux's ephemeral range (32768 and up), so that
+/// no outgoing connection takes it between this choice and the daemon's bind.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    use std::sync::atomic::{AtomicU16, Ordering};
+    static NEXT: AtomicU16 = AtomicU16::new(0);
+    // Each test process starts at its own place in 20000..32000.
+    let _ = NEXT.compare_exchange(
+        0,
+        20_000 + (std::process::id() % 1200) as u16 * 10,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    loop {
+        let candidate = NEXT.fetch_add(1, Ordering::SeqCst);
+        let port = 20_000 + candidate.wrapping_sub(20_000) % 12_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 impl Cluster {
     /// Starts `n` nodes (ids 1..=n), each configured with all the others, and
     /// waits until every node sees every other as up.
     pub fn start(n: usize) -> Cluster {
+        Self::start_joined(n, |id| (1..=n).filter(|o| *o != id).collect())
+    }
+
+    /// Starts `n` nodes where each node but the first knows only node 1, and
+    /// waits until they have all learned of each other.
+    pub fn start_seeded(n: usize) -> Cluster {
+        Self::start_joined(n, |id| if id == 1 { vec![] } else { vec![1] })
+    }
+
+    fn start_joined(n: usize, peers_of: impl Fn(usize) -> Vec<usize>) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let mut cluster = Cluster {
@@ -407,7 +431,7 @@ impl Cluster {
             ports,
         };
         for id in 1..=n {
-            let child = cluster.spawn_node(id);
+            let child = cluster.spawn_node(id, &peers_of(id));
             cluster.nodes.push(Some(child));
         }
         for id in 1..=n {
@@ -418,7 +442,7 @@ impl Cluster {
         cluster
     }
 
-    fn spawn_node(&self, id: usize) -> std::process::Child {
+    fn spawn_node(&self, id: usize, peers: &[usize]) -> std::process::Child {
         let mut cmd = Command::new(bin("ssid"));
         cmd.arg("--node-id")
             .arg(id.to_string())
@@ -428,11 +452,9 @@ impl Cluster {
             .arg(self.socket(id))
             .arg("--data-dir")
             .arg(self.dir.path().join(format!("data{id}")));
-        for other in 1..=self.ports.len() {
-            if other != id {
-                cmd.arg("--peer")
-                    .arg(format!("{other}={}", self.address(other)));
-            }
+        for other in peers {
+            cmd.arg("--peer")
+                .arg(format!("{other}={}", self.address(*other)));
         }
         let log =
             std::fs::File::create(self.dir.path().join(format!("ssid{id}.log"))).expect("log file");
@@ -510,8 +532,10 @@ impl Cluster {
             }
             assert!(
                 std::time::Instant::now() < deadline,
-                "node {id} did not reach the expected state; logs in {}",
-                self.dir.path().display()
+                "node {id} did not reach the expected state; the logs:\n{}",
+                (1..=self.ports.len())
+                    .map(|n| format!("--- node {n}\n{}", self.log(n)))
+                    .collect::<String>()
             );
             std::thread::sleep(std::time::Duration::from_millis(50));
         }

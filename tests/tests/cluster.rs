@@ -357,3 +357,17 @@ fn ssid_takes_its_settings_from_a_toml_file() {
         .expect("ssid");
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
 }
+
+#[test]
+fn nodes_that_join_through_one_peer_learn_of_each_other() {
+    // Node 1 knows nobody; nodes 2 and 3 know only node 1.
+    let cluster = Cluster::start_seeded(3);
+    // Node 2 and node 3 met through node 1: a body of node 3 runs on node 2.
+    let (out, _) = Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 3, 2)));
+    assert_eq!(
+        out.stdout_text(),
+        "Hello, world!\n",
+        "{}",
+        out.stderr_text()
+    );
+}
