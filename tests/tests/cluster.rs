@@ -202,6 +202,32 @@ fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
 }
 
 #[test]
+fn a_dead_home_ends_its_sessions_with_137_and_its_remote_bodies() {
+    let mut cluster = Cluster::start(2);
+    let (mut session, _out) = spin(&cluster, 1, 2, &["0"]);
+    cluster.kill(1);
+    let status = wait_exit(&mut session, Duration::from_secs(5));
+    assert_eq!(status.code(), Some(137));
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut session.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert!(err.contains("was lost with its home node"), "{err}");
+    // Node 2 kills the body whose home went away.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let nodes = cluster.ssictl_json(2, "nodes");
+        if nodes.iter().any(|n| n["id"] == 2 && n["bodies"] == 0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the orphaned body still runs: {nodes:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
 fn a_silent_node_is_down_within_3_seconds_and_its_sessions_end() {
     let cluster = Cluster::start(3);
     let (mut doomed, _out) = spin(&cluster, 1, 2, &["0"]);

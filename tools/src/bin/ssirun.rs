@@ -266,9 +266,16 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
                 let _ = req.send().promise.await;
             }
         });
-        let done = process.wait_request().send().promise.await.map_err(|e| {
-            anyhow::anyhow!("lost the home node {endpoint}: {}", remote_message(&e))
-        })?;
+        let done = match process.wait_request().send().promise.await {
+            Ok(done) => done,
+            // The home holds the process: without it the process is gone.
+            Err(e) => {
+                return Ok(Outcome::Lost(format!(
+                    "process {pid} was lost with its home node {endpoint}: {}",
+                    remote_message(&e)
+                )));
+            }
+        };
         let report = ssi_home::read_exit(done.get()?.get_exit()?)?;
         Ok::<_, anyhow::Error>(match report {
             ExitReport::Status(code) => Outcome::Exited(code),
