@@ -324,6 +324,14 @@ impl Deputy {
     }
 
     /// Executes one system call. Never panics on guest input: every failure is an errno.
+    /// `fd_write` from borrowed bytes (what `call` does for `Syscall::FdWrite`,
+    /// without the bytes having to be owned): the number of bytes written.
+    pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<u32, Errno> {
+        let f = self.writable(fd)?;
+        let n = wc(f.write_vectored(&[IoSlice::new(data)]))?;
+        u32::try_from(n).map_err(|_| Errno::Overflow)
+    }
+
     pub fn call(&mut self, call: Syscall) -> SyscallResult {
         use Syscall as S;
         match call {
@@ -418,11 +426,7 @@ impl Deputy {
                 buf.truncate(n as usize);
                 Ok(Reply::Bytes(buf))
             }
-            S::FdWrite { fd, data } => {
-                let f = self.writable(fd)?;
-                let n = wc(f.write_vectored(&[IoSlice::new(&data)]))?;
-                Ok(Reply::Size(u32::try_from(n).map_err(|_| Errno::Overflow)?))
-            }
+            S::FdWrite { fd, data } => self.write(fd, &data).map(Reply::Size),
             S::FdPwrite { fd, data, offset } => {
                 let f = self.writable(fd)?;
                 let n = wc(f.write_vectored_at(&[IoSlice::new(&data)], offset))?;

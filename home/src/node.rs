@@ -1245,12 +1245,10 @@ impl DeputyServer {
         if self.kept.is_some_and(|(f, _)| f == fd) {
             return;
         }
+        let mut deputy = self.deputy.lock().unwrap_or_else(|p| p.into_inner());
         while !data.is_empty() {
-            match self.execute(Syscall::FdWrite {
-                fd,
-                data: data.to_vec(),
-            }) {
-                Ok(Reply::Size(n)) if n > 0 => data = &data[(n as usize).min(data.len())..],
+            match deputy.write(fd, data) {
+                Ok(n) if n > 0 => data = &data[(n as usize).min(data.len())..],
                 Ok(_) => {
                     self.kept = Some((fd, Errno::Io));
                     return;

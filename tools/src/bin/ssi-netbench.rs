@@ -7,7 +7,10 @@
 //!   `fd_close`, timed inside the body, as hdrhistogram percentiles;
 //! - stream throughput: a program writing to stdout, drained through a pipe;
 //! - what a node's epoch checks (which let it stop a body that makes no calls)
-//!   cost a compute kernel, against the embedded default, which has none.
+//!   cost a compute kernel, against the embedded default, which has none;
+//! - signal delivery: from `Admin.kill(pid, SIGTERM)` sent to the home until
+//!   `ssirun` has exited with 143, for a body looping without calls at home and
+//!   on node 2 (an upper bound on delivery: it includes ending the process).
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -30,7 +33,7 @@ struct Args {
     #[arg(long, default_value_t = 256)]
     mib: usize,
     /// Alternating throughput rounds (median reported).
-    #[arg(long, default_value_t = 5)]
+    #[arg(long, default_value_t = 9)]
     rounds: usize,
 }
 
@@ -165,6 +168,67 @@ fn throughput(bin: &Path, socket: &Path, node: u16, guest: &Path, mib: usize) ->
     Ok(mib as f64 / secs)
 }
 
+/// Times `rounds` signals, each to a fresh `spin` process with its body on `node`.
+fn signal_latencies(
+    bin: &Path,
+    socket: &Path,
+    node: u16,
+    spin: &Path,
+    rounds: usize,
+) -> Result<Histogram<u64>> {
+    use std::io::BufRead;
+    let rt = ssi_home::thread_runtime()?;
+    let local = tokio::task::LocalSet::new();
+    let endpoint = ssi_home::Endpoint::Unix(socket.to_path_buf());
+    local.block_on(&rt, async {
+        let gateway = ssi_home::connect(&endpoint).await?;
+        let admin = gateway.admin_request().send().pipeline.get_admin();
+        let mut h = Histogram::<u64>::new(3)?;
+        for _ in 0..rounds {
+            let mut child = ssirun(bin, socket, node)
+                .arg(spin)
+                .arg("0")
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .spawn()?;
+            let mut line = String::new();
+            std::io::BufReader::new(child.stdout.as_mut().context("stdout")?)
+                .read_line(&mut line)?;
+            let procs = ssi_home::admin_processes(&admin).await?;
+            let pid = procs
+                .iter()
+                .find(|p| p.command.starts_with("spin.wasm"))
+                .context("the spinning process is not listed")?
+                .pid;
+            let start = Instant::now();
+            let mut req = admin.kill_request();
+            req.get().set_target(pid as i32);
+            req.get().set_signal(15);
+            req.send().promise.await?;
+            let status = loop {
+                if let Some(status) = child.try_wait()? {
+                    break status;
+                }
+                std::thread::sleep(Duration::from_micros(50));
+            };
+            let took = start.elapsed();
+            if status.code() != Some(143) {
+                bail!("ssirun ended with {status}, not 143");
+            }
+            h.record(took.as_nanos() as u64)?;
+            // Let the home reap it before the next round lists processes.
+            while ssi_home::admin_processes(&admin)
+                .await?
+                .iter()
+                .any(|p| p.pid == pid)
+            {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+            }
+        }
+        Ok(h)
+    })
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}µs", ns as f64 / 1e3)
 }
@@ -234,6 +298,17 @@ fn main() -> Result<()> {
         b,
         b / a
     );
+    let spin = args.guests.join("spin.wasm");
+    println!();
+    for node in [1u16, 2] {
+        let h = signal_latencies(&bin, &socket, node, &spin, 30)?;
+        println!(
+            "SIGTERM to a looping body on node {node} until ssirun exits: p50 {}, p99 {}, max {} (target p99 ≤ 5ms)",
+            us(h.value_at_quantile(0.5)),
+            us(h.value_at_quantile(0.99)),
+            us(h.max())
+        );
+    }
     let compute = args.guests.join("compute.wasm");
     let embedded = || {
         let mut cmd = Command::new(bin.join("ssirun"));
