@@ -397,3 +397,67 @@ fn nodes_that_join_through_one_peer_learn_of_each_other() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn garbage_on_a_nodes_ports_does_not_hurt_it() {
+    use std::io::Write as _;
+    let cluster = Cluster::start(2);
+    // Random bytes, a deputy preamble with a bad hello, and a forged deputy
+    // reference: each connection is dropped, the node goes on.
+    let junk: Vec<Vec<u8>> = vec![
+        b"GET / HTTP/1.0\r\n\r\n".to_vec(),
+        (0..4096u32).map(|i| (i * 7919 % 251) as u8).collect(),
+        [&b"ssi-dep1"[..], &[0xff; 64][..]].concat(),
+    ];
+    for bytes in &junk {
+        let mut s = std::net::TcpStream::connect(cluster.address(1)).expect("connect");
+        let _ = s.write_all(bytes);
+        drop(s);
+        let mut u = std::os::unix::net::UnixStream::connect(cluster.socket(1)).expect("connect");
+        let _ = u.write_all(bytes);
+    }
+    // A well-formed hello for a process that does not exist is refused.
+    {
+        let hello = capnp_hello(4194305, &[0u8; 16]);
+        let mut s = std::net::TcpStream::connect(cluster.address(1)).expect("connect");
+        s.write_all(b"ssi-dep1").expect("preamble");
+        s.write_all(&hello).expect("hello");
+        let mut reply = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut s, &mut reply);
+        assert!(
+            String::from_utf8_lossy(&reply).contains("no process 4194305"),
+            "{reply:?}"
+        );
+    }
+    let (out, _) = Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 1, 2)));
+    assert_eq!(
+        out.stdout_text(),
+        "Hello, world!\n",
+        "{}",
+        out.stderr_text()
+    );
+    assert_eq!(cluster.ssictl_json(1, "nodes").len(), 2);
+}
+
+/// A `DeputyHello` message in Cap'n Proto's stream framing, written by hand:
+/// one segment holding the root pointer, the struct (pid) and the secret.
+fn capnp_hello(pid: u32, secret: &[u8; 16]) -> Vec<u8> {
+    let mut words: Vec<u64> = Vec::new();
+    // Root pointer: struct at offset 0, 1 data word, 1 pointer.
+    words.push(1u64 << 32 | 1u64 << 48);
+    // Data word: pid.
+    words.push(u64::from(pid));
+    // Pointer to the secret: list at offset 0 (right after), byte elements, 16 long.
+    words.push(1 | 2u64 << 32 | 16u64 << 35);
+    let mut data = [0u8; 16];
+    data.copy_from_slice(secret);
+    words.push(u64::from_le_bytes(data[..8].try_into().expect("8")));
+    words.push(u64::from_le_bytes(data[8..].try_into().expect("8")));
+    let mut out = Vec::new();
+    out.extend_from_slice(&0u32.to_le_bytes());
+    out.extend_from_slice(&(words.len() as u32).to_le_bytes());
+    for w in words {
+        out.extend_from_slice(&w.to_le_bytes());
+    }
+    out
+}
