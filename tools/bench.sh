@@ -18,3 +18,5 @@ GUESTS="$CARGO_TARGET_DIR/release/guests/wasm32-wasip1/release"
 "$CARGO_TARGET_DIR/release/ssi-bench" --wasmtime "$WASMTIME_DIR/wasmtime" --guests "$GUESTS"
 echo
 "$CARGO_TARGET_DIR/release/ssi-netbench" --guests "$GUESTS"
+echo
+"$CARGO_TARGET_DIR/release/ssi-ghostbench"

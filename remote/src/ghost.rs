@@ -11,8 +11,10 @@
 //! └──────────────────────────────────────────────────────────────┘
 //!
 //! memory   (1): index u32 │ size in bytes u64 │ run count u32 │ runs …
-//!               run: first page u64 │ pages u32 │ compressed length u32 │ LZ4 block
-//!               (pages are 64 KiB; all-zero pages are not stored)
+//!               run: first page u64 │ pages u32 │ stored length u32 │ bytes
+//!               (pages are 64 KiB; all-zero pages are not stored; the bytes
+//!               are an LZ4 block, or the pages as they are when the stored
+//!               length is exactly pages × 64 KiB: data LZ4 cannot shrink)
 //! globals  (2): count u32 │ (type u8 │ 16 bytes of value) …
 //! tables   (3): count u32 │ (index u32 │ length u32 │ element u32 …) …
 //!               (an element is a function index, or u32::MAX for null)
@@ -38,6 +40,8 @@ pub const MINOR: u16 = 0;
 pub const PAGE: usize = 64 * 1024;
 /// Pages per stored run: bounds what one run decompresses into.
 const RUN_PAGES: usize = 64;
+/// Bytes of a run tried first to see whether compressing it pays.
+const SAMPLE: usize = 8 * 1024;
 /// Wasm32's largest memory: 4 GiB.
 const MAX_MEMORY: u64 = 1 << 32;
 const MAX_MEMORIES: usize = 16;
@@ -279,11 +283,24 @@ impl Ghost {
                 o.u64(m.size);
                 o.u32(m.runs.len() as u32);
                 for (first, data) in &m.runs {
-                    let packed = lz4_flex::block::compress(data);
+                    // A sample that LZ4 cannot shrink says the run is not worth
+                    // compressing (random or already compressed data).
+                    let sample = &data[..data.len().min(SAMPLE)];
+                    let worth = lz4_flex::block::compress(sample).len() * 10 < sample.len() * 9;
+                    let packed = if worth {
+                        lz4_flex::block::compress(data)
+                    } else {
+                        Vec::new()
+                    };
+                    let stored: &[u8] = if worth && packed.len() < data.len() {
+                        &packed
+                    } else {
+                        data
+                    };
                     o.u64(*first);
                     o.u32((data.len() / PAGE) as u32);
-                    o.u32(packed.len() as u32);
-                    o.bytes(&packed);
+                    o.u32(stored.len() as u32);
+                    o.bytes(stored);
                 }
             });
         }
@@ -494,8 +511,12 @@ impl<'a> In<'a> {
             }
             next_free = first + count;
             let packed = self.take(packed_len)?;
-            let data = lz4_flex::block::decompress(packed, count as usize * PAGE)
-                .map_err(|e| corrupt(s, format!("cannot decompress pages: {e}")))?;
+            let data = if packed_len == count as usize * PAGE {
+                packed.to_vec()
+            } else {
+                lz4_flex::block::decompress(packed, count as usize * PAGE)
+                    .map_err(|e| corrupt(s, format!("cannot decompress pages: {e}")))?
+            };
             if data.len() != count as usize * PAGE {
                 return Err(corrupt(s, "a run decompresses to the wrong size"));
             }
@@ -592,6 +613,29 @@ mod tests {
         assert_eq!(memory[3], 7);
         assert_eq!(memory[5 * PAGE + 100], 9);
         assert_eq!(memory[6 * PAGE + 1], 0xAB);
+    }
+
+    #[test]
+    fn incompressible_pages_are_stored_as_they_are() {
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..3 * PAGE)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        let g = Ghost {
+            memories: vec![MemoryImage::capture(&noise)],
+            ..Ghost::default()
+        };
+        let image = g.encode(&module());
+        assert!(image.len() < noise.len() + 200, "{}", image.len());
+        let back = Ghost::decode(&image, None).expect("decodes");
+        let mut memory = vec![0u8; noise.len()];
+        back.memories[0].restore(&mut memory).expect("restore");
+        assert_eq!(memory, noise);
     }
 
     #[test]
