@@ -145,17 +145,18 @@ fn ps_from_node_3_shows_a_process_of_node_1_running_on_node_2() {
         std::thread::sleep(Duration::from_millis(50));
     }
     // …and its body on node 2 is killed.
+    wait_no_bodies(&cluster, 2, "the body outlived its session");
+}
+
+/// Waits (at most 5 s) until node `id` runs no body.
+fn wait_no_bodies(cluster: &Cluster, id: usize, failure: &str) {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let nodes = cluster.ssictl_json(2, "nodes");
-        let node2 = nodes.iter().find(|n| n["id"] == 2).expect("node 2");
-        if node2["bodies"] == 0 {
-            break;
+        let nodes = cluster.ssictl_json(id, "nodes");
+        if nodes.iter().any(|n| n["id"] == id && n["bodies"] == 0) {
+            return;
         }
-        assert!(
-            Instant::now() < deadline,
-            "the body outlived its session: {node2}"
-        );
+        assert!(Instant::now() < deadline, "{failure}: {nodes:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -213,18 +214,7 @@ fn a_dead_home_ends_its_sessions_with_137_and_its_remote_bodies() {
         .expect("stderr");
     assert!(err.contains("was lost with its home node"), "{err}");
     // Node 2 kills the body whose home went away.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let nodes = cluster.ssictl_json(2, "nodes");
-        if nodes.iter().any(|n| n["id"] == 2 && n["bodies"] == 0) {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the orphaned body still runs: {nodes:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_no_bodies(&cluster, 2, "the orphaned body still runs");
 }
 
 #[test]
