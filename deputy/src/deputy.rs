@@ -16,11 +16,11 @@ use wasi_common::{SystemTimeSpec, WasiClocks, WasiDir, WasiFile, WasiSched};
 /// those become an [`Errno`] for the guest).
 #[derive(Debug, thiserror::Error)]
 pub enum DeputyError {
-    #[error("cannot open directory `{path}` to preopen it as `{guest}`: {source}")]
+    #[error("cannot open directory `{path}` to preopen it as `{guest}`: {error}")]
     Preopen {
         path: PathBuf,
         guest: String,
-        source: std::io::Error,
+        error: std::io::Error,
     },
 }
 
@@ -224,10 +224,10 @@ impl Deputy {
         }
         for (index, p) in preopens.iter().enumerate() {
             let dir = cap_std::fs::Dir::open_ambient_dir(&p.host, cap_std::ambient_authority())
-                .map_err(|source| DeputyError::Preopen {
+                .map_err(|error| DeputyError::Preopen {
                     path: p.host.clone(),
                     guest: p.guest.clone(),
-                    source,
+                    error,
                 })?;
             let fd = 3 + index as Fd;
             table.insert_at(

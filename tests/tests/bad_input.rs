@@ -7,6 +7,8 @@ fn ssirun(args: &[&str]) -> Outcome {
     let out = Command::new(bin("ssirun"))
         .args(args)
         .env_remove("RUST_BACKTRACE")
+        .env_remove("SSI_CONNECT")
+        .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
         .output()
         .expect("run ssirun");
     Outcome {
@@ -93,9 +95,14 @@ fn bad_dir_and_env_options() {
         "ok.wat",
         b"(module (memory (export \"memory\") 1) (func (export \"_start\")))",
     );
-    one_line_error(
-        &ssirun(&["--dir", "/nonexistent-dir", &p]),
-        "cannot open directory `/nonexistent-dir`",
+    let out = ssirun(&["--dir", "/nonexistent-dir", &p]);
+    one_line_error(&out, "cannot open directory `/nonexistent-dir`");
+    // The cause is said once.
+    assert_eq!(
+        out.stderr_text()
+            .matches("No such file or directory")
+            .count(),
+        1
     );
     one_line_error(&ssirun(&["--env", "=x", &p]), "invalid --env `=x`");
     one_line_error(
