@@ -246,7 +246,14 @@ struct Syscall {
     sockRecv @33 :FdIo;                 # flags in `flags`
     sockSend @34 :FdIo;
     sockShutdown @35 :FdFlags;          # how in `flags`
+    procIdentity @36 :UInt32;           # ssi API: a process's identity (0: self)
+    procKill @37 :ProcKill;             # ssi API: send a signal
   }
+}
+
+struct ProcKill {
+  target @0 :Int32;         # a pid, or -pgid
+  signal @1 :UInt8;         # 0: only check the target exists
 }
 
 struct FdRange {
@@ -353,7 +360,16 @@ struct SyscallResult {
     dirents @9 :List(Dirent);
     events @10 :List(Event);
     recv @11 :Recv;
+    identity @12 :Identity;
+    terminated @13 :UInt8;   # the caller's own signal ends it, now
   }
+}
+
+struct Identity {
+  pid @0 :UInt32;
+  ppid @1 :UInt32;
+  pgid @2 :UInt32;
+  sid @3 :UInt32;
 }
 
 struct Fdstat {

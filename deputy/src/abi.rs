@@ -370,6 +370,16 @@ pub enum Syscall {
         fd: Fd,
         how: u8,
     },
+    /// `ssi` API: the identity of process `pid` (0: the caller).
+    ProcIdentity {
+        pid: u32,
+    },
+    /// `ssi` API: send `signal` (0: only check) to a pid, or to a group as `-pgid`
+    /// (0: the caller's group).
+    ProcKill {
+        target: i32,
+        signal: u8,
+    },
 }
 
 impl Syscall {
@@ -412,6 +422,8 @@ impl Syscall {
             Syscall::SockRecv { .. } => "sock_recv",
             Syscall::SockSend { .. } => "sock_send",
             Syscall::SockShutdown { .. } => "sock_shutdown",
+            Syscall::ProcIdentity { .. } => "ssi identity",
+            Syscall::ProcKill { .. } => "ssi kill",
         }
     }
 }
@@ -443,6 +455,11 @@ pub enum Reply {
         data: Vec<u8>,
         roflags: u16,
     },
+    /// `ssi` API: a process's identity.
+    Identity(crate::process::Identity),
+    /// `ssi` API: the caller's own signal (this number) ends it, now: the body
+    /// must not run on.
+    Terminated(u8),
 }
 
 /// The outcome of a [`Syscall`]: a reply, or the errno the guest sees.

@@ -1,6 +1,8 @@
 //! [`Deputy`]: executes [`Syscall`]s against home resources.
 
 use crate::abi::*;
+use crate::process::{Identity, ProcessTable};
+use crate::signal::Signal;
 use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle, join_rel};
 use std::future::Future;
 use std::io::{IoSlice, IoSliceMut, SeekFrom};
@@ -55,6 +57,8 @@ pub struct Deputy {
     preopens: Vec<Preopen>,
     clocks: WasiClocks,
     sched: Box<dyn WasiSched>,
+    identity: Identity,
+    processes: Option<std::sync::Arc<dyn ProcessTable>>,
 }
 
 /// Drives one of wasi-common's synchronous operations to completion. They never
@@ -253,6 +257,8 @@ impl Deputy {
             preopens,
             clocks: wasi_common::sync::clocks_ctx(),
             sched: wasi_common::sync::sched::sched_ctx(),
+            identity: Identity::default(),
+            processes: None,
         })
     }
 
@@ -624,7 +630,49 @@ impl Deputy {
                 wc(f.sock_shutdown(how))?;
                 Ok(Reply::Unit)
             }
+            S::ProcIdentity { pid } => {
+                if pid == 0 || pid == self.identity.pid {
+                    return Ok(Reply::Identity(self.identity));
+                }
+                let table = self.processes.as_ref().ok_or(Errno::Srch)?;
+                table.identity_of(pid).map(Reply::Identity)
+            }
+            S::ProcKill { target, signal } => {
+                let signal = match signal {
+                    0 => None,
+                    n => Some(Signal::from_number(n).ok_or(Errno::Inval)?),
+                };
+                let target = match target {
+                    0 => -(self.identity.pgid as i32),
+                    i32::MIN => return Err(Errno::Inval),
+                    // -1 (every process one may signal) is not supported.
+                    -1 => return Err(Errno::Notsup),
+                    t => t,
+                };
+                let table = self.processes.as_ref().ok_or(Errno::Srch)?;
+                let n = table.kill(self.identity.pid, target, signal)?;
+                // As POSIX has it, a signal the caller sends itself is delivered
+                // before the call returns: a terminating one ends it here.
+                let me =
+                    target == self.identity.pid as i32 || target == -(self.identity.pgid as i32);
+                match signal {
+                    Some(s) if me && s.default_action() == crate::DefaultAction::Terminate => {
+                        Ok(Reply::Terminated(s.number()))
+                    }
+                    _ => Ok(Reply::Size(n)),
+                }
+            }
         }
+    }
+
+    /// Sets the process's identity and the home's table it asks about others.
+    pub fn set_process(&mut self, identity: Identity, table: std::sync::Arc<dyn ProcessTable>) {
+        self.identity = identity;
+        self.processes = Some(table);
+    }
+
+    pub fn identity(&self) -> Identity {
+        self.identity
     }
 
     fn preopen_name(&self, fd: Fd) -> Result<&str, Errno> {

@@ -11,11 +11,13 @@
 
 pub mod abi;
 mod deputy;
+pub mod process;
 pub mod signal;
 mod table;
 
 pub use abi::{Errno, Fd, Reply, Syscall, SyscallResult};
 pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
+pub use process::{Identity, ProcessTable};
 pub use signal::{DefaultAction, Signal, UnknownSignal};
 pub use table::{FdKind, FdMeta};
 /// Re-exported so that embedders can bind standard streams to their own files.

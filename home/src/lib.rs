@@ -129,6 +129,45 @@ pub struct Process<'n> {
     pid: Pid,
     body: Body,
     deputy: Arc<Mutex<Deputy>>,
+    table: Arc<EmbeddedTable>,
+}
+
+/// The process table of the embedded node, as its one process's deputy sees it:
+/// the process can signal itself (its pid or its group).
+struct EmbeddedTable {
+    pid: Pid,
+    killer: std::sync::OnceLock<ssi_remote::Killer>,
+    fatal: Mutex<Option<ssi_deputy::Signal>>,
+}
+
+impl ssi_deputy::ProcessTable for EmbeddedTable {
+    fn identity_of(&self, _pid: u32) -> Result<ssi_deputy::Identity, ssi_deputy::Errno> {
+        Err(ssi_deputy::Errno::Srch)
+    }
+
+    fn kill(
+        &self,
+        _from: u32,
+        target: i32,
+        signal: Option<ssi_deputy::Signal>,
+    ) -> Result<u32, ssi_deputy::Errno> {
+        if target.unsigned_abs() != self.pid {
+            return Err(ssi_deputy::Errno::Srch);
+        }
+        let Some(signal) = signal else { return Ok(1) };
+        match signal.default_action() {
+            ssi_deputy::DefaultAction::Terminate => {
+                let mut fatal = self.fatal.lock().unwrap_or_else(|p| p.into_inner());
+                fatal.get_or_insert(signal);
+                if let Some(k) = self.killer.get() {
+                    k.kill();
+                }
+                Ok(1)
+            }
+            ssi_deputy::DefaultAction::Stop => Err(ssi_deputy::Errno::Notsup),
+            _ => Ok(1),
+        }
+    }
 }
 
 impl Node {
@@ -154,10 +193,24 @@ impl Node {
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
         let (_, module) = self.runtime.load(&spec.module)?;
         ssi_remote::check_module(&module)?;
-        let deputy = Arc::new(Mutex::new(Deputy::new(spec.stdio, spec.preopens)?));
-        let link = Box::new(LocalLink::new(deputy.clone()));
-        let body = Body::new(&self.runtime, &module, &spec.body, link)?;
+        let mut deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
+        let table = Arc::new(EmbeddedTable {
+            pid,
+            killer: std::sync::OnceLock::new(),
+            fatal: Mutex::new(None),
+        });
+        deputy.set_process(ssi_deputy::Identity::leader(pid), table.clone());
+        let deputy = Arc::new(Mutex::new(deputy));
+        let link = Box::new(LocalLink::new(deputy.clone()));
+        let body = match Body::new(&self.runtime, &module, &spec.body, link) {
+            Ok(b) => b,
+            Err(e) => {
+                self.pids.release(pid);
+                return Err(e.into());
+            }
+        };
+        let _ = table.killer.set(body.killer());
         self.procs.insert(
             pid,
             ProcessInfo {
@@ -180,6 +233,7 @@ impl Node {
             pid,
             body,
             deputy,
+            table,
         })
     }
 
@@ -196,6 +250,8 @@ impl Node {
 pub struct Finished {
     pub pid: Pid,
     pub exit: Exit,
+    /// The signal that ended it, if one did.
+    pub signal: Option<ssi_deputy::Signal>,
     pub wall: std::time::Duration,
 }
 
@@ -216,9 +272,11 @@ impl Process<'_> {
         let exit = self.body.run();
         self.node.procs.remove(&self.pid);
         self.node.pids.release(self.pid);
+        let signal = *self.table.fatal.lock().unwrap_or_else(|p| p.into_inner());
         Finished {
             pid: self.pid,
             exit,
+            signal,
             wall: started.elapsed(),
         }
     }

@@ -744,11 +744,18 @@ async fn launch(
     let (stdio, pump) = console_stdio(spec.ttys);
     let deputy = Deputy::new(stdio, spec.preopens)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
+    let mut deputy = deputy;
+    let pid = core.pids.allocate().map_err(failed)?;
+    deputy.set_process(
+        ssi_deputy::Identity::leader(pid),
+        Arc::new(HomeTable {
+            core: Arc::downgrade(&core),
+        }),
+    );
     let deputy: SharedDeputy = Arc::new(Mutex::new(deputy));
     let flusher = pump.flusher();
     let interrupter = pump.interrupter();
     tokio::task::spawn_local(pump.run(console));
-    let pid = core.pids.allocate().map_err(failed)?;
     let (signals, signal_rx) = flume::unbounded::<Signal>();
     let secret: [u8; 16] = rand::random();
     core.procs.insert(
@@ -937,7 +944,7 @@ impl process::Server for ProcessServer {
                 .get(&self.pid)
                 .map(|p| p.info.pgid)
                 .unwrap_or(self.pid);
-            match self.core.signal(-(pgid as i32), sig) {
+            match self.core.signal(-(pgid as i32), Some(sig)) {
                 Ok(_) | Err(SignalError::NoGroup(_)) => Ok(()),
                 Err(e) => Err(failed(e)),
             }
@@ -961,11 +968,17 @@ impl Drop for ProcessServer {
 impl NodeCore {
     /// Sends a signal to a process whose home is this node (`target` > 0) or to
     /// every member of a process group (`target` = -pgid); returns how many.
-    pub fn signal(&self, target: i32, sig: Signal) -> Result<u32, SignalError> {
-        if sig.default_action() == DefaultAction::Stop {
+    /// With `sig` `None` (signal 0), only counts the processes it would reach.
+    pub fn signal(&self, target: i32, sig: Option<Signal>) -> Result<u32, SignalError> {
+        if let Some(sig) = sig
+            && sig.default_action() == DefaultAction::Stop
+        {
             return Err(SignalError::CannotStop(sig));
         }
-        let send = |p: &HomeProc| u32::from(p.signals.send(sig).is_ok());
+        let send = |p: &HomeProc| match sig {
+            Some(sig) => u32::from(p.signals.send(sig).is_ok()),
+            None => 1,
+        };
         match target {
             t if t > 0 => {
                 let pid = t as Pid;
@@ -1094,8 +1107,7 @@ impl peer::Server for PeerServer {
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let r = (|| {
             let p = params.get()?;
-            let sig =
-                Signal::from_number(p.get_signal()).ok_or_else(|| failed("not a signal number"))?;
+            let sig = signal_arg(p.get_signal())?;
             let n = self.core.signal(p.get_target(), sig).map_err(failed)?;
             results.get().set_count(n);
             Ok(())
@@ -1428,11 +1440,21 @@ impl NodeCore {
     }
 }
 
+/// A signal number from the wire: 0 means "only check".
+fn signal_arg(n: u8) -> Result<Option<Signal>, capnp::Error> {
+    match n {
+        0 => Ok(None),
+        n => Signal::from_number(n)
+            .map(Some)
+            .ok_or_else(|| failed(format!("{n} is not a signal number"))),
+    }
+}
+
 /// Signals a process or process group anywhere: at its home, which may be here.
 async fn cluster_signal(
     core: Arc<NodeCore>,
     target: i32,
-    sig: Signal,
+    sig: Option<Signal>,
 ) -> Result<u32, capnp::Error> {
     let home = home_of(target.unsigned_abs());
     if home == core.id {
@@ -1454,9 +1476,51 @@ async fn cluster_signal(
     let peer = gateway.peer_request().send().pipeline.get_peer();
     let mut req = peer.signal_request();
     req.get().set_target(target);
-    req.get().set_signal(sig.number());
+    req.get().set_signal(sig.map(|s| s.number()).unwrap_or(0));
     let reply = req.send().promise.await?;
     Ok(reply.get()?.get_count())
+}
+
+/// The home's process table, as its deputies see it (`ssi` API).
+struct HomeTable {
+    core: std::sync::Weak<NodeCore>,
+}
+
+impl ssi_deputy::ProcessTable for HomeTable {
+    fn identity_of(&self, pid: u32) -> Result<ssi_deputy::Identity, Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Srch)?;
+        let p = core.procs.get(&pid).ok_or(Errno::Srch)?;
+        Ok(ssi_deputy::Identity {
+            pid,
+            ppid: 0,
+            pgid: p.info.pgid,
+            sid: p.info.pid,
+        })
+    }
+
+    fn kill(&self, _from: u32, target: i32, signal: Option<Signal>) -> Result<u32, Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Srch)?;
+        let to_errno = |e: SignalError| match e {
+            SignalError::NoProcess(_) | SignalError::NoGroup(_) => Errno::Srch,
+            SignalError::CannotStop(_) => Errno::Notsup,
+            SignalError::BadTarget(_) => Errno::Inval,
+        };
+        if home_of(target.unsigned_abs()) == core.id {
+            return core.signal(target, signal).map_err(to_errno);
+        }
+        // Another home: ask it, from this (body or deputy) thread.
+        let rt = thread_runtime().map_err(|_| Errno::Io)?;
+        let local = tokio::task::LocalSet::new();
+        local
+            .block_on(&rt, cluster_signal(core, target, signal))
+            .map_err(|e| {
+                if e.extra.contains("no process") || e.extra.contains("not a member") {
+                    Errno::Srch
+                } else {
+                    Errno::Io
+                }
+            })
+    }
 }
 
 impl admin::Server for AdminServer {
@@ -1468,8 +1532,7 @@ impl admin::Server for AdminServer {
         let core = self.core.clone();
         async move {
             let p = params.get()?;
-            let sig =
-                Signal::from_number(p.get_signal()).ok_or_else(|| failed("not a signal number"))?;
+            let sig = signal_arg(p.get_signal())?;
             let n = cluster_signal(core, p.get_target(), sig).await?;
             results.get().set_count(n);
             Ok(())

@@ -254,6 +254,12 @@ pub fn write_syscall(mut b: syscall::Builder<'_>, call: &Syscall) {
             r.set_fd(*fd);
             r.set_flags(u16::from(*how));
         }
+        Syscall::ProcIdentity { pid } => b.set_proc_identity(*pid),
+        Syscall::ProcKill { target, signal } => {
+            let mut r = b.init_proc_kill();
+            r.set_target(*target);
+            r.set_signal(*signal);
+        }
     }
 }
 
@@ -510,6 +516,14 @@ pub fn read_syscall(r: syscall::Reader<'_>) -> Result<Syscall, Error> {
                 how: u8::try_from(x.get_flags()).map_err(|_| bad("sock_shutdown how"))?,
             }
         }
+        W::ProcIdentity(pid) => Syscall::ProcIdentity { pid },
+        W::ProcKill(x) => {
+            let x = x?;
+            Syscall::ProcKill {
+                target: x.get_target(),
+                signal: x.get_signal(),
+            }
+        }
     })
 }
 
@@ -569,6 +583,14 @@ pub fn write_result(mut b: syscall_result::Builder<'_>, result: &SyscallResult) 
             let mut r = b.init_recv();
             r.set_data(data);
             r.set_roflags(*roflags);
+        }
+        Reply::Terminated(n) => b.set_terminated(*n),
+        Reply::Identity(id) => {
+            let mut r = b.init_identity();
+            r.set_pid(id.pid);
+            r.set_ppid(id.ppid);
+            r.set_pgid(id.pgid);
+            r.set_sid(id.sid);
         }
     }
 }
@@ -640,6 +662,16 @@ pub fn read_result(r: syscall_result::Reader<'_>) -> Result<SyscallResult, Error
                 roflags: x.get_roflags(),
             }
         }
+        W::Terminated(n) => Reply::Terminated(n),
+        W::Identity(x) => {
+            let x = x?;
+            Reply::Identity(ssi_deputy::Identity {
+                pid: x.get_pid(),
+                ppid: x.get_ppid(),
+                pgid: x.get_pgid(),
+                sid: x.get_sid(),
+            })
+        }
     }))
 }
 
@@ -664,6 +696,7 @@ impl ExitReport {
             ssi_remote::Exit::Status(s) => ExitReport::Status(*s),
             ssi_remote::Exit::Trap(e) => ExitReport::Trap(chain(e)),
             ssi_remote::Exit::Failed(e) => ExitReport::Failed(chain(e)),
+            ssi_remote::Exit::Signaled(n) => ExitReport::Signaled(*n),
         }
     }
 
@@ -756,6 +789,11 @@ mod tests {
             new_path: b"y".to_vec(),
         });
         round_trip(Syscall::SockShutdown { fd: 5, how: 2 });
+        round_trip(Syscall::ProcIdentity { pid: 7 });
+        round_trip(Syscall::ProcKill {
+            target: -9,
+            signal: 15,
+        });
         round_trip(Syscall::PollOneoff {
             subscriptions: vec![
                 Subscription {
@@ -791,6 +829,13 @@ mod tests {
                 data: vec![1],
                 roflags: 1,
             }),
+            Ok(Reply::Identity(ssi_deputy::Identity {
+                pid: 1,
+                ppid: 2,
+                pgid: 3,
+                sid: 4,
+            })),
+            Ok(Reply::Terminated(15)),
         ] {
             let mut msg = capnp::message::Builder::new_default();
             write_result(msg.init_root(), &result);

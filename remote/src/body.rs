@@ -35,6 +35,8 @@ pub enum Exit {
     Trap(wasmtime::Error),
     /// The host stopped the guest: an invalid exit status, a lost deputy link.
     Failed(wasmtime::Error),
+    /// The process sent itself a signal that ends it (this number).
+    Signaled(u8),
 }
 
 /// Why a body could not start.
@@ -77,6 +79,11 @@ impl BodyClock {
         self.offset_ns.saturating_add(elapsed)
     }
 }
+
+/// The process sent itself a signal that ends it (`ssi` API `kill`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ended by its own signal {0}")]
+pub struct Terminated(pub u8);
 
 /// The body was killed by its host (see [`Killer`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -169,13 +176,14 @@ fn kind_name(ty: &ExternType) -> &'static str {
 }
 
 /// Checks that a module can run as a body: every import is a WASI preview1
-/// function, and it has a `_start` of the right type.
+/// function or one of the `ssi` host API, and it has a `_start` of the right type.
 pub fn check_module(module: &Module) -> Result<(), BodyError> {
     for import in module.imports() {
         let ty = import.ty();
-        let known = import.module() == shims::MODULE
-            && matches!(ty, ExternType::Func(_))
-            && shims::FUNCTIONS.contains(&import.name());
+        let known = matches!(ty, ExternType::Func(_))
+            && ((import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
+                || (import.module() == shims::SSI_MODULE
+                    && shims::SSI_FUNCTIONS.contains(&import.name())));
         if !known {
             return Err(BodyError::UnknownImport {
                 module: import.module().to_string(),
@@ -270,10 +278,11 @@ impl Body {
     pub fn run(mut self) -> Exit {
         let exit = match self.start.call(&mut self.store, ()) {
             Ok(()) => Exit::Status(0),
-            Err(e) => match e.downcast_ref::<ProcExit>() {
-                Some(ProcExit(code)) => Exit::Status(*code),
-                None if e.is::<wasmtime::Trap>() => Exit::Trap(e),
-                None => Exit::Failed(e),
+            Err(e) => match (e.downcast_ref::<ProcExit>(), e.downcast_ref::<Terminated>()) {
+                (Some(ProcExit(code)), _) => Exit::Status(*code),
+                (_, Some(Terminated(n))) => Exit::Signaled(*n),
+                _ if e.is::<wasmtime::Trap>() => Exit::Trap(e),
+                _ => Exit::Failed(e),
             },
         };
         match self.store.data_mut().link.flush() {

@@ -969,6 +969,83 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             }))
         },
     )?;
+    add_ssi(l)
+}
+
+/// The `ssi` host API: results are values (≥ 0) or a negated WASI errno.
+pub const SSI_MODULE: &str = "ssi";
+
+/// Every function of the `ssi` host API.
+pub const SSI_FUNCTIONS: &[&str] = &["getpid", "getppid", "getpgid", "getsid", "kill"];
+
+/// A value, or `-errno` for the guest; a host failure stops it.
+fn value(r: R<i32>) -> wasmtime::Result<i32> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(Fail::Errno(e)) => Ok(-(e as i32)),
+        Err(Fail::Trap(t)) => Err(t),
+    }
+}
+
+fn identity(ctx: &mut BodyCtx, pid: i32) -> R<ssi_deputy::Identity> {
+    let pid = u32::try_from(pid).map_err(|_| Errno::Inval)?;
+    ask(ctx, Syscall::ProcIdentity { pid }, |r| match r {
+        Reply::Identity(i) => Some(i),
+        _ => None,
+    })
+}
+
+/// Pids are below 2^31, so they are positive as `i32`.
+fn as_i32(pid: u32) -> R<i32> {
+    i32::try_from(pid).map_err(|_| Fail::Errno(Errno::Overflow))
+}
+
+fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
+    l.func_wrap(SSI_MODULE, "getpid", |mut c: Caller<'_, BodyCtx>| {
+        value(identity(c.data_mut(), 0).and_then(|i| as_i32(i.pid)))
+    })?;
+    l.func_wrap(SSI_MODULE, "getppid", |mut c: Caller<'_, BodyCtx>| {
+        value(identity(c.data_mut(), 0).and_then(|i| as_i32(i.ppid)))
+    })?;
+    l.func_wrap(
+        SSI_MODULE,
+        "getpgid",
+        |mut c: Caller<'_, BodyCtx>, pid: i32| {
+            value(identity(c.data_mut(), pid).and_then(|i| as_i32(i.pgid)))
+        },
+    )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "getsid",
+        |mut c: Caller<'_, BodyCtx>, pid: i32| {
+            value(identity(c.data_mut(), pid).and_then(|i| as_i32(i.sid)))
+        },
+    )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "kill",
+        |mut c: Caller<'_, BodyCtx>, target: i32, signal: i32| {
+            value((|| {
+                let signal = u8::try_from(signal)
+                    .ok()
+                    .filter(|s| *s <= 31)
+                    .ok_or(Errno::Inval)?;
+                let ended = ask(
+                    c.data_mut(),
+                    Syscall::ProcKill { target, signal },
+                    |r| match r {
+                        Reply::Size(_) => Some(None),
+                        Reply::Terminated(n) => Some(Some(n)),
+                        _ => None,
+                    },
+                )?;
+                match ended {
+                    Some(n) => Err(Fail::Trap(crate::body::Terminated(n).into())),
+                    None => Ok(0),
+                }
+            })())
+        },
+    )?;
     Ok(())
 }
 

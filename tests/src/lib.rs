@@ -71,7 +71,10 @@ pub fn guests_dir() -> &'static Path {
             if src.extension().is_some_and(|e| e == "c") {
                 let stem = src.file_stem().expect("stem").to_string_lossy().into_owned();
                 let status = Command::new("clang")
-                    .args(["--target=wasm32-wasi", "-O2", "-Wall", "-o"])
+                    .args(["--target=wasm32-wasi", "-O2", "-Wall"])
+                    .arg("-I")
+                    .arg(repo_root().join("guests/ssi"))
+                    .arg("-o")
                     .arg(out.join(format!("{stem}.wasm")))
                     .arg(&src)
                     .status()

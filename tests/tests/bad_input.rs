@@ -85,6 +85,12 @@ fn import_nothing_provides() {
         b"(module (import \"wasi_snapshot_preview1\" \"fd_teleport\" (func)) (memory (export \"memory\") 1) (func (export \"_start\")))",
     );
     one_line_error(&ssirun(&[&p]), "`wasi_snapshot_preview1::fd_teleport`");
+    let p = write(
+        &dir,
+        "imp3.wat",
+        b"(module (import \"ssi\" \"teleport\" (func)) (memory (export \"memory\") 1) (func (export \"_start\")))",
+    );
+    one_line_error(&ssirun(&[&p]), "`ssi::teleport`");
 }
 
 #[test]

@@ -339,10 +339,14 @@ fn run(args: Args) -> Result<Outcome> {
         })
         .with_context(|| format!("cannot run `{module_name}`"))?;
     let finished = process.run();
+    if let Some(signal) = finished.signal {
+        return Ok(Outcome::Signaled(signal.number()));
+    }
     Ok(match finished.exit {
         Exit::Status(code) => Outcome::Exited(code),
         Exit::Trap(e) => stopped(e, &module_name, true),
         Exit::Failed(e) => stopped(e, &module_name, false),
+        Exit::Signaled(n) => Outcome::Signaled(n),
     })
 }
 

@@ -1,0 +1,31 @@
+//! Uses the `ssi` host API: prints its identity, checks what it can see, then
+//! sends SIGUSR1 to its own process group, which ends it (status 138).
+
+use ssi_guest::{Errno, Target, getpgid, getpid, getppid, getsid, kill, signal};
+use std::io::Write;
+
+fn main() {
+    let pid = getpid().expect("getpid");
+    println!("pid {pid} home {}", pid >> 22);
+    println!("ppid {}", getppid().expect("getppid"));
+    println!("pgid is pid: {}", getpgid(0).expect("getpgid") == pid);
+    println!("sid is pid: {}", getsid(pid).expect("getsid") == pid);
+    println!("kill 0 self: {:?}", kill(Target::Process(pid), 0));
+    let nobody = (pid & !((1 << 22) - 1)) | ((1 << 22) - 2);
+    println!("getpgid nobody: {:?}", getpgid(nobody).map_err(Errno::name));
+    println!(
+        "kill nobody: {:?}",
+        kill(Target::Process(nobody), signal::TERM).map_err(Errno::name)
+    );
+    println!(
+        "kill bad signal: {:?}",
+        kill(Target::Process(pid), 99).map_err(Errno::name)
+    );
+    println!("signaling my group");
+    std::io::stdout().flush().expect("flush");
+    kill(Target::OwnGroup, signal::USR1).expect("kill");
+    // The next system call (or loop iteration) is the last.
+    loop {
+        println!("still here");
+    }
+}
