@@ -336,3 +336,125 @@ impl WasiFile for ConsoleIn {
         Err(Error::seek_pipe())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A console that records what it is given; its reads never answer.
+    struct Recorder {
+        writes: Rc<RefCell<Vec<(u8, Vec<u8>)>>>,
+    }
+
+    impl console::Server for Recorder {
+        fn read(
+            self: capnp::capability::Rc<Self>,
+            _: console::ReadParams,
+            _: console::ReadResults,
+        ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+            futures::future::pending()
+        }
+
+        fn write(
+            self: capnp::capability::Rc<Self>,
+            params: console::WriteParams,
+        ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+            let r = (|| {
+                let p = params.get()?;
+                self.writes
+                    .borrow_mut()
+                    .push((p.get_stream(), p.get_data()?.to_vec()));
+                Ok(())
+            })();
+            std::future::ready(r)
+        }
+    }
+
+    fn stream(writes: &[(u8, Vec<u8>)], which: u8) -> String {
+        writes
+            .iter()
+            .filter(|(s, _)| *s == which)
+            .map(|(_, d)| String::from_utf8_lossy(d).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn writes_reach_the_console_in_order_before_close_returns() {
+        let rt = crate::thread_runtime().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let writes = Rc::new(RefCell::new(Vec::new()));
+            let console: console::Client = capnp_rpc::new_client(Recorder {
+                writes: writes.clone(),
+            });
+            let (stdio, pump) = console_stdio(Ttys::default());
+            let flusher = pump.flusher();
+            let pumping = tokio::task::spawn_local(pump.run(console));
+            // The deputy writes from its own thread, far more than the queue holds.
+            let (done, finished) = oneshot::channel();
+            std::thread::spawn(move || {
+                for i in 0..1000 {
+                    let file = if i % 10 == 9 {
+                        &stdio.stderr
+                    } else {
+                        &stdio.stdout
+                    };
+                    let text = format!("{i};");
+                    let n = futures::executor::block_on(
+                        file.write_vectored(&[IoSlice::new(text.as_bytes())]),
+                    )
+                    .expect("write");
+                    assert_eq!(n as usize, text.len());
+                }
+                let _ = done.send(stdio);
+            });
+            let stdio = finished.await.expect("writer");
+            flusher.close().await;
+            pumping.await.expect("pump");
+            let writes = writes.borrow();
+            let out: String = (0..1000)
+                .filter(|i| i % 10 != 9)
+                .map(|i| format!("{i};"))
+                .collect();
+            let err: String = (0..1000)
+                .filter(|i| i % 10 == 9)
+                .map(|i| format!("{i};"))
+                .collect();
+            assert_eq!(stream(&writes, 1), out);
+            assert_eq!(stream(&writes, 2), err);
+            assert!(writes.len() <= 1000);
+            // After close the console is let go: writes fail as on a closed pipe.
+            let late =
+                futures::executor::block_on(stdio.stdout.write_vectored(&[IoSlice::new(b"x")]));
+            assert!(late.is_err());
+        });
+    }
+
+    #[test]
+    fn a_read_waiting_for_the_console_is_interrupted() {
+        let rt = crate::thread_runtime().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let console: console::Client = capnp_rpc::new_client(Recorder {
+                writes: Rc::default(),
+            });
+            let (stdio, pump) = console_stdio(Ttys::default());
+            let interrupter = pump.interrupter();
+            tokio::task::spawn_local(pump.run(console));
+            let (done, finished) = oneshot::channel();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 16];
+                let r = futures::executor::block_on(
+                    stdio.stdin.read_vectored(&mut [IoSliceMut::new(&mut buf)]),
+                );
+                let _ = done.send(r.map_err(|e| e.to_string()));
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            interrupter.interrupt();
+            let r = finished.await.expect("reader");
+            assert!(r.is_err(), "{r:?}");
+        });
+    }
+}
