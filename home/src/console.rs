@@ -343,9 +343,12 @@ mod tests {
     use std::cell::RefCell;
     use std::rc::Rc;
 
+    /// What a console was given: (stream, bytes) per write.
+    type Written = Rc<RefCell<Vec<(u8, Vec<u8>)>>>;
+
     /// A console that records what it is given; its reads never answer.
     struct Recorder {
-        writes: Rc<RefCell<Vec<(u8, Vec<u8>)>>>,
+        writes: Written,
     }
 
     impl console::Server for Recorder {
