@@ -94,6 +94,9 @@ interface Peer {
   # Signals a process whose home is this node (`target` > 0), or every member
   # of a process group (`target` = -pgid). `count` is how many were signaled.
 
+  identity @5 (pid :UInt32) -> (identity :Identity);
+  # The identity of a process whose home is this node.
+
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.
 }

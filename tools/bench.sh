@@ -13,8 +13,8 @@ WASMTIME_DIR=$(python3 -c "import wasmtime_cli, os; print(os.path.dirname(wasmti
 chmod +x "$WASMTIME_DIR/wasmtime"   # the wheel does not keep the executable bit
 cargo build --release --quiet --bins
 cargo build --release --quiet --target wasm32-wasip1 \
-  --manifest-path guests/rust/Cargo.toml --target-dir "$CARGO_TARGET_DIR/release/guests"
-GUESTS="$CARGO_TARGET_DIR/release/guests/wasm32-wasip1/release"
+  --manifest-path guests/rust/Cargo.toml --target-dir target/guests
+GUESTS="$PWD/target/guests/wasm32-wasip1/release"
 "$CARGO_TARGET_DIR/release/ssi-bench" --wasmtime "$WASMTIME_DIR/wasmtime" --guests "$GUESTS"
 echo
 "$CARGO_TARGET_DIR/release/ssi-netbench" --guests "$GUESTS"

@@ -966,6 +966,16 @@ impl Drop for ProcessServer {
 }
 
 impl NodeCore {
+    /// The identity of a process whose home is this node.
+    pub fn identity_of(&self, pid: Pid) -> Option<ssi_deputy::Identity> {
+        self.procs.get(&pid).map(|p| ssi_deputy::Identity {
+            pid,
+            ppid: 0,
+            pgid: p.info.pgid,
+            sid: p.info.pid,
+        })
+    }
+
     /// Sends a signal to a process whose home is this node (`target` > 0) or to
     /// every member of a process group (`target` = -pgid); returns how many.
     /// With `sig` `None` (signal 0), only counts the processes it would reach.
@@ -1110,6 +1120,27 @@ impl peer::Server for PeerServer {
             let sig = signal_arg(p.get_signal())?;
             let n = self.core.signal(p.get_target(), sig).map_err(failed)?;
             results.get().set_count(n);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn identity(
+        self: CapRc<Self>,
+        params: peer::IdentityParams,
+        mut results: peer::IdentityResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let pid = params.get()?.get_pid();
+            let id = self
+                .core
+                .identity_of(pid)
+                .ok_or_else(|| failed(format!("no process {pid}")))?;
+            let mut b = results.get().init_identity();
+            b.set_pid(id.pid);
+            b.set_ppid(id.ppid);
+            b.set_pgid(id.pgid);
+            b.set_sid(id.sid);
             Ok(())
         })();
         ready(r)
@@ -1489,12 +1520,35 @@ struct HomeTable {
 impl ssi_deputy::ProcessTable for HomeTable {
     fn identity_of(&self, pid: u32) -> Result<ssi_deputy::Identity, Errno> {
         let core = self.core.upgrade().ok_or(Errno::Srch)?;
-        let p = core.procs.get(&pid).ok_or(Errno::Srch)?;
-        Ok(ssi_deputy::Identity {
-            pid,
-            ppid: 0,
-            pgid: p.info.pgid,
-            sid: p.info.pid,
+        if home_of(pid) == core.id {
+            return core.identity_of(pid).ok_or(Errno::Srch);
+        }
+        // Another home: ask it, from this (body or deputy) thread.
+        let home = home_of(pid);
+        let address = core
+            .peer_address(home)
+            .filter(|_| core.peer_up(home))
+            .ok_or(Errno::Srch)?;
+        let rt = thread_runtime().map_err(|_| Errno::Io)?;
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let gateway = connect(&Endpoint::Tcp(address))
+                .await
+                .map_err(|_| Errno::Io)?;
+            let peer = gateway.peer_request().send().pipeline.get_peer();
+            let mut req = peer.identity_request();
+            req.get().set_pid(pid);
+            let reply = req.send().promise.await.map_err(|_| Errno::Srch)?;
+            let id = reply
+                .get()
+                .and_then(|r| r.get_identity())
+                .map_err(|_| Errno::Io)?;
+            Ok(ssi_deputy::Identity {
+                pid: id.get_pid(),
+                ppid: id.get_ppid(),
+                pgid: id.get_pgid(),
+                sid: id.get_sid(),
+            })
         })
     }
 

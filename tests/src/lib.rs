@@ -41,8 +41,11 @@ pub fn bin(name: &str) -> PathBuf {
     path
 }
 
+/// The guests are built inside this checkout (`target/guests`), whatever
+/// `CARGO_TARGET_DIR` says: a target directory shared by several checkouts
+/// (a CI cache) must not hand one checkout another's guests.
 fn guests_target() -> PathBuf {
-    bin_dir().join("guests")
+    repo_root().join("target/guests")
 }
 
 /// Builds every guest once per test process and returns the directory of the `.wasm` files.

@@ -4,6 +4,10 @@
 use ssi_tests::{Case, Cluster, guest};
 
 fn expect_ident(out: &ssi_tests::Outcome, home: u32) {
+    expect_ident_with(out, home, &[]);
+}
+
+fn expect_ident_with(out: &ssi_tests::Outcome, home: u32, extra: &[&str]) {
     let text = out.stdout_text();
     assert_eq!(out.status, 138, "{text}{}", out.stderr_text());
     let pid: u32 = text
@@ -15,19 +19,22 @@ fn expect_ident(out: &ssi_tests::Outcome, home: u32) {
         .unwrap_or_else(|| panic!("no pid line: {text}"));
     assert_eq!(pid >> 22, home, "the pid names its home");
     let rest: Vec<&str> = text.lines().skip(1).collect();
+    let mut expected = vec![
+        "ppid 0",
+        "pgid is pid: true",
+        "sid is pid: true",
+        "kill 0 self: Ok(())",
+        "getpgid nobody: Err(\"SRCH\")",
+        "kill nobody: Err(\"SRCH\")",
+        "kill bad signal: Err(\"INVAL\")",
+    ];
+    expected.extend_from_slice(extra);
+    expected.push("signaling my group");
     assert_eq!(
         rest,
-        [
-            "ppid 0",
-            "pgid is pid: true",
-            "sid is pid: true",
-            "kill 0 self: Ok(())",
-            "getpgid nobody: Err(\"SRCH\")",
-            "kill nobody: Err(\"SRCH\")",
-            "kill bad signal: Err(\"INVAL\")",
-            "signaling my group",
-        ],
-        "a signal a process sends itself ends it before kill returns"
+        expected,
+        "a signal a process sends itself ends it before kill returns; stderr: {}",
+        out.stderr_text()
     );
 }
 
@@ -58,4 +65,45 @@ fn identity_and_self_signals_with_the_body_on_another_node() {
     let (out, _) =
         Case::new(guest("cident")).run_ssirun_with(&["--connect", &socket, "--node", "1"]);
     expect_cident(&out);
+}
+
+#[test]
+fn a_process_sees_and_signals_a_process_of_another_home() {
+    use std::io::BufRead;
+    let cluster = Cluster::start(2);
+    // A process of node 1, its body on node 2.
+    let mut other = std::process::Command::new(ssi_tests::bin("ssirun"))
+        .arg("--connect")
+        .arg(cluster.socket(1))
+        .args(["--node", "2"])
+        .arg(guest("spin"))
+        .arg("0")
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun");
+    let mut line = String::new();
+    std::io::BufReader::new(other.stdout.as_mut().expect("stdout"))
+        .read_line(&mut line)
+        .expect("first line");
+    let pid = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find_map(|p| p["pid"].as_u64())
+        .expect("listed");
+    // A process of node 2 looks it up and sends it SIGTERM through its home.
+    let socket = cluster.socket(2).display().to_string();
+    let (out, _) = Case::new(guest("ident"))
+        .args(&[&pid.to_string()])
+        .run_ssirun_with(&["--connect", &socket]);
+    expect_ident_with(
+        &out,
+        2,
+        &[
+            "other pgid is other: Ok(true)",
+            "other sid is other: Ok(true)",
+            "kill other: Ok(())",
+        ],
+    );
+    let status = other.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
 }

@@ -248,11 +248,17 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
             s.set_stdout_tty(std::io::stdout().is_terminal());
             s.set_stderr_tty(std::io::stderr().is_terminal());
         }
-        let reply = req
-            .send()
-            .promise
-            .await
-            .map_err(|e| anyhow::anyhow!(remote_message(&e)))?;
+        let reply = match req.send().promise.await {
+            Ok(reply) => reply,
+            // The home went away while launching: the process, if it started,
+            // is gone with it.
+            Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                return Ok(Outcome::Lost(format!(
+                    "the process was lost with its home node {endpoint}, which went down while launching it"
+                )));
+            }
+            Err(e) => return Err(anyhow::anyhow!(remote_message(&e))),
+        };
         let reply = reply.get()?;
         let pid = reply.get_pid();
         let process = reply.get_process()?;
