@@ -34,9 +34,8 @@ pub(crate) enum Request {
         max: u32,
         reply: flume::Sender<Result<Vec<u8>, String>>,
     },
-    /// Answered once every earlier write has reached the console.
-    Flush(oneshot::Sender<()>),
-    /// As `Flush`, then the pump lets go of the console and ends.
+    /// Answered once every earlier write has reached the console; then the pump
+    /// lets go of the console and ends.
     Close(oneshot::Sender<()>),
 }
 
@@ -91,7 +90,7 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
 }
 
 impl ConsolePump {
-    /// A handle to wait, later, for every write queued so far.
+    /// A handle to end the pump, later, after every write queued so far.
     pub fn flusher(&self) -> Flusher {
         Flusher(self.tx.clone())
     }
@@ -160,12 +159,6 @@ impl ConsolePump {
                         let _ = reply.send(result);
                     });
                 }
-                Request::Flush(done) => {
-                    if !broken {
-                        let _ = console.flush_request().send().promise.await;
-                    }
-                    let _ = done.send(());
-                }
                 Request::Close(done) => {
                     if !broken {
                         // Calls on one capability are delivered in order: when this
@@ -180,18 +173,11 @@ impl ConsolePump {
     }
 }
 
-/// Waits until every write queued before the call has reached the console.
+/// Ends a pump once every write queued before the call has reached the console.
 #[derive(Clone)]
 pub struct Flusher(flume::Sender<Request>);
 
 impl Flusher {
-    pub async fn flush(&self) {
-        let (done, wait) = oneshot::channel();
-        if self.0.send_async(Request::Flush(done)).await.is_ok() {
-            let _ = wait.await;
-        }
-    }
-
     /// Flushes, then ends the pump: the process is over.
     pub async fn close(&self) {
         let (done, wait) = oneshot::channel();

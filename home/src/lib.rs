@@ -27,10 +27,9 @@ pub use node::{
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use rpc::{
-    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
-    thread_runtime,
+    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, remote_message,
+    run_connection, thread_runtime,
 };
-pub use ssi_remote::Module;
 pub use status::NodeStatus;
 pub use wire::{ExitReport, read_exit, write_exit};
 

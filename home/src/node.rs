@@ -305,7 +305,7 @@ impl NodeCore {
         module: Module,
         spec: BodySpec,
         link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
-    ) -> Result<(Arc<BodySlot>, oneshot::Receiver<ExitReport>), std::io::Error> {
+    ) -> Result<(Arc<BodySlot>, impl Future<Output = ExitReport> + 'static), std::io::Error> {
         let slot = Arc::new(BodySlot::default());
         let (tx, rx) = oneshot::channel();
         let core = self.clone();
@@ -316,7 +316,12 @@ impl NodeCore {
                 let report = core.run_body(pid, &module, &spec, link, &thread_slot);
                 let _ = tx.send(report);
             })?;
-        Ok((slot, rx))
+        let end = async move {
+            rx.await.unwrap_or_else(|_| {
+                ExitReport::Failed(vec!["the body's thread ended without a report".into()])
+            })
+        };
+        Ok((slot, end))
     }
 
     fn run_body(
@@ -788,7 +793,7 @@ async fn launch(
     };
     let (stopper, exit): (Stopper, LocalBoxFuture<'static, ExitReport>) = if target == core.id {
         let link_deputy = deputy.clone();
-        let (slot, rx) = core
+        let (slot, exit) = core
             .spawn_body(
                 pid,
                 module,
@@ -796,11 +801,6 @@ async fn launch(
                 Box::new(move || Ok(Box::new(LocalLink::new(link_deputy)) as Box<dyn DeputyLink>)),
             )
             .map_err(failed)?;
-        let exit = async move {
-            rx.await.unwrap_or_else(|_| {
-                ExitReport::Failed(vec!["the body's thread ended without a report".into()])
-            })
-        };
         (Stopper::Local(slot), exit.boxed_local())
     } else {
         let address = core.peer_address(target).unwrap_or_default();
@@ -1094,14 +1094,8 @@ impl peer::Server for PeerServer {
             let link = Box::new(move || {
                 NetLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
             });
-            let (slot, rx) = core.spawn_body(pid, module, spec, link).map_err(failed)?;
-            let exit = async move {
-                rx.await.unwrap_or_else(|_| {
-                    ExitReport::Failed(vec!["the body's thread ended without a report".into()])
-                })
-            }
-            .boxed_local()
-            .shared();
+            let (slot, exit) = core.spawn_body(pid, module, spec, link).map_err(failed)?;
+            let exit = exit.boxed_local().shared();
             results
                 .get()
                 .set_control(capnp_rpc::new_client(BodyControlServer { slot, exit }));
@@ -1529,9 +1523,7 @@ impl ssi_deputy::ProcessTable for HomeTable {
             .peer_address(home)
             .filter(|_| core.peer_up(home))
             .ok_or(Errno::Srch)?;
-        let rt = thread_runtime().map_err(|_| Errno::Io)?;
-        let local = tokio::task::LocalSet::new();
-        local.block_on(&rt, async {
+        on_this_thread(async {
             let gateway = connect(&Endpoint::Tcp(address))
                 .await
                 .map_err(|_| Errno::Io)?;
@@ -1562,19 +1554,23 @@ impl ssi_deputy::ProcessTable for HomeTable {
         if home_of(target.unsigned_abs()) == core.id {
             return core.signal(target, signal).map_err(to_errno);
         }
-        // Another home: ask it, from this (body or deputy) thread.
-        let rt = thread_runtime().map_err(|_| Errno::Io)?;
-        let local = tokio::task::LocalSet::new();
-        local
-            .block_on(&rt, cluster_signal(core, target, signal))
-            .map_err(|e| {
+        on_this_thread(async {
+            cluster_signal(core, target, signal).await.map_err(|e| {
                 if e.extra.contains("no process") || e.extra.contains("not a member") {
                     Errno::Srch
                 } else {
                     Errno::Io
                 }
             })
+        })
     }
+}
+
+/// Asks another home from the calling thread (a body's or a deputy's, which
+/// runs no event loop): a runtime for the one request.
+fn on_this_thread<T>(request: impl Future<Output = Result<T, Errno>>) -> Result<T, Errno> {
+    let rt = thread_runtime().map_err(|_| Errno::Io)?;
+    tokio::task::LocalSet::new().block_on(&rt, request)
 }
 
 impl admin::Server for AdminServer {

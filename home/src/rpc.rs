@@ -151,6 +151,14 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ConnectError> {
         .map_err(|_| ConnectError::Timeout(endpoint.clone()))?
 }
 
+/// The message of an error a node returned, without the protocol's decoration.
+pub fn remote_message(e: &capnp::Error) -> String {
+    e.extra
+        .trim_start_matches("remote exception: ")
+        .trim_start_matches("Failed: ")
+        .to_string()
+}
+
 /// A single-threaded runtime for one connection or one body.
 pub fn thread_runtime() -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()

@@ -226,14 +226,10 @@ fn run(args: Args) -> Result<()> {
                 let mut req = admin.kill_request();
                 req.get().set_target(target);
                 req.get().set_signal(signal.number());
-                req.send().promise.await.map_err(|e| {
-                    anyhow::anyhow!(
-                        "{}",
-                        e.extra
-                            .trim_start_matches("remote exception: ")
-                            .trim_start_matches("Failed: ")
-                    )
-                })?;
+                req.send()
+                    .promise
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
                 Ok(())
             }
             Command::Nodes { json } => {

@@ -9,7 +9,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use ssi_deputy::{Preopen, Stdio};
-use ssi_home::{Endpoint, ExitReport, LaunchSpec, Node};
+use ssi_home::{Endpoint, ExitReport, LaunchSpec, Node, remote_message};
 use ssi_remote::{BodySpec, Exit, Runtime};
 use ssi_schema::console;
 use std::io::{IsTerminal, Read, Write};
@@ -121,14 +121,6 @@ fn pick_endpoint(args: &Args) -> Result<Option<Endpoint>> {
 }
 
 const EMBEDDED_NODE: u16 = 1;
-
-/// The message of an error from the node, without the protocol's decoration.
-fn remote_message(e: &capnp::Error) -> String {
-    e.extra
-        .trim_start_matches("remote exception: ")
-        .trim_start_matches("Failed: ")
-        .to_string()
-}
 
 /// Serves this process's standard streams to the home node.
 struct Console;
