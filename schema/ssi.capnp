@@ -97,6 +97,13 @@ interface Peer {
   identity @5 (pid :UInt32) -> (identity :Identity);
   # The identity of a process whose home is this node.
 
+  stage @6 () -> (sink :ImageSink, id :UInt64);
+  # A place for a ghost image on this node, named `id` once `sink.done`
+  # returns; `BodyLaunch.image` restores it.
+
+  migrate @7 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
+  # Moves a process whose home is this node to `node`, now.
+
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.
 }
@@ -110,11 +117,29 @@ struct BodyLaunch {
   home @5 :Text;            # address of the home node
   secret @6 :Data;          # with `pid`, redeemed at `home`: see `DeputyHello`
   clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
+  image @8 :UInt64;         # a ghost image staged on the host (`Peer.stage`)
+                            # to restore; 0: a fresh start
 }
 
 interface BodyControl {
   wait @0 () -> (exit :Exit);
   kill @1 () -> ();
+
+  freeze @2 (sink :ImageSink) -> (bytes :UInt64);
+  # Freezes the body and writes its ghost image into `sink`. The body stays
+  # frozen, holding no thread's time, until `resume` or `release`.
+
+  resume @3 () -> ();
+  # A frozen body goes on where it was.
+
+  release @4 () -> ();
+  # A frozen body is dropped: it runs elsewhere now.
+}
+
+# Receives a ghost image in chunks (a message is at most 64 MiB).
+interface ImageSink {
+  write @0 (chunk :Data) -> stream;
+  done @1 () -> ();
 }
 
 # A body's link to its deputy. A body's calls are strictly sequential and are
@@ -158,10 +183,22 @@ interface Admin {
   nodes @1 () -> (nodes :List(NodeInfo));
   kill @2 (target :Int32, signal :UInt8) -> (count :UInt32);
   # As `Peer.signal`, for any process of the cluster: forwarded to its home.
+  migrate @3 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
+  # As `Peer.migrate`, for any process of the cluster: forwarded to its home.
+}
+
+struct MigrationReport {
+  from @0 :UInt16;
+  to @1 :UInt16;
+  imageBytes @2 :UInt64;    # the ghost image as sent
+  memoryBytes @3 :UInt64;   # the body's linear memory
+  freezeMicros @4 :UInt64;  # request to frozen
+  totalMicros @5 :UInt64;   # request to resumed at the destination
 }
 
 enum ProcState {
   running @0;
+  migrating @1;
 }
 
 struct ProcessInfo {

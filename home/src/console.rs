@@ -13,6 +13,8 @@ use ssi_deputy::{Stdio, WasiFile};
 use ssi_schema::console;
 use std::any::Any;
 use std::io::{IoSlice, IoSliceMut};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use wasi_common::file::FileType;
 use wasi_common::{Error, ErrorExt};
 
@@ -43,17 +45,27 @@ pub(crate) enum Request {
 pub struct ConsolePump {
     rx: flume::Receiver<Request>,
     tx: flume::Sender<Request>,
-    interrupt: flume::Sender<()>,
+    interrupt: Interrupter,
 }
 
-/// Makes a read of the console that is waiting return `EINTR` (a signal is
-/// ending the process).
+/// Cuts short a read of the console that is waiting, which returns `EINTR`.
 #[derive(Clone)]
-pub struct Interrupter(flume::Sender<()>);
+pub struct Interrupter {
+    tx: flume::Sender<()>,
+    ending: Arc<AtomicBool>,
+}
 
 impl Interrupter {
+    /// Cuts short the read waiting now, if one is (a body is freezing). Input
+    /// that arrives for it later is kept for the next read: nothing is lost.
     pub fn interrupt(&self) {
-        let _ = self.0.send(());
+        let _ = self.tx.send(());
+    }
+
+    /// The process is ending: this read and every later one return `EINTR`.
+    pub fn end(&self) {
+        self.ending.store(true, Ordering::SeqCst);
+        let _ = self.tx.send(());
     }
 }
 
@@ -69,11 +81,15 @@ pub struct Ttys {
 pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
     let (tx, rx) = flume::bounded(QUEUE);
     let (interrupt, interrupted) = flume::unbounded();
+    let ending = Arc::new(AtomicBool::new(false));
     let stdio = Stdio {
         stdin: Box::new(ConsoleIn {
             tx: tx.clone(),
             tty: ttys.stdin,
             interrupted,
+            ending: ending.clone(),
+            pending: Mutex::new(None),
+            leftover: Mutex::new(Vec::new()),
         }),
         stdout: Box::new(ConsoleOut {
             tx: tx.clone(),
@@ -86,6 +102,10 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
             tty: ttys.stderr,
         }),
     };
+    let interrupt = Interrupter {
+        tx: interrupt,
+        ending,
+    };
     (stdio, ConsolePump { rx, tx, interrupt })
 }
 
@@ -97,7 +117,7 @@ impl ConsolePump {
 
     /// A handle to interrupt a read that waits for the console.
     pub fn interrupter(&self) -> Interrupter {
-        Interrupter(self.interrupt.clone())
+        self.interrupt.clone()
     }
 
     /// Forwards the streams to `console` until every file is dropped. Runs on the
@@ -258,10 +278,22 @@ impl WasiFile for ConsoleOut {
     }
 }
 
+type Answer = flume::Receiver<Result<Vec<u8>, String>>;
+
 struct ConsoleIn {
     tx: flume::Sender<Request>,
     tty: bool,
     interrupted: flume::Receiver<()>,
+    ending: Arc<AtomicBool>,
+    /// A read cut short: its answer is the next read's.
+    pending: Mutex<Option<Answer>>,
+    /// Bytes of an answer larger than the read that took it.
+    leftover: Mutex<Vec<u8>>,
+}
+
+/// `EINTR` (an OS error code, so that the guest sees `intr`, not `io`).
+fn interrupted() -> Error {
+    std::io::Error::from_raw_os_error(libc::EINTR).into()
 }
 
 #[async_trait::async_trait]
@@ -283,22 +315,56 @@ impl WasiFile for ConsoleIn {
             return Ok(0);
         };
         let max = buf.len().min(MAX_READ);
-        let (reply, answer) = flume::bounded(1);
-        self.tx
-            .send(Request::Read {
-                max: max as u32,
-                reply,
-            })
-            .map_err(|_| broken_pipe())?;
-        let data = flume::Selector::new()
-            .recv(&answer, |r| r.map_err(|_| broken_pipe()))
-            .recv(&self.interrupted, |_| {
-                Err(std::io::Error::from(std::io::ErrorKind::Interrupted).into())
-            })
-            .wait()?
-            .map_err(|e| Error::from(std::io::Error::other(e)))?;
+        if self.ending.load(Ordering::SeqCst) {
+            return Err(interrupted());
+        }
+        {
+            let mut leftover = self.leftover.lock().unwrap_or_else(|p| p.into_inner());
+            if !leftover.is_empty() {
+                let n = leftover.len().min(max);
+                buf[..n].copy_from_slice(&leftover[..n]);
+                leftover.drain(..n);
+                return Ok(n as u64);
+            }
+        }
+        // Interruptions meant for an earlier read are stale.
+        while self.interrupted.try_recv().is_ok() {}
+        let pending = self
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        let answer = match pending {
+            Some(answer) => answer,
+            None => {
+                let (reply, answer) = flume::bounded(1);
+                self.tx
+                    .send(Request::Read {
+                        max: max as u32,
+                        reply,
+                    })
+                    .map_err(|_| broken_pipe())?;
+                answer
+            }
+        };
+        let got = flume::Selector::new()
+            .recv(&answer, |r| Some(r.map_err(|_| broken_pipe())))
+            .recv(&self.interrupted, |_| None)
+            .wait();
+        let Some(data) = got else {
+            // Whatever the console answers later belongs to the next read.
+            *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
+            return Err(interrupted());
+        };
+        let data = data?.map_err(|e| Error::from(std::io::Error::other(e)))?;
         let n = data.len().min(max);
         buf[..n].copy_from_slice(&data[..n]);
+        if n < data.len() {
+            self.leftover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend_from_slice(&data[n..]);
+        }
         Ok(n as u64)
     }
 

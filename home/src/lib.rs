@@ -22,8 +22,8 @@ mod wire;
 
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
-    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, NodeInfo, SignalError, StartError,
-    admin_nodes, admin_processes,
+    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, MigrationReport, NodeCore, NodeInfo, SignalError,
+    StartError, admin_migrate, admin_nodes, admin_processes,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use rpc::{
@@ -84,12 +84,15 @@ pub struct LaunchSpec {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ProcState {
     Running,
+    /// Frozen and on its way to another node.
+    Migrating,
 }
 
 impl ProcState {
     pub fn name(self) -> &'static str {
         match self {
             ProcState::Running => "running",
+            ProcState::Migrating => "migrating",
         }
     }
 }
@@ -135,7 +138,7 @@ pub struct Process<'n> {
 /// the process can signal itself (its pid or its group).
 struct EmbeddedTable {
     pid: Pid,
-    killer: std::sync::OnceLock<ssi_remote::Killer>,
+    killer: std::sync::OnceLock<ssi_remote::Control>,
     fatal: Mutex<Option<ssi_deputy::Signal>>,
 }
 
@@ -190,8 +193,8 @@ impl Node {
     /// Creates the process: allocates its pid, sets up its deputy here (its home),
     /// and instantiates its body with an in-process link to that deputy.
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
-        let (_, module) = self.runtime.load(&spec.module)?;
-        ssi_remote::check_module(&module)?;
+        let program = self.runtime.load(&spec.module)?;
+        ssi_remote::check_module(&program.module)?;
         let mut deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
         let table = Arc::new(EmbeddedTable {
@@ -202,14 +205,14 @@ impl Node {
         deputy.set_process(ssi_deputy::Identity::leader(pid), table.clone());
         let deputy = Arc::new(Mutex::new(deputy));
         let link = Box::new(LocalLink::new(deputy.clone()));
-        let body = match Body::new(&self.runtime, &module, &spec.body, link) {
+        let body = match Body::new(&self.runtime, &program, &spec.body, link) {
             Ok(b) => b,
             Err(e) => {
                 self.pids.release(pid);
                 return Err(e.into());
             }
         };
-        let _ = table.killer.set(body.killer());
+        let _ = table.killer.set(body.control());
         self.procs.insert(
             pid,
             ProcessInfo {
@@ -266,7 +269,7 @@ impl Process<'_> {
 
     /// Runs the body on the calling thread until the process ends, then removes it
     /// from the process table and releases its pid.
-    pub fn run(self) -> Finished {
+    pub fn run(mut self) -> Finished {
         let started = Instant::now();
         let exit = self.body.run();
         self.node.procs.remove(&self.pid);

@@ -6,6 +6,7 @@
 //! the heartbeats; each body runs on a thread of its own. They share one
 //! [`NodeCore`].
 
+use crate::console::Interrupter;
 use crate::console::{Ttys, console_stdio};
 use crate::rpc::{
     CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
@@ -23,8 +24,9 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, Shared};
 use ssi_deputy::{DefaultAction, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
+use ssi_remote::ghost::Ghost;
 use ssi_remote::{
-    Body, BodySpec, DeputyLink, Killer, LinkError, LocalLink, Module, ModuleHash, Runtime,
+    Body, BodySpec, Control, DeputyLink, Exit, LinkError, LocalLink, ModuleHash, Program, Runtime,
     SharedDeputy,
 };
 use ssi_schema::{admin, body_control, console, gateway, peer, process};
@@ -93,8 +95,9 @@ struct PeerState {
 struct HomeProc {
     info: ProcessInfo,
     deputy: SharedDeputy,
-    /// To the process's session thread, which acts on signals.
-    signals: flume::Sender<Signal>,
+    /// To the process's task on its session thread, which acts on signals
+    /// and migrations.
+    orders: flume::Sender<Order>,
     /// The sturdy reference a remote body redeems (once) for its deputy.
     secret: Option<[u8; 16]>,
 }
@@ -106,23 +109,83 @@ struct HostedBody {
     cpu: Option<ThreadCpuClock>,
 }
 
-/// Lets a body be killed before, while and after it is set up.
+/// Lets a body be killed before, while and after it is set up, and frozen
+/// while it runs.
 #[derive(Default)]
 struct BodySlot {
     killed: AtomicBool,
-    killer: Mutex<Option<Killer>>,
+    /// The body's thread is done with it.
+    ended: AtomicBool,
+    control: Mutex<Option<Control>>,
+    /// Why the body cannot be frozen, if it cannot.
+    not_freezable: Mutex<Option<String>>,
+    /// Where the image goes once the body is frozen.
+    freezer: Mutex<Option<flume::Sender<Result<FrozenBody, String>>>>,
+}
+
+/// A frozen body's image, and where to say what becomes of the body.
+struct FrozenBody {
+    image: Vec<u8>,
+    verdict: flume::Sender<Verdict>,
+}
+
+/// What becomes of a frozen body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    /// It goes on where it was.
+    Resume,
+    /// It is dropped: it runs elsewhere now.
+    Release,
+    /// It is killed.
+    Kill,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl BodySlot {
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
-        if let Some(k) = self
-            .killer
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .as_ref()
-        {
-            k.kill();
+        if let Some(c) = lock(&self.control).as_ref() {
+            c.kill();
+        }
+    }
+
+    /// Asks the body to freeze; its image arrives on the returned channel.
+    fn freeze(&self) -> Result<flume::Receiver<Result<FrozenBody, String>>, String> {
+        let control = lock(&self.control)
+            .clone()
+            .ok_or_else(|| "the body has not started".to_string())?;
+        if !control.freezable() {
+            return Err(lock(&self.not_freezable)
+                .clone()
+                .unwrap_or_else(|| "the body cannot be frozen".into()));
+        }
+        let (tx, rx) = flume::bounded(1);
+        *lock(&self.freezer) = Some(tx);
+        // The body's thread takes the sender when it ends: if it already has,
+        // nobody will.
+        if self.ended.load(Ordering::SeqCst) {
+            lock(&self.freezer).take();
+            return Err("the body has ended".into());
+        }
+        control.freeze();
+        Ok(rx)
+    }
+
+    /// Waits for the verdict on a frozen body (a kill counts as one).
+    fn verdict(&self, rx: &flume::Receiver<Verdict>) -> Verdict {
+        loop {
+            match rx.recv_timeout(Duration::from_millis(20)) {
+                Ok(v) => return v,
+                Err(flume::RecvTimeoutError::Timeout) => {
+                    if self.killed.load(Ordering::SeqCst) {
+                        return Verdict::Kill;
+                    }
+                }
+                Err(flume::RecvTimeoutError::Disconnected) => return Verdict::Resume,
+            }
         }
     }
 }
@@ -135,7 +198,9 @@ pub struct NodeCore {
     pids: PidAllocator,
     procs: DashMap<Pid, HomeProc>,
     bodies: DashMap<Pid, HostedBody>,
-    modules: DashMap<ModuleHash, Module>,
+    modules: DashMap<ModuleHash, Program>,
+    /// Ghost images sent here to be restored (`Peer.stage`).
+    staged: DashMap<u64, Vec<u8>>,
     peers: DashMap<NodeId, PeerState>,
 }
 
@@ -184,6 +249,7 @@ impl NodeCore {
             procs: DashMap::new(),
             bodies: DashMap::new(),
             modules: DashMap::new(),
+            staged: DashMap::new(),
             peers,
         }))
     }
@@ -297,23 +363,36 @@ impl NodeCore {
             .collect()
     }
 
-    /// Starts a body on a thread of its own. `link` is made on that thread (a
-    /// network link's connection lives there). The report arrives when it ends.
+    /// Starts a body on a thread of its own, from the start or from a ghost
+    /// image. `link` is made on that thread (a network link's connection lives
+    /// there). `started` says when the body runs, or why it could not start;
+    /// the report arrives when it ends.
+    #[allow(clippy::type_complexity)]
     fn spawn_body(
         self: &Arc<Self>,
         pid: Pid,
-        module: Module,
+        program: Program,
         spec: BodySpec,
+        image: Option<Vec<u8>>,
         link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
-    ) -> Result<(Arc<BodySlot>, impl Future<Output = ExitReport> + 'static), std::io::Error> {
+    ) -> Result<
+        (
+            Arc<BodySlot>,
+            oneshot::Receiver<Result<(), String>>,
+            impl Future<Output = ExitReport> + 'static + use<>,
+        ),
+        std::io::Error,
+    > {
         let slot = Arc::new(BodySlot::default());
         let (tx, rx) = oneshot::channel();
+        let (started_tx, started) = oneshot::channel();
         let core = self.clone();
         let thread_slot = slot.clone();
         std::thread::Builder::new()
             .name(format!("body-{pid}"))
             .spawn(move || {
-                let report = core.run_body(pid, &module, &spec, link, &thread_slot);
+                let report =
+                    core.run_body(pid, &program, &spec, image, link, &thread_slot, started_tx);
                 let _ = tx.send(report);
             })?;
         let end = async move {
@@ -321,29 +400,43 @@ impl NodeCore {
                 ExitReport::Failed(vec!["the body's thread ended without a report".into()])
             })
         };
-        Ok((slot, end))
+        Ok((slot, started, end))
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn run_body(
         &self,
         pid: Pid,
-        module: &Module,
+        program: &Program,
         spec: &BodySpec,
+        image: Option<Vec<u8>>,
         link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
         slot: &Arc<BodySlot>,
+        started: oneshot::Sender<Result<(), String>>,
     ) -> ExitReport {
-        let fail = |e: String| ExitReport::Failed(vec![e]);
-        let link = match link() {
-            Ok(l) => l,
-            Err(e) => return fail(e.to_string()),
-        };
-        let body = match Body::new(&self.runtime, module, spec, link) {
+        let made = link()
+            .map_err(|e| e.to_string())
+            .and_then(|link| match image {
+                None => Body::new(&self.runtime, program, spec, link).map_err(|e| e.to_string()),
+                Some(bytes) => Ghost::decode(&bytes, Some(&program.hash))
+                    .map_err(|e| e.to_string())
+                    .and_then(|ghost| {
+                        Body::restore(&self.runtime, program, &ghost, link)
+                            .map_err(|e| e.to_string())
+                    }),
+            });
+        let mut body = match made {
             Ok(b) => b,
-            Err(e) => return fail(e.to_string()),
+            Err(e) => {
+                let _ = started.send(Err(e.clone()));
+                return ExitReport::Failed(vec![e]);
+            }
         };
-        *slot.killer.lock().unwrap_or_else(|p| p.into_inner()) = Some(body.killer());
+        *lock(&slot.not_freezable) = program.not_freezable.clone();
+        *lock(&slot.control) = Some(body.control());
         if slot.killed.load(Ordering::SeqCst) {
-            return fail("killed".into());
+            let _ = started.send(Err("killed".into()));
+            return ExitReport::Failed(vec!["killed".into()]);
         }
         self.bodies.insert(
             pid,
@@ -353,9 +446,44 @@ impl NodeCore {
                 cpu: ThreadCpuClock::current(),
             },
         );
-        let exit = body.run();
+        let _ = started.send(Ok(()));
+        let report = loop {
+            match body.run() {
+                Exit::Frozen(ghost) => {
+                    let image = ghost.encode(&program.hash);
+                    drop(ghost);
+                    let (tx, rx) = flume::bounded(1);
+                    let asked = lock(&slot.freezer).take();
+                    let verdict = match asked {
+                        Some(f) if f.send(Ok(FrozenBody { image, verdict: tx })).is_ok() => {
+                            slot.verdict(&rx)
+                        }
+                        _ => Verdict::Resume,
+                    };
+                    match verdict {
+                        Verdict::Resume => {
+                            if let Err(e) = body.resume() {
+                                break ExitReport::Failed(vec![e.to_string()]);
+                            }
+                        }
+                        Verdict::Release => break ExitReport::Moved,
+                        Verdict::Kill => break ExitReport::Failed(vec!["killed".into()]),
+                    }
+                }
+                exit => {
+                    if let Some(f) = lock(&slot.freezer).take() {
+                        let _ = f.send(Err("the process ended before it froze".into()));
+                    }
+                    break ExitReport::from_exit(&exit);
+                }
+            }
+        };
         self.bodies.remove(&pid);
-        ExitReport::from_exit(&exit)
+        slot.ended.store(true, Ordering::SeqCst);
+        if let Some(f) = lock(&slot.freezer).take() {
+            let _ = f.send(Err("the body has ended".into()));
+        }
+        report
     }
 }
 
@@ -694,23 +822,6 @@ impl Drop for Reap {
     }
 }
 
-/// How the session stops the process (a fatal signal, or the session went away).
-enum Stopper {
-    Local(Arc<BodySlot>),
-    Remote(body_control::Client),
-}
-
-impl Stopper {
-    fn stop(&self) {
-        match self {
-            Stopper::Local(slot) => slot.kill(),
-            Stopper::Remote(control) => {
-                tokio::task::spawn_local(control.kill_request().send().promise.map(|_| ()));
-            }
-        }
-    }
-}
-
 /// Why a signal could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -733,11 +844,12 @@ async fn launch(
     let wasm = ssi_remote::assemble(&spec.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?
         .into_owned();
-    let (hash, module) = core
+    let program = core
         .runtime
         .load_binary(&wasm)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    ssi_remote::check_module(&module).map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
+    ssi_remote::check_module(&program.module)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     let target = if spec.node == 0 { core.id } else { spec.node };
     if target != core.id && !core.peer_up(target) {
         return Err(failed(match core.peer_address(target) {
@@ -745,7 +857,7 @@ async fn launch(
             None => format!("node {target} is not a member of this cluster"),
         }));
     }
-    core.modules.insert(hash, module.clone());
+    core.modules.insert(program.hash, program.clone());
     let (stdio, pump) = console_stdio(spec.ttys);
     let deputy = Deputy::new(stdio, spec.preopens)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
@@ -761,8 +873,7 @@ async fn launch(
     let flusher = pump.flusher();
     let interrupter = pump.interrupter();
     tokio::task::spawn_local(pump.run(console));
-    let (signals, signal_rx) = flume::unbounded::<Signal>();
-    let secret: [u8; 16] = rand::random();
+    let (orders_tx, orders) = flume::unbounded::<Order>();
     core.procs.insert(
         pid,
         HomeProc {
@@ -779,8 +890,8 @@ async fn launch(
                 pgid: pid,
             },
             deputy: deputy.clone(),
-            signals,
-            secret: (target != core.id).then_some(secret),
+            orders: orders_tx,
+            secret: None,
         },
     );
     let reap = Reap {
@@ -791,128 +902,429 @@ async fn launch(
         args: spec.args,
         env: spec.env,
     };
-    let (stopper, exit): (Stopper, LocalBoxFuture<'static, ExitReport>) = if target == core.id {
-        let link_deputy = deputy.clone();
-        let (slot, exit) = core
-            .spawn_body(
-                pid,
-                module,
-                body_spec,
-                Box::new(move || Ok(Box::new(LocalLink::new(link_deputy)) as Box<dyn DeputyLink>)),
-            )
-            .map_err(failed)?;
-        (Stopper::Local(slot), exit.boxed_local())
-    } else {
-        let address = core.peer_address(target).unwrap_or_default();
-        let gateway = connect(&Endpoint::Tcp(address.clone()))
-            .await
-            .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
-        let peer = gateway.peer_request().send().pipeline.get_peer();
-        let mut has = peer.has_module_request();
-        has.get().set_hash(&hash.0);
-        let present = has.send().promise.await?.get()?.get_present();
-        let mut req = peer.run_body_request();
-        {
-            let mut b = req.get().init_body();
-            b.set_pid(pid);
-            b.set_hash(&hash.0);
-            if !present {
-                b.set_module(&wasm);
-            }
-            set_texts(
-                b.reborrow().init_args(body_spec.args.len() as u32),
-                &body_spec.args,
-            );
-            set_texts(
-                b.reborrow().init_env(body_spec.env.len() as u32),
-                &body_spec.env,
-            );
-            b.set_home(&core.address);
-            b.set_secret(&secret);
-            b.set_clock_offset(0);
-        }
-        let control = req.send().promise.await?.get()?.get_control()?;
-        let waiting = control.clone();
-        let watch = core.clone();
-        let exit = async move {
-            let lost = |why: String| ExitReport::Lost(format!("node {target} ({address}) {why}"));
-            let wait = async {
-                match waiting.wait_request().send().promise.await {
-                    Ok(reply) => match reply.get().and_then(|r| read_exit(r.get_exit()?)) {
-                        Ok(report) => report,
-                        Err(e) => lost(format!("sent a bad report: {e}")),
-                    },
-                    Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
-                        lost("went down (its connection closed)".into())
-                    }
-                    Err(e) => lost(format!("went down: {}", e.extra)),
-                }
-            };
-            let down = async {
-                while watch.peer_up(target) {
-                    tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
-                }
-                lost("stopped answering".into())
-            };
-            futures::pin_mut!(wait, down);
-            futures::future::select(wait, down).await.factor_first().0
-        };
-        // The connection stays open while the body runs.
-        let exit = async move {
-            let report = exit.await;
-            drop(gateway);
-            report
-        };
-        (Stopper::Remote(control), exit.boxed_local())
+    let source = Source {
+        program,
+        wasm: Arc::new(wasm),
+        spec: body_spec,
+        deputy,
     };
-    let stopper = std::rc::Rc::new(stopper);
-    // The signal that ended the process, if one did.
-    let fatal = std::rc::Rc::new(std::cell::Cell::new(None::<Signal>));
-    let (acting_stopper, acting_fatal) = (stopper.clone(), fatal.clone());
-    // Runs until the process is reaped (its table entry holds the sender).
+    let first = start_body(&core, pid, target, &source, None).await?;
+    let (done, report) = oneshot::channel::<ExitReport>();
+    let task = ProcessTask {
+        core: core.clone(),
+        pid,
+        source,
+        interrupter,
+    };
     tokio::task::spawn_local(async move {
-        let (stopper, fatal) = (acting_stopper, acting_fatal);
-        while let Ok(sig) = signal_rx.recv_async().await {
-            // Without handlers (the `ssi` API), each signal takes its default action.
-            if sig.default_action() == DefaultAction::Terminate && fatal.get().is_none() {
-                tracing::debug!(pid, signal = %sig, "ending the process");
-                fatal.set(Some(sig));
-                interrupter.interrupt();
-                stopper.stop();
-            }
-        }
-    });
-    let ending = fatal.clone();
-    let exit = async move {
-        let report = exit.await;
-        let report = match ending.get() {
-            Some(sig) => ExitReport::Signaled(sig.number()),
-            None => report,
-        };
+        let report = task.run(first, orders).await;
         // Everything the program wrote reaches the session before its end does;
         // then the session's console is let go.
         flusher.close().await;
         drop(reap);
-        report
+        let _ = done.send(report);
+    });
+    let exit = async move {
+        report.await.unwrap_or_else(|_| {
+            ExitReport::Failed(vec!["the process's task ended without a report".into()])
+        })
     }
     .boxed_local()
     .shared();
-    // The process ends and is reaped even if nobody waits for it.
-    tokio::task::spawn_local(exit.clone().map(|_| ()));
     let process = capnp_rpc::new_client(ProcessServer {
-        core,
+        core: core.clone(),
         pid,
         exit,
-        stopper: Some(stopper),
+        orders: core.procs.get(&pid).map(|p| p.orders.clone()),
     });
     Ok((process, pid))
+}
+
+/// What a process's body is made of, to start it anywhere.
+struct Source {
+    program: Program,
+    /// The module as launched, for nodes that do not hold it.
+    wasm: Arc<Vec<u8>>,
+    spec: BodySpec,
+    deputy: SharedDeputy,
+}
+
+/// A body running somewhere, and the report of its end.
+struct Running {
+    place: Placement,
+    end: LocalBoxFuture<'static, ExitReport>,
+}
+
+/// Where a process's body runs, and how to reach it.
+enum Placement {
+    Local(Arc<BodySlot>),
+    Remote {
+        node: NodeId,
+        control: body_control::Client,
+    },
+}
+
+/// A frozen body, held where it was until it is released or resumed.
+enum Held {
+    Local(flume::Sender<Verdict>),
+    Remote(body_control::Client),
+}
+
+impl Held {
+    fn decide(self, verdict: Verdict) {
+        match self {
+            Held::Local(tx) => {
+                let _ = tx.send(verdict);
+            }
+            Held::Remote(control) => {
+                let call = match verdict {
+                    Verdict::Release => control
+                        .release_request()
+                        .send()
+                        .promise
+                        .map(|_| ())
+                        .boxed_local(),
+                    Verdict::Resume | Verdict::Kill => control
+                        .resume_request()
+                        .send()
+                        .promise
+                        .map(|_| ())
+                        .boxed_local(),
+                };
+                tokio::task::spawn_local(call);
+            }
+        }
+    }
+}
+
+impl Placement {
+    fn node(&self, home: NodeId) -> NodeId {
+        match self {
+            Placement::Local(_) => home,
+            Placement::Remote { node, .. } => *node,
+        }
+    }
+
+    fn stop(&self) {
+        match self {
+            Placement::Local(slot) => slot.kill(),
+            Placement::Remote { control, .. } => {
+                tokio::task::spawn_local(control.kill_request().send().promise.map(|_| ()));
+            }
+        }
+    }
+
+    /// Freezes the body: its image, and the body held frozen where it is.
+    async fn freeze(&self) -> Result<(Vec<u8>, Held), String> {
+        match self {
+            Placement::Local(slot) => {
+                let frozen = slot.freeze()?;
+                let body = frozen
+                    .recv_async()
+                    .await
+                    .map_err(|_| "the body's thread went away".to_string())??;
+                Ok((body.image, Held::Local(body.verdict)))
+            }
+            Placement::Remote { node, control } => {
+                let image = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let sink: ssi_schema::image_sink::Client =
+                    capnp_rpc::new_client(ImageSinkServer::collecting(image.clone()));
+                let mut req = control.freeze_request();
+                req.get().set_sink(sink);
+                req.send()
+                    .promise
+                    .await
+                    .map_err(|e| format!("node {node} could not freeze the body: {}", e.extra))?;
+                let image = image.take();
+                Ok((image, Held::Remote(control.clone())))
+            }
+        }
+    }
+}
+
+/// Largest chunk of a ghost image in one message.
+const IMAGE_CHUNK: usize = 4 << 20;
+
+/// Starts a process's body on node `target` (this node or a peer), from the
+/// start or from a ghost image. Returns once the body runs (for an image: once
+/// it is restored), which is a migration's acknowledgement.
+async fn start_body(
+    core: &Arc<NodeCore>,
+    pid: Pid,
+    target: NodeId,
+    source: &Source,
+    image: Option<Vec<u8>>,
+) -> Result<Running, capnp::Error> {
+    if target == core.id {
+        let link_deputy = source.deputy.clone();
+        let (slot, started, end) = core
+            .spawn_body(
+                pid,
+                source.program.clone(),
+                source.spec.clone(),
+                image,
+                Box::new(move || Ok(Box::new(LocalLink::new(link_deputy)) as Box<dyn DeputyLink>)),
+            )
+            .map_err(failed)?;
+        started
+            .await
+            .map_err(|_| failed("the body's thread went away"))?
+            .map_err(failed)?;
+        return Ok(Running {
+            place: Placement::Local(slot),
+            end: end.boxed_local(),
+        });
+    }
+    if !core.peer_up(target) {
+        return Err(failed(match core.peer_address(target) {
+            Some(a) => format!("node {target} ({a}) is down"),
+            None => format!("node {target} is not a member of this cluster"),
+        }));
+    }
+    let address = core.peer_address(target).unwrap_or_default();
+    let gateway = connect(&Endpoint::Tcp(address.clone()))
+        .await
+        .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
+    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let hash = source.program.hash;
+    let mut has = peer.has_module_request();
+    has.get().set_hash(&hash.0);
+    let present = has.send().promise.await?.get()?.get_present();
+    let image_id = match image {
+        None => 0,
+        Some(image) => {
+            let staged = peer.stage_request().send().promise.await?;
+            let staged = staged.get()?;
+            let sink = staged.get_sink()?;
+            for chunk in image.chunks(IMAGE_CHUNK) {
+                let mut w = sink.write_request();
+                w.get().set_chunk(chunk);
+                w.send().await?;
+            }
+            sink.done_request().send().promise.await?;
+            staged.get_id()
+        }
+    };
+    let secret: [u8; 16] = rand::random();
+    if let Some(mut p) = core.procs.get_mut(&pid) {
+        p.secret = Some(secret);
+    }
+    let mut req = peer.run_body_request();
+    {
+        let mut b = req.get().init_body();
+        b.set_pid(pid);
+        b.set_hash(&hash.0);
+        if !present {
+            b.set_module(&source.wasm);
+        }
+        set_texts(
+            b.reborrow().init_args(source.spec.args.len() as u32),
+            &source.spec.args,
+        );
+        set_texts(
+            b.reborrow().init_env(source.spec.env.len() as u32),
+            &source.spec.env,
+        );
+        b.set_home(&core.address);
+        b.set_secret(&secret);
+        b.set_clock_offset(0);
+        b.set_image(image_id);
+    }
+    let control = req.send().promise.await?.get()?.get_control()?;
+    let waiting = control.clone();
+    let watch = core.clone();
+    let end = async move {
+        let lost = |why: String| ExitReport::Lost(format!("node {target} ({address}) {why}"));
+        let wait = async {
+            match waiting.wait_request().send().promise.await {
+                Ok(reply) => match reply.get().and_then(|r| read_exit(r.get_exit()?)) {
+                    Ok(report) => report,
+                    Err(e) => lost(format!("sent a bad report: {e}")),
+                },
+                Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                    lost("went down (its connection closed)".into())
+                }
+                Err(e) => lost(format!("went down: {}", e.extra)),
+            }
+        };
+        let down = async {
+            while watch.peer_up(target) {
+                tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+            }
+            lost("stopped answering".into())
+        };
+        futures::pin_mut!(wait, down);
+        let report = futures::future::select(wait, down).await.factor_first().0;
+        // The connection stays open while the body runs.
+        drop(gateway);
+        report
+    };
+    Ok(Running {
+        place: Placement::Remote {
+            node: target,
+            control,
+        },
+        end: end.boxed_local(),
+    })
+}
+
+/// What a process's home is asked to do with it.
+pub(crate) enum Order {
+    Signal(Signal),
+    /// Its session went away.
+    Abandon,
+    Migrate {
+        to: NodeId,
+        reply: oneshot::Sender<Result<MigrationReport, String>>,
+    },
+}
+
+/// One migration, as `ssictl migrate` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MigrationReport {
+    pub from: NodeId,
+    pub to: NodeId,
+    pub image_bytes: u64,
+    pub memory_bytes: u64,
+    pub freeze_micros: u64,
+    pub total_micros: u64,
+}
+
+/// The home's side of one process, on its session's thread: it follows the
+/// body wherever it runs and acts on signals and migrations until the end.
+struct ProcessTask {
+    core: Arc<NodeCore>,
+    pid: Pid,
+    source: Source,
+    interrupter: Interrupter,
+}
+
+impl ProcessTask {
+    async fn run(self, first: Running, orders: flume::Receiver<Order>) -> ExitReport {
+        let mut running = first;
+        // The signal that ended the process, if one did.
+        let mut fatal: Option<Signal> = None;
+        let report = loop {
+            let next = futures::future::select(&mut running.end, orders.recv_async()).await;
+            match next {
+                futures::future::Either::Left((report, _)) => break report,
+                futures::future::Either::Right((Ok(order), _)) => match order {
+                    Order::Signal(sig) => {
+                        // Without handlers (the `ssi` API), each signal takes its default action.
+                        if sig.default_action() == DefaultAction::Terminate && fatal.is_none() {
+                            tracing::debug!(pid = self.pid, signal = %sig, "ending the process");
+                            fatal = Some(sig);
+                            self.interrupter.end();
+                            running.place.stop();
+                        }
+                    }
+                    Order::Abandon => {
+                        self.interrupter.end();
+                        running.place.stop();
+                    }
+                    Order::Migrate { to, reply } => {
+                        let r = self.migrate(&mut running, to).await;
+                        let _ = reply.send(r);
+                    }
+                },
+                futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
+            }
+        };
+        match fatal {
+            Some(sig) => ExitReport::Signaled(sig.number()),
+            None => report,
+        }
+    }
+
+    fn set_state(&self, state: ProcState, node: Option<NodeId>) {
+        if let Some(mut p) = self.core.procs.get_mut(&self.pid) {
+            p.info.state = state;
+            if let Some(n) = node {
+                p.info.node = n;
+            }
+        }
+    }
+
+    /// The migration protocol: freeze, send, restore at the destination (its
+    /// acknowledgement), and only then drop the frozen body. Any failure before
+    /// the acknowledgement resumes the body where it was.
+    async fn migrate(&self, running: &mut Running, to: NodeId) -> Result<MigrationReport, String> {
+        let (core, pid) = (&self.core, self.pid);
+        let from = running.place.node(core.id);
+        if to == from {
+            return Err(format!("process {pid} already runs on node {to}"));
+        }
+        if let Some(why) = &self.source.program.not_freezable {
+            return Err(format!("process {pid} cannot be migrated: {why}"));
+        }
+        if to != core.id && !core.peer_up(to) {
+            return Err(match core.peer_address(to) {
+                Some(a) => format!("node {to} ({a}) is down"),
+                None => format!("node {to} is not a member of this cluster"),
+            });
+        }
+        let t0 = Instant::now();
+        self.set_state(ProcState::Migrating, None);
+        // A body waiting in a read at its deputy is freed by cutting the read
+        // short; the read is made again where the body resumes. Until the body
+        // is frozen, such a read may begin at any moment: keep cutting.
+        let frozen = {
+            let freeze = running.place.freeze();
+            let poke = async {
+                loop {
+                    self.interrupter.interrupt();
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            };
+            futures::pin_mut!(freeze, poke);
+            futures::future::select(freeze, poke).await.factor_first().0
+        };
+        let (image, held) = match frozen {
+            Ok(f) => f,
+            Err(e) => {
+                self.set_state(ProcState::Running, None);
+                return Err(format!("cannot freeze process {pid}: {e}"));
+            }
+        };
+        let freeze_micros = t0.elapsed().as_micros() as u64;
+        let image_bytes = image.len() as u64;
+        let memory_bytes = self
+            .core
+            .procs
+            .get(&pid)
+            .map(|p| p.info.memory)
+            .unwrap_or(0);
+        match start_body(core, pid, to, &self.source, Some(image)).await {
+            Ok(moved) => {
+                held.decide(Verdict::Release);
+                *running = moved;
+                self.set_state(ProcState::Running, Some(to));
+                Ok(MigrationReport {
+                    from,
+                    to,
+                    image_bytes,
+                    memory_bytes,
+                    freeze_micros,
+                    total_micros: t0.elapsed().as_micros() as u64,
+                })
+            }
+            Err(e) => {
+                held.decide(Verdict::Resume);
+                self.set_state(ProcState::Running, None);
+                Err(format!(
+                    "cannot move process {pid} to node {to}: {}; it goes on on node {from}",
+                    e.extra
+                ))
+            }
+        }
+    }
 }
 
 struct ProcessServer {
     core: Arc<NodeCore>,
     pid: Pid,
     exit: Shared<LocalBoxFuture<'static, ExitReport>>,
-    stopper: Option<std::rc::Rc<Stopper>>,
+    orders: Option<flume::Sender<Order>>,
 }
 
 impl process::Server for ProcessServer {
@@ -959,8 +1371,8 @@ impl Drop for ProcessServer {
         if self.exit.peek().is_some() {
             return;
         }
-        if let Some(stopper) = self.stopper.take() {
-            stopper.stop();
+        if let Some(orders) = self.orders.take() {
+            let _ = orders.send(Order::Abandon);
         }
     }
 }
@@ -986,7 +1398,7 @@ impl NodeCore {
             return Err(SignalError::CannotStop(sig));
         }
         let send = |p: &HomeProc| match sig {
-            Some(sig) => u32::from(p.signals.send(sig).is_ok()),
+            Some(sig) => u32::from(p.orders.send(Order::Signal(sig)).is_ok()),
             None => 1,
         };
         match target {
@@ -1067,7 +1479,7 @@ impl peer::Server for PeerServer {
                 .try_into()
                 .map_err(|_| failed("a module hash is 32 bytes"))?;
             let hash = ModuleHash(hash);
-            let module = match core.modules.get(&hash) {
+            let program = match core.modules.get(&hash) {
                 Some(m) => m.clone(),
                 None => {
                     let bytes = b.get_module()?;
@@ -1077,13 +1489,22 @@ impl peer::Server for PeerServer {
                             core.id
                         )));
                     }
-                    let (got, module) = core.runtime.load_binary(bytes).map_err(failed)?;
-                    if got != hash {
+                    let program = core.runtime.load_binary(bytes).map_err(failed)?;
+                    if program.hash != hash {
                         return Err(failed(format!("the module sent is not {hash}")));
                     }
-                    core.modules.insert(hash, module.clone());
-                    module
+                    core.modules.insert(hash, program.clone());
+                    program
                 }
+            };
+            let image = match b.get_image() {
+                0 => None,
+                id => Some(
+                    core.staged
+                        .remove(&id)
+                        .map(|(_, image)| image)
+                        .ok_or_else(|| failed(format!("no image {id} is staged here")))?,
+                ),
             };
             let spec = BodySpec {
                 args: texts(b.get_args()?)?,
@@ -1094,14 +1515,60 @@ impl peer::Server for PeerServer {
             let link = Box::new(move || {
                 NetLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
             });
-            let (slot, exit) = core.spawn_body(pid, module, spec, link).map_err(failed)?;
-            let exit = exit.boxed_local().shared();
-            results
-                .get()
-                .set_control(capnp_rpc::new_client(BodyControlServer { slot, exit }));
-            Ok(())
+            core.spawn_body(pid, program, spec, image, link)
+                .map_err(failed)
         })();
-        ready(r)
+        async move {
+            let (slot, started, exit) = r?;
+            let exit = exit.boxed_local().shared();
+            let control = BodyControlServer {
+                slot,
+                exit,
+                held: std::cell::RefCell::new(None),
+            };
+            // Answered once the body runs: for an image, the acknowledgement
+            // that it was restored.
+            started
+                .await
+                .map_err(|_| failed("the body's thread went away"))?
+                .map_err(failed)?;
+            results.get().set_control(capnp_rpc::new_client(control));
+            Ok(())
+        }
+    }
+
+    fn stage(
+        self: CapRc<Self>,
+        _: peer::StageParams,
+        mut results: peer::StageResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let id = loop {
+            let id: u64 = rand::random();
+            if id != 0 && !self.core.staged.contains_key(&id) {
+                break id;
+            }
+        };
+        let mut r = results.get();
+        r.set_id(id);
+        r.set_sink(capnp_rpc::new_client(ImageSinkServer {
+            buffer: std::rc::Rc::new(std::cell::RefCell::new(Vec::new())),
+            staged: Some((self.core.clone(), id)),
+        }));
+        ready(Ok(()))
+    }
+
+    fn migrate(
+        self: CapRc<Self>,
+        params: peer::MigrateParams,
+        mut results: peer::MigrateResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let report = core.migrate(p.get_pid(), p.get_node()).await?;
+            write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
     }
 
     fn signal(
@@ -1169,6 +1636,7 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
     b.set_node(p.node);
     b.set_state(match p.state {
         ProcState::Running => ssi_schema::ProcState::Running,
+        ProcState::Migrating => ssi_schema::ProcState::Migrating,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
@@ -1184,6 +1652,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
         node: r.get_node(),
         state: match r.get_state() {
             Ok(ssi_schema::ProcState::Running) => ProcState::Running,
+            Ok(ssi_schema::ProcState::Migrating) => ProcState::Migrating,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,
@@ -1197,7 +1666,66 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
 struct BodyControlServer {
     slot: Arc<BodySlot>,
     exit: Shared<LocalBoxFuture<'static, ExitReport>>,
+    /// The frozen body's verdict, while it is frozen.
+    held: std::cell::RefCell<Option<flume::Sender<Verdict>>>,
 }
+
+impl BodyControlServer {
+    fn decide(&self, verdict: Verdict) -> Result<(), capnp::Error> {
+        let held = self
+            .held
+            .borrow_mut()
+            .take()
+            .ok_or_else(|| failed("the body is not frozen"))?;
+        let _ = held.send(verdict);
+        Ok(())
+    }
+}
+
+/// Receives a ghost image: into a buffer of the caller's, or staged on this
+/// node under an id (`Peer.stage`).
+struct ImageSinkServer {
+    buffer: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    staged: Option<(Arc<NodeCore>, u64)>,
+}
+
+impl ImageSinkServer {
+    fn collecting(buffer: std::rc::Rc<std::cell::RefCell<Vec<u8>>>) -> Self {
+        ImageSinkServer {
+            buffer,
+            staged: None,
+        }
+    }
+}
+
+impl ssi_schema::image_sink::Server for ImageSinkServer {
+    async fn write(
+        self: CapRc<Self>,
+        params: ssi_schema::image_sink::WriteParams,
+    ) -> Result<(), capnp::Error> {
+        let chunk = params.get()?.get_chunk()?;
+        let mut buffer = self.buffer.borrow_mut();
+        if buffer.len() + chunk.len() > MAX_IMAGE {
+            return Err(failed("the image is larger than any Wasm32 body"));
+        }
+        buffer.extend_from_slice(chunk);
+        Ok(())
+    }
+
+    fn done(
+        self: CapRc<Self>,
+        _: ssi_schema::image_sink::DoneParams,
+        _: ssi_schema::image_sink::DoneResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        if let Some((core, id)) = &self.staged {
+            core.staged.insert(*id, self.buffer.take());
+        }
+        ready(Ok(()))
+    }
+}
+
+/// No image is larger: 4 GiB of memory, and a little more.
+const MAX_IMAGE: usize = (4 << 30) + (64 << 20);
 
 impl body_control::Server for BodyControlServer {
     fn wait(
@@ -1220,6 +1748,59 @@ impl body_control::Server for BodyControlServer {
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         self.slot.kill();
         ready(Ok(()))
+    }
+
+    fn freeze(
+        self: CapRc<Self>,
+        params: body_control::FreezeParams,
+        mut results: body_control::FreezeResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let asked = params
+            .get()
+            .and_then(|p| p.get_sink())
+            .and_then(|sink| Ok((sink, self.slot.freeze().map_err(failed)?)));
+        async move {
+            let (sink, frozen) = asked?;
+            let body = frozen
+                .recv_async()
+                .await
+                .map_err(|_| failed("the body's thread went away"))?
+                .map_err(failed)?;
+            *self.held.borrow_mut() = Some(body.verdict);
+            let sent = async {
+                for chunk in body.image.chunks(IMAGE_CHUNK) {
+                    let mut w = sink.write_request();
+                    w.get().set_chunk(chunk);
+                    w.send().await?;
+                }
+                sink.done_request().send().promise.await?;
+                Ok::<_, capnp::Error>(())
+            }
+            .await;
+            if let Err(e) = sent {
+                // The home cannot take the image: the body goes on here.
+                let _ = self.decide(Verdict::Resume);
+                return Err(e);
+            }
+            results.get().set_bytes(body.image.len() as u64);
+            Ok(())
+        }
+    }
+
+    fn resume(
+        self: CapRc<Self>,
+        _: body_control::ResumeParams,
+        _: body_control::ResumeResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        ready(self.decide(Verdict::Resume))
+    }
+
+    fn release(
+        self: CapRc<Self>,
+        _: body_control::ReleaseParams,
+        _: body_control::ReleaseResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        ready(self.decide(Verdict::Release))
     }
 }
 
@@ -1506,6 +2087,62 @@ async fn cluster_signal(
     Ok(reply.get()?.get_count())
 }
 
+impl NodeCore {
+    /// Moves a process whose home is this node to node `to` (see
+    /// `ProcessTask::migrate`).
+    pub async fn migrate(&self, pid: Pid, to: NodeId) -> Result<MigrationReport, capnp::Error> {
+        let orders = self
+            .procs
+            .get(&pid)
+            .map(|p| p.orders.clone())
+            .ok_or_else(|| failed(format!("no process {pid}")))?;
+        let (reply, answer) = oneshot::channel();
+        orders
+            .send(Order::Migrate { to, reply })
+            .map_err(|_| failed(format!("process {pid} is ending")))?;
+        answer
+            .await
+            .map_err(|_| failed(format!("process {pid} ended while it moved")))?
+            .map_err(failed)
+    }
+}
+
+pub(crate) fn write_migration(
+    mut b: ssi_schema::migration_report::Builder<'_>,
+    r: &MigrationReport,
+) {
+    b.set_from(r.from);
+    b.set_to(r.to);
+    b.set_image_bytes(r.image_bytes);
+    b.set_memory_bytes(r.memory_bytes);
+    b.set_freeze_micros(r.freeze_micros);
+    b.set_total_micros(r.total_micros);
+}
+
+pub fn read_migration(r: ssi_schema::migration_report::Reader<'_>) -> MigrationReport {
+    MigrationReport {
+        from: r.get_from(),
+        to: r.get_to(),
+        image_bytes: r.get_image_bytes(),
+        memory_bytes: r.get_memory_bytes(),
+        freeze_micros: r.get_freeze_micros(),
+        total_micros: r.get_total_micros(),
+    }
+}
+
+/// Asks any node to move a process (`ssictl migrate`).
+pub async fn admin_migrate(
+    admin: &admin::Client,
+    pid: Pid,
+    to: NodeId,
+) -> Result<MigrationReport, capnp::Error> {
+    let mut req = admin.migrate_request();
+    req.get().set_pid(pid);
+    req.get().set_node(to);
+    let reply = req.send().promise.await?;
+    Ok(read_migration(reply.get()?.get_report()?))
+}
+
 /// The home's process table, as its deputies see it (`ssi` API).
 struct HomeTable {
     core: std::sync::Weak<NodeCore>,
@@ -1574,6 +2211,41 @@ fn on_this_thread<T>(request: impl Future<Output = Result<T, Errno>>) -> Result<
 }
 
 impl admin::Server for AdminServer {
+    fn migrate(
+        self: CapRc<Self>,
+        params: admin::MigrateParams,
+        mut results: admin::MigrateResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let (pid, to) = (p.get_pid(), p.get_node());
+            let home = home_of(pid);
+            let report = if home == core.id {
+                core.migrate(pid, to).await?
+            } else {
+                if !core.peer_up(home) {
+                    return Err(failed(match core.peer_address(home) {
+                        Some(a) => format!("node {home} ({a}), the home of process {pid}, is down"),
+                        None => format!(
+                            "no process {pid}: its home, node {home}, is not a member of this cluster"
+                        ),
+                    }));
+                }
+                let address = core.peer_address(home).unwrap_or_default();
+                let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+                let peer = gateway.peer_request().send().pipeline.get_peer();
+                let mut req = peer.migrate_request();
+                req.get().set_pid(pid);
+                req.get().set_node(to);
+                let reply = req.send().promise.await?;
+                read_migration(reply.get()?.get_report()?)
+            };
+            write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
     fn kill(
         self: CapRc<Self>,
         params: admin::KillParams,

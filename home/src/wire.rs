@@ -687,6 +687,9 @@ pub enum ExitReport {
     Lost(String),
     /// A signal ended the process.
     Signaled(u8),
+    /// The body left this node: it runs elsewhere now (a migration). Only a
+    /// body's own node sees this; its home follows the body instead.
+    Moved,
 }
 
 impl ExitReport {
@@ -697,6 +700,7 @@ impl ExitReport {
             ssi_remote::Exit::Trap(e) => ExitReport::Trap(chain(e)),
             ssi_remote::Exit::Failed(e) => ExitReport::Failed(chain(e)),
             ssi_remote::Exit::Signaled(n) => ExitReport::Signaled(*n),
+            ssi_remote::Exit::Frozen(_) => ExitReport::Moved,
         }
     }
 
@@ -718,6 +722,9 @@ pub fn write_exit(mut b: exit::Builder<'_>, report: &ExitReport) {
         ExitReport::Failed(chain) => set_texts(b.init_failed(chain.len() as u32), chain),
         ExitReport::Lost(why) => b.set_lost(why),
         ExitReport::Signaled(n) => b.set_signaled(*n),
+        ExitReport::Moved => {
+            set_texts(b.init_failed(1), &["the body moved to another node".into()])
+        }
     }
 }
 

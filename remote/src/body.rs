@@ -1,15 +1,18 @@
 //! A body: one Wasm instance computing on behalf of a process.
 
-use crate::engine::Runtime;
+use crate::engine::{ModuleHash, Program, Runtime};
+use crate::ghost::{Ghost, GhostError, GlobalValue, MemoryImage, PAGE, Section};
+use crate::instrument::{ASYNCIFY_MEMORY, FLAG_MEMORY, STACK_DATA, STACK_START, memory_export};
 use crate::link::DeputyLink;
 use crate::shims;
 use ssi_deputy::Errno;
 use ssi_deputy::abi::clockid;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{
-    Engine, ExternType, Linker, Memory, Module, ResourceLimiter, Store, UpdateDeadline,
+    Engine, ExternType, Instance, Linker, Memory, Module, ResourceLimiter, SharedMemory, Store,
+    TypedFunc, UpdateDeadline, Val,
 };
 
 /// What a body carries with it from launch: it answers these calls itself.
@@ -37,6 +40,9 @@ pub enum Exit {
     Failed(wasmtime::Error),
     /// The process sent itself a signal that ends it (this number).
     Signaled(u8),
+    /// The body was frozen (see [`Control::freeze`]): its image. The body
+    /// can go on where it was ([`Body::resume`]) or be dropped.
+    Frozen(Box<Ghost>),
 }
 
 /// Why a body could not start.
@@ -56,6 +62,10 @@ pub enum BodyError {
     Instantiate(String),
     #[error("cannot set up the WASI imports: {0}")]
     Linker(String),
+    #[error("the module cannot be frozen or restored: {0}")]
+    NotFreezable(String),
+    #[error(transparent)]
+    Ghost(#[from] GhostError),
 }
 
 /// The monotonic clock of a body: it starts at an offset carried by the body, so
@@ -85,25 +95,131 @@ impl BodyClock {
 #[error("ended by its own signal {0}")]
 pub struct Terminated(pub u8);
 
-/// The body was killed by its host (see [`Killer`]).
+/// The body was killed by its host (see [`Control::kill`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("killed")]
 pub struct Killed;
 
-/// Stops a running body from another thread. On an interruptible runtime (see
-/// [`Runtime::interruptible`]) even a loop without calls stops, at its next
-/// epoch check (a loop header or a function entry); otherwise the body stops at
-/// its next system call. Either way it ends with [`Killed`].
+const NOTHING: u8 = 0;
+const FREEZE: u8 = 1;
+const KILL: u8 = 2;
+
+/// What a body's host asks of it from other threads: to freeze or to end.
+///
+/// An instrumented body honours either at its next poll point (a loop header
+/// or a function entry), or at once if it waits in a system call: the request
+/// raises the flag its poll points read, and wakes a sleep of the body's own.
+/// A call waiting at the deputy is the deputy's to cancel (it answers
+/// `EINTR`, and the body, seeing the request, freezes or ends instead).
+/// A body that cannot be instrumented cannot be frozen; it is stopped at its
+/// next epoch check on an interruptible runtime, else at its next system call.
 #[derive(Clone)]
-pub struct Killer {
-    flag: Arc<AtomicBool>,
+pub struct Control(Arc<ControlInner>);
+
+struct ControlInner {
+    request: AtomicU8,
+    flag: Option<SharedMemory>,
     engine: Engine,
+    sleeping: Mutex<()>,
+    wake: Condvar,
 }
 
-impl Killer {
+impl Control {
+    fn new(engine: &Engine, flag: Option<SharedMemory>) -> Self {
+        Control(Arc::new(ControlInner {
+            request: AtomicU8::new(NOTHING),
+            flag,
+            engine: engine.clone(),
+            sleeping: Mutex::new(()),
+            wake: Condvar::new(),
+        }))
+    }
+
+    /// Ends the body: it returns [`Killed`].
     pub fn kill(&self) {
-        self.flag.store(true, Ordering::SeqCst);
-        self.engine.increment_epoch();
+        self.0.request.store(KILL, Ordering::SeqCst);
+        self.raise();
+        self.0.engine.increment_epoch();
+    }
+
+    /// Asks the body to freeze: [`Body::run`] returns [`Exit::Frozen`]. False
+    /// if the body cannot be frozen (see [`Program::not_freezable`]).
+    pub fn freeze(&self) -> bool {
+        if self.0.flag.is_none() {
+            return false;
+        }
+        let _ =
+            self.0
+                .request
+                .compare_exchange(NOTHING, FREEZE, Ordering::SeqCst, Ordering::SeqCst);
+        self.raise();
+        true
+    }
+
+    /// Whether the body can be frozen.
+    pub fn freezable(&self) -> bool {
+        self.0.flag.is_some()
+    }
+
+    fn raise(&self) {
+        if let Some(flag) = &self.0.flag {
+            let cells = flag.data();
+            if cells.len() >= 4 {
+                // SAFETY: the flag memory is a live, page-aligned shared memory
+                // (kept alive by `flag`); Wasm reads it with plain loads, which
+                // is how shared memories are meant to be used across threads.
+                let word = unsafe { AtomicU32::from_ptr(cells.as_ptr() as *mut u32) };
+                word.store(1, Ordering::SeqCst);
+            }
+        }
+        let _guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.wake.notify_all();
+    }
+
+    /// Takes back a freeze request (the body resumes).
+    fn clear_freeze(&self) {
+        let cleared = self
+            .0
+            .request
+            .compare_exchange(FREEZE, NOTHING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if let (true, Some(flag)) = (cleared, &self.0.flag) {
+            let cells = flag.data();
+            if cells.len() >= 4 {
+                // SAFETY: as in `raise`.
+                let word = unsafe { AtomicU32::from_ptr(cells.as_ptr() as *mut u32) };
+                word.store(0, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub(crate) fn killing(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) == KILL
+    }
+
+    pub(crate) fn freezing(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) == FREEZE
+    }
+
+    /// Sleeps for `d`, or less if a request comes: then false.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.0.request.load(Ordering::SeqCst) != NOTHING {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            guard = self
+                .0
+                .wake
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
     }
 }
 
@@ -134,12 +250,80 @@ impl ResourceLimiter for MemoryGauge {
 /// The host state of a running body (wasmtime's store data).
 pub struct BodyCtx {
     gauge: MemoryGauge,
-    pub(crate) killed: Arc<AtomicBool>,
+    pub(crate) control: Control,
+    pub(crate) asyncify: Option<Asyncify>,
+    /// A rewind is under way: the call it reaches stops it.
+    pub(crate) rewinding: bool,
     pub(crate) link: Box<dyn DeputyLink>,
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
     pub(crate) clock: BodyClock,
     pub(crate) memory: Option<Memory>,
+}
+
+/// Asyncify's exports, with which the host unwinds and rewinds the guest.
+#[derive(Clone)]
+pub(crate) struct Asyncify {
+    start_unwind: TypedFunc<i32, ()>,
+    stop_unwind: TypedFunc<(), ()>,
+    start_rewind: TypedFunc<i32, ()>,
+    stop_rewind: TypedFunc<(), ()>,
+    get_state: TypedFunc<(), i32>,
+    memory: Memory,
+}
+
+impl Asyncify {
+    fn of(store: &mut Store<BodyCtx>, instance: &Instance) -> Option<Asyncify> {
+        Some(Asyncify {
+            start_unwind: instance
+                .get_typed_func(&mut *store, "asyncify_start_unwind")
+                .ok()?,
+            stop_unwind: instance
+                .get_typed_func(&mut *store, "asyncify_stop_unwind")
+                .ok()?,
+            start_rewind: instance
+                .get_typed_func(&mut *store, "asyncify_start_rewind")
+                .ok()?,
+            stop_rewind: instance
+                .get_typed_func(&mut *store, "asyncify_stop_rewind")
+                .ok()?,
+            get_state: instance
+                .get_typed_func(&mut *store, "asyncify_get_state")
+                .ok()?,
+            memory: instance.get_memory(&mut *store, ASYNCIFY_MEMORY)?,
+        })
+    }
+}
+
+/// Starts unwinding the guest's stack, from a host function it called: when
+/// the function returns, every Wasm frame saves itself and returns.
+pub(crate) fn start_unwind(c: &mut wasmtime::Caller<'_, BodyCtx>) -> wasmtime::Result<()> {
+    let a = c
+        .data()
+        .asyncify
+        .clone()
+        .ok_or_else(|| wasmtime::Error::msg("the body cannot be frozen"))?;
+    let data = a.memory.data_mut(&mut *c);
+    let end = data.len() as u32;
+    let at = STACK_DATA as usize;
+    data[at..at + 4].copy_from_slice(&STACK_START.to_le_bytes());
+    data[at + 4..at + 8].copy_from_slice(&end.to_le_bytes());
+    a.start_unwind.call(&mut *c, STACK_DATA as i32)
+}
+
+/// If the guest is being rewound, it has reached the call it was frozen in:
+/// the rewind ends and the call goes on (it is made again).
+pub(crate) fn end_rewind(c: &mut wasmtime::Caller<'_, BodyCtx>) -> wasmtime::Result<()> {
+    if !c.data().rewinding {
+        return Ok(());
+    }
+    c.data_mut().rewinding = false;
+    let a = c
+        .data()
+        .asyncify
+        .clone()
+        .ok_or_else(|| wasmtime::Error::msg("the body cannot be frozen"))?;
+    a.stop_rewind.call(&mut *c, ())
 }
 
 impl BodyCtx {
@@ -183,7 +367,9 @@ pub fn check_module(module: &Module) -> Result<(), BodyError> {
         let known = matches!(ty, ExternType::Func(_))
             && ((import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
                 || (import.module() == shims::SSI_MODULE
-                    && shims::SSI_FUNCTIONS.contains(&import.name())));
+                    && shims::SSI_FUNCTIONS.contains(&import.name()))
+                || (import.module() == crate::instrument::RT_MODULE
+                    && import.name() == crate::instrument::POLL));
         if !known {
             return Err(BodyError::UnknownImport {
                 module: import.module().to_string(),
@@ -202,52 +388,105 @@ pub fn check_module(module: &Module) -> Result<(), BodyError> {
 /// A body ready to run: an instance of its module, linked to its deputy.
 pub struct Body {
     store: Store<BodyCtx>,
-    start: wasmtime::TypedFunc<(), ()>,
-    killer: Killer,
+    instance: Instance,
+    start: TypedFunc<(), ()>,
+    control: Control,
     memory_bytes: Arc<AtomicU64>,
+    hash: ModuleHash,
 }
 
 impl Body {
-    /// Instantiates `module` for a fresh launch.
+    /// Instantiates `program` for a fresh launch.
     pub fn new(
         runtime: &Runtime,
-        module: &Module,
+        program: &Program,
         spec: &BodySpec,
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
+        let args = spec.args.iter().map(|a| a.as_bytes().to_vec()).collect();
+        let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
+        Self::instantiate(runtime, program, args, env, 0, link)
+    }
+
+    /// Instantiates `program` and puts the frozen body `ghost` back into it:
+    /// [`Body::run`] resumes it where it was frozen.
+    pub fn restore(
+        runtime: &Runtime,
+        program: &Program,
+        ghost: &Ghost,
+        link: Box<dyn DeputyLink>,
+    ) -> Result<Self, BodyError> {
+        if let Some(why) = &program.not_freezable {
+            return Err(BodyError::NotFreezable(why.clone()));
+        }
+        if let Some(found) = ghost.module
+            && found != program.hash
+        {
+            return Err(GhostError::WrongModule {
+                expected: program.hash,
+                found,
+            }
+            .into());
+        }
+        let mut body = Self::instantiate(
+            runtime,
+            program,
+            ghost.args.clone(),
+            ghost.env.clone(),
+            ghost.clock_offset_ns,
+            link,
+        )?;
+        body.put_back(ghost)?;
+        Ok(body)
+    }
+
+    fn instantiate(
+        runtime: &Runtime,
+        program: &Program,
+        args: Vec<Vec<u8>>,
+        env: Vec<Vec<u8>>,
+        clock_offset_ns: u64,
+        link: Box<dyn DeputyLink>,
+    ) -> Result<Self, BodyError> {
+        let module = &program.module;
         check_module(module)?;
-        let mut linker = Linker::new(runtime.engine());
+        let engine = module.engine();
+        let mut linker = Linker::new(engine);
         shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
         let memory_bytes = Arc::new(AtomicU64::new(0));
-        let killer = Killer {
-            flag: Arc::new(AtomicBool::new(false)),
-            engine: runtime.engine().clone(),
-        };
+        let placeholder = Control::new(engine, None);
         let ctx = BodyCtx {
             gauge: MemoryGauge(memory_bytes.clone()),
-            killed: killer.flag.clone(),
+            control: placeholder,
+            asyncify: None,
+            rewinding: false,
             link,
-            args: spec.args.iter().map(|a| a.as_bytes().to_vec()).collect(),
-            env: spec.env.iter().map(|e| e.as_bytes().to_vec()).collect(),
-            clock: BodyClock::starting_at(0),
+            args,
+            env,
+            clock: BodyClock::starting_at(clock_offset_ns),
             memory: None,
         };
-        let mut store = Store::new(runtime.engine(), ctx);
+        let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);
-        if runtime.is_interruptible() {
-            let flag = killer.flag.clone();
+        let instance = linker
+            .instantiate(&mut store, module)
+            .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
+        let flag = instance.get_shared_memory(&mut store, FLAG_MEMORY);
+        let asyncify = Asyncify::of(&mut store, &instance);
+        let control = Control::new(engine, flag.filter(|_| asyncify.is_some()));
+        store.data_mut().control = control.clone();
+        store.data_mut().asyncify = asyncify;
+        if !control.freezable() && runtime.is_interruptible() {
+            let control = control.clone();
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |_| {
-                if flag.load(Ordering::SeqCst) {
+                if control.killing() {
                     Err(Killed.into())
                 } else {
                     Ok(UpdateDeadline::Continue(1))
                 }
             });
         }
-        let instance = linker
-            .instantiate(&mut store, module)
-            .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
         if let Some(m) = instance.get_memory(&mut store, "memory") {
             memory_bytes.store(m.data_size(&store) as u64, Ordering::Relaxed);
             store.data_mut().memory = Some(m);
@@ -257,15 +496,17 @@ impl Body {
             .map_err(|_| BodyError::BadStart)?;
         Ok(Body {
             store,
+            instance,
             start,
-            killer,
+            control,
             memory_bytes,
+            hash: program.hash,
         })
     }
 
-    /// A handle that stops this body from another thread.
-    pub fn killer(&self) -> Killer {
-        self.killer.clone()
+    /// A handle that freezes or stops this body from another thread.
+    pub fn control(&self) -> Control {
+        self.control.clone()
     }
 
     /// The size of the body's linear memory, kept current as it grows.
@@ -273,11 +514,207 @@ impl Body {
         self.memory_bytes.clone()
     }
 
-    /// Runs the body to its end. Every call it made has been executed at its
-    /// deputy when this returns.
-    pub fn run(mut self) -> Exit {
+    /// The exported mutable globals, in index order.
+    fn globals(&mut self) -> Vec<wasmtime::Global> {
+        let mut found: Vec<(u32, wasmtime::Global)> = Vec::new();
+        let names: Vec<(u32, String)> = self
+            .instance
+            .exports(&mut self.store)
+            .filter_map(|e| {
+                let i = e.name().strip_prefix("__ssi_global_")?.parse().ok()?;
+                Some((i, e.name().to_string()))
+            })
+            .collect();
+        for (i, name) in names {
+            if let Some(g) = self.instance.get_global(&mut self.store, &name) {
+                found.push((i, g));
+            }
+        }
+        found.sort_by_key(|(i, _)| *i);
+        found.into_iter().map(|(_, g)| g).collect()
+    }
+
+    fn memories(&mut self) -> Vec<Memory> {
+        (0..)
+            .map_while(|i| self.instance.get_memory(&mut self.store, &memory_export(i)))
+            .collect()
+    }
+
+    /// Reads the frozen body out of its instance.
+    fn capture(&mut self) -> Result<Ghost, BodyError> {
+        let memories = self
+            .memories()
+            .into_iter()
+            .map(|m| MemoryImage::capture(m.data(&self.store)))
+            .collect();
+        let mut globals = Vec::new();
+        for g in self.globals() {
+            globals.push(match g.get(&mut self.store) {
+                Val::I32(v) => GlobalValue::I32(v),
+                Val::I64(v) => GlobalValue::I64(v),
+                Val::F32(v) => GlobalValue::F32(v),
+                Val::F64(v) => GlobalValue::F64(v),
+                Val::V128(v) => GlobalValue::V128(v.as_u128()),
+                _ => {
+                    return Err(BodyError::NotFreezable(
+                        "a mutable global holds a reference".into(),
+                    ));
+                }
+            });
+        }
+        let a = self
+            .store
+            .data()
+            .asyncify
+            .clone()
+            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
+        let data = a.memory.data(&self.store);
+        let at = STACK_DATA as usize;
+        let mut word = [0u8; 4];
+        word.copy_from_slice(&data[at..at + 4]);
+        let current = u32::from_le_bytes(word) as usize;
+        let stack = data
+            .get(STACK_START as usize..current)
+            .ok_or_else(|| BodyError::NotFreezable("Asyncify's stack is out of bounds".into()))?
+            .to_vec();
+        let ctx = self.store.data();
+        Ok(Ghost {
+            module: Some(self.hash),
+            memories,
+            globals,
+            tables: Vec::new(),
+            stack,
+            clock_offset_ns: ctx.clock.monotonic_ns(),
+            args: ctx.args.clone(),
+            env: ctx.env.clone(),
+            deputy: None,
+        })
+    }
+
+    /// Writes a ghost's state into this fresh instance and starts the rewind.
+    fn put_back(&mut self, ghost: &Ghost) -> Result<(), BodyError> {
+        let corrupt =
+            |section, what: String| -> BodyError { GhostError::Corrupt { section, what }.into() };
+        let memories = self.memories();
+        if memories.len() != ghost.memories.len() {
+            return Err(corrupt(
+                Section::Memory,
+                format!(
+                    "{} memories, the module has {}",
+                    ghost.memories.len(),
+                    memories.len()
+                ),
+            ));
+        }
+        for (m, image) in memories.iter().zip(&ghost.memories) {
+            let now = m.data_size(&self.store) as u64;
+            if image.size < now || image.size % PAGE as u64 != 0 {
+                return Err(corrupt(
+                    Section::Memory,
+                    format!("a memory of {} bytes cannot hold {now}", image.size),
+                ));
+            }
+            // The instance's data segments are not the body's: start from zeros.
+            m.data_mut(&mut self.store).fill(0);
+            let grow = (image.size - now) / PAGE as u64;
+            if grow > 0 {
+                m.grow(&mut self.store, grow).map_err(|e| {
+                    corrupt(
+                        Section::Memory,
+                        format!("cannot grow to {} bytes: {e}", image.size),
+                    )
+                })?;
+            }
+            image.restore(m.data_mut(&mut self.store))?;
+        }
+        let globals = self.globals();
+        if globals.len() != ghost.globals.len() {
+            return Err(corrupt(
+                Section::Globals,
+                format!(
+                    "{} globals, the module has {}",
+                    ghost.globals.len(),
+                    globals.len()
+                ),
+            ));
+        }
+        for (g, v) in globals.iter().zip(&ghost.globals) {
+            let val = match *v {
+                GlobalValue::I32(v) => Val::I32(v),
+                GlobalValue::I64(v) => Val::I64(v),
+                GlobalValue::F32(v) => Val::F32(v),
+                GlobalValue::F64(v) => Val::F64(v),
+                GlobalValue::V128(v) => Val::V128(v.into()),
+            };
+            g.set(&mut self.store, val)
+                .map_err(|e| corrupt(Section::Globals, format!("{e}")))?;
+        }
+        let a = self
+            .store
+            .data()
+            .asyncify
+            .clone()
+            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
+        let data = a.memory.data_mut(&mut self.store);
+        let start = STACK_START as usize;
+        let end = start + ghost.stack.len();
+        if end > data.len() {
+            return Err(corrupt(
+                Section::Stack,
+                format!("{} bytes of stack do not fit", ghost.stack.len()),
+            ));
+        }
+        data[start..end].copy_from_slice(&ghost.stack);
+        let at = STACK_DATA as usize;
+        let limit = data.len() as u32;
+        data[at..at + 4].copy_from_slice(&(end as u32).to_le_bytes());
+        data[at + 4..at + 8].copy_from_slice(&limit.to_le_bytes());
+        a.start_rewind
+            .call(&mut self.store, STACK_DATA as i32)
+            .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
+        self.store.data_mut().rewinding = true;
+        if let Some(m) = self.store.data().memory {
+            let size = m.data_size(&self.store) as u64;
+            self.memory_bytes.store(size, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// After [`Exit::Frozen`]: the body goes on where it was, in the same
+    /// instance, at the next [`Body::run`].
+    pub fn resume(&mut self) -> Result<(), BodyError> {
+        self.control.clear_freeze();
+        let a = self
+            .store
+            .data()
+            .asyncify
+            .clone()
+            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
+        // The unwound stack is still in Asyncify's memory, `current` at its end.
+        a.start_rewind
+            .call(&mut self.store, STACK_DATA as i32)
+            .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
+        self.store.data_mut().rewinding = true;
+        Ok(())
+    }
+
+    /// Runs the body until it ends or freezes. Every call it made has been
+    /// executed at its deputy when this returns.
+    pub fn run(&mut self) -> Exit {
         let exit = match self.start.call(&mut self.store, ()) {
-            Ok(()) => Exit::Status(0),
+            Ok(()) => match self.unwound() {
+                Ok(false) => Exit::Status(0),
+                Ok(true) => match self.capture() {
+                    Ok(ghost) => {
+                        return match self.store.data_mut().link.flush() {
+                            Ok(()) => Exit::Frozen(Box::new(ghost)),
+                            Err(e) => Exit::Failed(e.into()),
+                        };
+                    }
+                    Err(e) => Exit::Failed(wasmtime::Error::new(e)),
+                },
+                Err(e) => Exit::Failed(e),
+            },
             Err(e) => match (e.downcast_ref::<ProcExit>(), e.downcast_ref::<Terminated>()) {
                 (Some(ProcExit(code)), _) => Exit::Status(*code),
                 (_, Some(Terminated(n))) => Exit::Signaled(*n),
@@ -289,6 +726,165 @@ impl Body {
             Ok(()) => exit,
             Err(e) if matches!(exit, Exit::Status(_)) => Exit::Failed(e.into()),
             Err(_) => exit,
+        }
+    }
+
+    /// Whether `_start` returned because the body unwound; then the unwind is
+    /// finished.
+    fn unwound(&mut self) -> wasmtime::Result<bool> {
+        let Some(a) = self.store.data().asyncify.clone() else {
+            return Ok(false);
+        };
+        // Asyncify's states: 0 normal, 1 unwinding, 2 rewinding.
+        if a.get_state.call(&mut self.store, ())? != 1 {
+            return Ok(false);
+        }
+        a.stop_unwind.call(&mut self.store, ())?;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ssi_deputy::{Reply, Syscall, SyscallResult};
+    use std::sync::Mutex as StdMutex;
+
+    /// A deputy of the simplest kind: it keeps what is written to fd 1.
+    struct Recorder(Arc<StdMutex<Vec<u8>>>);
+
+    impl DeputyLink for Recorder {
+        fn call(&mut self, call: Syscall) -> Result<SyscallResult, crate::LinkError> {
+            Ok(match call {
+                Syscall::FdWrite { fd: 1, data } => {
+                    let n = data.len() as u32;
+                    self.0.lock().expect("recorder").extend_from_slice(&data);
+                    Ok(Reply::Size(n))
+                }
+                _ => Err(Errno::Nosys),
+            })
+        }
+    }
+
+    /// Recursion 200 deep, a loop without calls at the bottom, a stack-allocated
+    /// array per frame; prints one decimal digit per level on the way back.
+    const GUEST: &str = r#"(module
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 2)
+        (global $sp (mut i32) (i32.const 65536))
+        (func $spin (param $n i32) (result i32) (local $x i32)
+            (loop $l
+                (local.set $x (i32.add (i32.mul (local.get $x) (i32.const 1103515245)) (i32.const 12345)))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (br_if $l (i32.gt_s (local.get $n) (i32.const 0))))
+            (local.get $x))
+        (func $rec (param $depth i32) (result i32) (local $frame i32) (local $v i32)
+            ;; a 16-byte array on the shadow stack
+            (global.set $sp (local.tee $frame (i32.sub (global.get $sp) (i32.const 16))))
+            (i32.store (local.get $frame) (local.get $depth))
+            (if (i32.eqz (local.get $depth))
+                (then (local.set $v (call $spin (i32.const 300000000))))
+                (else (local.set $v (call $rec (i32.sub (local.get $depth) (i32.const 1))))))
+            ;; print the digit depth % 10 through memory at 100
+            (i32.store8 (i32.const 100) (i32.add (i32.const 48)
+                (i32.rem_u (i32.load (local.get $frame)) (i32.const 10))))
+            (i32.store (i32.const 0) (i32.const 100))
+            (i32.store (i32.const 4) (i32.const 1))
+            (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))
+            (global.set $sp (i32.add (local.get $frame) (i32.const 16)))
+            (i32.add (local.get $v) (i32.const 1)))
+        (func (export "_start") (drop (call $rec (i32.const 200)))))"#;
+
+    /// Runs a body of `program` on a thread of its own.
+    fn spawn(
+        program: &Program,
+        out: Arc<StdMutex<Vec<u8>>>,
+    ) -> (std::thread::JoinHandle<Exit>, Control) {
+        let program = program.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let runner = std::thread::spawn(move || {
+            let runtime = Runtime::new(None).expect("engine");
+            let mut body = Body::new(
+                &runtime,
+                &program,
+                &BodySpec::default(),
+                Box::new(Recorder(out)),
+            )
+            .expect("body");
+            tx.send(body.control()).expect("control");
+            body.run()
+        });
+        (runner, rx.recv().expect("control"))
+    }
+
+    fn expected() -> Vec<u8> {
+        (0..=200u32).map(|d| b'0' + (d % 10) as u8).collect()
+    }
+
+    #[test]
+    fn a_body_frozen_in_a_loop_without_calls_resumes_where_it_was() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        assert!(program.freezable(), "{:?}", program.not_freezable);
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let (runner, control) = spawn(&program, out.clone());
+        std::thread::sleep(Duration::from_millis(30));
+        let asked = Instant::now();
+        assert!(control.freeze());
+        let exit = runner.join().expect("body thread");
+        let took = asked.elapsed();
+        let Exit::Frozen(ghost) = exit else {
+            panic!("not frozen: {exit:?}");
+        };
+        assert!(took < Duration::from_millis(50), "froze in {took:?}");
+        assert!(out.lock().expect("out").is_empty(), "froze before printing");
+        assert!(!ghost.stack.is_empty());
+        // Through the image format, as a migration carries it.
+        let bytes = ghost.encode(&program.hash);
+        let ghost = Ghost::decode(&bytes, Some(&program.hash)).expect("decode");
+        let mut body = Body::restore(&runtime, &program, &ghost, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        // Frozen again, at once, and resumed in place.
+        let control = body.control();
+        assert!(control.freeze());
+        let Exit::Frozen(_) = body.run() else {
+            panic!("not frozen again");
+        };
+        body.resume().expect("resume");
+        match body.run() {
+            Exit::Status(0) => {}
+            other => panic!("resumed body ended with {other:?}"),
+        }
+        assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    #[test]
+    fn kill_stops_a_loop_without_calls() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let (runner, control) = spawn(&program, out);
+        std::thread::sleep(Duration::from_millis(20));
+        control.kill();
+        match runner.join().expect("body thread") {
+            Exit::Failed(e) if e.is::<Killed>() => {}
+            other => panic!("not killed: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_ghost_of_another_module_is_refused_by_name() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        let ghost = Ghost {
+            module: Some(ModuleHash::of(b"another")),
+            ..Ghost::default()
+        };
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        match Body::restore(&runtime, &program, &ghost, Box::new(Recorder(out))) {
+            Err(BodyError::Ghost(GhostError::WrongModule { .. })) => {}
+            Err(e) => panic!("wrong error: {e}"),
+            Ok(_) => panic!("restored a ghost of another module"),
         }
     }
 }

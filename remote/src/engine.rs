@@ -49,9 +49,42 @@ pub enum LoadError {
     Engine(String),
 }
 
-/// The compilation engine of a node, with its module cache.
+/// A module ready to instantiate: compiled, instrumented for freezing when it
+/// can be.
+#[derive(Clone)]
+pub struct Program {
+    /// The hash of the module as given (not as instrumented): what images and
+    /// nodes name it by.
+    pub hash: ModuleHash,
+    pub module: Module,
+    /// Why its bodies cannot be frozen, if they cannot.
+    pub not_freezable: Option<String>,
+}
+
+impl Program {
+    pub fn freezable(&self) -> bool {
+        self.not_freezable.is_none()
+    }
+}
+
+impl fmt::Debug for Program {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Program")
+            .field("hash", &self.hash)
+            .field("not_freezable", &self.not_freezable)
+            .finish()
+    }
+}
+
+/// The compilation engines of a node, with its module cache.
+///
+/// Instrumented modules (see [`crate::instrument`]) are frozen and stopped at
+/// their poll points and need nothing more of the engine. A module that cannot
+/// be instrumented runs as it is, on a second engine that compiles epoch checks
+/// in when the runtime is interruptible, so that a node can still stop it.
 pub struct Runtime {
     engine: Engine,
+    fallback: Engine,
     interruptible: bool,
     cache_dir: Option<PathBuf>,
     fingerprint: u64,
@@ -78,17 +111,16 @@ fn one_line(e: &wasmtime::Error) -> String {
 }
 
 impl Runtime {
-    /// An engine with wasmtime's default code generation, caching compiled code in
-    /// `cache_dir` (none: compile every time). Its bodies can be stopped at a
-    /// system call only: the embedded default, where the body ends with its
-    /// `ssirun`, needs no more and runs exactly wasmtime's code.
+    /// A runtime caching compiled code in `cache_dir` (none: compile every
+    /// time). A module that cannot be instrumented can be stopped at a system
+    /// call only: the embedded default, where the body ends with its `ssirun`,
+    /// needs no more.
     pub fn new(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         Self::with_config(cache_dir, false)
     }
 
-    /// As [`Runtime::new`], with epoch checks compiled in at loop headers and
-    /// function entries, so that a node can stop a body that makes no calls
-    /// (see `Body::killer`). They cost a few percent on tight loops.
+    /// As [`Runtime::new`], with epoch checks compiled into modules that cannot
+    /// be instrumented, so that a node can stop them even in a loop without calls.
     pub fn interruptible(cache_dir: Option<PathBuf>) -> Result<Self, LoadError> {
         Self::with_config(cache_dir, true)
     }
@@ -100,65 +132,142 @@ impl Runtime {
 
     fn with_config(cache_dir: Option<PathBuf>, interruptible: bool) -> Result<Self, LoadError> {
         let mut config = Config::new();
-        config.epoch_interruption(interruptible);
+        config.wasm_threads(true);
+        config.shared_memory(true);
+        config.wasm_multi_memory(true);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
+        config.epoch_interruption(interruptible);
+        let fallback = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
         engine.precompile_compatibility_hash().hash(&mut h);
         interruptible.hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
         Ok(Runtime {
             engine,
+            fallback,
             interruptible,
             cache_dir,
             fingerprint: h.finish(),
         })
     }
 
+    /// The engine of instrumented modules.
     pub fn engine(&self) -> &Engine {
         &self.engine
     }
 
-    fn cache_path(&self, hash: &ModuleHash) -> Option<PathBuf> {
-        self.cache_dir
-            .as_ref()
-            .map(|d| d.join(format!("{}-{:016x}.cwasm", hash.to_hex(), self.fingerprint)))
+    fn cache_path(&self, hash: &ModuleHash, kind: &str) -> Option<PathBuf> {
+        self.cache_dir.as_ref().map(|d| {
+            d.join(format!(
+                "{}-{:016x}.{kind}",
+                hash.to_hex(),
+                self.fingerprint
+            ))
+        })
     }
 
-    /// Turns the bytes of a file into a compiled module: binary Wasm as is, Wasm
-    /// text is assembled first. The compiled code comes from the cache when present.
-    pub fn load(&self, bytes: &[u8]) -> Result<(ModuleHash, Module), LoadError> {
+    /// Turns the bytes of a file into a program: binary Wasm as is, Wasm text is
+    /// assembled first. The compiled code comes from the cache when present.
+    pub fn load(&self, bytes: &[u8]) -> Result<Program, LoadError> {
         self.load_binary(&assemble(bytes)?)
     }
 
-    /// Loads a binary module (compiled code from the cache when present).
-    pub fn load_binary(&self, wasm: &[u8]) -> Result<(ModuleHash, Module), LoadError> {
+    /// Loads a binary module: instruments and compiles it, or takes both from
+    /// the cache.
+    pub fn load_binary(&self, wasm: &[u8]) -> Result<Program, LoadError> {
         if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
         let hash = ModuleHash::of(wasm);
-        if let Some(path) = self.cache_path(&hash) {
-            if path.exists() {
-                // SAFETY: the file was written by `Module::serialize` of an engine with
-                // the same fingerprint; wasmtime still checks its header and version.
-                match unsafe { Module::deserialize_file(&self.engine, &path) } {
-                    Ok(module) => return Ok((hash, module)),
-                    Err(e) => {
-                        tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
-                    }
+        let frozen_path = self.cache_path(&hash, "cwasm");
+        let plain_path = self.cache_path(&hash, "plain.cwasm");
+        let why_path = self.cache_path(&hash, "why");
+        if let Some(module) = frozen_path
+            .as_ref()
+            .and_then(|p| self.cached(&self.engine, p))
+        {
+            return Ok(Program {
+                hash,
+                module,
+                not_freezable: None,
+            });
+        }
+        if let (Some(module), Some(why)) = (
+            plain_path
+                .as_ref()
+                .and_then(|p| self.cached(&self.fallback, p)),
+            why_path
+                .as_ref()
+                .and_then(|p| std::fs::read_to_string(p).ok()),
+        ) {
+            return Ok(Program {
+                hash,
+                module,
+                not_freezable: Some(why),
+            });
+        }
+        // Validate first: a malformed module gets wasmtime's own words.
+        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+            .validate_all(wasm)
+            .map_err(|e| LoadError::Invalid(e.to_string()))?;
+        let program = match crate::instrument::instrument(wasm) {
+            Ok(instrumented) => {
+                let module = compile(&self.engine, &instrumented.wasm)?;
+                if let Some(p) = &frozen_path {
+                    store_atomically(
+                        p,
+                        &module
+                            .serialize()
+                            .map_err(|e| LoadError::Engine(one_line(&e)))?,
+                    );
+                }
+                Program {
+                    hash,
+                    module,
+                    not_freezable: None,
                 }
             }
-            let module = self.compile(wasm)?;
-            if let Err(e) = store_atomically(&path, &module) {
-                tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled module");
+            Err(why) => {
+                tracing::info!(module = %hash, reason = %why, "not freezable");
+                let module = compile(&self.fallback, wasm)?;
+                let why = why.to_string();
+                if let (Some(p), Some(w)) = (&plain_path, &why_path) {
+                    store_atomically(w, why.as_bytes());
+                    store_atomically(
+                        p,
+                        &module
+                            .serialize()
+                            .map_err(|e| LoadError::Engine(one_line(&e)))?,
+                    );
+                }
+                Program {
+                    hash,
+                    module,
+                    not_freezable: Some(why),
+                }
             }
-            return Ok((hash, module));
-        }
-        Ok((hash, self.compile(wasm)?))
+        };
+        Ok(program)
     }
 
-    fn compile(&self, wasm: &[u8]) -> Result<Module, LoadError> {
-        Module::from_binary(&self.engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
+    fn cached(&self, engine: &Engine, path: &Path) -> Option<Module> {
+        if !path.exists() {
+            return None;
+        }
+        // SAFETY: the file was written by `Module::serialize` of an engine with
+        // the same fingerprint; wasmtime still checks its header and version.
+        match unsafe { Module::deserialize_file(engine, path) } {
+            Ok(module) => Some(module),
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
+                None
+            }
+        }
     }
+}
+
+fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
+    Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
 }
 
 /// The binary form of a module file: binary Wasm as is, Wasm text assembled.
@@ -198,16 +307,19 @@ fn looks_like_text(bytes: &[u8]) -> bool {
     }
 }
 
-fn store_atomically(path: &Path, module: &Module) -> std::io::Result<()> {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let bytes = module
-        .serialize()
-        .map_err(|e| std::io::Error::other(one_line(&e)))?;
-    let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-    std::io::Write::write_all(&mut tmp, &bytes)?;
-    tmp.persist(path).map_err(|e| e.error)?;
-    Ok(())
+/// Writes a cache entry; a failure only costs a later recompilation.
+fn store_atomically(path: &Path, bytes: &[u8]) {
+    let write = || -> std::io::Result<()> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
+        std::io::Write::write_all(&mut tmp, bytes)?;
+        tmp.persist(path).map_err(|e| e.error)?;
+        Ok(())
+    };
+    if let Err(e) = write() {
+        tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled module");
+    }
 }
 
 #[cfg(test)]
@@ -243,15 +355,36 @@ mod tests {
     fn cache_round_trip() {
         let dir = tempfile::tempdir().expect("tempdir");
         let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
-        let (h1, _) = rt
+        let p1 = rt
             .load(b"(module (func (export \"_start\")))")
             .expect("compile");
+        assert!(p1.freezable());
         let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
         assert_eq!(entries.len(), 1);
-        let (h2, m) = rt
+        let p2 = rt
             .load(b"(module (func (export \"_start\")))")
             .expect("from cache");
-        assert_eq!(h1, h2);
-        assert!(m.get_export("_start").is_some());
+        assert_eq!(p1.hash, p2.hash);
+        assert!(p2.module.get_export("_start").is_some());
+        assert!(
+            p2.module
+                .get_export(crate::instrument::FLAG_MEMORY)
+                .is_some()
+        );
+    }
+
+    #[test]
+    fn a_module_that_cannot_be_instrumented_still_runs_and_says_why() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
+        let text = b"(module (func $f (return_call $f)) (func (export \"_start\")))";
+        let p = rt.load(text).expect("compiled as it is");
+        assert!(
+            p.not_freezable
+                .as_deref()
+                .is_some_and(|w| w.contains("tail calls"))
+        );
+        let again = rt.load(text).expect("from cache");
+        assert_eq!(again.not_freezable, p.not_freezable);
     }
 }

@@ -5,7 +5,8 @@
 //! `poll_oneoff` on clocks alone), and otherwise builds a [`Syscall`], sends it
 //! down the body's deputy link, and writes the reply back into guest memory.
 
-use crate::body::{BodyCtx, ProcExit};
+use crate::body::{BodyCtx, ProcExit, end_rewind, start_unwind};
+use crate::instrument::{POLL, RT_MODULE};
 use ssi_deputy::abi::{self, Dirent, Event, Subscription, SubscriptionKind, Whence};
 use ssi_deputy::{Errno, Reply, Syscall};
 use wasmtime::{Caller, Extern, Linker, Memory};
@@ -40,6 +41,17 @@ impl From<Fault> for Fail {
             "the guest passed a pointer out of the bounds of its memory",
         ))
     }
+}
+
+/// As [`finish`], except that a call cut short (`EINTR`) because the body is
+/// freezing unwinds the body instead: the call is made again once the body is
+/// rewound, so the guest never sees the interruption.
+fn finish_or_freeze(c: &mut Caller<'_, BodyCtx>, r: R<()>) -> wasmtime::Result<i32> {
+    if matches!(r, Err(Fail::Errno(Errno::Intr))) && c.data().control.freezing() {
+        start_unwind(c)?;
+        return Ok(0);
+    }
+    finish(r)
 }
 
 fn finish(r: R<()>) -> wasmtime::Result<i32> {
@@ -184,8 +196,9 @@ fn with<T>(
 impl BodyCtx {
     /// Sends a call to the deputy; a lost link stops the body.
     pub(crate) fn syscall(&mut self, call: Syscall) -> R<Reply> {
-        // A body without epoch checks is stopped at its next system call.
-        if self.killed.load(std::sync::atomic::Ordering::SeqCst) {
+        // A body that cannot be instrumented (and has no epoch checks) is
+        // stopped at its next system call.
+        if self.control.killing() {
             return Err(Fail::Trap(crate::body::Killed.into()));
         }
         match self.link.call(call) {
@@ -341,7 +354,13 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
             })
             .min()
             .unwrap_or(0);
-        std::thread::sleep(std::time::Duration::from_nanos(shortest));
+        if !ctx.control.sleep(std::time::Duration::from_nanos(shortest)) {
+            // A freeze (the call is made again after the rewind) or a kill.
+            if ctx.control.killing() {
+                return Err(Fail::Trap(crate::body::Killed.into()));
+            }
+            return Err(Errno::Intr.into());
+        }
         list.iter()
             .filter(|s| matches!(s.kind, SubscriptionKind::Clock { timeout, .. } if timeout <= shortest))
             .map(|s| Event {
@@ -369,6 +388,23 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
 /// Registers every `wasi_snapshot_preview1` function in `linker`.
 pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     let l = linker;
+
+    // The instrumentation's poll point: the flag is up.
+    l.func_wrap(
+        RT_MODULE,
+        POLL,
+        |mut c: Caller<'_, BodyCtx>| -> wasmtime::Result<()> {
+            end_rewind(&mut c)?;
+            let control = c.data().control.clone();
+            if control.killing() {
+                return Err(crate::body::Killed.into());
+            }
+            if control.freezing() {
+                start_unwind(&mut c)?;
+            }
+            Ok(())
+        },
+    )?;
 
     l.func_wrap(
         MODULE,
@@ -457,10 +493,12 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         MODULE,
         "poll_oneoff",
         |mut c: Caller<'_, BodyCtx>, subs: u32, events: u32, n: u32, nevents: u32| {
-            finish(with(&mut c, |m, ctx| {
+            end_rewind(&mut c)?;
+            let r = with(&mut c, |m, ctx| {
                 let k = poll_oneoff(m, ctx, subs, events, n)?;
                 Ok(m.put_u32(nevents, k)?)
-            }))
+            });
+            finish_or_freeze(&mut c, r)
         },
     )?;
 
@@ -597,13 +635,15 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         MODULE,
         "fd_read",
         |mut c: Caller<'_, BodyCtx>, fd: u32, iovs: u32, n: u32, nread: u32| {
-            finish(with(&mut c, |m, ctx| {
+            end_rewind(&mut c)?;
+            let r = with(&mut c, |m, ctx| {
                 let (buf, len) = m.first_iovec(iovs, n)?.unwrap_or((0, 0));
                 let data = expect_bytes(ctx, Syscall::FdRead { fd, len })?;
                 let k = data.len().min(len as usize);
                 m.put(buf, &data[..k])?;
                 Ok(m.put_u32(nread, k as u32)?)
-            }))
+            });
+            finish_or_freeze(&mut c, r)
         },
     )?;
     l.func_wrap(

@@ -6,11 +6,13 @@
 //! - round-trip latency of a small `fd_write` to a file and of `path_open` +
 //!   `fd_close`, timed inside the body, as hdrhistogram percentiles;
 //! - stream throughput: a program writing to stdout, drained through a pipe;
-//! - what a node's epoch checks (which let it stop a body that makes no calls)
-//!   cost a compute kernel, against the embedded default, which has none;
 //! - signal delivery: from `Admin.kill(pid, SIGTERM)` sent to the home until
 //!   `ssirun` has exited with 143, for a body looping without calls at home and
-//!   on node 2 (an upper bound on delivery: it includes ending the process).
+//!   on node 2 (an upper bound on delivery: it includes ending the process);
+//! - migration: a body holding 1 MiB, 64 MiB or 1 GiB, sparse or dense, moved
+//!   between the nodes while it loops without calls: its image size, the time
+//!   to freeze it, and the time from the request until it runs on the other
+//!   node, as the home measures them.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -35,6 +37,9 @@ struct Args {
     /// Alternating throughput rounds (median reported).
     #[arg(long, default_value_t = 9)]
     rounds: usize,
+    /// Migrations per memory size (median reported).
+    #[arg(long, default_value_t = 9)]
+    moves: usize,
 }
 
 struct Node(Child);
@@ -229,6 +234,80 @@ fn signal_latencies(
     })
 }
 
+/// Medians of a series of migrations of one `hold` process.
+struct Moves {
+    image: u64,
+    memory: u64,
+    /// µs
+    freeze: u64,
+    /// µs
+    total: u64,
+}
+
+fn migrations(
+    bin: &Path,
+    socket: &Path,
+    hold: &Path,
+    mib: usize,
+    dense: bool,
+    moves: usize,
+) -> Result<Moves> {
+    let mut child = ssirun(bin, socket, 1)
+        .arg(hold)
+        .arg(mib.to_string())
+        .arg(if dense { "dense" } else { "sparse" })
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()?;
+    let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut out, &mut line)?;
+    if line != "ready\n" {
+        bail!("hold did not start: {line:?}");
+    }
+    let ctl = |args: &[&str]| -> Result<Vec<u8>> {
+        let out = Command::new(bin.join("ssictl"))
+            .arg("--connect")
+            .arg(socket)
+            .args(args)
+            .output()?;
+        if !out.status.success() {
+            bail!("ssictl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        }
+        Ok(out.stdout)
+    };
+    let procs: Vec<serde_json::Value> = serde_json::from_slice(&ctl(&["ps", "--json"])?)?;
+    let pid = procs
+        .iter()
+        .filter(|p| p["command"].as_str().is_some_and(|c| c.contains("hold")))
+        .filter_map(|p| p["pid"].as_u64())
+        .max()
+        .context("the hold process is not listed")?
+        .to_string();
+    let (mut image, mut memory, mut freeze, mut total) = (0, 0, Vec::new(), Vec::new());
+    for i in 0..moves {
+        let to = if i % 2 == 0 { "2" } else { "1" };
+        let r: serde_json::Value = serde_json::from_slice(&ctl(&["migrate", &pid, to, "--json"])?)?;
+        image = r["image_bytes"].as_u64().unwrap_or(0);
+        memory = r["memory_bytes"].as_u64().unwrap_or(0);
+        freeze.push(r["freeze_us"].as_u64().unwrap_or(0));
+        total.push(r["total_us"].as_u64().unwrap_or(0));
+    }
+    ctl(&["kill", "-KILL", &pid])?;
+    let _ = child.wait();
+    let median = |mut v: Vec<u64>| {
+        v.sort_unstable();
+        v[v.len() / 2]
+    };
+    Ok(Moves {
+        image,
+        memory,
+        freeze: median(freeze),
+        total: median(total),
+    })
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}µs", ns as f64 / 1e3)
 }
@@ -309,42 +388,29 @@ fn main() -> Result<()> {
             us(h.max())
         );
     }
-    let compute = args.guests.join("compute.wasm");
-    let embedded = || {
-        let mut cmd = Command::new(bin.join("ssirun"));
-        cmd.env("SSI_SOCKET", "/nonexistent/ssi-netbench.sock")
-            .env_remove("SSI_CONNECT")
-            .arg(&compute)
-            .arg("3");
-        cmd
-    };
-    let timed = |mut cmd: Command| -> Result<f64> {
-        let start = Instant::now();
-        let out = cmd.stdin(Stdio::null()).output()?;
-        if !out.status.success() {
-            bail!("compute run failed");
-        }
-        Ok(start.elapsed().as_secs_f64())
-    };
-    let mut plain = Vec::new();
-    let mut checked = Vec::new();
-    for round in 0..=args.rounds * 2 {
-        let a = timed(embedded())?;
-        let mut on_node = ssirun(&bin, &socket, 1);
-        on_node.arg(&compute).arg("3");
-        let b = timed(on_node)?;
-        if round > 0 {
-            plain.push(a);
-            checked.push(b);
+    let hold = args.guests.join("hold.wasm");
+    println!(
+        "\nmigration between node 1 (home) and node 2, body looping without calls, median of {} moves:",
+        args.moves
+    );
+    println!(
+        "{:>9} {:<7} {:>11} {:>11} {:>11} {:>10}",
+        "memory", "pages", "image", "freeze", "moved in", "rate"
+    );
+    for mib in [1usize, 64, 1024] {
+        for dense in [false, true] {
+            let m = migrations(&bin, &socket, &hold, mib, dense, args.moves)?;
+            println!(
+                "{:>6} MiB {:<7} {:>9.1} MiB {:>11} {:>11} {:>7.2} GB/s",
+                mib,
+                if dense { "dense" } else { "sparse" },
+                m.image as f64 / (1 << 20) as f64,
+                us(m.freeze * 1000),
+                us(m.total * 1000),
+                m.memory as f64 / (m.total as f64 * 1e3)
+            );
         }
     }
-    let (a, b) = (median(plain), median(checked));
-    println!(
-        "compute kernel (compute 3, median of {}): embedded {:.1} ms, on a node (epoch checks) {:.1} ms = {:.2}x",
-        args.rounds * 2,
-        a * 1e3,
-        b * 1e3,
-        b / a
-    );
+    println!("(targets: ≤ 1 MiB moved in ≤ 2 ms; dense ≥ 1 GB/s)");
     Ok(())
 }

@@ -39,6 +39,15 @@ enum Command {
         #[arg(allow_hyphen_values = true, num_args = 1..=3, value_name = "[-SIGNAL] TARGET")]
         args: Vec<String>,
     },
+    /// Move a running process to another node, now: it keeps its pid, its open
+    /// files and its terminal.
+    Migrate {
+        pid: u32,
+        node: u16,
+        /// Print the migration's figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Reads kill(1)'s arguments: the signal and the target (pid, or -pgid).
@@ -230,6 +239,32 @@ fn run(args: Args) -> Result<()> {
                     .promise
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                Ok(())
+            }
+            Command::Migrate { pid, node, json } => {
+                let r = ssi_home::admin_migrate(&admin, pid, node)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "pid": pid, "from": r.from, "to": r.to,
+                            "image_bytes": r.image_bytes, "memory_bytes": r.memory_bytes,
+                            "freeze_us": r.freeze_micros, "total_us": r.total_micros,
+                        })
+                    );
+                } else {
+                    println!(
+                        "process {pid} moved from node {} to node {} in {:.2} ms (frozen in {:.2} ms; image {} for {} of memory)",
+                        r.from,
+                        r.to,
+                        r.total_micros as f64 / 1000.0,
+                        r.freeze_micros as f64 / 1000.0,
+                        bytes(r.image_bytes),
+                        bytes(r.memory_bytes)
+                    );
+                }
                 Ok(())
             }
             Command::Nodes { json } => {

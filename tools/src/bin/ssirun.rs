@@ -281,6 +281,7 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
             ExitReport::Failed(chain) => stopped(ExitReport::rebuild(&chain), &module_name, false),
             ExitReport::Lost(why) => Outcome::Lost(format!("process {pid} was lost: {why}")),
             ExitReport::Signaled(n) => Outcome::Signaled(n),
+            ExitReport::Moved => Outcome::Lost(format!("process {pid} was lost while it moved")),
         })
     });
     // A read of standard input may still be blocked; it must not hold up the exit.
@@ -345,6 +346,8 @@ fn run(args: Args) -> Result<Outcome> {
         Exit::Trap(e) => stopped(e, &module_name, true),
         Exit::Failed(e) => stopped(e, &module_name, false),
         Exit::Signaled(n) => Outcome::Signaled(n),
+        // Nothing freezes the embedded node's one body.
+        Exit::Frozen(_) => Outcome::Lost("the process was frozen with nowhere to go".into()),
     })
 }
 

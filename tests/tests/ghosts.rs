@@ -1,0 +1,240 @@
+//! Ghosts across real `ssid` nodes: a running process is frozen wherever it is
+//! (deep in recursion, in a loop without calls, or waiting for input), moved
+//! to another node, and goes on there as if nothing happened.
+
+use ssi_tests::{Case, Cluster, bin, guest};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Starts `ssirun GUEST ARGS` through node `home` with its body on `node`.
+fn start(cluster: &Cluster, home: usize, node: usize, guest_name: &str, args: &[&str]) -> Child {
+    Command::new(bin("ssirun"))
+        .arg("--connect")
+        .arg(cluster.socket(home))
+        .arg("--node")
+        .arg(node.to_string())
+        .arg(guest(guest_name))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun")
+}
+
+/// The pid of the one process whose command mentions `what`, once it shows.
+fn pid_of(cluster: &Cluster, what: &str) -> u64 {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let found = cluster
+            .ssictl_json(1, "ps")
+            .into_iter()
+            .find(|p| p["command"].as_str().is_some_and(|c| c.contains(what)));
+        if let Some(p) = found {
+            return p["pid"].as_u64().expect("pid");
+        }
+        assert!(Instant::now() < deadline, "no process `{what}` showed up");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn try_migrate(
+    cluster: &Cluster,
+    from: usize,
+    pid: u64,
+    to: usize,
+) -> Result<serde_json::Value, String> {
+    let out = cluster.ssictl(
+        from,
+        &["migrate", &pid.to_string(), &to.to_string(), "--json"],
+    );
+    if !out.status.success() {
+        return Err(format!(
+            "ssictl migrate {pid} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("migration report"))
+}
+
+/// Moves a process; if that fails, says how its `ssirun` ended.
+fn migrate_or_explain(
+    cluster: &Cluster,
+    child: &mut Child,
+    from: usize,
+    pid: u64,
+    to: usize,
+) -> serde_json::Value {
+    match try_migrate(cluster, from, pid, to) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = child.kill();
+            let status = child.wait().expect("wait");
+            let mut err = String::new();
+            if let Some(mut s) = child.stderr.take() {
+                let _ = s.read_to_string(&mut err);
+            }
+            panic!(
+                "{e}\nssirun ended with {status}: {err}\nnode logs:\n{}\n{}\n{}",
+                cluster.log(1),
+                cluster.log(2),
+                cluster.log(3)
+            );
+        }
+    }
+}
+
+fn node_of(cluster: &Cluster, pid: u64) -> u64 {
+    cluster
+        .ssictl_json(3, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .and_then(|p| p["node"].as_u64())
+        .expect("the process is listed")
+}
+
+#[test]
+fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
+    let cluster = Cluster::start(3);
+    let rounds = "15000";
+    let reference = Case::new(guest("churn")).args(&[rounds]).run_reference().0;
+    let mut child = start(&cluster, 1, 2, "churn", &[rounds]);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let reader = std::thread::spawn(move || {
+        let mut all = Vec::new();
+        stdout.read_to_end(&mut all).expect("read stdout");
+        all
+    });
+    let pid = pid_of(&cluster, "churn");
+    // Moments chosen at random, from a seed printed for a rerun.
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut at = 2u64;
+    for i in 0..50 {
+        std::thread::sleep(Duration::from_millis(next() % 40));
+        let to = [1u64, 2, 3]
+            .into_iter()
+            .filter(|n| *n != at)
+            .nth((next() % 2) as usize)
+            .expect("another node");
+        // Ask any node: the request goes to the process's home.
+        let report = migrate_or_explain(&cluster, &mut child, 1 + (i % 3), pid, to as usize);
+        assert_eq!(report["from"].as_u64(), Some(at), "{report}");
+        assert_eq!(report["to"].as_u64(), Some(to), "{report}");
+        at = to;
+    }
+    assert_eq!(node_of(&cluster, pid), at, "ps shows the node it moved to");
+    let status = child.wait().expect("wait");
+    let out = reader.join().expect("reader");
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(reference.status), "{err}");
+    assert!(
+        out == reference.stdout,
+        "the moved process printed something else ({} bytes vs {}): {err}",
+        out.len(),
+        reference.stdout.len()
+    );
+}
+
+#[test]
+fn a_process_waiting_for_input_moves_and_reads_the_next_line_there() {
+    let cluster = Cluster::start(3);
+    let mut child = start(&cluster, 1, 2, "filter", &[]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    stdin.write_all(b"first\n").expect("write");
+    stdin.flush().expect("flush");
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line, "    1: FIRST\n");
+    let pid = pid_of(&cluster, "filter");
+    // Now it waits in a read at its home: moving it cuts the read short at the
+    // deputy and makes it again on node 3.
+    let report = migrate_or_explain(&cluster, &mut child, 1, pid, 3);
+    assert_eq!(report["to"].as_u64(), Some(3));
+    std::thread::sleep(Duration::from_millis(300));
+    if let Some(status) = child.try_wait().expect("try_wait") {
+        let mut err = String::new();
+        let _ = child
+            .stderr
+            .take()
+            .expect("stderr")
+            .read_to_string(&mut err);
+        panic!(
+            "ssirun ended with {status} after the move: {err}\n{}\n{}",
+            cluster.log(1),
+            cluster.log(3)
+        );
+    }
+    assert_eq!(node_of(&cluster, pid), 3);
+    stdin.write_all(b"second\n").expect("write");
+    stdin.flush().expect("flush");
+    line.clear();
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line, "    2: SECOND\n");
+    // And back home, then the end of input.
+    migrate_or_explain(&cluster, &mut child, 2, pid, 1);
+    stdin.write_all(b"third\n").expect("write");
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert_eq!(rest, "    3: THIRD\n");
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0));
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .expect("stderr")
+        .read_to_string(&mut err)
+        .expect("stderr");
+    assert_eq!(err, "3 lines, 19 bytes\n");
+}
+
+#[test]
+fn a_loop_without_calls_moves_and_bad_requests_say_why() {
+    let cluster = Cluster::start(3);
+    let mut child = start(&cluster, 1, 1, "spin", &["0"]);
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    let pid = pid_of(&cluster, "spin");
+    let report = migrate_or_explain(&cluster, &mut child, 2, pid, 2);
+    assert_eq!(report["from"].as_u64(), Some(1));
+    // Errors name what was wrong, and the process goes on where it was.
+    for (args, says) in [
+        (
+            vec!["migrate", &*pid.to_string(), "2"],
+            "already runs on node 2",
+        ),
+        (vec!["migrate", &*pid.to_string(), "9"], "not a member"),
+        (vec!["migrate", "12345", "2"], "no process"),
+    ] {
+        let out = cluster.ssictl(1, &args);
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(node_of(&cluster, pid), 2);
+    let kill = cluster.ssictl(3, &["kill", "-TERM", &pid.to_string()]);
+    assert!(kill.status.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(143));
+}
