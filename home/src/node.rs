@@ -286,6 +286,18 @@ impl NodeCore {
         self.peers.get(&id).map(|p| p.address.clone())
     }
 
+    /// Whether a body can be started on node `id` (this node, or a peer that
+    /// is up); if not, why.
+    fn can_host(&self, id: NodeId) -> Result<(), String> {
+        if id == self.id || self.peer_up(id) {
+            return Ok(());
+        }
+        Err(match self.peer_address(id) {
+            Some(a) => format!("node {id} ({a}) is down"),
+            None => format!("node {id} is not a member of this cluster"),
+        })
+    }
+
     fn seen(&self, status: NodeStatus) {
         let id = status.id;
         if id == self.id || id == 0 {
@@ -851,12 +863,8 @@ async fn launch(
     ssi_remote::check_module(&program.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     let target = if spec.node == 0 { core.id } else { spec.node };
-    if target != core.id && !core.peer_up(target) {
-        return Err(failed(match core.peer_address(target) {
-            Some(a) => format!("node {target} ({a}) is down"),
-            None => format!("node {target} is not a member of this cluster"),
-        }));
-    }
+    // Checked before the process is set up, as well as when its body starts.
+    core.can_host(target).map_err(failed)?;
     core.modules.insert(program.hash, program.clone());
     let (stdio, pump) = console_stdio(spec.ttys);
     let deputy = Deputy::new(stdio, spec.preopens)
@@ -1045,6 +1053,20 @@ impl Placement {
 /// Largest chunk of a ghost image in one message.
 const IMAGE_CHUNK: usize = 4 << 20;
 
+/// Streams a ghost image into `sink`, chunk by chunk, and closes it.
+async fn send_image(
+    sink: &ssi_schema::image_sink::Client,
+    image: &[u8],
+) -> Result<(), capnp::Error> {
+    for chunk in image.chunks(IMAGE_CHUNK) {
+        let mut w = sink.write_request();
+        w.get().set_chunk(chunk);
+        w.send().await?;
+    }
+    sink.done_request().send().promise.await?;
+    Ok(())
+}
+
 /// Starts a process's body on node `target` (this node or a peer), from the
 /// start or from a ghost image. Returns once the body runs (for an image: once
 /// it is restored), which is a migration's acknowledgement.
@@ -1075,12 +1097,7 @@ async fn start_body(
             end: end.boxed_local(),
         });
     }
-    if !core.peer_up(target) {
-        return Err(failed(match core.peer_address(target) {
-            Some(a) => format!("node {target} ({a}) is down"),
-            None => format!("node {target} is not a member of this cluster"),
-        }));
-    }
+    core.can_host(target).map_err(failed)?;
     let address = core.peer_address(target).unwrap_or_default();
     let gateway = connect(&Endpoint::Tcp(address.clone()))
         .await
@@ -1095,13 +1112,7 @@ async fn start_body(
         Some(image) => {
             let staged = peer.stage_request().send().promise.await?;
             let staged = staged.get()?;
-            let sink = staged.get_sink()?;
-            for chunk in image.chunks(IMAGE_CHUNK) {
-                let mut w = sink.write_request();
-                w.get().set_chunk(chunk);
-                w.send().await?;
-            }
-            sink.done_request().send().promise.await?;
+            send_image(&staged.get_sink()?, &image).await?;
             staged.get_id()
         }
     };
@@ -1257,12 +1268,7 @@ impl ProcessTask {
         if let Some(why) = &self.source.program.not_freezable {
             return Err(format!("process {pid} cannot be migrated: {why}"));
         }
-        if to != core.id && !core.peer_up(to) {
-            return Err(match core.peer_address(to) {
-                Some(a) => format!("node {to} ({a}) is down"),
-                None => format!("node {to} is not a member of this cluster"),
-            });
-        }
+        core.can_host(to)?;
         let t0 = Instant::now();
         self.set_state(ProcState::Migrating, None);
         // A body waiting in a read at its deputy is freed by cutting the read
@@ -1767,17 +1773,7 @@ impl body_control::Server for BodyControlServer {
                 .map_err(|_| failed("the body's thread went away"))?
                 .map_err(failed)?;
             *self.held.borrow_mut() = Some(body.verdict);
-            let sent = async {
-                for chunk in body.image.chunks(IMAGE_CHUNK) {
-                    let mut w = sink.write_request();
-                    w.get().set_chunk(chunk);
-                    w.send().await?;
-                }
-                sink.done_request().send().promise.await?;
-                Ok::<_, capnp::Error>(())
-            }
-            .await;
-            if let Err(e) = sent {
+            if let Err(e) = send_image(&sink, &body.image).await {
                 // The home cannot take the image: the body goes on here.
                 let _ = self.decide(Verdict::Resume);
                 return Err(e);
@@ -2057,6 +2053,25 @@ fn signal_arg(n: u8) -> Result<Option<Signal>, capnp::Error> {
 }
 
 /// Signals a process or process group anywhere: at its home, which may be here.
+/// Connects to node `home`, the home of `what` (a process or a group), to
+/// forward a request there; errors name what was sought.
+async fn home_peer(
+    core: &NodeCore,
+    home: NodeId,
+    what: &str,
+) -> Result<(crate::rpc::Connection, peer::Client), capnp::Error> {
+    if !core.peer_up(home) {
+        return Err(failed(match core.peer_address(home) {
+            Some(a) => format!("node {home} ({a}), the home of {what}, is down"),
+            None => format!("no {what}: its home, node {home}, is not a member of this cluster"),
+        }));
+    }
+    let address = core.peer_address(home).unwrap_or_default();
+    let connection = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+    let peer = connection.peer_request().send().pipeline.get_peer();
+    Ok((connection, peer))
+}
+
 async fn cluster_signal(
     core: Arc<NodeCore>,
     target: i32,
@@ -2071,15 +2086,7 @@ async fn cluster_signal(
     } else {
         format!("process {target}")
     };
-    if !core.peer_up(home) {
-        return Err(failed(match core.peer_address(home) {
-            Some(a) => format!("node {home} ({a}), the home of {what}, is down"),
-            None => format!("no {what}: its home, node {home}, is not a member of this cluster"),
-        }));
-    }
-    let address = core.peer_address(home).unwrap_or_default();
-    let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
-    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let (_connection, peer) = home_peer(&core, home, &what).await?;
     let mut req = peer.signal_request();
     req.get().set_target(target);
     req.get().set_signal(sig.map(|s| s.number()).unwrap_or(0));
@@ -2224,17 +2231,7 @@ impl admin::Server for AdminServer {
             let report = if home == core.id {
                 core.migrate(pid, to).await?
             } else {
-                if !core.peer_up(home) {
-                    return Err(failed(match core.peer_address(home) {
-                        Some(a) => format!("node {home} ({a}), the home of process {pid}, is down"),
-                        None => format!(
-                            "no process {pid}: its home, node {home}, is not a member of this cluster"
-                        ),
-                    }));
-                }
-                let address = core.peer_address(home).unwrap_or_default();
-                let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
-                let peer = gateway.peer_request().send().pipeline.get_peer();
+                let (_connection, peer) = home_peer(&core, home, &format!("process {pid}")).await?;
                 let mut req = peer.migrate_request();
                 req.get().set_pid(pid);
                 req.get().set_node(to);

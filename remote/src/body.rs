@@ -161,7 +161,8 @@ impl Control {
         self.0.flag.is_some()
     }
 
-    fn raise(&self) {
+    /// Sets the word the body's poll points read.
+    fn set_flag(&self, value: u32) {
         if let Some(flag) = &self.0.flag {
             let cells = flag.data();
             if cells.len() >= 4 {
@@ -169,9 +170,13 @@ impl Control {
                 // (kept alive by `flag`); Wasm reads it with plain loads, which
                 // is how shared memories are meant to be used across threads.
                 let word = unsafe { AtomicU32::from_ptr(cells.as_ptr() as *mut u32) };
-                word.store(1, Ordering::SeqCst);
+                word.store(value, Ordering::SeqCst);
             }
         }
+    }
+
+    fn raise(&self) {
+        self.set_flag(1);
         let _guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         self.0.wake.notify_all();
     }
@@ -183,13 +188,8 @@ impl Control {
             .request
             .compare_exchange(FREEZE, NOTHING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
-        if let (true, Some(flag)) = (cleared, &self.0.flag) {
-            let cells = flag.data();
-            if cells.len() >= 4 {
-                // SAFETY: as in `raise`.
-                let word = unsafe { AtomicU32::from_ptr(cells.as_ptr() as *mut u32) };
-                word.store(0, Ordering::SeqCst);
-            }
+        if cleared {
+            self.set_flag(0);
         }
     }
 
@@ -303,12 +303,17 @@ pub(crate) fn start_unwind(c: &mut wasmtime::Caller<'_, BodyCtx>) -> wasmtime::R
         .asyncify
         .clone()
         .ok_or_else(|| wasmtime::Error::msg("the body cannot be frozen"))?;
-    let data = a.memory.data_mut(&mut *c);
+    set_stack_data(a.memory.data_mut(&mut *c), STACK_START);
+    a.start_unwind.call(&mut *c, STACK_DATA as i32)
+}
+
+/// Writes Asyncify's data structure: the stack's top is at `current`, its
+/// limit the end of Asyncify's memory.
+fn set_stack_data(data: &mut [u8], current: u32) {
     let end = data.len() as u32;
     let at = STACK_DATA as usize;
-    data[at..at + 4].copy_from_slice(&STACK_START.to_le_bytes());
+    data[at..at + 4].copy_from_slice(&current.to_le_bytes());
     data[at + 4..at + 8].copy_from_slice(&end.to_le_bytes());
-    a.start_unwind.call(&mut *c, STACK_DATA as i32)
 }
 
 /// If the guest is being rewound, it has reached the call it was frozen in:
@@ -562,12 +567,7 @@ impl Body {
                 }
             });
         }
-        let a = self
-            .store
-            .data()
-            .asyncify
-            .clone()
-            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
+        let a = self.asyncify()?;
         let data = a.memory.data(&self.store);
         let at = STACK_DATA as usize;
         let mut word = [0u8; 4];
@@ -649,12 +649,7 @@ impl Body {
             g.set(&mut self.store, val)
                 .map_err(|e| corrupt(Section::Globals, format!("{e}")))?;
         }
-        let a = self
-            .store
-            .data()
-            .asyncify
-            .clone()
-            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
+        let a = self.asyncify()?;
         let data = a.memory.data_mut(&mut self.store);
         let start = STACK_START as usize;
         let end = start + ghost.stack.len();
@@ -665,14 +660,8 @@ impl Body {
             ));
         }
         data[start..end].copy_from_slice(&ghost.stack);
-        let at = STACK_DATA as usize;
-        let limit = data.len() as u32;
-        data[at..at + 4].copy_from_slice(&(end as u32).to_le_bytes());
-        data[at + 4..at + 8].copy_from_slice(&limit.to_le_bytes());
-        a.start_rewind
-            .call(&mut self.store, STACK_DATA as i32)
-            .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
-        self.store.data_mut().rewinding = true;
+        set_stack_data(data, end as u32);
+        self.start_rewind()?;
         if let Some(m) = self.store.data().memory {
             let size = m.data_size(&self.store) as u64;
             self.memory_bytes.store(size, Ordering::Relaxed);
@@ -684,14 +673,23 @@ impl Body {
     /// instance, at the next [`Body::run`].
     pub fn resume(&mut self) -> Result<(), BodyError> {
         self.control.clear_freeze();
-        let a = self
-            .store
+        // The unwound stack is still in Asyncify's memory, `current` at its end.
+        self.start_rewind()
+    }
+
+    fn asyncify(&self) -> Result<Asyncify, BodyError> {
+        self.store
             .data()
             .asyncify
             .clone()
-            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))?;
-        // The unwound stack is still in Asyncify's memory, `current` at its end.
-        a.start_rewind
+            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))
+    }
+
+    /// Starts rewinding the stack in Asyncify's memory: the next `_start`
+    /// goes back to where the body was frozen.
+    fn start_rewind(&mut self) -> Result<(), BodyError> {
+        self.asyncify()?
+            .start_rewind
             .call(&mut self.store, STACK_DATA as i32)
             .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
         self.store.data_mut().rewinding = true;

@@ -206,48 +206,33 @@ impl Runtime {
                 not_freezable: Some(why),
             });
         }
-        // Validate first: a malformed module gets wasmtime's own words.
+        // Validate first: a malformed module is named as wasmparser (what
+        // wasmtime validates with) finds it, not as the instrumentation does.
         wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
             .map_err(|e| LoadError::Invalid(e.to_string()))?;
-        let program = match crate::instrument::instrument(wasm) {
+        let (module, not_freezable) = match crate::instrument::instrument(wasm) {
             Ok(instrumented) => {
                 let module = compile(&self.engine, &instrumented.wasm)?;
-                if let Some(p) = &frozen_path {
-                    store_atomically(
-                        p,
-                        &module
-                            .serialize()
-                            .map_err(|e| LoadError::Engine(one_line(&e)))?,
-                    );
-                }
-                Program {
-                    hash,
-                    module,
-                    not_freezable: None,
-                }
+                cache_module(frozen_path.as_deref(), &module);
+                (module, None)
             }
             Err(why) => {
                 tracing::info!(module = %hash, reason = %why, "not freezable");
                 let module = compile(&self.fallback, wasm)?;
                 let why = why.to_string();
-                if let (Some(p), Some(w)) = (&plain_path, &why_path) {
+                if let Some(w) = &why_path {
                     store_atomically(w, why.as_bytes());
-                    store_atomically(
-                        p,
-                        &module
-                            .serialize()
-                            .map_err(|e| LoadError::Engine(one_line(&e)))?,
-                    );
                 }
-                Program {
-                    hash,
-                    module,
-                    not_freezable: Some(why),
-                }
+                cache_module(plain_path.as_deref(), &module);
+                (module, Some(why))
             }
         };
-        Ok(program)
+        Ok(Program {
+            hash,
+            module,
+            not_freezable,
+        })
     }
 
     fn cached(&self, engine: &Engine, path: &Path) -> Option<Module> {
@@ -303,6 +288,17 @@ fn looks_like_text(bytes: &[u8]) -> bool {
             }
         } else {
             return rest.starts_with('(');
+        }
+    }
+}
+
+/// Keeps a compiled module in the cache, if there is one.
+fn cache_module(path: Option<&Path>, module: &Module) {
+    let Some(path) = path else { return };
+    match module.serialize() {
+        Ok(bytes) => store_atomically(path, &bytes),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %one_line(&e), "cannot cache compiled module")
         }
     }
 }
