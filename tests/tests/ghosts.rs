@@ -39,6 +39,15 @@ fn pid_of(cluster: &Cluster, what: &str) -> u64 {
     }
 }
 
+/// Everything an `ssirun` that has ended wrote to its stderr.
+fn stderr_of(child: &mut Child) -> String {
+    let mut err = String::new();
+    if let Some(mut s) = child.stderr.take() {
+        s.read_to_string(&mut err).expect("read stderr");
+    }
+    err
+}
+
 fn try_migrate(
     cluster: &Cluster,
     from: usize,
@@ -71,10 +80,7 @@ fn migrate_or_explain(
         Err(e) => {
             let _ = child.kill();
             let status = child.wait().expect("wait");
-            let mut err = String::new();
-            if let Some(mut s) = child.stderr.take() {
-                let _ = s.read_to_string(&mut err);
-            }
+            let err = stderr_of(child);
             panic!(
                 "{e}\nssirun ended with {status}: {err}\nnode logs:\n{}\n{}\n{}",
                 cluster.log(1),
@@ -137,13 +143,7 @@ fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
     assert_eq!(node_of(&cluster, pid), at, "ps shows the node it moved to");
     let status = child.wait().expect("wait");
     let out = reader.join().expect("reader");
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
+    let err = stderr_of(&mut child);
     assert_eq!(status.code(), Some(reference.status), "{err}");
     assert!(
         out == reference.stdout,
@@ -171,12 +171,7 @@ fn a_process_waiting_for_input_moves_and_reads_the_next_line_there() {
     assert_eq!(report["to"].as_u64(), Some(3));
     std::thread::sleep(Duration::from_millis(300));
     if let Some(status) = child.try_wait().expect("try_wait") {
-        let mut err = String::new();
-        let _ = child
-            .stderr
-            .take()
-            .expect("stderr")
-            .read_to_string(&mut err);
+        let err = stderr_of(&mut child);
         panic!(
             "ssirun ended with {status} after the move: {err}\n{}\n{}",
             cluster.log(1),
@@ -198,13 +193,7 @@ fn a_process_waiting_for_input_moves_and_reads_the_next_line_there() {
     assert_eq!(rest, "    3: THIRD\n");
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(0));
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .expect("stderr")
-        .read_to_string(&mut err)
-        .expect("stderr");
+    let err = stderr_of(&mut child);
     assert_eq!(err, "3 lines, 19 bytes\n");
 }
 
