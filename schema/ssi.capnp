@@ -19,6 +19,23 @@ interface Gateway {
 
   peer @2 () -> (peer :Peer);
   # The node-to-node service.
+
+  stage @3 () -> (sink :ImageSink, id :UInt64);
+  # A place for a checkpoint on this node, named `id` once `sink.done`
+  # returns; `restore` restarts it.
+
+  restore @4 (spec :RestoreSpec, console :Console) -> (process :Process, pid :UInt32);
+  # Restarts a checkpoint whose home is now this node, as `launch` starts a
+  # module: its streams are the caller's `console`. It keeps its pid when
+  # that pid is of this node and free; `pid` says which it has.
+}
+
+struct RestoreSpec {
+  image @0 :UInt64;         # the checkpoint, staged with `stage`
+  node @1 :UInt16;          # where the body goes on; 0 = at home
+  stdinTty @2 :Bool;        # the caller's streams are terminals
+  stdoutTty @3 :Bool;
+  stderrTty @4 :Bool;
 }
 
 # ---------------------------------------------------------------------------
@@ -62,6 +79,9 @@ interface Process {
   signal @1 (signal :UInt8) -> ();
   # Sends a signal to the process's process group (the session's terminal
   # keys: Ctrl-C is SIGINT, Ctrl-backslash SIGQUIT).
+
+  checkpoint @2 (stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
+  # As `Admin.checkpoint`, for this process (periodic checkpoints).
 }
 
 struct Exit {
@@ -71,6 +91,7 @@ struct Exit {
     failed @2 :List(Text);  # the host stopped the body: the error chain
     lost @3 :Text;          # the node running the body went down
     signaled @4 :UInt8;     # ended by this signal
+    checkpointed @5 :Void;  # stopped after a checkpoint (`stop`), to be restarted
   }
 }
 
@@ -103,6 +124,9 @@ interface Peer {
 
   migrate @7 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
   # Moves a process whose home is this node to `node`, now.
+
+  checkpoint @8 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
+  # Checkpoints a process whose home is this node into `sink`.
 
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.
@@ -140,6 +164,8 @@ interface BodyControl {
 interface ImageSink {
   write @0 (chunk :Data) -> stream;
   done @1 () -> ();
+  size @2 (bytes :UInt64) -> ();
+  # The size of what follows, announced first where it is known (for progress).
 }
 
 # A body's link to its deputy. A body's calls are strictly sequential and are
@@ -185,6 +211,20 @@ interface Admin {
   # As `Peer.signal`, for any process of the cluster: forwarded to its home.
   migrate @3 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
   # As `Peer.migrate`, for any process of the cluster: forwarded to its home.
+
+  checkpoint @4 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
+  # Freezes a process, writes its checkpoint (its ghost image, its deputy's
+  # state and its module) into `sink`, then lets it go on, or with `stop`
+  # ends it. Forwarded to its home.
+}
+
+struct CheckpointReport {
+  pid @0 :UInt32;
+  node @1 :UInt16;          # where its body ran
+  imageBytes @2 :UInt64;    # the checkpoint as written
+  memoryBytes @3 :UInt64;   # the body's linear memory
+  freezeMicros @4 :UInt64;  # request to frozen
+  totalMicros @5 :UInt64;   # request to the checkpoint taken (before writing)
 }
 
 struct MigrationReport {
@@ -199,6 +239,7 @@ struct MigrationReport {
 enum ProcState {
   running @0;
   migrating @1;
+  checkpointing @2;
 }
 
 struct ProcessInfo {

@@ -53,7 +53,7 @@ impl Stdio {
 
 /// The home half of one process: its descriptor table and the host resources behind it.
 pub struct Deputy {
-    table: FdTable,
+    pub(crate) table: FdTable,
     preopens: Vec<Preopen>,
     clocks: WasiClocks,
     sched: Box<dyn WasiSched>,
@@ -78,6 +78,43 @@ fn errno(e: wasi_common::Error) -> Errno {
 /// Runs a wasi-common operation and turns its error into the guest's errno.
 fn wc<T, F: Future<Output = Result<T, wasi_common::Error>>>(f: F) -> Result<T, Errno> {
     run(f)?.map_err(errno)
+}
+
+/// Opens `path` under `dir` as `meta` describes (its oflags, fdflags, read
+/// and write); the entry is a file, or a directory if that is what opened.
+pub(crate) fn open_at(
+    dir: &dyn WasiDir,
+    follow: bool,
+    path: &str,
+    meta: FdMeta,
+) -> Result<Entry, Errno> {
+    let opened = wc(dir.open_file(
+        follow,
+        path,
+        OFlags::from_bits_truncate(u32::from(meta.oflags)),
+        meta.read,
+        meta.write,
+        fdflags_from_raw(meta.fdflags),
+    ))?;
+    Ok(match opened {
+        OpenResult::File(file) => Entry {
+            handle: Handle::File(file),
+            meta,
+        },
+        OpenResult::Dir(_) if meta.write => return Err(Errno::Isdir),
+        OpenResult::Dir(d) => Entry {
+            handle: Handle::Dir(d),
+            meta: FdMeta {
+                kind: FdKind::Dir,
+                ..meta
+            },
+        },
+    })
+}
+
+/// Puts a file at `offset`.
+pub(crate) fn seek(file: &dyn WasiFile, offset: u64) -> Result<u64, Errno> {
+    wc(file.seek(SeekFrom::Start(offset)))
 }
 
 fn utf8(path: &[u8]) -> Result<&str, Errno> {
@@ -757,15 +794,6 @@ impl Deputy {
                 | rights::FD_FILESTAT_SET_SIZE
                 | rights::FD_DATASYNC)
             != 0;
-        let oflags_wc = OFlags::from_bits_truncate(u32::from(raw_oflags));
-        let opened = wc(dir.open_file(
-            follow,
-            path,
-            oflags_wc,
-            read,
-            write,
-            fdflags_from_raw(raw_fdflags),
-        ))?;
         let meta = FdMeta {
             kind: FdKind::File,
             preopen: parent.preopen,
@@ -777,20 +805,7 @@ impl Deputy {
             read,
             write,
         };
-        let entry = match opened {
-            OpenResult::File(file) => Entry {
-                handle: Handle::File(file),
-                meta,
-            },
-            OpenResult::Dir(_) if write => return Err(Errno::Isdir),
-            OpenResult::Dir(d) => Entry {
-                handle: Handle::Dir(d),
-                meta: FdMeta {
-                    kind: FdKind::Dir,
-                    ..meta
-                },
-            },
-        };
+        let entry = open_at(dir, follow, path, meta)?;
         Ok(Reply::Fd(self.table.push(entry)?))
     }
 

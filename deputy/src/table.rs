@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use wasi_common::{WasiDir, WasiFile};
 
 /// What a descriptor refers to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum FdKind {
     /// One of the session's standard streams (0, 1 or 2).
     Stdio(u8),
@@ -20,7 +20,7 @@ pub enum FdKind {
 
 /// Everything about a descriptor that is not the open handle itself: enough to
 /// reopen it after a restart (the offset is read from the handle when needed).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FdMeta {
     pub kind: FdKind,
     /// Index of the preopen the path is relative to (`None` for standard streams).
@@ -98,6 +98,36 @@ impl FdTable {
         let entry = self.remove(from)?;
         self.used.insert(to, entry);
         Ok(())
+    }
+
+    /// Takes an entry out without freeing its number.
+    pub fn take(&mut self, fd: Fd) -> Option<Entry> {
+        self.used.remove(&fd)
+    }
+
+    /// The directory of preopen `index`, if its descriptor is in this table.
+    pub fn dir_of_preopen(&self, index: usize) -> Option<&dyn WasiDir> {
+        self.used
+            .values()
+            .find_map(|e| match (&e.handle, e.meta.kind) {
+                (Handle::Dir(d), FdKind::Preopen) if e.meta.preopen == Some(index) => {
+                    Some(d.as_ref())
+                }
+                _ => None,
+            })
+    }
+
+    /// The freed numbers the next opens reuse.
+    pub fn free(&self) -> Vec<Fd> {
+        self.free.iter().copied().collect()
+    }
+
+    pub fn set_free(&mut self, free: &[Fd]) {
+        self.free = free
+            .iter()
+            .copied()
+            .filter(|fd| !self.used.contains_key(fd))
+            .collect();
     }
 
     pub fn iter(&self) -> impl Iterator<Item = (Fd, &Entry)> {

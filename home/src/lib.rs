@@ -22,8 +22,9 @@ mod wire;
 
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
-    Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, MigrationReport, NodeCore, NodeInfo, SignalError,
-    StartError, admin_migrate, admin_nodes, admin_processes,
+    Checkpoint, CheckpointReport, Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, MigrationReport,
+    NodeCore, NodeInfo, SignalError, StartError, admin_checkpoint, admin_migrate, admin_nodes,
+    admin_processes, process_checkpoint, read_checkpoint_report, restore_request,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use rpc::{
@@ -66,6 +67,12 @@ pub enum LaunchError {
     Deputy(#[from] DeputyError),
     #[error(transparent)]
     Pid(#[from] PidError),
+    #[error("cannot restore the checkpoint: {0}")]
+    Image(ssi_remote::ghost::GhostError),
+    #[error("cannot restore the checkpoint: {0}")]
+    State(ssi_deputy::StateError),
+    #[error("cannot restore the checkpoint: {0}")]
+    NotCheckpoint(&'static str),
 }
 
 /// What to run.
@@ -86,6 +93,8 @@ pub enum ProcState {
     Running,
     /// Frozen and on its way to another node.
     Migrating,
+    /// Frozen while its checkpoint is taken.
+    Checkpointing,
 }
 
 impl ProcState {
@@ -93,6 +102,7 @@ impl ProcState {
         match self {
             ProcState::Running => "running",
             ProcState::Migrating => "migrating",
+            ProcState::Checkpointing => "checkpointing",
         }
     }
 }
@@ -129,6 +139,9 @@ pub struct Node {
 pub struct Process<'n> {
     node: &'n Node,
     pid: Pid,
+    /// The module as it runs (binary), which checkpoints carry.
+    wasm: Vec<u8>,
+    hash: ssi_remote::ModuleHash,
     body: Body,
     deputy: Arc<Mutex<Deputy>>,
     table: Arc<EmbeddedTable>,
@@ -193,19 +206,74 @@ impl Node {
     /// Creates the process: allocates its pid, sets up its deputy here (its home),
     /// and instantiates its body with an in-process link to that deputy.
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
-        let program = self.runtime.load(&spec.module)?;
+        let wasm = ssi_remote::assemble(&spec.module)?.into_owned();
+        let program = self.runtime.load_binary(&wasm)?;
         ssi_remote::check_module(&program.module)?;
-        let mut deputy = Deputy::new(spec.stdio, spec.preopens)?;
+        let deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
+        self.start(
+            pid,
+            ssi_deputy::Identity::leader(pid),
+            deputy,
+            wasm,
+            spec.command,
+            |link| Body::new(&self.runtime, &program, &spec.body, link),
+        )
+    }
+
+    /// Restarts a checkpoint here, its streams `stdio`: with its own pid if
+    /// that pid is of this node and free, else a new one.
+    pub fn restore(&self, image: &[u8], stdio: Stdio) -> Result<Process<'_>, LaunchError> {
+        let ghost = ssi_remote::ghost::Ghost::decode(image, None).map_err(LaunchError::Image)?;
+        let (Some(wasm), Some(state)) = (&ghost.module_bytes, &ghost.deputy) else {
+            return Err(LaunchError::NotCheckpoint(
+                "it is a ghost image without a deputy and a module section",
+            ));
+        };
+        let state = ssi_deputy::DeputyState::decode(state).map_err(LaunchError::State)?;
+        let program = self.runtime.load_binary(wasm)?;
+        if ghost.module != Some(program.hash) {
+            return Err(LaunchError::NotCheckpoint(
+                "its module section is not the module its image was taken from",
+            ));
+        }
+        let deputy = Deputy::restore(stdio, &state).map_err(LaunchError::State)?;
+        let (pid, identity) = if self.pids.claim(state.pid) {
+            (state.pid, state.identity())
+        } else {
+            let pid = self.pids.allocate()?;
+            (pid, ssi_deputy::Identity::leader(pid))
+        };
+        let command = ghost
+            .args
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect::<Vec<_>>()
+            .join(" ");
+        self.start(pid, identity, deputy, wasm.clone(), command, |link| {
+            Body::restore(&self.runtime, &program, &ghost, link)
+        })
+    }
+
+    /// Enters a process (its pid held by the caller) into the table, with
+    /// the body `make` builds around a link to its deputy.
+    fn start(
+        &self,
+        pid: Pid,
+        identity: ssi_deputy::Identity,
+        mut deputy: Deputy,
+        wasm: Vec<u8>,
+        command: String,
+        make: impl FnOnce(Box<dyn ssi_remote::DeputyLink>) -> Result<Body, BodyError>,
+    ) -> Result<Process<'_>, LaunchError> {
         let table = Arc::new(EmbeddedTable {
             pid,
             killer: std::sync::OnceLock::new(),
             fatal: Mutex::new(None),
         });
-        deputy.set_process(ssi_deputy::Identity::leader(pid), table.clone());
+        deputy.set_process(identity, table.clone());
         let deputy = Arc::new(Mutex::new(deputy));
-        let link = Box::new(LocalLink::new(deputy.clone()));
-        let body = match Body::new(&self.runtime, &program, &spec.body, link) {
+        let body = match make(Box::new(LocalLink::new(deputy.clone()))) {
             Ok(b) => b,
             Err(e) => {
                 self.pids.release(pid);
@@ -220,19 +288,21 @@ impl Node {
                 home: self.id,
                 node: self.id,
                 state: ProcState::Running,
-                command: spec.command,
+                command,
                 started_ms: SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map(|d| d.as_millis() as u64)
                     .unwrap_or(0),
                 cpu_ns: 0,
                 memory: 0,
-                pgid: pid,
+                pgid: identity.pgid,
             },
         );
         Ok(Process {
             node: self,
             pid,
+            hash: ssi_remote::ModuleHash::of(&wasm),
+            wasm,
             body,
             deputy,
             table,
@@ -269,9 +339,68 @@ impl Process<'_> {
 
     /// Runs the body on the calling thread until the process ends, then removes it
     /// from the process table and releases its pid.
-    pub fn run(mut self) -> Finished {
+    pub fn run(self) -> Finished {
+        self.run_checkpointing(None, |_| {})
+    }
+
+    /// As [`Process::run`], taking a checkpoint every `every` (if given): each
+    /// is handed to `save` (its bytes, or why it could not be taken), and the
+    /// body goes on.
+    pub fn run_checkpointing(
+        mut self,
+        every: Option<std::time::Duration>,
+        mut save: impl FnMut(Result<Vec<u8>, String>),
+    ) -> Finished {
         let started = Instant::now();
-        let exit = self.body.run();
+        let done = Arc::new((Mutex::new(false), std::sync::Condvar::new()));
+        let timer = every.map(|every| {
+            let control = self.body.control();
+            let done = done.clone();
+            std::thread::spawn(move || {
+                let (lock, wake) = &*done;
+                let mut ended = lock.lock().unwrap_or_else(|p| p.into_inner());
+                loop {
+                    let (guard, waited) = wake
+                        .wait_timeout(ended, every)
+                        .unwrap_or_else(|p| p.into_inner());
+                    ended = guard;
+                    if *ended {
+                        return;
+                    }
+                    if waited.timed_out() {
+                        control.freeze();
+                    }
+                }
+            })
+        });
+        let exit = loop {
+            match self.body.run() {
+                Exit::Frozen(ghost) => {
+                    let image = ghost.encode(&self.hash);
+                    drop(ghost);
+                    let sealed = self
+                        .deputy
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .checkpoint()
+                        .map_err(|e| e.to_string())
+                        .and_then(|state| {
+                            ssi_remote::ghost::seal_checkpoint(image, &state.encode(), &self.wasm)
+                                .map_err(|e| e.to_string())
+                        });
+                    save(sealed);
+                    if let Err(e) = self.body.resume() {
+                        break Exit::Failed(e.into());
+                    }
+                }
+                exit => break exit,
+            }
+        };
+        *done.0.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        done.1.notify_all();
+        if let Some(t) = timer {
+            let _ = t.join();
+        }
         self.node.procs.remove(&self.pid);
         self.node.pids.release(self.pid);
         let signal = *self.table.fatal.lock().unwrap_or_else(|p| p.into_inner());

@@ -778,6 +778,46 @@ impl gateway::Server for GatewayServer {
         }));
         ready(Ok(()))
     }
+
+    fn stage(
+        self: CapRc<Self>,
+        _: gateway::StageParams,
+        mut results: gateway::StageResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let (id, sink) = ImageSinkServer::staging(&self.core);
+        let mut r = results.get();
+        r.set_id(id);
+        r.set_sink(sink);
+        ready(Ok(()))
+    }
+
+    fn restore(
+        self: CapRc<Self>,
+        params: gateway::RestoreParams,
+        mut results: gateway::RestoreResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let spec = p.get_spec()?;
+            let console = p.get_console()?;
+            let image = core
+                .staged
+                .remove(&spec.get_image())
+                .map(|(_, image)| image)
+                .ok_or_else(|| failed("no staged checkpoint with that id"))?;
+            let ttys = Ttys {
+                stdin: spec.get_stdin_tty(),
+                stdout: spec.get_stdout_tty(),
+                stderr: spec.get_stderr_tty(),
+            };
+            let (process, pid) = restore(core, image, spec.get_node(), ttys, console).await?;
+            let mut r = results.get();
+            r.set_process(process);
+            r.set_pid(pid);
+            Ok(())
+        }
+    }
 }
 
 /// A launch request, read out of its message.
@@ -865,19 +905,121 @@ async fn launch(
     let target = if spec.node == 0 { core.id } else { spec.node };
     // Checked before the process is set up, as well as when its body starts.
     core.can_host(target).map_err(failed)?;
-    core.modules.insert(program.hash, program.clone());
     let (stdio, pump) = console_stdio(spec.ttys);
     let deputy = Deputy::new(stdio, spec.preopens)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    let mut deputy = deputy;
     let pid = core.pids.allocate().map_err(failed)?;
-    deputy.set_process(
-        ssi_deputy::Identity::leader(pid),
+    let source = Source {
+        program,
+        wasm: Arc::new(wasm),
+        spec: BodySpec {
+            args: spec.args,
+            env: spec.env,
+        },
+        deputy: Arc::new(Mutex::new(deputy)),
+    };
+    let start = Start {
+        pid,
+        // Each launched process leads its own group and session, as a shell's job does.
+        identity: ssi_deputy::Identity::leader(pid),
+        command: spec.command,
+        target,
+        image: None,
+    };
+    start_process(core, start, source, pump, console).await
+}
+
+/// Restarts a checkpoint with this node as its home (`ssirun --restore`).
+async fn restore(
+    core: Arc<NodeCore>,
+    image: Vec<u8>,
+    node: NodeId,
+    ttys: Ttys,
+    console: console::Client,
+) -> Result<(process::Client, Pid), capnp::Error> {
+    let bad = |e: String| failed(format!("cannot restore the checkpoint: {e}"));
+    let ghost = Ghost::decode(&image, None).map_err(|e| bad(e.to_string()))?;
+    let (Some(wasm), Some(state)) = (&ghost.module_bytes, &ghost.deputy) else {
+        return Err(bad(
+            "it is a ghost image without a deputy and a module section, not a checkpoint".into(),
+        ));
+    };
+    let state = ssi_deputy::DeputyState::decode(state).map_err(|e| bad(e.to_string()))?;
+    let program = core
+        .runtime
+        .load_binary(wasm)
+        .map_err(|e| bad(format!("its module: {e}")))?;
+    if ghost.module != Some(program.hash) {
+        return Err(bad(
+            "its module section is not the module its image was taken from".into(),
+        ));
+    }
+    let target = if node == 0 { core.id } else { node };
+    core.can_host(target).map_err(failed)?;
+    let (stdio, pump) = console_stdio(ttys);
+    let deputy = Deputy::restore(stdio, &state).map_err(|e| bad(e.to_string()))?;
+    // Its own pid if that is of this home and free (the process keeps its
+    // identity); otherwise a new one, which leads its own group.
+    let (pid, identity) = if core.pids.claim(state.pid) {
+        (state.pid, state.identity())
+    } else {
+        let pid = core.pids.allocate().map_err(failed)?;
+        (pid, ssi_deputy::Identity::leader(pid))
+    };
+    let text = |list: &[Vec<u8>]| -> Vec<String> {
+        list.iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    };
+    let spec = BodySpec {
+        args: text(&ghost.args),
+        env: text(&ghost.env),
+    };
+    let source = Source {
+        program,
+        wasm: Arc::new(wasm.clone()),
+        deputy: Arc::new(Mutex::new(deputy)),
+        spec,
+    };
+    drop(ghost);
+    let start = Start {
+        pid,
+        identity,
+        command: source.spec.args.join(" "),
+        target,
+        image: Some(image),
+    };
+    start_process(core, start, source, pump, console).await
+}
+
+/// How a process starts: from the beginning or from an image.
+struct Start {
+    /// Held by the caller; freed if the start fails.
+    pid: Pid,
+    identity: ssi_deputy::Identity,
+    command: String,
+    target: NodeId,
+    image: Option<Vec<u8>>,
+}
+
+/// Enters a process into this home's table, starts its body and the task that
+/// follows it, and serves its session the process.
+async fn start_process(
+    core: Arc<NodeCore>,
+    start: Start,
+    source: Source,
+    pump: crate::console::ConsolePump,
+    console: console::Client,
+) -> Result<(process::Client, Pid), capnp::Error> {
+    let pid = start.pid;
+    lock(&source.deputy).set_process(
+        start.identity,
         Arc::new(HomeTable {
             core: Arc::downgrade(&core),
         }),
     );
-    let deputy: SharedDeputy = Arc::new(Mutex::new(deputy));
+    core.modules
+        .insert(source.program.hash, source.program.clone());
     let flusher = pump.flusher();
     let interrupter = pump.interrupter();
     tokio::task::spawn_local(pump.run(console));
@@ -888,16 +1030,15 @@ async fn launch(
             info: ProcessInfo {
                 pid,
                 home: core.id,
-                node: target,
+                node: start.target,
                 state: ProcState::Running,
-                command: spec.command,
+                command: start.command,
                 started_ms: now_ms(),
                 cpu_ns: 0,
                 memory: 0,
-                // Each launched process leads its own group, as a shell's job does.
-                pgid: pid,
+                pgid: start.identity.pgid,
             },
-            deputy: deputy.clone(),
+            deputy: source.deputy.clone(),
             orders: orders_tx,
             secret: None,
         },
@@ -906,17 +1047,7 @@ async fn launch(
         core: core.clone(),
         pid,
     };
-    let body_spec = BodySpec {
-        args: spec.args,
-        env: spec.env,
-    };
-    let source = Source {
-        program,
-        wasm: Arc::new(wasm),
-        spec: body_spec,
-        deputy,
-    };
-    let first = start_body(&core, pid, target, &source, None).await?;
+    let first = start_body(&core, pid, start.target, &source, start.image).await?;
     let (done, report) = oneshot::channel::<ExitReport>();
     let task = ProcessTask {
         core: core.clone(),
@@ -1188,6 +1319,29 @@ pub(crate) enum Order {
         to: NodeId,
         reply: oneshot::Sender<Result<MigrationReport, String>>,
     },
+    Checkpoint {
+        stop: bool,
+        reply: oneshot::Sender<Result<Checkpoint, String>>,
+    },
+}
+
+/// A checkpoint: the file's bytes, and what `ssictl checkpoint` reports.
+pub struct Checkpoint {
+    pub image: Vec<u8>,
+    pub report: CheckpointReport,
+}
+
+/// One checkpoint, as `ssictl checkpoint` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CheckpointReport {
+    pub pid: Pid,
+    /// Where the body ran.
+    pub node: NodeId,
+    pub image_bytes: u64,
+    pub memory_bytes: u64,
+    pub freeze_micros: u64,
+    /// Request to the checkpoint taken, before it is written anywhere.
+    pub total_micros: u64,
 }
 
 /// One migration, as `ssictl migrate` reports it.
@@ -1215,6 +1369,8 @@ impl ProcessTask {
         let mut running = first;
         // The signal that ended the process, if one did.
         let mut fatal: Option<Signal> = None;
+        // It was checkpointed and stopped.
+        let mut checkpointed = false;
         let report = loop {
             let next = futures::future::select(&mut running.end, orders.recv_async()).await;
             match next {
@@ -1237,11 +1393,17 @@ impl ProcessTask {
                         let r = self.migrate(&mut running, to).await;
                         let _ = reply.send(r);
                     }
+                    Order::Checkpoint { stop, reply } => {
+                        let r = self.checkpoint(&running, stop).await;
+                        checkpointed |= stop && r.is_ok();
+                        let _ = reply.send(r);
+                    }
                 },
                 futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
             }
         };
         match fatal {
+            _ if checkpointed => ExitReport::Checkpointed,
             Some(sig) => ExitReport::Signaled(sig.number()),
             None => report,
         }
@@ -1256,6 +1418,82 @@ impl ProcessTask {
         }
     }
 
+    /// Freezes the body where it runs, showing `state` meanwhile: its image,
+    /// and the body held frozen. A failure leaves it running.
+    async fn freeze(&self, running: &Running, state: ProcState) -> Result<(Vec<u8>, Held), String> {
+        if let Some(why) = &self.source.program.not_freezable {
+            return Err(format!("it cannot be frozen: {why}"));
+        }
+        self.set_state(state, None);
+        // A body waiting in a read at its deputy is freed by cutting the read
+        // short; the read is made again where the body resumes. Until the body
+        // is frozen, such a read may begin at any moment: keep cutting.
+        let freeze = running.place.freeze();
+        let poke = async {
+            loop {
+                self.interrupter.interrupt();
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        };
+        futures::pin_mut!(freeze, poke);
+        let frozen = futures::future::select(freeze, poke).await.factor_first().0;
+        if frozen.is_err() {
+            self.set_state(ProcState::Running, None);
+        }
+        frozen
+    }
+
+    /// A checkpoint: the frozen body's image sealed with the deputy's state
+    /// and the module. Then the body goes on, or with `stop` is dropped and
+    /// the process ends as checkpointed.
+    async fn checkpoint(&self, running: &Running, stop: bool) -> Result<Checkpoint, String> {
+        let pid = self.pid;
+        let t0 = Instant::now();
+        let (image, held) = self
+            .freeze(running, ProcState::Checkpointing)
+            .await
+            .map_err(|e| format!("cannot checkpoint process {pid}: {e}"))?;
+        let freeze_micros = t0.elapsed().as_micros() as u64;
+        let sealed = lock(&self.source.deputy)
+            .checkpoint()
+            .map_err(|e| e.to_string())
+            .and_then(|state| {
+                ssi_remote::ghost::seal_checkpoint(image, &state.encode(), &self.source.wasm)
+                    .map_err(|e| e.to_string())
+            });
+        self.set_state(ProcState::Running, None);
+        let image = match sealed {
+            Ok(image) => image,
+            Err(e) => {
+                held.decide(Verdict::Resume);
+                return Err(format!("cannot checkpoint process {pid}: {e}; it goes on"));
+            }
+        };
+        if stop {
+            self.interrupter.end();
+            held.decide(Verdict::Release);
+        } else {
+            held.decide(Verdict::Resume);
+        }
+        let memory_bytes = self
+            .core
+            .procs
+            .get(&pid)
+            .map(|p| p.info.memory)
+            .unwrap_or(0);
+        Ok(Checkpoint {
+            report: CheckpointReport {
+                pid,
+                node: running.place.node(self.core.id),
+                image_bytes: image.len() as u64,
+                memory_bytes,
+                freeze_micros,
+                total_micros: t0.elapsed().as_micros() as u64,
+            },
+            image,
+        })
+    }
+
     /// The migration protocol: freeze, send, restore at the destination (its
     /// acknowledgement), and only then drop the frozen body. Any failure before
     /// the acknowledgement resumes the body where it was.
@@ -1265,33 +1503,12 @@ impl ProcessTask {
         if to == from {
             return Err(format!("process {pid} already runs on node {to}"));
         }
-        if let Some(why) = &self.source.program.not_freezable {
-            return Err(format!("process {pid} cannot be migrated: {why}"));
-        }
         core.can_host(to)?;
         let t0 = Instant::now();
-        self.set_state(ProcState::Migrating, None);
-        // A body waiting in a read at its deputy is freed by cutting the read
-        // short; the read is made again where the body resumes. Until the body
-        // is frozen, such a read may begin at any moment: keep cutting.
-        let frozen = {
-            let freeze = running.place.freeze();
-            let poke = async {
-                loop {
-                    self.interrupter.interrupt();
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            };
-            futures::pin_mut!(freeze, poke);
-            futures::future::select(freeze, poke).await.factor_first().0
-        };
-        let (image, held) = match frozen {
-            Ok(f) => f,
-            Err(e) => {
-                self.set_state(ProcState::Running, None);
-                return Err(format!("cannot freeze process {pid}: {e}"));
-            }
-        };
+        let (image, held) = self
+            .freeze(running, ProcState::Migrating)
+            .await
+            .map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
         let freeze_micros = t0.elapsed().as_micros() as u64;
         let image_bytes = image.len() as u64;
         let memory_bytes = self
@@ -1334,6 +1551,20 @@ struct ProcessServer {
 }
 
 impl process::Server for ProcessServer {
+    fn checkpoint(
+        self: CapRc<Self>,
+        params: process::CheckpointParams,
+        mut results: process::CheckpointResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let (core, pid) = (self.core.clone(), self.pid);
+        async move {
+            let p = params.get()?;
+            let report = cluster_checkpoint(core, pid, p.get_stop(), p.get_sink()?).await?;
+            write_checkpoint_report(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
     fn wait(
         self: CapRc<Self>,
         _: process::WaitParams,
@@ -1548,19 +1779,29 @@ impl peer::Server for PeerServer {
         _: peer::StageParams,
         mut results: peer::StageResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let id = loop {
-            let id: u64 = rand::random();
-            if id != 0 && !self.core.staged.contains_key(&id) {
-                break id;
-            }
-        };
+        let (id, sink) = ImageSinkServer::staging(&self.core);
         let mut r = results.get();
         r.set_id(id);
-        r.set_sink(capnp_rpc::new_client(ImageSinkServer {
-            buffer: std::rc::Rc::new(std::cell::RefCell::new(Vec::new())),
-            staged: Some((self.core.clone(), id)),
-        }));
+        r.set_sink(sink);
         ready(Ok(()))
+    }
+
+    fn checkpoint(
+        self: CapRc<Self>,
+        params: peer::CheckpointParams,
+        mut results: peer::CheckpointResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let pid = p.get_pid();
+            if home_of(pid) != core.id {
+                return Err(failed(format!("process {pid} does not have its home here")));
+            }
+            let report = cluster_checkpoint(core, pid, p.get_stop(), p.get_sink()?).await?;
+            write_checkpoint_report(results.get().init_report(), &report);
+            Ok(())
+        }
     }
 
     fn migrate(
@@ -1643,6 +1884,7 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
     b.set_state(match p.state {
         ProcState::Running => ssi_schema::ProcState::Running,
         ProcState::Migrating => ssi_schema::ProcState::Migrating,
+        ProcState::Checkpointing => ssi_schema::ProcState::Checkpointing,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
@@ -1659,6 +1901,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
         state: match r.get_state() {
             Ok(ssi_schema::ProcState::Running) => ProcState::Running,
             Ok(ssi_schema::ProcState::Migrating) => ProcState::Migrating,
+            Ok(ssi_schema::ProcState::Checkpointing) => ProcState::Checkpointing,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,
@@ -1702,6 +1945,21 @@ impl ImageSinkServer {
             staged: None,
         }
     }
+
+    /// A sink that stages what it receives on this node, under a fresh id.
+    fn staging(core: &Arc<NodeCore>) -> (u64, ssi_schema::image_sink::Client) {
+        let id = loop {
+            let id: u64 = rand::random();
+            if id != 0 && !core.staged.contains_key(&id) {
+                break id;
+            }
+        };
+        let sink = capnp_rpc::new_client(ImageSinkServer {
+            buffer: std::rc::Rc::new(std::cell::RefCell::new(Vec::new())),
+            staged: Some((core.clone(), id)),
+        });
+        (id, sink)
+    }
 }
 
 impl ssi_schema::image_sink::Server for ImageSinkServer {
@@ -1727,6 +1985,22 @@ impl ssi_schema::image_sink::Server for ImageSinkServer {
             core.staged.insert(*id, self.buffer.take());
         }
         ready(Ok(()))
+    }
+
+    fn size(
+        self: CapRc<Self>,
+        params: ssi_schema::image_sink::SizeParams,
+        _: ssi_schema::image_sink::SizeResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = params.get().and_then(|p| {
+            let bytes = usize::try_from(p.get_bytes()).unwrap_or(usize::MAX);
+            if bytes > MAX_IMAGE {
+                return Err(failed("the image is larger than any Wasm32 body"));
+            }
+            self.buffer.borrow_mut().reserve(bytes);
+            Ok(())
+        });
+        ready(r)
     }
 }
 
@@ -2098,6 +2372,27 @@ impl NodeCore {
     /// Moves a process whose home is this node to node `to` (see
     /// `ProcessTask::migrate`).
     pub async fn migrate(&self, pid: Pid, to: NodeId) -> Result<MigrationReport, capnp::Error> {
+        self.order(pid, "moved", |reply| Order::Migrate { to, reply })
+            .await
+    }
+
+    /// Checkpoints a process whose home is this node (see
+    /// `ProcessTask::checkpoint`).
+    pub async fn checkpoint(&self, pid: Pid, stop: bool) -> Result<Checkpoint, capnp::Error> {
+        self.order(pid, "was checkpointed", |reply| Order::Checkpoint {
+            stop,
+            reply,
+        })
+        .await
+    }
+
+    /// Gives a process's task an order and waits for its answer.
+    async fn order<T>(
+        &self,
+        pid: Pid,
+        doing: &str,
+        order: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Order,
+    ) -> Result<T, capnp::Error> {
         let orders = self
             .procs
             .get(&pid)
@@ -2105,13 +2400,119 @@ impl NodeCore {
             .ok_or_else(|| failed(format!("no process {pid}")))?;
         let (reply, answer) = oneshot::channel();
         orders
-            .send(Order::Migrate { to, reply })
+            .send(order(reply))
             .map_err(|_| failed(format!("process {pid} is ending")))?;
         answer
             .await
-            .map_err(|_| failed(format!("process {pid} ended while it moved")))?
+            .map_err(|_| failed(format!("process {pid} ended while it {doing}")))?
             .map_err(failed)
     }
+}
+
+fn write_checkpoint_report(
+    mut b: ssi_schema::checkpoint_report::Builder<'_>,
+    r: &CheckpointReport,
+) {
+    b.set_pid(r.pid);
+    b.set_node(r.node);
+    b.set_image_bytes(r.image_bytes);
+    b.set_memory_bytes(r.memory_bytes);
+    b.set_freeze_micros(r.freeze_micros);
+    b.set_total_micros(r.total_micros);
+}
+
+pub fn read_checkpoint_report(r: ssi_schema::checkpoint_report::Reader<'_>) -> CheckpointReport {
+    CheckpointReport {
+        pid: r.get_pid(),
+        node: r.get_node(),
+        image_bytes: r.get_image_bytes(),
+        memory_bytes: r.get_memory_bytes(),
+        freeze_micros: r.get_freeze_micros(),
+        total_micros: r.get_total_micros(),
+    }
+}
+
+/// Checkpoints a process of the cluster into `sink`: at its home, which may
+/// be this node (then the image is written from here) or another (asked to
+/// write it into the same sink).
+async fn cluster_checkpoint(
+    core: Arc<NodeCore>,
+    pid: Pid,
+    stop: bool,
+    sink: ssi_schema::image_sink::Client,
+) -> Result<CheckpointReport, capnp::Error> {
+    let home = home_of(pid);
+    if home != core.id {
+        let (_connection, peer) = home_peer(&core, home, &format!("process {pid}")).await?;
+        let mut req = peer.checkpoint_request();
+        req.get().set_pid(pid);
+        req.get().set_stop(stop);
+        req.get().set_sink(sink);
+        let reply = req.send().promise.await?;
+        return Ok(read_checkpoint_report(reply.get()?.get_report()?));
+    }
+    let Checkpoint { image, report } = core.checkpoint(pid, stop).await?;
+    let mut size = sink.size_request();
+    size.get().set_bytes(image.len() as u64);
+    size.send().promise.await?;
+    send_image(&sink, &image).await?;
+    Ok(report)
+}
+
+/// Asks any node to checkpoint a process into `sink` (`ssictl checkpoint`).
+pub async fn admin_checkpoint(
+    admin: &admin::Client,
+    pid: Pid,
+    stop: bool,
+    sink: ssi_schema::image_sink::Client,
+) -> Result<CheckpointReport, capnp::Error> {
+    let mut req = admin.checkpoint_request();
+    req.get().set_pid(pid);
+    req.get().set_stop(stop);
+    req.get().set_sink(sink);
+    let reply = req.send().promise.await?;
+    Ok(read_checkpoint_report(reply.get()?.get_report()?))
+}
+
+/// Asks a session's own process for a checkpoint (`ssirun --checkpoint-every`).
+pub async fn process_checkpoint(
+    process: &process::Client,
+    stop: bool,
+    sink: ssi_schema::image_sink::Client,
+) -> Result<CheckpointReport, capnp::Error> {
+    let mut req = process.checkpoint_request();
+    req.get().set_stop(stop);
+    req.get().set_sink(sink);
+    let reply = req.send().promise.await?;
+    Ok(read_checkpoint_report(reply.get()?.get_report()?))
+}
+
+/// Stages a checkpoint at a node and asks it to restart it (`ssirun
+/// --restore`): the new process, and its pid.
+pub async fn restore_request(
+    gateway: &gateway::Client,
+    image: &[u8],
+    node: NodeId,
+    ttys: Ttys,
+    console: console::Client,
+) -> Result<(process::Client, Pid), capnp::Error> {
+    let staged = gateway.stage_request().send().promise.await?;
+    let staged = staged.get()?;
+    send_image(&staged.get_sink()?, image).await?;
+    let mut req = gateway.restore_request();
+    {
+        let mut p = req.get();
+        p.set_console(console);
+        let mut s = p.init_spec();
+        s.set_image(staged.get_id());
+        s.set_node(node);
+        s.set_stdin_tty(ttys.stdin);
+        s.set_stdout_tty(ttys.stdout);
+        s.set_stderr_tty(ttys.stderr);
+    }
+    let reply = req.send().promise.await?;
+    let reply = reply.get()?;
+    Ok((reply.get_process()?, reply.get_pid()))
 }
 
 pub(crate) fn write_migration(
@@ -2218,6 +2619,20 @@ fn on_this_thread<T>(request: impl Future<Output = Result<T, Errno>>) -> Result<
 }
 
 impl admin::Server for AdminServer {
+    fn checkpoint(
+        self: CapRc<Self>,
+        params: admin::CheckpointParams,
+        mut results: admin::CheckpointResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let report = cluster_checkpoint(core, p.get_pid(), p.get_stop(), p.get_sink()?).await?;
+            write_checkpoint_report(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
     fn migrate(
         self: CapRc<Self>,
         params: admin::MigrateParams,

@@ -136,6 +136,17 @@ impl PidAllocator {
         }
     }
 
+    /// Takes a given pid of this home (a restarted checkpoint's): false when
+    /// it belongs to another home or is held.
+    pub fn claim(&self, pid: Pid) -> bool {
+        let seq = pid & SEQ_MASK;
+        if home_of(pid) != self.node || seq == 0 {
+            return false;
+        }
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        st.held.insert(seq)
+    }
+
     pub fn release(&self, pid: Pid) {
         if home_of(pid) == self.node {
             let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
@@ -187,5 +198,10 @@ mod tests {
         a.release(p1);
         let p3 = a.allocate().expect("pid");
         assert_ne!(p3, p2);
+        // A checkpoint's pid comes back only if it is free and of this home.
+        assert!(!a.claim(p2));
+        a.release(p2);
+        assert!(a.claim(p2));
+        assert!(!PidAllocator::new(2).expect("node 2").claim(p2));
     }
 }

@@ -690,6 +690,8 @@ pub enum ExitReport {
     /// The body left this node: it runs elsewhere now (a migration). Only a
     /// body's own node sees this; its home follows the body instead.
     Moved,
+    /// It was checkpointed and stopped, to be restarted from its checkpoint.
+    Checkpointed,
 }
 
 impl ExitReport {
@@ -725,6 +727,7 @@ pub fn write_exit(mut b: exit::Builder<'_>, report: &ExitReport) {
         ExitReport::Moved => {
             set_texts(b.init_failed(1), &["the body moved to another node".into()])
         }
+        ExitReport::Checkpointed => b.set_checkpointed(()),
     }
 }
 
@@ -735,6 +738,7 @@ pub fn read_exit(r: exit::Reader<'_>) -> Result<ExitReport, Error> {
         exit::Which::Failed(l) => ExitReport::Failed(texts(l?)?),
         exit::Which::Lost(t) => ExitReport::Lost(text(t)?),
         exit::Which::Signaled(n) => ExitReport::Signaled(n),
+        exit::Which::Checkpointed(()) => ExitReport::Checkpointed,
     })
 }
 

@@ -588,6 +588,7 @@ impl Body {
             args: ctx.args.clone(),
             env: ctx.env.clone(),
             deputy: None,
+            module_bytes: None,
         })
     }
 

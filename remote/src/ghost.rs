@@ -22,7 +22,11 @@
 //! clocks   (5): monotonic clock offset u64 (ns)
 //! command  (6): argc u32 │ (length u32 │ bytes) … │ envc u32 │ (length u32 │ bytes) …
 //! deputy   (7): the deputy's state, for checkpoints (its own encoding)
+//! module   (8): the module's bytes, for checkpoints (a restart needs no copy)
 //! ```
+//!
+//! A checkpoint file is an image with the deputy and module sections: the
+//! home adds them to the image its body sent ([`seal_checkpoint`]).
 //!
 //! All integers are little-endian. The major version must match; a minor
 //! version may be older than ours (newer minor versions only add section kinds,
@@ -35,7 +39,7 @@ use std::fmt;
 
 const MAGIC: &[u8; 8] = b"SSIGHOST";
 pub const MAJOR: u16 = 1;
-pub const MINOR: u16 = 0;
+pub const MINOR: u16 = 1;
 /// A Wasm page.
 pub const PAGE: usize = 64 * 1024;
 /// Pages per stored run: bounds what one run decompresses into.
@@ -60,6 +64,7 @@ pub enum Section {
     Clocks,
     Command,
     Deputy,
+    Module,
     Checksum,
 }
 
@@ -73,6 +78,7 @@ impl Section {
             Section::Clocks => 5,
             Section::Command => 6,
             Section::Deputy => 7,
+            Section::Module => 8,
             Section::Header | Section::Checksum => 0,
         }
     }
@@ -86,6 +92,7 @@ impl Section {
             5 => Section::Clocks,
             6 => Section::Command,
             7 => Section::Deputy,
+            8 => Section::Module,
             _ => return None,
         })
     }
@@ -102,6 +109,7 @@ impl fmt::Display for Section {
             Section::Clocks => "clocks",
             Section::Command => "command",
             Section::Deputy => "deputy",
+            Section::Module => "module",
             Section::Checksum => "checksum",
         })
     }
@@ -232,6 +240,8 @@ pub struct Ghost {
     pub args: Vec<Vec<u8>>,
     pub env: Vec<Vec<u8>>,
     pub deputy: Option<Vec<u8>>,
+    /// The module itself (checkpoints carry it).
+    pub module_bytes: Option<Vec<u8>>,
 }
 
 struct Out(Vec<u8>);
@@ -252,6 +262,15 @@ impl Out {
     fn bytes(&mut self, b: &[u8]) {
         self.0.extend_from_slice(b);
     }
+    /// The end marker and the checksum of everything before.
+    fn end(mut self) -> Vec<u8> {
+        self.u8(0);
+        self.u64(0);
+        let sum = xxhash_rust::xxh3::xxh3_64(&self.0);
+        self.u64(sum);
+        self.0
+    }
+
     /// Writes a section: kind, length, then what `body` writes.
     fn section(&mut self, s: Section, body: impl FnOnce(&mut Out)) {
         self.u8(s.kind());
@@ -342,11 +361,10 @@ impl Ghost {
         if let Some(d) = &self.deputy {
             o.section(Section::Deputy, |o| o.bytes(d));
         }
-        o.u8(0);
-        o.u64(0);
-        let sum = xxhash_rust::xxh3::xxh3_64(&o.0);
-        o.u64(sum);
-        o.0
+        if let Some(m) = &self.module_bytes {
+            o.section(Section::Module, |o| o.bytes(m));
+        }
+        o.end()
     }
 
     /// Decodes an image; `expected` is the module it must belong to, if known.
@@ -426,13 +444,42 @@ impl Ghost {
                     g.env = s.strings()?;
                 }
                 Section::Deputy => g.deputy = Some(payload.to_vec()),
+                Section::Module => g.module_bytes = Some(payload.to_vec()),
                 Section::Header | Section::Checksum => {}
             }
-            if !matches!(section, Section::Stack | Section::Deputy) && !s.data.is_empty() {
+            if !matches!(section, Section::Stack | Section::Deputy | Section::Module)
+                && !s.data.is_empty()
+            {
                 return Err(corrupt(section, "bytes left over"));
             }
         }
     }
+}
+
+/// Turns a body's image into a checkpoint: adds the deputy's state and the
+/// module, and seals it again. The image is checked first (its checksum), so
+/// a damaged image is never sealed as if it were sound.
+pub fn seal_checkpoint(
+    image: Vec<u8>,
+    deputy: &[u8],
+    module: &[u8],
+) -> Result<Vec<u8>, GhostError> {
+    const TAIL: usize = 1 + 8 + 8;
+    if image.len() < MAGIC.len() + 4 + 32 + TAIL {
+        return Err(GhostError::Truncated(Section::Header));
+    }
+    let (body, sum) = image.split_at(image.len() - 8);
+    let mut sum_bytes = [0u8; 8];
+    sum_bytes.copy_from_slice(sum);
+    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum_bytes) {
+        return Err(GhostError::Checksum);
+    }
+    let mut o = Out(image);
+    o.0.truncate(o.0.len() - TAIL);
+    o.0.reserve(deputy.len() + module.len() + 2 * 9 + TAIL);
+    o.section(Section::Deputy, |o| o.bytes(deputy));
+    o.section(Section::Module, |o| o.bytes(module));
+    Ok(o.end())
 }
 
 struct In<'a> {
@@ -600,7 +647,27 @@ mod tests {
             args: vec![b"prog.wasm".to_vec(), b"x".to_vec()],
             env: vec![b"A=1".to_vec()],
             deputy: Some(b"deputy state".to_vec()),
+            module_bytes: None,
         }
+    }
+
+    #[test]
+    fn a_sealed_checkpoint_carries_deputy_and_module() {
+        let g = Ghost {
+            deputy: None,
+            ..sample()
+        };
+        let sealed = seal_checkpoint(g.encode(&module()), b"{}", b"\0asm").expect("seals");
+        let back = Ghost::decode(&sealed, Some(&module())).expect("decodes");
+        assert_eq!(back.deputy.as_deref(), Some(&b"{}"[..]));
+        assert_eq!(back.module_bytes.as_deref(), Some(&b"\0asm"[..]));
+        assert_eq!(back.memories, g.memories);
+        let mut damaged = g.encode(&module());
+        damaged[60] ^= 1;
+        assert_eq!(
+            seal_checkpoint(damaged, b"{}", b""),
+            Err(GhostError::Checksum)
+        );
     }
 
     #[test]
@@ -686,7 +753,10 @@ mod tests {
         newer[8] = 2;
         assert_eq!(
             Ghost::decode(&newer, None),
-            Err(GhostError::Version { major: 2, minor: 0 })
+            Err(GhostError::Version {
+                major: 2,
+                minor: MINOR
+            })
         );
         let other = ModuleHash::of(b"another module");
         assert!(matches!(

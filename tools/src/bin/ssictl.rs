@@ -48,6 +48,21 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Write a running process's checkpoint to a file (its ghost image, its
+    /// open files with their offsets, its pid, arguments and environment, and
+    /// its module); `ssirun --restore FILE` restarts it, on any node.
+    Checkpoint {
+        pid: u32,
+        /// The checkpoint file (replaced whole, never left half written).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: std::path::PathBuf,
+        /// Stop the process once its checkpoint is taken.
+        #[arg(long)]
+        stop: bool,
+        /// Print the checkpoint's figures as JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// Reads kill(1)'s arguments: the signal and the target (pid, or -pgid).
@@ -263,6 +278,40 @@ fn run(args: Args) -> Result<()> {
                         r.freeze_micros as f64 / 1000.0,
                         bytes(r.image_bytes),
                         bytes(r.memory_bytes)
+                    );
+                }
+                Ok(())
+            }
+            Command::Checkpoint {
+                pid,
+                output,
+                stop,
+                json,
+            } => {
+                let (file, sink) = ssi_tools::CheckpointFile::create(&output, !json)?;
+                let r = ssi_home::admin_checkpoint(&admin, pid, stop, sink)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                let written = file.commit()?;
+                if json {
+                    println!(
+                        "{}",
+                        json!({
+                            "pid": pid, "node": r.node, "file": output.display().to_string(),
+                            "image_bytes": written, "memory_bytes": r.memory_bytes,
+                            "freeze_us": r.freeze_micros, "total_us": r.total_micros,
+                            "stopped": stop,
+                        })
+                    );
+                } else {
+                    println!(
+                        "process {pid} checkpointed to {} in {:.2} ms (frozen in {:.2} ms; {} for {} of memory){}",
+                        output.display(),
+                        r.total_micros as f64 / 1000.0,
+                        r.freeze_micros as f64 / 1000.0,
+                        bytes(written),
+                        bytes(r.memory_bytes),
+                        if stop { "; it is stopped" } else { "" }
                     );
                 }
                 Ok(())

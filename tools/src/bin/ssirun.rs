@@ -15,6 +15,7 @@ use ssi_schema::console;
 use std::io::{IsTerminal, Read, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 /// Run a WASI (preview1) program as if it were local: same streams, files and
 /// exit status, with its system calls executed by its deputy at home.
@@ -37,8 +38,20 @@ struct Args {
     /// Start the body on node N (the home stays the node connected to).
     #[arg(long, value_name = "N")]
     node: Option<u16>,
+    /// Restart a checkpoint (from `ssictl checkpoint` or --checkpoint-every)
+    /// instead of starting a module: same pid where it can, files reopened at
+    /// their offsets, streams attached to this command.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["dirs", "envs", "module"])]
+    restore: Option<PathBuf>,
+    /// Take a checkpoint every SECONDS (fractions allowed) into --checkpoint-dir.
+    #[arg(long, value_name = "SECONDS", requires = "checkpoint_dir")]
+    checkpoint_every: Option<f64>,
+    /// Where periodic checkpoints go: DIR/PID.ckpt, replaced atomically.
+    #[arg(long, value_name = "DIR", requires = "checkpoint_every")]
+    checkpoint_dir: Option<PathBuf>,
     /// The WebAssembly module (binary or text) to run.
-    module: PathBuf,
+    #[arg(required_unless_present = "restore")]
+    module: Option<PathBuf>,
     /// Arguments passed to the program.
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
@@ -83,6 +96,8 @@ enum Outcome {
     Lost(String),
     /// A signal ended the process.
     Signaled(u8),
+    /// It was checkpointed and stopped.
+    Checkpointed(u32),
 }
 
 /// As `wasmtime run` reports a failed run.
@@ -203,14 +218,107 @@ struct Program {
     preopens: Vec<Preopen>,
 }
 
-fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Result<Outcome> {
+/// What to start: a module, or a checkpoint to restart.
+enum Start {
+    Launch(Program),
+    Restore { image: Vec<u8>, name: String },
+}
+
+/// Periodic checkpoints: how often, and into which directory.
+#[derive(Clone)]
+struct Periodic {
+    every: Duration,
+    dir: PathBuf,
+}
+
+fn periodic(args: &Args) -> Result<Option<Periodic>> {
+    let (Some(every), Some(dir)) = (args.checkpoint_every, &args.checkpoint_dir) else {
+        return Ok(None);
+    };
+    let every = Duration::try_from_secs_f64(every)
+        .ok()
+        .filter(|d| !d.is_zero())
+        .with_context(|| {
+            format!("--checkpoint-every {every}: expected a positive number of seconds")
+        })?;
+    anyhow::ensure!(
+        dir.is_dir(),
+        "--checkpoint-dir {}: not a directory",
+        dir.display()
+    );
+    Ok(Some(Periodic {
+        every,
+        dir: dir.clone(),
+    }))
+}
+
+/// Takes a checkpoint of the session's process every period, each replacing
+/// the one before; a failure is reported and the next one tried.
+async fn checkpoint_periodically(process: ssi_schema::process::Client, pid: u32, p: Periodic) {
+    let path = p.dir.join(format!("{pid}.ckpt"));
+    loop {
+        tokio::time::sleep(p.every).await;
+        let taken = async {
+            let (file, sink) = ssi_tools::CheckpointFile::create(&path, false)?;
+            ssi_home::process_checkpoint(&process, false, sink)
+                .await
+                .map_err(|e| anyhow::anyhow!("{}", remote_message(&e)))?;
+            file.commit()?;
+            Ok::<_, anyhow::Error>(())
+        };
+        if let Err(e) = taken.await {
+            eprintln!("ssirun: checkpoint of process {pid} failed: {e:#}");
+        }
+    }
+}
+
+fn ttys() -> ssi_home::Ttys {
+    ssi_home::Ttys {
+        stdin: std::io::stdin().is_terminal(),
+        stdout: std::io::stdout().is_terminal(),
+        stderr: std::io::stderr().is_terminal(),
+    }
+}
+
+fn run_on_node(
+    endpoint: &Endpoint,
+    node: Option<u16>,
+    start: Start,
+    periodic: Option<Periodic>,
+) -> Result<Outcome> {
     let rt = ssi_home::thread_runtime().context("cannot start the client runtime")?;
     let local = tokio::task::LocalSet::new();
-    let module_name = program.module_name.clone();
+    let module_name = match &start {
+        Start::Launch(p) => p.module_name.clone(),
+        Start::Restore { name, .. } => name.clone(),
+    };
     let outcome = local.block_on(&rt, async move {
         // Caught from before the launch, so none is lost (nor kills ssirun).
         let caught = catch_signals();
         let gateway = ssi_home::connect(endpoint).await?;
+        let program = match start {
+            Start::Launch(program) => program,
+            Start::Restore { image, name } => {
+                let (process, pid) = match ssi_home::restore_request(
+                    &gateway,
+                    &image,
+                    node.unwrap_or(0),
+                    ttys(),
+                    capnp_rpc::new_client(Console),
+                )
+                .await
+                {
+                    Ok(started) => started,
+                    Err(e) => {
+                        return Err(anyhow::anyhow!(
+                            "`{name}`: {}",
+                            remote_message(&e)
+                        ));
+                    }
+                };
+                return follow(endpoint, process, pid, caught, periodic).await;
+            }
+        };
         let mut req = gateway.launch_request();
         {
             let mut p = req.get();
@@ -236,24 +344,58 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
                 e.set_guest(&p.guest);
             }
             s.set_node(node.unwrap_or(0));
-            s.set_stdin_tty(std::io::stdin().is_terminal());
-            s.set_stdout_tty(std::io::stdout().is_terminal());
-            s.set_stderr_tty(std::io::stderr().is_terminal());
+            let ttys = ttys();
+            s.set_stdin_tty(ttys.stdin);
+            s.set_stdout_tty(ttys.stdout);
+            s.set_stderr_tty(ttys.stderr);
         }
         let reply = match req.send().promise.await {
             Ok(reply) => reply,
             // The home went away while launching: the process, if it started,
             // is gone with it.
             Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
-                return Ok(Outcome::Lost(format!(
+                return Ok(Report::Lost(format!(
                     "the process was lost with its home node {endpoint}, which went down while launching it"
                 )));
             }
             Err(e) => return Err(anyhow::anyhow!(remote_message(&e))),
         };
         let reply = reply.get()?;
-        let pid = reply.get_pid();
-        let process = reply.get_process()?;
+        follow(endpoint, reply.get_process()?, reply.get_pid(), caught, periodic).await
+    });
+    // A read of standard input may still be blocked; it must not hold up the exit.
+    rt.shutdown_background();
+    let report = outcome?;
+    Ok(match report {
+        Report::Ended(pid, report) => match report {
+            ExitReport::Status(code) => Outcome::Exited(code),
+            ExitReport::Trap(chain) => stopped(ExitReport::rebuild(&chain), &module_name, true),
+            ExitReport::Failed(chain) => stopped(ExitReport::rebuild(&chain), &module_name, false),
+            ExitReport::Lost(why) => Outcome::Lost(format!("process {pid} was lost: {why}")),
+            ExitReport::Signaled(n) => Outcome::Signaled(n),
+            ExitReport::Moved => Outcome::Lost(format!("process {pid} was lost while it moved")),
+            ExitReport::Checkpointed => Outcome::Checkpointed(pid),
+        },
+        Report::Lost(why) => Outcome::Lost(why),
+    })
+}
+
+/// How a session's process ended, as its home told.
+enum Report {
+    Ended(u32, ExitReport),
+    Lost(String),
+}
+
+/// Follows the session's process to its end: forwards the signals caught
+/// here, takes the periodic checkpoints, and waits for its exit.
+async fn follow(
+    endpoint: &Endpoint,
+    process: ssi_schema::process::Client,
+    pid: u32,
+    caught: flume::Receiver<u8>,
+    periodic: Option<Periodic>,
+) -> Result<Report> {
+    {
         // The terminal's keys and `kill` aimed at this command reach the process
         // (its process group) wherever its body runs.
         let forward = process.clone();
@@ -264,35 +406,101 @@ fn run_on_node(endpoint: &Endpoint, node: Option<u16>, program: Program) -> Resu
                 let _ = req.send().promise.await;
             }
         });
-        let done = match process.wait_request().send().promise.await {
-            Ok(done) => done,
-            // The home holds the process: without it the process is gone.
-            Err(e) => {
-                return Ok(Outcome::Lost(format!(
-                    "process {pid} was lost with its home node {endpoint}: {}",
-                    remote_message(&e)
-                )));
-            }
-        };
-        let report = ssi_home::read_exit(done.get()?.get_exit()?)?;
-        Ok::<_, anyhow::Error>(match report {
-            ExitReport::Status(code) => Outcome::Exited(code),
-            ExitReport::Trap(chain) => stopped(ExitReport::rebuild(&chain), &module_name, true),
-            ExitReport::Failed(chain) => stopped(ExitReport::rebuild(&chain), &module_name, false),
-            ExitReport::Lost(why) => Outcome::Lost(format!("process {pid} was lost: {why}")),
-            ExitReport::Signaled(n) => Outcome::Signaled(n),
-            ExitReport::Moved => Outcome::Lost(format!("process {pid} was lost while it moved")),
-        })
-    });
-    // A read of standard input may still be blocked; it must not hold up the exit.
-    rt.shutdown_background();
-    outcome
+        if let Some(p) = periodic {
+            tokio::task::spawn_local(checkpoint_periodically(process.clone(), pid, p));
+        }
+    }
+    let done = match process.wait_request().send().promise.await {
+        Ok(done) => done,
+        // The home holds the process: without it the process is gone.
+        Err(e) => {
+            return Ok(Report::Lost(format!(
+                "process {pid} was lost with its home node {endpoint}: {}",
+                remote_message(&e)
+            )));
+        }
+    };
+    Ok(Report::Ended(
+        pid,
+        ssi_home::read_exit(done.get()?.get_exit()?)?,
+    ))
 }
 
 fn run(args: Args) -> Result<Outcome> {
-    let module_name = args.module.display().to_string();
-    let bytes = std::fs::read(&args.module)
-        .with_context(|| format!("cannot read module `{module_name}`"))?;
+    let periodic = periodic(&args)?;
+    let start = match (&args.restore, &args.module) {
+        (Some(file), _) => {
+            let name = file.display().to_string();
+            let image =
+                std::fs::read(file).with_context(|| format!("cannot read checkpoint `{name}`"))?;
+            Start::Restore { image, name }
+        }
+        (None, Some(module)) => Start::Launch(program(&args, module)?),
+        (None, None) => bail!("give a module to run, or --restore FILE"),
+    };
+    if let Some(endpoint) = pick_endpoint(&args)? {
+        return run_on_node(&endpoint, args.node, start, periodic);
+    }
+    let cache = if args.no_cache {
+        None
+    } else {
+        ssi_remote::default_cache_dir()
+    };
+    let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
+    let node = Node::new(EMBEDDED_NODE, runtime).context("cannot start the embedded node")?;
+    let (process, module_name) = match start {
+        Start::Launch(p) => {
+            let process = node
+                .launch(LaunchSpec {
+                    module: p.bytes,
+                    command: p.argv.join(" "),
+                    body: BodySpec {
+                        args: p.argv,
+                        env: p.env,
+                    },
+                    preopens: p.preopens,
+                    stdio: Stdio::inherit(),
+                })
+                .with_context(|| format!("cannot run `{}`", p.module_name))?;
+            (process, p.module_name)
+        }
+        Start::Restore { image, name } => {
+            let process = node
+                .restore(&image, Stdio::inherit())
+                .with_context(|| format!("`{name}`"))?;
+            (process, name)
+        }
+    };
+    let pid = process.pid();
+    let every = periodic.as_ref().map(|p| p.every);
+    let finished = process.run_checkpointing(every, |taken| {
+        let Some(p) = &periodic else { return };
+        let path = p.dir.join(format!("{pid}.ckpt"));
+        let written = taken
+            .map_err(anyhow::Error::msg)
+            .and_then(|image| Ok(ssi_tools::write_checkpoint(&path, &image)?));
+        if let Err(e) = written {
+            eprintln!("ssirun: checkpoint of process {pid} failed: {e:#}");
+        }
+    });
+    if let Some(signal) = finished.signal {
+        return Ok(Outcome::Signaled(signal.number()));
+    }
+    Ok(match finished.exit {
+        Exit::Status(code) => Outcome::Exited(code),
+        Exit::Trap(e) => stopped(e, &module_name, true),
+        Exit::Failed(e) => stopped(e, &module_name, false),
+        Exit::Signaled(n) => Outcome::Signaled(n),
+        // Frozen bodies are resumed by `run_checkpointing`.
+        Exit::Frozen(_) => Outcome::Lost("the process was frozen with nowhere to go".into()),
+    })
+}
+
+/// The module to launch, with its arguments, environment and directories.
+fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
+    let module_name = module.display().to_string();
+    let bytes =
+        std::fs::read(module).with_context(|| format!("cannot read module `{module_name}`"))?;
     let preopens = args
         .dirs
         .iter()
@@ -304,50 +512,18 @@ fn run(args: Args) -> Result<Outcome> {
         .map(|e| parse_env(e))
         .collect::<Result<Vec<_>>>()?;
     // As `wasmtime run`: argv[0] is the module's file name.
-    let argv0 = args
-        .module
+    let argv0 = module
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| module_name.clone());
     let mut argv = vec![argv0];
     argv.extend(args.args.iter().cloned());
-    if let Some(endpoint) = pick_endpoint(&args)? {
-        let program = Program {
-            bytes,
-            module_name,
-            argv,
-            env,
-            preopens,
-        };
-        return run_on_node(&endpoint, args.node, program);
-    }
-    let cache = if args.no_cache {
-        None
-    } else {
-        ssi_remote::default_cache_dir()
-    };
-    let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
-    let node = Node::new(1, runtime).context("cannot start the embedded node")?;
-    let process = node
-        .launch(LaunchSpec {
-            module: bytes,
-            command: argv.join(" "),
-            body: BodySpec { args: argv, env },
-            preopens,
-            stdio: Stdio::inherit(),
-        })
-        .with_context(|| format!("cannot run `{module_name}`"))?;
-    let finished = process.run();
-    if let Some(signal) = finished.signal {
-        return Ok(Outcome::Signaled(signal.number()));
-    }
-    Ok(match finished.exit {
-        Exit::Status(code) => Outcome::Exited(code),
-        Exit::Trap(e) => stopped(e, &module_name, true),
-        Exit::Failed(e) => stopped(e, &module_name, false),
-        Exit::Signaled(n) => Outcome::Signaled(n),
-        // Nothing freezes the embedded node's one body.
-        Exit::Frozen(_) => Outcome::Lost("the process was frozen with nowhere to go".into()),
+    Ok(Program {
+        bytes,
+        module_name,
+        argv,
+        env,
+        preopens,
     })
 }
 
@@ -366,6 +542,11 @@ fn main() -> ExitCode {
         }
         // As a shell reports a command a signal ended.
         Ok(Outcome::Signaled(n)) => ExitCode::from(128u8.saturating_add(n)),
+        Ok(Outcome::Checkpointed(pid)) => {
+            // As a process killed by SIGKILL: it goes on only from its checkpoint.
+            eprintln!("ssirun: process {pid} was checkpointed and stopped");
+            ExitCode::from(137)
+        }
         Ok(Outcome::Lost(message)) => {
             // As a process killed by SIGKILL: its node is gone.
             eprintln!("ssirun: error: {message}");
