@@ -252,6 +252,7 @@ struct ProcessInfo {
   cpuNs @6 :UInt64;         # CPU time of the body
   memory @7 :UInt64;        # bytes of linear memory
   pgid @8 :UInt32;          # its process group
+  pinned @9 :Text;          # why it cannot be frozen (migrated, checkpointed); empty if it can
 }
 
 struct BodyStats {

@@ -125,6 +125,8 @@ pub struct ProcessInfo {
     pub memory: u64,
     /// Its process group.
     pub pgid: Pid,
+    /// Why it cannot be frozen (so not migrated or checkpointed), if it cannot.
+    pub pinned: Option<String>,
 }
 
 /// A node: its compilation runtime, its pid space and its process table.
@@ -296,6 +298,7 @@ impl Node {
                 cpu_ns: 0,
                 memory: 0,
                 pgid: identity.pgid,
+                pinned: None,
             },
         );
         Ok(Process {

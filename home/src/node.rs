@@ -1037,6 +1037,7 @@ async fn start_process(
                 cpu_ns: 0,
                 memory: 0,
                 pgid: start.identity.pgid,
+                pinned: source.program.not_freezable.clone(),
             },
             deputy: source.deputy.clone(),
             orders: orders_tx,
@@ -1329,6 +1330,25 @@ pub(crate) enum Order {
 pub struct Checkpoint {
     pub image: Vec<u8>,
     pub report: CheckpointReport,
+    /// Told whether the image reached its destination (a process checkpointed
+    /// to be stopped stays frozen until then, and goes on if it did not).
+    done: Option<oneshot::Sender<bool>>,
+}
+
+impl Checkpoint {
+    /// Says whether the image is safe where it went.
+    pub fn delivered(&mut self, safe: bool) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(safe);
+        }
+    }
+}
+
+impl Drop for Checkpoint {
+    /// Never said: not delivered.
+    fn drop(&mut self) {
+        self.delivered(false);
+    }
 }
 
 /// One checkpoint, as `ssictl checkpoint` reports it.
@@ -1394,9 +1414,7 @@ impl ProcessTask {
                         let _ = reply.send(r);
                     }
                     Order::Checkpoint { stop, reply } => {
-                        let r = self.checkpoint(&running, stop).await;
-                        checkpointed |= stop && r.is_ok();
-                        let _ = reply.send(r);
+                        checkpointed |= self.checkpoint(&running, stop, reply).await;
                     }
                 },
                 futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
@@ -1446,14 +1464,26 @@ impl ProcessTask {
     /// A checkpoint: the frozen body's image sealed with the deputy's state
     /// and the module. Then the body goes on, or with `stop` is dropped and
     /// the process ends as checkpointed.
-    async fn checkpoint(&self, running: &Running, stop: bool) -> Result<Checkpoint, String> {
+    /// With `stop`, the body stays frozen until the asker says the checkpoint
+    /// is safe where it went (`Checkpoint::delivered`), and only then is
+    /// dropped; if it is not, the body goes on. True if the process stopped.
+    async fn checkpoint(
+        &self,
+        running: &Running,
+        stop: bool,
+        reply: oneshot::Sender<Result<Checkpoint, String>>,
+    ) -> bool {
         let pid = self.pid;
         let t0 = Instant::now();
-        let (image, held) = self
-            .freeze(running, ProcState::Checkpointing)
-            .await
-            .map_err(|e| format!("cannot checkpoint process {pid}: {e}"))?;
+        let (image, held) = match self.freeze(running, ProcState::Checkpointing).await {
+            Ok(frozen) => frozen,
+            Err(e) => {
+                let _ = reply.send(Err(format!("cannot checkpoint process {pid}: {e}")));
+                return false;
+            }
+        };
         let freeze_micros = t0.elapsed().as_micros() as u64;
+        let memory_bytes = ssi_remote::ghost::memory_bytes(&image);
         let sealed = lock(&self.source.deputy)
             .checkpoint()
             .map_err(|e| e.to_string())
@@ -1461,27 +1491,19 @@ impl ProcessTask {
                 ssi_remote::ghost::seal_checkpoint(image, &state.encode(), &self.source.wasm)
                     .map_err(|e| e.to_string())
             });
-        self.set_state(ProcState::Running, None);
         let image = match sealed {
             Ok(image) => image,
             Err(e) => {
+                self.set_state(ProcState::Running, None);
                 held.decide(Verdict::Resume);
-                return Err(format!("cannot checkpoint process {pid}: {e}; it goes on"));
+                let _ = reply.send(Err(format!(
+                    "cannot checkpoint process {pid}: {e}; it goes on"
+                )));
+                return false;
             }
         };
-        if stop {
-            self.interrupter.end();
-            held.decide(Verdict::Release);
-        } else {
-            held.decide(Verdict::Resume);
-        }
-        let memory_bytes = self
-            .core
-            .procs
-            .get(&pid)
-            .map(|p| p.info.memory)
-            .unwrap_or(0);
-        Ok(Checkpoint {
+        let (done, delivered) = oneshot::channel();
+        let checkpoint = Checkpoint {
             report: CheckpointReport {
                 pid,
                 node: running.place.node(self.core.id),
@@ -1491,7 +1513,32 @@ impl ProcessTask {
                 total_micros: t0.elapsed().as_micros() as u64,
             },
             image,
-        })
+            done: Some(done),
+        };
+        if !stop {
+            self.set_state(ProcState::Running, None);
+            held.decide(Verdict::Resume);
+            let _ = reply.send(Ok(checkpoint));
+            return false;
+        }
+        if reply.send(Ok(checkpoint)).is_err() {
+            self.set_state(ProcState::Running, None);
+            held.decide(Verdict::Resume);
+            return false;
+        }
+        let safe = delivered.await.unwrap_or(false);
+        self.set_state(ProcState::Running, None);
+        if safe {
+            self.interrupter.end();
+            held.decide(Verdict::Release);
+        } else {
+            tracing::warn!(
+                pid,
+                "the checkpoint did not reach its file: the process goes on"
+            );
+            held.decide(Verdict::Resume);
+        }
+        safe
     }
 
     /// The migration protocol: freeze, send, restore at the destination (its
@@ -1891,6 +1938,7 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
     b.set_cpu_ns(p.cpu_ns);
     b.set_memory(p.memory);
     b.set_pgid(p.pgid);
+    b.set_pinned(p.pinned.as_deref().unwrap_or(""));
 }
 
 fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, capnp::Error> {
@@ -1909,6 +1957,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
         cpu_ns: r.get_cpu_ns(),
         memory: r.get_memory(),
         pgid: r.get_pgid(),
+        pinned: Some(text(r.get_pinned())?).filter(|t| !t.is_empty()),
     })
 }
 
@@ -2451,12 +2500,18 @@ async fn cluster_checkpoint(
         let reply = req.send().promise.await?;
         return Ok(read_checkpoint_report(reply.get()?.get_report()?));
     }
-    let Checkpoint { image, report } = core.checkpoint(pid, stop).await?;
-    let mut size = sink.size_request();
-    size.get().set_bytes(image.len() as u64);
-    size.send().promise.await?;
-    send_image(&sink, &image).await?;
-    Ok(report)
+    let mut checkpoint = core.checkpoint(pid, stop).await?;
+    let sent = async {
+        let mut size = sink.size_request();
+        size.get().set_bytes(checkpoint.image.len() as u64);
+        size.send().promise.await?;
+        // The sink's `done` answers once the file is whole and in place.
+        send_image(&sink, &checkpoint.image).await
+    }
+    .await;
+    checkpoint.delivered(sent.is_ok());
+    sent?;
+    Ok(checkpoint.report)
 }
 
 /// Asks any node to checkpoint a process into `sink` (`ssictl checkpoint`).

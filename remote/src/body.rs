@@ -433,6 +433,13 @@ impl Body {
             }
             .into());
         }
+        if ghost.instrumentation != Some(crate::instrument::VERSION) {
+            return Err(GhostError::WrongInstrumentation {
+                expected: crate::instrument::VERSION,
+                found: ghost.instrumentation,
+            }
+            .into());
+        }
         let mut body = Self::instantiate(
             runtime,
             program,
@@ -589,6 +596,7 @@ impl Body {
             env: ctx.env.clone(),
             deputy: None,
             module_bytes: None,
+            instrumentation: Some(crate::instrument::VERSION),
         })
     }
 
@@ -855,6 +863,58 @@ mod tests {
             other => panic!("resumed body ended with {other:?}"),
         }
         assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    #[test]
+    fn a_loop_without_calls_is_frozen_within_a_millisecond() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        let (frozen_tx, frozen) = std::sync::mpsc::channel::<Instant>();
+        let (go_tx, go) = std::sync::mpsc::channel::<bool>();
+        let (control_tx, control) = std::sync::mpsc::channel();
+        let runner = std::thread::spawn(move || {
+            let runtime = Runtime::new(None).expect("engine");
+            let out = Arc::new(StdMutex::new(Vec::new()));
+            let mut body = Body::new(
+                &runtime,
+                &program,
+                &BodySpec::default(),
+                Box::new(Recorder(out)),
+            )
+            .expect("body");
+            control_tx.send(body.control()).expect("control");
+            while let Exit::Frozen(ghost) = body.run() {
+                frozen_tx.send(Instant::now()).expect("frozen");
+                drop(ghost);
+                if !go.recv().expect("go") {
+                    break;
+                }
+                body.resume().expect("resume");
+            }
+        });
+        let control: Control = control.recv().expect("control");
+        // From the request to `run` returning the whole ghost (memory, globals
+        // and a stack 200 frames deep), at moments spread over the loop.
+        let mut took = Vec::new();
+        for _ in 0..25 {
+            std::thread::sleep(Duration::from_millis(4));
+            let asked = Instant::now();
+            assert!(control.freeze());
+            took.push(frozen.recv().expect("frozen").duration_since(asked));
+            go_tx.send(true).expect("go");
+        }
+        std::thread::sleep(Duration::from_millis(4));
+        control.freeze();
+        frozen.recv().expect("frozen");
+        go_tx.send(false).expect("stop");
+        runner.join().expect("body thread");
+        took.sort();
+        let median = took[took.len() / 2];
+        eprintln!(
+            "freeze latency: median {median:?}, max {:?}",
+            took[took.len() - 1]
+        );
+        assert!(median < Duration::from_millis(1), "{took:?}");
     }
 
     #[test]

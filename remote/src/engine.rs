@@ -142,6 +142,7 @@ impl Runtime {
         engine.precompile_compatibility_hash().hash(&mut h);
         interruptible.hash(&mut h);
         env!("CARGO_PKG_VERSION").hash(&mut h);
+        crate::instrument::VERSION.hash(&mut h);
         Ok(Runtime {
             engine,
             fallback,

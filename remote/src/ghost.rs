@@ -23,6 +23,8 @@
 //! command  (6): argc u32 │ (length u32 │ bytes) … │ envc u32 │ (length u32 │ bytes) …
 //! deputy   (7): the deputy's state, for checkpoints (its own encoding)
 //! module   (8): the module's bytes, for checkpoints (a restart needs no copy)
+//! instrumentation (9): version u32 of the instrumentation the stack was
+//!               unwound by (a body of another version cannot rewind it)
 //! ```
 //!
 //! A checkpoint file is an image with the deputy and module sections: the
@@ -65,6 +67,7 @@ pub enum Section {
     Command,
     Deputy,
     Module,
+    Instrumentation,
     Checksum,
 }
 
@@ -79,6 +82,7 @@ impl Section {
             Section::Command => 6,
             Section::Deputy => 7,
             Section::Module => 8,
+            Section::Instrumentation => 9,
             Section::Header | Section::Checksum => 0,
         }
     }
@@ -93,6 +97,7 @@ impl Section {
             6 => Section::Command,
             7 => Section::Deputy,
             8 => Section::Module,
+            9 => Section::Instrumentation,
             _ => return None,
         })
     }
@@ -110,6 +115,7 @@ impl fmt::Display for Section {
             Section::Command => "command",
             Section::Deputy => "deputy",
             Section::Module => "module",
+            Section::Instrumentation => "instrumentation",
             Section::Checksum => "checksum",
         })
     }
@@ -134,6 +140,10 @@ pub enum GhostError {
     Corrupt { section: Section, what: String },
     #[error("unknown section kind {0} (written by a newer version?)")]
     UnknownSection(u8),
+    #[error(
+        "the image was taken under instrumentation version {found:?}, and this version needs {expected}"
+    )]
+    WrongInstrumentation { expected: u32, found: Option<u32> },
     #[error("the image is of module {found}, not {expected}")]
     WrongModule {
         expected: ModuleHash,
@@ -171,20 +181,23 @@ pub struct MemoryImage {
 impl MemoryImage {
     /// Takes a memory's contents, leaving out all-zero pages.
     pub fn capture(bytes: &[u8]) -> MemoryImage {
+        let pages = bytes.len().div_ceil(PAGE);
+        let page = |i: usize| &bytes[i * PAGE..((i + 1) * PAGE).min(bytes.len())];
         let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
-        for (i, page) in bytes.chunks(PAGE).enumerate() {
-            if page.iter().all(|b| *b == 0) {
+        let mut i = 0;
+        while i < pages {
+            if is_zero(page(i)) {
+                i += 1;
                 continue;
             }
-            match runs.last_mut() {
-                Some((first, data))
-                    if *first as usize + data.len() / PAGE == i
-                        && data.len() < RUN_PAGES * PAGE =>
-                {
-                    data.extend_from_slice(page)
-                }
-                _ => runs.push((i as u64, page.to_vec())),
+            // A run of pages that are not all zero, copied at once.
+            let mut end = i + 1;
+            while end < pages && end - i < RUN_PAGES && !is_zero(page(end)) {
+                end += 1;
             }
+            let data = bytes[i * PAGE..(end * PAGE).min(bytes.len())].to_vec();
+            runs.push((i as u64, data));
+            i = end;
         }
         MemoryImage {
             size: bytes.len() as u64,
@@ -221,6 +234,50 @@ impl MemoryImage {
     }
 }
 
+/// Whether a page is all zeros, 64 bytes at a time (a page that is not
+/// usually says so in its first bytes).
+fn is_zero(page: &[u8]) -> bool {
+    let mut blocks = page.chunks_exact(64);
+    blocks
+        .by_ref()
+        .all(|b| b.iter().fold(0u8, |acc, x| acc | x) == 0)
+        && blocks.remainder().iter().all(|b| *b == 0)
+}
+
+/// The bytes of linear memory an image holds (its memories' sizes), read from
+/// the section headers alone.
+pub fn memory_bytes(image: &[u8]) -> u64 {
+    let mut at = MAGIC.len() + 4 + 32;
+    let mut total = 0u64;
+    while let Some(&kind) = image.get(at) {
+        let Some(len) = image
+            .get(at + 1..at + 9)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_le_bytes)
+        else {
+            break;
+        };
+        if kind == 0 {
+            break;
+        }
+        if kind == Section::Memory.kind()
+            && let Some(size) = image
+                .get(at + 9 + 4..at + 9 + 12)
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        {
+            total += u64::from_le_bytes(size);
+        }
+        at = match usize::try_from(len)
+            .ok()
+            .and_then(|l| (at + 9).checked_add(l))
+        {
+            Some(next) => next,
+            None => break,
+        };
+    }
+    total
+}
+
 /// One table: function indices, `None` for null.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TableImage {
@@ -242,6 +299,8 @@ pub struct Ghost {
     pub deputy: Option<Vec<u8>>,
     /// The module itself (checkpoints carry it).
     pub module_bytes: Option<Vec<u8>>,
+    /// The version of the instrumentation that unwound the stack.
+    pub instrumentation: Option<u32>,
 }
 
 struct Out(Vec<u8>);
@@ -285,12 +344,15 @@ impl Out {
 impl Ghost {
     /// Encodes the image.
     pub fn encode(&self, module: &ModuleHash) -> Vec<u8> {
+        // Room for every page as it is (incompressible data), so that the
+        // image is written without growing it.
         let mut o = Out(Vec::with_capacity(
-            64 + self
-                .memories
-                .iter()
-                .map(|m| m.stored_bytes() as usize / 2)
-                .sum::<usize>(),
+            4096 + self.stack.len()
+                + self
+                    .memories
+                    .iter()
+                    .map(|m| m.stored_bytes() as usize + m.runs.len() * 16)
+                    .sum::<usize>(),
         ));
         o.bytes(MAGIC);
         o.u16(MAJOR);
@@ -363,6 +425,9 @@ impl Ghost {
         }
         if let Some(m) = &self.module_bytes {
             o.section(Section::Module, |o| o.bytes(m));
+        }
+        if let Some(v) = self.instrumentation {
+            o.section(Section::Instrumentation, |o| o.u32(v));
         }
         o.end()
     }
@@ -445,6 +510,7 @@ impl Ghost {
                 }
                 Section::Deputy => g.deputy = Some(payload.to_vec()),
                 Section::Module => g.module_bytes = Some(payload.to_vec()),
+                Section::Instrumentation => g.instrumentation = Some(s.u32()?),
                 Section::Header | Section::Checksum => {}
             }
             if !matches!(section, Section::Stack | Section::Deputy | Section::Module)
@@ -648,6 +714,7 @@ mod tests {
             env: vec![b"A=1".to_vec()],
             deputy: Some(b"deputy state".to_vec()),
             module_bytes: None,
+            instrumentation: Some(3),
         }
     }
 
@@ -674,6 +741,7 @@ mod tests {
     fn round_trip() {
         let g = sample();
         let image = g.encode(&module());
+        assert_eq!(memory_bytes(&image), 10 * PAGE as u64);
         assert_eq!(Ghost::decode(&image, Some(&module())), Ok(g.clone()));
         let mut memory = vec![0u8; 10 * PAGE];
         g.memories[0].restore(&mut memory).expect("restore");

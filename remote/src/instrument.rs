@@ -3,7 +3,8 @@
 //! A module is rewritten in three steps before it is compiled:
 //!
 //! 1. **Poll points** ([`add_poll_points`], with `wasm-encoder`'s re-encoder): at
-//!    every function entry and every loop header,
+//!    every loop header and at the entry of every function that can recurse
+//!    (is on a cycle of the call graph),
 //!    `i32.load (memory $flag) 0; if; call $ssi_rt.poll; end`. The flag lives in
 //!    a one-page *shared* memory of its own, so the host can raise it from any
 //!    thread without stopping the body; the host is called only once it is
@@ -26,6 +27,11 @@ use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{ExportKind, Instruction, MemArg, MemoryType};
 use wasmparser::{Operator, Parser, Payload, TypeRef};
 
+/// The version of the instrumentation: part of the compiled-code cache's key
+/// and of every ghost image, since an unwound stack can only be rewound by
+/// the same instrumented code. Raised with every change to what it emits.
+pub const VERSION: u32 = 2;
+
 /// The import module of the host functions the instrumentation calls.
 pub const RT_MODULE: &str = "ssi_rt";
 /// `ssi_rt.poll`: called at a poll point once the flag is raised.
@@ -40,6 +46,15 @@ pub const STACK_PAGES: u32 = 64;
 pub const STACK_DATA: u32 = 0;
 /// Where the unwound stack starts in Asyncify's memory.
 pub const STACK_START: u32 = 8;
+
+/// The imports that may unwind the stack (Asyncify's `asyncify-imports`): the
+/// poll point's call, and the system calls that wait and can be cut short by
+/// a freeze to be made again after the rewind.
+pub const UNWINDING_IMPORTS: [&str; 3] = [
+    "ssi_rt.poll",
+    "wasi_snapshot_preview1.fd_read",
+    "wasi_snapshot_preview1.poll_oneoff",
+];
 
 /// The export name of the module's memory `index`.
 pub fn memory_export(index: u32) -> String {
@@ -90,6 +105,12 @@ pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
 struct Survey {
     types: u32,
     imported_funcs: u32,
+    /// Per defined function: the functions it calls directly.
+    calls: Vec<Vec<u32>>,
+    /// Per defined function: whether it calls through a table or a reference.
+    indirect: Vec<bool>,
+    /// Functions that can be called through a table or a reference.
+    referenced: Vec<u32>,
     memories: u32,
     /// (index, mutable) of every global.
     globals: Vec<(u32, bool)>,
@@ -167,11 +188,44 @@ fn survey(wasm: &[u8]) -> Result<Survey, InstrumentError> {
                     }
                 }
             }
+            Payload::ElementSection(r) => {
+                for e in r {
+                    match e.map_err(parse_error)?.items {
+                        wasmparser::ElementItems::Functions(funcs) => {
+                            for f in funcs {
+                                s.referenced.push(f.map_err(parse_error)?);
+                            }
+                        }
+                        wasmparser::ElementItems::Expressions(_, exprs) => {
+                            for expr in exprs {
+                                let mut ops = expr.map_err(parse_error)?.get_operators_reader();
+                                while !ops.eof() {
+                                    if let Operator::RefFunc { function_index } =
+                                        ops.read().map_err(parse_error)?
+                                    {
+                                        s.referenced.push(function_index);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
             Payload::CodeSectionEntry(body) => {
                 let mut ops = body.get_operators_reader().map_err(parse_error)?;
+                let (mut calls, mut indirect) = (Vec::new(), false);
                 while !ops.eof() {
-                    check_operator(&ops.read().map_err(parse_error)?)?;
+                    let op = ops.read().map_err(parse_error)?;
+                    check_operator(&op)?;
+                    match op {
+                        Operator::Call { function_index } => calls.push(function_index),
+                        Operator::CallIndirect { .. } | Operator::CallRef { .. } => indirect = true,
+                        Operator::RefFunc { function_index } => s.referenced.push(function_index),
+                        _ => {}
+                    }
                 }
+                s.calls.push(calls);
+                s.indirect.push(indirect);
             }
             _ => {}
         }
@@ -202,6 +256,88 @@ fn check_operator(op: &Operator<'_>) -> Result<(), InstrumentError> {
     }
 }
 
+/// Which defined functions need a poll point at their entry: those that can
+/// call themselves again, directly or through others (a cycle of the call
+/// graph, where a call through a table or a reference may reach any function
+/// that is in a table or referenced). Every endless run either loops, and
+/// meets the poll point of a loop header, or recurses, and meets one of these;
+/// a function on no cycle ends after a bounded number of steps between them.
+fn recursive_functions(s: &Survey) -> Vec<bool> {
+    let imported = s.imported_funcs;
+    let n = s.calls.len();
+    let defined = |f: u32| {
+        f.checked_sub(imported)
+            .map(|i| i as usize)
+            .filter(|i| *i < n)
+    };
+    let mut referenced: Vec<usize> = s.referenced.iter().filter_map(|f| defined(*f)).collect();
+    referenced.sort_unstable();
+    referenced.dedup();
+    let edges: Vec<Vec<usize>> = (0..n)
+        .map(|i| {
+            let mut out: Vec<usize> = s.calls[i].iter().filter_map(|f| defined(*f)).collect();
+            if s.indirect[i] {
+                out.extend_from_slice(&referenced);
+            }
+            out.sort_unstable();
+            out.dedup();
+            out
+        })
+        .collect();
+    // Tarjan's strongly connected components, without recursion.
+    const NONE: usize = usize::MAX;
+    let (mut index, mut low) = (vec![NONE; n], vec![0usize; n]);
+    let mut on_stack = vec![false; n];
+    let (mut stack, mut next) = (Vec::new(), 0usize);
+    let mut on_cycle = vec![false; n];
+    for root in 0..n {
+        if index[root] != NONE {
+            continue;
+        }
+        let mut work = vec![(root, 0usize)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut at)) = work.last_mut() {
+            if let Some(&w) = edges[v].get(*at) {
+                *at += 1;
+                if index[w] == NONE {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut members = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    members.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                let cycle = members.len() > 1 || edges[v].contains(&v);
+                for m in members {
+                    on_cycle[m] = cycle;
+                }
+            }
+        }
+    }
+    on_cycle
+}
+
 /// The module with poll points, and what it exports for the host.
 #[derive(Debug)]
 pub struct Polled {
@@ -215,6 +351,8 @@ pub struct Polled {
 pub fn add_poll_points(wasm: &[u8]) -> Result<Polled, InstrumentError> {
     let s = survey(wasm)?;
     let mut r = Poller {
+        entry_polls: recursive_functions(&s),
+        next_body: 0,
         poll_type: s.types,
         poll_func: s.imported_funcs,
         flag_memory: s.memories,
@@ -243,6 +381,10 @@ pub fn add_poll_points(wasm: &[u8]) -> Result<Polled, InstrumentError> {
 
 struct Poller {
     survey: Survey,
+    /// Per defined function: whether it gets a poll point at its entry.
+    entry_polls: Vec<bool>,
+    /// The defined function whose body comes next.
+    next_body: usize,
     poll_type: u32,
     poll_func: u32,
     flag_memory: u32,
@@ -438,7 +580,15 @@ impl Reencode for Poller {
     ) -> Result<(), reencode::Error<Self::Error>> {
         let mut f = self.new_function_with_parsed_locals(&func)?;
         let mut reader = func.get_operators_reader()?;
-        self.poll(&mut f);
+        if self
+            .entry_polls
+            .get(self.next_body)
+            .copied()
+            .unwrap_or(true)
+        {
+            self.poll(&mut f);
+        }
+        self.next_body += 1;
         while !reader.eof() {
             let instruction = self.parse_instruction(&mut reader)?;
             f.instruction(&instruction);
@@ -463,6 +613,10 @@ fn asyncify(wasm: &[u8]) -> Result<Vec<u8>, InstrumentError> {
         .all_features()
         .debug_info(true)
         .add_pass(wasm_opt::Pass::Asyncify)
+        // Only these can unwind: a raised flag, and the calls that wait (a
+        // read of a stream, a sleep). Functions that reach none of them are
+        // left as they were.
+        .set_pass_arg("asyncify-imports", &UNWINDING_IMPORTS.join(","))
         .set_pass_arg("asyncify-in-secondary-memory", "")
         .set_pass_arg("asyncify-secondary-memory-size", &pages)
         .run(&input, &output)
@@ -553,6 +707,31 @@ mod tests {
         let text = wasmprinter_free_check(&p.wasm);
         assert!(text.contains(&global_export(0)));
         assert!(text.contains(FLAG_MEMORY));
+    }
+
+    #[test]
+    fn only_functions_that_can_recurse_poll_at_their_entry() {
+        let wasm = wat(r#"(module
+            (table 1 funcref)
+            (elem (i32.const 0) $through_table)
+            (func $leaf (result i32) (i32.const 1))
+            (func $calls_leaf (result i32) (call $leaf))
+            (func $even (param i32) (result i32)
+                (if (result i32) (local.get 0)
+                    (then (call $odd (i32.sub (local.get 0) (i32.const 1))))
+                    (else (i32.const 1))))
+            (func $odd (param i32) (result i32)
+                (if (result i32) (local.get 0)
+                    (then (call $even (i32.sub (local.get 0) (i32.const 1))))
+                    (else (i32.const 0))))
+            (func $self (param i32) (result i32) (call $self (local.get 0)))
+            (func $through_table (result i32) (call_indirect (result i32) (i32.const 0)))
+            (func (export "_start") (drop (call $calls_leaf))))"#);
+        let s = survey(&wasm).expect("survey");
+        assert_eq!(
+            recursive_functions(&s),
+            vec![false, false, true, true, true, true, false]
+        );
     }
 
     /// The names exported, from the export section.

@@ -26,6 +26,8 @@ pub enum CheckpointFileError {
 
 struct Receiving {
     file: Option<tempfile::NamedTempFile>,
+    /// The checkpoint is whole and in place.
+    committed: bool,
     written: u64,
     error: Option<String>,
     progress: Option<indicatif::ProgressBar>,
@@ -68,6 +70,7 @@ impl CheckpointFile {
         let show = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let state = Rc::new(RefCell::new(Receiving {
             file: Some(file),
+            committed: false,
             written: 0,
             error: None,
             progress: show.then(indicatif::ProgressBar::hidden),
@@ -85,34 +88,43 @@ impl CheckpointFile {
         ))
     }
 
-    /// Puts the received checkpoint in place (flushed to disk first): its size.
+    /// Puts the received checkpoint in place (flushed to disk first), if the
+    /// sender's `done` has not already: its size.
     pub fn commit(self) -> Result<u64, CheckpointFileError> {
         let mut st = self.state.borrow_mut();
         if let Some(p) = st.progress.take() {
             p.finish_and_clear();
         }
-        let err = |source| CheckpointFileError::Write {
-            path: self.path.clone(),
-            source,
-        };
-        if let Some(e) = st.error.take() {
-            return Err(err(std::io::Error::other(e)));
-        }
-        let file = st.file.take().ok_or_else(|| {
-            err(std::io::Error::other(
-                "the checkpoint was already put in place",
-            ))
-        })?;
-        file.as_file().sync_all().map_err(err)?;
-        file.persist(&self.path).map_err(|e| err(e.error))?;
-        // The rename is durable once the directory is.
-        if let Some(dir) = self.path.parent().filter(|d| !d.as_os_str().is_empty())
-            && let Ok(d) = std::fs::File::open(dir)
-        {
-            let _ = d.sync_all();
-        }
-        Ok(st.written)
+        put_in_place(&mut st, &self.path)
     }
+}
+
+/// Flushes the received file and renames it over `path`.
+fn put_in_place(st: &mut Receiving, path: &Path) -> Result<u64, CheckpointFileError> {
+    if st.committed {
+        return Ok(st.written);
+    }
+    let err = |source| CheckpointFileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if let Some(e) = st.error.take() {
+        return Err(err(std::io::Error::other(e)));
+    }
+    let file = st
+        .file
+        .take()
+        .ok_or_else(|| err(std::io::Error::other("nothing was received")))?;
+    file.as_file().sync_all().map_err(err)?;
+    file.persist(path).map_err(|e| err(e.error))?;
+    // The rename is durable once the directory is.
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty())
+        && let Ok(d) = std::fs::File::open(dir)
+    {
+        let _ = d.sync_all();
+    }
+    st.committed = true;
+    Ok(st.written)
 }
 
 /// Writes a whole checkpoint at `path` as [`CheckpointFile`] does: to a
@@ -167,12 +179,18 @@ impl image_sink::Server for Sink {
         Ok(())
     }
 
+    /// The checkpoint is whole: it is put in place before `done` answers, so
+    /// that the sender knows it is safe (a process checkpointed to be stopped
+    /// is only stopped then).
     async fn done(
         self: CapRc<Self>,
         _: image_sink::DoneParams,
         _: image_sink::DoneResults,
     ) -> Result<(), capnp::Error> {
-        Ok(())
+        let mut st = self.state.borrow_mut();
+        put_in_place(&mut st, &self.path)
+            .map(|_| ())
+            .map_err(|e| capnp::Error::failed(e.to_string()))
     }
 
     async fn size(

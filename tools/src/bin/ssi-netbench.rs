@@ -12,7 +12,10 @@
 //! - migration: a body holding 1 MiB, 64 MiB or 1 GiB, sparse or dense, moved
 //!   between the nodes while it loops without calls: its image size, the time
 //!   to freeze it, and the time from the request until it runs on the other
-//!   node, as the home measures them.
+//!   node, as the home measures them;
+//! - checkpoint and restart: the same bodies checkpointed with `ssictl
+//!   checkpoint` (time to take it at the home, and until the file is written
+//!   and flushed), then restarted from the file (request to running again).
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -244,15 +247,16 @@ struct Moves {
     total: u64,
 }
 
-fn migrations(
+/// A `hold` process started through node 1 with its body on `node`, and its pid.
+fn start_hold(
     bin: &Path,
     socket: &Path,
+    node: u16,
     hold: &Path,
     mib: usize,
     dense: bool,
-    moves: usize,
-) -> Result<Moves> {
-    let mut child = ssirun(bin, socket, 1)
+) -> Result<(Child, String)> {
+    let mut child = ssirun(bin, socket, node)
         .arg(hold)
         .arg(mib.to_string())
         .arg(if dense { "dense" } else { "sparse" })
@@ -266,18 +270,8 @@ fn migrations(
     if line != "ready\n" {
         bail!("hold did not start: {line:?}");
     }
-    let ctl = |args: &[&str]| -> Result<Vec<u8>> {
-        let out = Command::new(bin.join("ssictl"))
-            .arg("--connect")
-            .arg(socket)
-            .args(args)
-            .output()?;
-        if !out.status.success() {
-            bail!("ssictl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
-        }
-        Ok(out.stdout)
-    };
-    let procs: Vec<serde_json::Value> = serde_json::from_slice(&ctl(&["ps", "--json"])?)?;
+    let procs: Vec<serde_json::Value> =
+        serde_json::from_slice(&ctl(bin, socket, &["ps", "--json"])?)?;
     let pid = procs
         .iter()
         .filter(|p| p["command"].as_str().is_some_and(|c| c.contains("hold")))
@@ -285,6 +279,37 @@ fn migrations(
         .max()
         .context("the hold process is not listed")?
         .to_string();
+    Ok((child, pid))
+}
+
+/// `ssictl ARGS` through node 1: its output.
+fn ctl(bin: &Path, socket: &Path, args: &[&str]) -> Result<Vec<u8>> {
+    let out = Command::new(bin.join("ssictl"))
+        .arg("--connect")
+        .arg(socket)
+        .args(args)
+        .output()?;
+    if !out.status.success() {
+        bail!("ssictl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    Ok(out.stdout)
+}
+
+fn median(mut v: Vec<u64>) -> u64 {
+    v.sort_unstable();
+    v.get(v.len() / 2).copied().unwrap_or(0)
+}
+
+fn migrations(
+    bin: &Path,
+    socket: &Path,
+    hold: &Path,
+    mib: usize,
+    dense: bool,
+    moves: usize,
+) -> Result<Moves> {
+    let (mut child, pid) = start_hold(bin, socket, 1, hold, mib, dense)?;
+    let ctl = |args: &[&str]| ctl(bin, socket, args);
     let (mut image, mut memory, mut freeze, mut total) = (0, 0, Vec::new(), Vec::new());
     for i in 0..moves {
         let to = if i % 2 == 0 { "2" } else { "1" };
@@ -296,15 +321,118 @@ fn migrations(
     }
     ctl(&["kill", "-KILL", &pid])?;
     let _ = child.wait();
-    let median = |mut v: Vec<u64>| {
-        v.sort_unstable();
-        v[v.len() / 2]
-    };
     Ok(Moves {
         image,
         memory,
         freeze: median(freeze),
         total: median(total),
+    })
+}
+
+/// Medians of checkpoints and restarts of one `hold` process.
+struct Checkpoints {
+    image: u64,
+    memory: u64,
+    /// µs: request to checkpoint taken, at the home.
+    taken: u64,
+    /// µs: `ssictl checkpoint` until the file is written and flushed.
+    written: u64,
+    /// µs: request to the body running again, staging the file included.
+    restarted: u64,
+}
+
+/// A console that reads nothing and drops what is written.
+struct NullConsole;
+
+impl ssi_schema::console::Server for NullConsole {
+    async fn read(
+        self: capnp::capability::Rc<Self>,
+        _: ssi_schema::console::ReadParams,
+        _: ssi_schema::console::ReadResults,
+    ) -> Result<(), capnp::Error> {
+        Ok(())
+    }
+
+    async fn write(
+        self: capnp::capability::Rc<Self>,
+        _: ssi_schema::console::WriteParams,
+    ) -> Result<(), capnp::Error> {
+        Ok(())
+    }
+}
+
+fn checkpoints(
+    bin: &Path,
+    socket: &Path,
+    hold: &Path,
+    mib: usize,
+    dense: bool,
+    rounds: usize,
+) -> Result<Checkpoints> {
+    let (mut child, pid) = start_hold(bin, socket, 1, hold, mib, dense)?;
+    let dir = tempfile::tempdir()?;
+    let file = dir.path().join("hold.ckpt");
+    let file_arg = file.display().to_string();
+    let (mut taken, mut written) = (Vec::new(), Vec::new());
+    let (mut image, mut memory) = (0, 0);
+    for i in 0..rounds {
+        let mut args = vec!["checkpoint", pid.as_str(), "-o", &file_arg, "--json"];
+        if i + 1 == rounds {
+            args.push("--stop");
+        }
+        let t = Instant::now();
+        let r: serde_json::Value = serde_json::from_slice(&ctl(bin, socket, &args)?)?;
+        written.push(t.elapsed().as_micros() as u64);
+        taken.push(r["total_us"].as_u64().unwrap_or(0));
+        image = r["image_bytes"].as_u64().unwrap_or(0);
+        memory = r["memory_bytes"].as_u64().unwrap_or(0);
+    }
+    let _ = child.wait();
+    let bytes = std::fs::read(&file)?;
+    let rt = ssi_home::thread_runtime()?;
+    let local = tokio::task::LocalSet::new();
+    let restarted = local.block_on(&rt, async {
+        let endpoint = ssi_home::Endpoint::Unix(socket.to_path_buf());
+        let gateway = ssi_home::connect(&endpoint).await?;
+        let admin = gateway.admin_request().send().pipeline.get_admin();
+        let mut times = Vec::new();
+        for _ in 0..rounds {
+            let t = Instant::now();
+            let (_process, pid) = ssi_home::restore_request(
+                &gateway,
+                &bytes,
+                0,
+                ssi_home::Ttys::default(),
+                capnp_rpc::new_client(NullConsole),
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!("restart: {}", ssi_home::remote_message(&e)))?;
+            times.push(t.elapsed().as_micros() as u64);
+            let mut kill = admin.kill_request();
+            kill.get().set_target(pid as i32);
+            kill.get().set_signal(9);
+            kill.send().promise.await?;
+            // The pid comes free once the process has ended.
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while ssi_home::admin_processes(&admin)
+                .await?
+                .iter()
+                .any(|p| p.pid == pid)
+            {
+                if Instant::now() > deadline {
+                    bail!("process {pid} did not end");
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }
+        Ok::<_, anyhow::Error>(median(times))
+    })?;
+    Ok(Checkpoints {
+        image,
+        memory,
+        taken: median(taken),
+        written: median(written),
+        restarted,
     })
 }
 
@@ -412,5 +540,31 @@ fn main() -> Result<()> {
         }
     }
     println!("(targets: ≤ 1 MiB moved in ≤ 2 ms; dense ≥ 1 GB/s)");
+    println!(
+        "\ncheckpoint and restart of a body on node 1 looping without calls, median of {} rounds:",
+        args.rounds
+    );
+    println!(
+        "{:>9} {:<7} {:>11} {:>11} {:>13} {:>11}",
+        "memory", "pages", "image", "taken", "file written", "restarted"
+    );
+    for mib in [1usize, 64, 1024] {
+        for dense in [false, true] {
+            let c = checkpoints(&bin, &socket, &hold, mib, dense, args.rounds)?;
+            println!(
+                "{:>6} MiB {:<7} {:>9.2} MiB {:>11} {:>13} {:>11}   (memory {:.0} MiB)",
+                mib,
+                if dense { "dense" } else { "sparse" },
+                c.image as f64 / (1 << 20) as f64,
+                us(c.taken * 1000),
+                us(c.written * 1000),
+                us(c.restarted * 1000),
+                c.memory as f64 / (1 << 20) as f64,
+            );
+        }
+    }
+    println!(
+        "(targets: a small process checkpointed in ≤ 5 ms and restarted in ≤ 20 ms; image size follows touched pages)"
+    );
     Ok(())
 }

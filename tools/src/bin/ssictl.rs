@@ -21,7 +21,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Command {
-    /// Every process in the cluster: pid, process group, home, node, state, CPU time, memory, age, command.
+    /// Every process in the cluster: pid, process group, home, node, state,
+    /// whether it can move (be migrated and checkpointed), CPU time, memory, age, command.
     Ps {
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -149,6 +150,8 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
                     "cpu_ms": p.cpu_ns / 1_000_000,
                     "memory": p.memory,
                     "pgid": p.pgid,
+                    "migratable": p.pinned.is_none(),
+                    "pinned": p.pinned,
                     "started_ms": p.started_ms,
                     "age_ms": now.saturating_sub(p.started_ms),
                     "command": p.command,
@@ -159,17 +162,19 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>10} {:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  COMMAND",
-        "PID", "PGID", "HOME", "NODE", "STATE", "TIME", "MEM", "AGE"
+        "{:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  COMMAND",
+        "PID", "PGID", "HOME", "NODE", "STATE", "MOVE", "TIME", "MEM", "AGE"
     );
     for p in procs {
         println!(
-            "{:>10} {:>10} {:>4} {:>4} {:<8} {:>9} {:>8} {:>7}  {}",
+            "{:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  {}",
             p.pid,
             p.pgid,
             p.home,
             p.node,
             p.state.name(),
+            // Whether it can be migrated and checkpointed (`--json` says why not).
+            if p.pinned.is_none() { "yes" } else { "no" },
             cpu(p.cpu_ns),
             bytes(p.memory),
             age(Duration::from_millis(now.saturating_sub(p.started_ms))),
