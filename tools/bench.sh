@@ -19,4 +19,4 @@ GUESTS="$PWD/target/guests/wasm32-wasip1/release"
 echo
 "$CARGO_TARGET_DIR/release/ssi-netbench" --guests "$GUESTS"
 echo
-"$CARGO_TARGET_DIR/release/ssi-ghostbench"
+"$CARGO_TARGET_DIR/release/ssi-ghostbench" --guests "$GUESTS"

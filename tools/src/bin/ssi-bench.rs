@@ -2,8 +2,11 @@
 //!
 //! Each workload runs alternately under both runners (after one warm-up run each,
 //! which also fills both compiled-code caches), and the median wall times and their
-//! ratio are printed. Workloads: launching `hello` with a warm cache, a compute
-//! kernel, and 100 MiB written to stdout (drained through a pipe).
+//! ratio are printed. Workloads: launching `hello` with a warm cache, two compute
+//! kernels (`compute`: loops; `churn`: deep recursion, stack arrays, a changing
+//! heap), and 100 MiB written to stdout (drained through a pipe). Every body of
+//! `ssirun` is instrumented to be freezable, so the kernels' ratios are the
+//! price of that instrumentation.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -86,6 +89,11 @@ fn main() -> Result<()> {
             name: "compute kernel",
             guest: "compute",
             args: &["3"],
+        },
+        Workload {
+            name: "compute: churn (recursion)",
+            guest: "churn",
+            args: &["1000"],
         },
         Workload {
             name: "100 MiB to stdout",

@@ -2,6 +2,10 @@
 //! how big the image is, for memories that are dense and incompressible, dense
 //! and compressible, and sparse. Encoding includes finding the all-zero pages;
 //! decoding includes checking the image and writing the pages back.
+//!
+//! With `--guests`, also the freeze latency of a body in a loop without calls
+//! (the `spin` guest), in this process: from `Control::freeze` to `Body::run`
+//! returning the ghost, and from there to running again (`Body::resume`).
 
 use anyhow::Result;
 use clap::Parser;
@@ -18,6 +22,71 @@ struct Args {
     /// Rounds per case (best reported).
     #[arg(long, default_value_t = 5)]
     rounds: usize,
+    /// Directory holding the built guests (spin.wasm): measure freeze latency.
+    #[arg(long)]
+    guests: Option<std::path::PathBuf>,
+    /// Freezes measured.
+    #[arg(long, default_value_t = 200)]
+    freezes: usize,
+}
+
+/// Freezes a `spin` body again and again at moments spread over its loop.
+fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
+    use ssi_deputy::{Deputy, Stdio};
+    use ssi_remote::{Body, BodySpec, Exit, LocalLink, Runtime};
+    use std::sync::{Arc, Mutex};
+    use std::time::Duration;
+    let runtime = Runtime::new(None)?;
+    let program = runtime.load(&std::fs::read(spin)?)?;
+    let null = || Box::new(wasi_common::pipe::WritePipe::new(std::io::sink()));
+    let deputy = Deputy::new(
+        Stdio {
+            stdin: Box::new(wasi_common::pipe::ReadPipe::from(Vec::new())),
+            stdout: null(),
+            stderr: null(),
+        },
+        Vec::new(),
+    )?;
+    let link = Box::new(LocalLink::new(Arc::new(Mutex::new(deputy))));
+    let spec = BodySpec {
+        args: vec!["spin.wasm".into(), "0".into()],
+        env: Vec::new(),
+    };
+    let mut body = Body::new(&runtime, &program, &spec, link)?;
+    let control = body.control();
+    let (asked_tx, asked) = std::sync::mpsc::channel::<Instant>();
+    let freezer = std::thread::spawn(move || {
+        for _ in 0..freezes {
+            std::thread::sleep(Duration::from_millis(2));
+            let _ = asked_tx.send(Instant::now());
+            control.freeze();
+        }
+    });
+    let mut frozen = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut resumed = hdrhistogram::Histogram::<u64>::new(3)?;
+    for _ in 0..freezes {
+        let exit = body.run();
+        let at = Instant::now();
+        let Exit::Frozen(ghost) = exit else {
+            anyhow::bail!("the body ended: {exit:?}");
+        };
+        let t = asked.recv()?;
+        frozen.record(at.duration_since(t).as_nanos() as u64)?;
+        drop(ghost);
+        let t = Instant::now();
+        body.resume()?;
+        resumed.record(t.elapsed().as_nanos() as u64)?;
+    }
+    let _ = freezer.join();
+    let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
+    println!(
+        "\nfreeze latency, `spin` looping without calls ({freezes} freezes): request to ghost p50 {:.1}µs p99 {:.1}µs max {:.1}µs (target ≤ 1 ms); ghost to running again p50 {:.1}µs",
+        us(&frozen, 0.5),
+        us(&frozen, 0.99),
+        frozen.max() as f64 / 1e3,
+        us(&resumed, 0.5)
+    );
+    Ok(())
 }
 
 fn noise(len: usize) -> Vec<u8> {
@@ -86,6 +155,9 @@ fn main() -> Result<()> {
             gbs(best.1),
             size as f64 / (1 << 20) as f64
         );
+    }
+    if let Some(dir) = &args.guests {
+        freeze_latency(&dir.join("spin.wasm"), args.freezes)?;
     }
     Ok(())
 }
