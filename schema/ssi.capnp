@@ -240,6 +240,7 @@ enum ProcState {
   running @0;
   migrating @1;
   checkpointing @2;
+  stopped @3;
 }
 
 struct ProcessInfo {

@@ -95,6 +95,8 @@ pub enum ProcState {
     Migrating,
     /// Frozen while its checkpoint is taken.
     Checkpointing,
+    /// Stopped by a signal (SIGSTOP, SIGTSTP…): frozen until SIGCONT.
+    Stopped,
 }
 
 impl ProcState {
@@ -103,6 +105,7 @@ impl ProcState {
             ProcState::Running => "running",
             ProcState::Migrating => "migrating",
             ProcState::Checkpointing => "checkpointing",
+            ProcState::Stopped => "stopped",
         }
     }
 }

@@ -881,8 +881,6 @@ pub enum SignalError {
     NoProcess(Pid),
     #[error("no process group {0}")]
     NoGroup(Pid),
-    #[error("{0} would stop the process: stopping needs freezing, which is not built yet")]
-    CannotStop(Signal),
     #[error("{0} is not a process or a process group")]
     BadTarget(i32),
 }
@@ -1391,33 +1389,72 @@ impl ProcessTask {
         let mut fatal: Option<Signal> = None;
         // It was checkpointed and stopped.
         let mut checkpointed = false;
+        // Stopped (SIGSTOP, SIGTSTP…): the body is frozen, held until SIGCONT.
+        let mut stopped: Option<Held> = None;
+        // A signal that ends the process, sent while it was stopped: it takes
+        // effect when the process continues (SIGKILL at once), as in POSIX.
+        let mut pending: Option<Signal> = None;
         let report = loop {
             let next = futures::future::select(&mut running.end, orders.recv_async()).await;
-            match next {
+            let order = match next {
                 futures::future::Either::Left((report, _)) => break report,
-                futures::future::Either::Right((Ok(order), _)) => match order {
-                    Order::Signal(sig) => {
-                        // Without handlers (the `ssi` API), each signal takes its default action.
-                        if sig.default_action() == DefaultAction::Terminate && fatal.is_none() {
-                            tracing::debug!(pid = self.pid, signal = %sig, "ending the process");
-                            fatal = Some(sig);
-                            self.interrupter.end();
-                            running.place.stop();
+                futures::future::Either::Right((Ok(order), _)) => order,
+                futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
+            };
+            // Ends the process: a frozen body is let go on to be killed.
+            let end =
+                |sig: Option<Signal>, fatal: &mut Option<Signal>, stopped: &mut Option<Held>| {
+                    if let Some(sig) = sig {
+                        tracing::debug!(pid = self.pid, signal = %sig, "ending the process");
+                        fatal.get_or_insert(sig);
+                    }
+                    self.interrupter.end();
+                    running.place.stop();
+                    if let Some(held) = stopped.take() {
+                        held.decide(Verdict::Resume);
+                    }
+                };
+            match order {
+                // Without handlers (the `ssi` API), each signal takes its default action.
+                Order::Signal(sig) => match sig.default_action() {
+                    DefaultAction::Terminate if fatal.is_some() => {}
+                    DefaultAction::Terminate if stopped.is_some() && sig != Signal::KILL => {
+                        pending.get_or_insert(sig);
+                    }
+                    DefaultAction::Terminate => end(Some(sig), &mut fatal, &mut stopped),
+                    DefaultAction::Stop if stopped.is_none() && fatal.is_none() => {
+                        match self.freeze(&running, ProcState::Stopped).await {
+                            Ok((_image, held)) => stopped = Some(held),
+                            Err(e) => {
+                                tracing::warn!(pid = self.pid, signal = %sig, "cannot stop: {e}")
+                            }
                         }
                     }
-                    Order::Abandon => {
-                        self.interrupter.end();
-                        running.place.stop();
+                    DefaultAction::Continue => {
+                        if let Some(held) = stopped.take() {
+                            self.set_state(ProcState::Running, None);
+                            held.decide(Verdict::Resume);
+                            if let Some(sig) = pending.take() {
+                                end(Some(sig), &mut fatal, &mut stopped);
+                            }
+                        }
                     }
-                    Order::Migrate { to, reply } => {
-                        let r = self.migrate(&mut running, to).await;
-                        let _ = reply.send(r);
-                    }
-                    Order::Checkpoint { stop, reply } => {
-                        checkpointed |= self.checkpoint(&running, stop, reply).await;
-                    }
+                    DefaultAction::Stop | DefaultAction::Ignore => {}
                 },
-                futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
+                Order::Abandon => end(None, &mut fatal, &mut stopped),
+                Order::Migrate { reply, .. } if stopped.is_some() => {
+                    let _ = reply.send(Err(self.is_stopped()));
+                }
+                Order::Checkpoint { reply, .. } if stopped.is_some() => {
+                    let _ = reply.send(Err(self.is_stopped()));
+                }
+                Order::Migrate { to, reply } => {
+                    let r = self.migrate(&mut running, to).await;
+                    let _ = reply.send(r);
+                }
+                Order::Checkpoint { stop, reply } => {
+                    checkpointed |= self.checkpoint(&running, stop, reply).await;
+                }
             }
         };
         match fatal {
@@ -1425,6 +1462,13 @@ impl ProcessTask {
             Some(sig) => ExitReport::Signaled(sig.number()),
             None => report,
         }
+    }
+
+    fn is_stopped(&self) -> String {
+        format!(
+            "process {} is stopped: continue it first (ssictl kill -CONT {})",
+            self.pid, self.pid
+        )
     }
 
     fn set_state(&self, state: ProcState, node: Option<NodeId>) {
@@ -1558,12 +1602,7 @@ impl ProcessTask {
             .map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
         let freeze_micros = t0.elapsed().as_micros() as u64;
         let image_bytes = image.len() as u64;
-        let memory_bytes = self
-            .core
-            .procs
-            .get(&pid)
-            .map(|p| p.info.memory)
-            .unwrap_or(0);
+        let memory_bytes = ssi_remote::ghost::memory_bytes(&image);
         match start_body(core, pid, to, &self.source, Some(image)).await {
             Ok(moved) => {
                 held.decide(Verdict::Release);
@@ -1676,11 +1715,6 @@ impl NodeCore {
     /// every member of a process group (`target` = -pgid); returns how many.
     /// With `sig` `None` (signal 0), only counts the processes it would reach.
     pub fn signal(&self, target: i32, sig: Option<Signal>) -> Result<u32, SignalError> {
-        if let Some(sig) = sig
-            && sig.default_action() == DefaultAction::Stop
-        {
-            return Err(SignalError::CannotStop(sig));
-        }
         let send = |p: &HomeProc| match sig {
             Some(sig) => u32::from(p.orders.send(Order::Signal(sig)).is_ok()),
             None => 1,
@@ -1932,6 +1966,7 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
         ProcState::Running => ssi_schema::ProcState::Running,
         ProcState::Migrating => ssi_schema::ProcState::Migrating,
         ProcState::Checkpointing => ssi_schema::ProcState::Checkpointing,
+        ProcState::Stopped => ssi_schema::ProcState::Stopped,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
@@ -1950,6 +1985,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
             Ok(ssi_schema::ProcState::Running) => ProcState::Running,
             Ok(ssi_schema::ProcState::Migrating) => ProcState::Migrating,
             Ok(ssi_schema::ProcState::Checkpointing) => ProcState::Checkpointing,
+            Ok(ssi_schema::ProcState::Stopped) => ProcState::Stopped,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,
@@ -2648,7 +2684,6 @@ impl ssi_deputy::ProcessTable for HomeTable {
         let core = self.core.upgrade().ok_or(Errno::Srch)?;
         let to_errno = |e: SignalError| match e {
             SignalError::NoProcess(_) | SignalError::NoGroup(_) => Errno::Srch,
-            SignalError::CannotStop(_) => Errno::Notsup,
             SignalError::BadTarget(_) => Errno::Inval,
         };
         if home_of(target.unsigned_abs()) == core.id {

@@ -17201,6 +17201,7 @@ pub enum ProcState {
     Running = 0,
     Migrating = 1,
     Checkpointing = 2,
+    Stopped = 3,
 }
 
 impl ::capnp::introspect::Introspect for ProcState {
@@ -17216,6 +17217,7 @@ impl ::core::convert::TryFrom<u16> for ProcState {
             0 => ::core::result::Result::Ok(Self::Running),
             1 => ::core::result::Result::Ok(Self::Migrating),
             2 => ::core::result::Result::Ok(Self::Checkpointing),
+            3 => ::core::result::Result::Ok(Self::Stopped),
             n => ::core::result::Result::Err(::capnp::NotInSchema(n)),
         }
     }
@@ -17228,7 +17230,7 @@ impl ::capnp::traits::HasTypeId for ProcState {
     const TYPE_ID: u64 = 0xd2f3_cc2a_2528_976du64;
 }
 mod proc_state {
-pub(crate) static ENCODED_NODE: [::capnp::Word; 31] = [
+pub(crate) static ENCODED_NODE: [::capnp::Word; 35] = [
     ::capnp::word(0, 0, 0, 0, 5, 0, 6, 0),
     ::capnp::word(109, 151, 40, 37, 42, 204, 243, 210),
     ::capnp::word(10, 0, 0, 0, 2, 0, 0, 0),
@@ -17238,28 +17240,32 @@ pub(crate) static ENCODED_NODE: [::capnp::Word; 31] = [
     ::capnp::word(21, 0, 0, 0, 162, 0, 0, 0),
     ::capnp::word(29, 0, 0, 0, 7, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(25, 0, 0, 0, 79, 0, 0, 0),
+    ::capnp::word(25, 0, 0, 0, 103, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(115, 115, 105, 46, 99, 97, 112, 110),
     ::capnp::word(112, 58, 80, 114, 111, 99, 83, 116),
     ::capnp::word(97, 116, 101, 0, 0, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 1, 0, 1, 0),
-    ::capnp::word(12, 0, 0, 0, 1, 0, 2, 0),
+    ::capnp::word(16, 0, 0, 0, 1, 0, 2, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(29, 0, 0, 0, 66, 0, 0, 0),
+    ::capnp::word(41, 0, 0, 0, 66, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(1, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(21, 0, 0, 0, 82, 0, 0, 0),
+    ::capnp::word(33, 0, 0, 0, 82, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(2, 0, 0, 0, 0, 0, 0, 0),
-    ::capnp::word(17, 0, 0, 0, 114, 0, 0, 0),
+    ::capnp::word(29, 0, 0, 0, 114, 0, 0, 0),
+    ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(3, 0, 0, 0, 0, 0, 0, 0),
+    ::capnp::word(25, 0, 0, 0, 66, 0, 0, 0),
     ::capnp::word(0, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(114, 117, 110, 110, 105, 110, 103, 0),
     ::capnp::word(109, 105, 103, 114, 97, 116, 105, 110),
     ::capnp::word(103, 0, 0, 0, 0, 0, 0, 0),
     ::capnp::word(99, 104, 101, 99, 107, 112, 111, 105),
     ::capnp::word(110, 116, 105, 110, 103, 0, 0, 0),
+    ::capnp::word(115, 116, 111, 112, 112, 101, 100, 0),
 ];
 pub(crate) fn get_annotation_types(child_index: Option<u16>, index: u32) -> ::capnp::introspect::Type {
     ::capnp::introspect::panic_invalid_annotation_indices(child_index, index)

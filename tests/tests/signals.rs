@@ -163,7 +163,6 @@ fn bad_kill_requests_are_named() {
     let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
     let pid = pid.to_string();
     assert!(ssictl_err(&cluster, 1, &["kill", "-BOGUS", &pid]).contains("`BOGUS` is not a signal"));
-    assert!(ssictl_err(&cluster, 1, &["kill", "-STOP", &pid]).contains("stopping needs freezing"));
     assert!(ssictl_err(&cluster, 1, &["kill", "4194999"]).contains("no process 4194999"));
     assert!(
         ssictl_err(&cluster, 1, &["kill", "--", "-4194999"]).contains("no process group 4194999")
@@ -181,4 +180,45 @@ fn bad_kill_requests_are_named() {
     );
     child.kill().expect("kill");
     child.wait().expect("wait");
+}
+
+/// The state `ssictl ps` shows for `pid`.
+fn state_of(cluster: &Cluster, pid: &str) -> String {
+    cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"].to_string() == pid)
+        .and_then(|p| p["state"].as_str().map(str::to_string))
+        .unwrap_or_default()
+}
+
+#[test]
+fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
+    let cluster = Cluster::start(2);
+    let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
+    let pid = pid.to_string();
+    ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
+    assert_eq!(state_of(&cluster, &pid), "stopped");
+    // As POSIX: a stopped process takes SIGTERM when it continues.
+    ssictl_ok(&cluster, 1, &["kill", "-TERM", &pid]);
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        child.try_wait().expect("try_wait").is_none(),
+        "ended while stopped"
+    );
+    assert_eq!(state_of(&cluster, &pid), "stopped");
+    ssictl_ok(&cluster, 2, &["kill", "-CONT", &pid]);
+    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(143));
+
+    // SIGKILL ends a stopped process at once; STOP twice and CONT twice are harmless.
+    let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
+    let pid = pid.to_string();
+    ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
+    ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
+    ssictl_ok(&cluster, 1, &["kill", "-CONT", &pid]);
+    ssictl_ok(&cluster, 1, &["kill", "-CONT", &pid]);
+    assert_eq!(state_of(&cluster, &pid), "running");
+    ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
+    ssictl_ok(&cluster, 1, &["kill", "-KILL", &pid]);
+    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(137));
 }

@@ -112,3 +112,160 @@ fn end_of_input_typed_at_the_terminal_ends_the_program_normally() {
         run_on_terminal(&cluster, 2, &[("ready", b"one\r"), ("echo: one", b"\x04")]);
     assert_eq!(status, 0, "{screen}");
 }
+
+/// A shell with job control on a pty: what it shows, and its keyboard.
+struct Shell {
+    screen: Screen,
+    keys: Box<dyn Write + Send>,
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+}
+
+impl Shell {
+    fn start(socket: &std::path::Path) -> Shell {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: 24,
+                cols: 200,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pty");
+        let mut cmd = CommandBuilder::new("bash");
+        cmd.args(["--norc", "--noprofile", "-i"]);
+        cmd.env("PS1", "$ ");
+        cmd.env("SSI_CONNECT", socket.as_os_str());
+        let child = pty.slave.spawn_command(cmd).expect("spawn bash on the pty");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("pty reader");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
+            }
+        });
+        let keys = pty.master.take_writer().expect("pty writer");
+        // The master must outlive the shell's use of the pty.
+        std::mem::forget(pty.master);
+        Shell {
+            screen: Screen {
+                rx,
+                seen: String::new(),
+            },
+            keys,
+            child,
+        }
+    }
+
+    fn type_keys(&mut self, keys: &[u8]) {
+        self.keys.write_all(keys).expect("type");
+        self.keys.flush().expect("flush");
+    }
+
+    /// Everything shown after `mark`, once `text` shows there.
+    fn wait_after(&mut self, mark: usize, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !self.screen.seen[mark..].contains(text) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.screen.rx.recv_timeout(left) {
+                Ok(bytes) => self.screen.seen.push_str(&String::from_utf8_lossy(&bytes)),
+                Err(_) => panic!(
+                    "the terminal never showed {text:?}; it shows:\n{}",
+                    self.screen.seen
+                ),
+            }
+        }
+        self.screen.seen[mark..].to_string()
+    }
+
+    /// Takes in what the terminal shows for `wait`.
+    fn settle(&mut self, wait: Duration) {
+        let deadline = Instant::now() + wait;
+        while let Ok(bytes) = self
+            .screen
+            .rx
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        {
+            self.screen.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+    }
+
+    fn last_tick(&self) -> u64 {
+        self.screen
+            .seen
+            .rsplit("tick ")
+            .next()
+            .and_then(|t| t.split_whitespace().next())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0)
+    }
+}
+
+impl Drop for Shell {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+#[test]
+fn ctrl_z_stops_a_remote_process_and_fg_continues_it() {
+    let cluster = Cluster::start(2);
+    let mut sh = Shell::start(&cluster.socket(1));
+    sh.wait_after(0, "$ ");
+    let command = format!(
+        "{} --node 2 {} 0 --ticks\r",
+        bin("ssirun").display(),
+        guest("spin").display()
+    );
+    sh.type_keys(command.as_bytes());
+    sh.wait_after(0, "tick 3");
+    // Ctrl-Z: the process stops where its body runs, and so does ssirun,
+    // which the shell reports as a stopped job.
+    let mark = sh.screen.seen.len();
+    sh.type_keys(b"\x1a");
+    sh.wait_after(mark, "Stopped");
+    let pid = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["command"].as_str().is_some_and(|c| c.contains("spin")))
+        .expect("listed");
+    assert_eq!(pid["state"], "stopped", "{pid}");
+    assert_eq!(pid["node"], 2, "{pid}");
+    let stopped_at = sh.last_tick();
+    sh.settle(Duration::from_millis(600));
+    // At most the tick already on its way when the key was pressed.
+    assert!(
+        sh.last_tick() <= stopped_at + 1,
+        "ticks went on while stopped: {stopped_at} then {}",
+        sh.last_tick()
+    );
+    // While stopped it cannot be moved, and says why.
+    let out = cluster.ssictl(
+        1,
+        &[
+            "migrate",
+            &pid["pid"].as_u64().expect("pid").to_string(),
+            "1",
+        ],
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is stopped"));
+    // `fg` continues both; the ticks go on.
+    let mark = sh.screen.seen.len();
+    let next = sh.last_tick() + 2;
+    sh.type_keys(b"fg\r");
+    sh.wait_after(mark, &format!("tick {next}"));
+    let row = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"] == pid["pid"])
+        .expect("listed");
+    assert_eq!(row["state"], "running", "{row}");
+    // Ctrl-C ends it; the shell sees 130.
+    let mark = sh.screen.seen.len();
+    sh.type_keys(b"\x03");
+    sh.wait_after(mark, "$ ");
+    sh.type_keys(b"echo status=$?\r");
+    sh.wait_after(mark, "status=130");
+}

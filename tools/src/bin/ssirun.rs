@@ -196,6 +196,9 @@ fn catch_signals() -> flume::Receiver<u8> {
         (SignalKind::quit(), 3),
         (SignalKind::terminate(), 15),
         (SignalKind::hangup(), 1),
+        // Ctrl-Z, and the shell's `fg`/`bg`: job control.
+        (SignalKind::from_raw(libc::SIGTSTP), 20),
+        (SignalKind::from_raw(libc::SIGCONT), 18),
     ] {
         let Ok(mut stream) = signal(kind) else {
             continue;
@@ -404,6 +407,12 @@ async fn follow(
                 let mut req = forward.signal_request();
                 req.get().set_signal(number);
                 let _ = req.send().promise.await;
+                if number == 20 {
+                    // The process is stopped: so is this command, for the
+                    // shell's job control; the shell's `fg` continues both.
+                    // SAFETY: raise has no preconditions.
+                    unsafe { libc::raise(libc::SIGSTOP) };
+                }
             }
         });
         if let Some(p) = periodic {
