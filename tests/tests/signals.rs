@@ -187,7 +187,7 @@ fn state_of(cluster: &Cluster, pid: &str) -> String {
     cluster
         .ssictl_json(1, "ps")
         .into_iter()
-        .find(|p| p["pid"].to_string() == pid)
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(pid))
         .and_then(|p| p["state"].as_str().map(str::to_string))
         .unwrap_or_default()
 }
