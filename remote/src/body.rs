@@ -623,8 +623,6 @@ impl Body {
                     format!("a memory of {} bytes cannot hold {now}", image.size),
                 ));
             }
-            // The instance's data segments are not the body's: start from zeros.
-            m.data_mut(&mut self.store).fill(0);
             let grow = (image.size - now) / PAGE as u64;
             if grow > 0 {
                 m.grow(&mut self.store, grow).map_err(|e| {
@@ -634,7 +632,9 @@ impl Body {
                     )
                 })?;
             }
-            image.restore(m.data_mut(&mut self.store))?;
+            // The instance's data segments are not the body's: the pages it
+            // had before growing are cleared where the image has none.
+            image.restore_over(m.data_mut(&mut self.store), now as usize)?;
         }
         let globals = self.globals();
         if globals.len() != ghost.globals.len() {

@@ -207,6 +207,14 @@ impl MemoryImage {
 
     /// Writes the stored pages into `memory`, which must be `size` bytes of zeros.
     pub fn restore(&self, memory: &mut [u8]) -> Result<(), GhostError> {
+        self.restore_over(memory, 0)
+    }
+
+    /// Writes the stored pages into `memory` (`size` bytes), of which only the
+    /// first `dirty` bytes may hold anything but zeros (a fresh instance's data
+    /// segments): those pages that no run covers are cleared, unless they are
+    /// zero already (read, not written: untouched pages stay unmapped).
+    pub fn restore_over(&self, memory: &mut [u8], dirty: usize) -> Result<(), GhostError> {
         if memory.len() as u64 != self.size {
             return Err(corrupt(
                 Section::Memory,
@@ -216,6 +224,30 @@ impl MemoryImage {
                     self.size
                 ),
             ));
+        }
+        let dirty_pages = dirty.min(memory.len()).div_ceil(PAGE);
+        let mut next_run = self.runs.iter().peekable();
+        let mut page = 0usize;
+        while page < dirty_pages {
+            // Skip the pages of runs that start at or before this page.
+            while let Some((first, data)) = next_run.peek() {
+                let end = *first as usize + data.len().div_ceil(PAGE);
+                if end <= page {
+                    next_run.next();
+                } else {
+                    break;
+                }
+            }
+            let covered = next_run
+                .peek()
+                .is_some_and(|(first, _)| (*first as usize) <= page);
+            if !covered {
+                let range = page * PAGE..((page + 1) * PAGE).min(memory.len());
+                if !is_zero(&memory[range.clone()]) {
+                    memory[range].fill(0);
+                }
+            }
+            page += 1;
         }
         for (first, data) in &self.runs {
             let start = *first as usize * PAGE;
@@ -771,6 +803,20 @@ mod tests {
         let mut memory = vec![0u8; noise.len()];
         back.memories[0].restore(&mut memory).expect("restore");
         assert_eq!(memory, noise);
+    }
+
+    #[test]
+    fn restoring_over_a_used_memory_clears_what_no_run_covers() {
+        let g = sample();
+        let mut memory = vec![0x55u8; 10 * PAGE];
+        g.memories[0]
+            .restore_over(&mut memory, 8 * PAGE)
+            .expect("restore");
+        let mut fresh = vec![0u8; 10 * PAGE];
+        g.memories[0].restore(&mut fresh).expect("restore");
+        // Pages 8 and 9 were said to be zero already: left as they were.
+        assert_eq!(memory[..8 * PAGE], fresh[..8 * PAGE]);
+        assert!(memory[8 * PAGE..].iter().all(|b| *b == 0x55));
     }
 
     #[test]

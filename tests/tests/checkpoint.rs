@@ -223,7 +223,11 @@ fn periodic_checkpoints_replace_their_file_and_restart_in_the_embedded_node() {
             .output()
             .expect("run ssirun --restore");
         assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_eq!(text(&out.stdout), "done 200\n");
+        // The last checkpoint may have been taken after the final line was
+        // printed (between the loop's end and the exit); then there is
+        // nothing left to print.
+        let rest = text(&out.stdout);
+        assert!(rest == "done 200\n" || rest.is_empty(), "{rest:?}");
         let table = std::fs::read_to_string(data.path().join("table")).expect("table");
         let want: String = (0..200).map(|i| format!("{i:06}\n")).collect();
         assert_eq!(table, want);
