@@ -241,6 +241,7 @@ enum ProcState {
   migrating @1;
   checkpointing @2;
   stopped @3;
+  zombie @4;                # ended, not yet waited for by its parent
 }
 
 struct ProcessInfo {
@@ -254,6 +255,7 @@ struct ProcessInfo {
   memory @7 :UInt64;        # bytes of linear memory
   pgid @8 :UInt32;          # its process group
   pinned @9 :Text;          # why it cannot be frozen (migrated, checkpointed); empty if it can
+  ppid @10 :UInt32;         # its parent; 0 for a session's process or an orphan
 }
 
 struct BodyStats {
@@ -331,7 +333,29 @@ struct Syscall {
     sockShutdown @35 :FdFlags;          # how in `flags`
     procIdentity @36 :UInt32;           # ssi API: a process's identity (0: self)
     procKill @37 :ProcKill;             # ssi API: send a signal
+    procSpawn @38 :ProcSpawn;           # ssi API: start a child
+    procWait @39 :ProcWait;             # ssi API: waitpid
+    procSetpgid @40 :ProcSetpgid;       # ssi API: setpgid
+    procSetsid @41 :Void;               # ssi API: setsid
   }
+}
+
+struct ProcSpawn {
+  module @0 :Data;          # a path in the caller's namespace; empty: its own module
+  args @1 :List(Data);
+  env @2 :List(Data);
+  fds @3 :List(FdPair);     # from: the caller's descriptor, to: the child's
+  node @4 :UInt16;          # 0: the home chooses
+}
+
+struct ProcWait {
+  target @0 :Int32;         # a pid, -1 any child, -pgid a group
+  options @1 :UInt32;       # WNOHANG 1, WUNTRACED 2, WCONTINUED 8
+}
+
+struct ProcSetpgid {
+  pid @0 :UInt32;
+  pgid @1 :UInt32;
 }
 
 struct ProcKill {
@@ -445,7 +469,13 @@ struct SyscallResult {
     recv @11 :Recv;
     identity @12 :Identity;
     terminated @13 :UInt8;   # the caller's own signal ends it, now
+    waited @14 :Waited;
   }
+}
+
+struct Waited {
+  pid @0 :UInt32;           # 0: no child changed state (WNOHANG)
+  status @1 :UInt32;        # the status word, as POSIX encodes it
 }
 
 struct Identity {

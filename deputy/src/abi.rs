@@ -380,6 +380,62 @@ pub enum Syscall {
         target: i32,
         signal: u8,
     },
+    /// `ssi` API: start a child process (its home is the caller's).
+    ProcSpawn(SpawnRequest),
+    /// `ssi` API: wait for a child (`target`: a pid, -1 any child, 0 the
+    /// caller's group, -pgid a group) to change state, as `waitpid`.
+    ProcWait {
+        target: i32,
+        options: u32,
+    },
+    /// `ssi` API: put process `pid` (0: the caller) into group `pgid` (0: its pid).
+    ProcSetpgid {
+        pid: u32,
+        pgid: u32,
+    },
+    /// `ssi` API: the caller leads a new session and group.
+    ProcSetsid,
+}
+
+/// What `ssi` `spawn` is given.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct SpawnRequest {
+    /// The module: a path in the caller's namespace (under one of its
+    /// preopened directories), or empty for the caller's own module.
+    pub module: Vec<u8>,
+    /// The child's arguments, `argv[0]` first.
+    pub args: Vec<Vec<u8>>,
+    /// The child's environment, `NAME=value` each.
+    pub env: Vec<Vec<u8>>,
+    /// Descriptors of the child as (child fd, caller fd) pairs; empty: the
+    /// child inherits every descriptor at the same number.
+    pub fds: Vec<(Fd, Fd)>,
+    /// The node to start its body on; 0: the home chooses.
+    pub node: u16,
+}
+
+/// `waitpid` options and status words, as POSIX (and Linux) encode them.
+pub mod wait {
+    /// Return at once when no child has changed state.
+    pub const WNOHANG: u32 = 1;
+    /// Report children that stopped.
+    pub const WUNTRACED: u32 = 2;
+    /// Report children that continued.
+    pub const WCONTINUED: u32 = 8;
+    /// The status word of a child that exited with `code`.
+    pub fn exited(code: i32) -> u32 {
+        ((code as u32) & 0xff) << 8
+    }
+    /// The status word of a child a signal ended.
+    pub fn signaled(sig: u8) -> u32 {
+        u32::from(sig & 0x7f)
+    }
+    /// The status word of a child a signal stopped.
+    pub fn stopped(sig: u8) -> u32 {
+        (u32::from(sig) << 8) | 0x7f
+    }
+    /// The status word of a child that continued.
+    pub const CONTINUED: u32 = 0xffff;
 }
 
 impl Syscall {
@@ -424,6 +480,10 @@ impl Syscall {
             Syscall::SockShutdown { .. } => "sock_shutdown",
             Syscall::ProcIdentity { .. } => "ssi identity",
             Syscall::ProcKill { .. } => "ssi kill",
+            Syscall::ProcSpawn(_) => "ssi spawn",
+            Syscall::ProcWait { .. } => "ssi waitpid",
+            Syscall::ProcSetpgid { .. } => "ssi setpgid",
+            Syscall::ProcSetsid => "ssi setsid",
         }
     }
 }
@@ -460,6 +520,12 @@ pub enum Reply {
     /// `ssi` API: the caller's own signal (this number) ends it, now: the body
     /// must not run on.
     Terminated(u8),
+    /// `ssi` API: a child that changed state, and its status word (pid 0: none
+    /// yet, with `WNOHANG`).
+    Waited {
+        pid: u32,
+        status: u32,
+    },
 }
 
 /// The outcome of a [`Syscall`]: a reply, or the errno the guest sees.

@@ -1,7 +1,7 @@
 //! [`Deputy`]: executes [`Syscall`]s against home resources.
 
 use crate::abi::*;
-use crate::process::{Identity, ProcessTable};
+use crate::process::{Child, Identity, ProcessTable};
 use crate::signal::Signal;
 use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle, join_rel};
 use std::future::Future;
@@ -98,12 +98,12 @@ pub(crate) fn open_at(
     ))?;
     Ok(match opened {
         OpenResult::File(file) => Entry {
-            handle: Handle::File(file),
+            handle: Handle::File(file.into()),
             meta,
         },
         OpenResult::Dir(_) if meta.write => return Err(Errno::Isdir),
         OpenResult::Dir(d) => Entry {
-            handle: Handle::Dir(d),
+            handle: Handle::Dir(d.into()),
             meta: FdMeta {
                 kind: FdKind::Dir,
                 ..meta
@@ -199,6 +199,9 @@ fn times(
 /// read, which every reader of `fd_read` must already handle.
 const MAX_READ: u32 = 4 << 20;
 
+/// The largest module `spawn` reads.
+const MAX_MODULE: u64 = 1 << 30;
+
 /// The rights wasmtime reports for a preopened directory (many userlands expect them).
 const PREOPEN_RIGHTS: u64 = rights::PATH_CREATE_DIRECTORY
     | rights::PATH_CREATE_FILE
@@ -244,7 +247,7 @@ impl Deputy {
             table.insert_at(
                 n as Fd,
                 Entry {
-                    handle: Handle::File(file),
+                    handle: Handle::File(file.into()),
                     meta: FdMeta {
                         kind: FdKind::Stdio(n as u8),
                         preopen: None,
@@ -274,7 +277,9 @@ impl Deputy {
             table.insert_at(
                 fd,
                 Entry {
-                    handle: Handle::Dir(Box::new(wasi_common::sync::dir::Dir::from_cap_std(dir))),
+                    handle: Handle::Dir(std::sync::Arc::new(
+                        wasi_common::sync::dir::Dir::from_cap_std(dir),
+                    )),
                     meta: FdMeta {
                         kind: FdKind::Preopen,
                         preopen: Some(index),
@@ -420,6 +425,9 @@ impl Deputy {
                 let entry = self.table.get_mut(fd)?;
                 match &mut entry.handle {
                     Handle::File(f) if !matches!(entry.meta.kind, FdKind::Stdio(_)) => {
+                        // The flags of a file a child shares cannot change
+                        // under it.
+                        let f = std::sync::Arc::get_mut(f).ok_or(Errno::Busy)?;
                         wc(f.set_fdflags(fdflags_from_raw(flags)))?;
                         entry.meta.fdflags = flags;
                         Ok(Reply::Unit)
@@ -628,7 +636,7 @@ impl Deputy {
                 let f = self.socket(fd)?;
                 let file = wc(f.sock_accept(fdflags_from_raw(flags)))?;
                 let new = self.table.push(Entry {
-                    handle: Handle::File(file),
+                    handle: Handle::File(file.into()),
                     meta: FdMeta {
                         kind: FdKind::File,
                         preopen: None,
@@ -669,7 +677,7 @@ impl Deputy {
             }
             S::ProcIdentity { pid } => {
                 if pid == 0 || pid == self.identity.pid {
-                    return Ok(Reply::Identity(self.identity));
+                    return Ok(Reply::Identity(self.identity()));
                 }
                 let table = self.processes.as_ref().ok_or(Errno::Srch)?;
                 table.identity_of(pid).map(Reply::Identity)
@@ -679,8 +687,9 @@ impl Deputy {
                     0 => None,
                     n => Some(Signal::from_number(n).ok_or(Errno::Inval)?),
                 };
+                let me = self.identity();
                 let target = match target {
-                    0 => -(self.identity.pgid as i32),
+                    0 => -(me.pgid as i32),
                     i32::MIN => return Err(Errno::Inval),
                     // -1 (every process one may signal) is not supported.
                     -1 => return Err(Errno::Notsup),
@@ -690,8 +699,7 @@ impl Deputy {
                 let n = table.kill(self.identity.pid, target, signal)?;
                 // As POSIX has it, a signal the caller sends itself is delivered
                 // before the call returns: a terminating one ends it here.
-                let me =
-                    target == self.identity.pid as i32 || target == -(self.identity.pgid as i32);
+                let me = target == me.pid as i32 || target == -(me.pgid as i32);
                 match signal {
                     Some(s) if me && s.default_action() == crate::DefaultAction::Terminate => {
                         Ok(Reply::Terminated(s.number()))
@@ -699,7 +707,123 @@ impl Deputy {
                     _ => Ok(Reply::Size(n)),
                 }
             }
+            S::ProcSpawn(req) => {
+                let table = self.processes.clone().ok_or(Errno::Nosys)?;
+                let module = if req.module.is_empty() {
+                    None
+                } else {
+                    Some(self.read_module(utf8(&req.module)?)?)
+                };
+                let deputy = self.for_child(&req.fds)?;
+                let pid = table.spawn(Child {
+                    parent: self.identity.pid,
+                    module,
+                    args: req.args,
+                    env: req.env,
+                    deputy,
+                    node: req.node,
+                })?;
+                Ok(Reply::Size(pid))
+            }
+            S::ProcWait { target, options } => {
+                use crate::abi::wait::{WCONTINUED, WNOHANG, WUNTRACED};
+                if options & !(WNOHANG | WUNTRACED | WCONTINUED) != 0 || target == i32::MIN {
+                    return Err(Errno::Inval);
+                }
+                let table = self.processes.clone().ok_or(Errno::Child)?;
+                let target = match target {
+                    0 => -(self.identity().pgid as i32),
+                    t => t,
+                };
+                let (pid, status) = table.wait(self.identity.pid, target, options)?;
+                Ok(Reply::Waited { pid, status })
+            }
+            S::ProcSetpgid { pid, pgid } => {
+                let table = self.processes.clone().ok_or(Errno::Perm)?;
+                let pid = if pid == 0 { self.identity.pid } else { pid };
+                let pgid = if pgid == 0 { pid } else { pgid };
+                if pgid > i32::MAX as u32 {
+                    return Err(Errno::Inval);
+                }
+                table.setpgid(self.identity.pid, pid, pgid)?;
+                Ok(Reply::Unit)
+            }
+            S::ProcSetsid => {
+                let table = self.processes.clone().ok_or(Errno::Perm)?;
+                table.setsid(self.identity.pid).map(Reply::Size)
+            }
         }
+    }
+
+    /// Reads a module for `spawn`: `path` is resolved as the guest's C library
+    /// does, against the preopened directory whose name is its longest prefix.
+    fn read_module(&self, path: &str) -> Result<Vec<u8>, Errno> {
+        use std::io::IoSliceMut;
+        let mut best: Option<(usize, &str, usize)> = None;
+        for (index, p) in self.preopens.iter().enumerate() {
+            let name = p.guest.trim_end_matches('/');
+            let rest = if name.is_empty() || name == "." {
+                (!path.starts_with('/')).then_some(path)
+            } else if path == name {
+                Some(".")
+            } else {
+                path.strip_prefix(name).and_then(|r| r.strip_prefix('/'))
+            };
+            if let Some(rest) = rest
+                && best.is_none_or(|(len, _, _)| name.len() > len)
+            {
+                best = Some((name.len(), rest, index));
+            }
+        }
+        let (_, rel, index) = best.ok_or(Errno::Noent)?;
+        let dir = self.table.dir_of_preopen(index).ok_or(Errno::Noent)?;
+        let file =
+            match wc(dir.open_file(true, rel, OFlags::empty(), true, false, FdFlags::empty()))? {
+                OpenResult::File(f) => f,
+                OpenResult::Dir(_) => return Err(Errno::Isdir),
+            };
+        let size = wc(file.get_filestat())?.size;
+        if size > MAX_MODULE {
+            return Err(Errno::Fbig);
+        }
+        let mut bytes = vec![0u8; size as usize];
+        let mut got = 0;
+        while got < bytes.len() {
+            let n = wc(file.read_vectored(&mut [IoSliceMut::new(&mut bytes[got..])]))? as usize;
+            if n == 0 {
+                bytes.truncate(got);
+                break;
+            }
+            got += n;
+        }
+        Ok(bytes)
+    }
+
+    /// A deputy for a child: the descriptors `fds` names as (child fd, own
+    /// fd) pairs, or every one if `fds` is empty, shared with this process
+    /// (the same open files and offsets), and the same preopened directories.
+    fn for_child(&self, fds: &[(Fd, Fd)]) -> Result<Deputy, Errno> {
+        let mut table = FdTable::default();
+        if fds.is_empty() {
+            for (fd, e) in self.table.iter() {
+                table.insert_at(fd, e.clone());
+            }
+        } else {
+            for (i, (child, own)) in fds.iter().enumerate() {
+                if fds[..i].iter().any(|(c, _)| c == child) {
+                    return Err(Errno::Inval);
+                }
+                table.insert_at(*child, self.table.get(*own)?.clone());
+            }
+        }
+        Ok(Deputy {
+            table,
+            preopens: self.preopens.clone(),
+            clocks: wasi_common::sync::clocks_ctx(),
+            sched: wasi_common::sync::sched::sched_ctx(),
+            identity: Identity::default(),
+            processes: None,
+        })
     }
 
     /// Sets the process's identity and the home's table it asks about others.
@@ -708,8 +832,14 @@ impl Deputy {
         self.processes = Some(table);
     }
 
+    /// The process's identity: as the home's table has it now (a parent may
+    /// have moved it to another group, or its parent may have ended), else
+    /// as it was set.
     pub fn identity(&self) -> Identity {
-        self.identity
+        self.processes
+            .as_ref()
+            .and_then(|t| t.identity_of(self.identity.pid).ok())
+            .unwrap_or(self.identity)
     }
 
     fn preopen_name(&self, fd: Fd) -> Result<&str, Errno> {

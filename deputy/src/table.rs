@@ -3,6 +3,7 @@
 
 use crate::abi::{Errno, Fd};
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 use wasi_common::{WasiDir, WasiFile};
 
 /// What a descriptor refers to.
@@ -37,11 +38,15 @@ pub struct FdMeta {
     pub write: bool,
 }
 
+/// An open file or directory. Shared (a descriptor a child inherits is the same
+/// open file, with the same offset, as POSIX has it).
+#[derive(Clone)]
 pub(crate) enum Handle {
-    File(Box<dyn WasiFile>),
-    Dir(Box<dyn WasiDir>),
+    File(Arc<dyn WasiFile>),
+    Dir(Arc<dyn WasiDir>),
 }
 
+#[derive(Clone)]
 pub(crate) struct Entry {
     pub handle: Handle,
     pub meta: FdMeta,

@@ -1,6 +1,7 @@
-/* The ssi host API for C programs built for wasm32-wasi: process identity and
- * signals, cluster-wide. Each function returns a value, or a negated WASI errno
- * (-71 is ESRCH, -28 EINVAL, -58 ENOTSUP). See src/lib.rs for the table. */
+/* The ssi host API for C programs built for wasm32-wasi: process identity,
+ * signals, children and groups, cluster-wide. Each function returns a value,
+ * or a negated WASI errno (-71 is ESRCH, -28 EINVAL, -58 ENOTSUP, -12 ECHILD,
+ * -63 EPERM). See src/lib.rs for the table and the details. */
 #ifndef SSI_H
 #define SSI_H
 
@@ -19,5 +20,29 @@ int32_t ssi_getsid(int32_t pid) SSI_IMPORT(getsid);
 /* Sends signal to a pid, to a group as -pgid, or to the caller's group (0);
  * signal 0 only checks that the target exists. Returns 0. */
 int32_t ssi_kill(int32_t target, int32_t signal) SSI_IMPORT(kill);
+
+/* A (pointer, length) string, for argv and envp. */
+typedef struct { const char *ptr; uint32_t len; } ssi_str;
+/* A descriptor of the child (child) and the caller's one it is (own). */
+typedef struct { uint32_t child; uint32_t own; } ssi_fd;
+
+/* Starts a child: module is a path under a preopened directory (len 0: the
+ * caller's own module); nfds 0 gives it all of the caller's descriptors; its
+ * body starts on node (0: the home). Returns its pid. */
+int32_t ssi_spawn(const char *module, uint32_t module_len, const ssi_str *argv,
+                  uint32_t argc, const ssi_str *envp, uint32_t envc,
+                  const ssi_fd *fds, uint32_t nfds, int32_t node) SSI_IMPORT(spawn);
+
+#define SSI_WNOHANG 1
+#define SSI_WUNTRACED 2
+#define SSI_WCONTINUED 8
+/* Waits for a child (pid, -1 any, 0 the caller's group, -pgid a group) to
+ * change state; its pid (0 with SSI_WNOHANG if none has), its status word
+ * (POSIX's: WIFEXITED and the others apply) at *status unless null. */
+int32_t ssi_waitpid(int32_t target, uint32_t *status, int32_t options) SSI_IMPORT(waitpid);
+/* Puts pid (0: the caller) into group pgid (0: pid). Returns 0. */
+int32_t ssi_setpgid(int32_t pid, int32_t pgid) SSI_IMPORT(setpgid);
+/* The caller leads a new session and group; returns its id. */
+int32_t ssi_setsid(void) SSI_IMPORT(setsid);
 
 #endif

@@ -97,6 +97,8 @@ pub enum ProcState {
     Checkpointing,
     /// Stopped by a signal (SIGSTOP, SIGTSTP…): frozen until SIGCONT.
     Stopped,
+    /// Ended, and not yet waited for by its parent.
+    Zombie,
 }
 
 impl ProcState {
@@ -106,6 +108,7 @@ impl ProcState {
             ProcState::Migrating => "migrating",
             ProcState::Checkpointing => "checkpointing",
             ProcState::Stopped => "stopped",
+            ProcState::Zombie => "zombie",
         }
     }
 }
@@ -128,6 +131,8 @@ pub struct ProcessInfo {
     pub memory: u64,
     /// Its process group.
     pub pgid: Pid,
+    /// Its parent; 0 for a session's process, or once its parent has ended.
+    pub ppid: Pid,
     /// Why it cannot be frozen (so not migrated or checkpointed), if it cannot.
     pub pinned: Option<String>,
 }
@@ -187,6 +192,36 @@ impl ssi_deputy::ProcessTable for EmbeddedTable {
             ssi_deputy::DefaultAction::Stop => Err(ssi_deputy::Errno::Notsup),
             _ => Ok(1),
         }
+    }
+
+    /// Children need a node's process table: `ssirun` runs a program that
+    /// imports `ssi` `spawn` on a private node instead of this one.
+    fn spawn(&self, _child: ssi_deputy::process::Child) -> Result<u32, ssi_deputy::Errno> {
+        Err(ssi_deputy::Errno::Nosys)
+    }
+
+    /// The lone process has no children.
+    fn wait(
+        &self,
+        _parent: u32,
+        _target: i32,
+        _options: u32,
+    ) -> Result<(u32, u32), ssi_deputy::Errno> {
+        Err(ssi_deputy::Errno::Child)
+    }
+
+    /// It leads its session: its group cannot change.
+    fn setpgid(&self, _caller: u32, pid: u32, _pgid: u32) -> Result<(), ssi_deputy::Errno> {
+        if pid == self.pid {
+            Err(ssi_deputy::Errno::Perm)
+        } else {
+            Err(ssi_deputy::Errno::Srch)
+        }
+    }
+
+    /// It already leads a group.
+    fn setsid(&self, _caller: u32) -> Result<u32, ssi_deputy::Errno> {
+        Err(ssi_deputy::Errno::Perm)
     }
 }
 
@@ -301,6 +336,7 @@ impl Node {
                 cpu_ns: 0,
                 memory: 0,
                 pgid: identity.pgid,
+                ppid: identity.ppid,
                 pinned: None,
             },
         );

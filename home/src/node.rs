@@ -7,6 +7,8 @@
 //! [`NodeCore`].
 
 use crate::console::Interrupter;
+
+mod family;
 use crate::console::{Ttys, console_stdio};
 use crate::rpc::{
     CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
@@ -23,6 +25,7 @@ use dashmap::DashMap;
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, Shared};
+use ssi_deputy::abi::wait;
 use ssi_deputy::{DefaultAction, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
 use ssi_remote::ghost::Ghost;
 use ssi_remote::{
@@ -94,12 +97,27 @@ struct PeerState {
 /// A process whose home is this node.
 struct HomeProc {
     info: ProcessInfo,
+    /// Its parent, group and session: the table's, which `setpgid`, `setsid`
+    /// and reparenting change.
+    identity: ssi_deputy::Identity,
     deputy: SharedDeputy,
     /// To the process's task on its session thread, which acts on signals
     /// and migrations.
     orders: flume::Sender<Order>,
     /// The sturdy reference a remote body redeems (once) for its deputy.
     secret: Option<[u8; 16]>,
+    /// It ended while its parent lives: its status word, until the parent
+    /// waits for it.
+    zombie: Option<u32>,
+    /// A stop or continue its parent has not waited for yet: the status word.
+    change: Option<u32>,
+    /// Wakes a `waitpid` of this process.
+    notice: Arc<family::Notice>,
+    /// Cuts short a read of its session's console (its children share it).
+    interrupter: Interrupter,
+    /// Its module, which a child spawned with no module of its own runs.
+    program: Program,
+    wasm: Arc<Vec<u8>>,
 }
 
 /// A body running on this node (whatever its home).
@@ -862,18 +880,6 @@ impl LaunchRequest {
 }
 
 /// Removes a process from the table and frees its pid when dropped.
-struct Reap {
-    core: Arc<NodeCore>,
-    pid: Pid,
-}
-
-impl Drop for Reap {
-    fn drop(&mut self) {
-        self.core.procs.remove(&self.pid);
-        self.core.pids.release(self.pid);
-    }
-}
-
 /// Why a signal could not be sent.
 #[derive(Debug, thiserror::Error)]
 pub enum SignalError {
@@ -959,7 +965,12 @@ async fn restore(
     // Its own pid if that is of this home and free (the process keeps its
     // identity); otherwise a new one, which leads its own group.
     let (pid, identity) = if core.pids.claim(state.pid) {
-        (state.pid, state.identity())
+        let mut identity = state.identity();
+        // A child whose parent is gone is the reaper's.
+        if identity.ppid != 0 && core.identity_of(identity.ppid).is_none() {
+            identity.ppid = 0;
+        }
+        (state.pid, identity)
     } else {
         let pid = core.pids.allocate().map_err(failed)?;
         (pid, ssi_deputy::Identity::leader(pid))
@@ -1010,18 +1021,43 @@ async fn start_process(
     console: console::Client,
 ) -> Result<(process::Client, Pid), capnp::Error> {
     let pid = start.pid;
+    let flusher = pump.flusher();
+    let interrupter = pump.interrupter();
+    tokio::task::spawn_local(pump.run(console));
+    let (exit, orders) = run_process(&core, start, source, interrupter, Some(flusher)).await?;
+    let process = capnp_rpc::new_client(ProcessServer {
+        core: core.clone(),
+        pid,
+        exit,
+        orders: Some(orders),
+    });
+    Ok((process, pid))
+}
+
+/// The end of a process, as its session waits for it.
+type ExitFuture = Shared<LocalBoxFuture<'static, ExitReport>>;
+
+/// Enters a process into this home's table and starts its body; the task that
+/// follows it to its end runs on the calling thread's `LocalSet`. On failure
+/// the process is out of the table and its pid free again.
+async fn run_process(
+    core: &Arc<NodeCore>,
+    start: Start,
+    source: Source,
+    interrupter: Interrupter,
+    flusher: Option<crate::console::Flusher>,
+) -> Result<(ExitFuture, flume::Sender<Order>), capnp::Error> {
+    let pid = start.pid;
     lock(&source.deputy).set_process(
         start.identity,
         Arc::new(HomeTable {
-            core: Arc::downgrade(&core),
+            core: Arc::downgrade(core),
         }),
     );
     core.modules
         .insert(source.program.hash, source.program.clone());
-    let flusher = pump.flusher();
-    let interrupter = pump.interrupter();
-    tokio::task::spawn_local(pump.run(console));
     let (orders_tx, orders) = flume::unbounded::<Order>();
+    let notice = Arc::new(family::Notice::default());
     core.procs.insert(
         pid,
         HomeProc {
@@ -1035,30 +1071,46 @@ async fn start_process(
                 cpu_ns: 0,
                 memory: 0,
                 pgid: start.identity.pgid,
+                ppid: start.identity.ppid,
                 pinned: source.program.not_freezable.clone(),
             },
+            identity: start.identity,
             deputy: source.deputy.clone(),
-            orders: orders_tx,
+            orders: orders_tx.clone(),
             secret: None,
+            zombie: None,
+            change: None,
+            notice: notice.clone(),
+            interrupter: interrupter.clone(),
+            program: source.program.clone(),
+            wasm: source.wasm.clone(),
         },
     );
-    let reap = Reap {
-        core: core.clone(),
-        pid,
+    let mut reap = family::Reap::new(core.clone(), pid);
+    let first = match start_body(core, pid, start.target, &source, start.image).await {
+        Ok(first) => first,
+        Err(e) => {
+            reap.discard();
+            return Err(e);
+        }
     };
-    let first = start_body(&core, pid, start.target, &source, start.image).await?;
     let (done, report) = oneshot::channel::<ExitReport>();
     let task = ProcessTask {
         core: core.clone(),
         pid,
         source,
+        own_console: flusher.is_some(),
         interrupter,
+        notice,
     };
     tokio::task::spawn_local(async move {
         let report = task.run(first, orders).await;
         // Everything the program wrote reaches the session before its end does;
         // then the session's console is let go.
-        flusher.close().await;
+        if let Some(flusher) = flusher {
+            flusher.close().await;
+        }
+        reap.ended(&report);
         drop(reap);
         let _ = done.send(report);
     });
@@ -1069,13 +1121,7 @@ async fn start_process(
     }
     .boxed_local()
     .shared();
-    let process = capnp_rpc::new_client(ProcessServer {
-        core: core.clone(),
-        pid,
-        exit,
-        orders: core.procs.get(&pid).map(|p| p.orders.clone()),
-    });
-    Ok((process, pid))
+    Ok((exit, orders_tx))
 }
 
 /// What a process's body is made of, to start it anywhere.
@@ -1236,15 +1282,18 @@ async fn start_body(
     let hash = source.program.hash;
     let mut has = peer.has_module_request();
     has.get().set_hash(&hash.0);
-    let present = has.send().promise.await?.get()?.get_present();
-    let image_id = match image {
-        None => 0,
-        Some(image) => {
-            let staged = peer.stage_request().send().promise.await?;
+    // Both asked at once: one round trip.
+    let has = has.send().promise;
+    let stage = image.as_ref().map(|_| peer.stage_request().send().promise);
+    let present = has.await?.get()?.get_present();
+    let image_id = match (image, stage) {
+        (Some(image), Some(stage)) => {
+            let staged = stage.await?;
             let staged = staged.get()?;
             send_image(&staged.get_sink()?, &image).await?;
             staged.get_id()
         }
+        _ => 0,
     };
     let secret: [u8; 16] = rand::random();
     if let Some(mut p) = core.procs.get_mut(&pid) {
@@ -1380,6 +1429,9 @@ struct ProcessTask {
     pid: Pid,
     source: Source,
     interrupter: Interrupter,
+    /// The console is its session's own (not a parent's it shares).
+    own_console: bool,
+    notice: Arc<family::Notice>,
 }
 
 impl ProcessTask {
@@ -1408,7 +1460,7 @@ impl ProcessTask {
                         tracing::debug!(pid = self.pid, signal = %sig, "ending the process");
                         fatal.get_or_insert(sig);
                     }
-                    self.interrupter.end();
+                    self.end_waits();
                     running.place.stop();
                     if let Some(held) = stopped.take() {
                         held.decide(Verdict::Resume);
@@ -1424,7 +1476,11 @@ impl ProcessTask {
                     DefaultAction::Terminate => end(Some(sig), &mut fatal, &mut stopped),
                     DefaultAction::Stop if stopped.is_none() && fatal.is_none() => {
                         match self.freeze(&running, ProcState::Stopped).await {
-                            Ok((_image, held)) => stopped = Some(held),
+                            Ok((_image, held)) => {
+                                stopped = Some(held);
+                                self.core
+                                    .child_changed(self.pid, wait::stopped(sig.number()));
+                            }
                             Err(e) => {
                                 tracing::warn!(pid = self.pid, signal = %sig, "cannot stop: {e}")
                             }
@@ -1434,6 +1490,7 @@ impl ProcessTask {
                         if let Some(held) = stopped.take() {
                             self.set_state(ProcState::Running, None);
                             held.decide(Verdict::Resume);
+                            self.core.child_changed(self.pid, wait::CONTINUED);
                             if let Some(sig) = pending.take() {
                                 end(Some(sig), &mut fatal, &mut stopped);
                             }
@@ -1462,6 +1519,18 @@ impl ProcessTask {
             Some(sig) => ExitReport::Signaled(sig.number()),
             None => report,
         }
+    }
+
+    /// The process is ending: a read of its console or a `waitpid` it is
+    /// blocked in returns. A child shares its session's console, which goes
+    /// on serving the others: only the read waiting now is cut.
+    fn end_waits(&self) {
+        if self.own_console {
+            self.interrupter.end();
+        } else {
+            self.interrupter.interrupt();
+        }
+        self.notice.cut();
     }
 
     fn is_stopped(&self) -> String {
@@ -1494,6 +1563,7 @@ impl ProcessTask {
         let poke = async {
             loop {
                 self.interrupter.interrupt();
+                self.notice.cut();
                 tokio::time::sleep(Duration::from_millis(2)).await;
             }
         };
@@ -1573,7 +1643,7 @@ impl ProcessTask {
         let safe = delivered.await.unwrap_or(false);
         self.set_state(ProcState::Running, None);
         if safe {
-            self.interrupter.end();
+            self.end_waits();
             held.decide(Verdict::Release);
         } else {
             tracing::warn!(
@@ -1703,12 +1773,7 @@ impl Drop for ProcessServer {
 impl NodeCore {
     /// The identity of a process whose home is this node.
     pub fn identity_of(&self, pid: Pid) -> Option<ssi_deputy::Identity> {
-        self.procs.get(&pid).map(|p| ssi_deputy::Identity {
-            pid,
-            ppid: 0,
-            pgid: p.info.pgid,
-            sid: p.info.pid,
-        })
+        self.procs.get(&pid).map(|p| p.identity)
     }
 
     /// Sends a signal to a process whose home is this node (`target` > 0) or to
@@ -1967,12 +2032,14 @@ fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) 
         ProcState::Migrating => ssi_schema::ProcState::Migrating,
         ProcState::Checkpointing => ssi_schema::ProcState::Checkpointing,
         ProcState::Stopped => ssi_schema::ProcState::Stopped,
+        ProcState::Zombie => ssi_schema::ProcState::Zombie,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
     b.set_cpu_ns(p.cpu_ns);
     b.set_memory(p.memory);
     b.set_pgid(p.pgid);
+    b.set_ppid(p.ppid);
     b.set_pinned(p.pinned.as_deref().unwrap_or(""));
 }
 
@@ -1986,6 +2053,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
             Ok(ssi_schema::ProcState::Migrating) => ProcState::Migrating,
             Ok(ssi_schema::ProcState::Checkpointing) => ProcState::Checkpointing,
             Ok(ssi_schema::ProcState::Stopped) => ProcState::Stopped,
+            Ok(ssi_schema::ProcState::Zombie) => ProcState::Zombie,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,
@@ -1993,6 +2061,7 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
         cpu_ns: r.get_cpu_ns(),
         memory: r.get_memory(),
         pgid: r.get_pgid(),
+        ppid: r.get_ppid(),
         pinned: Some(text(r.get_pinned())?).filter(|t| !t.is_empty()),
     })
 }
@@ -2678,6 +2747,26 @@ impl ssi_deputy::ProcessTable for HomeTable {
                 sid: id.get_sid(),
             })
         })
+    }
+
+    fn spawn(&self, child: ssi_deputy::process::Child) -> Result<u32, Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Srch)?;
+        family::spawn_child(core, child)
+    }
+
+    fn wait(&self, parent: u32, target: i32, options: u32) -> Result<(u32, u32), Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Child)?;
+        core.wait_child(parent, target, options)
+    }
+
+    fn setpgid(&self, caller: u32, pid: u32, pgid: u32) -> Result<(), Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Srch)?;
+        core.set_group(caller, pid, pgid)
+    }
+
+    fn setsid(&self, caller: u32) -> Result<u32, Errno> {
+        let core = self.core.upgrade().ok_or(Errno::Srch)?;
+        core.new_session(caller)
     }
 
     fn kill(&self, _from: u32, target: i32, signal: Option<Signal>) -> Result<u32, Errno> {

@@ -260,6 +260,36 @@ pub fn write_syscall(mut b: syscall::Builder<'_>, call: &Syscall) {
             r.set_target(*target);
             r.set_signal(*signal);
         }
+        Syscall::ProcSpawn(req) => {
+            let mut r = b.init_proc_spawn();
+            r.set_module(&req.module);
+            let mut args = r.reborrow().init_args(req.args.len() as u32);
+            for (i, a) in req.args.iter().enumerate() {
+                args.set(i as u32, a);
+            }
+            let mut env = r.reborrow().init_env(req.env.len() as u32);
+            for (i, e) in req.env.iter().enumerate() {
+                env.set(i as u32, e);
+            }
+            let mut fds = r.reborrow().init_fds(req.fds.len() as u32);
+            for (i, (child, own)) in req.fds.iter().enumerate() {
+                let mut p = fds.reborrow().get(i as u32);
+                p.set_from(*own);
+                p.set_to(*child);
+            }
+            r.set_node(req.node);
+        }
+        Syscall::ProcWait { target, options } => {
+            let mut r = b.init_proc_wait();
+            r.set_target(*target);
+            r.set_options(*options);
+        }
+        Syscall::ProcSetpgid { pid, pgid } => {
+            let mut r = b.init_proc_setpgid();
+            r.set_pid(*pid);
+            r.set_pgid(*pgid);
+        }
+        Syscall::ProcSetsid => b.set_proc_setsid(()),
     }
 }
 
@@ -524,6 +554,38 @@ pub fn read_syscall(r: syscall::Reader<'_>) -> Result<Syscall, Error> {
                 signal: x.get_signal(),
             }
         }
+        W::ProcSpawn(x) => {
+            let x = x?;
+            let data = |l: capnp::data_list::Reader<'_>| -> Result<Vec<Vec<u8>>, Error> {
+                l.iter().map(|d| Ok(d?.to_vec())).collect()
+            };
+            Syscall::ProcSpawn(ssi_deputy::abi::SpawnRequest {
+                module: x.get_module()?.to_vec(),
+                args: data(x.get_args()?)?,
+                env: data(x.get_env()?)?,
+                fds: x
+                    .get_fds()?
+                    .iter()
+                    .map(|p| (p.get_to(), p.get_from()))
+                    .collect(),
+                node: x.get_node(),
+            })
+        }
+        W::ProcWait(x) => {
+            let x = x?;
+            Syscall::ProcWait {
+                target: x.get_target(),
+                options: x.get_options(),
+            }
+        }
+        W::ProcSetpgid(x) => {
+            let x = x?;
+            Syscall::ProcSetpgid {
+                pid: x.get_pid(),
+                pgid: x.get_pgid(),
+            }
+        }
+        W::ProcSetsid(()) => Syscall::ProcSetsid,
     })
 }
 
@@ -591,6 +653,11 @@ pub fn write_result(mut b: syscall_result::Builder<'_>, result: &SyscallResult) 
             r.set_ppid(id.ppid);
             r.set_pgid(id.pgid);
             r.set_sid(id.sid);
+        }
+        Reply::Waited { pid, status } => {
+            let mut r = b.init_waited();
+            r.set_pid(*pid);
+            r.set_status(*status);
         }
     }
 }
@@ -671,6 +738,13 @@ pub fn read_result(r: syscall_result::Reader<'_>) -> Result<SyscallResult, Error
                 pgid: x.get_pgid(),
                 sid: x.get_sid(),
             })
+        }
+        W::Waited(x) => {
+            let x = x?;
+            Reply::Waited {
+                pid: x.get_pid(),
+                status: x.get_status(),
+            }
         }
     }))
 }
@@ -805,6 +879,19 @@ mod tests {
             target: -9,
             signal: 15,
         });
+        round_trip(Syscall::ProcSpawn(ssi_deputy::abi::SpawnRequest {
+            module: b"/d/child.wasm".to_vec(),
+            args: vec![b"child".to_vec(), b"1".to_vec()],
+            env: vec![b"A=b".to_vec()],
+            fds: vec![(0, 4), (1, 1)],
+            node: 3,
+        }));
+        round_trip(Syscall::ProcWait {
+            target: -7,
+            options: 3,
+        });
+        round_trip(Syscall::ProcSetpgid { pid: 5, pgid: 6 });
+        round_trip(Syscall::ProcSetsid);
         round_trip(Syscall::PollOneoff {
             subscriptions: vec![
                 Subscription {
@@ -847,6 +934,10 @@ mod tests {
                 sid: 4,
             })),
             Ok(Reply::Terminated(15)),
+            Ok(Reply::Waited {
+                pid: 9,
+                status: 0x0300,
+            }),
         ] {
             let mut msg = capnp::message::Builder::new_default();
             write_result(msg.init_root(), &result);

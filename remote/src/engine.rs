@@ -256,6 +256,24 @@ fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
     Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
 }
 
+/// Whether a module (binary or text) imports function `name` of `module`;
+/// false for anything that does not parse.
+pub fn imports(bytes: &[u8], module: &str, name: &str) -> bool {
+    let Ok(binary) = assemble(bytes) else {
+        return false;
+    };
+    wasmparser::Parser::new(0)
+        .parse_all(&binary)
+        .any(|payload| match payload {
+            Ok(wasmparser::Payload::ImportSection(reader)) => reader
+                .into_iter()
+                .flatten()
+                .flat_map(|group| group.into_iter().flatten())
+                .any(|(_, i)| i.module == module && i.name == name),
+            _ => false,
+        })
+}
+
 /// The binary form of a module file: binary Wasm as is, Wasm text assembled.
 pub fn assemble(bytes: &[u8]) -> Result<std::borrow::Cow<'_, [u8]>, LoadError> {
     if bytes.starts_with(b"\0asm") {
@@ -329,6 +347,16 @@ mod tests {
         assert!(looks_like_text(b"(; block ;)(module)"));
         assert!(!looks_like_text(b"hello world"));
         assert!(!looks_like_text(&[0xff, 0xfe, 0x28]));
+    }
+
+    #[test]
+    fn imports_are_found_in_text_and_binary() {
+        let text = br#"(module (import "ssi" "spawn" (func)) (import "a" "b" (func)))"#;
+        assert!(imports(text, "ssi", "spawn"));
+        assert!(!imports(text, "ssi", "waitpid"));
+        let binary = assemble(text).expect("assembles").into_owned();
+        assert!(imports(&binary, "a", "b"));
+        assert!(!imports(b"garbage", "ssi", "spawn"));
     }
 
     #[test]

@@ -30,7 +30,7 @@ use wasmparser::{Operator, Parser, Payload, TypeRef};
 /// The version of the instrumentation: part of the compiled-code cache's key
 /// and of every ghost image, since an unwound stack can only be rewound by
 /// the same instrumented code. Raised with every change to what it emits.
-pub const VERSION: u32 = 2;
+pub const VERSION: u32 = 3;
 
 /// The import module of the host functions the instrumentation calls.
 pub const RT_MODULE: &str = "ssi_rt";
@@ -50,10 +50,11 @@ pub const STACK_START: u32 = 8;
 /// The imports that may unwind the stack (Asyncify's `asyncify-imports`): the
 /// poll point's call, and the system calls that wait and can be cut short by
 /// a freeze to be made again after the rewind.
-pub const UNWINDING_IMPORTS: [&str; 3] = [
+pub const UNWINDING_IMPORTS: [&str; 4] = [
     "ssi_rt.poll",
     "wasi_snapshot_preview1.fd_read",
     "wasi_snapshot_preview1.poll_oneoff",
+    "ssi.waitpid",
 ];
 
 /// The export name of the module's memory `index`.

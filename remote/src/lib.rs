@@ -18,7 +18,7 @@ mod shims;
 pub use body::{
     Body, BodyClock, BodyError, BodySpec, Control, Exit, Killed, ProcExit, check_module,
 };
-pub use engine::{LoadError, ModuleHash, Program, Runtime, assemble, default_cache_dir};
+pub use engine::{LoadError, ModuleHash, Program, Runtime, assemble, default_cache_dir, imports};
 pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.

@@ -1016,7 +1016,9 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
 pub const SSI_MODULE: &str = "ssi";
 
 /// Every function of the `ssi` host API.
-pub const SSI_FUNCTIONS: &[&str] = &["getpid", "getppid", "getpgid", "getsid", "kill"];
+pub const SSI_FUNCTIONS: &[&str] = &[
+    "getpid", "getppid", "getpgid", "getsid", "kill", "spawn", "waitpid", "setpgid", "setsid",
+];
 
 /// A value, or `-errno` for the guest; a host failure stops it.
 fn value(r: R<i32>) -> wasmtime::Result<i32> {
@@ -1086,6 +1088,89 @@ fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             })())
         },
     )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "spawn",
+        |mut c: Caller<'_, BodyCtx>,
+         module: u32,
+         module_len: u32,
+         argv: u32,
+         argc: u32,
+         envp: u32,
+         envc: u32,
+         fds: u32,
+         nfds: u32,
+         node: i32|
+         -> wasmtime::Result<i32> {
+            value(with(&mut c, |m, ctx| {
+                let list = |m: &Mem<'_>, ptr, count| -> Result<Vec<Vec<u8>>, Fault> {
+                    m.iovecs(ptr, count)?
+                        .into_iter()
+                        .map(|(p, n)| Ok(m.get(p, n)?.to_vec()))
+                        .collect()
+                };
+                // (child fd, caller fd) pairs, laid out as iovecs are.
+                let pairs = m.iovecs(fds, nfds)?;
+                let req = ssi_deputy::abi::SpawnRequest {
+                    module: m.get(module, module_len)?.to_vec(),
+                    args: list(m, argv, argc)?,
+                    env: list(m, envp, envc)?,
+                    fds: pairs,
+                    node: u16::try_from(node).map_err(|_| Errno::Inval)?,
+                };
+                let pid = expect_size(ctx, Syscall::ProcSpawn(req))?;
+                as_i32(pid)
+            }))
+        },
+    )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "waitpid",
+        |mut c: Caller<'_, BodyCtx>, target: i32, status: u32, options: i32| {
+            end_rewind(&mut c)?;
+            loop {
+                let r = with(&mut c, |m, ctx| {
+                    let options = u32::try_from(options).map_err(|_| Errno::Inval)?;
+                    let (pid, word) =
+                        ask(ctx, Syscall::ProcWait { target, options }, |r| match r {
+                            Reply::Waited { pid, status } => Some((pid, status)),
+                            _ => None,
+                        })?;
+                    if pid != 0 && status != 0 {
+                        m.put_u32(status, word)?;
+                    }
+                    as_i32(pid)
+                });
+                match r {
+                    // Cut short for a freeze: unwind, and wait again after the
+                    // rewind. A cut left over from a freeze that is over: wait
+                    // again (a kill stops the body at the next call).
+                    Err(Fail::Errno(Errno::Intr)) => {
+                        if c.data().control.freezing() {
+                            start_unwind(&mut c)?;
+                            return Ok(0);
+                        }
+                    }
+                    r => return value(r),
+                }
+            }
+        },
+    )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "setpgid",
+        |mut c: Caller<'_, BodyCtx>, pid: i32, pgid: i32| {
+            value((|| {
+                let pid = u32::try_from(pid).map_err(|_| Errno::Inval)?;
+                let pgid = u32::try_from(pgid).map_err(|_| Errno::Inval)?;
+                expect_unit(c.data_mut(), Syscall::ProcSetpgid { pid, pgid })?;
+                Ok(0)
+            })())
+        },
+    )?;
+    l.func_wrap(SSI_MODULE, "setsid", |mut c: Caller<'_, BodyCtx>| {
+        value(expect_size(c.data_mut(), Syscall::ProcSetsid).and_then(as_i32))
+    })?;
     Ok(())
 }
 

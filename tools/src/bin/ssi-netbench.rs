@@ -15,7 +15,11 @@
 //!   node, as the home measures them;
 //! - checkpoint and restart: the same bodies checkpointed with `ssictl
 //!   checkpoint` (time to take it at the home, and until the file is written
-//!   and flushed), then restarted from the file (request to running again).
+//!   and flushed), then restarted from the file (request to running again);
+//! - spawning: a parent (`family bench`) spawns children that exit at once,
+//!   its body and theirs at home or on node 2, and times inside the parent
+//!   each `spawn` (until the child's body runs) and each spawn until the
+//!   child is reaped by `waitpid`.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -43,6 +47,28 @@ struct Args {
     /// Migrations per memory size (median reported).
     #[arg(long, default_value_t = 9)]
     moves: usize,
+    /// Children spawned per placement.
+    #[arg(long, default_value_t = 200)]
+    spawns: usize,
+    /// Run only these sections (default: all).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<Section>,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Section {
+    Calls,
+    Streams,
+    Signals,
+    Migration,
+    Checkpoint,
+    Spawn,
+}
+
+impl Args {
+    fn runs(&self, section: Section) -> bool {
+        self.only.is_empty() || self.only.contains(&section)
+    }
 }
 
 struct Node(Child);
@@ -147,6 +173,42 @@ fn latencies(
         }
     }
     Ok([write, open])
+}
+
+/// `family bench COUNT NODE` at home: each spawn's time and each spawn to
+/// reaped, in ns.
+fn spawn_latencies(
+    bin: &Path,
+    socket: &Path,
+    guest: &Path,
+    node: u16,
+    count: usize,
+) -> Result<[Histogram<u64>; 2]> {
+    let out = ssirun(bin, socket, 1)
+        .arg(guest)
+        .args(["bench", &count.to_string(), &node.to_string()])
+        .stdin(Stdio::null())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "family guest failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mut spawn = Histogram::<u64>::new(3)?;
+    let mut reaped = Histogram::<u64>::new(3)?;
+    for line in String::from_utf8(out.stdout)?.lines() {
+        let mut words = line.split_whitespace();
+        let mut field = |name: &str| -> Result<u64> {
+            match (words.next(), words.next()) {
+                (Some(n), Some(v)) if n == name => Ok(v.parse::<u64>()? * 1000),
+                _ => bail!("unexpected line {line}"),
+            }
+        };
+        spawn.record(field("spawn_us")?)?;
+        reaped.record(field("reaped_us")?)?;
+    }
+    Ok([spawn, reaped])
 }
 
 /// Runs the stream workload; returns MiB/s.
@@ -454,117 +516,163 @@ fn main() -> Result<()> {
         "two ssid nodes on loopback; home = node 1; {} samples per call\n",
         args.samples
     );
-    println!(
-        "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
-        "system call", "body", "p50", "p99", "p99.9", "max"
-    );
-    let home = latencies(&bin, &socket, 1, &syscalls, args.samples)?;
-    let remote = latencies(&bin, &socket, 2, &syscalls, args.samples)?;
-    for (i, name) in ["fd_write 16 B (file)", "path_open + fd_close"]
-        .iter()
-        .enumerate()
-    {
-        for (place, h) in [("home", &home[i]), ("node 2", &remote[i])] {
+    if args.runs(Section::Calls) {
+        println!(
+            "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
+            "system call", "body", "p50", "p99", "p99.9", "max"
+        );
+        let home = latencies(&bin, &socket, 1, &syscalls, args.samples)?;
+        let remote = latencies(&bin, &socket, 2, &syscalls, args.samples)?;
+        for (i, name) in ["fd_write 16 B (file)", "path_open + fd_close"]
+            .iter()
+            .enumerate()
+        {
+            for (place, h) in [("home", &home[i]), ("node 2", &remote[i])] {
+                println!(
+                    "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
+                    name,
+                    place,
+                    us(h.value_at_quantile(0.5)),
+                    us(h.value_at_quantile(0.99)),
+                    us(h.value_at_quantile(0.999)),
+                    us(h.max())
+                );
+            }
+        }
+        let w = &remote[0];
+        println!(
+            "\nremote fd_write round trip: p50 {} (target ≤ 30µs), p99 {} (target ≤ 150µs)",
+            us(w.value_at_quantile(0.5)),
+            us(w.value_at_quantile(0.99))
+        );
+    }
+    if args.runs(Section::Streams) {
+        let mut at_home = Vec::new();
+        let mut away = Vec::new();
+        for round in 0..=args.rounds {
+            let a = throughput(&bin, &socket, 1, &bigout, args.mib)?;
+            let b = throughput(&bin, &socket, 2, &bigout, args.mib)?;
+            if round > 0 {
+                at_home.push(a);
+                away.push(b);
+            }
+        }
+        let median = |mut v: Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        let (a, b) = (median(at_home), median(away));
+        println!(
+            "stream throughput ({} MiB to stdout, median of {}): home {:.0} MiB/s, node 2 {:.0} MiB/s = {:.2}x (target ≥ 0.8x)",
+            args.mib,
+            args.rounds,
+            a,
+            b,
+            b / a
+        );
+    }
+    if args.runs(Section::Signals) {
+        let spin = args.guests.join("spin.wasm");
+        println!();
+        for node in [1u16, 2] {
+            let h = signal_latencies(&bin, &socket, node, &spin, 30)?;
             println!(
-                "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
-                name,
-                place,
+                "SIGTERM to a looping body on node {node} until ssirun exits: p50 {}, p99 {}, max {} (target p99 ≤ 5ms)",
                 us(h.value_at_quantile(0.5)),
                 us(h.value_at_quantile(0.99)),
-                us(h.value_at_quantile(0.999)),
                 us(h.max())
             );
         }
     }
-    let w = &remote[0];
-    println!(
-        "\nremote fd_write round trip: p50 {} (target ≤ 30µs), p99 {} (target ≤ 150µs)",
-        us(w.value_at_quantile(0.5)),
-        us(w.value_at_quantile(0.99))
-    );
-    let mut at_home = Vec::new();
-    let mut away = Vec::new();
-    for round in 0..=args.rounds {
-        let a = throughput(&bin, &socket, 1, &bigout, args.mib)?;
-        let b = throughput(&bin, &socket, 2, &bigout, args.mib)?;
-        if round > 0 {
-            at_home.push(a);
-            away.push(b);
-        }
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (a, b) = (median(at_home), median(away));
-    println!(
-        "stream throughput ({} MiB to stdout, median of {}): home {:.0} MiB/s, node 2 {:.0} MiB/s = {:.2}x (target ≥ 0.8x)",
-        args.mib,
-        args.rounds,
-        a,
-        b,
-        b / a
-    );
-    let spin = args.guests.join("spin.wasm");
-    println!();
-    for node in [1u16, 2] {
-        let h = signal_latencies(&bin, &socket, node, &spin, 30)?;
+    let hold = args.guests.join("hold.wasm");
+    if args.runs(Section::Migration) {
         println!(
-            "SIGTERM to a looping body on node {node} until ssirun exits: p50 {}, p99 {}, max {} (target p99 ≤ 5ms)",
-            us(h.value_at_quantile(0.5)),
-            us(h.value_at_quantile(0.99)),
-            us(h.max())
+            "\nmigration between node 1 (home) and node 2, body looping without calls, median of {} moves:",
+            args.moves
+        );
+        println!(
+            "{:>9} {:<7} {:>11} {:>11} {:>11} {:>10}",
+            "memory", "pages", "image", "freeze", "moved in", "rate"
+        );
+        for mib in [1usize, 64, 1024] {
+            for dense in [false, true] {
+                let m = migrations(&bin, &socket, &hold, mib, dense, args.moves)?;
+                println!(
+                    "{:>6} MiB {:<7} {:>9.1} MiB {:>11} {:>11} {:>7.2} GB/s",
+                    mib,
+                    if dense { "dense" } else { "sparse" },
+                    m.image as f64 / (1 << 20) as f64,
+                    us(m.freeze * 1000),
+                    us(m.total * 1000),
+                    m.memory as f64 / (m.total as f64 * 1e3)
+                );
+            }
+        }
+        println!("(targets: ≤ 1 MiB moved in ≤ 2 ms; dense ≥ 1 GB/s)");
+    }
+    if args.runs(Section::Checkpoint) {
+        println!(
+            "\ncheckpoint and restart of a body on node 1 looping without calls, median of {} rounds:",
+            args.rounds
+        );
+        println!(
+            "{:>9} {:<7} {:>11} {:>11} {:>13} {:>11}",
+            "memory", "pages", "image", "taken", "file written", "restarted"
+        );
+        for mib in [1usize, 64, 1024] {
+            for dense in [false, true] {
+                let c = checkpoints(&bin, &socket, &hold, mib, dense, args.rounds)?;
+                println!(
+                    "{:>6} MiB {:<7} {:>9.2} MiB {:>11} {:>13} {:>11}   (memory {:.0} MiB)",
+                    mib,
+                    if dense { "dense" } else { "sparse" },
+                    c.image as f64 / (1 << 20) as f64,
+                    us(c.taken * 1000),
+                    us(c.written * 1000),
+                    us(c.restarted * 1000),
+                    c.memory as f64 / (1 << 20) as f64,
+                );
+            }
+        }
+        println!(
+            "(targets: a small process checkpointed in ≤ 5 ms and restarted in ≤ 20 ms; image size follows touched pages)"
         );
     }
-    let hold = args.guests.join("hold.wasm");
-    println!(
-        "\nmigration between node 1 (home) and node 2, body looping without calls, median of {} moves:",
-        args.moves
-    );
-    println!(
-        "{:>9} {:<7} {:>11} {:>11} {:>11} {:>10}",
-        "memory", "pages", "image", "freeze", "moved in", "rate"
-    );
-    for mib in [1usize, 64, 1024] {
-        for dense in [false, true] {
-            let m = migrations(&bin, &socket, &hold, mib, dense, args.moves)?;
+    if args.runs(Section::Spawn) {
+        let family = args.guests.join("family.wasm");
+        println!(
+            "\nspawn of a child that exits at once, by a parent at home on node 1, {} children each:",
+            args.spawns
+        );
+        println!(
+            "{:<18} {:>9} {:>9} {:>9} {:>16} {:>16}",
+            "child's body", "p50", "p99", "max", "to reaped p50", "to reaped p99"
+        );
+        let mut p99 = [0u64; 2];
+        for (i, node) in [1u16, 2].into_iter().enumerate() {
+            // The first spawn on a node compiles the module there: not measured.
+            spawn_latencies(&bin, &socket, &family, node, 1)?;
+            let [spawn, reaped] = spawn_latencies(&bin, &socket, &family, node, args.spawns)?;
+            p99[i] = spawn.value_at_quantile(0.99);
             println!(
-                "{:>6} MiB {:<7} {:>9.1} MiB {:>11} {:>11} {:>7.2} GB/s",
-                mib,
-                if dense { "dense" } else { "sparse" },
-                m.image as f64 / (1 << 20) as f64,
-                us(m.freeze * 1000),
-                us(m.total * 1000),
-                m.memory as f64 / (m.total as f64 * 1e3)
+                "{:<18} {:>9} {:>9} {:>9} {:>16} {:>16}",
+                if node == 1 {
+                    "home (node 1)"
+                } else {
+                    "remote (node 2)"
+                },
+                us(spawn.value_at_quantile(0.5)),
+                us(spawn.value_at_quantile(0.99)),
+                us(spawn.max()),
+                us(reaped.value_at_quantile(0.5)),
+                us(reaped.value_at_quantile(0.99)),
             );
         }
+        println!(
+            "remote spawn p99 {} = {:.2}x the spawn at home (target ≤ 20ms)",
+            us(p99[1]),
+            p99[1] as f64 / p99[0].max(1) as f64
+        );
     }
-    println!("(targets: ≤ 1 MiB moved in ≤ 2 ms; dense ≥ 1 GB/s)");
-    println!(
-        "\ncheckpoint and restart of a body on node 1 looping without calls, median of {} rounds:",
-        args.rounds
-    );
-    println!(
-        "{:>9} {:<7} {:>11} {:>11} {:>13} {:>11}",
-        "memory", "pages", "image", "taken", "file written", "restarted"
-    );
-    for mib in [1usize, 64, 1024] {
-        for dense in [false, true] {
-            let c = checkpoints(&bin, &socket, &hold, mib, dense, args.rounds)?;
-            println!(
-                "{:>6} MiB {:<7} {:>9.2} MiB {:>11} {:>13} {:>11}   (memory {:.0} MiB)",
-                mib,
-                if dense { "dense" } else { "sparse" },
-                c.image as f64 / (1 << 20) as f64,
-                us(c.taken * 1000),
-                us(c.written * 1000),
-                us(c.restarted * 1000),
-                c.memory as f64 / (1 << 20) as f64,
-            );
-        }
-    }
-    println!(
-        "(targets: a small process checkpointed in ≤ 5 ms and restarted in ≤ 20 ms; image size follows touched pages)"
-    );
     Ok(())
 }

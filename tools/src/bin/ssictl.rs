@@ -149,6 +149,7 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
                     "state": p.state.name(),
                     "cpu_ms": p.cpu_ns / 1_000_000,
                     "memory": p.memory,
+                    "ppid": p.ppid,
                     "pgid": p.pgid,
                     "migratable": p.pinned.is_none(),
                     "pinned": p.pinned,
@@ -162,13 +163,14 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  COMMAND",
-        "PID", "PGID", "HOME", "NODE", "STATE", "MOVE", "TIME", "MEM", "AGE"
+        "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  COMMAND",
+        "PID", "PPID", "PGID", "HOME", "NODE", "STATE", "MOVE", "TIME", "MEM", "AGE"
     );
     for p in procs {
         println!(
-            "{:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  {}",
+            "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  {}",
             p.pid,
+            p.ppid,
             p.pgid,
             p.home,
             p.node,

@@ -4,7 +4,9 @@
 //! `SSI_CONNECT`), which becomes the process's home; its streams are this
 //! terminal or these pipes, served to the home as a `Console`. With no node
 //! running, the process runs in this process as a one-node cluster (the
-//! embedded default): its deputy is here, its body runs here.
+//! embedded default): its deputy is here, its body runs here. A program that
+//! starts children (it imports `ssi` `spawn`) gets a private node of this
+//! process's own instead, for the process table its family needs.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -455,6 +457,11 @@ fn run(args: Args) -> Result<Outcome> {
     } else {
         ssi_remote::default_cache_dir()
     };
+    if let Start::Launch(p) = &start
+        && ssi_remote::imports(&p.bytes, "ssi", "spawn")
+    {
+        return run_on_private_node(cache, start, periodic);
+    }
     let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
     let node = Node::new(EMBEDDED_NODE, runtime).context("cannot start the embedded node")?;
     let (process, module_name) = match start {
@@ -503,6 +510,34 @@ fn run(args: Args) -> Result<Outcome> {
         // Frozen bodies are resumed by `run_checkpointing`.
         Exit::Frozen(_) => Outcome::Lost("the process was frozen with nowhere to go".into()),
     })
+}
+
+/// Runs the process on a node of this process's own, reached through a Unix
+/// socket in a private directory and gone with it: its children are the
+/// node's too (they end with `ssirun`).
+fn run_on_private_node(
+    cache: Option<PathBuf>,
+    start: Start,
+    periodic: Option<Periodic>,
+) -> Result<Outcome> {
+    let dir = tempfile::Builder::new()
+        .prefix("ssirun-")
+        .tempdir()
+        .context("cannot make a directory for the private node")?;
+    let socket = dir.path().join("node.sock");
+    let config = ssi_home::Config {
+        id: EMBEDDED_NODE,
+        listen: "127.0.0.1:0".into(),
+        peers: Vec::new(),
+        socket: socket.clone(),
+        data_dir: None,
+    };
+    let runtime = Runtime::new(cache).context("cannot start the private node")?;
+    let daemon =
+        ssi_home::Daemon::start(config, runtime).context("cannot start the private node")?;
+    let outcome = run_on_node(&Endpoint::Unix(socket), None, start, periodic);
+    drop(daemon);
+    outcome
 }
 
 /// The module to launch, with its arguments, environment and directories.
