@@ -158,6 +158,10 @@ interface BodyControl {
 
   release @4 () -> ();
   # A frozen body is dropped: it runs elsewhere now.
+
+  signal @5 () -> ();
+  # Signals are pending for the body's handlers: it runs them at its next
+  # poll point or system-call return (it asks its deputy which).
 }
 
 # Receives a ghost image in chunks (a message is at most 64 MiB).
@@ -337,7 +341,21 @@ struct Syscall {
     procWait @39 :ProcWait;             # ssi API: waitpid
     procSetpgid @40 :ProcSetpgid;       # ssi API: setpgid
     procSetsid @41 :Void;               # ssi API: setsid
+    procSigaction @42 :ProcSigaction;   # ssi API: sigaction
+    procSigmask @43 :ProcSigmask;       # ssi API: sigprocmask
+    procSignals @44 :Void;              # ssi API: the handlers to run now
   }
+}
+
+struct ProcSigaction {
+  signal @0 :UInt8;
+  action @1 :UInt8;         # 0 default, 1 ignore, 2 handle
+  handler @2 :Data;         # the export's name, for 2
+}
+
+struct ProcSigmask {
+  how @0 :UInt8;            # 0 block, 1 unblock, 2 set
+  set @1 :UInt32;           # bit n - 1 for signal n
 }
 
 struct ProcSpawn {

@@ -395,6 +395,23 @@ pub enum Syscall {
     },
     /// `ssi` API: the caller leads a new session and group.
     ProcSetsid,
+    /// `ssi` API: what `signal` does: 0 its default action, 1 ignored, 2 the
+    /// export `handler` of the body's module runs.
+    ProcSigaction {
+        signal: u8,
+        action: u8,
+        handler: Vec<u8>,
+    },
+    /// `ssi` API: block (`how` 0), unblock (1) or set (2) the signals in `set`
+    /// (bit n - 1 for signal n).
+    ProcSigmask {
+        how: u8,
+        set: u32,
+    },
+    /// `ssi` API: the signals whose handlers the body runs now (taken out of
+    /// the pending set), as `Reply::Bytes`: for each, its number, the length
+    /// of its handler's name, and the name.
+    ProcSignals,
 }
 
 /// What `ssi` `spawn` is given.
@@ -484,6 +501,9 @@ impl Syscall {
             Syscall::ProcWait { .. } => "ssi waitpid",
             Syscall::ProcSetpgid { .. } => "ssi setpgid",
             Syscall::ProcSetsid => "ssi setsid",
+            Syscall::ProcSigaction { .. } => "ssi sigaction",
+            Syscall::ProcSigmask { .. } => "ssi sigprocmask",
+            Syscall::ProcSignals => "ssi signals",
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use crate::abi::*;
 use crate::process::{Child, Identity, ProcessTable};
-use crate::signal::Signal;
+use crate::signal::{Action, Signal, Signals};
 use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle, join_rel};
 use std::future::Future;
 use std::io::{IoSlice, IoSliceMut, SeekFrom};
@@ -59,6 +59,8 @@ pub struct Deputy {
     sched: Box<dyn WasiSched>,
     identity: Identity,
     processes: Option<std::sync::Arc<dyn ProcessTable>>,
+    /// Its signal dispositions, mask and pending set, shared with the home.
+    pub(crate) signals: std::sync::Arc<Signals>,
 }
 
 /// Drives one of wasi-common's synchronous operations to completion. They never
@@ -301,7 +303,13 @@ impl Deputy {
             sched: wasi_common::sync::sched::sched_ctx(),
             identity: Identity::default(),
             processes: None,
+            signals: Default::default(),
         })
+    }
+
+    /// The process's signal state, which the home reads to deliver signals.
+    pub fn signals(&self) -> std::sync::Arc<Signals> {
+        self.signals.clone()
     }
 
     /// The preopened directories, in fd order from 3.
@@ -752,6 +760,47 @@ impl Deputy {
                 let table = self.processes.clone().ok_or(Errno::Perm)?;
                 table.setsid(self.identity.pid).map(Reply::Size)
             }
+            S::ProcSigaction {
+                signal,
+                action,
+                handler,
+            } => {
+                let sig = Signal::from_number(signal).ok_or(Errno::Inval)?;
+                let action = match action {
+                    0 => Action::Default,
+                    1 => Action::Ignore,
+                    2 if !handler.is_empty() && handler.len() <= 255 => {
+                        Action::Handle(utf8(&handler)?.to_string())
+                    }
+                    _ => return Err(Errno::Inval),
+                };
+                let old = self.signals.set_action(sig, action).ok_or(Errno::Inval)?;
+                Ok(Reply::Size(old.code()))
+            }
+            S::ProcSigmask { how, set } => {
+                let (old, redo) = self.signals.set_mask(how, set).ok_or(Errno::Inval)?;
+                // Signals that were blocked take their default action now,
+                // delivered again through the home; one that ends the
+                // process ends it before the call returns, as POSIX has it.
+                if let Some(table) = self.processes.clone() {
+                    for sig in redo {
+                        table.kill(self.identity.pid, self.identity.pid as i32, Some(sig))?;
+                        if sig.default_action() == crate::DefaultAction::Terminate {
+                            return Ok(Reply::Terminated(sig.number()));
+                        }
+                    }
+                }
+                Ok(Reply::Size(old))
+            }
+            S::ProcSignals => {
+                let mut out = Vec::new();
+                for (sig, handler) in self.signals.take() {
+                    out.push(sig.number());
+                    out.push(handler.len() as u8);
+                    out.extend_from_slice(handler.as_bytes());
+                }
+                Ok(Reply::Bytes(out))
+            }
         }
     }
 
@@ -816,6 +865,15 @@ impl Deputy {
                 table.insert_at(*child, self.table.get(*own)?.clone());
             }
         }
+        // As after fork and exec: the mask and ignored signals are kept,
+        // handlers (of the parent's module) are not, nothing is pending.
+        let mut signals = self.signals.snapshot();
+        for a in &mut signals.actions {
+            if matches!(a, Action::Handle(_)) {
+                *a = Action::Default;
+            }
+        }
+        signals.pending = 0;
         Ok(Deputy {
             table,
             preopens: self.preopens.clone(),
@@ -823,6 +881,7 @@ impl Deputy {
             sched: wasi_common::sync::sched::sched_ctx(),
             identity: Identity::default(),
             processes: None,
+            signals: std::sync::Arc::new(Signals::from_table(signals)),
         })
     }
 

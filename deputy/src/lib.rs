@@ -20,7 +20,7 @@ mod table;
 pub use abi::{Errno, Fd, Reply, Syscall, SyscallResult};
 pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
 pub use process::{Identity, ProcessTable};
-pub use signal::{DefaultAction, Signal, UnknownSignal};
+pub use signal::{Action, DefaultAction, Delivery, Signal, SignalTable, Signals, UnknownSignal};
 pub use state::{DeputyState, FdState, PreopenState, StateError};
 pub use table::{FdKind, FdMeta};
 /// Re-exported so that embedders can bind standard streams to their own files.

@@ -115,6 +115,180 @@ impl Signal {
     }
 }
 
+/// What a process does with a signal, as `sigaction` sets it.
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub enum Action {
+    /// The signal's default action.
+    #[default]
+    Default,
+    /// Nothing happens.
+    Ignore,
+    /// The body runs this export of its module, `(i32) -> ()`, given the signal.
+    Handle(String),
+}
+
+impl Action {
+    /// The code `sigaction` takes and returns: 0 default, 1 ignore, 2 handle.
+    pub fn code(&self) -> u32 {
+        match self {
+            Action::Default => 0,
+            Action::Ignore => 1,
+            Action::Handle(_) => 2,
+        }
+    }
+}
+
+/// What becomes of a signal that reaches a process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Delivery {
+    /// Its default action, taken by the home.
+    Default(DefaultAction),
+    /// It is ignored.
+    Ignored,
+    /// It is pending for the body's handler: the body must be told.
+    Handle,
+    /// It is blocked: pending until unblocked.
+    Held,
+}
+
+/// A process's signal dispositions, blocked mask and pending set. The
+/// deputy's (it changes them for `sigaction` and `sigprocmask`), and shared
+/// with the home's task that delivers signals: never locked across a call.
+#[derive(Debug, Default)]
+pub struct Signals(std::sync::Mutex<SignalTable>);
+
+/// The dispositions and mask, as a checkpoint keeps them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SignalTable {
+    /// Index n - 1 for signal n.
+    pub actions: Vec<Action>,
+    pub blocked: u32,
+    #[serde(skip)]
+    pub pending: u32,
+}
+
+fn bit(sig: Signal) -> u32 {
+    1 << (sig.0 - 1)
+}
+
+/// Neither caught, ignored nor blocked.
+fn fixed(sig: Signal) -> bool {
+    sig == Signal::KILL || sig == Signal::STOP
+}
+
+/// `sigprocmask`'s `how`.
+pub const SIG_BLOCK: u8 = 0;
+pub const SIG_UNBLOCK: u8 = 1;
+pub const SIG_SETMASK: u8 = 2;
+
+impl Signals {
+    fn table(&self) -> std::sync::MutexGuard<'_, SignalTable> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn from_table(table: SignalTable) -> Self {
+        Signals(std::sync::Mutex::new(table))
+    }
+
+    /// The dispositions and mask (for a checkpoint).
+    pub fn snapshot(&self) -> SignalTable {
+        self.table().clone()
+    }
+
+    fn action(t: &SignalTable, sig: Signal) -> &Action {
+        t.actions
+            .get(usize::from(sig.0) - 1)
+            .unwrap_or(&Action::Default)
+    }
+
+    /// A signal reached the process: what happens to it.
+    pub fn deliver(&self, sig: Signal) -> Delivery {
+        if fixed(sig) {
+            return Delivery::Default(sig.default_action());
+        }
+        let mut t = self.table();
+        if t.blocked & bit(sig) != 0 {
+            t.pending |= bit(sig);
+            return Delivery::Held;
+        }
+        match Self::action(&t, sig) {
+            Action::Default => Delivery::Default(sig.default_action()),
+            Action::Ignore => Delivery::Ignored,
+            Action::Handle(_) => {
+                t.pending |= bit(sig);
+                Delivery::Handle
+            }
+        }
+    }
+
+    /// Sets what `sig` does; the previous action. KILL and STOP cannot change.
+    pub fn set_action(&self, sig: Signal, action: Action) -> Option<Action> {
+        if fixed(sig) {
+            return None;
+        }
+        let mut t = self.table();
+        if t.actions.len() < 31 {
+            t.actions.resize(31, Action::Default);
+        }
+        let slot = &mut t.actions[usize::from(sig.0) - 1];
+        let old = std::mem::replace(slot, action);
+        // A signal pending for a handler that is gone, or ignored now, is dropped.
+        if !matches!(slot, Action::Handle(_)) && t.blocked & bit(sig) == 0 {
+            t.pending &= !bit(sig);
+        }
+        Some(old)
+    }
+
+    /// `sigprocmask(how, set)`: the old mask, and the signals unblocked that
+    /// were pending (taken out of the pending set when they take their
+    /// default action, which the caller has delivered again).
+    pub fn set_mask(&self, how: u8, set: u32) -> Option<(u32, Vec<Signal>)> {
+        let mut t = self.table();
+        let old = t.blocked;
+        let set = set & !(bit(Signal::KILL) | bit(Signal::STOP));
+        t.blocked = match how {
+            SIG_BLOCK => old | set,
+            SIG_UNBLOCK => old & !set,
+            SIG_SETMASK => set,
+            _ => return None,
+        };
+        let freed = t.pending & old & !t.blocked;
+        let mut redo = Vec::new();
+        for n in 1..=31u8 {
+            let sig = Signal(n);
+            if freed & bit(sig) != 0 && !matches!(Self::action(&t, sig), Action::Handle(_)) {
+                t.pending &= !bit(sig);
+                redo.push(sig);
+            }
+        }
+        Some((old, redo))
+    }
+
+    /// Whether the body has handlers to run now.
+    pub fn deliverable(&self) -> bool {
+        let t = self.table();
+        t.pending & !t.blocked != 0
+    }
+
+    /// Takes the signals the body must run handlers for now, with their
+    /// handlers, lowest number first.
+    pub fn take(&self) -> Vec<(Signal, String)> {
+        let mut t = self.table();
+        let ready = t.pending & !t.blocked;
+        let mut out = Vec::new();
+        for n in 1..=31u8 {
+            let sig = Signal(n);
+            if ready & bit(sig) != 0 {
+                t.pending &= !bit(sig);
+                if let Action::Handle(export) = Self::action(&t, sig) {
+                    out.push((sig, export.clone()));
+                }
+            }
+        }
+        out
+    }
+}
+
 impl fmt::Display for Signal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "SIG{}", self.name())
@@ -153,5 +327,62 @@ mod tests {
         assert_eq!(Signal::CHLD.default_action(), DefaultAction::Ignore);
         assert_eq!(Signal::TSTP.default_action(), DefaultAction::Stop);
         assert_eq!(Signal::CONT.default_action(), DefaultAction::Continue);
+    }
+
+    #[test]
+    fn handled_blocked_and_ignored_signals() {
+        let s = Signals::default();
+        let usr1 = Signal::USR1;
+        assert_eq!(s.deliver(usr1), Delivery::Default(DefaultAction::Terminate));
+        assert_eq!(
+            s.set_action(usr1, Action::Handle("h".into())),
+            Some(Action::Default)
+        );
+        assert_eq!(s.deliver(usr1), Delivery::Handle);
+        // Two before the body asks: one delivery, as POSIX merges them.
+        assert_eq!(s.deliver(usr1), Delivery::Handle);
+        assert!(s.deliverable());
+        assert_eq!(s.take(), vec![(usr1, "h".to_string())]);
+        assert!(s.take().is_empty());
+        // Blocked: held, then runnable once unblocked.
+        assert_eq!(
+            s.set_mask(SIG_BLOCK, bit(usr1) | bit(Signal::KILL)),
+            Some((0, vec![]))
+        );
+        assert_eq!(s.deliver(usr1), Delivery::Held);
+        assert!(!s.deliverable());
+        // SIGKILL and SIGSTOP are never blocked, handled or ignored.
+        assert_eq!(
+            s.deliver(Signal::KILL),
+            Delivery::Default(DefaultAction::Terminate)
+        );
+        assert_eq!(s.set_action(Signal::STOP, Action::Ignore), None);
+        assert_eq!(
+            s.set_mask(SIG_UNBLOCK, bit(usr1)),
+            Some((bit(usr1), vec![]))
+        );
+        assert_eq!(s.take(), vec![(usr1, "h".to_string())]);
+        // A blocked signal with its default action is handed back to be
+        // delivered again when unblocked.
+        s.set_mask(SIG_SETMASK, bit(Signal::TERM));
+        assert_eq!(s.deliver(Signal::TERM), Delivery::Held);
+        assert_eq!(
+            s.set_mask(SIG_SETMASK, 0),
+            Some((bit(Signal::TERM), vec![Signal::TERM]))
+        );
+        assert!(!s.deliverable());
+        assert_eq!(s.set_mask(7, 0), None);
+        // Ignored, and a pending signal whose handler goes is dropped.
+        s.set_action(Signal::HUP, Action::Ignore);
+        assert_eq!(s.deliver(Signal::HUP), Delivery::Ignored);
+        assert_eq!(s.deliver(usr1), Delivery::Handle);
+        s.set_action(usr1, Action::Default);
+        assert!(s.take().is_empty());
+        // The table a checkpoint keeps leaves out what is pending.
+        let snap = s.snapshot();
+        let json = serde_json::to_string(&snap).expect("json");
+        let back: SignalTable = serde_json::from_str(&json).expect("back");
+        assert_eq!(back.actions[0], Action::Ignore);
+        assert_eq!(back.pending, 0);
     }
 }

@@ -69,6 +69,9 @@ pub struct DeputyState {
     pub fds: Vec<FdState>,
     /// Closed descriptor numbers that the next opens reuse, as the table had them.
     pub free: Vec<Fd>,
+    /// Signal dispositions and the blocked mask.
+    #[serde(default)]
+    pub signals: crate::signal::SignalTable,
 }
 
 impl DeputyState {
@@ -139,6 +142,7 @@ impl Deputy {
                 .collect(),
             fds,
             free: self.table.free(),
+            signals: self.signals.snapshot(),
         })
     }
 
@@ -216,6 +220,8 @@ impl Deputy {
         }
         table.set_free(&state.free);
         deputy.table = table;
+        deputy.signals =
+            std::sync::Arc::new(crate::signal::Signals::from_table(state.signals.clone()));
         Ok(deputy)
     }
 }

@@ -45,4 +45,19 @@ int32_t ssi_setpgid(int32_t pid, int32_t pgid) SSI_IMPORT(setpgid);
 /* The caller leads a new session and group; returns its id. */
 int32_t ssi_setsid(void) SSI_IMPORT(setsid);
 
+#define SSI_SIG_DFL 0
+#define SSI_SIG_IGN 1
+#define SSI_SIG_HANDLE 2
+/* What signal does: SSI_SIG_DFL, SSI_SIG_IGN, or SSI_SIG_HANDLE to run the
+ * exported function named by handler (void (int32_t)), e.g. one declared with
+ * __attribute__((export_name("on_signal"))). Returns the previous action. */
+int32_t ssi_sigaction(int32_t signal, int32_t action, const char *handler,
+                      uint32_t len) SSI_IMPORT(sigaction);
+#define SSI_SIG_BLOCK 0
+#define SSI_SIG_UNBLOCK 1
+#define SSI_SIG_SETMASK 2
+/* Blocks, unblocks or sets the signals of set (bit n - 1 for signal n);
+ * returns the previous mask. */
+int32_t ssi_sigprocmask(int32_t how, int32_t set) SSI_IMPORT(sigprocmask);
+
 #endif

@@ -26,7 +26,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, Shared};
 use ssi_deputy::abi::wait;
-use ssi_deputy::{DefaultAction, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
+use ssi_deputy::{DefaultAction, Delivery, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
 use ssi_remote::ghost::Ghost;
 use ssi_remote::{
     Body, BodySpec, Control, DeputyLink, Exit, LinkError, LocalLink, ModuleHash, Program, Runtime,
@@ -163,6 +163,13 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 }
 
 impl BodySlot {
+    /// Signals are pending for the body's handlers.
+    fn signal(&self) {
+        if let Some(c) = lock(&self.control).as_ref() {
+            c.signal();
+        }
+    }
+
     fn kill(&self) {
         self.killed.store(true, Ordering::SeqCst);
         if let Some(c) = lock(&self.control).as_ref() {
@@ -1048,12 +1055,18 @@ async fn run_process(
     flusher: Option<crate::console::Flusher>,
 ) -> Result<(ExitFuture, flume::Sender<Order>), capnp::Error> {
     let pid = start.pid;
-    lock(&source.deputy).set_process(
-        start.identity,
-        Arc::new(HomeTable {
-            core: Arc::downgrade(core),
-        }),
-    );
+    // Taken now: once the body runs, it may hold its deputy in a call that
+    // waits for this thread (a read of the console).
+    let signals = {
+        let mut deputy = lock(&source.deputy);
+        deputy.set_process(
+            start.identity,
+            Arc::new(HomeTable {
+                core: Arc::downgrade(core),
+            }),
+        );
+        deputy.signals()
+    };
     core.modules
         .insert(source.program.hash, source.program.clone());
     let (orders_tx, orders) = flume::unbounded::<Order>();
@@ -1098,10 +1111,11 @@ async fn run_process(
     let task = ProcessTask {
         core: core.clone(),
         pid,
-        source,
         own_console: flusher.is_some(),
         interrupter,
         notice,
+        signals,
+        source,
     };
     tokio::task::spawn_local(async move {
         let report = task.run(first, orders).await;
@@ -1186,6 +1200,16 @@ impl Placement {
         match self {
             Placement::Local(_) => home,
             Placement::Remote { node, .. } => *node,
+        }
+    }
+
+    /// Tells the body that signals are pending for its handlers.
+    fn signal(&self) {
+        match self {
+            Placement::Local(slot) => slot.signal(),
+            Placement::Remote { control, .. } => {
+                tokio::task::spawn_local(control.signal_request().send().promise.map(|_| ()));
+            }
         }
     }
 
@@ -1432,6 +1456,8 @@ struct ProcessTask {
     /// The console is its session's own (not a parent's it shares).
     own_console: bool,
     notice: Arc<family::Notice>,
+    /// The deputy's signal dispositions, mask and pending set.
+    signals: Arc<ssi_deputy::Signals>,
 }
 
 impl ProcessTask {
@@ -1467,36 +1493,48 @@ impl ProcessTask {
                     }
                 };
             match order {
-                // Without handlers (the `ssi` API), each signal takes its default action.
-                Order::Signal(sig) => match sig.default_action() {
-                    DefaultAction::Terminate if fatal.is_some() => {}
-                    DefaultAction::Terminate if stopped.is_some() && sig != Signal::KILL => {
-                        pending.get_or_insert(sig);
-                    }
-                    DefaultAction::Terminate => end(Some(sig), &mut fatal, &mut stopped),
-                    DefaultAction::Stop if stopped.is_none() && fatal.is_none() => {
-                        match self.freeze(&running, ProcState::Stopped).await {
-                            Ok((_image, held)) => {
-                                stopped = Some(held);
-                                self.core
-                                    .child_changed(self.pid, wait::stopped(sig.number()));
-                            }
-                            Err(e) => {
-                                tracing::warn!(pid = self.pid, signal = %sig, "cannot stop: {e}")
-                            }
+                // A signal the process handles runs its handler in the body
+                // (a stopped body runs it once continued); one it blocks
+                // waits; the others take their default action here.
+                Order::Signal(sig) => match self.signals.deliver(sig) {
+                    Delivery::Held | Delivery::Ignored => {}
+                    Delivery::Handle => {
+                        if stopped.is_none() && fatal.is_none() {
+                            self.post_signals(&running);
                         }
                     }
-                    DefaultAction::Continue => {
-                        if let Some(held) = stopped.take() {
-                            self.set_state(ProcState::Running, None);
-                            held.decide(Verdict::Resume);
-                            self.core.child_changed(self.pid, wait::CONTINUED);
-                            if let Some(sig) = pending.take() {
-                                end(Some(sig), &mut fatal, &mut stopped);
+                    Delivery::Default(action) => match action {
+                        DefaultAction::Terminate if fatal.is_some() => {}
+                        DefaultAction::Terminate if stopped.is_some() && sig != Signal::KILL => {
+                            pending.get_or_insert(sig);
+                        }
+                        DefaultAction::Terminate => end(Some(sig), &mut fatal, &mut stopped),
+                        DefaultAction::Stop if stopped.is_none() && fatal.is_none() => {
+                            match self.freeze(&running, ProcState::Stopped).await {
+                                Ok((_image, held)) => {
+                                    stopped = Some(held);
+                                    self.core
+                                        .child_changed(self.pid, wait::stopped(sig.number()));
+                                }
+                                Err(e) => {
+                                    tracing::warn!(pid = self.pid, signal = %sig, "cannot stop: {e}")
+                                }
                             }
                         }
-                    }
-                    DefaultAction::Stop | DefaultAction::Ignore => {}
+                        DefaultAction::Continue => {
+                            if let Some(held) = stopped.take() {
+                                self.set_state(ProcState::Running, None);
+                                held.decide(Verdict::Resume);
+                                self.core.child_changed(self.pid, wait::CONTINUED);
+                                if let Some(sig) = pending.take() {
+                                    end(Some(sig), &mut fatal, &mut stopped);
+                                } else if self.signals.deliverable() {
+                                    self.post_signals(&running);
+                                }
+                            }
+                        }
+                        DefaultAction::Stop | DefaultAction::Ignore => {}
+                    },
                 },
                 Order::Abandon => end(None, &mut fatal, &mut stopped),
                 Order::Migrate { reply, .. } if stopped.is_some() => {
@@ -1519,6 +1557,14 @@ impl ProcessTask {
             Some(sig) => ExitReport::Signaled(sig.number()),
             None => report,
         }
+    }
+
+    /// Signals are pending for the body's handlers: the body is told, and a
+    /// read or a `waitpid` it waits in is cut short for them to run.
+    fn post_signals(&self, running: &Running) {
+        running.place.signal();
+        self.interrupter.interrupt();
+        self.notice.cut();
     }
 
     /// The process is ending: a read of its console or a `waitpid` it is
@@ -1678,6 +1724,10 @@ impl ProcessTask {
                 held.decide(Verdict::Release);
                 *running = moved;
                 self.set_state(ProcState::Running, Some(to));
+                // Signals that came for the old body are the new one's.
+                if self.signals.deliverable() {
+                    self.post_signals(running);
+                }
                 Ok(MigrationReport {
                     from,
                     to,
@@ -2181,6 +2231,15 @@ impl body_control::Server for BodyControlServer {
         _: body_control::KillResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         self.slot.kill();
+        ready(Ok(()))
+    }
+
+    fn signal(
+        self: CapRc<Self>,
+        _: body_control::SignalParams,
+        _: body_control::SignalResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        self.slot.signal();
         ready(Ok(()))
     }
 

@@ -290,6 +290,22 @@ pub fn write_syscall(mut b: syscall::Builder<'_>, call: &Syscall) {
             r.set_pgid(*pgid);
         }
         Syscall::ProcSetsid => b.set_proc_setsid(()),
+        Syscall::ProcSigaction {
+            signal,
+            action,
+            handler,
+        } => {
+            let mut r = b.init_proc_sigaction();
+            r.set_signal(*signal);
+            r.set_action(*action);
+            r.set_handler(handler);
+        }
+        Syscall::ProcSigmask { how, set } => {
+            let mut r = b.init_proc_sigmask();
+            r.set_how(*how);
+            r.set_set(*set);
+        }
+        Syscall::ProcSignals => b.set_proc_signals(()),
     }
 }
 
@@ -586,6 +602,22 @@ pub fn read_syscall(r: syscall::Reader<'_>) -> Result<Syscall, Error> {
             }
         }
         W::ProcSetsid(()) => Syscall::ProcSetsid,
+        W::ProcSigaction(x) => {
+            let x = x?;
+            Syscall::ProcSigaction {
+                signal: x.get_signal(),
+                action: x.get_action(),
+                handler: x.get_handler()?.to_vec(),
+            }
+        }
+        W::ProcSigmask(x) => {
+            let x = x?;
+            Syscall::ProcSigmask {
+                how: x.get_how(),
+                set: x.get_set(),
+            }
+        }
+        W::ProcSignals(()) => Syscall::ProcSignals,
     })
 }
 
@@ -892,6 +924,16 @@ mod tests {
         });
         round_trip(Syscall::ProcSetpgid { pid: 5, pgid: 6 });
         round_trip(Syscall::ProcSetsid);
+        round_trip(Syscall::ProcSigaction {
+            signal: 10,
+            action: 2,
+            handler: b"on_usr1".to_vec(),
+        });
+        round_trip(Syscall::ProcSigmask {
+            how: 1,
+            set: 1 << 9,
+        });
+        round_trip(Syscall::ProcSignals);
         round_trip(Syscall::PollOneoff {
             subscriptions: vec![
                 Subscription {

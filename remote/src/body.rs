@@ -118,6 +118,8 @@ pub struct Control(Arc<ControlInner>);
 
 struct ControlInner {
     request: AtomicU8,
+    /// Signals are pending for the body's handlers.
+    signalled: std::sync::atomic::AtomicBool,
     flag: Option<SharedMemory>,
     engine: Engine,
     sleeping: Mutex<()>,
@@ -128,6 +130,7 @@ impl Control {
     fn new(engine: &Engine, flag: Option<SharedMemory>) -> Self {
         Control(Arc::new(ControlInner {
             request: AtomicU8::new(NOTHING),
+            signalled: std::sync::atomic::AtomicBool::new(false),
             flag,
             engine: engine.clone(),
             sleeping: Mutex::new(()),
@@ -154,6 +157,34 @@ impl Control {
                 .compare_exchange(NOTHING, FREEZE, Ordering::SeqCst, Ordering::SeqCst);
         self.raise();
         true
+    }
+
+    /// Tells the body that signals are pending for its handlers: it asks its
+    /// deputy for them at its next poll point, or when a sleep or a call
+    /// waiting at the deputy is cut short.
+    pub fn signal(&self) {
+        self.0.signalled.store(true, Ordering::SeqCst);
+        self.raise();
+    }
+
+    /// Takes the note that signals are pending.
+    pub(crate) fn take_signalled(&self) -> bool {
+        self.0.signalled.swap(false, Ordering::SeqCst)
+    }
+
+    /// Lowers the flag once nothing is asked of the body any more.
+    pub(crate) fn settle(&self) {
+        if self.0.request.load(Ordering::SeqCst) == NOTHING
+            && !self.0.signalled.load(Ordering::SeqCst)
+        {
+            self.set_flag(0);
+            // A request that came meanwhile raises it again.
+            if self.0.request.load(Ordering::SeqCst) != NOTHING
+                || self.0.signalled.load(Ordering::SeqCst)
+            {
+                self.set_flag(1);
+            }
+        }
     }
 
     /// Whether the body can be frozen.
@@ -206,7 +237,9 @@ impl Control {
         let deadline = Instant::now() + d;
         let mut guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         loop {
-            if self.0.request.load(Ordering::SeqCst) != NOTHING {
+            if self.0.request.load(Ordering::SeqCst) != NOTHING
+                || self.0.signalled.load(Ordering::SeqCst)
+            {
                 return false;
             }
             let now = Instant::now();
@@ -259,6 +292,10 @@ pub struct BodyCtx {
     pub(crate) env: Vec<Vec<u8>>,
     pub(crate) clock: BodyClock,
     pub(crate) memory: Option<Memory>,
+    /// A signal handler runs: poll points neither unwind nor run handlers.
+    pub(crate) in_handler: bool,
+    /// When a clock-only `poll_oneoff` cut short by a signal ends.
+    pub(crate) sleep_until: Option<std::time::Instant>,
 }
 
 /// Asyncify's exports, with which the host unwinds and rewinds the guest.
@@ -477,6 +514,8 @@ impl Body {
             env,
             clock: BodyClock::starting_at(clock_offset_ns),
             memory: None,
+            in_handler: false,
+            sleep_until: None,
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);

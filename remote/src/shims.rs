@@ -54,6 +54,59 @@ fn finish_or_freeze(c: &mut Caller<'_, BodyCtx>, r: R<()>) -> wasmtime::Result<i
     finish(r)
 }
 
+/// A call that waits was cut short (`EINTR`) with no freeze under way: if
+/// signals are pending for the body's handlers, they run now and the call is
+/// made again (true), as with `SA_RESTART`.
+fn restart_after_handlers(c: &mut Caller<'_, BodyCtx>, r: &R<()>) -> wasmtime::Result<bool> {
+    if !matches!(r, Err(Fail::Errno(Errno::Intr)))
+        || c.data().control.freezing()
+        || c.data().in_handler
+    {
+        return Ok(false);
+    }
+    c.data().control.take_signalled();
+    run_handlers(c)
+}
+
+/// Runs the handlers of the signals pending now, as the deputy lists them
+/// (lowest signal first); true if any ran. A handler is a call into the guest
+/// from here; while it runs, poll points neither unwind nor run handlers.
+pub(crate) fn run_handlers(c: &mut Caller<'_, BodyCtx>) -> wasmtime::Result<bool> {
+    let mut ran = false;
+    loop {
+        let list = match c.data_mut().syscall(Syscall::ProcSignals) {
+            Ok(Reply::Bytes(list)) => list,
+            Ok(_) => return Err(wasmtime::Error::msg("the deputy sent a bad signal list")),
+            Err(Fail::Errno(_)) => return Ok(ran),
+            Err(Fail::Trap(t)) => return Err(t),
+        };
+        if list.is_empty() {
+            return Ok(ran);
+        }
+        let mut rest = &list[..];
+        while let [sig, len, tail @ ..] = rest {
+            let len = usize::from(*len);
+            let (name, after) = tail.split_at(len.min(tail.len()));
+            rest = after;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let handler = c
+                .get_export(&name)
+                .and_then(Extern::into_func)
+                .and_then(|f| f.typed::<i32, ()>(&*c).ok())
+                .ok_or_else(|| {
+                    wasmtime::Error::msg(format!(
+                        "signal handler `{name}` is not an exported function (i32) -> ()"
+                    ))
+                })?;
+            c.data_mut().in_handler = true;
+            let r = handler.call(&mut *c, i32::from(*sig));
+            c.data_mut().in_handler = false;
+            r?;
+            ran = true;
+        }
+    }
+}
+
 fn finish(r: R<()>) -> wasmtime::Result<i32> {
     match r {
         Ok(()) => Ok(0),
@@ -354,7 +407,13 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
             })
             .min()
             .unwrap_or(0);
-        if !ctx.control.sleep(std::time::Duration::from_nanos(shortest)) {
+        // A sleep cut short by a signal goes on after its handlers until
+        // the same deadline.
+        let until = *ctx.sleep_until.get_or_insert_with(|| {
+            std::time::Instant::now() + std::time::Duration::from_nanos(shortest)
+        });
+        let left = until.saturating_duration_since(std::time::Instant::now());
+        if !ctx.control.sleep(left) {
             // A freeze (the call is made again after the rewind) or a kill.
             if ctx.control.killing() {
                 return Err(Fail::Trap(crate::body::Killed.into()));
@@ -399,8 +458,18 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             if control.killing() {
                 return Err(crate::body::Killed.into());
             }
+            if c.data().in_handler {
+                // The handler returns first; the poll point it interrupted
+                // then unwinds or runs the next.
+                return Ok(());
+            }
+            if control.take_signalled() {
+                run_handlers(&mut c)?;
+            }
             if control.freezing() {
                 start_unwind(&mut c)?;
+            } else {
+                control.settle();
             }
             Ok(())
         },
@@ -494,11 +563,17 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         "poll_oneoff",
         |mut c: Caller<'_, BodyCtx>, subs: u32, events: u32, n: u32, nevents: u32| {
             end_rewind(&mut c)?;
-            let r = with(&mut c, |m, ctx| {
-                let k = poll_oneoff(m, ctx, subs, events, n)?;
-                Ok(m.put_u32(nevents, k)?)
-            });
-            finish_or_freeze(&mut c, r)
+            loop {
+                let r = with(&mut c, |m, ctx| {
+                    let k = poll_oneoff(m, ctx, subs, events, n)?;
+                    Ok(m.put_u32(nevents, k)?)
+                });
+                if restart_after_handlers(&mut c, &r)? {
+                    continue;
+                }
+                c.data_mut().sleep_until = None;
+                return finish_or_freeze(&mut c, r);
+            }
         },
     )?;
 
@@ -636,14 +711,19 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         "fd_read",
         |mut c: Caller<'_, BodyCtx>, fd: u32, iovs: u32, n: u32, nread: u32| {
             end_rewind(&mut c)?;
-            let r = with(&mut c, |m, ctx| {
-                let (buf, len) = m.first_iovec(iovs, n)?.unwrap_or((0, 0));
-                let data = expect_bytes(ctx, Syscall::FdRead { fd, len })?;
-                let k = data.len().min(len as usize);
-                m.put(buf, &data[..k])?;
-                Ok(m.put_u32(nread, k as u32)?)
-            });
-            finish_or_freeze(&mut c, r)
+            loop {
+                let r = with(&mut c, |m, ctx| {
+                    let (buf, len) = m.first_iovec(iovs, n)?.unwrap_or((0, 0));
+                    let data = expect_bytes(ctx, Syscall::FdRead { fd, len })?;
+                    let k = data.len().min(len as usize);
+                    m.put(buf, &data[..k])?;
+                    Ok(m.put_u32(nread, k as u32)?)
+                });
+                if restart_after_handlers(&mut c, &r)? {
+                    continue;
+                }
+                return finish_or_freeze(&mut c, r);
+            }
         },
     )?;
     l.func_wrap(
@@ -1017,7 +1097,17 @@ pub const SSI_MODULE: &str = "ssi";
 
 /// Every function of the `ssi` host API.
 pub const SSI_FUNCTIONS: &[&str] = &[
-    "getpid", "getppid", "getpgid", "getsid", "kill", "spawn", "waitpid", "setpgid", "setsid",
+    "getpid",
+    "getppid",
+    "getpgid",
+    "getsid",
+    "kill",
+    "spawn",
+    "waitpid",
+    "setpgid",
+    "setsid",
+    "sigaction",
+    "sigprocmask",
 ];
 
 /// A value, or `-errno` for the guest; a host failure stops it.
@@ -1143,12 +1233,17 @@ fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                 });
                 match r {
                     // Cut short for a freeze: unwind, and wait again after the
-                    // rewind. A cut left over from a freeze that is over: wait
-                    // again (a kill stops the body at the next call).
+                    // rewind. For signals: run their handlers, and wait again.
+                    // A cut left over from a freeze that is over: wait again
+                    // (a kill stops the body at the next call).
                     Err(Fail::Errno(Errno::Intr)) => {
-                        if c.data().control.freezing() {
+                        if c.data().control.freezing() && !c.data().in_handler {
                             start_unwind(&mut c)?;
                             return Ok(0);
+                        }
+                        if !c.data().in_handler {
+                            c.data().control.take_signalled();
+                            run_handlers(&mut c)?;
                         }
                     }
                     r => return value(r),
@@ -1171,6 +1266,72 @@ fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     l.func_wrap(SSI_MODULE, "setsid", |mut c: Caller<'_, BodyCtx>| {
         value(expect_size(c.data_mut(), Syscall::ProcSetsid).and_then(as_i32))
     })?;
+    l.func_wrap(
+        SSI_MODULE,
+        "sigaction",
+        |mut c: Caller<'_, BodyCtx>, signal: i32, action: i32, name: u32, len: u32| {
+            let handler = match with(&mut c, |m, _| Ok(m.get(name, len)?.to_vec())) {
+                Ok(h) => h,
+                Err(e) => return value(Err(e)),
+            };
+            // A handler must be an export the body can call with the signal.
+            if action == 2 {
+                let callable = std::str::from_utf8(&handler)
+                    .ok()
+                    .and_then(|n| c.get_export(n))
+                    .and_then(Extern::into_func)
+                    .is_some_and(|f| f.typed::<i32, ()>(&c).is_ok());
+                if !callable {
+                    return Ok(-(Errno::Inval as i32));
+                }
+            }
+            value((|| {
+                let signal = u8::try_from(signal).map_err(|_| Errno::Inval)?;
+                let action = u8::try_from(action).map_err(|_| Errno::Inval)?;
+                let old = expect_size(
+                    c.data_mut(),
+                    Syscall::ProcSigaction {
+                        signal,
+                        action,
+                        handler,
+                    },
+                )?;
+                as_i32(old)
+            })())
+        },
+    )?;
+    l.func_wrap(
+        SSI_MODULE,
+        "sigprocmask",
+        |mut c: Caller<'_, BodyCtx>, how: i32, set: i32| -> wasmtime::Result<i32> {
+            let r = (|| {
+                let how = u8::try_from(how).map_err(|_| Errno::Inval)?;
+                ask(
+                    c.data_mut(),
+                    Syscall::ProcSigmask {
+                        how,
+                        set: set as u32,
+                    },
+                    |r| match r {
+                        Reply::Size(old) => Some(Ok(old)),
+                        Reply::Terminated(n) => Some(Err(n)),
+                        _ => None,
+                    },
+                )
+            })();
+            match r {
+                Ok(Ok(old)) => {
+                    // Signals it unblocked that were pending run before it returns.
+                    if !c.data().in_handler {
+                        run_handlers(&mut c)?;
+                    }
+                    Ok(old as i32)
+                }
+                Ok(Err(n)) => Err(crate::body::Terminated(n).into()),
+                Err(e) => value(Err(e)),
+            }
+        },
+    )?;
     Ok(())
 }
 

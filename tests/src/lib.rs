@@ -503,6 +503,18 @@ impl Cluster {
         assert!(status.success());
     }
 
+    /// `ssirun` connected to node `home`, its standard streams pipes (the
+    /// caller adds the module and its arguments).
+    pub fn ssirun(&self, home: usize) -> Command {
+        let mut cmd = Command::new(bin("ssirun"));
+        cmd.arg("--connect")
+            .arg(self.socket(home))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        cmd
+    }
+
     /// Runs `ssictl` against node `id`.
     pub fn ssictl(&self, id: usize, args: &[&str]) -> std::process::Output {
         Command::new(bin("ssictl"))

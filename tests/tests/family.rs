@@ -5,20 +5,16 @@
 
 use ssi_tests::{Cluster, bin, guest, repo_root};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::process::{Child, ChildStdout, Command};
 use std::time::{Duration, Instant};
 
 /// `ssirun --connect node1 family ARGS`, its stdout read line by line.
 #[allow(clippy::zombie_processes)]
 fn family(cluster: &Cluster, args: &[&str]) -> (Child, BufReader<ChildStdout>) {
-    let mut child = Command::new(bin("ssirun"))
-        .arg("--connect")
-        .arg(cluster.socket(1))
+    let mut child = cluster
+        .ssirun(1)
         .arg(guest("family"))
         .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .expect("spawn ssirun");
     let out = BufReader::new(child.stdout.take().expect("stdout"));
@@ -145,13 +141,30 @@ fn a_signal_to_a_group_spanning_three_nodes_reaches_each_member_once() {
     nodes.sort_unstable();
     assert_eq!(nodes, [1, 2, 3], "{members:?}");
     assert!(members.iter().all(|m| u(&m["ppid"]) == parent));
-    // From another node than their home, by group.
-    let kill = cluster.ssictl(3, &["kill", "-TERM", &format!("-{pgid}")]);
-    assert!(
-        kill.status.success(),
-        "{}",
-        String::from_utf8_lossy(&kill.stderr)
+    // From another node than their home, by group: each member's handler
+    // runs once (they sleep, so each is woken for it).
+    let kill = |sig: &str| {
+        let out = cluster.ssictl(3, &["kill", sig, &format!("-{pgid}")]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    kill("-USR1");
+    let mut got: Vec<String> = (0..3).map(|_| line(&mut out)).collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "member 0: SIGUSR1 1\n",
+            "member 1: SIGUSR1 1\n",
+            "member 2: SIGUSR1 1\n"
+        ]
     );
+    // No second delivery anywhere: the next lines are the members' ends.
+    std::thread::sleep(Duration::from_millis(300));
+    kill("-TERM");
     // Each member is reported once, and the parent (in another group) goes on.
     let mut reports: Vec<String> = rest(out).lines().map(str::to_string).collect();
     reports.sort();

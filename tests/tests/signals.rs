@@ -5,7 +5,7 @@
 //! 128 + the signal number, as a shell reports it.
 
 use ssi_tests::{Cluster, bin, guest};
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -221,4 +221,101 @@ fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
     ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
     ssictl_ok(&cluster, 1, &["kill", "-KILL", &pid]);
     assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(137));
+}
+
+/// `sigs MODE` with its home on node 1 and its body on `node`, its stdin a
+/// pipe; its first line read.
+#[allow(clippy::zombie_processes)]
+fn sigs(
+    cluster: &Cluster,
+    node: usize,
+    mode: &str,
+) -> (Child, BufReader<std::process::ChildStdout>, u64) {
+    let mut child = cluster
+        .ssirun(1)
+        .args(["--node", &node.to_string()])
+        .arg(guest("sigs"))
+        .arg(mode)
+        .spawn()
+        .expect("spawn ssirun");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut first = String::new();
+    out.read_line(&mut first).expect("first line");
+    assert!(
+        ["ready\n", "blocked\n", "reading\n"].contains(&first.as_str()),
+        "{first:?}"
+    );
+    let pid = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| {
+            p["command"]
+                .as_str()
+                .is_some_and(|c| c == format!("sigs.wasm {mode}"))
+        })
+        .and_then(|p| p["pid"].as_u64())
+        .expect("listed");
+    (child, out, pid)
+}
+
+fn next(out: &mut BufReader<std::process::ChildStdout>) -> String {
+    let mut l = String::new();
+    out.read_line(&mut l).expect("a line");
+    l
+}
+
+#[test]
+fn a_handler_runs_in_a_loop_without_calls_wherever_the_body_is_and_after_a_move() {
+    let cluster = Cluster::start(3);
+    for node in [1, 2] {
+        let (mut child, mut out, pid) = sigs(&cluster, node, "count");
+        let pid = pid.to_string();
+        for n in 1..=3 {
+            ssictl_ok(&cluster, 3, &["kill", "-USR1", &pid]);
+            assert_eq!(next(&mut out), format!("usr1 {n}\n"));
+        }
+        ssictl_ok(&cluster, 3, &["migrate", &pid, "3"]);
+        ssictl_ok(&cluster, 3, &["kill", "-USR1", &pid]);
+        assert_eq!(next(&mut out), "usr1 4\n");
+        // A handled SIGTERM does not end it: its handler asks the loop to stop.
+        ssictl_ok(&cluster, 3, &["kill", "-TERM", &pid]);
+        assert_eq!(next(&mut out), "term\n");
+        assert_eq!(next(&mut out), "bye 4\n");
+        assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+    }
+}
+
+#[test]
+fn a_blocked_signal_waits_for_sigprocmask_and_a_read_goes_on_after_a_handler() {
+    let cluster = Cluster::start(2);
+    for node in [1, 2] {
+        for (mode, want) in [
+            ("mask", "read go\nusr1 1\nunblocked\n"),
+            ("read", "usr1 1\nread go\n"),
+        ] {
+            let (mut child, mut out, pid) = sigs(&cluster, node, mode);
+            ssictl_ok(&cluster, 1, &["kill", "-USR1", &pid.to_string()]);
+            if mode == "read" {
+                // The read was cut short for the handler, then goes on.
+                assert_eq!(next(&mut out), "usr1 1\n");
+            } else {
+                // Blocked: nothing runs while it waits.
+                std::thread::sleep(Duration::from_millis(300));
+            }
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(b"go\n")
+                .expect("write");
+            let mut rest = if mode == "read" {
+                "usr1 1\n".to_string()
+            } else {
+                String::new()
+            };
+            out.read_to_string(&mut rest).expect("read");
+            assert_eq!(rest, want, "{mode} on node {node}");
+            assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+        }
+    }
 }

@@ -27,6 +27,17 @@
 //! (no such module), `ENOEXEC` (not a module ssi can run), `EHOSTUNREACH`
 //! (the node is down or unknown), `EBADF` (a caller fd is not open).
 //!
+//! | `sigaction` | `(signal: i32, action: i32, handler: *const u8, len: usize) -> i32` | the previous action; `action` 0 default, 1 ignore, 2 run the export named `handler` (`(i32) -> ()`) |
+//! | `sigprocmask` | `(how: i32, set: i32) -> i32` | the previous mask; `how` 0 block, 1 unblock, 2 set; bit n - 1 is signal n |
+//!
+//! A handler runs in the body, wherever it is, at its next poll point (a loop
+//! header or a function entry, so even in a loop without calls) or when a
+//! call it waits in (a read, a sleep, `waitpid`) is cut short for it; the
+//! call then goes on. Signals blocked by `sigprocmask` wait, and those it
+//! unblocks are delivered before it returns. SIGKILL and SIGSTOP cannot be
+//! handled, ignored or blocked. A child starts with its parent's mask and
+//! ignored signals, and default actions for the rest.
+//!
 //! `waitpid`'s `target` is a child's pid, -1 for any child, 0 for any child
 //! in the caller's group, `-pgid` for any child in that group; `options` are
 //! `WNOHANG`, `WUNTRACED` and `WCONTINUED`; the status word is POSIX's (see
@@ -132,6 +143,8 @@ mod raw {
         pub fn waitpid(target: i32, status: *mut u32, options: i32) -> i32;
         pub fn setpgid(pid: i32, pgid: i32) -> i32;
         pub fn setsid() -> i32;
+        pub fn sigaction(signal: i32, action: i32, handler: *const u8, len: usize) -> i32;
+        pub fn sigprocmask(how: i32, set: i32) -> i32;
     }
 }
 
@@ -176,6 +189,12 @@ mod raw {
         NOTSUP
     }
     pub unsafe fn setsid() -> i32 {
+        NOTSUP
+    }
+    pub unsafe fn sigaction(_: i32, _: i32, _: *const u8, _: usize) -> i32 {
+        NOTSUP
+    }
+    pub unsafe fn sigprocmask(_: i32, _: i32) -> i32 {
         NOTSUP
     }
 }
@@ -400,4 +419,85 @@ pub fn setsid() -> Result<Pid, Errno> {
 /// Ends the calling process with `status` (WASI's `proc_exit`).
 pub fn exit(status: i32) -> ! {
     std::process::exit(status)
+}
+
+/// Signal handlers and the blocked mask.
+pub mod signals {
+    use super::{Errno, check, raw};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    /// The handlers [`handle`] registered, by signal number.
+    static HANDLERS: [AtomicUsize; 32] = [const { AtomicUsize::new(0) }; 32];
+
+    /// The export the host calls for a handled signal: it runs the function
+    /// registered for it.
+    #[unsafe(no_mangle)]
+    pub extern "C" fn ssi_on_signal(signal: i32) {
+        let Some(slot) = usize::try_from(signal).ok().and_then(|n| HANDLERS.get(n)) else {
+            return;
+        };
+        let f = slot.load(Ordering::SeqCst);
+        if f != 0 {
+            // SAFETY: only `handle` stores here, and only `fn(i32)` pointers.
+            let f: fn(i32) = unsafe { std::mem::transmute::<usize, fn(i32)>(f) };
+            f(signal);
+        }
+    }
+
+    const EXPORT: &str = "ssi_on_signal";
+
+    fn action(signal: i32, action: i32, handler: &str) -> Result<i32, Errno> {
+        // SAFETY: the name is a live buffer of the given length.
+        check(unsafe { raw::sigaction(signal, action, handler.as_ptr(), handler.len()) })
+            .map(|a| a as i32)
+    }
+
+    /// Runs `f` for `signal` from now on; the previous action (0 default,
+    /// 1 ignore, 2 a handler).
+    pub fn handle(signal: i32, f: fn(i32)) -> Result<i32, Errno> {
+        let slot = usize::try_from(signal)
+            .ok()
+            .and_then(|n| HANDLERS.get(n))
+            .ok_or(Errno::INVAL)?;
+        slot.store(f as usize, Ordering::SeqCst);
+        action(signal, 2, EXPORT)
+    }
+
+    /// Ignores `signal`.
+    pub fn ignore(signal: i32) -> Result<i32, Errno> {
+        action(signal, 1, "")
+    }
+
+    /// Gives `signal` its default action again.
+    pub fn default(signal: i32) -> Result<i32, Errno> {
+        action(signal, 0, "")
+    }
+
+    fn mask(how: i32, signals: &[i32]) -> Result<u32, Errno> {
+        let mut set = 0u32;
+        for s in signals {
+            if !(1..=31).contains(s) {
+                return Err(Errno::INVAL);
+            }
+            set |= 1 << (s - 1);
+        }
+        // SAFETY: the import takes no pointers.
+        check(unsafe { raw::sigprocmask(how, set as i32) })
+    }
+
+    /// Blocks `signals`; the previous mask.
+    pub fn block(signals: &[i32]) -> Result<u32, Errno> {
+        mask(0, signals)
+    }
+
+    /// Unblocks `signals` (those pending are delivered before it returns);
+    /// the previous mask.
+    pub fn unblock(signals: &[i32]) -> Result<u32, Errno> {
+        mask(1, signals)
+    }
+
+    /// Blocks exactly `signals`; the previous mask.
+    pub fn set_mask(signals: &[i32]) -> Result<u32, Errno> {
+        mask(2, signals)
+    }
 }

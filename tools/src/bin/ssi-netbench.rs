@@ -9,6 +9,8 @@
 //! - signal delivery: from `Admin.kill(pid, SIGTERM)` sent to the home until
 //!   `ssirun` has exited with 143, for a body looping without calls at home and
 //!   on node 2 (an upper bound on delivery: it includes ending the process);
+//!   and from `Admin.kill(pid, SIGUSR1)` until the body's handler runs (the
+//!   wall clock the handler reads, against the sender's);
 //! - migration: a body holding 1 MiB, 64 MiB or 1 GiB, sparse or dense, moved
 //!   between the nodes while it loops without calls: its image size, the time
 //!   to freeze it, and the time from the request until it runs on the other
@@ -239,6 +241,67 @@ fn throughput(bin: &Path, socket: &Path, node: u16, guest: &Path, mib: usize) ->
 }
 
 /// Times `rounds` signals, each to a fresh `spin` process with its body on `node`.
+/// Send to handler entry: `sigs bench` loops without calls until its
+/// SIGUSR1 handler has run and prints the wall clock at the handler's
+/// entry; the signal is sent with `Admin.kill` to the home. In ns.
+fn handler_latencies(
+    bin: &Path,
+    socket: &Path,
+    node: u16,
+    sigs: &Path,
+    rounds: usize,
+) -> Result<Histogram<u64>> {
+    use std::io::BufRead;
+    let rt = ssi_home::thread_runtime()?;
+    let local = tokio::task::LocalSet::new();
+    let endpoint = ssi_home::Endpoint::Unix(socket.to_path_buf());
+    local.block_on(&rt, async {
+        let gateway = ssi_home::connect(&endpoint).await?;
+        let admin = gateway.admin_request().send().pipeline.get_admin();
+        let mut child = ssirun(bin, socket, node)
+            .arg(sigs)
+            .args(["bench", &rounds.to_string()])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()?;
+        let mut out = std::io::BufReader::new(child.stdout.take().context("stdout")?);
+        let mut line = String::new();
+        out.read_line(&mut line)?;
+        let pid = ssi_home::admin_processes(&admin)
+            .await?
+            .iter()
+            .find(|p| p.command.starts_with("sigs.wasm bench"))
+            .context("the signalled process is not listed")?
+            .pid;
+        let mut h = Histogram::<u64>::new(3)?;
+        for i in 0..rounds {
+            if line.trim() != format!("ready {i}") {
+                bail!("expected `ready {i}`, got {line:?}");
+            }
+            let sent = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH)?;
+            let mut req = admin.kill_request();
+            req.get().set_target(pid as i32);
+            req.get().set_signal(10);
+            req.send().promise.await?;
+            line.clear();
+            out.read_line(&mut line)?;
+            let entered: u64 = line
+                .trim()
+                .strip_prefix("entered ")
+                .and_then(|n| n.parse().ok())
+                .with_context(|| format!("expected `entered NS`, got {line:?}"))?;
+            h.record(entered.saturating_sub(sent.as_nanos() as u64).max(1))?;
+            line.clear();
+            out.read_line(&mut line)?;
+        }
+        let status = child.wait()?;
+        if !status.success() {
+            bail!("sigs bench ended with {status}");
+        }
+        Ok(h)
+    })
+}
+
 fn signal_latencies(
     bin: &Path,
     socket: &Path,
@@ -583,6 +646,22 @@ fn main() -> Result<()> {
                 us(h.max())
             );
         }
+        let sigs = args.guests.join("sigs.wasm");
+        let mut p99 = [0u64; 2];
+        for (i, node) in [1u16, 2].into_iter().enumerate() {
+            let h = handler_latencies(&bin, &socket, node, &sigs, 200)?;
+            p99[i] = h.value_at_quantile(0.99);
+            println!(
+                "SIGUSR1 sent to the home until its handler runs in a looping body on node {node}: p50 {}, p99 {}, max {} (target p99 ≤ 5ms)",
+                us(h.value_at_quantile(0.5)),
+                us(h.value_at_quantile(0.99)),
+                us(h.max())
+            );
+        }
+        println!(
+            "handler entry p99, remote/home: {:.2}x",
+            p99[1] as f64 / p99[0].max(1) as f64
+        );
     }
     let hold = args.guests.join("hold.wasm");
     if args.runs(Section::Migration) {

@@ -7,7 +7,8 @@
 //!   on its stdin. The parent waits for each in turn and prints how it ended.
 //! - `family group NODE…`: children that sleep until killed, gathered into
 //!   a process group led by the first; prints `group PGID`, then how each
-//!   member ended as it is reaped.
+//!   member ended as it is reaped. Each member prints `member I: SIGUSR1 N`
+//!   from its handler for the Nth SIGUSR1 it gets.
 //! - `family orphans`: a child that exits at once and one that lives on;
 //!   prints their pids, lets the first become a zombie, and exits without
 //!   waiting for either.
@@ -21,6 +22,7 @@
 
 use ssi_guest::{Children, Command, Errno, Status, Target, wait};
 use std::io::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 fn flush() {
@@ -49,6 +51,7 @@ fn main() {
         Some("run") => run(num(rest.first(), "a node"), &rest[1..]),
         Some("bench") => bench(num(rest.first(), "a count"), num(rest.get(1), "a node")),
         Some("exit") => ssi_guest::exit(num(rest.first(), "an exit code")),
+        Some("member") => member(num(rest.first(), "a member number")),
         Some("sleep") => {
             std::thread::sleep(Duration::from_millis(num(rest.first(), "milliseconds")));
             ssi_guest::exit(rest.get(1).and_then(|c| c.parse().ok()).unwrap_or(0))
@@ -105,9 +108,9 @@ fn children(nodes: &[u16]) {
 
 fn group(nodes: &[u16]) {
     let mut pids = Vec::new();
-    for node in nodes {
+    for (i, node) in nodes.iter().enumerate() {
         let cmd = Command::this_program()
-            .args(["family", "sleep", "600000"])
+            .args(["family", "member", &i.to_string()])
             .node(*node);
         pids.push(ssi_guest::spawn(&cmd).expect("spawn"));
     }
@@ -127,6 +130,26 @@ fn group(nodes: &[u16]) {
         let i = pids.iter().position(|p| *p == pid).expect("a member");
         println!("member {i}: {status}");
         flush();
+    }
+}
+
+static MEMBER: AtomicU64 = AtomicU64::new(0);
+static USR1S: AtomicU64 = AtomicU64::new(0);
+
+fn on_usr1(_: i32) {
+    let n = USR1S.fetch_add(1, Ordering::SeqCst) + 1;
+    let mut out = std::io::stdout();
+    let line = format!("member {}: SIGUSR1 {n}\n", MEMBER.load(Ordering::SeqCst));
+    out.write_all(line.as_bytes()).expect("write");
+    out.flush().expect("flush");
+}
+
+/// A group member: counts its SIGUSR1s, sleeps until a signal ends it.
+fn member(i: u64) {
+    MEMBER.store(i, Ordering::SeqCst);
+    ssi_guest::signals::handle(ssi_guest::signal::USR1, on_usr1).expect("sigaction");
+    loop {
+        std::thread::sleep(Duration::from_secs(600));
     }
 }
 
