@@ -319,3 +319,34 @@ fn a_blocked_signal_waits_for_sigprocmask_and_a_read_goes_on_after_a_handler() {
         }
     }
 }
+
+#[test]
+fn handlers_work_without_a_cluster_and_signals_sent_to_ssirun_reach_them() {
+    // No node running: ssirun gives a program with handlers a private node.
+    let empty = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(bin("ssirun"))
+        .env("XDG_RUNTIME_DIR", empty.path())
+        .env_remove("SSI_CONNECT")
+        .arg(guest("sigs"))
+        .arg("count")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    assert_eq!(next(&mut out), "ready\n");
+    let send = |sig: &str| {
+        let status = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(status.success());
+    };
+    send("-USR1");
+    assert_eq!(next(&mut out), "usr1 1\n");
+    send("-TERM");
+    assert_eq!(next(&mut out), "term\n");
+    assert_eq!(next(&mut out), "bye 1\n");
+    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+}

@@ -5,8 +5,9 @@
 //! terminal or these pipes, served to the home as a `Console`. With no node
 //! running, the process runs in this process as a one-node cluster (the
 //! embedded default): its deputy is here, its body runs here. A program that
-//! starts children (it imports `ssi` `spawn`) gets a private node of this
-//! process's own instead, for the process table its family needs.
+//! starts children or handles signals (it imports `ssi` `spawn` or
+//! `sigaction`) gets a private node of this process's own instead, for the
+//! process table and the signal delivery it needs.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -198,6 +199,8 @@ fn catch_signals() -> flume::Receiver<u8> {
         (SignalKind::quit(), 3),
         (SignalKind::terminate(), 15),
         (SignalKind::hangup(), 1),
+        (SignalKind::user_defined1(), 10),
+        (SignalKind::user_defined2(), 12),
         // Ctrl-Z, and the shell's `fg`/`bg`: job control.
         (SignalKind::from_raw(libc::SIGTSTP), 20),
         (SignalKind::from_raw(libc::SIGCONT), 18),
@@ -457,8 +460,12 @@ fn run(args: Args) -> Result<Outcome> {
     } else {
         ssi_remote::default_cache_dir()
     };
+    // Children and signal handlers need a node's process table and signal
+    // delivery: such a program gets a private node instead.
     if let Start::Launch(p) = &start
-        && ssi_remote::imports(&p.bytes, "ssi", "spawn")
+        && ["spawn", "sigaction"]
+            .iter()
+            .any(|f| ssi_remote::imports(&p.bytes, "ssi", f))
     {
         return run_on_private_node(cache, start, periodic);
     }
