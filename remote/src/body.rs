@@ -2,7 +2,10 @@
 
 use crate::engine::{ModuleHash, Program, Runtime};
 use crate::ghost::{Ghost, GhostError, GlobalValue, MemoryImage, PAGE, Section};
-use crate::instrument::{ASYNCIFY_MEMORY, FLAG_MEMORY, STACK_DATA, STACK_START, memory_export};
+use crate::instrument::{
+    self, FLAG_MEMORY, NORMAL, PTR_GLOBAL, REWIND, REWINDING, STACK_MEMORY, STATE_GLOBAL,
+    UNWINDING, memory_export,
+};
 use crate::link::DeputyLink;
 use crate::shims;
 use ssi_deputy::Errno;
@@ -11,8 +14,8 @@ use std::sync::atomic::{AtomicU8, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::{
-    Engine, ExternType, Instance, Linker, Memory, Module, ResourceLimiter, SharedMemory, Store,
-    TypedFunc, UpdateDeadline, Val,
+    Engine, ExternType, Global, Instance, Linker, Memory, Module, ResourceLimiter, SharedMemory,
+    Store, TypedFunc, UpdateDeadline, Val,
 };
 
 /// What a body carries with it from launch: it answers these calls itself.
@@ -104,11 +107,16 @@ const NOTHING: u8 = 0;
 const FREEZE: u8 = 1;
 const KILL: u8 = 2;
 
+/// The flag's values (see [`crate::instrument`]).
+const FLAG_UNWIND: u32 = 1;
+const FLAG_END: u32 = 2;
+
 /// What a body's host asks of it from other threads: to freeze or to end.
 ///
 /// An instrumented body honours either at its next poll point (a loop header
 /// or a function entry), or at once if it waits in a system call: the request
-/// raises the flag its poll points read, and wakes a sleep of the body's own.
+/// raises the flag its poll points read (to 1: unwind; to 2: end, where the
+/// poll point traps), and wakes a sleep of the body's own.
 /// A call waiting at the deputy is the deputy's to cancel (it answers
 /// `EINTR`, and the body, seeing the request, freezes or ends instead).
 /// A body that cannot be instrumented cannot be frozen; it is stopped at its
@@ -120,6 +128,8 @@ struct ControlInner {
     request: AtomicU8,
     /// Signals are pending for the body's handlers.
     signalled: std::sync::atomic::AtomicBool,
+    /// A signal handler runs: requests wait for it to return (but a kill).
+    in_handler: std::sync::atomic::AtomicBool,
     flag: Option<SharedMemory>,
     engine: Engine,
     sleeping: Mutex<()>,
@@ -131,6 +141,7 @@ impl Control {
         Control(Arc::new(ControlInner {
             request: AtomicU8::new(NOTHING),
             signalled: std::sync::atomic::AtomicBool::new(false),
+            in_handler: std::sync::atomic::AtomicBool::new(false),
             flag,
             engine: engine.clone(),
             sleeping: Mutex::new(()),
@@ -141,7 +152,8 @@ impl Control {
     /// Ends the body: it returns [`Killed`].
     pub fn kill(&self) {
         self.0.request.store(KILL, Ordering::SeqCst);
-        self.raise();
+        self.set_flag(FLAG_END);
+        self.wake();
         self.0.engine.increment_epoch();
     }
 
@@ -172,19 +184,41 @@ impl Control {
         self.0.signalled.swap(false, Ordering::SeqCst)
     }
 
-    /// Lowers the flag once nothing is asked of the body any more.
+    fn pending(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) != NOTHING || self.0.signalled.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the flag once nothing is asked of the body any more, and
+    /// raises it if something is.
     pub(crate) fn settle(&self) {
-        if self.0.request.load(Ordering::SeqCst) == NOTHING
-            && !self.0.signalled.load(Ordering::SeqCst)
-        {
+        if !self.pending() && !self.killing() {
             self.set_flag(0);
-            // A request that came meanwhile raises it again.
-            if self.0.request.load(Ordering::SeqCst) != NOTHING
-                || self.0.signalled.load(Ordering::SeqCst)
-            {
-                self.set_flag(1);
-            }
         }
+        // A request that came meanwhile raises it again.
+        if self.pending() {
+            self.raise();
+        }
+    }
+
+    /// A signal handler starts: until it returns, the flag stays down (but
+    /// for a kill), so that the handler runs to its end.
+    pub(crate) fn enter_handler(&self) {
+        self.0.in_handler.store(true, Ordering::SeqCst);
+        self.lower_in_handler();
+    }
+
+    /// The flag came up while a handler ran (a request just before it
+    /// started): down again.
+    pub(crate) fn lower_in_handler(&self) {
+        if !self.killing() {
+            self.set_flag(0);
+        }
+    }
+
+    /// The handler returned: requests made meanwhile raise the flag.
+    pub(crate) fn leave_handler(&self) {
+        self.0.in_handler.store(false, Ordering::SeqCst);
+        self.settle();
     }
 
     /// Whether the body can be frozen.
@@ -207,7 +241,13 @@ impl Control {
     }
 
     fn raise(&self) {
-        self.set_flag(1);
+        if !self.killing() && !self.0.in_handler.load(Ordering::SeqCst) {
+            self.set_flag(FLAG_UNWIND);
+        }
+        self.wake();
+    }
+
+    fn wake(&self) {
         let _guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
         self.0.wake.notify_all();
     }
@@ -220,7 +260,7 @@ impl Control {
             .compare_exchange(FREEZE, NOTHING, Ordering::SeqCst, Ordering::SeqCst)
             .is_ok();
         if cleared {
-            self.set_flag(0);
+            self.settle();
         }
     }
 
@@ -284,88 +324,170 @@ impl ResourceLimiter for MemoryGauge {
 pub struct BodyCtx {
     gauge: MemoryGauge,
     pub(crate) control: Control,
-    pub(crate) asyncify: Option<Asyncify>,
-    /// A rewind is under way: the call it reaches stops it.
-    pub(crate) rewinding: bool,
+    pub(crate) unwinder: Option<Unwinder>,
+    pub(crate) instance: Option<Instance>,
     pub(crate) link: Box<dyn DeputyLink>,
     pub(crate) args: Vec<Vec<u8>>,
     pub(crate) env: Vec<Vec<u8>>,
     pub(crate) clock: BodyClock,
     pub(crate) memory: Option<Memory>,
-    /// A signal handler runs: poll points neither unwind nor run handlers.
+    /// A signal handler runs: calls that wait neither unwind nor run handlers.
     pub(crate) in_handler: bool,
     /// When a clock-only `poll_oneoff` cut short by a signal ends.
     pub(crate) sleep_until: Option<std::time::Instant>,
 }
 
-/// Asyncify's exports, with which the host unwinds and rewinds the guest.
+/// The instrumentation's exports, with which the host unwinds and rewinds
+/// the guest (see [`crate::instrument`]).
 #[derive(Clone)]
-pub(crate) struct Asyncify {
-    start_unwind: TypedFunc<i32, ()>,
-    stop_unwind: TypedFunc<(), ()>,
-    start_rewind: TypedFunc<i32, ()>,
-    stop_rewind: TypedFunc<(), ()>,
-    get_state: TypedFunc<(), i32>,
-    memory: Memory,
+pub(crate) struct Unwinder {
+    state: Global,
+    ptr: Global,
+    stack: Memory,
+    rewind: Option<TypedFunc<(), ()>>,
+    /// The rewind copies, by function index.
+    rewinds: Option<wasmtime::Table>,
+    /// The function index of each import that can unwind, by name.
+    markers: Vec<(&'static str, u32)>,
 }
 
-impl Asyncify {
-    fn of(store: &mut Store<BodyCtx>, instance: &Instance) -> Option<Asyncify> {
-        Some(Asyncify {
-            start_unwind: instance
-                .get_typed_func(&mut *store, "asyncify_start_unwind")
-                .ok()?,
-            stop_unwind: instance
-                .get_typed_func(&mut *store, "asyncify_stop_unwind")
-                .ok()?,
-            start_rewind: instance
-                .get_typed_func(&mut *store, "asyncify_start_rewind")
-                .ok()?,
-            stop_rewind: instance
-                .get_typed_func(&mut *store, "asyncify_stop_rewind")
-                .ok()?,
-            get_state: instance
-                .get_typed_func(&mut *store, "asyncify_get_state")
-                .ok()?,
-            memory: instance.get_memory(&mut *store, ASYNCIFY_MEMORY)?,
+fn get_i32(store: impl wasmtime::AsContextMut, g: &Global) -> i32 {
+    g.get(store).i32().unwrap_or(0)
+}
+
+fn set_i32(store: impl wasmtime::AsContextMut, g: &Global, v: i32) -> wasmtime::Result<()> {
+    g.set(store, Val::I32(v))
+}
+
+impl Unwinder {
+    fn of(store: &mut Store<BodyCtx>, instance: &Instance, module: &Module) -> Option<Unwinder> {
+        let mut markers = Vec::new();
+        let funcs = module
+            .imports()
+            .filter(|i| matches!(i.ty(), ExternType::Func(_)));
+        for (index, import) in funcs.enumerate() {
+            for (m, name) in instrument::UNWINDING_IMPORTS {
+                if import.module() == m && import.name() == name {
+                    markers.push((name, index as u32));
+                }
+            }
+        }
+        Some(Unwinder {
+            state: instance.get_global(&mut *store, STATE_GLOBAL)?,
+            ptr: instance.get_global(&mut *store, PTR_GLOBAL)?,
+            stack: instance.get_memory(&mut *store, STACK_MEMORY)?,
+            rewind: instance.get_typed_func(&mut *store, REWIND).ok(),
+            rewinds: instance.get_table(&mut *store, instrument::REWIND_TABLE),
+            markers,
         })
     }
+
+    pub(crate) fn state(&self, store: impl wasmtime::AsContextMut) -> i32 {
+        get_i32(store, &self.state)
+    }
+
+    pub(crate) fn set_state(
+        &self,
+        store: impl wasmtime::AsContextMut,
+        v: i32,
+    ) -> wasmtime::Result<()> {
+        set_i32(store, &self.state, v)
+    }
+
+    /// The unwound stack's length.
+    fn top(&self, store: impl wasmtime::AsContextMut) -> usize {
+        get_i32(store, &self.ptr) as u32 as usize
+    }
+
+    /// The rewind copy of the function whose frame is on top of the stack.
+    pub(crate) fn rewind_of_top(
+        &self,
+        mut store: impl wasmtime::AsContextMut,
+    ) -> wasmtime::Result<wasmtime::Func> {
+        let top = self.top(&mut store);
+        let fid = top
+            .checked_sub(4)
+            .and_then(|at| self.stack.data(&store).get(at..top))
+            .map(|b| u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .ok_or_else(|| wasmtime::Error::msg("the unwind stack is empty"))?;
+        self.rewinds
+            .as_ref()
+            .and_then(|t| t.get(&mut store, u64::from(fid)))
+            .and_then(|r| r.as_func().flatten().copied())
+            .ok_or_else(|| wasmtime::Error::msg(format!("function {fid} has no rewind copy")))
+    }
+
+    /// Makes room for `len` bytes of stack.
+    fn reserve(&self, mut store: impl wasmtime::AsContextMut, len: usize) -> wasmtime::Result<()> {
+        let have = self.stack.data_size(&store);
+        if len > have {
+            let pages = (len - have).div_ceil(PAGE) as u64;
+            self.stack.grow(&mut store, pages)?;
+        }
+        Ok(())
+    }
 }
 
-/// Starts unwinding the guest's stack, from a host function it called: when
-/// the function returns, every Wasm frame saves itself and returns.
-pub(crate) fn start_unwind(c: &mut wasmtime::Caller<'_, BodyCtx>) -> wasmtime::Result<()> {
-    let a = c
+/// Starts unwinding the guest's stack from the import `name`, which the
+/// guest called: the import's marker goes on the unwind stack, and when the
+/// import returns, every Wasm frame saves itself and returns.
+pub(crate) fn start_unwind(
+    c: &mut wasmtime::Caller<'_, BodyCtx>,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let u = c
         .data()
-        .asyncify
+        .unwinder
         .clone()
         .ok_or_else(|| wasmtime::Error::msg("the body cannot be frozen"))?;
-    set_stack_data(a.memory.data_mut(&mut *c), STACK_START);
-    a.start_unwind.call(&mut *c, STACK_DATA as i32)
+    let fid = u
+        .markers
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, f)| *f)
+        .ok_or_else(|| wasmtime::Error::msg(format!("`{name}` cannot unwind")))?;
+    let top = u.top(&mut *c);
+    u.reserve(&mut *c, top + 8)?;
+    let data = u.stack.data_mut(&mut *c);
+    data[top..top + 4].copy_from_slice(&0u32.to_le_bytes());
+    data[top + 4..top + 8].copy_from_slice(&fid.to_le_bytes());
+    set_i32(&mut *c, &u.ptr, (top + 8) as i32)?;
+    u.set_state(&mut *c, UNWINDING)
 }
 
-/// Writes Asyncify's data structure: the stack's top is at `current`, its
-/// limit the end of Asyncify's memory.
-fn set_stack_data(data: &mut [u8], current: u32) {
-    let end = data.len() as u32;
-    let at = STACK_DATA as usize;
-    data[at..at + 4].copy_from_slice(&current.to_le_bytes());
-    data[at + 4..at + 8].copy_from_slice(&end.to_le_bytes());
-}
-
-/// If the guest is being rewound, it has reached the call it was frozen in:
-/// the rewind ends and the call goes on (it is made again).
-pub(crate) fn end_rewind(c: &mut wasmtime::Caller<'_, BodyCtx>) -> wasmtime::Result<()> {
-    if !c.data().rewinding {
+/// If the guest is being rewound, it has reached the import `name`, where it
+/// was frozen: the rewind ends and the call goes on (it is made again).
+pub(crate) fn end_rewind(
+    c: &mut wasmtime::Caller<'_, BodyCtx>,
+    name: &str,
+) -> wasmtime::Result<()> {
+    let Some(u) = c.data().unwinder.clone() else {
+        return Ok(());
+    };
+    if u.state(&mut *c) != REWINDING {
         return Ok(());
     }
-    c.data_mut().rewinding = false;
-    let a = c
-        .data()
-        .asyncify
-        .clone()
-        .ok_or_else(|| wasmtime::Error::msg("the body cannot be frozen"))?;
-    a.stop_rewind.call(&mut *c, ())
+    let top = u.top(&mut *c);
+    let marker = top
+        .checked_sub(8)
+        .and_then(|at| u.stack.data(&*c).get(at..top))
+        .map(|m| {
+            (
+                u32::from_le_bytes([m[0], m[1], m[2], m[3]]),
+                u32::from_le_bytes([m[4], m[5], m[6], m[7]]),
+            )
+        });
+    let fid = u.markers.iter().find(|(n, _)| *n == name).map(|(_, f)| *f);
+    match marker {
+        Some((0, f)) if Some(f) == fid => {}
+        _ => {
+            return Err(wasmtime::Error::msg(format!(
+                "the restored stack does not end in `{name}`"
+            )));
+        }
+    }
+    set_i32(&mut *c, &u.ptr, (top - 8) as i32)?;
+    u.set_state(&mut *c, NORMAL)
 }
 
 impl BodyCtx {
@@ -409,9 +531,7 @@ pub fn check_module(module: &Module) -> Result<(), BodyError> {
         let known = matches!(ty, ExternType::Func(_))
             && ((import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
                 || (import.module() == shims::SSI_MODULE
-                    && shims::SSI_FUNCTIONS.contains(&import.name()))
-                || (import.module() == crate::instrument::RT_MODULE
-                    && import.name() == crate::instrument::POLL));
+                    && shims::SSI_FUNCTIONS.contains(&import.name())));
         if !known {
             return Err(BodyError::UnknownImport {
                 module: import.module().to_string(),
@@ -435,6 +555,8 @@ pub struct Body {
     control: Control,
     memory_bytes: Arc<AtomicU64>,
     hash: ModuleHash,
+    /// The next [`Body::run`] rewinds the stack put back.
+    rewind_next: bool,
 }
 
 impl Body {
@@ -507,8 +629,8 @@ impl Body {
         let ctx = BodyCtx {
             gauge: MemoryGauge(memory_bytes.clone()),
             control: placeholder,
-            asyncify: None,
-            rewinding: false,
+            unwinder: None,
+            instance: None,
             link,
             args,
             env,
@@ -523,10 +645,11 @@ impl Body {
             .instantiate(&mut store, module)
             .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
         let flag = instance.get_shared_memory(&mut store, FLAG_MEMORY);
-        let asyncify = Asyncify::of(&mut store, &instance);
-        let control = Control::new(engine, flag.filter(|_| asyncify.is_some()));
+        let unwinder = Unwinder::of(&mut store, &instance, module);
+        let control = Control::new(engine, flag.filter(|_| unwinder.is_some()));
         store.data_mut().control = control.clone();
-        store.data_mut().asyncify = asyncify;
+        store.data_mut().unwinder = unwinder;
+        store.data_mut().instance = Some(instance);
         if !control.freezable() && runtime.is_interruptible() {
             let control = control.clone();
             store.set_epoch_deadline(1);
@@ -552,6 +675,7 @@ impl Body {
             control,
             memory_bytes,
             hash: program.hash,
+            rewind_next: false,
         })
     }
 
@@ -613,15 +737,13 @@ impl Body {
                 }
             });
         }
-        let a = self.asyncify()?;
-        let data = a.memory.data(&self.store);
-        let at = STACK_DATA as usize;
-        let mut word = [0u8; 4];
-        word.copy_from_slice(&data[at..at + 4]);
-        let current = u32::from_le_bytes(word) as usize;
-        let stack = data
-            .get(STACK_START as usize..current)
-            .ok_or_else(|| BodyError::NotFreezable("Asyncify's stack is out of bounds".into()))?
+        let u = self.unwinder()?;
+        let top = u.top(&mut self.store);
+        let stack = u
+            .stack
+            .data(&self.store)
+            .get(..top)
+            .ok_or_else(|| BodyError::NotFreezable("the unwind stack is out of bounds".into()))?
             .to_vec();
         let ctx = self.store.data();
         Ok(Ghost {
@@ -697,18 +819,16 @@ impl Body {
             g.set(&mut self.store, val)
                 .map_err(|e| corrupt(Section::Globals, format!("{e}")))?;
         }
-        let a = self.asyncify()?;
-        let data = a.memory.data_mut(&mut self.store);
-        let start = STACK_START as usize;
-        let end = start + ghost.stack.len();
-        if end > data.len() {
-            return Err(corrupt(
+        let u = self.unwinder()?;
+        u.reserve(&mut self.store, ghost.stack.len()).map_err(|e| {
+            corrupt(
                 Section::Stack,
-                format!("{} bytes of stack do not fit", ghost.stack.len()),
-            ));
-        }
-        data[start..end].copy_from_slice(&ghost.stack);
-        set_stack_data(data, end as u32);
+                format!("{} bytes of stack do not fit: {e}", ghost.stack.len()),
+            )
+        })?;
+        u.stack.data_mut(&mut self.store)[..ghost.stack.len()].copy_from_slice(&ghost.stack);
+        set_i32(&mut self.store, &u.ptr, ghost.stack.len() as i32)
+            .map_err(|e| corrupt(Section::Stack, e.to_string()))?;
         self.start_rewind()?;
         if let Some(m) = self.store.data().memory {
             let size = m.data_size(&self.store) as u64;
@@ -721,53 +841,75 @@ impl Body {
     /// instance, at the next [`Body::run`].
     pub fn resume(&mut self) -> Result<(), BodyError> {
         self.control.clear_freeze();
-        // The unwound stack is still in Asyncify's memory, `current` at its end.
+        // The unwound stack is still in its memory, the top where it was.
         self.start_rewind()
     }
 
-    fn asyncify(&self) -> Result<Asyncify, BodyError> {
+    fn unwinder(&self) -> Result<Unwinder, BodyError> {
         self.store
             .data()
-            .asyncify
+            .unwinder
             .clone()
-            .ok_or_else(|| BodyError::NotFreezable("no Asyncify exports".into()))
+            .ok_or_else(|| BodyError::NotFreezable("no unwinder exports".into()))
     }
 
-    /// Starts rewinding the stack in Asyncify's memory: the next `_start`
-    /// goes back to where the body was frozen.
+    /// The next `run` puts the stack back where the body was frozen.
     fn start_rewind(&mut self) -> Result<(), BodyError> {
-        self.asyncify()?
-            .start_rewind
-            .call(&mut self.store, STACK_DATA as i32)
+        let u = self.unwinder()?;
+        if u.rewind.is_none() {
+            return Err(BodyError::NotFreezable(
+                "`_start` has no rewind copy".into(),
+            ));
+        }
+        u.set_state(&mut self.store, REWINDING)
             .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
-        self.store.data_mut().rewinding = true;
+        self.rewind_next = true;
         Ok(())
     }
 
     /// Runs the body until it ends or freezes. Every call it made has been
     /// executed at its deputy when this returns.
     pub fn run(&mut self) -> Exit {
-        let exit = match self.start.call(&mut self.store, ()) {
-            Ok(()) => match self.unwound() {
-                Ok(false) => Exit::Status(0),
-                Ok(true) => match self.capture() {
-                    Ok(ghost) => {
-                        return match self.store.data_mut().link.flush() {
-                            Ok(()) => Exit::Frozen(Box::new(ghost)),
-                            Err(e) => Exit::Failed(e.into()),
-                        };
-                    }
-                    Err(e) => Exit::Failed(wasmtime::Error::new(e)),
+        let exit = loop {
+            let result = match (self.rewind_next, self.store.data().unwinder.clone()) {
+                (
+                    true,
+                    Some(Unwinder {
+                        rewind: Some(rewind),
+                        ..
+                    }),
+                ) => {
+                    self.rewind_next = false;
+                    rewind.call(&mut self.store, ())
+                }
+                _ => self.start.call(&mut self.store, ()),
+            };
+            match result {
+                Ok(()) => match self.unwound() {
+                    Ok(false) => break Exit::Status(0),
+                    Ok(true) => match self.after_unwind() {
+                        Some(exit) => break exit,
+                        None => continue,
+                    },
+                    Err(e) => break Exit::Failed(e),
                 },
-                Err(e) => Exit::Failed(e),
-            },
-            Err(e) => match (e.downcast_ref::<ProcExit>(), e.downcast_ref::<Terminated>()) {
-                (Some(ProcExit(code)), _) => Exit::Status(*code),
-                (_, Some(Terminated(n))) => Exit::Signaled(*n),
-                _ if e.is::<wasmtime::Trap>() => Exit::Trap(e),
-                _ => Exit::Failed(e),
-            },
+                Err(_) if self.control.killing() => break Exit::Failed(Killed.into()),
+                Err(e) => {
+                    break match (e.downcast_ref::<ProcExit>(), e.downcast_ref::<Terminated>()) {
+                        (Some(ProcExit(code)), _) => Exit::Status(*code),
+                        (_, Some(Terminated(n))) => Exit::Signaled(*n),
+                        _ if e.is::<wasmtime::Trap>() => Exit::Trap(e),
+                        _ => Exit::Failed(e),
+                    };
+                }
+            }
         };
+        if let Exit::Frozen(_) = exit {
+            return match self.store.data_mut().link.flush() {
+                Ok(()) => exit,
+                Err(e) => Exit::Failed(e.into()),
+            };
+        }
         match self.store.data_mut().link.flush() {
             Ok(()) => exit,
             Err(e) if matches!(exit, Exit::Status(_)) => Exit::Failed(e.into()),
@@ -775,17 +917,52 @@ impl Body {
         }
     }
 
+    /// The body has unwound to the host: it ends (a kill), is frozen, or
+    /// (for signals, or a freeze taken back) runs its handlers and goes on
+    /// (`None`).
+    fn after_unwind(&mut self) -> Option<Exit> {
+        if self.control.killing() {
+            return Some(Exit::Failed(Killed.into()));
+        }
+        if !self.control.freezing() && self.control.take_signalled() {
+            if let Err(e) = crate::shims::run_handlers(&mut self.store) {
+                return Some(
+                    match (e.downcast_ref::<ProcExit>(), e.downcast_ref::<Terminated>()) {
+                        (Some(ProcExit(code)), _) => Exit::Status(*code),
+                        (_, Some(Terminated(n))) => Exit::Signaled(*n),
+                        _ if self.control.killing() => Exit::Failed(Killed.into()),
+                        _ if e.is::<wasmtime::Trap>() => Exit::Trap(e),
+                        _ => Exit::Failed(e),
+                    },
+                );
+            }
+            if self.control.killing() {
+                return Some(Exit::Failed(Killed.into()));
+            }
+        }
+        if self.control.freezing() {
+            return Some(match self.capture() {
+                Ok(ghost) => Exit::Frozen(Box::new(ghost)),
+                Err(e) => Exit::Failed(wasmtime::Error::new(e)),
+            });
+        }
+        self.control.settle();
+        match self.start_rewind() {
+            Ok(()) => None,
+            Err(e) => Some(Exit::Failed(wasmtime::Error::new(e))),
+        }
+    }
+
     /// Whether `_start` returned because the body unwound; then the unwind is
     /// finished.
     fn unwound(&mut self) -> wasmtime::Result<bool> {
-        let Some(a) = self.store.data().asyncify.clone() else {
+        let Some(u) = self.store.data().unwinder.clone() else {
             return Ok(false);
         };
-        // Asyncify's states: 0 normal, 1 unwinding, 2 rewinding.
-        if a.get_state.call(&mut self.store, ())? != 1 {
+        if u.state(&mut self.store) != UNWINDING {
             return Ok(false);
         }
-        a.stop_unwind.call(&mut self.store, ())?;
+        u.set_state(&mut self.store, NORMAL)?;
         Ok(true)
     }
 }

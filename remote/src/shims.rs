@@ -6,10 +6,10 @@
 //! down the body's deputy link, and writes the reply back into guest memory.
 
 use crate::body::{BodyCtx, ProcExit, end_rewind, start_unwind};
-use crate::instrument::{POLL, RT_MODULE};
+use crate::instrument::{REWINDING, UNWINDING};
 use ssi_deputy::abi::{self, Dirent, Event, Subscription, SubscriptionKind, Whence};
 use ssi_deputy::{Errno, Reply, Syscall};
-use wasmtime::{Caller, Extern, Linker, Memory};
+use wasmtime::{AsContextMut, Caller, Extern, Linker, Memory};
 
 /// The import module every shim lives in.
 pub const MODULE: &str = "wasi_snapshot_preview1";
@@ -46,9 +46,9 @@ impl From<Fault> for Fail {
 /// As [`finish`], except that a call cut short (`EINTR`) because the body is
 /// freezing unwinds the body instead: the call is made again once the body is
 /// rewound, so the guest never sees the interruption.
-fn finish_or_freeze(c: &mut Caller<'_, BodyCtx>, r: R<()>) -> wasmtime::Result<i32> {
+fn finish_or_freeze(c: &mut Caller<'_, BodyCtx>, name: &str, r: R<()>) -> wasmtime::Result<i32> {
     if matches!(r, Err(Fail::Errno(Errno::Intr))) && c.data().control.freezing() {
-        start_unwind(c)?;
+        start_unwind(c, name)?;
         return Ok(0);
     }
     finish(r)
@@ -69,12 +69,13 @@ fn restart_after_handlers(c: &mut Caller<'_, BodyCtx>, r: &R<()>) -> wasmtime::R
 }
 
 /// Runs the handlers of the signals pending now, as the deputy lists them
-/// (lowest signal first); true if any ran. A handler is a call into the guest
-/// from here; while it runs, poll points neither unwind nor run handlers.
-pub(crate) fn run_handlers(c: &mut Caller<'_, BodyCtx>) -> wasmtime::Result<bool> {
+/// (lowest signal first); true if any ran. A handler is a call into the
+/// guest, from a host function it called or from the host once it has
+/// unwound; while it runs, poll points neither unwind nor run handlers.
+pub(crate) fn run_handlers(mut c: impl AsContextMut<Data = BodyCtx>) -> wasmtime::Result<bool> {
     let mut ran = false;
     loop {
-        let list = match c.data_mut().syscall(Syscall::ProcSignals) {
+        let list = match c.as_context_mut().data_mut().syscall(Syscall::ProcSignals) {
             Ok(Reply::Bytes(list)) => list,
             Ok(_) => return Err(wasmtime::Error::msg("the deputy sent a bad signal list")),
             Err(Fail::Errno(_)) => return Ok(ran),
@@ -89,22 +90,50 @@ pub(crate) fn run_handlers(c: &mut Caller<'_, BodyCtx>) -> wasmtime::Result<bool
             let (name, after) = tail.split_at(len.min(tail.len()));
             rest = after;
             let name = String::from_utf8_lossy(name).into_owned();
-            let handler = c
-                .get_export(&name)
-                .and_then(Extern::into_func)
-                .and_then(|f| f.typed::<i32, ()>(&*c).ok())
+            let instance = c.as_context().data().instance;
+            let handler = instance
+                .and_then(|i| i.get_func(&mut c, &name))
+                .and_then(|f| f.typed::<i32, ()>(&c).ok())
                 .ok_or_else(|| {
                     wasmtime::Error::msg(format!(
                         "signal handler `{name}` is not an exported function (i32) -> ()"
                     ))
                 })?;
-            c.data_mut().in_handler = true;
-            let r = handler.call(&mut *c, i32::from(*sig));
-            c.data_mut().in_handler = false;
+            let control = c.as_context().data().control.clone();
+            control.enter_handler();
+            c.as_context_mut().data_mut().in_handler = true;
+            let r = call_handler(&mut c, &handler, i32::from(*sig));
+            c.as_context_mut().data_mut().in_handler = false;
+            control.leave_handler();
             r?;
             ran = true;
         }
     }
+}
+
+/// Calls a signal handler. If the flag came up while it ran (a request made
+/// just as it started), its poll points unwound it: it is put back at once,
+/// with the flag down, and runs on to its end.
+fn call_handler(
+    mut c: impl AsContextMut<Data = BodyCtx>,
+    handler: &wasmtime::TypedFunc<i32, ()>,
+    sig: i32,
+) -> wasmtime::Result<()> {
+    handler.call(&mut c, sig)?;
+    let Some(u) = c.as_context().data().unwinder.clone() else {
+        return Ok(());
+    };
+    while u.state(&mut c) == UNWINDING {
+        let control = c.as_context().data().control.clone();
+        if control.killing() {
+            return Err(crate::body::Killed.into());
+        }
+        control.lower_in_handler();
+        let rewind = u.rewind_of_top(&mut c)?.typed::<i32, ()>(&c)?;
+        u.set_state(&mut c, REWINDING)?;
+        rewind.call(&mut c, sig)?;
+    }
+    Ok(())
 }
 
 fn finish(r: R<()>) -> wasmtime::Result<i32> {
@@ -448,33 +477,6 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
 pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
     let l = linker;
 
-    // The instrumentation's poll point: the flag is up.
-    l.func_wrap(
-        RT_MODULE,
-        POLL,
-        |mut c: Caller<'_, BodyCtx>| -> wasmtime::Result<()> {
-            end_rewind(&mut c)?;
-            let control = c.data().control.clone();
-            if control.killing() {
-                return Err(crate::body::Killed.into());
-            }
-            if c.data().in_handler {
-                // The handler returns first; the poll point it interrupted
-                // then unwinds or runs the next.
-                return Ok(());
-            }
-            if control.take_signalled() {
-                run_handlers(&mut c)?;
-            }
-            if control.freezing() {
-                start_unwind(&mut c)?;
-            } else {
-                control.settle();
-            }
-            Ok(())
-        },
-    )?;
-
     l.func_wrap(
         MODULE,
         "args_get",
@@ -562,7 +564,7 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         MODULE,
         "poll_oneoff",
         |mut c: Caller<'_, BodyCtx>, subs: u32, events: u32, n: u32, nevents: u32| {
-            end_rewind(&mut c)?;
+            end_rewind(&mut c, "poll_oneoff")?;
             loop {
                 let r = with(&mut c, |m, ctx| {
                     let k = poll_oneoff(m, ctx, subs, events, n)?;
@@ -572,7 +574,7 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                     continue;
                 }
                 c.data_mut().sleep_until = None;
-                return finish_or_freeze(&mut c, r);
+                return finish_or_freeze(&mut c, "poll_oneoff", r);
             }
         },
     )?;
@@ -710,7 +712,7 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         MODULE,
         "fd_read",
         |mut c: Caller<'_, BodyCtx>, fd: u32, iovs: u32, n: u32, nread: u32| {
-            end_rewind(&mut c)?;
+            end_rewind(&mut c, "fd_read")?;
             loop {
                 let r = with(&mut c, |m, ctx| {
                     let (buf, len) = m.first_iovec(iovs, n)?.unwrap_or((0, 0));
@@ -722,7 +724,7 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                 if restart_after_handlers(&mut c, &r)? {
                     continue;
                 }
-                return finish_or_freeze(&mut c, r);
+                return finish_or_freeze(&mut c, "fd_read", r);
             }
         },
     )?;
@@ -1217,7 +1219,7 @@ fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
         SSI_MODULE,
         "waitpid",
         |mut c: Caller<'_, BodyCtx>, target: i32, status: u32, options: i32| {
-            end_rewind(&mut c)?;
+            end_rewind(&mut c, "waitpid")?;
             loop {
                 let r = with(&mut c, |m, ctx| {
                     let options = u32::try_from(options).map_err(|_| Errno::Inval)?;
@@ -1238,7 +1240,7 @@ fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                     // (a kill stops the body at the next call).
                     Err(Fail::Errno(Errno::Intr)) => {
                         if c.data().control.freezing() && !c.data().in_handler {
-                            start_unwind(&mut c)?;
+                            start_unwind(&mut c, "waitpid")?;
                             return Ok(0);
                         }
                         if !c.data().in_handler {

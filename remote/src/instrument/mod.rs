@@ -1,0 +1,912 @@
+//! Instrumentation: what makes a body freezable anywhere.
+//!
+//! A module is rewritten once, before it is compiled (the result is cached
+//! with its native code). Every function that can be on the stack when a
+//! body freezes (one with a loop, one that can recurse, one that calls such a
+//! function or an import that waits) gets two copies, drawn in [`func`]:
+//!
+//! - its **fast copy**, at its own index, which is what runs: the function's
+//!   code with a poll point at every loop header (and at the entry of a
+//!   function on a cycle of the call graph) and a check after every call that
+//!   can unwind. A poll point is a load of the flag and a branch not taken;
+//!   the branch calls nothing — it saves the frame and returns — so a hot
+//!   loop keeps its values in registers. The only other cost is one global
+//!   load and a branch after such calls.
+//! - its **rewind copy**, appended after all functions, which puts a frame
+//!   back from its record and runs on from there. Only the frames that were on
+//!   the stack when the body froze run in rewind copies, until they return.
+//!
+//! What the host sees (all exported under reserved names):
+//!
+//! ```text
+//!  __ssi_flag      a one-page shared memory; word 0 is the flag the poll
+//!                  points read: 0 nothing, 1 unwind, 2 end (a poll point traps)
+//!  __ssi_stack     the unwind stack: records of frames, innermost first
+//!  __ssi_state     0 normal, 1 unwinding, 2 rewinding
+//!  __ssi_ptr       the top of the unwind stack
+//!  __ssi_rewind    the rewind copy of `_start`: called to put a stack back
+//!  __ssi_rewind_table  the rewind copies by function index (a signal
+//!                  handler that was unwound is put back through it)
+//!  __ssi_memory_N  every memory of the module
+//!  __ssi_global_N  every mutable global, exported or not (`__stack_pointer`
+//!                  never is)
+//! ```
+//!
+//! A host function that waits (`fd_read`, `poll_oneoff`, `ssi.waitpid`) can
+//! start the unwind itself: it pushes a marker `[0, its function index]`,
+//! sets the state to unwinding and returns; when it is called again during a
+//! rewind, it pops the marker and the call is made anew.
+//!
+//! This does what binaryen's Asyncify does (and an earlier version of ssi
+//! used it), but Asyncify's code pays on every path for the rewind it might
+//! do, which cost 1.4–2.5× on compute kernels; the copies above pay nothing
+//! for it.
+//!
+//! Modules that cannot be frozen this way (tail calls, exceptions, tables
+//! changed at run time, a start function, references held in frames) are
+//! refused with [`InstrumentError::Unsupported`]: they still run, but cannot
+//! be frozen.
+
+mod func;
+mod liveness;
+
+pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
+
+use func::{FuncBody, Instrumenter, Savers};
+use std::collections::HashMap;
+use wasm_encoder::reencode::{self, Reencode};
+use wasm_encoder::{ExportKind, MemoryType};
+use wasmparser::{Operator, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
+
+/// The version of the instrumentation: part of the compiled-code cache's key
+/// and of every ghost image, since an unwound stack can only be rewound by
+/// the same instrumented code. A digest of the instrumentation's source
+/// (`build.rs`), so that it changes with what it emits.
+pub const VERSION: u32 = parse_u32(env!("SSI_INSTRUMENTATION"));
+
+const fn parse_u32(s: &str) -> u32 {
+    let b = s.as_bytes();
+    let mut i = 0;
+    let mut v: u32 = 0;
+    while i < b.len() {
+        v = v.wrapping_mul(10).wrapping_add((b[i] - b'0') as u32);
+        i += 1;
+    }
+    v
+}
+
+/// The export name of the flag memory.
+pub const FLAG_MEMORY: &str = "__ssi_flag";
+/// The export name of the unwind stack's memory.
+pub const STACK_MEMORY: &str = "__ssi_stack";
+/// The export name of the unwinder's state.
+pub const STATE_GLOBAL: &str = "__ssi_state";
+/// The export name of the unwind stack's top.
+pub const PTR_GLOBAL: &str = "__ssi_ptr";
+/// The export name of `_start`'s rewind copy.
+pub const REWIND: &str = "__ssi_rewind";
+/// The export name of the table of rewind copies, by function index.
+pub const REWIND_TABLE: &str = "__ssi_rewind_table";
+/// The largest unwind stack, in pages.
+pub const STACK_MAX_PAGES: u64 = 16384;
+
+/// The imports that can start an unwind: the system calls that wait, which a
+/// freeze cuts short and makes again after the rewind.
+pub const UNWINDING_IMPORTS: [(&str, &str); 3] = [
+    ("wasi_snapshot_preview1", "fd_read"),
+    ("wasi_snapshot_preview1", "poll_oneoff"),
+    ("ssi", "waitpid"),
+];
+
+/// The export name of the module's memory `index`.
+pub fn memory_export(index: u32) -> String {
+    format!("__ssi_memory_{index}")
+}
+
+/// The export name of the module's global `index`.
+pub fn global_export(index: u32) -> String {
+    format!("__ssi_global_{index}")
+}
+
+/// Why a module cannot be instrumented.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InstrumentError {
+    #[error("it cannot be frozen: {0}")]
+    Unsupported(String),
+    #[error("it cannot be read: {0}")]
+    Parse(String),
+}
+
+pub(crate) fn unsupported(why: impl Into<String>) -> InstrumentError {
+    InstrumentError::Unsupported(why.into())
+}
+
+fn parse_error(e: impl std::fmt::Display) -> InstrumentError {
+    InstrumentError::Parse(e.to_string())
+}
+
+/// A module after instrumentation.
+#[derive(Debug, Clone)]
+pub struct Instrumented {
+    pub wasm: Vec<u8>,
+    /// The module's memories, in index order.
+    pub memories: u32,
+    /// The indices of the module's mutable globals, each exported as
+    /// [`global_export`].
+    pub globals: Vec<u32>,
+}
+
+/// A function type.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Sig {
+    pub params: Vec<ValType>,
+    pub results: Vec<ValType>,
+}
+
+/// Indices of what the instrumentation adds.
+#[derive(Debug)]
+pub(crate) struct Consts {
+    pub flag_memory: u32,
+    pub stack_memory: u32,
+    pub state_global: u32,
+    pub ptr_global: u32,
+    pub rewind_table: u32,
+}
+
+/// The whole module's view: types, and which functions unwind.
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub types: Vec<Option<Sig>>,
+    /// The type of every function, imports first.
+    pub func_types: Vec<u32>,
+    pub imported: u32,
+    /// Per imported function: whether it can start an unwind.
+    unwinding_imports: Vec<bool>,
+    /// Per defined function.
+    pub recursive: Vec<bool>,
+    unwindable: Vec<bool>,
+    /// Per defined function: its rewind copy's index.
+    rewind: Vec<Option<u32>>,
+    /// Per type index: whether a call through a table of that type can unwind.
+    indirect: Vec<bool>,
+    /// Loops that step a local read the flag only now and then (tests
+    /// turn it off to unwind at every loop header).
+    pub counted_polls: bool,
+}
+
+impl Plan {
+    pub(crate) fn defined(&self, f: u32) -> usize {
+        f.saturating_sub(self.imported) as usize
+    }
+
+    pub(crate) fn func_sig(&self, f: u32) -> Option<&Sig> {
+        let t = *self.func_types.get(f as usize)?;
+        self.types.get(t as usize)?.as_ref()
+    }
+
+    pub(crate) fn rewind_of(&self, f: u32) -> Option<u32> {
+        if f < self.imported {
+            return None;
+        }
+        self.rewind.get(self.defined(f)).copied().flatten()
+    }
+
+    pub(crate) fn unwinding_import(&self, f: u32) -> bool {
+        self.unwinding_imports
+            .get(f as usize)
+            .copied()
+            .unwrap_or(false)
+    }
+
+    pub(crate) fn indirect_unwinds(&self, type_index: u32) -> bool {
+        self.indirect
+            .get(type_index as usize)
+            .copied()
+            .unwrap_or(true)
+    }
+}
+
+/// What a first look at a module finds.
+#[derive(Default)]
+struct Survey<'a> {
+    plan: Plan,
+    memories: u32,
+    tables: u32,
+    /// (index, mutable, type) of every global.
+    globals: Vec<(u32, bool, ValType)>,
+    /// Functions that can be called through a table.
+    referenced: Vec<u32>,
+    bodies: Vec<FuncBody<'a>>,
+    start_export: Option<u32>,
+    has_sections: [bool; 13],
+}
+
+/// Where a section goes among the others (the binary format's order).
+fn rank(id: u8) -> u8 {
+    use wasm_encoder::SectionId as S;
+    const ORDER: [S; 13] = [
+        S::Type,
+        S::Import,
+        S::Function,
+        S::Table,
+        S::Memory,
+        S::Tag,
+        S::Global,
+        S::Export,
+        S::Start,
+        S::Element,
+        S::DataCount,
+        S::Code,
+        S::Data,
+    ];
+    ORDER
+        .iter()
+        .position(|s| *s as u8 == id)
+        .map(|p| p as u8)
+        .unwrap_or(u8::MAX)
+}
+
+fn features() -> WasmFeatures {
+    WasmFeatures::all()
+}
+
+fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
+    use wasm_encoder::SectionId as S;
+    let mut s = Survey::default();
+    let mut validator = Validator::new_with_features(features());
+    let mut global = 0u32;
+    let mut defined = 0u32;
+    for payload in Parser::new(0).parse_all(wasm) {
+        let payload = payload.map_err(parse_error)?;
+        let valid = validator.payload(&payload).map_err(parse_error)?;
+        let mut mark = |id: S| s.has_sections[rank(id as u8) as usize] = true;
+        match payload {
+            Payload::TypeSection(r) => {
+                mark(S::Type);
+                for group in r {
+                    for ty in group.map_err(parse_error)?.into_types() {
+                        s.plan.types.push(match &ty.composite_type.inner {
+                            wasmparser::CompositeInnerType::Func(f) => Some(Sig {
+                                params: f.params().to_vec(),
+                                results: f.results().to_vec(),
+                            }),
+                            _ => None,
+                        });
+                    }
+                }
+            }
+            Payload::ImportSection(r) => {
+                mark(S::Import);
+                for imports in r {
+                    for import in imports.map_err(parse_error)? {
+                        let (_, import) = import.map_err(parse_error)?;
+                        match import.ty {
+                            TypeRef::Func(t) | TypeRef::FuncExact(t) => {
+                                s.plan.func_types.push(t);
+                                s.plan.imported += 1;
+                                s.plan.unwinding_imports.push(
+                                    UNWINDING_IMPORTS.contains(&(import.module, import.name)),
+                                );
+                            }
+                            TypeRef::Memory(_) => s.memories += 1,
+                            TypeRef::Global(g) => {
+                                s.globals.push((global, g.mutable, g.content_type));
+                                global += 1;
+                            }
+                            TypeRef::Tag(_) => return Err(unsupported("it uses Wasm exceptions")),
+                            TypeRef::Table(_) => s.tables += 1,
+                        }
+                    }
+                }
+            }
+            Payload::FunctionSection(r) => {
+                mark(S::Function);
+                for t in r {
+                    s.plan.func_types.push(t.map_err(parse_error)?);
+                }
+            }
+            Payload::TableSection(r) => {
+                mark(S::Table);
+                s.tables += r.count();
+            }
+            Payload::MemorySection(r) => {
+                mark(S::Memory);
+                s.memories += r.count();
+            }
+            Payload::GlobalSection(r) => {
+                mark(S::Global);
+                for g in r {
+                    let g = g.map_err(parse_error)?;
+                    s.globals.push((global, g.ty.mutable, g.ty.content_type));
+                    global += 1;
+                }
+            }
+            Payload::TagSection(_) => return Err(unsupported("it uses Wasm exceptions")),
+            Payload::StartSection { .. } => {
+                return Err(unsupported(
+                    "it has a start function, which a restore would run again",
+                ));
+            }
+            Payload::ExportSection(r) => {
+                mark(S::Export);
+                for e in r {
+                    let e = e.map_err(parse_error)?;
+                    if e.name.starts_with("__ssi_") {
+                        return Err(unsupported(format!(
+                            "it exports `{}`, a reserved name",
+                            e.name
+                        )));
+                    }
+                    if e.name == "_start" && e.kind == wasmparser::ExternalKind::Func {
+                        s.start_export = Some(e.index);
+                    }
+                }
+            }
+            Payload::ElementSection(r) => {
+                mark(S::Element);
+                for e in r {
+                    match e.map_err(parse_error)?.items {
+                        wasmparser::ElementItems::Functions(funcs) => {
+                            for f in funcs {
+                                s.referenced.push(f.map_err(parse_error)?);
+                            }
+                        }
+                        wasmparser::ElementItems::Expressions(_, exprs) => {
+                            for expr in exprs {
+                                let mut ops = expr.map_err(parse_error)?.get_operators_reader();
+                                while !ops.eof() {
+                                    if let Operator::RefFunc { function_index } =
+                                        ops.read().map_err(parse_error)?
+                                    {
+                                        s.referenced.push(function_index);
+                                    }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            Payload::CodeSectionStart { .. } => mark(S::Code),
+            Payload::CodeSectionEntry(body) => {
+                let wasmparser::ValidPayload::Func(to_validate, _) = valid else {
+                    return Err(parse_error("a function body the validator did not take"));
+                };
+                let index = s.plan.imported + defined;
+                defined += 1;
+                let type_index = *s
+                    .plan
+                    .func_types
+                    .get(index as usize)
+                    .ok_or_else(|| parse_error("a body without a function"))?;
+                let sig = s
+                    .plan
+                    .types
+                    .get(type_index as usize)
+                    .and_then(|t| t.clone())
+                    .ok_or_else(|| parse_error("a function of no function type"))?;
+                let validator = to_validate.into_validator(Default::default());
+                let analyzed = func::analyze(index, type_index, &sig, body, validator)?;
+                for info in &analyzed.ops {
+                    func::check_operator(&info.op)?;
+                    if info.live && matches!(info.op, Operator::CallRef { .. }) {
+                        return Err(unsupported("it calls through a typed function reference"));
+                    }
+                }
+                s.bodies.push(analyzed);
+            }
+            Payload::DataSection(_) => mark(S::Data),
+            Payload::DataCountSection { .. } => mark(S::DataCount),
+            _ => {}
+        }
+    }
+    if let Some((_, _, t)) = s.globals.iter().find(|(_, m, t)| {
+        *m && !matches!(
+            t,
+            ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64 | ValType::V128
+        )
+    }) {
+        return Err(unsupported(format!("it has a mutable global of type {t}")));
+    }
+    Ok(s)
+}
+
+/// Which functions can recurse: those on a cycle of the call graph.
+fn on_cycle(edges: &[Vec<usize>]) -> Vec<bool> {
+    let n = edges.len();
+    // Tarjan's strongly connected components, without recursion.
+    const NONE: usize = usize::MAX;
+    let (mut index, mut low) = (vec![NONE; n], vec![0usize; n]);
+    let mut on_stack = vec![false; n];
+    let (mut stack, mut next) = (Vec::new(), 0usize);
+    let mut cycle = vec![false; n];
+    for root in 0..n {
+        if index[root] != NONE {
+            continue;
+        }
+        let mut work = vec![(root, 0usize)];
+        index[root] = next;
+        low[root] = next;
+        next += 1;
+        stack.push(root);
+        on_stack[root] = true;
+        while let Some(&mut (v, ref mut at)) = work.last_mut() {
+            if let Some(&w) = edges[v].get(*at) {
+                *at += 1;
+                if index[w] == NONE {
+                    index[w] = next;
+                    low[w] = next;
+                    next += 1;
+                    stack.push(w);
+                    on_stack[w] = true;
+                    work.push((w, 0));
+                } else if on_stack[w] {
+                    low[v] = low[v].min(index[w]);
+                }
+                continue;
+            }
+            work.pop();
+            if let Some(&(parent, _)) = work.last() {
+                low[parent] = low[parent].min(low[v]);
+            }
+            if low[v] == index[v] {
+                let mut members = Vec::new();
+                while let Some(w) = stack.pop() {
+                    on_stack[w] = false;
+                    members.push(w);
+                    if w == v {
+                        break;
+                    }
+                }
+                let is_cycle = members.len() > 1 || edges[v].contains(&v);
+                for m in members {
+                    cycle[m] = is_cycle;
+                }
+            }
+        }
+    }
+    cycle
+}
+
+/// Decides which functions unwind, and where their rewind copies go.
+fn plan(s: &mut Survey<'_>) {
+    let p = &mut s.plan;
+    let n = s.bodies.len();
+    let imported = p.imported;
+    // Functions a call through a table of each type can reach.
+    let mut targets: Vec<Vec<u32>> = vec![Vec::new(); p.types.len()];
+    let mut referenced = s.referenced.clone();
+    referenced.sort_unstable();
+    referenced.dedup();
+    for (t, sig) in p.types.iter().enumerate() {
+        let Some(sig) = sig else { continue };
+        for &f in &referenced {
+            if p.func_sig(f) == Some(sig) {
+                targets[t].push(f);
+            }
+        }
+    }
+    let defined = |f: u32| {
+        f.checked_sub(imported)
+            .map(|i| i as usize)
+            .filter(|i| *i < n)
+    };
+    let edges: Vec<Vec<usize>> = s
+        .bodies
+        .iter()
+        .map(|b| {
+            let mut out: Vec<usize> = b.calls.iter().filter_map(|f| defined(*f)).collect();
+            for t in &b.indirect {
+                if let Some(ts) = targets.get(*t as usize) {
+                    out.extend(ts.iter().filter_map(|f| defined(*f)));
+                }
+            }
+            out.sort_unstable();
+            out.dedup();
+            out
+        })
+        .collect();
+    p.recursive = on_cycle(&edges);
+    let mut unwindable: Vec<bool> = (0..n)
+        .map(|i| s.bodies[i].live_loop || p.recursive[i])
+        .collect();
+    let reaches = |unw: &[bool], f: u32| -> bool {
+        if f < imported {
+            p.unwinding_imports
+                .get(f as usize)
+                .copied()
+                .unwrap_or(false)
+        } else {
+            defined(f).is_some_and(|i| unw[i])
+        }
+    };
+    loop {
+        let indirect: Vec<bool> = targets
+            .iter()
+            .map(|ts| ts.iter().any(|f| reaches(&unwindable, *f)))
+            .collect();
+        let mut changed = false;
+        for i in 0..n {
+            if unwindable[i] {
+                continue;
+            }
+            let b = &s.bodies[i];
+            if b.calls.iter().any(|f| reaches(&unwindable, *f))
+                || b.indirect
+                    .iter()
+                    .any(|t| indirect.get(*t as usize).copied().unwrap_or(true))
+            {
+                unwindable[i] = true;
+                changed = true;
+            }
+        }
+        if !changed {
+            p.indirect = indirect;
+            break;
+        }
+    }
+    let mut next = imported + n as u32;
+    p.rewind = unwindable
+        .iter()
+        .map(|u| {
+            u.then(|| {
+                next += 1;
+                next - 1
+            })
+        })
+        .collect();
+    p.unwindable = unwindable;
+}
+
+/// Instruments `wasm` (binary) for freezing.
+pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
+    instrument_with(wasm, true)
+}
+
+fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, InstrumentError> {
+    let mut s = survey(wasm)?;
+    plan(&mut s);
+    s.plan.counted_polls = counted_polls;
+    let consts = Consts {
+        flag_memory: s.memories,
+        stack_memory: s.memories + 1,
+        state_global: s.globals.len() as u32,
+        ptr_global: s.globals.len() as u32 + 1,
+        rewind_table: s.tables,
+    };
+    let n_rewinds = s.plan.rewind.iter().flatten().count() as u32;
+    let savers = std::cell::RefCell::new(Savers::new(
+        s.plan.types.len() as u32,
+        s.plan.func_types.len() as u32 + n_rewinds,
+    ));
+    let mut fast = Vec::with_capacity(s.bodies.len());
+    let mut rewinds = Vec::new();
+    for (i, body) in s.bodies.iter().enumerate() {
+        if !s.plan.unwindable[i] {
+            fast.push(None);
+            continue;
+        }
+        let sig = s
+            .plan
+            .func_sig(body.index)
+            .ok_or_else(|| parse_error("a function of no function type"))?;
+        let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
+        fast.push(Some(ins.fast()?));
+        rewinds.push((body.index, body.type_index, ins.rewind()?));
+    }
+    let globals = s
+        .globals
+        .iter()
+        .filter(|(_, m, _)| *m)
+        .map(|(i, _, _)| *i)
+        .collect();
+    let rewind_start = s.start_export.and_then(|f| s.plan.rewind_of(f));
+    let savers = savers.into_inner();
+    let mut a = Assembler {
+        s: &s,
+        consts: &consts,
+        savers: &savers,
+        fast,
+        rewinds,
+        rewind_start,
+        next_body: 0,
+        done: [false; 13],
+    };
+    let mut module = wasm_encoder::Module::new();
+    a.parse_core_module(&mut module, Parser::new(0), wasm)
+        .map_err(parse_error)?;
+    Ok(Instrumented {
+        wasm: module.finish(),
+        memories: s.memories,
+        globals,
+    })
+}
+
+/// Writes the instrumented module: the original sections, with what the
+/// instrumentation adds appended to each.
+struct Assembler<'s, 'a> {
+    s: &'s Survey<'a>,
+    consts: &'s Consts,
+    savers: &'s Savers,
+    fast: Vec<Option<wasm_encoder::Function>>,
+    /// (original index, type, rewind copy), in order.
+    rewinds: Vec<(u32, u32, wasm_encoder::Function)>,
+    rewind_start: Option<u32>,
+    next_body: usize,
+    done: [bool; 13],
+}
+
+impl Assembler<'_, '_> {
+    fn add_functions(&mut self, funcs: &mut wasm_encoder::FunctionSection) {
+        for (_, t, _) in &self.rewinds {
+            funcs.function(*t);
+        }
+        for i in 0..self.savers.list.len() {
+            funcs.function(self.savers.type_index(i));
+        }
+        self.done[2] = true;
+    }
+
+    fn add_table(&mut self, tables: &mut wasm_encoder::TableSection) {
+        let n = self.s.plan.func_types.len() as u64;
+        tables.table(wasm_encoder::TableType {
+            element_type: wasm_encoder::RefType::FUNCREF,
+            table64: false,
+            minimum: n,
+            maximum: Some(n),
+            shared: false,
+        });
+        self.done[3] = true;
+    }
+
+    fn add_memories(&mut self, memories: &mut wasm_encoder::MemorySection) {
+        memories.memory(MemoryType {
+            minimum: 1,
+            maximum: Some(1),
+            memory64: false,
+            shared: true,
+            page_size_log2: None,
+        });
+        memories.memory(MemoryType {
+            minimum: 1,
+            maximum: Some(STACK_MAX_PAGES),
+            memory64: false,
+            shared: false,
+            page_size_log2: None,
+        });
+        self.done[4] = true;
+    }
+
+    fn add_globals(&mut self, globals: &mut wasm_encoder::GlobalSection) {
+        for _ in 0..2 {
+            globals.global(
+                wasm_encoder::GlobalType {
+                    val_type: wasm_encoder::ValType::I32,
+                    mutable: true,
+                    shared: false,
+                },
+                &wasm_encoder::ConstExpr::i32_const(0),
+            );
+        }
+        self.done[6] = true;
+    }
+
+    fn add_exports(&mut self, exports: &mut wasm_encoder::ExportSection) {
+        let c = self.consts;
+        for i in 0..self.s.memories {
+            exports.export(&memory_export(i), ExportKind::Memory, i);
+        }
+        for (i, mutable, _) in &self.s.globals {
+            if *mutable {
+                exports.export(&global_export(*i), ExportKind::Global, *i);
+            }
+        }
+        exports.export(FLAG_MEMORY, ExportKind::Memory, c.flag_memory);
+        exports.export(STACK_MEMORY, ExportKind::Memory, c.stack_memory);
+        exports.export(STATE_GLOBAL, ExportKind::Global, c.state_global);
+        exports.export(PTR_GLOBAL, ExportKind::Global, c.ptr_global);
+        if let Some(r) = self.rewind_start {
+            exports.export(REWIND, ExportKind::Func, r);
+        }
+        exports.export(REWIND_TABLE, ExportKind::Table, c.rewind_table);
+        self.done[7] = true;
+    }
+
+    fn add_elements(&mut self, elements: &mut wasm_encoder::ElementSection) {
+        let p = &self.s.plan;
+        let exprs: Vec<wasm_encoder::ConstExpr> = (0..p.func_types.len() as u32)
+            .map(|f| {
+                if let Some(r) = p.rewind_of(f) {
+                    wasm_encoder::ConstExpr::ref_func(r)
+                } else if p.unwinding_import(f) {
+                    wasm_encoder::ConstExpr::ref_func(f)
+                } else {
+                    wasm_encoder::ConstExpr::ref_null(wasm_encoder::HeapType::FUNC)
+                }
+            })
+            .collect();
+        elements.active(
+            Some(self.consts.rewind_table),
+            &wasm_encoder::ConstExpr::i32_const(0),
+            wasm_encoder::Elements::Expressions(wasm_encoder::RefType::FUNCREF, exprs.into()),
+        );
+        self.done[9] = true;
+    }
+}
+
+impl Reencode for Assembler<'_, '_> {
+    type Error = std::convert::Infallible;
+
+    fn parse_type_section(
+        &mut self,
+        types: &mut wasm_encoder::TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_type_section(self, types, section)?;
+        for params in self.savers.types() {
+            types.ty().function(params, []);
+        }
+        Ok(())
+    }
+
+    fn parse_function_section(
+        &mut self,
+        funcs: &mut wasm_encoder::FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_function_section(self, funcs, section)?;
+        self.add_functions(funcs);
+        Ok(())
+    }
+
+    fn parse_table_section(
+        &mut self,
+        tables: &mut wasm_encoder::TableSection,
+        section: wasmparser::TableSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_table_section(self, tables, section)?;
+        self.add_table(tables);
+        Ok(())
+    }
+
+    fn parse_memory_section(
+        &mut self,
+        memories: &mut wasm_encoder::MemorySection,
+        section: wasmparser::MemorySectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_memory_section(self, memories, section)?;
+        self.add_memories(memories);
+        Ok(())
+    }
+
+    fn parse_global_section(
+        &mut self,
+        globals: &mut wasm_encoder::GlobalSection,
+        section: wasmparser::GlobalSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_global_section(self, globals, section)?;
+        self.add_globals(globals);
+        Ok(())
+    }
+
+    fn parse_export_section(
+        &mut self,
+        exports: &mut wasm_encoder::ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_export_section(self, exports, section)?;
+        self.add_exports(exports);
+        Ok(())
+    }
+
+    fn parse_element_section(
+        &mut self,
+        elements: &mut wasm_encoder::ElementSection,
+        section: wasmparser::ElementSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        reencode::utils::parse_element_section(self, elements, section)?;
+        self.add_elements(elements);
+        Ok(())
+    }
+
+    fn parse_code_section(
+        &mut self,
+        code: &mut wasm_encoder::CodeSection,
+        section: wasmparser::CodeSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        for body in section {
+            let body = body?;
+            match self.fast.get_mut(self.next_body).and_then(Option::take) {
+                Some(f) => {
+                    code.function(&f);
+                }
+                None => reencode::utils::parse_function_body(self, code, body)?,
+            }
+            self.next_body += 1;
+        }
+        for (_, _, f) in &self.rewinds {
+            code.function(f);
+        }
+        for i in 0..self.savers.list.len() {
+            code.function(&self.savers.body(i, self.consts));
+        }
+        Ok(())
+    }
+
+    fn parse_custom_name_subsection(
+        &mut self,
+        names: &mut wasm_encoder::NameSection,
+        section: wasmparser::Name<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        match section {
+            // Rewind copies carry their function's name, so that a trap in
+            // one reads as it would in the function.
+            wasmparser::Name::Function(map) => {
+                let mut by_index: HashMap<u32, String> = HashMap::new();
+                let mut out = wasm_encoder::NameMap::new();
+                for naming in map {
+                    let naming = naming?;
+                    by_index.insert(naming.index, naming.name.to_string());
+                    out.append(naming.index, naming.name);
+                }
+                for (f, _, _) in &self.rewinds {
+                    if let (Some(r), Some(name)) = (self.s.plan.rewind_of(*f), by_index.get(f)) {
+                        out.append(r, name);
+                    }
+                }
+                names.functions(&out);
+                Ok(())
+            }
+            _ => reencode::utils::parse_custom_name_subsection(self, names, section),
+        }
+    }
+
+    fn intersperse_section_hook(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        _after: Option<wasm_encoder::SectionId>,
+        before: Option<wasm_encoder::SectionId>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        use wasm_encoder::SectionId as S;
+        // Adds the sections the module lacks, each where the format wants it.
+        let next = before.map(|b| rank(b as u8)).unwrap_or(u8::MAX);
+        let has = self.s.has_sections;
+        let missing = |done: &[bool; 13], id: S| {
+            let r = rank(id as u8) as usize;
+            !has[r] && !done[r] && next > r as u8
+        };
+        if missing(&self.done, S::Function) && !self.rewinds.is_empty() {
+            let mut funcs = wasm_encoder::FunctionSection::new();
+            self.add_functions(&mut funcs);
+            module.section(&funcs);
+        }
+        if missing(&self.done, S::Table) {
+            let mut tables = wasm_encoder::TableSection::new();
+            self.add_table(&mut tables);
+            module.section(&tables);
+        }
+        if missing(&self.done, S::Memory) {
+            let mut memories = wasm_encoder::MemorySection::new();
+            self.add_memories(&mut memories);
+            module.section(&memories);
+        }
+        if missing(&self.done, S::Global) {
+            let mut globals = wasm_encoder::GlobalSection::new();
+            self.add_globals(&mut globals);
+            module.section(&globals);
+        }
+        if missing(&self.done, S::Export) {
+            let mut exports = wasm_encoder::ExportSection::new();
+            self.add_exports(&mut exports);
+            module.section(&exports);
+        }
+        if missing(&self.done, S::Element) {
+            let mut elements = wasm_encoder::ElementSection::new();
+            self.add_elements(&mut elements);
+            module.section(&elements);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,528 @@
+//! The instrumentation on its own: instrumented modules are valid, and a
+//! program unwound at every poll point it reaches — each time moved into a
+//! fresh instance through its memories, globals and unwind stack, as a
+//! migration moves it — computes exactly what it computes when left alone.
+
+use super::*;
+use wasmtime::{Caller, Config, Engine, Extern, Instance, Linker, Module, Store, Val};
+
+fn wat(text: &str) -> Vec<u8> {
+    wat::parse_str(text).expect("valid text")
+}
+
+fn validate(wasm: &[u8]) {
+    Validator::new_with_features(WasmFeatures::all())
+        .validate_all(wasm)
+        .expect("the instrumented module is valid");
+}
+
+#[derive(Default)]
+struct Host {
+    out: Vec<i64>,
+    /// Reads completed.
+    reads: i32,
+    /// A read unwinds before it completes (as a read cut short by a freeze).
+    unwind_reads: bool,
+    instrumented: bool,
+}
+
+fn global(c: &mut Caller<'_, Host>, name: &str) -> wasmtime::Global {
+    c.get_export(name)
+        .and_then(Extern::into_global)
+        .expect("global")
+}
+
+/// `fd_read` stand-in: an answer that depends on its arguments and on the
+/// reads before it; with `unwind_reads`, it first unwinds (pushing its
+/// marker), and answers when the rewind calls it again.
+fn fake_read(mut c: Caller<'_, Host>, a: i32, b: i32, x: i32, d: i32) -> i32 {
+    if c.data().instrumented {
+        let state = global(&mut c, STATE_GLOBAL);
+        let ptr = global(&mut c, PTR_GLOBAL);
+        let stack = c
+            .get_export(STACK_MEMORY)
+            .and_then(Extern::into_memory)
+            .expect("stack");
+        let top = ptr.get(&mut c).unwrap_i32() as usize;
+        match state.get(&mut c).unwrap_i32() {
+            REWINDING => {
+                let m = &stack.data(&c)[top - 8..top];
+                assert_eq!(m, [0, 0, 0, 0, 1, 0, 0, 0], "the read's marker");
+                ptr.set(&mut c, Val::I32(top as i32 - 8)).expect("ptr");
+                state.set(&mut c, Val::I32(NORMAL)).expect("state");
+            }
+            NORMAL if c.data().unwind_reads => {
+                if stack.data_size(&c) < top + 8 {
+                    stack.grow(&mut c, 1).expect("grow");
+                }
+                stack.data_mut(&mut c)[top..top + 8].copy_from_slice(&[0, 0, 0, 0, 1, 0, 0, 0]);
+                ptr.set(&mut c, Val::I32(top as i32 + 8)).expect("ptr");
+                state.set(&mut c, Val::I32(UNWINDING)).expect("state");
+                return 0;
+            }
+            _ => {}
+        }
+    }
+    c.data_mut().reads += 1;
+    a * 7 + b * 3 + x + d + c.data().reads * 1000
+}
+
+fn engine() -> Engine {
+    let mut config = Config::new();
+    config
+        .wasm_threads(true)
+        .shared_memory(true)
+        .wasm_multi_memory(true);
+    Engine::new(&config).expect("engine")
+}
+
+fn linker(engine: &Engine) -> Linker<Host> {
+    let mut l = Linker::new(engine);
+    l.func_wrap("env", "out", |mut c: Caller<'_, Host>, v: i64| {
+        c.data_mut().out.push(v)
+    })
+    .expect("out");
+    l.func_wrap("wasi_snapshot_preview1", "fd_read", fake_read)
+        .expect("read");
+    l
+}
+
+/// The program's output, run as it is.
+fn reference(wasm: &[u8]) -> Vec<i64> {
+    let engine = engine();
+    let module = Module::new(&engine, wasm).expect("module");
+    let mut store = Store::new(&engine, Host::default());
+    let instance = linker(&engine)
+        .instantiate(&mut store, &module)
+        .expect("instance");
+    let start = instance
+        .get_typed_func::<(), ()>(&mut store, "_start")
+        .expect("_start");
+    start.call(&mut store, ()).expect("runs");
+    store.into_data().out
+}
+
+/// A frozen body: what moves to a new instance.
+struct Image {
+    memories: Vec<Vec<u8>>,
+    globals: Vec<Val>,
+    stack: Vec<u8>,
+}
+
+fn exported_memories(store: &mut Store<Host>, i: &Instance) -> Vec<wasmtime::Memory> {
+    (0..)
+        .map_while(|n| i.get_memory(&mut *store, &memory_export(n)))
+        .collect()
+}
+
+fn exported_globals(
+    store: &mut Store<Host>,
+    i: &Instance,
+    globals: &[u32],
+) -> Vec<wasmtime::Global> {
+    globals
+        .iter()
+        .map(|g| {
+            i.get_global(&mut *store, &global_export(*g))
+                .expect("global")
+        })
+        .collect()
+}
+
+/// Runs the instrumented program with the flag always up, so that every
+/// poll point unwinds; each unwound body is moved into a fresh instance
+/// (in a fresh store) and rewound. Returns the output and the moves made.
+fn tortured(wasm: &[u8], unwind_reads: bool) -> (Vec<i64>, usize) {
+    tortured_with(wasm, unwind_reads, true)
+}
+
+/// As [`tortured`]; `counted: false` has every loop header read the flag.
+fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, usize) {
+    let ins = instrument_with(wasm, counted).expect("instrumented");
+    validate(&ins.wasm);
+    let engine = engine();
+    let module = Module::new(&engine, &ins.wasm).expect("module");
+    let l = linker(&engine);
+    let mut host = Host {
+        unwind_reads,
+        instrumented: true,
+        ..Host::default()
+    };
+    let mut image: Option<Image> = None;
+    let mut moves = 0;
+    loop {
+        let mut store = Store::new(&engine, host);
+        let instance = l.instantiate(&mut store, &module).expect("instance");
+        let flag = instance
+            .get_shared_memory(&mut store, FLAG_MEMORY)
+            .expect("flag");
+        // SAFETY: the flag memory is alive; nothing else touches it now.
+        unsafe { *(flag.data()[0].get()) = 1 };
+        let state = instance
+            .get_global(&mut store, STATE_GLOBAL)
+            .expect("state");
+        let ptr = instance.get_global(&mut store, PTR_GLOBAL).expect("ptr");
+        let stack = instance
+            .get_memory(&mut store, STACK_MEMORY)
+            .expect("stack");
+        let memories = exported_memories(&mut store, &instance);
+        let globals = exported_globals(&mut store, &instance, &ins.globals);
+        let entry = if let Some(img) = image.take() {
+            for (m, bytes) in memories.iter().zip(&img.memories) {
+                let have = m.data_size(&store);
+                if bytes.len() > have {
+                    m.grow(&mut store, ((bytes.len() - have) / 65536) as u64)
+                        .expect("grow");
+                }
+                m.data_mut(&mut store)[..bytes.len()].copy_from_slice(bytes);
+            }
+            for (g, v) in globals.iter().zip(img.globals) {
+                g.set(&mut store, v).expect("global");
+            }
+            let have = stack.data_size(&store);
+            if img.stack.len() > have {
+                stack
+                    .grow(&mut store, (img.stack.len() - have).div_ceil(65536) as u64)
+                    .expect("grow");
+            }
+            stack.data_mut(&mut store)[..img.stack.len()].copy_from_slice(&img.stack);
+            ptr.set(&mut store, Val::I32(img.stack.len() as i32))
+                .expect("ptr");
+            state.set(&mut store, Val::I32(REWINDING)).expect("state");
+            REWIND
+        } else {
+            "_start"
+        };
+        let f = instance
+            .get_typed_func::<(), ()>(&mut store, entry)
+            .expect("entry");
+        f.call(&mut store, ()).expect("runs");
+        if state.get(&mut store).unwrap_i32() != UNWINDING {
+            assert_eq!(state.get(&mut store).unwrap_i32(), NORMAL);
+            return (store.into_data().out, moves);
+        }
+        moves += 1;
+        let top = ptr.get(&mut store).unwrap_i32() as usize;
+        assert!(moves < 1_000_000, "no progress");
+        image = Some(Image {
+            memories: memories.iter().map(|m| m.data(&store).to_vec()).collect(),
+            globals: globals.iter().map(|g| g.get(&mut store)).collect(),
+            stack: stack.data(&store)[..top].to_vec(),
+        });
+        host = store.into_data();
+    }
+}
+
+/// The program's output is the same unwound at every poll point it reaches
+/// (every loop header, then as built, where stepping loops read the flag
+/// now and then), and at every read too. Returns the moves made when every
+/// loop header unwinds.
+fn same_when_tortured(text: &str) -> usize {
+    let wasm = wat(text);
+    let expected = reference(&wasm);
+    assert!(!expected.is_empty());
+    let (out, moves) = tortured_with(&wasm, false, false);
+    assert_eq!(out, expected, "unwound at every poll point");
+    let (out, _) = tortured_with(&wasm, true, false);
+    assert_eq!(out, expected, "unwound at every poll point and every read");
+    let (out, _) = tortured(&wasm, false);
+    assert_eq!(out, expected, "unwound at the poll points as built");
+    let (out, _) = tortured(&wasm, true);
+    assert_eq!(
+        out, expected,
+        "unwound at the poll points as built and every read"
+    );
+    moves
+}
+
+const IMPORTS: &str = r#"
+    (import "env" "out" (func $out (param i64)))
+    (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+"#;
+
+#[test]
+fn loops_locals_of_every_type_and_values_under_calls_survive() {
+    let moves = same_when_tortured(&format!(
+        r#"(module {IMPORTS}
+        (memory 1)
+        (global $sp (mut i32) (i32.const 4096))
+        (global $acc (mut i64) (i64.const 7))
+        (func $sum (param $n i32) (result i64) (local $i i32) (local $s i64) (local $f f64) (local $g f32) (local $v v128)
+            (loop $l
+                (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (local.get $i))))
+                (local.set $f (f64.add (local.get $f) (f64.const 0.5)))
+                (local.set $g (f32.add (local.get $g) (f32.const 0.25)))
+                (local.set $v (i32x4.add (local.get $v) (i32x4.splat (local.get $i))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+            (i64.add
+                (i64.add (local.get $s) (i64.trunc_f64_s (local.get $f)))
+                (i64.add (i64.trunc_f32_s (local.get $g))
+                    (i64.extend_i32_u (i32x4.extract_lane 3 (local.get $v))))))
+        (func (export "_start") (local $k i32) (local $x i64)
+            (loop $outer
+                ;; values under the calls' arguments
+                (local.set $x (i64.mul
+                    (i64.add (i64.extend_i32_u (local.get $k)) (call $sum (i32.add (local.get $k) (i32.const 3))))
+                    (i64.sub (call $sum (i32.const 5)) (global.get $acc))))
+                (global.set $acc (i64.add (global.get $acc) (local.get $x)))
+                (global.set $sp (i32.sub (global.get $sp) (i32.const 16)))
+                (i64.store (global.get $sp) (local.get $x))
+                (call $out (i64.load (global.get $sp)))
+                (call $out (i64.extend_i32_u
+                    (call $read (local.get $k) (i32.const 2) (i32.const 3) (i32.const 4))))
+                (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                (br_if $outer (i32.lt_u (local.get $k) (i32.const 12))))
+            (call $out (global.get $acc))
+            (call $out (i64.extend_i32_u (global.get $sp)))))"#
+    ));
+    assert!(moves > 100, "{moves} moves");
+}
+
+#[test]
+fn recursion_branches_and_block_results_survive() {
+    same_when_tortured(&format!(
+        r#"(module {IMPORTS}
+        (memory 1)
+        (global $sp (mut i32) (i32.const 60000))
+        (func $fib (param $n i32) (result i64)
+            (if (result i64) (i32.lt_u (local.get $n) (i32.const 2))
+                (then (i64.extend_i32_u (local.get $n)))
+                (else (i64.add (call $fib (i32.sub (local.get $n) (i32.const 1)))
+                               (call $fib (i32.sub (local.get $n) (i32.const 2)))))))
+        ;; deep recursion with an array on the shadow stack in every frame
+        (func $deep (param $d i32) (result i64) (local $frame i32) (local $r i64)
+            (global.set $sp (local.tee $frame (i32.sub (global.get $sp) (i32.const 32))))
+            (i64.store (local.get $frame) (i64.extend_i32_u (local.get $d)))
+            (i64.store offset=8 (local.get $frame) (i64.mul (i64.extend_i32_u (local.get $d)) (i64.const 31)))
+            (local.set $r
+                (if (result i64) (local.get $d)
+                    (then (call $deep (i32.sub (local.get $d) (i32.const 1))))
+                    (else (i64.const 1))))
+            (local.set $r (i64.add (local.get $r)
+                (i64.xor (i64.load (local.get $frame)) (i64.load offset=8 (local.get $frame)))))
+            (global.set $sp (i32.add (local.get $frame) (i32.const 32)))
+            (local.get $r))
+        (func $pick (param $k i32) (result i64)
+            (block $c (block $b (block $a
+                (br_table $a $b $c (i32.rem_u (local.get $k) (i32.const 3))))
+                (return (call $fib (i32.const 10))))
+                (return (i64.add (i64.const 100) (call $deep (i32.const 20)))))
+            (i64.const 5))
+        (func (export "_start") (local $k i32)
+            (call $out (call $fib (i32.const 12)))
+            (call $out (call $deep (i32.const 150)))
+            (loop $l
+                (call $out (i64.add (i64.extend_i32_u (local.get $k))
+                    ;; a construct with sites and a value under it
+                    (block (result i64)
+                        (br_if 0 (call $pick (local.get $k)) (i32.eqz (i32.and (local.get $k) (i32.const 1))))
+                        (drop)
+                        (i64.mul (call $pick (i32.add (local.get $k) (i32.const 1))) (i64.const 3)))))
+                (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $k) (i32.const 9))))))"#
+    ));
+}
+
+#[test]
+fn multi_value_blocks_loop_parameters_and_tables_survive() {
+    same_when_tortured(&format!(
+        r#"(module {IMPORTS}
+        (type $t (func (param i32) (result i64)))
+        (type $r (func (param i32 i32 i32 i32) (result i32)))
+        (table 4 funcref)
+        (elem (i32.const 0) $sum $twice $read $plain)
+        (func $sum (param $n i32) (result i64) (local $s i64)
+            (local.set $n (i32.add (local.get $n) (i32.const 1)))
+            (loop $l
+                (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (local.get $n))))
+                (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+            (local.get $s))
+        (func $twice (param $n i32) (result i64)
+            (i64.add (call_indirect (type $t) (local.get $n) (i32.const 0))
+                     (call_indirect (type $t) (i32.add (local.get $n) (i32.const 1)) (i32.const 0))))
+        (func $plain (param i32 i32 i32 i32) (result i32) (i32.add (local.get 0) (local.get 3)))
+        (func $pair (param $n i32) (result i32 i64)
+            (local.get $n) (call $sum (local.get $n)))
+        ;; a loop with parameters: (acc, n)
+        (func $count (param $n i32) (result i32) (local $t i32)
+            (i32.const 0) (local.get $n)
+            (loop $l (param i32 i32) (result i32)
+                (local.set $t)
+                (i32.add (i32.wrap_i64 (call $sum (i32.const 4))))
+                (local.get $t) (i32.const 1) (i32.sub) (local.tee $t)
+                (local.get $t)
+                (br_if $l)
+                (drop)))
+        (func (export "_start") (local $k i32)
+            (loop $l
+                (call $out (call_indirect (type $t) (local.get $k) (i32.const 1)))
+                ;; the read, through the table
+                (call $out (i64.extend_i32_u (call_indirect (type $r)
+                    (local.get $k) (i32.const 1) (i32.const 1) (i32.const 1)
+                    (select (i32.const 2) (i32.const 3) (i32.and (local.get $k) (i32.const 1))))))
+                (call $pair (local.get $k))
+                (call $out)
+                (call $out (i64.extend_i32_u))
+                ;; a block with a parameter, holding a site
+                (call $out (i64.extend_i32_u (i32.const 7)
+                    (block (param i32) (result i32)
+                        (i32.add (i32.wrap_i64 (call $sum (i32.const 3)))))))
+                (call $out (i64.extend_i32_u (call $count (i32.add (local.get $k) (i32.const 1)))))
+                (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $k) (i32.const 6))))))"#
+    ));
+}
+
+#[test]
+fn poll_points_are_where_loops_and_recursion_are() {
+    let wasm = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (global $sp (mut i32) (i32.const 1024))
+        (table 2 funcref)
+        (elem (i32.const 0) $f $g)
+        (func $leaf (result i32) (i32.const 1))
+        (func $f (result i32) (local i32)
+            (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get 0) (i32.const 10))))
+            (local.get 0))
+        (func $g (result i32) (call $f))
+        (func $self (param i32) (result i32) (call $self (local.get 0)))
+        (func (export "_start") (drop (call_indirect (result i32) (i32.const 1)))))"#);
+    let mut s = survey(&wasm).expect("survey");
+    plan(&mut s);
+    // $leaf has no loop and calls nothing; $f loops; $g calls $f; $self recurses;
+    // `_start` calls through a table of functions that unwind.
+    assert_eq!(s.plan.unwindable, vec![false, true, true, true, true]);
+    assert_eq!(s.plan.recursive, vec![false, false, false, true, false]);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    assert_eq!(ins.globals, vec![0]);
+    assert_eq!(ins.memories, 1);
+}
+
+#[test]
+fn a_module_without_imports_or_exports_gets_them() {
+    let wasm = wat(r#"(module (func (loop (br 0))))"#);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+}
+
+#[test]
+fn unsupported_modules_say_why() {
+    let cases: [(&str, &str); 4] = [
+        (r#"(module (func $f (return_call $f)))"#, "tail calls"),
+        (
+            r#"(module (table 1 funcref) (func $f (table.set (i32.const 0) (ref.func $f))) (elem declare func $f))"#,
+            "table",
+        ),
+        (r#"(module (func $f) (start $f))"#, "start function"),
+        (r#"(module (func $f (export "__ssi_x")))"#, "reserved name"),
+    ];
+    for (text, why) in cases {
+        match instrument(&wat(text)) {
+            Err(InstrumentError::Unsupported(w)) => assert!(w.contains(why), "{w}"),
+            other => panic!("{text}: {other:?}"),
+        }
+    }
+    assert!(matches!(
+        instrument(b"\0asm\x01\0\0\0\x01\xff"),
+        Err(InstrumentError::Parse(_))
+    ));
+}
+
+#[test]
+fn a_function_that_can_be_on_the_stack_cannot_hold_a_reference() {
+    let text = r#"(module (func (export "_start") (local externref) (loop (br 0))))"#;
+    match instrument(&wat(text)) {
+        Err(InstrumentError::Unsupported(w)) => assert!(w.contains("externref"), "{w}"),
+        other => panic!("{other:?}"),
+    }
+    // A function that cannot be on the stack may.
+    let text = r#"(module (func (local externref)) (func (export "_start") (loop (br 0))))"#;
+    instrument(&wat(text)).expect("instrumented");
+}
+
+#[test]
+fn the_unwind_stack_grows_for_deep_recursion() {
+    // 4 000 frames: more than the stack memory's first page.
+    let (out, _) = {
+        let wasm = wat(&format!(
+            r#"(module {IMPORTS}
+            (func $down (param $d i32) (result i64) (local $a i64) (local $b i64)
+                (local.set $a (i64.extend_i32_u (local.get $d)))
+                (local.set $b (i64.mul (local.get $a) (i64.const 3)))
+                (if (result i64) (local.get $d)
+                    (then (i64.add (i64.add (local.get $a) (local.get $b))
+                        (call $down (i32.sub (local.get $d) (i32.const 1)))))
+                    (else (i64.const 0))))
+            (func (export "_start") (call $out (call $down (i32.const 4000)))))"#
+        ));
+        let expected = reference(&wasm);
+        let got = tortured(&wasm, false);
+        assert_eq!(got.0, expected);
+        got
+    };
+    assert_eq!(out.len(), 1);
+}
+
+/// A call in an instrumented copy of a loop is always followed by the
+/// function's return: the poll point's taken branch hands the frame to a
+/// helper and returns, so the loop's values never have to outlive a call.
+#[test]
+fn a_loop_polls_without_calls_it_comes_back_from() {
+    let wasm = wat(r#"(module (func (export "_start") (local i32)
+        (loop $l (br_if $l (local.tee 0 (i32.add (local.get 0) (i32.const 1)))))))"#);
+    let ins = instrument(&wasm).expect("instrumented");
+    let mut checked = 0;
+    for payload in Parser::new(0).parse_all(&ins.wasm) {
+        if let Ok(Payload::CodeSectionEntry(b)) = payload {
+            let mut r = b.get_operators_reader().expect("ops");
+            let mut ops = Vec::new();
+            while !r.eof() {
+                ops.push(r.read().expect("op"));
+            }
+            for (i, op) in ops.iter().enumerate() {
+                if matches!(op, Operator::Call { .. } | Operator::CallIndirect { .. }) {
+                    assert!(
+                        matches!(ops.get(i + 1), Some(Operator::Return)),
+                        "a call not followed by the return: {:?}",
+                        &ops[i..(i + 3).min(ops.len())]
+                    );
+                    checked += 1;
+                }
+            }
+        }
+    }
+    // The poll point's save, in the fast and in the rewind copy.
+    assert_eq!(checked, 2);
+}
+
+/// A loop stepping a local by a constant reads the flag only when the local
+/// crosses a multiple of a period, wherever it starts and whatever the step.
+#[test]
+fn a_counted_loop_reads_the_flag_periodically() {
+    for (start, step, iterations) in [(0, 1, 100_000), (7, 3, 100_000), (1000, -5, 60_000)] {
+        let text = format!(
+            r#"(module {IMPORTS}
+            (func (export "_start") (local $i i32) (local $n i32) (local $s i64)
+                (local.set $i (i32.const {start}))
+                (loop $l
+                    (local.set $s (i64.add (local.get $s) (i64.extend_i32_s (local.get $i))))
+                    (local.set $i (i32.add (local.get $i) (i32.const {step})))
+                    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                    (br_if $l (i32.lt_u (local.get $n) (i32.const {iterations}))))
+                (call $out (local.get $s))))"#
+        );
+        let wasm = wat(&text);
+        let (out, moves) = tortured(&wasm, false);
+        assert_eq!(out, reference(&wasm));
+        // Each move is one read of the raised flag: about once per period.
+        let expected = iterations as usize / 1024;
+        assert!(
+            moves >= expected / 2 && moves <= expected * 8,
+            "start {start} step {step}: {moves} moves for {iterations} iterations"
+        );
+    }
+}
