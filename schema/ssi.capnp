@@ -118,9 +118,15 @@ interface Peer {
   identity @5 (pid :UInt32) -> (identity :Identity);
   # The identity of a process whose home is this node.
 
-  stage @6 () -> (sink :ImageSink, id :UInt64);
-  # A place for a ghost image on this node, named `id` once `sink.done`
-  # returns; `BodyLaunch.image` restores it.
+  receive @6 (body :BodyLaunch) -> (ticket :Data, arrival :Arrival);
+  # Expects the ghost image of a frozen body, to restore and run here: the
+  # node that holds the body streams it to this node's TCP port on a
+  # connection that starts with the 8 bytes "ssi-img1", then `ticket` (16
+  # bytes), then the image in its own format (see `remote/src/ghost.rs`),
+  # its pages going straight into the new body's memory as they arrive.
+  # `arrival.wait` answers once the body is restored and runs: the
+  # acknowledgement a migration waits for. Dropping `arrival` first
+  # withdraws the ticket.
 
   migrate @7 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
   # Moves a process whose home is this node to `node`, now.
@@ -141,17 +147,20 @@ struct BodyLaunch {
   home @5 :Text;            # address of the home node
   secret @6 :Data;          # with `pid`, redeemed at `home`: see `DeputyHello`
   clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
-  image @8 :UInt64;         # a ghost image staged on the host (`Peer.stage`)
-                            # to restore; 0: a fresh start
+}
+
+interface Arrival {
+  wait @0 () -> (control :BodyControl);
+  # Once the body expected with `Peer.receive` is restored and runs here.
 }
 
 interface BodyControl {
   wait @0 () -> (exit :Exit);
   kill @1 () -> ();
 
-  freeze @2 (sink :ImageSink) -> (bytes :UInt64);
-  # Freezes the body and writes its ghost image into `sink`. The body stays
-  # frozen, holding no thread's time, until `resume` or `release`.
+  freeze @2 () -> ();
+  # Freezes the body, wherever it is in its code. It stays frozen, holding
+  # no thread's time, until `resume` or `release`.
 
   resume @3 () -> ();
   # A frozen body goes on where it was.
@@ -162,6 +171,14 @@ interface BodyControl {
   signal @5 () -> ();
   # Signals are pending for the body's handlers: it runs them at its next
   # poll point or system-call return (it asks its deputy which).
+
+  image @6 (sink :ImageSink) -> (bytes :UInt64, memory :UInt64);
+  # A frozen body's ghost image, written into `sink` (for a checkpoint).
+  # `memory` is the body's linear memory, all of it.
+
+  sendTo @7 (address :Text, ticket :Data) -> (bytes :UInt64, memory :UInt64);
+  # Streams a frozen body's ghost image to the node at `address`, which
+  # expects it under `ticket` (`Peer.receive`): a migration's transfer.
 }
 
 # Receives a ghost image in chunks (a message is at most 64 MiB).

@@ -151,7 +151,6 @@ pub struct Process<'n> {
     pid: Pid,
     /// The module as it runs (binary), which checkpoints carry.
     wasm: Vec<u8>,
-    hash: ssi_remote::ModuleHash,
     body: Body,
     deputy: Arc<Mutex<Deputy>>,
     table: Arc<EmbeddedTable>,
@@ -264,7 +263,7 @@ impl Node {
     /// Restarts a checkpoint here, its streams `stdio`: with its own pid if
     /// that pid is of this node and free, else a new one.
     pub fn restore(&self, image: &[u8], stdio: Stdio) -> Result<Process<'_>, LaunchError> {
-        let ghost = ssi_remote::ghost::Ghost::decode(image, None).map_err(LaunchError::Image)?;
+        let ghost = ssi_remote::ghost::read_meta(image).map_err(LaunchError::Image)?;
         let (Some(wasm), Some(state)) = (&ghost.module_bytes, &ghost.deputy) else {
             return Err(LaunchError::NotCheckpoint(
                 "it is a ghost image without a deputy and a module section",
@@ -291,7 +290,7 @@ impl Node {
             .collect::<Vec<_>>()
             .join(" ");
         self.start(pid, identity, deputy, wasm.clone(), command, |link| {
-            Body::restore(&self.runtime, &program, &ghost, link)
+            Body::restore(&self.runtime, &program, image, link)
         })
     }
 
@@ -343,7 +342,6 @@ impl Node {
         Ok(Process {
             node: self,
             pid,
-            hash: ssi_remote::ModuleHash::of(&wasm),
             wasm,
             body,
             deputy,
@@ -417,18 +415,25 @@ impl Process<'_> {
         });
         let exit = loop {
             match self.body.run() {
-                Exit::Frozen(ghost) => {
-                    let image = ghost.encode(&self.hash);
-                    drop(ghost);
+                Exit::Frozen => {
                     let sealed = self
-                        .deputy
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .checkpoint()
+                        .body
+                        .image()
                         .map_err(|e| e.to_string())
-                        .and_then(|state| {
-                            ssi_remote::ghost::seal_checkpoint(image, &state.encode(), &self.wasm)
+                        .and_then(|image| {
+                            self.deputy
+                                .lock()
+                                .unwrap_or_else(|p| p.into_inner())
+                                .checkpoint()
                                 .map_err(|e| e.to_string())
+                                .and_then(|state| {
+                                    ssi_remote::ghost::seal_checkpoint(
+                                        image,
+                                        &state.encode(),
+                                        &self.wasm,
+                                    )
+                                    .map_err(|e| e.to_string())
+                                })
                         });
                     save(sealed);
                     if let Err(e) = self.body.resume() {

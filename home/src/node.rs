@@ -9,15 +9,14 @@
 use crate::console::Interrupter;
 
 mod family;
+mod transfer;
 use crate::console::{Ttys, console_stdio};
 use crate::rpc::{
     CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
     thread_runtime,
 };
 use crate::status::{NodeStatus, ThreadCpuClock, machine};
-use crate::wire::{
-    ExitReport, read_exit, read_syscall, set_texts, text, texts, write_exit, write_result,
-};
+use crate::wire::{ExitReport, read_syscall, set_texts, text, texts, write_exit, write_result};
 use crate::{NodeId, Pid, PidAllocator, PidError, ProcState, ProcessInfo, home_of};
 use capnp::capability::Rc as CapRc;
 use capnp_rpc::rpc_twoparty_capnp::Side;
@@ -27,9 +26,8 @@ use futures::channel::oneshot;
 use futures::future::{LocalBoxFuture, Shared};
 use ssi_deputy::abi::wait;
 use ssi_deputy::{DefaultAction, Delivery, Deputy, Errno, Fd, Preopen, Reply, Signal, Syscall};
-use ssi_remote::ghost::Ghost;
 use ssi_remote::{
-    Body, BodySpec, Control, DeputyLink, Exit, LinkError, LocalLink, ModuleHash, Program, Runtime,
+    Body, BodySpec, Control, DeputyLink, Exit, ImageStats, LocalLink, ModuleHash, Program, Runtime,
     SharedDeputy,
 };
 use ssi_schema::{admin, body_control, console, gateway, peer, process};
@@ -141,10 +139,24 @@ struct BodySlot {
     freezer: Mutex<Option<flume::Sender<Result<FrozenBody, String>>>>,
 }
 
-/// A frozen body's image, and where to say what becomes of the body.
+/// A frozen body: where to tell its thread what to do with it.
 struct FrozenBody {
-    image: Vec<u8>,
-    verdict: flume::Sender<Verdict>,
+    orders: flume::Sender<FrozenOrder>,
+}
+
+/// What a frozen body's thread is asked to do.
+enum FrozenOrder {
+    /// Write the body's image, whole (for a checkpoint).
+    Image(flume::Sender<Result<(Vec<u8>, ImageStats), String>>),
+    /// Stream the body's image to the node at this address, which expects
+    /// it under this ticket (a migration).
+    SendTo {
+        address: String,
+        ticket: transfer::Ticket,
+        reply: flume::Sender<Result<ImageStats, String>>,
+    },
+    /// What becomes of the body.
+    Verdict(Verdict),
 }
 
 /// What becomes of a frozen body.
@@ -199,17 +211,42 @@ impl BodySlot {
         Ok(rx)
     }
 
-    /// Waits for the verdict on a frozen body (a kill counts as one).
-    fn verdict(&self, rx: &flume::Receiver<Verdict>) -> Verdict {
+    /// Waits for the next order on a frozen body (a kill counts as its
+    /// verdict; no one left to give orders, as resuming it).
+    fn order(&self, rx: &flume::Receiver<FrozenOrder>) -> FrozenOrder {
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
-                Ok(v) => return v,
+                Ok(o) => return o,
                 Err(flume::RecvTimeoutError::Timeout) => {
                     if self.killed.load(Ordering::SeqCst) {
-                        return Verdict::Kill;
+                        return FrozenOrder::Verdict(Verdict::Kill);
                     }
                 }
-                Err(flume::RecvTimeoutError::Disconnected) => return Verdict::Resume,
+                Err(flume::RecvTimeoutError::Disconnected) => {
+                    return FrozenOrder::Verdict(Verdict::Resume);
+                }
+            }
+        }
+    }
+
+    /// Follows the orders on a frozen body until its verdict.
+    fn hold(&self, body: &mut Body, rx: &flume::Receiver<FrozenOrder>) -> Verdict {
+        loop {
+            match self.order(rx) {
+                FrozenOrder::Image(reply) => {
+                    let image = body
+                        .write_image(Vec::new(), true)
+                        .map_err(|e| e.to_string());
+                    let _ = reply.send(image);
+                }
+                FrozenOrder::SendTo {
+                    address,
+                    ticket,
+                    reply,
+                } => {
+                    let _ = reply.send(transfer::send_body(body, &address, &ticket));
+                }
+                FrozenOrder::Verdict(v) => return v,
             }
         }
     }
@@ -224,8 +261,12 @@ pub struct NodeCore {
     procs: DashMap<Pid, HomeProc>,
     bodies: DashMap<Pid, HostedBody>,
     modules: DashMap<ModuleHash, Program>,
-    /// Ghost images sent here to be restored (`Peer.stage`).
+    /// Checkpoints sent here to be restarted (`Gateway.stage`).
     staged: DashMap<u64, Vec<u8>>,
+    /// Bodies expected here, by the ticket their image comes with.
+    expected: DashMap<transfer::Ticket, transfer::Expected>,
+    /// Modules peers are known to hold (they were sent, or said so).
+    peer_modules: DashMap<(NodeId, ModuleHash), ()>,
     peers: DashMap<NodeId, PeerState>,
 }
 
@@ -275,6 +316,8 @@ impl NodeCore {
             bodies: DashMap::new(),
             modules: DashMap::new(),
             staged: DashMap::new(),
+            expected: DashMap::new(),
+            peer_modules: DashMap::new(),
             peers,
         }))
     }
@@ -301,6 +344,15 @@ impl NodeCore {
                 .map(|p| (*p.key(), p.address.clone()))
                 .collect(),
         }
+    }
+
+    /// Whether node `id` is known to hold a module.
+    fn peer_holds(&self, id: NodeId, hash: &ModuleHash) -> bool {
+        self.peer_modules.contains_key(&(id, *hash))
+    }
+
+    fn note_holds(&self, id: NodeId, hash: ModuleHash) {
+        self.peer_modules.insert((id, hash), ());
     }
 
     fn peer_up(&self, id: NodeId) -> bool {
@@ -375,6 +427,7 @@ impl NodeCore {
         }
         for (id, address) in gone {
             tracing::warn!(node = id, %address, "peer stopped answering: marked down");
+            self.peer_modules.retain(|(node, _), _| *node != id);
             for b in self.bodies.iter() {
                 if home_of(*b.key()) == id {
                     b.slot.kill();
@@ -400,18 +453,16 @@ impl NodeCore {
             .collect()
     }
 
-    /// Starts a body on a thread of its own, from the start or from a ghost
-    /// image. `link` is made on that thread (a network link's connection lives
-    /// there). `started` says when the body runs, or why it could not start;
-    /// the report arrives when it ends.
+    /// Starts a body on a thread of its own, made there by `make` (a
+    /// network link's connection lives on that thread). `started` says when
+    /// the body runs, or why it could not start; the report arrives when it
+    /// ends.
     #[allow(clippy::type_complexity)]
     fn spawn_body(
         self: &Arc<Self>,
         pid: Pid,
         program: Program,
-        spec: BodySpec,
-        image: Option<Vec<u8>>,
-        link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
+        make: MakeBody,
     ) -> Result<
         (
             Arc<BodySlot>,
@@ -428,8 +479,7 @@ impl NodeCore {
         std::thread::Builder::new()
             .name(format!("body-{pid}"))
             .spawn(move || {
-                let report =
-                    core.run_body(pid, &program, &spec, image, link, &thread_slot, started_tx);
+                let report = core.run_body(pid, &program, make, &thread_slot, started_tx);
                 let _ = tx.send(report);
             })?;
         let end = async move {
@@ -440,29 +490,16 @@ impl NodeCore {
         Ok((slot, started, end))
     }
 
-    #[allow(clippy::too_many_arguments)]
+    /// Makes a body and runs it on this thread until it ends or moves.
     fn run_body(
         &self,
         pid: Pid,
         program: &Program,
-        spec: &BodySpec,
-        image: Option<Vec<u8>>,
-        link: Box<dyn FnOnce() -> Result<Box<dyn DeputyLink>, LinkError> + Send>,
+        make: MakeBody,
         slot: &Arc<BodySlot>,
         started: oneshot::Sender<Result<(), String>>,
     ) -> ExitReport {
-        let made = link()
-            .map_err(|e| e.to_string())
-            .and_then(|link| match image {
-                None => Body::new(&self.runtime, program, spec, link).map_err(|e| e.to_string()),
-                Some(bytes) => Ghost::decode(&bytes, Some(&program.hash))
-                    .map_err(|e| e.to_string())
-                    .and_then(|ghost| {
-                        Body::restore(&self.runtime, program, &ghost, link)
-                            .map_err(|e| e.to_string())
-                    }),
-            });
-        let mut body = match made {
+        let mut body = match make(&self.runtime) {
             Ok(b) => b,
             Err(e) => {
                 let _ = started.send(Err(e.clone()));
@@ -486,14 +523,12 @@ impl NodeCore {
         let _ = started.send(Ok(()));
         let report = loop {
             match body.run() {
-                Exit::Frozen(ghost) => {
-                    let image = ghost.encode(&program.hash);
-                    drop(ghost);
-                    let (tx, rx) = flume::bounded(1);
+                Exit::Frozen => {
+                    let (tx, rx) = flume::unbounded();
                     let asked = lock(&slot.freezer).take();
                     let verdict = match asked {
-                        Some(f) if f.send(Ok(FrozenBody { image, verdict: tx })).is_ok() => {
-                            slot.verdict(&rx)
+                        Some(f) if f.send(Ok(FrozenBody { orders: tx })).is_ok() => {
+                            slot.hold(&mut body, &rx)
                         }
                         _ => Verdict::Resume,
                     };
@@ -523,6 +558,9 @@ impl NodeCore {
         report
     }
 }
+
+/// How a body is made, on the thread it runs on.
+type MakeBody = Box<dyn FnOnce(&Runtime) -> Result<Body, String> + Send>;
 
 // ---------------------------------------------------------------------------
 // Serving connections
@@ -639,7 +677,8 @@ fn serve_tcp(core: Arc<NodeCore>, stream: std::net::TcpStream) {
 }
 
 /// A TCP connection is either the Cap'n Proto RPC protocol or, when it starts
-/// with [`DEPUTY_PREAMBLE`], a body's deputy link.
+/// with [`DEPUTY_PREAMBLE`], a body's deputy link, or with
+/// [`transfer::IMAGE_PREAMBLE`], a body's image coming to run here.
 fn serve_tcp_or_deputy(core: Arc<NodeCore>, stream: std::net::TcpStream) {
     let mut head = [0u8; DEPUTY_PREAMBLE.len()];
     let _ = stream.set_read_timeout(Some(CONNECT_TIMEOUT));
@@ -653,7 +692,12 @@ fn serve_tcp_or_deputy(core: Arc<NodeCore>, stream: std::net::TcpStream) {
         }
     }
     let _ = stream.set_read_timeout(None);
-    if &head == DEPUTY_PREAMBLE {
+    if &head == transfer::IMAGE_PREAMBLE {
+        let mut stream = stream;
+        if std::io::Read::read_exact(&mut stream, &mut head).is_ok() {
+            core.serve_image(stream);
+        }
+    } else if &head == DEPUTY_PREAMBLE {
         let mut stream = stream;
         if std::io::Read::read_exact(&mut stream, &mut head).is_ok()
             && let Err(e) = serve_deputy(&core, stream)
@@ -949,7 +993,7 @@ async fn restore(
     console: console::Client,
 ) -> Result<(process::Client, Pid), capnp::Error> {
     let bad = |e: String| failed(format!("cannot restore the checkpoint: {e}"));
-    let ghost = Ghost::decode(&image, None).map_err(|e| bad(e.to_string()))?;
+    let ghost = ssi_remote::ghost::read_meta(&image).map_err(|e| bad(e.to_string()))?;
     let (Some(wasm), Some(state)) = (&ghost.module_bytes, &ghost.deputy) else {
         return Err(bad(
             "it is a ghost image without a deputy and a module section, not a checkpoint".into(),
@@ -1164,7 +1208,7 @@ enum Placement {
 
 /// A frozen body, held where it was until it is released or resumed.
 enum Held {
-    Local(flume::Sender<Verdict>),
+    Local(flume::Sender<FrozenOrder>),
     Remote(body_control::Client),
 }
 
@@ -1172,7 +1216,7 @@ impl Held {
     fn decide(self, verdict: Verdict) {
         match self {
             Held::Local(tx) => {
-                let _ = tx.send(verdict);
+                let _ = tx.send(FrozenOrder::Verdict(verdict));
             }
             Held::Remote(control) => {
                 let call = match verdict {
@@ -1190,6 +1234,72 @@ impl Held {
                         .boxed_local(),
                 };
                 tokio::task::spawn_local(call);
+            }
+        }
+    }
+
+    /// The frozen body's image, whole.
+    async fn image(&self) -> Result<(Vec<u8>, ImageStats), String> {
+        let gone = "the body's thread went away";
+        match self {
+            Held::Local(orders) => {
+                let (reply, image) = flume::bounded(1);
+                orders
+                    .send(FrozenOrder::Image(reply))
+                    .map_err(|_| gone.to_string())?;
+                image.recv_async().await.map_err(|_| gone.to_string())?
+            }
+            Held::Remote(control) => {
+                let image = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+                let sink: ssi_schema::image_sink::Client =
+                    capnp_rpc::new_client(ImageSinkServer::collecting(image.clone()));
+                let mut req = control.image_request();
+                req.get().set_sink(sink);
+                let reply = req
+                    .send()
+                    .promise
+                    .await
+                    .map_err(|e| format!("its node could not write its image: {}", e.extra))?;
+                let reply = reply.get().map_err(|e| e.to_string())?;
+                let stats = ImageStats {
+                    bytes: reply.get_bytes(),
+                    memory: reply.get_memory(),
+                };
+                Ok((image.take(), stats))
+            }
+        }
+    }
+
+    /// Streams the frozen body's image to the node at `address`, which
+    /// expects it under `ticket`.
+    async fn send_to(&self, address: &str, ticket: transfer::Ticket) -> Result<ImageStats, String> {
+        let gone = "the body's thread went away";
+        match self {
+            Held::Local(orders) => {
+                let (reply, sent) = flume::bounded(1);
+                orders
+                    .send(FrozenOrder::SendTo {
+                        address: address.to_string(),
+                        ticket,
+                        reply,
+                    })
+                    .map_err(|_| gone.to_string())?;
+                sent.recv_async().await.map_err(|_| gone.to_string())?
+            }
+            Held::Remote(control) => {
+                let mut req = control.send_to_request();
+                req.get().set_address(address);
+                req.get().set_ticket(&ticket);
+                let reply = req
+                    .send()
+                    .promise
+                    .await
+                    .map_err(|e| crate::rpc::remote_message(&e))?;
+                let reply = reply.get().map_err(|e| e.to_string())?;
+                Ok(ImageStats {
+                    bytes: reply.get_bytes(),
+                    memory: reply.get_memory(),
+                })
             }
         }
     }
@@ -1222,8 +1332,8 @@ impl Placement {
         }
     }
 
-    /// Freezes the body: its image, and the body held frozen where it is.
-    async fn freeze(&self) -> Result<(Vec<u8>, Held), String> {
+    /// Freezes the body, held frozen where it is.
+    async fn freeze(&self) -> Result<Held, String> {
         match self {
             Placement::Local(slot) => {
                 let frozen = slot.freeze()?;
@@ -1231,20 +1341,16 @@ impl Placement {
                     .recv_async()
                     .await
                     .map_err(|_| "the body's thread went away".to_string())??;
-                Ok((body.image, Held::Local(body.verdict)))
+                Ok(Held::Local(body.orders))
             }
             Placement::Remote { node, control } => {
-                let image = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
-                let sink: ssi_schema::image_sink::Client =
-                    capnp_rpc::new_client(ImageSinkServer::collecting(image.clone()));
-                let mut req = control.freeze_request();
-                req.get().set_sink(sink);
-                req.send()
+                control
+                    .freeze_request()
+                    .send()
                     .promise
                     .await
                     .map_err(|e| format!("node {node} could not freeze the body: {}", e.extra))?;
-                let image = image.take();
-                Ok((image, Held::Remote(control.clone())))
+                Ok(Held::Remote(control.clone()))
             }
         }
     }
@@ -1268,8 +1374,8 @@ async fn send_image(
 }
 
 /// Starts a process's body on node `target` (this node or a peer), from the
-/// start or from a ghost image. Returns once the body runs (for an image: once
-/// it is restored), which is a migration's acknowledgement.
+/// start or from a ghost image held whole (a checkpoint). Returns once the
+/// body runs (for an image: once it is restored).
 async fn start_body(
     core: &Arc<NodeCore>,
     pid: Pid,
@@ -1279,14 +1385,17 @@ async fn start_body(
 ) -> Result<Running, capnp::Error> {
     if target == core.id {
         let link_deputy = source.deputy.clone();
+        let (program, spec) = (source.program.clone(), source.spec.clone());
+        let make: MakeBody = Box::new(move |runtime| {
+            let link: Box<dyn DeputyLink> = Box::new(LocalLink::new(link_deputy));
+            match image {
+                None => Body::new(runtime, &program, &spec, link),
+                Some(bytes) => Body::restore(runtime, &program, &bytes, link),
+            }
+            .map_err(|e| e.to_string())
+        });
         let (slot, started, end) = core
-            .spawn_body(
-                pid,
-                source.program.clone(),
-                source.spec.clone(),
-                image,
-                Box::new(move || Ok(Box::new(LocalLink::new(link_deputy)) as Box<dyn DeputyLink>)),
-            )
+            .spawn_body(pid, source.program.clone(), make)
             .map_err(failed)?;
         started
             .await
@@ -1297,38 +1406,33 @@ async fn start_body(
             end: end.boxed_local(),
         });
     }
+    if let Some(image) = image {
+        return transfer::restore_at(core, pid, target, source, image)
+            .await
+            .map_err(failed);
+    }
     core.can_host(target).map_err(failed)?;
     let address = core.peer_address(target).unwrap_or_default();
-    let gateway = connect(&Endpoint::Tcp(address.clone()))
+    let gateway = crate::rpc::pooled(&address)
         .await
         .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
     let peer = gateway.peer_request().send().pipeline.get_peer();
     let hash = source.program.hash;
-    let mut has = peer.has_module_request();
-    has.get().set_hash(&hash.0);
-    // Both asked at once: one round trip.
-    let has = has.send().promise;
-    let stage = image.as_ref().map(|_| peer.stage_request().send().promise);
-    let present = has.await?.get()?.get_present();
-    let image_id = match (image, stage) {
-        (Some(image), Some(stage)) => {
-            let staged = stage.await?;
-            let staged = staged.get()?;
-            send_image(&staged.get_sink()?, &image).await?;
-            staged.get_id()
-        }
-        _ => 0,
+    let present = core.peer_holds(target, &hash) || {
+        let mut has = peer.has_module_request();
+        has.get().set_hash(&hash.0);
+        has.send().promise.await?.get()?.get_present()
     };
     let secret: [u8; 16] = rand::random();
     if let Some(mut p) = core.procs.get_mut(&pid) {
         p.secret = Some(secret);
     }
-    let mut req = peer.run_body_request();
-    {
+    let run = |with_module: bool| {
+        let mut req = peer.run_body_request();
         let mut b = req.get().init_body();
         b.set_pid(pid);
         b.set_hash(&hash.0);
-        if !present {
+        if with_module {
             b.set_module(&source.wasm);
         }
         set_texts(
@@ -1342,44 +1446,24 @@ async fn start_body(
         b.set_home(&core.address);
         b.set_secret(&secret);
         b.set_clock_offset(0);
-        b.set_image(image_id);
-    }
-    let control = req.send().promise.await?.get()?.get_control()?;
-    let waiting = control.clone();
-    let watch = core.clone();
-    let end = async move {
-        let lost = |why: String| ExitReport::Lost(format!("node {target} ({address}) {why}"));
-        let wait = async {
-            match waiting.wait_request().send().promise.await {
-                Ok(reply) => match reply.get().and_then(|r| read_exit(r.get_exit()?)) {
-                    Ok(report) => report,
-                    Err(e) => lost(format!("sent a bad report: {e}")),
-                },
-                Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
-                    lost("went down (its connection closed)".into())
-                }
-                Err(e) => lost(format!("went down: {}", e.extra)),
-            }
-        };
-        let down = async {
-            while watch.peer_up(target) {
-                tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
-            }
-            lost("stopped answering".into())
-        };
-        futures::pin_mut!(wait, down);
-        let report = futures::future::select(wait, down).await.factor_first().0;
-        // The connection stays open while the body runs.
-        drop(gateway);
-        report
+        req.send().promise
     };
-    Ok(Running {
-        place: Placement::Remote {
-            node: target,
-            control,
-        },
-        end: end.boxed_local(),
-    })
+    // A node that held the module may have restarted since: then it is sent.
+    let reply = match run(!present).await {
+        Err(e) if present && crate::rpc::remote_message(&e).contains(transfer::NO_MODULE) => {
+            run(true).await
+        }
+        r => r,
+    }?;
+    let control = reply.get()?.get_control()?;
+    core.note_holds(target, hash);
+    Ok(transfer::remote_running(
+        core.clone(),
+        target,
+        address,
+        gateway,
+        control,
+    ))
 }
 
 /// What a process's home is asked to do with it.
@@ -1511,7 +1595,7 @@ impl ProcessTask {
                         DefaultAction::Terminate => end(Some(sig), &mut fatal, &mut stopped),
                         DefaultAction::Stop if stopped.is_none() && fatal.is_none() => {
                             match self.freeze(&running, ProcState::Stopped).await {
-                                Ok((_image, held)) => {
+                                Ok(held) => {
                                     stopped = Some(held);
                                     self.core
                                         .child_changed(self.pid, wait::stopped(sig.number()));
@@ -1595,9 +1679,9 @@ impl ProcessTask {
         }
     }
 
-    /// Freezes the body where it runs, showing `state` meanwhile: its image,
-    /// and the body held frozen. A failure leaves it running.
-    async fn freeze(&self, running: &Running, state: ProcState) -> Result<(Vec<u8>, Held), String> {
+    /// Freezes the body where it runs, showing `state` meanwhile: the body
+    /// held frozen. A failure leaves it running.
+    async fn freeze(&self, running: &Running, state: ProcState) -> Result<Held, String> {
         if let Some(why) = &self.source.program.not_freezable {
             return Err(format!("it cannot be frozen: {why}"));
         }
@@ -1635,7 +1719,7 @@ impl ProcessTask {
     ) -> bool {
         let pid = self.pid;
         let t0 = Instant::now();
-        let (image, held) = match self.freeze(running, ProcState::Checkpointing).await {
+        let held = match self.freeze(running, ProcState::Checkpointing).await {
             Ok(frozen) => frozen,
             Err(e) => {
                 let _ = reply.send(Err(format!("cannot checkpoint process {pid}: {e}")));
@@ -1643,7 +1727,18 @@ impl ProcessTask {
             }
         };
         let freeze_micros = t0.elapsed().as_micros() as u64;
-        let memory_bytes = ssi_remote::ghost::memory_bytes(&image);
+        let (image, stats) = match held.image().await {
+            Ok(image) => image,
+            Err(e) => {
+                self.set_state(ProcState::Running, None);
+                held.decide(Verdict::Resume);
+                let _ = reply.send(Err(format!(
+                    "cannot checkpoint process {pid}: {e}; it goes on"
+                )));
+                return false;
+            }
+        };
+        let memory_bytes = stats.memory;
         let sealed = lock(&self.source.deputy)
             .checkpoint()
             .map_err(|e| e.to_string())
@@ -1701,9 +1796,11 @@ impl ProcessTask {
         safe
     }
 
-    /// The migration protocol: freeze, send, restore at the destination (its
-    /// acknowledgement), and only then drop the frozen body. Any failure before
-    /// the acknowledgement resumes the body where it was.
+    /// The migration protocol: the destination expects the body (and opens
+    /// its deputy link) while the body freezes; the image streams from where
+    /// the body is straight to the destination, which restores it (its
+    /// acknowledgement); only then is the frozen body dropped. Any failure
+    /// before the acknowledgement resumes the body where it was.
     async fn migrate(&self, running: &mut Running, to: NodeId) -> Result<MigrationReport, String> {
         let (core, pid) = (&self.core, self.pid);
         let from = running.place.node(core.id);
@@ -1712,14 +1809,26 @@ impl ProcessTask {
         }
         core.can_host(to)?;
         let t0 = Instant::now();
-        let (image, held) = self
-            .freeze(running, ProcState::Migrating)
-            .await
-            .map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
+        let (frozen, expecting) = futures::join!(
+            self.freeze(running, ProcState::Migrating),
+            transfer::expect_at(core, pid, to, &self.source)
+        );
+        let held = frozen.map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
         let freeze_micros = t0.elapsed().as_micros() as u64;
-        let image_bytes = image.len() as u64;
-        let memory_bytes = ssi_remote::ghost::memory_bytes(&image);
-        match start_body(core, pid, to, &self.source, Some(image)).await {
+        let gave_up = |e: String, held: Held| {
+            held.decide(Verdict::Resume);
+            self.set_state(ProcState::Running, None);
+            format!("cannot move process {pid} to node {to}: {e}; it goes on on node {from}")
+        };
+        let expecting = match expecting {
+            Ok(e) => e,
+            Err(e) => return Err(gave_up(e, held)),
+        };
+        let stats = match held.send_to(&expecting.address, expecting.ticket).await {
+            Ok(stats) => stats,
+            Err(e) => return Err(gave_up(e, held)),
+        };
+        match expecting.arrival.await {
             Ok(moved) => {
                 held.decide(Verdict::Release);
                 *running = moved;
@@ -1731,20 +1840,13 @@ impl ProcessTask {
                 Ok(MigrationReport {
                     from,
                     to,
-                    image_bytes,
-                    memory_bytes,
+                    image_bytes: stats.bytes,
+                    memory_bytes: stats.memory,
                     freeze_micros,
                     total_micros: t0.elapsed().as_micros() as u64,
                 })
             }
-            Err(e) => {
-                held.decide(Verdict::Resume);
-                self.set_state(ProcState::Running, None);
-                Err(format!(
-                    "cannot move process {pid} to node {to}: {}; it goes on on node {from}",
-                    e.extra
-                ))
-            }
+            Err(e) => Err(gave_up(e, held)),
         }
     }
 }
@@ -1865,6 +1967,35 @@ struct PeerServer {
     core: Arc<NodeCore>,
 }
 
+impl PeerServer {
+    /// The module a body is to run: held here, or sent with the request.
+    fn program_of(&self, b: ssi_schema::body_launch::Reader<'_>) -> Result<Program, capnp::Error> {
+        let core = &self.core;
+        let hash: [u8; 32] = b
+            .get_hash()?
+            .try_into()
+            .map_err(|_| failed("a module hash is 32 bytes"))?;
+        let hash = ModuleHash(hash);
+        if let Some(m) = core.modules.get(&hash) {
+            return Ok(m.clone());
+        }
+        let bytes = b.get_module()?;
+        if bytes.is_empty() {
+            return Err(failed(format!(
+                "node {} {} {hash}",
+                core.id,
+                transfer::NO_MODULE
+            )));
+        }
+        let program = core.runtime.load_binary(bytes).map_err(failed)?;
+        if program.hash != hash {
+            return Err(failed(format!("the module sent is not {hash}")));
+        }
+        core.modules.insert(hash, program.clone());
+        Ok(program)
+    }
+}
+
 impl peer::Server for PeerServer {
     fn heartbeat(
         self: CapRc<Self>,
@@ -1907,60 +2038,24 @@ impl peer::Server for PeerServer {
             let core = &self.core;
             let b = params.get()?.get_body()?;
             let pid = b.get_pid();
-            let hash: [u8; 32] = b
-                .get_hash()?
-                .try_into()
-                .map_err(|_| failed("a module hash is 32 bytes"))?;
-            let hash = ModuleHash(hash);
-            let program = match core.modules.get(&hash) {
-                Some(m) => m.clone(),
-                None => {
-                    let bytes = b.get_module()?;
-                    if bytes.is_empty() {
-                        return Err(failed(format!(
-                            "node {} does not hold module {hash}",
-                            core.id
-                        )));
-                    }
-                    let program = core.runtime.load_binary(bytes).map_err(failed)?;
-                    if program.hash != hash {
-                        return Err(failed(format!("the module sent is not {hash}")));
-                    }
-                    core.modules.insert(hash, program.clone());
-                    program
-                }
-            };
-            let image = match b.get_image() {
-                0 => None,
-                id => Some(
-                    core.staged
-                        .remove(&id)
-                        .map(|(_, image)| image)
-                        .ok_or_else(|| failed(format!("no image {id} is staged here")))?,
-                ),
-            };
+            let program = self.program_of(b)?;
             let spec = BodySpec {
                 args: texts(b.get_args()?)?,
                 env: texts(b.get_env()?)?,
             };
             let home = text(b.get_home())?;
             let secret = b.get_secret()?.to_vec();
-            let link = Box::new(move || {
-                NetLink::connect(&home, pid, &secret).map(|l| Box::new(l) as Box<dyn DeputyLink>)
+            let made = program.clone();
+            let make: MakeBody = Box::new(move |runtime| {
+                let link = NetLink::connect(&home, pid, &secret).map_err(|e| e.to_string())?;
+                Body::new(runtime, &made, &spec, Box::new(link)).map_err(|e| e.to_string())
             });
-            core.spawn_body(pid, program, spec, image, link)
-                .map_err(failed)
+            core.spawn_body(pid, program, make).map_err(failed)
         })();
         async move {
             let (slot, started, exit) = r?;
-            let exit = exit.boxed_local().shared();
-            let control = BodyControlServer {
-                slot,
-                exit,
-                held: std::cell::RefCell::new(None),
-            };
-            // Answered once the body runs: for an image, the acknowledgement
-            // that it was restored.
+            let control = BodyControlServer::new(slot, exit.boxed_local());
+            // Answered once the body runs.
             started
                 .await
                 .map_err(|_| failed("the body's thread went away"))?
@@ -1970,16 +2065,36 @@ impl peer::Server for PeerServer {
         }
     }
 
-    fn stage(
+    fn receive(
         self: CapRc<Self>,
-        _: peer::StageParams,
-        mut results: peer::StageResults,
+        params: peer::ReceiveParams,
+        mut results: peer::ReceiveResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let (id, sink) = ImageSinkServer::staging(&self.core);
-        let mut r = results.get();
-        r.set_id(id);
-        r.set_sink(sink);
-        ready(Ok(()))
+        let r = (|| {
+            let core = &self.core;
+            let b = params.get()?.get_body()?;
+            let pid = b.get_pid();
+            let program = self.program_of(b)?;
+            let home = text(b.get_home())?;
+            let secret = b.get_secret()?.to_vec();
+            // The link to the home opens while the image comes.
+            let connecting = std::thread::Builder::new()
+                .name(format!("link-{pid}"))
+                .spawn(move || NetLink::connect(&home, pid, &secret))
+                .map_err(failed)?;
+            let (ticket, arrival) = core
+                .expect(pid, program, transfer::LinkSource::Remote(connecting))
+                .map_err(failed)?;
+            let mut r = results.get();
+            r.set_ticket(&ticket);
+            r.set_arrival(capnp_rpc::new_client(transfer::ArrivalServer::new(
+                core.clone(),
+                ticket,
+                arrival,
+            )));
+            Ok(())
+        })();
+        ready(r)
     }
 
     fn checkpoint(
@@ -2119,18 +2234,33 @@ fn read_process(r: ssi_schema::process_info::Reader<'_>) -> Result<ProcessInfo, 
 struct BodyControlServer {
     slot: Arc<BodySlot>,
     exit: Shared<LocalBoxFuture<'static, ExitReport>>,
-    /// The frozen body's verdict, while it is frozen.
-    held: std::cell::RefCell<Option<flume::Sender<Verdict>>>,
+    /// Orders for the frozen body's thread, while it is frozen.
+    held: std::cell::RefCell<Option<flume::Sender<FrozenOrder>>>,
 }
 
 impl BodyControlServer {
+    fn new(slot: Arc<BodySlot>, exit: LocalBoxFuture<'static, ExitReport>) -> Self {
+        BodyControlServer {
+            slot,
+            exit: exit.shared(),
+            held: std::cell::RefCell::new(None),
+        }
+    }
+
+    fn orders(&self) -> Result<flume::Sender<FrozenOrder>, capnp::Error> {
+        self.held
+            .borrow()
+            .clone()
+            .ok_or_else(|| failed("the body is not frozen"))
+    }
+
     fn decide(&self, verdict: Verdict) -> Result<(), capnp::Error> {
         let held = self
             .held
             .borrow_mut()
             .take()
             .ok_or_else(|| failed("the body is not frozen"))?;
-        let _ = held.send(verdict);
+        let _ = held.send(FrozenOrder::Verdict(verdict));
         Ok(())
     }
 }
@@ -2245,27 +2375,80 @@ impl body_control::Server for BodyControlServer {
 
     fn freeze(
         self: CapRc<Self>,
-        params: body_control::FreezeParams,
-        mut results: body_control::FreezeResults,
+        _: body_control::FreezeParams,
+        _: body_control::FreezeResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let asked = params
-            .get()
-            .and_then(|p| p.get_sink())
-            .and_then(|sink| Ok((sink, self.slot.freeze().map_err(failed)?)));
+        let asked = self.slot.freeze().map_err(failed);
         async move {
-            let (sink, frozen) = asked?;
-            let body = frozen
+            let body = asked?
                 .recv_async()
                 .await
                 .map_err(|_| failed("the body's thread went away"))?
                 .map_err(failed)?;
-            *self.held.borrow_mut() = Some(body.verdict);
-            if let Err(e) = send_image(&sink, &body.image).await {
-                // The home cannot take the image: the body goes on here.
-                let _ = self.decide(Verdict::Resume);
-                return Err(e);
-            }
-            results.get().set_bytes(body.image.len() as u64);
+            *self.held.borrow_mut() = Some(body.orders);
+            Ok(())
+        }
+    }
+
+    fn image(
+        self: CapRc<Self>,
+        params: body_control::ImageParams,
+        mut results: body_control::ImageResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let asked = params
+            .get()
+            .and_then(|p| p.get_sink())
+            .and_then(|sink| Ok((sink, self.orders()?)));
+        async move {
+            let (sink, orders) = asked?;
+            let (reply, image) = flume::bounded(1);
+            orders
+                .send(FrozenOrder::Image(reply))
+                .map_err(|_| failed("the body's thread went away"))?;
+            let (image, stats) = image
+                .recv_async()
+                .await
+                .map_err(|_| failed("the body's thread went away"))?
+                .map_err(failed)?;
+            send_image(&sink, &image).await?;
+            let mut r = results.get();
+            r.set_bytes(stats.bytes);
+            r.set_memory(stats.memory);
+            Ok(())
+        }
+    }
+
+    fn send_to(
+        self: CapRc<Self>,
+        params: body_control::SendToParams,
+        mut results: body_control::SendToResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let asked = params.get().and_then(|p| {
+            let address = text(p.get_address())?;
+            let ticket: transfer::Ticket = p
+                .get_ticket()?
+                .try_into()
+                .map_err(|_| failed("a ticket is 16 bytes"))?;
+            Ok((address, ticket, self.orders()?))
+        });
+        async move {
+            let (address, ticket, orders) = asked?;
+            let (reply, sent) = flume::bounded(1);
+            orders
+                .send(FrozenOrder::SendTo {
+                    address,
+                    ticket,
+                    reply,
+                })
+                .map_err(|_| failed("the body's thread went away"))?;
+            let stats = sent
+                .recv_async()
+                .await
+                .map_err(|_| failed("the body's thread went away"))?
+                .map_err(failed)?;
+            let mut r = results.get();
+            r.set_bytes(stats.bytes);
+            r.set_memory(stats.memory);
             Ok(())
         }
     }

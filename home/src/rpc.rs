@@ -151,6 +151,31 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ConnectError> {
         .map_err(|_| ConnectError::Timeout(endpoint.clone()))?
 }
 
+thread_local! {
+    /// Connections to nodes opened from this thread, kept for the next
+    /// requests (a connection's capabilities live on its thread).
+    static POOL: std::cell::RefCell<std::collections::HashMap<String, std::rc::Rc<Connection>>> =
+        std::cell::RefCell::default();
+}
+
+/// A connection to the node at `address`, from this thread: the one opened
+/// before if it is still open, else a new one, kept for the next requests.
+/// Must run inside a `LocalSet`.
+pub async fn pooled(address: &str) -> Result<std::rc::Rc<Connection>, ConnectError> {
+    let open = POOL.with(|p| {
+        p.borrow()
+            .get(address)
+            .filter(|c| !c.task.is_finished())
+            .cloned()
+    });
+    if let Some(c) = open {
+        return Ok(c);
+    }
+    let c = std::rc::Rc::new(connect(&Endpoint::Tcp(address.to_string())).await?);
+    POOL.with(|p| p.borrow_mut().insert(address.to_string(), c.clone()));
+    Ok(c)
+}
+
 /// The message of an error a node returned, without the protocol's decoration.
 pub fn remote_message(e: &capnp::Error) -> String {
     e.extra

@@ -808,7 +808,7 @@ impl ExitReport {
             ssi_remote::Exit::Trap(e) => ExitReport::Trap(chain(e)),
             ssi_remote::Exit::Failed(e) => ExitReport::Failed(chain(e)),
             ssi_remote::Exit::Signaled(n) => ExitReport::Signaled(*n),
-            ssi_remote::Exit::Frozen(_) => ExitReport::Moved,
+            ssi_remote::Exit::Frozen => ExitReport::Moved,
         }
     }
 

@@ -1,7 +1,9 @@
 //! A body: one Wasm instance computing on behalf of a process.
 
 use crate::engine::{ModuleHash, Program, Runtime};
-use crate::ghost::{Ghost, GhostError, GlobalValue, MemoryImage, PAGE, Section};
+use crate::ghost::{
+    GhostError, GlobalValue, ImageReader, ImageWriter, PAGE, Part, Section, page_runs,
+};
 use crate::instrument::{
     self, FLAG_MEMORY, NORMAL, PTR_GLOBAL, REWIND, REWINDING, STACK_MEMORY, STATE_GLOBAL,
     UNWINDING, memory_export,
@@ -43,9 +45,10 @@ pub enum Exit {
     Failed(wasmtime::Error),
     /// The process sent itself a signal that ends it (this number).
     Signaled(u8),
-    /// The body was frozen (see [`Control::freeze`]): its image. The body
-    /// can go on where it was ([`Body::resume`]) or be dropped.
-    Frozen(Box<Ghost>),
+    /// The body was frozen (see [`Control::freeze`]). Its image can be
+    /// written ([`Body::write_image`]); then it can go on where it was
+    /// ([`Body::resume`]) or be dropped.
+    Frozen,
 }
 
 /// Why a body could not start.
@@ -69,6 +72,121 @@ pub enum BodyError {
     NotFreezable(String),
     #[error(transparent)]
     Ghost(#[from] GhostError),
+    #[error("cannot write the image: {0}")]
+    Image(String),
+}
+
+/// What [`Body::write_image`] wrote.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageStats {
+    /// The image's length.
+    pub bytes: u64,
+    /// The body's linear memory, all of it.
+    pub memory: u64,
+}
+
+/// Puts an image's runs into a fresh instance's memory: the first
+/// `dirty_pages` (its data segments) are cleared where no run covers them.
+struct IntoMemory<'a> {
+    data: &'a mut [u8],
+    dirty_pages: usize,
+    /// Which of those the kernel mapped (the others are zeros).
+    mapped: Option<Vec<bool>>,
+    /// The page after the last run.
+    next: usize,
+    /// How far the runs have come (for a helper mapping ahead of them).
+    reached: &'a AtomicU64,
+    /// How far that helper has mapped.
+    helped: &'a AtomicU64,
+}
+
+impl IntoMemory<'_> {
+    /// Clears the data-segment pages from `next` up to `to` that are not zero
+    /// (pages the kernel never mapped are).
+    fn clear(&mut self, to: usize) {
+        for page in self.next..to.min(self.dirty_pages) {
+            if self.mapped.as_ref().is_some_and(|m| !m[page]) {
+                continue;
+            }
+            let range = page * PAGE..((page + 1) * PAGE).min(self.data.len());
+            if self.data[range.clone()].iter().any(|b| *b != 0) {
+                self.data[range].fill(0);
+            }
+        }
+    }
+}
+
+impl crate::ghost::PageSink for IntoMemory<'_> {
+    fn run(&mut self, first: u64, count: u32) -> Result<&mut [u8], GhostError> {
+        let (first, count) = (first as usize, count as usize);
+        self.clear(first);
+        self.next = first + count;
+        self.reached.store((first * PAGE) as u64, Ordering::Relaxed);
+        let run = self
+            .data
+            .get_mut(first * PAGE..(first + count) * PAGE)
+            .ok_or_else(|| GhostError::Corrupt {
+                section: Section::Memory,
+                what: "a run lies outside the memory".into(),
+            })?;
+        let end = ((first + count) * PAGE) as u64;
+        if self.helped.load(Ordering::Acquire) < end {
+            populate(run);
+        }
+        Ok(run)
+    }
+}
+
+/// Bytes of pages to map past which a helper maps them ahead of the image.
+const POPULATE_AHEAD: usize = 4 << 20;
+
+/// Maps the pages of `runs` (byte ranges of the memory at `base`), in order,
+/// ahead of where the runs being read have `reached` (runs it falls behind
+/// are skipped: their reader maps them), saying in `helped` how far it is.
+fn populate_ahead(base: usize, runs: &[(usize, usize)], reached: &AtomicU64, helped: &AtomicU64) {
+    const CHUNK: usize = 1 << 20;
+    for &(start, end) in runs {
+        let mut at = start;
+        while at < end {
+            let behind = reached.load(Ordering::Relaxed);
+            if behind == u64::MAX {
+                return;
+            }
+            if end as u64 <= behind {
+                break;
+            }
+            let n = CHUNK.min(end - at);
+            // SAFETY: the range lies in the memory being filled, which
+            // outlives this helper (it is joined before the fill returns);
+            // the advice maps pages and changes no byte of them.
+            unsafe { populate_raw(base + at, n) };
+            at += n;
+        }
+        helped.store(end as u64, Ordering::Release);
+    }
+}
+
+/// Has the kernel map pages about to be written at once (far cheaper than a
+/// fault for each); where it cannot, they are mapped as they are written.
+fn populate(region: &mut [u8]) {
+    // SAFETY: the region is memory this body owns, mapped and writable.
+    unsafe { populate_raw(region.as_mut_ptr() as usize, region.len()) }
+}
+
+/// # Safety
+/// `[at, at + len)` must be mapped writable memory of this process; its
+/// contents are not changed.
+unsafe fn populate_raw(at: usize, len: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        const MADV_POPULATE_WRITE: libc::c_int = 23;
+        // SAFETY: per this function's contract; the advice only maps pages.
+        unsafe {
+            libc::madvise(at as *mut libc::c_void, len, MADV_POPULATE_WRITE);
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = (at, len);
 }
 
 /// The monotonic clock of a body: it starts at an offset carried by the body, so
@@ -557,6 +675,9 @@ pub struct Body {
     hash: ModuleHash,
     /// The next [`Body::run`] rewinds the stack put back.
     rewind_next: bool,
+    /// Bytes of each memory as instantiated: what its data segments may
+    /// have written.
+    fresh: Vec<usize>,
 }
 
 impl Body {
@@ -572,43 +693,215 @@ impl Body {
         Self::instantiate(runtime, program, args, env, 0, link)
     }
 
-    /// Instantiates `program` and puts the frozen body `ghost` back into it:
+    /// Instantiates `program` and puts the frozen body of `image` (a ghost
+    /// image held whole, its checksum checked first) back into it:
     /// [`Body::run`] resumes it where it was frozen.
     pub fn restore(
         runtime: &Runtime,
         program: &Program,
-        ghost: &Ghost,
+        image: &[u8],
+        link: Box<dyn DeputyLink>,
+    ) -> Result<Self, BodyError> {
+        let reader = crate::ghost::checked(image, Some(&program.hash))?;
+        Self::restore_from(runtime, program, reader, link)
+    }
+
+    /// As [`Body::restore`], from an image read as it comes (from a
+    /// connection): pages go into the new instance's memory as they arrive.
+    /// The image's checksum is checked at its end, before the body can run.
+    pub fn restore_from<R: std::io::Read>(
+        runtime: &Runtime,
+        program: &Program,
+        image: ImageReader<R>,
+        link: Box<dyn DeputyLink>,
+    ) -> Result<Self, BodyError> {
+        let mut body = Self::vessel(runtime, program, link)?;
+        body.fill(image)?;
+        Ok(body)
+    }
+
+    /// A fresh instance of `program` for an image to come: it does not run
+    /// until [`Body::fill`] has put a frozen body into it.
+    pub fn vessel(
+        runtime: &Runtime,
+        program: &Program,
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
         if let Some(why) = &program.not_freezable {
             return Err(BodyError::NotFreezable(why.clone()));
         }
-        if let Some(found) = ghost.module
-            && found != program.hash
-        {
+        Self::instantiate(runtime, program, Vec::new(), Vec::new(), 0, link)
+    }
+
+    /// Puts the frozen body of `image` into this fresh instance (see
+    /// [`Body::vessel`]): [`Body::run`] resumes it where it was frozen.
+    pub fn fill<R: std::io::Read>(&mut self, mut image: ImageReader<R>) -> Result<(), BodyError> {
+        if image.module != self.hash {
             return Err(GhostError::WrongModule {
-                expected: program.hash,
-                found,
+                expected: self.hash,
+                found: image.module,
             }
             .into());
         }
-        if ghost.instrumentation != Some(crate::instrument::VERSION) {
+        let body = self;
+        let memories = body.memories();
+        let globals = body.globals();
+        let u = body.unwinder()?;
+        let corrupt =
+            |section, what: String| -> BodyError { GhostError::Corrupt { section, what }.into() };
+        let (mut seen_memories, mut seen_globals, mut seen_stack) = (0, false, false);
+        let mut instrumentation = None;
+        while let Some(part) = image.section()? {
+            match part {
+                Part::Memory { index, size } => {
+                    let m = *memories.get(index as usize).ok_or_else(|| {
+                        corrupt(
+                            Section::Memory,
+                            format!("memory {index}: the module has {}", memories.len()),
+                        )
+                    })?;
+                    seen_memories += 1;
+                    body.fill_memory(index as usize, m, size, &mut image)?;
+                }
+                Part::Globals(values) => {
+                    if globals.len() != values.len() {
+                        return Err(corrupt(
+                            Section::Globals,
+                            format!("{} globals, the module has {}", values.len(), globals.len()),
+                        ));
+                    }
+                    for (g, v) in globals.iter().zip(&values) {
+                        let val = match *v {
+                            GlobalValue::I32(v) => Val::I32(v),
+                            GlobalValue::I64(v) => Val::I64(v),
+                            GlobalValue::F32(v) => Val::F32(v),
+                            GlobalValue::F64(v) => Val::F64(v),
+                            GlobalValue::V128(v) => Val::V128(v.into()),
+                        };
+                        g.set(&mut body.store, val)
+                            .map_err(|e| corrupt(Section::Globals, format!("{e}")))?;
+                    }
+                    seen_globals = true;
+                }
+                Part::Stack(stack) => {
+                    u.reserve(&mut body.store, stack.len()).map_err(|e| {
+                        corrupt(
+                            Section::Stack,
+                            format!("{} bytes of stack do not fit: {e}", stack.len()),
+                        )
+                    })?;
+                    u.stack.data_mut(&mut body.store)[..stack.len()].copy_from_slice(&stack);
+                    set_i32(&mut body.store, &u.ptr, stack.len() as i32)
+                        .map_err(|e| corrupt(Section::Stack, e.to_string()))?;
+                    seen_stack = true;
+                }
+                Part::Clocks(offset) => {
+                    body.store.data_mut().clock = BodyClock::starting_at(offset)
+                }
+                Part::Command { args, env } => {
+                    let ctx = body.store.data_mut();
+                    ctx.args = args;
+                    ctx.env = env;
+                }
+                Part::Instrumentation(v) => {
+                    if v != crate::instrument::VERSION {
+                        return Err(GhostError::WrongInstrumentation {
+                            expected: crate::instrument::VERSION,
+                            found: Some(v),
+                        }
+                        .into());
+                    }
+                    instrumentation = Some(v);
+                }
+                // Tables do not change (modules that change them are not
+                // instrumented); a checkpoint's extras are its home's.
+                Part::Tables(_) | Part::Deputy(_) | Part::Module(_) => {}
+            }
+        }
+        if instrumentation.is_none() {
             return Err(GhostError::WrongInstrumentation {
                 expected: crate::instrument::VERSION,
-                found: ghost.instrumentation,
+                found: None,
             }
             .into());
         }
-        let mut body = Self::instantiate(
-            runtime,
-            program,
-            ghost.args.clone(),
-            ghost.env.clone(),
-            ghost.clock_offset_ns,
-            link,
-        )?;
-        body.put_back(ghost)?;
-        Ok(body)
+        if seen_memories != memories.len() || !seen_globals || !seen_stack {
+            return Err(corrupt(
+                Section::Header,
+                "the image lacks a memory, its globals or its stack".into(),
+            ));
+        }
+        body.start_rewind()?;
+        if let Some(m) = body.store.data().memory {
+            let size = m.data_size(&body.store) as u64;
+            body.memory_bytes.store(size, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Puts an image's memory section into `m`: grown to its size, its pages
+    /// read in place, and the pages of the fresh instance's data segments
+    /// that the image does not cover cleared.
+    fn fill_memory<R: std::io::Read>(
+        &mut self,
+        index: usize,
+        m: Memory,
+        size: u64,
+        image: &mut ImageReader<R>,
+    ) -> Result<(), BodyError> {
+        let corrupt = |what: String| -> BodyError {
+            GhostError::Corrupt {
+                section: Section::Memory,
+                what,
+            }
+            .into()
+        };
+        let now = m.data_size(&self.store) as u64;
+        if size < now {
+            return Err(corrupt(format!(
+                "a memory of {size} bytes cannot hold {now}"
+            )));
+        }
+        let grow = (size - now) / PAGE as u64;
+        if grow > 0 {
+            m.grow(&mut self.store, grow)
+                .map_err(|e| corrupt(format!("cannot grow to {size} bytes: {e}")))?;
+        }
+        let fresh = self.fresh.get(index).copied().unwrap_or(0);
+        let data = m.data_mut(&mut self.store);
+        let dirty_pages = fresh.min(data.len()).div_ceil(PAGE);
+        let mapped = crate::ghost::mapped_pages(&data[..dirty_pages * PAGE]);
+        // The runs, to be mapped.
+        let runs: Vec<(usize, usize)> = image
+            .runs()
+            .map(|(f, c)| (f as usize * PAGE, (f as usize + c as usize) * PAGE))
+            .collect();
+        let to_map: usize = runs.iter().map(|(a, b)| b - a).sum();
+        let reached = AtomicU64::new(0);
+        let helped = AtomicU64::new(0);
+        let base = data.as_mut_ptr() as usize;
+        let mut sink = IntoMemory {
+            data,
+            dirty_pages,
+            mapped,
+            next: 0,
+            reached: &reached,
+            helped: &helped,
+        };
+        std::thread::scope(|scope| {
+            // Much to map: a helper maps the runs ahead of their pages
+            // coming in, on another core.
+            if to_map >= POPULATE_AHEAD {
+                let (reached, helped, runs) = (&reached, &helped, &runs);
+                scope.spawn(move || populate_ahead(base, runs, reached, helped));
+            }
+            let read = image.pages(&mut sink);
+            reached.store(u64::MAX, Ordering::Relaxed);
+            read
+        })?;
+        let end = sink.dirty_pages;
+        sink.clear(end);
+        Ok(())
     }
 
     fn instantiate(
@@ -620,10 +913,19 @@ impl Body {
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
         let module = &program.module;
-        check_module(module)?;
         let engine = module.engine();
-        let mut linker = Linker::new(engine);
-        shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
+        let linked = match program.linked.get() {
+            Some(pre) => pre.clone(),
+            None => {
+                check_module(module)?;
+                let mut linker = Linker::new(engine);
+                shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
+                let pre = linker
+                    .instantiate_pre(module)
+                    .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
+                program.linked.get_or_init(|| pre).clone()
+            }
+        };
         let memory_bytes = Arc::new(AtomicU64::new(0));
         let placeholder = Control::new(engine, None);
         let ctx = BodyCtx {
@@ -641,8 +943,8 @@ impl Body {
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);
-        let instance = linker
-            .instantiate(&mut store, module)
+        let instance = linked
+            .instantiate(&mut store)
             .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
         let flag = instance.get_shared_memory(&mut store, FLAG_MEMORY);
         let unwinder = Unwinder::of(&mut store, &instance, module);
@@ -676,7 +978,19 @@ impl Body {
             memory_bytes,
             hash: program.hash,
             rewind_next: false,
+            fresh: Vec::new(),
         })
+        .map(|mut body| {
+            let memories = body.memories();
+            body.fresh = memories.iter().map(|m| m.data_size(&body.store)).collect();
+            body
+        })
+    }
+
+    /// Gives the body its link to its deputy (one made while the body was
+    /// being set up).
+    pub fn set_link(&mut self, link: Box<dyn DeputyLink>) {
+        self.store.data_mut().link = link;
     }
 
     /// A handle that freezes or stops this body from another thread.
@@ -715,13 +1029,15 @@ impl Body {
             .collect()
     }
 
-    /// Reads the frozen body out of its instance.
-    fn capture(&mut self) -> Result<Ghost, BodyError> {
-        let memories = self
-            .memories()
-            .into_iter()
-            .map(|m| MemoryImage::capture(m.data(&self.store)))
-            .collect();
+    /// After [`Exit::Frozen`]: writes the frozen body's image to `w`, its
+    /// pages straight from the instance's memory (all-zero pages left out;
+    /// with `compress`, runs LZ4 shrinks compressed). Returns the sink and
+    /// what was written.
+    pub fn write_image<W: std::io::Write>(
+        &mut self,
+        w: W,
+        compress: bool,
+    ) -> Result<(W, ImageStats), BodyError> {
         let mut globals = Vec::new();
         for g in self.globals() {
             globals.push(match g.get(&mut self.store) {
@@ -739,102 +1055,37 @@ impl Body {
         }
         let u = self.unwinder()?;
         let top = u.top(&mut self.store);
-        let stack = u
-            .stack
-            .data(&self.store)
-            .get(..top)
-            .ok_or_else(|| BodyError::NotFreezable("the unwind stack is out of bounds".into()))?
-            .to_vec();
-        let ctx = self.store.data();
-        Ok(Ghost {
-            module: Some(self.hash),
-            memories,
-            globals,
-            tables: Vec::new(),
-            stack,
-            clock_offset_ns: ctx.clock.monotonic_ns(),
-            args: ctx.args.clone(),
-            env: ctx.env.clone(),
-            deputy: None,
-            module_bytes: None,
-            instrumentation: Some(crate::instrument::VERSION),
-        })
+        let memories = self.memories();
+        let store = &self.store;
+        let stack =
+            u.stack.data(store).get(..top).ok_or_else(|| {
+                BodyError::NotFreezable("the unwind stack is out of bounds".into())
+            })?;
+        let ctx = store.data();
+        let io = |e: std::io::Error| BodyError::Image(e.to_string());
+        let mut out = ImageWriter::new(w, &self.hash).map_err(io)?;
+        // What a reader needs first, then the pages, which are most of it.
+        out.instrumentation(crate::instrument::VERSION)
+            .map_err(io)?;
+        out.clocks(ctx.clock.monotonic_ns()).map_err(io)?;
+        out.command(&ctx.args, &ctx.env).map_err(io)?;
+        out.globals(&globals).map_err(io)?;
+        out.tables(&[]).map_err(io)?;
+        out.stack(stack).map_err(io)?;
+        let mut memory = 0;
+        for (i, m) in memories.iter().enumerate() {
+            let data = m.data(store);
+            memory += data.len() as u64;
+            out.memory(i as u32, &page_runs(data), compress)
+                .map_err(io)?;
+        }
+        let (w, bytes) = out.finish().map_err(io)?;
+        Ok((w, ImageStats { bytes, memory }))
     }
 
-    /// Writes a ghost's state into this fresh instance and starts the rewind.
-    fn put_back(&mut self, ghost: &Ghost) -> Result<(), BodyError> {
-        let corrupt =
-            |section, what: String| -> BodyError { GhostError::Corrupt { section, what }.into() };
-        let memories = self.memories();
-        if memories.len() != ghost.memories.len() {
-            return Err(corrupt(
-                Section::Memory,
-                format!(
-                    "{} memories, the module has {}",
-                    ghost.memories.len(),
-                    memories.len()
-                ),
-            ));
-        }
-        for (m, image) in memories.iter().zip(&ghost.memories) {
-            let now = m.data_size(&self.store) as u64;
-            if image.size < now || image.size % PAGE as u64 != 0 {
-                return Err(corrupt(
-                    Section::Memory,
-                    format!("a memory of {} bytes cannot hold {now}", image.size),
-                ));
-            }
-            let grow = (image.size - now) / PAGE as u64;
-            if grow > 0 {
-                m.grow(&mut self.store, grow).map_err(|e| {
-                    corrupt(
-                        Section::Memory,
-                        format!("cannot grow to {} bytes: {e}", image.size),
-                    )
-                })?;
-            }
-            // The instance's data segments are not the body's: the pages it
-            // had before growing are cleared where the image has none.
-            image.restore_over(m.data_mut(&mut self.store), now as usize)?;
-        }
-        let globals = self.globals();
-        if globals.len() != ghost.globals.len() {
-            return Err(corrupt(
-                Section::Globals,
-                format!(
-                    "{} globals, the module has {}",
-                    ghost.globals.len(),
-                    globals.len()
-                ),
-            ));
-        }
-        for (g, v) in globals.iter().zip(&ghost.globals) {
-            let val = match *v {
-                GlobalValue::I32(v) => Val::I32(v),
-                GlobalValue::I64(v) => Val::I64(v),
-                GlobalValue::F32(v) => Val::F32(v),
-                GlobalValue::F64(v) => Val::F64(v),
-                GlobalValue::V128(v) => Val::V128(v.into()),
-            };
-            g.set(&mut self.store, val)
-                .map_err(|e| corrupt(Section::Globals, format!("{e}")))?;
-        }
-        let u = self.unwinder()?;
-        u.reserve(&mut self.store, ghost.stack.len()).map_err(|e| {
-            corrupt(
-                Section::Stack,
-                format!("{} bytes of stack do not fit: {e}", ghost.stack.len()),
-            )
-        })?;
-        u.stack.data_mut(&mut self.store)[..ghost.stack.len()].copy_from_slice(&ghost.stack);
-        set_i32(&mut self.store, &u.ptr, ghost.stack.len() as i32)
-            .map_err(|e| corrupt(Section::Stack, e.to_string()))?;
-        self.start_rewind()?;
-        if let Some(m) = self.store.data().memory {
-            let size = m.data_size(&self.store) as u64;
-            self.memory_bytes.store(size, Ordering::Relaxed);
-        }
-        Ok(())
+    /// After [`Exit::Frozen`]: the frozen body's image, whole.
+    pub fn image(&mut self) -> Result<Vec<u8>, BodyError> {
+        Ok(self.write_image(Vec::new(), true)?.0)
     }
 
     /// After [`Exit::Frozen`]: the body goes on where it was, in the same
@@ -904,7 +1155,7 @@ impl Body {
                 }
             }
         };
-        if let Exit::Frozen(_) = exit {
+        if let Exit::Frozen = exit {
             return match self.store.data_mut().link.flush() {
                 Ok(()) => exit,
                 Err(e) => Exit::Failed(e.into()),
@@ -941,10 +1192,7 @@ impl Body {
             }
         }
         if self.control.freezing() {
-            return Some(match self.capture() {
-                Ok(ghost) => Exit::Frozen(Box::new(ghost)),
-                Err(e) => Exit::Failed(wasmtime::Error::new(e)),
-            });
+            return Some(Exit::Frozen);
         }
         self.control.settle();
         match self.start_rewind() {
@@ -1018,11 +1266,14 @@ mod tests {
             (i32.add (local.get $v) (i32.const 1)))
         (func (export "_start") (drop (call $rec (i32.const 200)))))"#;
 
+    /// How a body ended, and its image if it froze.
+    type Ended = (Exit, Option<Vec<u8>>);
+
     /// Runs a body of `program` on a thread of its own.
     fn spawn(
         program: &Program,
         out: Arc<StdMutex<Vec<u8>>>,
-    ) -> (std::thread::JoinHandle<Exit>, Control) {
+    ) -> (std::thread::JoinHandle<Ended>, Control) {
         let program = program.clone();
         let (tx, rx) = std::sync::mpsc::channel();
         let runner = std::thread::spawn(move || {
@@ -1035,7 +1286,9 @@ mod tests {
             )
             .expect("body");
             tx.send(body.control()).expect("control");
-            body.run()
+            let exit = body.run();
+            let image = matches!(exit, Exit::Frozen).then(|| body.image().expect("image"));
+            (exit, image)
         });
         (runner, rx.recv().expect("control"))
     }
@@ -1054,23 +1307,22 @@ mod tests {
         std::thread::sleep(Duration::from_millis(30));
         let asked = Instant::now();
         assert!(control.freeze());
-        let exit = runner.join().expect("body thread");
+        let (exit, image) = runner.join().expect("body thread");
         let took = asked.elapsed();
-        let Exit::Frozen(ghost) = exit else {
+        let (Exit::Frozen, Some(image)) = (&exit, image) else {
             panic!("not frozen: {exit:?}");
         };
         assert!(took < Duration::from_millis(50), "froze in {took:?}");
         assert!(out.lock().expect("out").is_empty(), "froze before printing");
+        let ghost = crate::ghost::Ghost::decode(&image, Some(&program.hash)).expect("decode");
         assert!(!ghost.stack.is_empty());
         // Through the image format, as a migration carries it.
-        let bytes = ghost.encode(&program.hash);
-        let ghost = Ghost::decode(&bytes, Some(&program.hash)).expect("decode");
-        let mut body = Body::restore(&runtime, &program, &ghost, Box::new(Recorder(out.clone())))
+        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
         // Frozen again, at once, and resumed in place.
         let control = body.control();
         assert!(control.freeze());
-        let Exit::Frozen(_) = body.run() else {
+        let Exit::Frozen = body.run() else {
             panic!("not frozen again");
         };
         body.resume().expect("resume");
@@ -1099,9 +1351,10 @@ mod tests {
             )
             .expect("body");
             control_tx.send(body.control()).expect("control");
-            while let Exit::Frozen(ghost) = body.run() {
+            while let Exit::Frozen = body.run() {
+                let image = body.image().expect("image");
                 frozen_tx.send(Instant::now()).expect("frozen");
-                drop(ghost);
+                drop(image);
                 if !go.recv().expect("go") {
                     break;
                 }
@@ -1109,8 +1362,8 @@ mod tests {
             }
         });
         let control: Control = control.recv().expect("control");
-        // From the request to `run` returning the whole ghost (memory, globals
-        // and a stack 200 frames deep), at moments spread over the loop.
+        // From the request to the whole image in hand (memory, globals and a
+        // stack 200 frames deep), at moments spread over the loop.
         let mut took = Vec::new();
         for _ in 0..25 {
             std::thread::sleep(Duration::from_millis(4));
@@ -1141,7 +1394,7 @@ mod tests {
         let (runner, control) = spawn(&program, out);
         std::thread::sleep(Duration::from_millis(20));
         control.kill();
-        match runner.join().expect("body thread") {
+        match runner.join().expect("body thread").0 {
             Exit::Failed(e) if e.is::<Killed>() => {}
             other => panic!("not killed: {other:?}"),
         }
@@ -1151,15 +1404,76 @@ mod tests {
     fn a_ghost_of_another_module_is_refused_by_name() {
         let runtime = Runtime::new(None).expect("engine");
         let program = runtime.load(GUEST.as_bytes()).expect("program");
-        let ghost = Ghost {
-            module: Some(ModuleHash::of(b"another")),
-            ..Ghost::default()
-        };
+        let other = ModuleHash::of(b"another");
+        let image = crate::ghost::Ghost::default().encode(&other);
         let out = Arc::new(StdMutex::new(Vec::new()));
-        match Body::restore(&runtime, &program, &ghost, Box::new(Recorder(out))) {
+        match Body::restore(&runtime, &program, &image, Box::new(Recorder(out))) {
             Err(BodyError::Ghost(GhostError::WrongModule { .. })) => {}
             Err(e) => panic!("wrong error: {e}"),
             Ok(_) => panic!("restored a ghost of another module"),
         }
+    }
+
+    /// Pages a body never touched keep what its data segments put there,
+    /// wherever the body moves (however the engine maps them).
+    #[test]
+    fn data_segments_never_touched_come_along() {
+        let guest = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 8)
+            (data (i32.const 200000) "hello")
+            (func (export "_start") (local $n i32)
+                (local.set $n (i32.const 200000000))
+                (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+                (i32.store (i32.const 0) (i32.const 200000))
+                (i32.store (i32.const 4) (i32.const 5))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let (runner, control) = spawn(&program, out.clone());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(control.freeze());
+        let (_, image) = runner.join().expect("body thread");
+        let image = image.expect("frozen");
+        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), b"hello");
+    }
+
+    /// A fresh instance writes its data segments; the restored body's pages
+    /// are what its image says, zeros included.
+    #[test]
+    fn a_restored_memory_holds_the_image_not_the_data_segments() {
+        let guest = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 70000) "XYZ")
+            (func (export "_start") (local $n i32)
+                ;; the segment's page becomes all zeros, then a long loop
+                (i32.store16 (i32.const 70000) (i32.const 0))
+                (i32.store8 (i32.const 70002) (i32.const 0))
+                (local.set $n (i32.const 200000000))
+                (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+                ;; print the three bytes, as digits
+                (i32.store8 (i32.const 100) (i32.add (i32.const 48) (i32.load8_u (i32.const 70000))))
+                (i32.store8 (i32.const 101) (i32.add (i32.const 48) (i32.load8_u (i32.const 70001))))
+                (i32.store8 (i32.const 102) (i32.add (i32.const 48) (i32.load8_u (i32.const 70002))))
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 3))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let (runner, control) = spawn(&program, out.clone());
+        std::thread::sleep(Duration::from_millis(20));
+        assert!(control.freeze());
+        let (_, image) = runner.join().expect("body thread");
+        let image = image.expect("frozen");
+        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), b"000");
     }
 }

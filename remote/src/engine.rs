@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use wasmtime::{Config, Engine, Module};
 
 /// The content hash of a module's bytes.
@@ -59,6 +60,9 @@ pub struct Program {
     pub module: Module,
     /// Why its bodies cannot be frozen, if they cannot.
     pub not_freezable: Option<String>,
+    /// The module linked to the shims, once a body of it was made: later
+    /// bodies instantiate it at once.
+    pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::body::BodyCtx>>>,
 }
 
 impl Program {
@@ -135,7 +139,13 @@ impl Runtime {
         config.wasm_threads(true);
         config.shared_memory(true);
         config.wasm_multi_memory(true);
+        // Memories are plain anonymous memory, their data segments written
+        // in: a page the kernel never mapped is then a page of zeros, which
+        // images leave out without reading it (a page mapped from the
+        // module's image would hold data unmapped).
+        config.memory_init_cow(false);
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
+        config.memory_init_cow(true);
         config.epoch_interruption(interruptible);
         let fallback = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -191,6 +201,7 @@ impl Runtime {
                 hash,
                 module,
                 not_freezable: None,
+                linked: Default::default(),
             });
         }
         if let (Some(module), Some(why)) = (
@@ -205,6 +216,7 @@ impl Runtime {
                 hash,
                 module,
                 not_freezable: Some(why),
+                linked: Default::default(),
             });
         }
         // Validate first: a malformed module is named as wasmparser (what
@@ -233,6 +245,7 @@ impl Runtime {
             hash,
             module,
             not_freezable,
+            linked: Default::default(),
         })
     }
 

@@ -10,11 +10,14 @@
 //! │ checksum: XXH3-64 of every byte before it (u64)               │
 //! └──────────────────────────────────────────────────────────────┘
 //!
-//! memory   (1): index u32 │ size in bytes u64 │ run count u32 │ runs …
-//!               run: first page u64 │ pages u32 │ stored length u32 │ bytes
-//!               (pages are 64 KiB; all-zero pages are not stored; the bytes
-//!               are an LZ4 block, or the pages as they are when the stored
-//!               length is exactly pages × 64 KiB: data LZ4 cannot shrink)
+//! memory   (1): index u32 │ size in bytes u64 │ run count u32 │
+//!               (first page u64 │ pages u32 │ stored length u32) × count │
+//!               the stored bytes of each run, in the same order
+//!               (pages are 64 KiB; all-zero pages are not stored; a run is
+//!               an LZ4 block, or the pages as they are when its stored
+//!               length is exactly pages × 64 KiB: data LZ4 cannot shrink;
+//!               the table comes first so that a reader knows where every
+//!               page goes before the first one arrives)
 //! globals  (2): count u32 │ (type u8 │ 16 bytes of value) …
 //! tables   (3): count u32 │ (index u32 │ length u32 │ element u32 …) …
 //!               (an element is a function index, or u32::MAX for null)
@@ -40,7 +43,7 @@ use crate::engine::ModuleHash;
 use std::fmt;
 
 const MAGIC: &[u8; 8] = b"SSIGHOST";
-pub const MAJOR: u16 = 1;
+pub const MAJOR: u16 = 2;
 pub const MINOR: u16 = 1;
 /// A Wasm page.
 pub const PAGE: usize = 64 * 1024;
@@ -149,6 +152,8 @@ pub enum GhostError {
         expected: ModuleHash,
         found: ModuleHash,
     },
+    #[error("the image could not be read in its {section} section: {what}")]
+    Io { section: Section, what: String },
 }
 
 fn corrupt(section: Section, what: impl Into<String>) -> GhostError {
@@ -170,7 +175,106 @@ pub enum GlobalValue {
     V128(u128),
 }
 
-/// One linear memory, sparse: only runs of pages that are not all zero.
+impl GlobalValue {
+    fn tagged(&self) -> (u8, u128) {
+        match *self {
+            GlobalValue::I32(v) => (0, v as u32 as u128),
+            GlobalValue::I64(v) => (1, v as u64 as u128),
+            GlobalValue::F32(v) => (2, v as u128),
+            GlobalValue::F64(v) => (3, v as u128),
+            GlobalValue::V128(v) => (4, v),
+        }
+    }
+}
+
+/// The runs of a memory that are not all zero, borrowed from it: what its
+/// memory section stores.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PageRuns<'a> {
+    pub size: u64,
+    /// (first page, bytes of whole pages)
+    pub runs: Vec<(u64, &'a [u8])>,
+}
+
+impl PageRuns<'_> {
+    /// Bytes stored (before compression).
+    pub fn stored_bytes(&self) -> u64 {
+        self.runs.iter().map(|(_, d)| d.len() as u64).sum()
+    }
+}
+
+/// Finds the runs of pages of `memory` that are not all zero. Pages the
+/// kernel never mapped (nor swapped out) are zero without being read, which
+/// would map them: the kernel says which through `/proc/self/pagemap`.
+pub fn page_runs(memory: &[u8]) -> PageRuns<'_> {
+    let pages = memory.len().div_ceil(PAGE);
+    let page = |i: usize| &memory[i * PAGE..((i + 1) * PAGE).min(memory.len())];
+    let mapped = mapped_pages(memory);
+    let maybe_data = |i: usize| mapped.as_ref().is_none_or(|m| m[i]) && !is_zero(page(i));
+    let mut runs = Vec::new();
+    let mut i = 0;
+    while i < pages {
+        if !maybe_data(i) {
+            i += 1;
+            continue;
+        }
+        let mut end = i + 1;
+        while end < pages && end - i < RUN_PAGES && maybe_data(end) {
+            end += 1;
+        }
+        runs.push((i as u64, &memory[i * PAGE..(end * PAGE).min(memory.len())]));
+        i = end;
+    }
+    PageRuns {
+        size: memory.len() as u64,
+        runs,
+    }
+}
+
+/// For each Wasm page of `memory`: whether any of its host pages is mapped
+/// or swapped out (`None` when the kernel does not say). Of anonymous
+/// memory, a page neither mapped nor swapped out is all zeros.
+pub fn mapped_pages(memory: &[u8]) -> Option<Vec<bool>> {
+    #[cfg(target_os = "linux")]
+    {
+        use std::os::unix::fs::FileExt;
+        const HOST_PAGE: usize = 4096;
+        const PRESENT_OR_SWAPPED: u64 = 3 << 62;
+        let base = memory.as_ptr() as usize;
+        if !base.is_multiple_of(HOST_PAGE) || !PAGE.is_multiple_of(HOST_PAGE) {
+            return None;
+        }
+        let file = std::fs::File::open("/proc/self/pagemap").ok()?;
+        let per_page = PAGE / HOST_PAGE;
+        let pages = memory.len().div_ceil(PAGE);
+        let mut out = Vec::with_capacity(pages);
+        let mut entries = vec![0u8; RUN_PAGES * per_page * 8];
+        let mut first = 0;
+        while first < pages {
+            let n = (pages - first).min(RUN_PAGES);
+            let buf = &mut entries[..n * per_page * 8];
+            let at = ((base / HOST_PAGE + first * per_page) * 8) as u64;
+            file.read_exact_at(buf, at).ok()?;
+            for p in buf.chunks_exact(per_page * 8) {
+                out.push(p.chunks_exact(8).any(|e| {
+                    let mut b = [0u8; 8];
+                    b.copy_from_slice(e);
+                    u64::from_le_bytes(b) & PRESENT_OR_SWAPPED != 0
+                }));
+            }
+            first += n;
+        }
+        Some(out)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = memory;
+        None
+    }
+}
+
+/// One linear memory, sparse and owned: only runs of pages that are not all
+/// zero.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct MemoryImage {
     pub size: u64,
@@ -181,40 +285,22 @@ pub struct MemoryImage {
 impl MemoryImage {
     /// Takes a memory's contents, leaving out all-zero pages.
     pub fn capture(bytes: &[u8]) -> MemoryImage {
-        let pages = bytes.len().div_ceil(PAGE);
-        let page = |i: usize| &bytes[i * PAGE..((i + 1) * PAGE).min(bytes.len())];
-        let mut runs: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut i = 0;
-        while i < pages {
-            if is_zero(page(i)) {
-                i += 1;
-                continue;
-            }
-            // A run of pages that are not all zero, copied at once.
-            let mut end = i + 1;
-            while end < pages && end - i < RUN_PAGES && !is_zero(page(end)) {
-                end += 1;
-            }
-            let data = bytes[i * PAGE..(end * PAGE).min(bytes.len())].to_vec();
-            runs.push((i as u64, data));
-            i = end;
-        }
+        let runs = page_runs(bytes);
         MemoryImage {
-            size: bytes.len() as u64,
-            runs,
+            size: runs.size,
+            runs: runs.runs.iter().map(|(f, d)| (*f, d.to_vec())).collect(),
+        }
+    }
+
+    fn borrowed(&self) -> PageRuns<'_> {
+        PageRuns {
+            size: self.size,
+            runs: self.runs.iter().map(|(f, d)| (*f, &d[..])).collect(),
         }
     }
 
     /// Writes the stored pages into `memory`, which must be `size` bytes of zeros.
     pub fn restore(&self, memory: &mut [u8]) -> Result<(), GhostError> {
-        self.restore_over(memory, 0)
-    }
-
-    /// Writes the stored pages into `memory` (`size` bytes), of which only the
-    /// first `dirty` bytes may hold anything but zeros (a fresh instance's data
-    /// segments): those pages that no run covers are cleared, unless they are
-    /// zero already (read, not written: untouched pages stay unmapped).
-    pub fn restore_over(&self, memory: &mut [u8], dirty: usize) -> Result<(), GhostError> {
         if memory.len() as u64 != self.size {
             return Err(corrupt(
                 Section::Memory,
@@ -225,35 +311,10 @@ impl MemoryImage {
                 ),
             ));
         }
-        let dirty_pages = dirty.min(memory.len()).div_ceil(PAGE);
-        let mut next_run = self.runs.iter().peekable();
-        let mut page = 0usize;
-        while page < dirty_pages {
-            // Skip the pages of runs that start at or before this page.
-            while let Some((first, data)) = next_run.peek() {
-                let end = *first as usize + data.len().div_ceil(PAGE);
-                if end <= page {
-                    next_run.next();
-                } else {
-                    break;
-                }
-            }
-            let covered = next_run
-                .peek()
-                .is_some_and(|(first, _)| (*first as usize) <= page);
-            if !covered {
-                let range = page * PAGE..((page + 1) * PAGE).min(memory.len());
-                if !is_zero(&memory[range.clone()]) {
-                    memory[range].fill(0);
-                }
-            }
-            page += 1;
-        }
         for (first, data) in &self.runs {
             let start = *first as usize * PAGE;
-            let end = start + data.len();
             memory
-                .get_mut(start..end)
+                .get_mut(start..start + data.len())
                 .ok_or_else(|| corrupt(Section::Memory, "a run lies outside the memory"))?
                 .copy_from_slice(data);
         }
@@ -317,7 +378,7 @@ pub struct TableImage {
     pub elements: Vec<Option<u32>>,
 }
 
-/// A frozen body.
+/// A frozen body, owned.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Ghost {
     pub module: Option<ModuleHash>,
@@ -335,223 +396,602 @@ pub struct Ghost {
     pub instrumentation: Option<u32>,
 }
 
-struct Out(Vec<u8>);
+/// Writes an image as it goes, to any byte sink (a buffer, a file, a
+/// connection), checksumming every byte: memory is written straight from
+/// where it lies. Memory sections come first, so that a reader can put
+/// pages in place as they arrive.
+pub struct ImageWriter<W: std::io::Write> {
+    w: W,
+    hash: xxhash_rust::xxh3::Xxh3,
+    bytes: u64,
+}
 
-impl Out {
-    fn u8(&mut self, v: u8) {
-        self.0.push(v);
-    }
-    fn u16(&mut self, v: u16) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u32(&mut self, v: u32) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn u64(&mut self, v: u64) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
-    fn bytes(&mut self, b: &[u8]) {
-        self.0.extend_from_slice(b);
-    }
-    /// The end marker and the checksum of everything before.
-    fn end(mut self) -> Vec<u8> {
-        self.u8(0);
-        self.u64(0);
-        let sum = xxhash_rust::xxh3::xxh3_64(&self.0);
-        self.u64(sum);
-        self.0
+impl<W: std::io::Write> ImageWriter<W> {
+    /// Starts an image of a body of `module`.
+    pub fn new(w: W, module: &ModuleHash) -> std::io::Result<Self> {
+        let mut me = ImageWriter {
+            w,
+            hash: xxhash_rust::xxh3::Xxh3::new(),
+            bytes: 0,
+        };
+        me.put(MAGIC)?;
+        me.put(&MAJOR.to_le_bytes())?;
+        me.put(&MINOR.to_le_bytes())?;
+        me.put(&module.0)?;
+        Ok(me)
     }
 
-    /// Writes a section: kind, length, then what `body` writes.
-    fn section(&mut self, s: Section, body: impl FnOnce(&mut Out)) {
-        self.u8(s.kind());
-        let at = self.0.len();
-        self.u64(0);
-        body(self);
-        let len = (self.0.len() - at - 8) as u64;
-        self.0[at..at + 8].copy_from_slice(&len.to_le_bytes());
+    fn put(&mut self, b: &[u8]) -> std::io::Result<()> {
+        self.hash.update(b);
+        self.bytes += b.len() as u64;
+        self.w.write_all(b)
     }
+
+    fn head(&mut self, s: Section, len: u64) -> std::io::Result<()> {
+        self.put(&[s.kind()])?;
+        self.put(&len.to_le_bytes())
+    }
+
+    /// A section whose payload is `payload`.
+    fn small(&mut self, s: Section, payload: &[u8]) -> std::io::Result<()> {
+        self.head(s, payload.len() as u64)?;
+        self.put(payload)
+    }
+
+    /// Memory `index`: its runs of pages that are not all zero. With
+    /// `compress`, runs that LZ4 shrinks (a sample tells) are compressed;
+    /// without, every byte goes as it is, which is faster on a fast network.
+    pub fn memory(
+        &mut self,
+        index: u32,
+        runs: &PageRuns<'_>,
+        compress: bool,
+    ) -> std::io::Result<()> {
+        let packed: Vec<Option<Vec<u8>>> = runs
+            .runs
+            .iter()
+            .map(|(_, data)| {
+                if !compress {
+                    return None;
+                }
+                // A sample that LZ4 cannot shrink says the run is not worth
+                // compressing (random or already compressed data).
+                let sample = &data[..data.len().min(SAMPLE)];
+                if lz4_flex::block::compress(sample).len() * 10 >= sample.len() * 9 {
+                    return None;
+                }
+                let p = lz4_flex::block::compress(data);
+                (p.len() < data.len()).then_some(p)
+            })
+            .collect();
+        let stored = |i: usize| packed[i].as_ref().map_or(runs.runs[i].1.len(), Vec::len) as u64;
+        let len = 4 + 8 + 4 + (0..runs.runs.len()).map(|i| 16 + stored(i)).sum::<u64>();
+        self.head(Section::Memory, len)?;
+        self.put(&index.to_le_bytes())?;
+        self.put(&runs.size.to_le_bytes())?;
+        self.put(&(runs.runs.len() as u32).to_le_bytes())?;
+        // The table of runs first, so that a reader knows where every page
+        // will go before the first arrives; then the pages.
+        let mut table = Vec::with_capacity(runs.runs.len() * 16);
+        for (i, (first, data)) in runs.runs.iter().enumerate() {
+            table.extend_from_slice(&first.to_le_bytes());
+            table.extend_from_slice(&((data.len() / PAGE) as u32).to_le_bytes());
+            table.extend_from_slice(&(stored(i) as u32).to_le_bytes());
+        }
+        self.put(&table)?;
+        for (i, (_, data)) in runs.runs.iter().enumerate() {
+            match &packed[i] {
+                Some(p) => self.put(p)?,
+                None => self.put(data)?,
+            }
+        }
+        Ok(())
+    }
+
+    pub fn globals(&mut self, globals: &[GlobalValue]) -> std::io::Result<()> {
+        let mut p = Vec::with_capacity(4 + globals.len() * 17);
+        p.extend_from_slice(&(globals.len() as u32).to_le_bytes());
+        for g in globals {
+            let (tag, v) = g.tagged();
+            p.push(tag);
+            p.extend_from_slice(&v.to_le_bytes());
+        }
+        self.small(Section::Globals, &p)
+    }
+
+    pub fn tables(&mut self, tables: &[TableImage]) -> std::io::Result<()> {
+        let mut p = Vec::new();
+        p.extend_from_slice(&(tables.len() as u32).to_le_bytes());
+        for t in tables {
+            p.extend_from_slice(&t.index.to_le_bytes());
+            p.extend_from_slice(&(t.elements.len() as u32).to_le_bytes());
+            for e in &t.elements {
+                p.extend_from_slice(&e.unwrap_or(u32::MAX).to_le_bytes());
+            }
+        }
+        self.small(Section::Tables, &p)
+    }
+
+    pub fn stack(&mut self, stack: &[u8]) -> std::io::Result<()> {
+        self.small(Section::Stack, stack)
+    }
+
+    pub fn clocks(&mut self, monotonic_offset_ns: u64) -> std::io::Result<()> {
+        self.small(Section::Clocks, &monotonic_offset_ns.to_le_bytes())
+    }
+
+    pub fn command(&mut self, args: &[Vec<u8>], env: &[Vec<u8>]) -> std::io::Result<()> {
+        let mut p = Vec::new();
+        for list in [args, env] {
+            p.extend_from_slice(&(list.len() as u32).to_le_bytes());
+            for s in list {
+                p.extend_from_slice(&(s.len() as u32).to_le_bytes());
+                p.extend_from_slice(s);
+            }
+        }
+        self.small(Section::Command, &p)
+    }
+
+    pub fn deputy(&mut self, state: &[u8]) -> std::io::Result<()> {
+        self.small(Section::Deputy, state)
+    }
+
+    pub fn module(&mut self, wasm: &[u8]) -> std::io::Result<()> {
+        self.small(Section::Module, wasm)
+    }
+
+    pub fn instrumentation(&mut self, version: u32) -> std::io::Result<()> {
+        self.small(Section::Instrumentation, &version.to_le_bytes())
+    }
+
+    /// The end marker and the checksum; the sink, and the image's length.
+    pub fn finish(mut self) -> std::io::Result<(W, u64)> {
+        self.put(&[0])?;
+        self.put(&0u64.to_le_bytes())?;
+        let sum = self.hash.digest();
+        self.w.write_all(&sum.to_le_bytes())?;
+        self.w.flush()?;
+        Ok((self.w, self.bytes + 8))
+    }
+}
+
+/// The most bytes of a section other than memory: more is not an image.
+const MAX_STACK: u64 = 1 << 30;
+const MAX_BLOB: u64 = 1 << 30;
+
+/// A section as an [`ImageReader`] meets it. Memory sections hand their
+/// pages on as they are read ([`ImageReader::pages`]).
+#[derive(Debug)]
+pub enum Part {
+    Memory {
+        index: u32,
+        size: u64,
+    },
+    Globals(Vec<GlobalValue>),
+    Tables(Vec<TableImage>),
+    Stack(Vec<u8>),
+    Clocks(u64),
+    Command {
+        args: Vec<Vec<u8>>,
+        env: Vec<Vec<u8>>,
+    },
+    Deputy(Vec<u8>),
+    Module(Vec<u8>),
+    Instrumentation(u32),
+}
+
+/// Reads an image as it comes, checking every length before it allocates
+/// and the checksum at the end; every failure names its section.
+pub struct ImageReader<R: std::io::Read> {
+    r: R,
+    hash: xxhash_rust::xxh3::Xxh3,
+    section: Section,
+    /// The module the image is of.
+    pub module: ModuleHash,
+    /// The runs of the memory section just announced, not yet read: (first
+    /// page, pages, stored length).
+    table: Vec<(u64, u32, u32)>,
+    memories: u32,
+}
+
+impl<R: std::io::Read> ImageReader<R> {
+    /// Reads the header; `expected` is the module it must belong to, if known.
+    pub fn new(r: R, expected: Option<&ModuleHash>) -> Result<Self, GhostError> {
+        let mut me = ImageReader {
+            r,
+            hash: xxhash_rust::xxh3::Xxh3::new(),
+            section: Section::Header,
+            module: ModuleHash([0; 32]),
+            table: Vec::new(),
+            memories: 0,
+        };
+        let mut magic = [0u8; 8];
+        me.fill(&mut magic).map_err(|e| match e {
+            GhostError::Truncated(_) => GhostError::BadMagic,
+            e => e,
+        })?;
+        if &magic != MAGIC {
+            return Err(GhostError::BadMagic);
+        }
+        let (major, minor) = (me.u16()?, me.u16()?);
+        if major != MAJOR || minor > MINOR {
+            return Err(GhostError::Version { major, minor });
+        }
+        let mut hash = [0u8; 32];
+        me.fill(&mut hash)?;
+        me.module = ModuleHash(hash);
+        if let Some(expected) = expected
+            && *expected != me.module
+        {
+            return Err(GhostError::WrongModule {
+                expected: *expected,
+                found: me.module,
+            });
+        }
+        Ok(me)
+    }
+
+    fn fill(&mut self, buf: &mut [u8]) -> Result<(), GhostError> {
+        self.r.read_exact(buf).map_err(|e| self.io(e))?;
+        self.hash.update(buf);
+        Ok(())
+    }
+
+    fn io(&self, e: std::io::Error) -> GhostError {
+        if e.kind() == std::io::ErrorKind::UnexpectedEof {
+            GhostError::Truncated(self.section)
+        } else {
+            GhostError::Io {
+                section: self.section,
+                what: e.to_string(),
+            }
+        }
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], GhostError> {
+        let mut a = [0u8; N];
+        self.fill(&mut a)?;
+        Ok(a)
+    }
+    fn u16(&mut self) -> Result<u16, GhostError> {
+        Ok(u16::from_le_bytes(self.array()?))
+    }
+    fn u32(&mut self) -> Result<u32, GhostError> {
+        Ok(u32::from_le_bytes(self.array()?))
+    }
+    fn u64(&mut self) -> Result<u64, GhostError> {
+        Ok(u64::from_le_bytes(self.array()?))
+    }
+
+    /// `len` bytes into a buffer that grows as they come (a length that lies
+    /// costs no more than the bytes that are there).
+    fn blob(&mut self, len: u64, max: u64) -> Result<Vec<u8>, GhostError> {
+        if len > max {
+            return Err(corrupt(
+                self.section,
+                format!("{len} bytes is over the limit {max}"),
+            ));
+        }
+        let mut out = Vec::with_capacity(len.min(1 << 20) as usize);
+        let got = std::io::Read::read_to_end(&mut std::io::Read::take(&mut self.r, len), &mut out)
+            .map_err(|e| self.io(e))?;
+        if (got as u64) < len {
+            return Err(GhostError::Truncated(self.section));
+        }
+        self.hash.update(&out);
+        Ok(out)
+    }
+
+    /// The next section, or `None` after the last one, once the checksum
+    /// is found to match. A memory section's pages must be read with
+    /// [`ImageReader::pages`] before the next section is asked for.
+    pub fn section(&mut self) -> Result<Option<Part>, GhostError> {
+        if !self.table.is_empty() {
+            return Err(corrupt(Section::Memory, "its pages were not read"));
+        }
+        self.section = Section::Header;
+        let kind = self.array::<1>()?[0];
+        let len = self.u64()?;
+        if kind == 0 {
+            self.section = Section::Checksum;
+            let sum = self.hash.digest();
+            let mut found = [0u8; 8];
+            self.r.read_exact(&mut found).map_err(|e| self.io(e))?;
+            if u64::from_le_bytes(found) != sum {
+                return Err(GhostError::Checksum);
+            }
+            if len != 0 {
+                return Err(corrupt(Section::Checksum, "the end marker has a length"));
+            }
+            return Ok(None);
+        }
+        let section = Section::of_kind(kind).ok_or(GhostError::UnknownSection(kind))?;
+        self.section = section;
+        let payload = |me: &mut Self, max: u64| me.blob(len, max);
+        Ok(Some(match section {
+            Section::Memory => {
+                if self.memories as usize >= MAX_MEMORIES {
+                    return Err(corrupt(section, "too many memories"));
+                }
+                if len < 16 {
+                    return Err(GhostError::Truncated(section));
+                }
+                let index = self.u32()?;
+                if index != self.memories {
+                    return Err(corrupt(section, "memories out of order"));
+                }
+                self.memories += 1;
+                let size = self.u64()?;
+                if size > MAX_MEMORY || size % PAGE as u64 != 0 {
+                    return Err(corrupt(
+                        section,
+                        format!("memory size {size} is not a whole number of pages up to 4 GiB"),
+                    ));
+                }
+                let runs = u64::from(self.u32()?);
+                let pages = size / PAGE as u64;
+                if runs * 16 > len - 16 || runs > pages {
+                    return Err(corrupt(
+                        section,
+                        format!("{runs} runs of pages cannot be there"),
+                    ));
+                }
+                let mut table = vec![0u8; runs as usize * 16];
+                self.fill(&mut table)?;
+                let (mut next_page, mut stored_total) = (0u64, 0u64);
+                for entry in table.chunks_exact(16) {
+                    let word = |a: usize, b: usize| -> u64 {
+                        entry[a..b]
+                            .iter()
+                            .rev()
+                            .fold(0, |v, x| (v << 8) | u64::from(*x))
+                    };
+                    let (first, count, stored) = (word(0, 8), word(8, 12), word(12, 16));
+                    if count == 0
+                        || count as usize > RUN_PAGES
+                        || first < next_page
+                        || first + count > pages
+                        || stored > count * PAGE as u64
+                    {
+                        return Err(corrupt(section, "a run of pages is out of place"));
+                    }
+                    next_page = first + count;
+                    stored_total += stored;
+                    self.table.push((first, count as u32, stored as u32));
+                }
+                if 16 + runs * 16 + stored_total != len {
+                    self.table.clear();
+                    return Err(corrupt(section, "its runs do not add up to its length"));
+                }
+                self.table.reverse();
+                Part::Memory { index, size }
+            }
+            Section::Globals => {
+                let data = payload(self, MAX_GLOBALS as u64 * 17 + 4)?;
+                Part::Globals(In::of(&data, section).globals()?)
+            }
+            Section::Tables => {
+                let data = payload(self, MAX_BLOB)?;
+                Part::Tables(In::of(&data, section).tables()?)
+            }
+            Section::Stack => Part::Stack(payload(self, MAX_STACK)?),
+            Section::Clocks => {
+                let data = payload(self, 8)?;
+                let mut s = In::of(&data, section);
+                let v = s.u64()?;
+                s.done()?;
+                Part::Clocks(v)
+            }
+            Section::Command => {
+                let data = payload(self, MAX_BLOB)?;
+                let mut s = In::of(&data, section);
+                let args = s.strings()?;
+                let env = s.strings()?;
+                s.done()?;
+                Part::Command { args, env }
+            }
+            Section::Deputy => Part::Deputy(payload(self, MAX_BLOB)?),
+            Section::Module => Part::Module(payload(self, MAX_BLOB)?),
+            Section::Instrumentation => {
+                let data = payload(self, 4)?;
+                let mut s = In::of(&data, section);
+                let v = s.u32()?;
+                s.done()?;
+                Part::Instrumentation(v)
+            }
+            Section::Header | Section::Checksum => {
+                return Err(GhostError::UnknownSection(kind));
+            }
+        }))
+    }
+
+    /// The runs of the memory section just announced, in order: (first
+    /// page, pages).
+    pub fn runs(&self) -> impl Iterator<Item = (u64, u32)> + '_ {
+        self.table.iter().rev().map(|(f, c, _)| (*f, *c))
+    }
+
+    /// Reads the runs of the memory section just announced: each run's
+    /// pages go where `sink` says, decompressed there if they were compressed.
+    pub fn pages(&mut self, sink: &mut impl PageSink) -> Result<(), GhostError> {
+        let s = Section::Memory;
+        let mut packed = Vec::new();
+        while let Some((first, count, stored)) = self.table.pop() {
+            let bytes = count as usize * PAGE;
+            let target = sink.run(first, count)?;
+            if target.len() != bytes {
+                return Err(corrupt(s, "a run has no room for its pages"));
+            }
+            if stored as usize == bytes {
+                if let Err(e) = self.r.read_exact(target) {
+                    return Err(self.io(e));
+                }
+                self.hash.update(target);
+            } else {
+                packed.resize(stored as usize, 0);
+                self.r.read_exact(&mut packed).map_err(|e| self.io(e))?;
+                self.hash.update(&packed);
+                let n = lz4_flex::block::decompress_into(&packed, target)
+                    .map_err(|e| corrupt(s, format!("cannot decompress pages: {e}")))?;
+                if n != bytes {
+                    return Err(corrupt(s, "a run decompresses to the wrong size"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads the runs of the memory section just announced into owned pages.
+    pub fn owned_pages(&mut self, size: u64) -> Result<MemoryImage, GhostError> {
+        let mut image = MemoryImage {
+            size,
+            runs: Vec::new(),
+        };
+        self.pages(&mut image)?;
+        Ok(image)
+    }
+}
+
+/// Where [`ImageReader::pages`] puts each run of pages.
+pub trait PageSink {
+    /// Room for `count` pages from page `first`: exactly that many bytes.
+    fn run(&mut self, first: u64, count: u32) -> Result<&mut [u8], GhostError>;
+}
+
+impl PageSink for MemoryImage {
+    fn run(&mut self, first: u64, count: u32) -> Result<&mut [u8], GhostError> {
+        self.runs.push((first, vec![0u8; count as usize * PAGE]));
+        let last = self.runs.len() - 1;
+        Ok(&mut self.runs[last].1[..])
+    }
+}
+
+/// Reads pages and forgets them.
+struct Discard(Vec<u8>);
+
+impl PageSink for Discard {
+    fn run(&mut self, _: u64, count: u32) -> Result<&mut [u8], GhostError> {
+        self.0.resize(count as usize * PAGE, 0);
+        Ok(&mut self.0[..])
+    }
+}
+
+/// What an image says besides its pages: enough to restart a checkpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Meta {
+    pub module: Option<ModuleHash>,
+    pub args: Vec<Vec<u8>>,
+    pub env: Vec<Vec<u8>>,
+    pub deputy: Option<Vec<u8>>,
+    pub module_bytes: Option<Vec<u8>>,
 }
 
 impl Ghost {
     /// Encodes the image.
     pub fn encode(&self, module: &ModuleHash) -> Vec<u8> {
-        // Room for every page as it is (incompressible data), so that the
-        // image is written without growing it.
-        let mut o = Out(Vec::with_capacity(
-            4096 + self.stack.len()
-                + self
-                    .memories
-                    .iter()
-                    .map(|m| m.stored_bytes() as usize + m.runs.len() * 16)
-                    .sum::<usize>(),
-        ));
-        o.bytes(MAGIC);
-        o.u16(MAJOR);
-        o.u16(MINOR);
-        o.bytes(&module.0);
-        for (i, m) in self.memories.iter().enumerate() {
-            o.section(Section::Memory, |o| {
-                o.u32(i as u32);
-                o.u64(m.size);
-                o.u32(m.runs.len() as u32);
-                for (first, data) in &m.runs {
-                    // A sample that LZ4 cannot shrink says the run is not worth
-                    // compressing (random or already compressed data).
-                    let sample = &data[..data.len().min(SAMPLE)];
-                    let worth = lz4_flex::block::compress(sample).len() * 10 < sample.len() * 9;
-                    let packed = if worth {
-                        lz4_flex::block::compress(data)
-                    } else {
-                        Vec::new()
-                    };
-                    let stored: &[u8] = if worth && packed.len() < data.len() {
-                        &packed
-                    } else {
-                        data
-                    };
-                    o.u64(*first);
-                    o.u32((data.len() / PAGE) as u32);
-                    o.u32(stored.len() as u32);
-                    o.bytes(stored);
-                }
-            });
-        }
-        o.section(Section::Globals, |o| {
-            o.u32(self.globals.len() as u32);
-            for g in &self.globals {
-                let (tag, v): (u8, u128) = match *g {
-                    GlobalValue::I32(v) => (0, v as u32 as u128),
-                    GlobalValue::I64(v) => (1, v as u64 as u128),
-                    GlobalValue::F32(v) => (2, v as u128),
-                    GlobalValue::F64(v) => (3, v as u128),
-                    GlobalValue::V128(v) => (4, v),
-                };
-                o.u8(tag);
-                o.bytes(&v.to_le_bytes());
+        let size = 4096
+            + self.stack.len()
+            + self
+                .memories
+                .iter()
+                .map(|m| m.stored_bytes() as usize + m.runs.len() * 16)
+                .sum::<usize>();
+        let write = || -> std::io::Result<Vec<u8>> {
+            let mut w = ImageWriter::new(Vec::with_capacity(size), module)?;
+            for (i, m) in self.memories.iter().enumerate() {
+                w.memory(i as u32, &m.borrowed(), true)?;
             }
-        });
-        o.section(Section::Tables, |o| {
-            o.u32(self.tables.len() as u32);
-            for t in &self.tables {
-                o.u32(t.index);
-                o.u32(t.elements.len() as u32);
-                for e in &t.elements {
-                    o.u32(e.unwrap_or(u32::MAX));
-                }
+            w.globals(&self.globals)?;
+            w.tables(&self.tables)?;
+            w.stack(&self.stack)?;
+            w.clocks(self.clock_offset_ns)?;
+            w.command(&self.args, &self.env)?;
+            if let Some(d) = &self.deputy {
+                w.deputy(d)?;
             }
-        });
-        o.section(Section::Stack, |o| o.bytes(&self.stack));
-        o.section(Section::Clocks, |o| o.u64(self.clock_offset_ns));
-        o.section(Section::Command, |o| {
-            for list in [&self.args, &self.env] {
-                o.u32(list.len() as u32);
-                for s in list.iter() {
-                    o.u32(s.len() as u32);
-                    o.bytes(s);
-                }
+            if let Some(m) = &self.module_bytes {
+                w.module(m)?;
             }
-        });
-        if let Some(d) = &self.deputy {
-            o.section(Section::Deputy, |o| o.bytes(d));
-        }
-        if let Some(m) = &self.module_bytes {
-            o.section(Section::Module, |o| o.bytes(m));
-        }
-        if let Some(v) = self.instrumentation {
-            o.section(Section::Instrumentation, |o| o.u32(v));
-        }
-        o.end()
+            if let Some(v) = self.instrumentation {
+                w.instrumentation(v)?;
+            }
+            Ok(w.finish()?.0)
+        };
+        // Writing to a vector does not fail.
+        write().unwrap_or_default()
     }
 
     /// Decodes an image; `expected` is the module it must belong to, if known.
+    /// The checksum is checked first, so that a flipped bit anywhere is
+    /// caught before any section is believed.
     pub fn decode(image: &[u8], expected: Option<&ModuleHash>) -> Result<Ghost, GhostError> {
-        if image.is_empty() {
-            return Err(GhostError::Empty);
-        }
-        let mut r = In {
-            data: image,
-            section: Section::Header,
-        };
-        if image.len() < MAGIC.len() || r.take(MAGIC.len())? != MAGIC {
-            return Err(GhostError::BadMagic);
-        }
-        let (major, minor) = (r.u16()?, r.u16()?);
-        if major != MAJOR || minor > MINOR {
-            return Err(GhostError::Version { major, minor });
-        }
-        // The checksum covers everything, so a flipped bit anywhere is caught
-        // before any section is believed.
-        if image.len() < 8 + 4 + 32 + 9 + 8 {
-            return Err(GhostError::Truncated(Section::Header));
-        }
-        let (body, sum) = image.split_at(image.len() - 8);
-        let mut sum_bytes = [0u8; 8];
-        sum_bytes.copy_from_slice(sum);
-        if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum_bytes) {
-            return Err(GhostError::Checksum);
-        }
-        let mut hash = [0u8; 32];
-        hash.copy_from_slice(r.take(32)?);
-        let found = ModuleHash(hash);
-        if let Some(expected) = expected
-            && *expected != found
-        {
-            return Err(GhostError::WrongModule {
-                expected: *expected,
-                found,
-            });
-        }
+        let mut r = checked(image, expected)?;
         let mut g = Ghost {
-            module: Some(found),
+            module: Some(r.module),
             ..Ghost::default()
         };
-        r.data = &r.data[..r.data.len() - 8];
-        loop {
-            r.section = Section::Header;
-            let kind = r.u8()?;
-            let len = r.u64()?;
-            if kind == 0 {
-                if !r.data.is_empty() {
-                    return Err(corrupt(Section::Checksum, "bytes after the end"));
+        while let Some(part) = r.section()? {
+            match part {
+                Part::Memory { size, .. } => g.memories.push(r.owned_pages(size)?),
+                Part::Globals(v) => g.globals = v,
+                Part::Tables(v) => g.tables = v,
+                Part::Stack(v) => g.stack = v,
+                Part::Clocks(v) => g.clock_offset_ns = v,
+                Part::Command { args, env } => {
+                    g.args = args;
+                    g.env = env;
                 }
-                return Ok(g);
-            }
-            let section = Section::of_kind(kind).ok_or(GhostError::UnknownSection(kind))?;
-            r.section = section;
-            let len = usize::try_from(len).map_err(|_| GhostError::Truncated(section))?;
-            let payload = r.take(len)?;
-            let mut s = In {
-                data: payload,
-                section,
-            };
-            match section {
-                Section::Memory => {
-                    if g.memories.len() >= MAX_MEMORIES {
-                        return Err(corrupt(section, "too many memories"));
-                    }
-                    g.memories.push(s.memory(g.memories.len() as u32)?);
-                }
-                Section::Globals => g.globals = s.globals()?,
-                Section::Tables => g.tables = s.tables()?,
-                Section::Stack => g.stack = payload.to_vec(),
-                Section::Clocks => g.clock_offset_ns = s.u64()?,
-                Section::Command => {
-                    g.args = s.strings()?;
-                    g.env = s.strings()?;
-                }
-                Section::Deputy => g.deputy = Some(payload.to_vec()),
-                Section::Module => g.module_bytes = Some(payload.to_vec()),
-                Section::Instrumentation => g.instrumentation = Some(s.u32()?),
-                Section::Header | Section::Checksum => {}
-            }
-            if !matches!(section, Section::Stack | Section::Deputy | Section::Module)
-                && !s.data.is_empty()
-            {
-                return Err(corrupt(section, "bytes left over"));
+                Part::Deputy(v) => g.deputy = Some(v),
+                Part::Module(v) => g.module_bytes = Some(v),
+                Part::Instrumentation(v) => g.instrumentation = Some(v),
             }
         }
+        Ok(g)
     }
+}
+
+/// A reader of an image held whole, its checksum checked first.
+pub fn checked<'a>(
+    image: &'a [u8],
+    expected: Option<&ModuleHash>,
+) -> Result<ImageReader<&'a [u8]>, GhostError> {
+    if image.is_empty() {
+        return Err(GhostError::Empty);
+    }
+    let r = ImageReader::new(image, expected)?;
+    if image.len() < 8 + 4 + 32 + 9 + 8 {
+        return Err(GhostError::Truncated(Section::Header));
+    }
+    let (body, sum) = image.split_at(image.len() - 8);
+    let mut sum_bytes = [0u8; 8];
+    sum_bytes.copy_from_slice(sum);
+    if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum_bytes) {
+        return Err(GhostError::Checksum);
+    }
+    Ok(r)
+}
+
+/// What an image held whole says besides its pages (which are skipped).
+pub fn read_meta(image: &[u8]) -> Result<Meta, GhostError> {
+    let mut r = checked(image, None)?;
+    let mut m = Meta {
+        module: Some(r.module),
+        ..Meta::default()
+    };
+    let mut scratch = Discard(Vec::new());
+    while let Some(part) = r.section()? {
+        match part {
+            Part::Memory { .. } => r.pages(&mut scratch)?,
+            Part::Command { args, env } => {
+                m.args = args;
+                m.env = env;
+            }
+            Part::Deputy(v) => m.deputy = Some(v),
+            Part::Module(v) => m.module_bytes = Some(v),
+            _ => {}
+        }
+    }
+    Ok(m)
 }
 
 /// Turns a body's image into a checkpoint: adds the deputy's state and the
@@ -572,20 +1012,40 @@ pub fn seal_checkpoint(
     if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum_bytes) {
         return Err(GhostError::Checksum);
     }
-    let mut o = Out(image);
-    o.0.truncate(o.0.len() - TAIL);
-    o.0.reserve(deputy.len() + module.len() + 2 * 9 + TAIL);
-    o.section(Section::Deputy, |o| o.bytes(deputy));
-    o.section(Section::Module, |o| o.bytes(module));
-    Ok(o.end())
+    let mut out = image;
+    out.truncate(out.len() - TAIL);
+    out.reserve(deputy.len() + module.len() + 2 * 9 + TAIL);
+    for (s, payload) in [(Section::Deputy, deputy), (Section::Module, module)] {
+        out.push(s.kind());
+        out.extend_from_slice(&(payload.len() as u64).to_le_bytes());
+        out.extend_from_slice(payload);
+    }
+    out.push(0);
+    out.extend_from_slice(&0u64.to_le_bytes());
+    let sum = xxhash_rust::xxh3::xxh3_64(&out);
+    out.extend_from_slice(&sum.to_le_bytes());
+    Ok(out)
 }
 
+/// A section's payload, held whole.
 struct In<'a> {
     data: &'a [u8],
     section: Section,
 }
 
 impl<'a> In<'a> {
+    fn of(data: &'a [u8], section: Section) -> Self {
+        In { data, section }
+    }
+
+    fn done(&self) -> Result<(), GhostError> {
+        if self.data.is_empty() {
+            Ok(())
+        } else {
+            Err(corrupt(self.section, "bytes left over"))
+        }
+    }
+
     fn take(&mut self, n: usize) -> Result<&'a [u8], GhostError> {
         if n > self.data.len() {
             return Err(GhostError::Truncated(self.section));
@@ -601,9 +1061,6 @@ impl<'a> In<'a> {
     }
     fn u8(&mut self) -> Result<u8, GhostError> {
         Ok(self.take(1)?[0])
-    }
-    fn u16(&mut self) -> Result<u16, GhostError> {
-        Ok(u16::from_le_bytes(self.array()?))
     }
     fn u32(&mut self) -> Result<u32, GhostError> {
         Ok(u32::from_le_bytes(self.array()?))
@@ -627,52 +1084,9 @@ impl<'a> In<'a> {
         Ok(n as usize)
     }
 
-    fn memory(&mut self, expected_index: u32) -> Result<MemoryImage, GhostError> {
-        let s = self.section;
-        if self.u32()? != expected_index {
-            return Err(corrupt(s, "memories out of order"));
-        }
-        let size = self.u64()?;
-        if size > MAX_MEMORY || size % PAGE as u64 != 0 {
-            return Err(corrupt(
-                s,
-                format!("memory size {size} is not a whole number of pages up to 4 GiB"),
-            ));
-        }
-        let pages = size / PAGE as u64;
-        let runs = self.count(u32::MAX, 16)?;
-        let mut out = Vec::with_capacity(runs);
-        let mut next_free = 0u64;
-        for _ in 0..runs {
-            let first = self.u64()?;
-            let count = self.u32()? as u64;
-            let packed_len = self.u32()? as usize;
-            if count == 0
-                || count as usize > RUN_PAGES
-                || first < next_free
-                || first + count > pages
-            {
-                return Err(corrupt(s, "a run of pages is out of place"));
-            }
-            next_free = first + count;
-            let packed = self.take(packed_len)?;
-            let data = if packed_len == count as usize * PAGE {
-                packed.to_vec()
-            } else {
-                lz4_flex::block::decompress(packed, count as usize * PAGE)
-                    .map_err(|e| corrupt(s, format!("cannot decompress pages: {e}")))?
-            };
-            if data.len() != count as usize * PAGE {
-                return Err(corrupt(s, "a run decompresses to the wrong size"));
-            }
-            out.push((first, data));
-        }
-        Ok(MemoryImage { size, runs: out })
-    }
-
     fn globals(&mut self) -> Result<Vec<GlobalValue>, GhostError> {
         let n = self.count(MAX_GLOBALS, 17)?;
-        (0..n)
+        let out = (0..n)
             .map(|_| {
                 let tag = self.u8()?;
                 let v = u128::from_le_bytes(self.array()?);
@@ -685,12 +1099,14 @@ impl<'a> In<'a> {
                     t => return Err(corrupt(self.section, format!("unknown global type {t}"))),
                 })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.done()?;
+        Ok(out)
     }
 
     fn tables(&mut self) -> Result<Vec<TableImage>, GhostError> {
         let n = self.count(MAX_MEMORIES as u32 * 64, 8)?;
-        (0..n)
+        let out = (0..n)
             .map(|_| {
                 let index = self.u32()?;
                 let len = self.count(MAX_TABLE, 4)?;
@@ -699,7 +1115,9 @@ impl<'a> In<'a> {
                     .collect::<Result<_, _>>()?;
                 Ok(TableImage { index, elements })
             })
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.done()?;
+        Ok(out)
     }
 
     fn strings(&mut self) -> Result<Vec<Vec<u8>>, GhostError> {
@@ -806,20 +1224,6 @@ mod tests {
     }
 
     #[test]
-    fn restoring_over_a_used_memory_clears_what_no_run_covers() {
-        let g = sample();
-        let mut memory = vec![0x55u8; 10 * PAGE];
-        g.memories[0]
-            .restore_over(&mut memory, 8 * PAGE)
-            .expect("restore");
-        let mut fresh = vec![0u8; 10 * PAGE];
-        g.memories[0].restore(&mut fresh).expect("restore");
-        // Pages 8 and 9 were said to be zero already: left as they were.
-        assert_eq!(memory[..8 * PAGE], fresh[..8 * PAGE]);
-        assert!(memory[8 * PAGE..].iter().all(|b| *b == 0x55));
-    }
-
-    #[test]
     fn zero_pages_are_not_stored() {
         let memory = vec![0u8; 1024 * PAGE];
         let sparse = MemoryImage::capture(&memory);
@@ -864,11 +1268,11 @@ mod tests {
             );
         }
         let mut newer = image.clone();
-        newer[8] = 2;
+        newer[8] = MAJOR as u8 + 1;
         assert_eq!(
             Ghost::decode(&newer, None),
             Err(GhostError::Version {
-                major: 2,
+                major: MAJOR + 1,
                 minor: MINOR
             })
         );
@@ -882,20 +1286,126 @@ mod tests {
     #[test]
     fn lengths_are_checked_before_allocating() {
         // A well-formed image whose globals section claims a billion entries.
-        let mut o = Out(Vec::new());
-        o.bytes(MAGIC);
-        o.u16(MAJOR);
-        o.u16(MINOR);
-        o.bytes(&module().0);
-        o.section(Section::Globals, |o| o.u32(1_000_000_000));
-        o.u8(0);
-        o.u64(0);
-        let sum = xxhash_rust::xxh3::xxh3_64(&o.0);
-        o.u64(sum);
-        let e = Ghost::decode(&o.0, None).expect_err("refused");
+        let mut o = Vec::new();
+        o.extend_from_slice(MAGIC);
+        o.extend_from_slice(&MAJOR.to_le_bytes());
+        o.extend_from_slice(&MINOR.to_le_bytes());
+        o.extend_from_slice(&module().0);
+        o.push(Section::Globals.kind());
+        o.extend_from_slice(&4u64.to_le_bytes());
+        o.extend_from_slice(&1_000_000_000u32.to_le_bytes());
+        o.push(0);
+        o.extend_from_slice(&0u64.to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&o);
+        o.extend_from_slice(&sum.to_le_bytes());
+        let e = Ghost::decode(&o, None).expect_err("refused");
         assert_eq!(
             e.to_string(),
             "the image's globals section is corrupt: count 1000000000 is over the limit 1048576"
         );
+        // A stack section that claims more bytes than any stack: refused
+        // before reading, from a stream.
+        let mut o = Vec::new();
+        o.extend_from_slice(MAGIC);
+        o.extend_from_slice(&MAJOR.to_le_bytes());
+        o.extend_from_slice(&MINOR.to_le_bytes());
+        o.extend_from_slice(&module().0);
+        o.push(Section::Stack.kind());
+        o.extend_from_slice(&(1u64 << 40).to_le_bytes());
+        let mut r = ImageReader::new(&o[..], None).expect("header");
+        assert!(matches!(
+            r.section(),
+            Err(GhostError::Corrupt {
+                section: Section::Stack,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_stream_is_read_as_it_comes_and_checked_at_its_end() {
+        let g = sample();
+        let image = g.encode(&module());
+        // Through a reader that hands out a few bytes at a time.
+        struct Trickle<'a>(&'a [u8]);
+        impl std::io::Read for Trickle<'_> {
+            fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+                let n = buf.len().min(self.0.len()).min(7);
+                buf[..n].copy_from_slice(&self.0[..n]);
+                self.0 = &self.0[n..];
+                Ok(n)
+            }
+        }
+        let mut r = ImageReader::new(Trickle(&image), Some(&module())).expect("header");
+        let mut memories = Vec::new();
+        while let Some(part) = r.section().expect("a section") {
+            if let Part::Memory { size, .. } = part {
+                memories.push(r.owned_pages(size).expect("pages"));
+            }
+        }
+        assert_eq!(memories, g.memories);
+        // A flipped bit is found at the end, whatever was read before.
+        let mut flipped = image.clone();
+        flipped[image.len() / 2] ^= 4;
+        let mut r = ImageReader::new(Trickle(&flipped), None).expect("header");
+        let end = loop {
+            match r.section() {
+                Ok(Some(Part::Memory { size, .. })) => {
+                    if let Err(e) = r.owned_pages(size) {
+                        break e;
+                    }
+                }
+                Ok(Some(_)) => {}
+                Ok(None) => panic!("a damaged stream was taken"),
+                Err(e) => break e,
+            }
+        };
+        assert!(
+            matches!(end, GhostError::Checksum | GhostError::Corrupt { .. }),
+            "{end}"
+        );
+        // Cut short: truncated, naming where.
+        let mut r = ImageReader::new(&image[..100], None).expect("header");
+        let cut = loop {
+            match r.section() {
+                Ok(Some(Part::Memory { size, .. })) => {
+                    if let Err(e) = r.owned_pages(size) {
+                        break e;
+                    }
+                }
+                Ok(_) => {}
+                Err(e) => break e,
+            }
+        };
+        assert_eq!(cut, GhostError::Truncated(Section::Memory));
+    }
+
+    #[test]
+    fn pages_the_kernel_never_mapped_are_zero_without_being_read() {
+        // A large zeroed allocation is mapped lazily: touch two pages only.
+        let mut memory = vec![0u8; 4096 * PAGE];
+        memory[17 * PAGE + 5] = 1;
+        memory[4000 * PAGE] = 2;
+        let runs = page_runs(&memory);
+        assert_eq!(runs.runs.len(), 2);
+        assert_eq!(runs.runs[0].0, 17);
+        assert_eq!(runs.runs[1].0, 4000);
+        if let Some(mapped) = mapped_pages(&memory) {
+            assert!(mapped[17] && mapped[4000]);
+            assert!(
+                mapped.iter().filter(|m| **m).count() < 64,
+                "most pages unmapped"
+            );
+        }
+    }
+
+    #[test]
+    fn meta_is_read_without_the_pages() {
+        let g = sample();
+        let m = read_meta(&g.encode(&module())).expect("meta");
+        assert_eq!(m.args, g.args);
+        assert_eq!(m.env, g.env);
+        assert_eq!(m.deputy, g.deputy);
+        assert_eq!(m.module, Some(module()));
     }
 }

@@ -4,8 +4,9 @@
 //! decoding includes checking the image and writing the pages back.
 //!
 //! With `--guests`, also the freeze latency of a body in a loop without calls
-//! (the `spin` guest), in this process: from `Control::freeze` to `Body::run`
-//! returning the ghost, and from there to running again (`Body::resume`).
+//! (the `spin` guest), in this process: from `Control::freeze` to its image
+//! written (memory, globals and the unwound stack), and from there to running
+//! again (`Body::resume`).
 
 use anyhow::Result;
 use clap::Parser;
@@ -64,15 +65,17 @@ fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
     });
     let mut frozen = hdrhistogram::Histogram::<u64>::new(3)?;
     let mut resumed = hdrhistogram::Histogram::<u64>::new(3)?;
+    let mut image = Vec::new();
     for _ in 0..freezes {
         let exit = body.run();
-        let at = Instant::now();
-        let Exit::Frozen(ghost) = exit else {
+        let Exit::Frozen = exit else {
             anyhow::bail!("the body ended: {exit:?}");
         };
+        image.clear();
+        image = body.write_image(std::mem::take(&mut image), false)?.0;
+        let at = Instant::now();
         let t = asked.recv()?;
         frozen.record(at.duration_since(t).as_nanos() as u64)?;
-        drop(ghost);
         let t = Instant::now();
         body.resume()?;
         resumed.record(t.elapsed().as_nanos() as u64)?;
@@ -80,7 +83,7 @@ fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
     let _ = freezer.join();
     let us = |h: &hdrhistogram::Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1e3;
     println!(
-        "\nfreeze latency, `spin` looping without calls ({freezes} freezes): request to ghost p50 {:.1}µs p99 {:.1}µs max {:.1}µs (target ≤ 1 ms); ghost to running again p50 {:.1}µs",
+        "\nfreeze latency, `spin` looping without calls ({freezes} freezes): request to image p50 {:.1}µs p99 {:.1}µs max {:.1}µs (target ≤ 1 ms); image to running again p50 {:.1}µs",
         us(&frozen, 0.5),
         us(&frozen, 0.99),
         frozen.max() as f64 / 1e3,

@@ -515,7 +515,7 @@ fn run(args: Args) -> Result<Outcome> {
         Exit::Failed(e) => stopped(e, &module_name, false),
         Exit::Signaled(n) => Outcome::Signaled(n),
         // Frozen bodies are resumed by `run_checkpointing`.
-        Exit::Frozen(_) => Outcome::Lost("the process was frozen with nowhere to go".into()),
+        Exit::Frozen => Outcome::Lost("the process was frozen with nowhere to go".into()),
     })
 }
 

@@ -1,7 +1,7 @@
 //! Holds memory for migration benchmarks: `hold MIB dense|sparse`. Dense fills
-//! every byte with data that does not compress; sparse touches one word in
-//! every sixteenth 64 KiB page. Prints `ready`, then computes in a loop without
-//! calls until it is killed.
+//! every byte with data that does not compress; sparse touches one byte in
+//! every sixteenth 64 KiB page. Prints `ready`, then changes what it holds in
+//! a loop without calls until it is killed.
 
 use std::io::Write;
 
@@ -25,10 +25,14 @@ fn main() {
     }
     println!("ready");
     std::io::stdout().flush().expect("flush");
+    // Keeps changing what it holds, and only that: a sparse memory stays
+    // sparse.
+    let stride = if dense { 1 } else { 16 << 16 };
+    let slots = data.len().div_ceil(stride);
     let mut i = 0usize;
     loop {
         i = i.wrapping_mul(31).wrapping_add(7);
-        let at = i % data.len();
+        let at = (i % slots) * stride;
         data[at] = data[at].wrapping_add(1);
     }
 }

@@ -1,0 +1,459 @@
+//! Moving a body's image between nodes.
+//!
+//! The node that will run a body expects it first (`Peer.receive`, or
+//! [`NodeCore::expect`] when that node is the home): it hands out a ticket
+//! and starts opening the new body's link to its deputy meanwhile. The node
+//! that holds the frozen body then streams the image straight to it, on a
+//! TCP connection that starts with [`IMAGE_PREAMBLE`] and the ticket, its
+//! pages written from the frozen instance's memory and read into the new
+//! instance's memory, with no copy in between. The receiving thread becomes
+//! the body's thread; once the body is restored (its checksum checked) the
+//! home hears of its arrival, which is a migration's acknowledgement:
+//!
+//! ```text
+//!  home ── receive(body) ──────────────────▶ destination: ticket, Arrival
+//!   │   (opens the deputy link)                 ▲
+//!   └─ sendTo(address, ticket) ─▶ source ──────┘ "ssi-img1" ticket image…
+//!  home ◀── Arrival.wait: control ─────────── destination (restored, runs)
+//!  home ── release ─▶ source                  (any failure before: resume)
+//! ```
+
+use super::{
+    BodyControlServer, BodySlot, ExitReport, HEARTBEAT_EVERY, MakeBody, NodeCore, Pid, Placement,
+    Running, Source, failed,
+};
+use crate::NodeId;
+use crate::rpc::{CONNECT_TIMEOUT, ConnectError, NetLink, pooled};
+use crate::wire::read_exit;
+use futures::FutureExt;
+use futures::channel::oneshot;
+use futures::future::LocalBoxFuture;
+use ssi_remote::ghost::ImageReader;
+use ssi_remote::{Body, DeputyLink, ImageStats, LinkError, LocalLink, Program, SharedDeputy};
+use ssi_schema::{arrival, body_control};
+use std::future::Future;
+use std::io::{BufReader, BufWriter, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// What a node says when it lacks a module it is asked to run.
+pub(crate) const NO_MODULE: &str = "does not hold module";
+
+/// The first bytes of a connection that carries a body's image.
+pub(crate) const IMAGE_PREAMBLE: &[u8; 8] = b"ssi-img1";
+
+/// Names an expected body on its image connection.
+pub(crate) type Ticket = [u8; 16];
+
+/// Buffers of an image connection: small headers are gathered, pages go
+/// through whole.
+const STREAM_BUFFER: usize = 256 * 1024;
+
+/// A body this node expects: its thread waits for the image connection.
+pub(crate) struct Expected {
+    stream: flume::Sender<TcpStream>,
+}
+
+/// Where the expected body's deputy link comes from.
+pub(crate) enum LinkSource {
+    /// Its home is this node.
+    Local(SharedDeputy),
+    /// Being opened to its home, since the body was expected.
+    Remote(std::thread::JoinHandle<Result<NetLink, LinkError>>),
+}
+
+impl LinkSource {
+    fn open(self) -> Result<Box<dyn DeputyLink>, String> {
+        match self {
+            LinkSource::Local(deputy) => Ok(Box::new(LocalLink::new(deputy))),
+            LinkSource::Remote(connecting) => match connecting.join() {
+                Ok(Ok(link)) => Ok(Box::new(link)),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err("the link to the home could not be opened".into()),
+            },
+        }
+    }
+}
+
+/// A body that is expected: its slot, when it runs, and its end.
+pub(crate) struct Arrived {
+    slot: Arc<BodySlot>,
+    started: oneshot::Receiver<Result<(), String>>,
+    end: oneshot::Receiver<ExitReport>,
+}
+
+impl Arrived {
+    /// Once the body runs: its slot and its end.
+    async fn running(
+        self,
+    ) -> Result<(Arc<BodySlot>, impl Future<Output = ExitReport> + 'static), String> {
+        self.started
+            .await
+            .map_err(|_| "the body's thread went away".to_string())??;
+        let end = self.end.map(|r| {
+            r.unwrap_or_else(|_| {
+                ExitReport::Failed(vec!["the body's thread ended without a report".into()])
+            })
+        });
+        Ok((self.slot, end))
+    }
+}
+
+/// A link for a body being set up, before its own is open.
+struct NoLink;
+
+impl DeputyLink for NoLink {
+    fn call(&mut self, _: ssi_deputy::Syscall) -> Result<ssi_deputy::SyscallResult, LinkError> {
+        Err(LinkError("the body has no link yet".into()))
+    }
+}
+
+impl NodeCore {
+    /// Expects a body: the ticket its image is to come with, and its
+    /// arrival. Its thread starts now and sets the body up (an instance of
+    /// its module, its deputy link) while the image is on its way.
+    pub(crate) fn expect(
+        self: &Arc<Self>,
+        pid: Pid,
+        program: Program,
+        link: LinkSource,
+    ) -> Result<(Ticket, Arrived), String> {
+        let ticket = loop {
+            let t: Ticket = rand::random();
+            if !self.expected.contains_key(&t) {
+                break t;
+            }
+        };
+        let (stream, image) = flume::bounded::<TcpStream>(1);
+        self.expected.insert(ticket, Expected { stream });
+        let slot = Arc::new(BodySlot::default());
+        let (started_tx, started) = oneshot::channel();
+        let (end_tx, end) = oneshot::channel();
+        let core = self.clone();
+        let thread_slot = slot.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("body-{pid}"))
+            .spawn(move || {
+                let hash = program.hash;
+                let made = program.clone();
+                let make: MakeBody = Box::new(move |runtime| {
+                    let mut body = Body::vessel(runtime, &made, Box::new(NoLink))
+                        .map_err(|e| e.to_string())?;
+                    body.set_link(link.open()?);
+                    let stream = image
+                        .recv_timeout(IMAGE_SILENCE)
+                        .map_err(|_| "the image never came".to_string())?;
+                    let _ = stream.set_read_timeout(Some(IMAGE_SILENCE));
+                    let reader = BufReader::with_capacity(STREAM_BUFFER, stream);
+                    let reader =
+                        ImageReader::new(reader, Some(&hash)).map_err(|e| e.to_string())?;
+                    body.fill(reader).map_err(|e| e.to_string())?;
+                    Ok(body)
+                });
+                let report = core.run_body(pid, &program, make, &thread_slot, started_tx);
+                let _ = end_tx.send(report);
+            });
+        if let Err(e) = spawned {
+            self.expected.remove(&ticket);
+            return Err(format!("cannot start the body's thread: {e}"));
+        }
+        Ok((ticket, Arrived { slot, started, end }))
+    }
+
+    /// Serves a connection that carries an image (its preamble read): it
+    /// goes to the thread of the body it is for.
+    pub(crate) fn serve_image(&self, mut stream: TcpStream) {
+        let mut ticket = Ticket::default();
+        if stream.read_exact(&mut ticket).is_err() {
+            return;
+        }
+        match self.expected.remove(&ticket) {
+            Some((_, expected)) => {
+                let _ = expected.stream.send(stream);
+            }
+            None => tracing::warn!("an image came with a ticket this node did not give"),
+        }
+    }
+}
+
+/// How long an image may take to come, or its connection stay silent,
+/// before the image counts as lost.
+const IMAGE_SILENCE: Duration = Duration::from_secs(30);
+
+fn open_image_connection(address: &str, ticket: &Ticket) -> Result<TcpStream, String> {
+    let addr = address
+        .to_socket_addrs()
+        .map_err(|e| format!("{address}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{address}: no address"))?;
+    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_write_timeout(Some(IMAGE_SILENCE));
+    let mut head = [0u8; 24];
+    head[..8].copy_from_slice(IMAGE_PREAMBLE);
+    head[8..].copy_from_slice(ticket);
+    stream
+        .write_all(&head)
+        .map_err(|e| format!("cannot send to {address}: {e}"))?;
+    Ok(stream)
+}
+
+/// Streams a frozen body's image to the node at `address`, which expects it
+/// under `ticket`: its pages straight from the body's memory.
+pub(crate) fn send_body(
+    body: &mut Body,
+    address: &str,
+    ticket: &Ticket,
+) -> Result<ImageStats, String> {
+    let stream = open_image_connection(address, ticket)?;
+    let out = BufWriter::with_capacity(STREAM_BUFFER, stream);
+    let (out, stats) = body
+        .write_image(out, false)
+        .map_err(|e| format!("cannot send the image to {address}: {e}"))?;
+    drop(out);
+    Ok(stats)
+}
+
+/// Streams an image held whole (a checkpoint restarting on another node).
+fn send_bytes(image: &[u8], address: &str, ticket: &Ticket) -> Result<(), String> {
+    let mut stream = open_image_connection(address, ticket)?;
+    stream
+        .write_all(image)
+        .map_err(|e| format!("cannot send the image to {address}: {e}"))
+}
+
+/// `Arrival`, served to the home by the node that expects a body.
+pub(crate) struct ArrivalServer {
+    core: Arc<NodeCore>,
+    ticket: Ticket,
+    arrival: std::cell::RefCell<Option<Arrived>>,
+}
+
+impl ArrivalServer {
+    pub(crate) fn new(core: Arc<NodeCore>, ticket: Ticket, arrival: Arrived) -> Self {
+        ArrivalServer {
+            core,
+            ticket,
+            arrival: std::cell::RefCell::new(Some(arrival)),
+        }
+    }
+}
+
+impl arrival::Server for ArrivalServer {
+    fn wait(
+        self: capnp::capability::Rc<Self>,
+        _: arrival::WaitParams,
+        mut results: arrival::WaitResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let arrival = self.arrival.borrow_mut().take();
+        async move {
+            let arrived = arrival.ok_or_else(|| failed("the arrival was already awaited"))?;
+            let (slot, end) = arrived.running().await.map_err(failed)?;
+            let control = BodyControlServer::new(slot, end.boxed_local());
+            results.get().set_control(capnp_rpc::new_client(control));
+            Ok(())
+        }
+    }
+}
+
+impl Drop for ArrivalServer {
+    /// The home went away (or gave up): the ticket is withdrawn.
+    fn drop(&mut self) {
+        self.core.expected.remove(&self.ticket);
+    }
+}
+
+/// A body expected somewhere, as its home sees it.
+pub(crate) struct Expecting {
+    pub(crate) ticket: Ticket,
+    /// Where to stream its image.
+    pub(crate) address: String,
+    /// Once it runs there.
+    pub(crate) arrival: LocalBoxFuture<'static, Result<Running, String>>,
+}
+
+/// Has node `to` expect the body of process `pid` of this home.
+pub(crate) async fn expect_at(
+    core: &Arc<NodeCore>,
+    pid: Pid,
+    to: NodeId,
+    source: &Source,
+) -> Result<Expecting, String> {
+    if to == core.id {
+        let (ticket, arrived) = core.expect(
+            pid,
+            source.program.clone(),
+            LinkSource::Local(source.deputy.clone()),
+        )?;
+        // Until it arrives, the ticket stands; a migration given up drops
+        // this future, and the ticket with it.
+        let withdraw = Withdraw {
+            core: core.clone(),
+            ticket,
+        };
+        let arrival = async move {
+            let running = arrived.running().await;
+            drop(withdraw);
+            let (slot, end) = running?;
+            Ok(Running {
+                place: Placement::Local(slot),
+                end: end.boxed_local(),
+            })
+        };
+        return Ok(Expecting {
+            ticket,
+            address: core.address.clone(),
+            arrival: arrival.boxed_local(),
+        });
+    }
+    core.can_host(to)?;
+    let address = core.peer_address(to).unwrap_or_default();
+    let gateway = pooled(&address)
+        .await
+        .map_err(|e: ConnectError| format!("node {to}: {e}"))?;
+    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let hash = source.program.hash;
+    let secret: [u8; 16] = rand::random();
+    if let Some(mut p) = core.procs.get_mut(&pid) {
+        p.secret = Some(secret);
+    }
+    let receive = |with_module: bool| {
+        let mut req = peer.receive_request();
+        let mut b = req.get().init_body();
+        b.set_pid(pid);
+        b.set_hash(&hash.0);
+        if with_module {
+            b.set_module(&source.wasm);
+        }
+        b.set_home(&core.address);
+        b.set_secret(&secret);
+        req.send().promise
+    };
+    // A node known to hold the module is asked at once; otherwise it is
+    // asked whether it does first (a module is large), and it is sent the
+    // module if it does not, or if it no longer does (restarted since).
+    let mut with_module = false;
+    if !core.peer_holds(to, &hash) {
+        let mut has = peer.has_module_request();
+        has.get().set_hash(&hash.0);
+        with_module = !has
+            .send()
+            .promise
+            .await
+            .and_then(|r| Ok(r.get()?.get_present()))
+            .map_err(|e| format!("node {to}: {}", e.extra))?;
+    }
+    let reply = match receive(with_module).await {
+        Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
+            receive(true).await
+        }
+        r => r,
+    }
+    .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+    core.note_holds(to, hash);
+    let reply = reply.get().map_err(|e| e.to_string())?;
+    let ticket: Ticket = reply
+        .get_ticket()
+        .map_err(|e| e.to_string())?
+        .try_into()
+        .map_err(|_| format!("node {to} gave a ticket of the wrong size"))?;
+    let arrival = reply.get_arrival().map_err(|e| e.to_string())?;
+    let watch = core.clone();
+    let image_address = address.clone();
+    let arrival = async move {
+        let control = arrival
+            .wait_request()
+            .send()
+            .promise
+            .await
+            .and_then(|r| r.get()?.get_control())
+            .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+        Ok(remote_running(watch, to, address, gateway, control))
+    };
+    Ok(Expecting {
+        ticket,
+        address: image_address,
+        arrival: arrival.boxed_local(),
+    })
+}
+
+/// Withdraws a ticket of this node's when dropped.
+struct Withdraw {
+    core: Arc<NodeCore>,
+    ticket: Ticket,
+}
+
+impl Drop for Withdraw {
+    fn drop(&mut self) {
+        self.core.expected.remove(&self.ticket);
+    }
+}
+
+/// A body running on node `target`, followed through its `control` on
+/// `connection` (kept open while it runs): its end, or the node's loss.
+pub(crate) fn remote_running(
+    core: Arc<NodeCore>,
+    target: NodeId,
+    address: String,
+    connection: std::rc::Rc<crate::rpc::Connection>,
+    control: body_control::Client,
+) -> Running {
+    let waiting = control.clone();
+    let end = async move {
+        let lost = |why: String| ExitReport::Lost(format!("node {target} ({address}) {why}"));
+        let wait = async {
+            match waiting.wait_request().send().promise.await {
+                Ok(reply) => match reply.get().and_then(|r| read_exit(r.get_exit()?)) {
+                    Ok(report) => report,
+                    Err(e) => lost(format!("sent a bad report: {e}")),
+                },
+                Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                    lost("went down (its connection closed)".into())
+                }
+                Err(e) => lost(format!("went down: {}", e.extra)),
+            }
+        };
+        let down = async {
+            while core.peer_up(target) {
+                tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+            }
+            lost("stopped answering".into())
+        };
+        futures::pin_mut!(wait, down);
+        let report = futures::future::select(wait, down).await.factor_first().0;
+        drop(connection);
+        report
+    };
+    Running {
+        place: Placement::Remote {
+            node: target,
+            control,
+        },
+        end: end.boxed_local(),
+    }
+}
+
+/// Restarts an image held whole (a checkpoint) on node `to`: expected
+/// there, then streamed from this node.
+pub(crate) async fn restore_at(
+    core: &Arc<NodeCore>,
+    pid: Pid,
+    to: NodeId,
+    source: &Source,
+    image: Vec<u8>,
+) -> Result<Running, String> {
+    let expecting = expect_at(core, pid, to, source).await?;
+    let (done, sent) = oneshot::channel();
+    let (address, ticket) = (expecting.address.clone(), expecting.ticket);
+    std::thread::Builder::new()
+        .name(format!("image-{pid}"))
+        .spawn(move || {
+            let _ = done.send(send_bytes(&image, &address, &ticket));
+        })
+        .map_err(|e| format!("cannot start sending the image: {e}"))?;
+    sent.await
+        .map_err(|_| "the image's sender went away".to_string())??;
+    expecting.arrival.await
+}
