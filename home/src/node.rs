@@ -212,8 +212,8 @@ impl BodySlot {
     }
 
     /// Waits for the next order on a frozen body (a kill counts as its
-    /// verdict; no one left to give orders, as resuming it).
-    fn order(&self, rx: &flume::Receiver<FrozenOrder>) -> FrozenOrder {
+    /// verdict; no one left to give orders, as `orphaned`).
+    fn order(&self, rx: &flume::Receiver<FrozenOrder>, orphaned: Verdict) -> FrozenOrder {
         loop {
             match rx.recv_timeout(Duration::from_millis(20)) {
                 Ok(o) => return o,
@@ -223,16 +223,21 @@ impl BodySlot {
                     }
                 }
                 Err(flume::RecvTimeoutError::Disconnected) => {
-                    return FrozenOrder::Verdict(Verdict::Resume);
+                    return FrozenOrder::Verdict(orphaned);
                 }
             }
         }
     }
 
     /// Follows the orders on a frozen body until its verdict.
-    fn hold(&self, body: &mut Body, rx: &flume::Receiver<FrozenOrder>) -> Verdict {
+    fn hold(
+        &self,
+        body: &mut Body,
+        rx: &flume::Receiver<FrozenOrder>,
+        orphaned: Verdict,
+    ) -> Verdict {
         loop {
-            match self.order(rx) {
+            match self.order(rx, orphaned) {
                 FrozenOrder::Image(reply) => {
                     let image = body
                         .write_image(Vec::new(), true)
@@ -479,7 +484,7 @@ impl NodeCore {
         std::thread::Builder::new()
             .name(format!("body-{pid}"))
             .spawn(move || {
-                let report = core.run_body(pid, &program, make, &thread_slot, started_tx);
+                let report = core.run_body(pid, &program, make, &thread_slot, started_tx, None);
                 let _ = tx.send(report);
             })?;
         let end = async move {
@@ -490,7 +495,10 @@ impl NodeCore {
         Ok((slot, started, end))
     }
 
-    /// Makes a body and runs it on this thread until it ends or moves.
+    /// Makes a body and runs it on this thread until it ends or moves. With
+    /// `held`, a body restored from an image is held until it is told to go
+    /// on (orders for it go out there): a migration's destination waits for
+    /// the source to be dropped, so that a body never runs twice.
     fn run_body(
         &self,
         pid: Pid,
@@ -498,6 +506,7 @@ impl NodeCore {
         make: MakeBody,
         slot: &Arc<BodySlot>,
         started: oneshot::Sender<Result<(), String>>,
+        held: Option<oneshot::Sender<flume::Sender<FrozenOrder>>>,
     ) -> ExitReport {
         let mut body = match make(&self.runtime) {
             Ok(b) => b,
@@ -521,6 +530,20 @@ impl NodeCore {
             },
         );
         let _ = started.send(Ok(()));
+        if let Some(held) = held {
+            let (tx, rx) = flume::unbounded();
+            let verdict = if held.send(tx).is_ok() {
+                // No one to say it may go on: it does not.
+                slot.hold(&mut body, &rx, Verdict::Kill)
+            } else {
+                Verdict::Kill
+            };
+            if verdict != Verdict::Resume {
+                self.bodies.remove(&pid);
+                slot.ended.store(true, Ordering::SeqCst);
+                return ExitReport::Failed(vec!["it was not let go on".into()]);
+            }
+        }
         let report = loop {
             match body.run() {
                 Exit::Frozen => {
@@ -528,7 +551,7 @@ impl NodeCore {
                     let asked = lock(&slot.freezer).take();
                     let verdict = match asked {
                         Some(f) if f.send(Ok(FrozenBody { orders: tx })).is_ok() => {
-                            slot.hold(&mut body, &rx)
+                            slot.hold(&mut body, &rx, Verdict::Resume)
                         }
                         _ => Verdict::Resume,
                     };
@@ -1829,8 +1852,10 @@ impl ProcessTask {
             Err(e) => return Err(gave_up(e, held)),
         };
         match expecting.arrival.await {
-            Ok(moved) => {
+            Ok((moved, arrived)) => {
+                // The frozen body is dropped, then the new one goes on.
                 held.decide(Verdict::Release);
+                arrived.decide(Verdict::Resume);
                 *running = moved;
                 self.set_state(ProcState::Running, Some(to));
                 // Signals that came for the old body are the new one's.
@@ -2054,7 +2079,7 @@ impl peer::Server for PeerServer {
         })();
         async move {
             let (slot, started, exit) = r?;
-            let control = BodyControlServer::new(slot, exit.boxed_local());
+            let control = BodyControlServer::new(slot, exit.boxed_local(), None);
             // Answered once the body runs.
             started
                 .await
@@ -2239,11 +2264,16 @@ struct BodyControlServer {
 }
 
 impl BodyControlServer {
-    fn new(slot: Arc<BodySlot>, exit: LocalBoxFuture<'static, ExitReport>) -> Self {
+    /// For a body running on this node; `held`, if it waits for orders.
+    fn new(
+        slot: Arc<BodySlot>,
+        exit: LocalBoxFuture<'static, ExitReport>,
+        held: Option<flume::Sender<FrozenOrder>>,
+    ) -> Self {
         BodyControlServer {
             slot,
             exit: exit.shared(),
-            held: std::cell::RefCell::new(None),
+            held: std::cell::RefCell::new(held),
         }
     }
 

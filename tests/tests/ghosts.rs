@@ -227,3 +227,51 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     let status = child.wait().expect("wait");
     assert_eq!(status.code(), Some(143));
 }
+
+/// A move to a node that stopped answering fails, naming it, and the process
+/// goes on where it was, once: it still reads and answers, and moves on
+/// elsewhere afterwards.
+#[test]
+fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
+    let cluster = Cluster::start(3);
+    let mut child = start(&cluster, 1, 1, "filter", &[]);
+    let mut stdin = child.stdin.take().expect("stdin");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let pid = pid_of(&cluster, "filter");
+    // Stopped: its connections stay open, nothing answers.
+    cluster.signal(2, "STOP");
+    let asked = Instant::now();
+    let failed = try_migrate(&cluster, 1, pid, 2).expect_err("a move to a stopped node");
+    cluster.signal(2, "CONT");
+    assert!(failed.contains("node 2"), "{failed}");
+    assert!(
+        asked.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        asked.elapsed()
+    );
+    let row = cluster
+        .ssictl_json(3, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .expect("listed");
+    assert_eq!(row["node"], 1);
+    assert_eq!(row["state"], "running");
+    let mut line = String::new();
+    stdin.write_all(b"still here\n").expect("write");
+    stdin.flush().expect("flush");
+    out.read_line(&mut line).expect("read");
+    assert_eq!(line, "    1: STILL HERE\n");
+    // Node 2, answering again, runs no body: the one it was expecting
+    // never came, and one that had would not have been let go on.
+    cluster.wait_until(2, |nodes| {
+        nodes
+            .iter()
+            .any(|n| n["id"] == 2 && n["state"] == "up" && n["bodies"] == 0)
+    });
+    migrate_or_explain(&cluster, &mut child, 1, pid, 3);
+    drop(stdin);
+    let mut rest = String::new();
+    out.read_to_string(&mut rest).expect("read");
+    assert_eq!(rest, "");
+    assert_eq!(child.wait().expect("wait").code(), Some(0));
+}

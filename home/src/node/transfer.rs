@@ -19,8 +19,8 @@
 //! ```
 
 use super::{
-    BodyControlServer, BodySlot, ExitReport, HEARTBEAT_EVERY, MakeBody, NodeCore, Pid, Placement,
-    Running, Source, failed,
+    BodyControlServer, BodySlot, ExitReport, FrozenOrder, HEARTBEAT_EVERY, Held, MakeBody,
+    NodeCore, Pid, Placement, Running, Source, failed,
 };
 use crate::NodeId;
 use crate::rpc::{CONNECT_TIMEOUT, ConnectError, NetLink, pooled};
@@ -76,27 +76,35 @@ impl LinkSource {
     }
 }
 
-/// A body that is expected: its slot, when it runs, and its end.
+/// A body that is expected: its slot, when it is restored (and held), and
+/// its end.
 pub(crate) struct Arrived {
     slot: Arc<BodySlot>,
     started: oneshot::Receiver<Result<(), String>>,
+    orders: oneshot::Receiver<flume::Sender<FrozenOrder>>,
     end: oneshot::Receiver<ExitReport>,
 }
 
+/// A restored body, held: its slot, its end, and orders for it (it goes on
+/// when told to).
+type Restored = (
+    Arc<BodySlot>,
+    LocalBoxFuture<'static, ExitReport>,
+    flume::Sender<FrozenOrder>,
+);
+
 impl Arrived {
-    /// Once the body runs: its slot and its end.
-    async fn running(
-        self,
-    ) -> Result<(Arc<BodySlot>, impl Future<Output = ExitReport> + 'static), String> {
-        self.started
-            .await
-            .map_err(|_| "the body's thread went away".to_string())??;
+    /// Once the body is restored, and held.
+    async fn restored(self) -> Result<Restored, String> {
+        let gone = || "the body's thread went away".to_string();
+        self.started.await.map_err(|_| gone())??;
+        let orders = self.orders.await.map_err(|_| gone())?;
         let end = self.end.map(|r| {
             r.unwrap_or_else(|_| {
                 ExitReport::Failed(vec!["the body's thread ended without a report".into()])
             })
         });
-        Ok((self.slot, end))
+        Ok((self.slot, end.boxed_local(), orders))
     }
 }
 
@@ -129,6 +137,7 @@ impl NodeCore {
         self.expected.insert(ticket, Expected { stream });
         let slot = Arc::new(BodySlot::default());
         let (started_tx, started) = oneshot::channel();
+        let (orders_tx, orders) = oneshot::channel();
         let (end_tx, end) = oneshot::channel();
         let core = self.clone();
         let thread_slot = slot.clone();
@@ -151,14 +160,29 @@ impl NodeCore {
                     body.fill(reader).map_err(|e| e.to_string())?;
                     Ok(body)
                 });
-                let report = core.run_body(pid, &program, make, &thread_slot, started_tx);
+                let report = core.run_body(
+                    pid,
+                    &program,
+                    make,
+                    &thread_slot,
+                    started_tx,
+                    Some(orders_tx),
+                );
                 let _ = end_tx.send(report);
             });
         if let Err(e) = spawned {
             self.expected.remove(&ticket);
             return Err(format!("cannot start the body's thread: {e}"));
         }
-        Ok((ticket, Arrived { slot, started, end }))
+        Ok((
+            ticket,
+            Arrived {
+                slot,
+                started,
+                orders,
+                end,
+            },
+        ))
     }
 
     /// Serves a connection that carries an image (its preamble read): it
@@ -180,6 +204,9 @@ impl NodeCore {
 /// How long an image may take to come, or its connection stay silent,
 /// before the image counts as lost.
 const IMAGE_SILENCE: Duration = Duration::from_secs(30);
+
+/// How long a node may take to answer that it expects a body.
+const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 fn open_image_connection(address: &str, ticket: &Ticket) -> Result<TcpStream, String> {
     let addr = address
@@ -250,8 +277,8 @@ impl arrival::Server for ArrivalServer {
         let arrival = self.arrival.borrow_mut().take();
         async move {
             let arrived = arrival.ok_or_else(|| failed("the arrival was already awaited"))?;
-            let (slot, end) = arrived.running().await.map_err(failed)?;
-            let control = BodyControlServer::new(slot, end.boxed_local());
+            let (slot, end, orders) = arrived.restored().await.map_err(failed)?;
+            let control = BodyControlServer::new(slot, end, Some(orders));
             results.get().set_control(capnp_rpc::new_client(control));
             Ok(())
         }
@@ -259,9 +286,13 @@ impl arrival::Server for ArrivalServer {
 }
 
 impl Drop for ArrivalServer {
-    /// The home went away (or gave up): the ticket is withdrawn.
+    /// The home went away (or gave up): the ticket is withdrawn, and a body
+    /// that came meanwhile is not let go on.
     fn drop(&mut self) {
         self.core.expected.remove(&self.ticket);
+        if let Some(arrived) = self.arrival.borrow_mut().take() {
+            arrived.slot.kill();
+        }
     }
 }
 
@@ -270,8 +301,9 @@ pub(crate) struct Expecting {
     pub(crate) ticket: Ticket,
     /// Where to stream its image.
     pub(crate) address: String,
-    /// Once it runs there.
-    pub(crate) arrival: LocalBoxFuture<'static, Result<Running, String>>,
+    /// Once it is restored there: where it runs, and the body held until
+    /// it is told to go on.
+    pub(crate) arrival: LocalBoxFuture<'static, Result<(Running, Held), String>>,
 }
 
 /// Has node `to` expect the body of process `pid` of this home.
@@ -293,14 +325,19 @@ pub(crate) async fn expect_at(
             core: core.clone(),
             ticket,
         };
+        // Given up (this future dropped) before it is taken, the body is not
+        // let go on: no one is left to give it orders.
         let arrival = async move {
-            let running = arrived.running().await;
+            let restored = arrived.restored().await;
             drop(withdraw);
-            let (slot, end) = running?;
-            Ok(Running {
-                place: Placement::Local(slot),
-                end: end.boxed_local(),
-            })
+            let (slot, end, orders) = restored?;
+            Ok((
+                Running {
+                    place: Placement::Local(slot),
+                    end,
+                },
+                Held::Local(orders),
+            ))
         };
         return Ok(Expecting {
             ticket,
@@ -338,20 +375,24 @@ pub(crate) async fn expect_at(
     if !core.peer_holds(to, &hash) {
         let mut has = peer.has_module_request();
         has.get().set_hash(&hash.0);
-        with_module = !has
-            .send()
-            .promise
+        with_module = !tokio::time::timeout(ANSWER_WITHIN, has.send().promise)
             .await
+            .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
             .and_then(|r| Ok(r.get()?.get_present()))
             .map_err(|e| format!("node {to}: {}", e.extra))?;
     }
-    let reply = match receive(with_module).await {
-        Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
-            receive(true).await
+    let asked = async {
+        match receive(with_module).await {
+            Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
+                receive(true).await
+            }
+            r => r,
         }
-        r => r,
-    }
-    .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+    };
+    let reply = tokio::time::timeout(ANSWER_WITHIN, asked)
+        .await
+        .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
+        .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
     core.note_holds(to, hash);
     let reply = reply.get().map_err(|e| e.to_string())?;
     let ticket: Ticket = reply
@@ -363,14 +404,13 @@ pub(crate) async fn expect_at(
     let watch = core.clone();
     let image_address = address.clone();
     let arrival = async move {
-        let control = arrival
-            .wait_request()
-            .send()
-            .promise
+        let control = tokio::time::timeout(IMAGE_SILENCE, arrival.wait_request().send().promise)
             .await
+            .map_err(|_| format!("node {to} did not restore the body within {IMAGE_SILENCE:?}"))?
             .and_then(|r| r.get()?.get_control())
             .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
-        Ok(remote_running(watch, to, address, gateway, control))
+        let held = Held::Remote(control.clone());
+        Ok((remote_running(watch, to, address, gateway, control), held))
     };
     Ok(Expecting {
         ticket,
@@ -455,5 +495,7 @@ pub(crate) async fn restore_at(
         .map_err(|e| format!("cannot start sending the image: {e}"))?;
     sent.await
         .map_err(|_| "the image's sender went away".to_string())??;
-    expecting.arrival.await
+    let (running, held) = expecting.arrival.await?;
+    held.decide(super::Verdict::Resume);
+    Ok(running)
 }
