@@ -1183,6 +1183,7 @@ async fn run_process(
         notice,
         signals,
         source,
+        links: Default::default(),
     };
     tokio::task::spawn_local(async move {
         let report = task.run(first, orders).await;
@@ -1565,6 +1566,9 @@ struct ProcessTask {
     notice: Arc<family::Notice>,
     /// The deputy's signal dispositions, mask and pending set.
     signals: Arc<ssi_deputy::Signals>,
+    /// Connections to the nodes its body moved to, kept while it lives.
+    links:
+        std::cell::RefCell<std::collections::HashMap<NodeId, std::rc::Rc<crate::rpc::Connection>>>,
 }
 
 impl ProcessTask {
@@ -1847,6 +1851,10 @@ impl ProcessTask {
             Ok(e) => e,
             Err(e) => return Err(gave_up(e, held)),
         };
+        // The process may well come back there: its home keeps the way.
+        if let Some(c) = &expecting.connection {
+            self.links.borrow_mut().insert(to, c.clone());
+        }
         let stats = match held.send_to(&expecting.address, expecting.ticket).await {
             Ok(stats) => stats,
             Err(e) => return Err(gave_up(e, held)),

@@ -151,72 +151,32 @@ pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ConnectError> {
         .map_err(|_| ConnectError::Timeout(endpoint.clone()))?
 }
 
-/// A pooled connection, and when it was last handed out.
-struct Pooled {
-    connection: std::rc::Rc<Connection>,
-    used: std::time::Instant,
-}
-
 thread_local! {
-    /// Connections to nodes opened from this thread, kept for the next
-    /// requests (a connection's capabilities live on its thread).
-    static POOL: std::cell::RefCell<std::collections::HashMap<String, Pooled>> =
+    /// Connections to nodes opened from this thread and still in use (a
+    /// connection's capabilities live on its thread).
+    static POOL: std::cell::RefCell<std::collections::HashMap<String, std::rc::Weak<Connection>>> =
         std::cell::RefCell::default();
 }
 
-/// How long a pooled connection nobody uses stays open.
-const POOL_IDLE: Duration = Duration::from_secs(5);
-
-/// A connection to the node at `address`, from this thread: the one opened
-/// before if it is still open, else a new one, kept for the next requests
-/// while something uses it or it was used lately. Must run inside a
-/// `LocalSet`.
+/// A connection to the node at `address`, from this thread: one already
+/// open and in use if there is, else a new one. It closes once nothing
+/// holds it. Must run inside a `LocalSet`.
 pub async fn pooled(address: &str) -> Result<std::rc::Rc<Connection>, ConnectError> {
     let open = POOL.with(|p| {
-        let mut p = p.borrow_mut();
-        let entry = p
-            .get_mut(address)
-            .filter(|e| !e.connection.task.is_finished())?;
-        entry.used = std::time::Instant::now();
-        Some(entry.connection.clone())
+        p.borrow()
+            .get(address)
+            .and_then(std::rc::Weak::upgrade)
+            .filter(|c| !c.task.is_finished())
     });
     if let Some(c) = open {
         return Ok(c);
     }
     let c = std::rc::Rc::new(connect(&Endpoint::Tcp(address.to_string())).await?);
-    let first = POOL.with(|p| {
+    POOL.with(|p| {
         let mut p = p.borrow_mut();
-        let first = p.is_empty();
-        p.insert(
-            address.to_string(),
-            Pooled {
-                connection: c.clone(),
-                used: std::time::Instant::now(),
-            },
-        );
-        first
+        p.retain(|_, w| w.strong_count() > 0);
+        p.insert(address.to_string(), std::rc::Rc::downgrade(&c));
     });
-    if first {
-        // Closes connections left idle, so that a thread whose work is done
-        // does not stay for them; ends with the pool.
-        tokio::task::spawn_local(async {
-            loop {
-                tokio::time::sleep(POOL_IDLE / 4).await;
-                let empty = POOL.with(|p| {
-                    let mut p = p.borrow_mut();
-                    p.retain(|_, e| {
-                        !e.connection.task.is_finished()
-                            && (std::rc::Rc::strong_count(&e.connection) > 1
-                                || e.used.elapsed() < POOL_IDLE)
-                    });
-                    p.is_empty()
-                });
-                if empty {
-                    return;
-                }
-            }
-        });
-    }
     Ok(c)
 }
 

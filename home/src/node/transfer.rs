@@ -304,6 +304,8 @@ pub(crate) struct Expecting {
     /// Once it is restored there: where it runs, and the body held until
     /// it is told to go on.
     pub(crate) arrival: LocalBoxFuture<'static, Result<(Running, Held), String>>,
+    /// The connection to that node, which its home may keep for next time.
+    pub(crate) connection: Option<std::rc::Rc<crate::rpc::Connection>>,
 }
 
 /// Has node `to` expect the body of process `pid` of this home.
@@ -343,6 +345,7 @@ pub(crate) async fn expect_at(
             ticket,
             address: core.address.clone(),
             arrival: arrival.boxed_local(),
+            connection: None,
         });
     }
     core.can_host(to)?;
@@ -403,6 +406,7 @@ pub(crate) async fn expect_at(
     let arrival = reply.get_arrival().map_err(|e| e.to_string())?;
     let watch = core.clone();
     let image_address = address.clone();
+    let kept = gateway.clone();
     let arrival = async move {
         let control = tokio::time::timeout(IMAGE_SILENCE, arrival.wait_request().send().promise)
             .await
@@ -416,6 +420,7 @@ pub(crate) async fn expect_at(
         ticket,
         address: image_address,
         arrival: arrival.boxed_local(),
+        connection: Some(kept),
     })
 }
 
