@@ -1835,13 +1835,30 @@ impl ProcessTask {
             return Err(format!("process {pid} already runs on node {to}"));
         }
         core.can_host(to)?;
+        if let Some(why) = &self.source.program.not_freezable {
+            return Err(format!(
+                "cannot migrate process {pid}: it cannot be frozen: {why}"
+            ));
+        }
         let t0 = Instant::now();
-        let (frozen, expecting) = futures::join!(
-            self.freeze(running, ProcState::Migrating),
-            transfer::expect_at(core, pid, to, &self.source)
-        );
+        let freeze = async {
+            let t = Instant::now();
+            let held = self.freeze(running, ProcState::Migrating).await;
+            (held, t.elapsed().as_micros() as u64)
+        };
+        // A destination known to hold the module is made ready while the
+        // body freezes. One that may lack it gets the module and compiles it
+        // first, the body running on meanwhile: a pause never includes it.
+        let known = to == core.id || core.peer_holds(to, &self.source.program.hash);
+        let ((frozen, freeze_micros), expecting) = if known {
+            futures::join!(freeze, transfer::expect_at(core, pid, to, &self.source))
+        } else {
+            let expecting = transfer::expect_at(core, pid, to, &self.source)
+                .await
+                .map_err(|e| format!("cannot move process {pid} to node {to}: {e}"))?;
+            (freeze.await, Ok(expecting))
+        };
         let held = frozen.map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
-        let freeze_micros = t0.elapsed().as_micros() as u64;
         let gave_up = |e: String, held: Held| {
             held.decide(Verdict::Resume);
             self.set_state(ProcState::Running, None);
