@@ -164,5 +164,69 @@ fn main() -> Result<()> {
             note
         );
     }
+    first_load(&args.guests, &["compute", "churn", "conformance", "family"])
+}
+
+/// What instrumentation costs when a node first loads a module (afterwards
+/// the result comes from the cache): rewriting and compiling it against
+/// compiling it as it is, with the same engine, and the sizes of both.
+fn first_load(guests: &std::path::Path, names: &[&str]) -> Result<()> {
+    use ssi_remote::{Module, Runtime, instrument::instrument};
+    let runtime = Runtime::new(None)?;
+    let engine = runtime.engine();
+    println!("\nfirst load (best of 3): instrument + compile vs compile as is, same engine");
+    println!(
+        "{:<12} {:>10} {:>10} {:>10} {:>7} {:>10} {:>10} {:>7} {:>10} {:>7}",
+        "module",
+        "rewrite",
+        "compile",
+        "as is",
+        "ratio",
+        "wasm",
+        "as is",
+        "ratio",
+        "native",
+        "ratio"
+    );
+    for name in names {
+        let wasm = std::fs::read(guests.join(format!("{name}.wasm")))
+            .with_context(|| format!("read {name}.wasm"))?;
+        let (mut rewrite, mut compile, mut plain) = (f64::MAX, f64::MAX, f64::MAX);
+        let (mut sizes, mut native) = ((0, 0), (0, 0));
+        for _ in 0..3 {
+            let t = Instant::now();
+            let done = instrument(&wasm).with_context(|| format!("instrument {name}"))?;
+            rewrite = rewrite.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let ours = Module::new(engine, &done.wasm).map_err(wasmtime_error)?;
+            compile = compile.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let theirs = Module::new(engine, &wasm).map_err(wasmtime_error)?;
+            plain = plain.min(t.elapsed().as_secs_f64());
+            sizes = (done.wasm.len(), wasm.len());
+            native = (
+                ours.serialize().map_err(wasmtime_error)?.len(),
+                theirs.serialize().map_err(wasmtime_error)?.len(),
+            );
+        }
+        let kib = |b: usize| format!("{:.0} KiB", b as f64 / 1024.0);
+        println!(
+            "{:<12} {:>8.1}ms {:>8.1}ms {:>8.1}ms {:>6.2}x {:>10} {:>10} {:>6.2}x {:>10} {:>6.2}x",
+            name,
+            rewrite * 1e3,
+            compile * 1e3,
+            plain * 1e3,
+            (rewrite + compile) / plain,
+            kib(sizes.0),
+            kib(sizes.1),
+            sizes.0 as f64 / sizes.1 as f64,
+            kib(native.0),
+            native.0 as f64 / native.1 as f64
+        );
+    }
     Ok(())
+}
+
+fn wasmtime_error(e: ssi_remote::Error) -> anyhow::Error {
+    anyhow::anyhow!("{e:#}")
 }

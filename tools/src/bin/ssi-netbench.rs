@@ -4,7 +4,9 @@
 //! same run, measures a body at home (node 1, in-process link to its deputy)
 //! and a body on node 2 (Cap'n Proto link to its deputy on node 1):
 //! - round-trip latency of a small `fd_write` to a file and of `path_open` +
-//!   `fd_close`, timed inside the body, as hdrhistogram percentiles;
+//!   `fd_close`, timed inside the body, as hdrhistogram percentiles, against
+//!   the machine's bare loopback round trip (16 bytes echoed by another
+//!   process) measured in the same run;
 //! - stream throughput: a program writing to stdout, drained through a pipe;
 //! - signal delivery: from `Admin.kill(pid, SIGTERM)` sent to the home until
 //!   `ssirun` has exited with 143, for a body looping without calls at home and
@@ -55,6 +57,9 @@ struct Args {
     /// Run only these sections (default: all).
     #[arg(long, value_delimiter = ',')]
     only: Vec<Section>,
+    /// Internal: be the echo process of the bare loopback reference.
+    #[arg(long, hide = true)]
+    echo: bool,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -561,12 +566,67 @@ fn checkpoints(
     })
 }
 
+/// The machine's own loopback round trip, the floor of a forwarded call: 16
+/// bytes to an echoing process and back, on a TCP connection with Nagle off
+/// (the deputy link's setting), timed as the calls are.
+fn loopback_round_trips(samples: usize) -> Result<Histogram<u64>> {
+    use std::io::{BufRead, Write};
+    // A process of its own, as the home is: this binary with `--echo`.
+    let mut echo = Command::new(std::env::current_exe()?)
+        .args(["--echo", "--guests", "."])
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("start the echo process")?;
+    let result = (|| -> Result<Histogram<u64>> {
+        let mut line = String::new();
+        std::io::BufReader::new(echo.stdout.take().context("echo's stdout")?)
+            .read_line(&mut line)?;
+        let port: u16 = line.trim().parse().context("the echo process's port")?;
+        let mut c = std::net::TcpStream::connect(("127.0.0.1", port))
+            .context("connect to the echo process")?;
+        c.set_nodelay(true)?;
+        let mut h = Histogram::<u64>::new(3)?;
+        let mut buf = [0u8; 16];
+        for i in 0..samples + 1000 {
+            let t = Instant::now();
+            c.write_all(&[7u8; 16])?;
+            c.read_exact(&mut buf)?;
+            if i >= 1000 {
+                h.record(t.elapsed().as_nanos() as u64)?;
+            }
+        }
+        Ok(h)
+    })();
+    let _ = echo.kill();
+    let _ = echo.wait();
+    result
+}
+
+/// `--echo`: prints a loopback port, then echoes 16-byte messages on it
+/// until the peer goes.
+fn echo_server() -> Result<()> {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    println!("{}", listener.local_addr()?.port());
+    std::io::stdout().flush()?;
+    let (mut c, _) = listener.accept()?;
+    c.set_nodelay(true)?;
+    let mut buf = [0u8; 16];
+    while c.read_exact(&mut buf).is_ok() {
+        c.write_all(&buf)?;
+    }
+    Ok(())
+}
+
 fn us(ns: u64) -> String {
     format!("{:.1}µs", ns as f64 / 1e3)
 }
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if args.echo {
+        return echo_server();
+    }
     let bin = std::env::current_exe()?
         .parent()
         .context("binary directory")?
@@ -603,10 +663,21 @@ fn main() -> Result<()> {
             }
         }
         let w = &remote[0];
+        let bare = loopback_round_trips(args.samples)?;
         println!(
-            "\nremote fd_write round trip: p50 {} (target ≤ 30µs), p99 {} (target ≤ 150µs)",
+            "{:<22} {:<8} {:>9} {:>9} {:>9} {:>9}",
+            "bare TCP, 16 B echo",
+            "2 procs",
+            us(bare.value_at_quantile(0.5)),
+            us(bare.value_at_quantile(0.99)),
+            us(bare.value_at_quantile(0.999)),
+            us(bare.max())
+        );
+        println!(
+            "\nremote fd_write round trip: p50 {} (target ≤ 30µs), p99 {} (target ≤ 150µs); {:.2}x the bare loopback round trip at p50",
             us(w.value_at_quantile(0.5)),
-            us(w.value_at_quantile(0.99))
+            us(w.value_at_quantile(0.99)),
+            w.value_at_quantile(0.5) as f64 / bare.value_at_quantile(0.5).max(1) as f64
         );
     }
     if args.runs(Section::Streams) {
