@@ -15,7 +15,7 @@ use crate::rpc::{
     CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
     thread_runtime,
 };
-use crate::status::{NodeStatus, ThreadCpuClock, machine};
+use crate::status::{NodeStatus, machine};
 use crate::wire::{ExitReport, read_syscall, set_texts, text, texts, write_exit, write_result};
 use crate::{NodeId, Pid, PidAllocator, PidError, ProcState, ProcessInfo, home_of};
 use capnp::capability::Rc as CapRc;
@@ -122,7 +122,7 @@ struct HomeProc {
 struct HostedBody {
     slot: Arc<BodySlot>,
     memory: Arc<AtomicU64>,
-    cpu: Option<ThreadCpuClock>,
+    cpu: ssi_remote::CpuMeter,
 }
 
 /// Lets a body be killed before, while and after it is set up, and frozen
@@ -448,13 +448,7 @@ impl NodeCore {
     fn body_stats(&self) -> Vec<(Pid, u64, u64)> {
         self.bodies
             .iter()
-            .map(|b| {
-                (
-                    *b.key(),
-                    b.cpu.map(|c| c.read_ns()).unwrap_or(0),
-                    b.memory.load(Ordering::Relaxed),
-                )
-            })
+            .map(|b| (*b.key(), b.cpu.read_ns(), b.memory.load(Ordering::Relaxed)))
             .collect()
     }
 
@@ -526,7 +520,7 @@ impl NodeCore {
             HostedBody {
                 slot: slot.clone(),
                 memory: body.memory_gauge(),
-                cpu: ThreadCpuClock::current(),
+                cpu: body.cpu_meter(),
             },
         );
         let _ = started.send(Ok(()));

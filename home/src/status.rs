@@ -45,35 +45,6 @@ pub fn machine() -> (u32, f64, u64, u64) {
     (cores, load1, field("MemTotal:"), field("MemAvailable:"))
 }
 
-/// The CPU clock of the calling thread, readable from other threads while it lives.
-#[derive(Debug, Clone, Copy)]
-pub struct ThreadCpuClock(libc::clockid_t);
-
-impl ThreadCpuClock {
-    pub fn current() -> Option<Self> {
-        let mut id: libc::clockid_t = 0;
-        // SAFETY: pthread_self() is the calling thread; `id` is a valid out pointer.
-        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
-        (rc == 0).then_some(ThreadCpuClock(id))
-    }
-
-    /// CPU time used by the thread, in ns (0 once the thread has ended).
-    pub fn read_ns(&self) -> u64 {
-        let mut ts = libc::timespec {
-            tv_sec: 0,
-            tv_nsec: 0,
-        };
-        // SAFETY: `ts` is a valid out pointer; an invalid clock id returns an error.
-        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
-        if rc != 0 {
-            return 0;
-        }
-        (ts.tv_sec as u64)
-            .saturating_mul(1_000_000_000)
-            .saturating_add(ts.tv_nsec as u64)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -83,17 +54,5 @@ mod tests {
         let (cores, _load, total, avail) = machine();
         assert!(cores >= 1);
         assert!(total > 0 && avail <= total);
-    }
-
-    #[test]
-    fn thread_cpu_clock_advances() {
-        let clock = ThreadCpuClock::current().expect("cpu clock");
-        let before = clock.read_ns();
-        let mut x = 0u64;
-        for i in 0..5_000_000u64 {
-            x = x.wrapping_mul(31).wrapping_add(i);
-        }
-        std::hint::black_box(x);
-        assert!(clock.read_ns() > before);
     }
 }

@@ -211,6 +211,64 @@ impl BodyClock {
     }
 }
 
+/// The CPU clock of the calling thread, readable from other threads while it lives.
+#[derive(Debug, Clone, Copy)]
+pub struct ThreadCpuClock(libc::clockid_t);
+
+impl ThreadCpuClock {
+    pub fn current() -> Option<Self> {
+        let mut id: libc::clockid_t = 0;
+        // SAFETY: pthread_self() is the calling thread; `id` is a valid out pointer.
+        let rc = unsafe { libc::pthread_getcpuclockid(libc::pthread_self(), &mut id) };
+        (rc == 0).then_some(ThreadCpuClock(id))
+    }
+
+    /// CPU time used by the thread, in ns (0 once the thread has ended).
+    pub fn read_ns(&self) -> u64 {
+        let mut ts = libc::timespec {
+            tv_sec: 0,
+            tv_nsec: 0,
+        };
+        // SAFETY: `ts` is a valid out pointer; an invalid clock id returns an error.
+        let rc = unsafe { libc::clock_gettime(self.0, &mut ts) };
+        if rc != 0 {
+            return 0;
+        }
+        (ts.tv_sec as u64)
+            .saturating_mul(1_000_000_000)
+            .saturating_add(ts.tv_nsec as u64)
+    }
+}
+
+/// The CPU time a body has used, readable from any thread: what it had used
+/// before it came to this instance (its image says), and what the thread
+/// that made this instance has used since.
+#[derive(Debug, Clone, Copy)]
+pub struct CpuMeter {
+    clock: Option<ThreadCpuClock>,
+    start_ns: u64,
+    before_ns: u64,
+}
+
+impl CpuMeter {
+    fn here() -> Self {
+        let clock = ThreadCpuClock::current();
+        CpuMeter {
+            clock,
+            start_ns: clock.map(|c| c.read_ns()).unwrap_or(0),
+            before_ns: 0,
+        }
+    }
+
+    pub fn read_ns(&self) -> u64 {
+        let here = self
+            .clock
+            .map(|c| c.read_ns().saturating_sub(self.start_ns))
+            .unwrap_or(0);
+        self.before_ns.saturating_add(here)
+    }
+}
+
 /// The process sent itself a signal that ends it (`ssi` API `kill`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("ended by its own signal {0}")]
@@ -451,8 +509,9 @@ pub struct BodyCtx {
     pub(crate) memory: Option<Memory>,
     /// A signal handler runs: calls that wait neither unwind nor run handlers.
     pub(crate) in_handler: bool,
-    /// When a clock-only `poll_oneoff` cut short by a signal ends.
-    pub(crate) sleep_until: Option<std::time::Instant>,
+    /// When a clock-only `poll_oneoff` cut short (by a signal, or a freeze)
+    /// ends, on the body's monotonic clock: it goes on until then.
+    pub(crate) sleep_until: Option<u64>,
 }
 
 /// The instrumentation's exports, with which the host unwinds and rewinds
@@ -672,6 +731,7 @@ pub struct Body {
     start: TypedFunc<(), ()>,
     control: Control,
     memory_bytes: Arc<AtomicU64>,
+    cpu: CpuMeter,
     hash: ModuleHash,
     /// The next [`Body::run`] rewinds the stack put back.
     rewind_next: bool,
@@ -797,6 +857,10 @@ impl Body {
                 }
                 Part::Clocks(offset) => {
                     body.store.data_mut().clock = BodyClock::starting_at(offset)
+                }
+                Part::Times(times) => {
+                    body.cpu.before_ns = times.cpu_ns;
+                    body.store.data_mut().sleep_until = times.sleep_until_ns;
                 }
                 Part::Command { args, env } => {
                     let ctx = body.store.data_mut();
@@ -976,6 +1040,7 @@ impl Body {
             start,
             control,
             memory_bytes,
+            cpu: CpuMeter::here(),
             hash: program.hash,
             rewind_next: false,
             fresh: Vec::new(),
@@ -1001,6 +1066,11 @@ impl Body {
     /// The size of the body's linear memory, kept current as it grows.
     pub fn memory_gauge(&self) -> Arc<AtomicU64> {
         self.memory_bytes.clone()
+    }
+
+    /// The body's CPU time, readable from other threads.
+    pub fn cpu_meter(&self) -> CpuMeter {
+        self.cpu
     }
 
     /// The exported mutable globals, in index order.
@@ -1068,6 +1138,11 @@ impl Body {
         out.instrumentation(crate::instrument::VERSION)
             .map_err(io)?;
         out.clocks(ctx.clock.monotonic_ns()).map_err(io)?;
+        out.times(&crate::ghost::Times {
+            cpu_ns: self.cpu.read_ns(),
+            sleep_until_ns: ctx.sleep_until,
+        })
+        .map_err(io)?;
         out.command(&ctx.args, &ctx.env).map_err(io)?;
         out.globals(&globals).map_err(io)?;
         out.tables(&[]).map_err(io)?;
@@ -1316,9 +1391,13 @@ mod tests {
         assert!(out.lock().expect("out").is_empty(), "froze before printing");
         let ghost = crate::ghost::Ghost::decode(&image, Some(&program.hash)).expect("decode");
         assert!(!ghost.stack.is_empty());
+        // It spun for 30 ms: its CPU time goes with it.
+        assert!(ghost.times.cpu_ns >= 5_000_000, "{:?}", ghost.times);
+        assert_eq!(ghost.times.sleep_until_ns, None);
         // Through the image format, as a migration carries it.
         let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
+        assert!(body.cpu_meter().read_ns() >= ghost.times.cpu_ns);
         // Frozen again, at once, and resumed in place.
         let control = body.control();
         assert!(control.freeze());
@@ -1331,6 +1410,66 @@ mod tests {
             other => panic!("resumed body ended with {other:?}"),
         }
         assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    #[test]
+    fn a_thread_cpu_clock_advances() {
+        let clock = ThreadCpuClock::current().expect("cpu clock");
+        let before = clock.read_ns();
+        let mut x = 0u64;
+        for i in 0..5_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        std::hint::black_box(x);
+        assert!(clock.read_ns() > before);
+    }
+
+    /// Sleeps 600 ms (a relative clock subscription), then writes "z".
+    const SLEEPER: &str = r#"(module
+        (import "wasi_snapshot_preview1" "poll_oneoff" (func $poll (param i32 i32 i32 i32) (result i32)))
+        (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+        (memory (export "memory") 1)
+        (func (export "_start")
+            ;; subscription at 0: userdata 7, clock, monotonic, 600 ms
+            (i64.store (i32.const 0) (i64.const 7))
+            (i32.store8 (i32.const 8) (i32.const 0))
+            (i32.store (i32.const 16) (i32.const 1))
+            (i64.store (i32.const 24) (i64.const 600000000))
+            (drop (call $poll (i32.const 0) (i32.const 64) (i32.const 1) (i32.const 128)))
+            (i32.store8 (i32.const 200) (i32.const 122))
+            (i32.store (i32.const 136) (i32.const 200))
+            (i32.store (i32.const 140) (i32.const 1))
+            (drop (call $write (i32.const 1) (i32.const 136) (i32.const 1) (i32.const 144)))))"#;
+
+    #[test]
+    fn a_body_frozen_in_a_sleep_wakes_at_the_same_deadline_where_it_resumes() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(SLEEPER.as_bytes()).expect("program");
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let (runner, control) = spawn(&program, out.clone());
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(control.freeze());
+        let (exit, image) = runner.join().expect("body thread");
+        let (Exit::Frozen, Some(image)) = (&exit, image) else {
+            panic!("not frozen: {exit:?}");
+        };
+        let ghost = crate::ghost::Ghost::decode(&image, Some(&program.hash)).expect("decode");
+        let deadline = ghost.times.sleep_until_ns.expect("frozen in its sleep");
+        assert!(deadline > ghost.clock_offset_ns, "{ghost:?}");
+        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        let resumed = Instant::now();
+        match body.run() {
+            Exit::Status(0) => {}
+            other => panic!("restored body ended with {other:?}"),
+        }
+        // About 300 ms were left; sleeping the whole 600 ms again would be wrong.
+        let slept = resumed.elapsed();
+        assert!(
+            slept < Duration::from_millis(550),
+            "slept {slept:?} after its restore"
+        );
+        assert_eq!(*out.lock().expect("out"), b"z");
     }
 
     #[test]

@@ -28,6 +28,9 @@
 //! module   (8): the module's bytes, for checkpoints (a restart needs no copy)
 //! instrumentation (9): version u32 of the instrumentation the stack was
 //!               unwound by (a body of another version cannot rewind it)
+//! times   (10): CPU time used so far u64 (ns) │ the deadline of the sleep
+//!               the body was frozen in, on its monotonic clock u64 (ns;
+//!               u64::MAX when it was not sleeping)   (since 2.2)
 //! ```
 //!
 //! A checkpoint file is an image with the deputy and module sections: the
@@ -44,7 +47,7 @@ use std::fmt;
 
 const MAGIC: &[u8; 8] = b"SSIGHOST";
 pub const MAJOR: u16 = 2;
-pub const MINOR: u16 = 1;
+pub const MINOR: u16 = 2;
 /// A Wasm page.
 pub const PAGE: usize = 64 * 1024;
 /// Pages per stored run: bounds what one run decompresses into.
@@ -71,6 +74,7 @@ pub enum Section {
     Deputy,
     Module,
     Instrumentation,
+    Times,
     Checksum,
 }
 
@@ -86,6 +90,7 @@ impl Section {
             Section::Deputy => 7,
             Section::Module => 8,
             Section::Instrumentation => 9,
+            Section::Times => 10,
             Section::Header | Section::Checksum => 0,
         }
     }
@@ -101,6 +106,7 @@ impl Section {
             7 => Section::Deputy,
             8 => Section::Module,
             9 => Section::Instrumentation,
+            10 => Section::Times,
             _ => return None,
         })
     }
@@ -119,6 +125,7 @@ impl fmt::Display for Section {
             Section::Deputy => "deputy",
             Section::Module => "module",
             Section::Instrumentation => "instrumentation",
+            Section::Times => "times",
             Section::Checksum => "checksum",
         })
     }
@@ -394,6 +401,15 @@ pub struct Ghost {
     pub module_bytes: Option<Vec<u8>>,
     /// The version of the instrumentation that unwound the stack.
     pub instrumentation: Option<u32>,
+    pub times: Times,
+}
+
+/// The body's times that go with it: CPU time used, and a sleep it was
+/// frozen in (to end at the same moment of its monotonic clock).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Times {
+    pub cpu_ns: u64,
+    pub sleep_until_ns: Option<u64>,
 }
 
 /// Writes an image as it goes, to any byte sink (a buffer, a file, a
@@ -544,6 +560,13 @@ impl<W: std::io::Write> ImageWriter<W> {
         self.small(Section::Instrumentation, &version.to_le_bytes())
     }
 
+    pub fn times(&mut self, times: &Times) -> std::io::Result<()> {
+        let mut p = [0u8; 16];
+        p[..8].copy_from_slice(&times.cpu_ns.to_le_bytes());
+        p[8..].copy_from_slice(&times.sleep_until_ns.unwrap_or(u64::MAX).to_le_bytes());
+        self.small(Section::Times, &p)
+    }
+
     /// The end marker and the checksum; the sink, and the image's length.
     pub fn finish(mut self) -> std::io::Result<(W, u64)> {
         self.put(&[0])?;
@@ -578,6 +601,7 @@ pub enum Part {
     Deputy(Vec<u8>),
     Module(Vec<u8>),
     Instrumentation(u32),
+    Times(Times),
 }
 
 /// Reads an image as it comes, checking every length before it allocates
@@ -799,6 +823,17 @@ impl<R: std::io::Read> ImageReader<R> {
                 s.done()?;
                 Part::Instrumentation(v)
             }
+            Section::Times => {
+                let data = payload(self, 16)?;
+                let mut s = In::of(&data, section);
+                let cpu_ns = s.u64()?;
+                let sleep = s.u64()?;
+                s.done()?;
+                Part::Times(Times {
+                    cpu_ns,
+                    sleep_until_ns: (sleep != u64::MAX).then_some(sleep),
+                })
+            }
             Section::Header | Section::Checksum => {
                 return Err(GhostError::UnknownSection(kind));
             }
@@ -915,6 +950,7 @@ impl Ghost {
             if let Some(v) = self.instrumentation {
                 w.instrumentation(v)?;
             }
+            w.times(&self.times)?;
             Ok(w.finish()?.0)
         };
         // Writing to a vector does not fail.
@@ -944,6 +980,7 @@ impl Ghost {
                 Part::Deputy(v) => g.deputy = Some(v),
                 Part::Module(v) => g.module_bytes = Some(v),
                 Part::Instrumentation(v) => g.instrumentation = Some(v),
+                Part::Times(v) => g.times = v,
             }
         }
         Ok(g)
@@ -1165,6 +1202,10 @@ mod tests {
             deputy: Some(b"deputy state".to_vec()),
             module_bytes: None,
             instrumentation: Some(3),
+            times: Times {
+                cpu_ns: 42_000_000,
+                sleep_until_ns: Some(200_000_000),
+            },
         }
     }
 

@@ -16,7 +16,8 @@ mod link;
 mod shims;
 
 pub use body::{
-    Body, BodyClock, BodyError, BodySpec, Control, Exit, ImageStats, Killed, ProcExit, check_module,
+    Body, BodyClock, BodyError, BodySpec, Control, CpuMeter, Exit, ImageStats, Killed, ProcExit,
+    ThreadCpuClock, check_module,
 };
 pub use engine::{LoadError, ModuleHash, Program, Runtime, assemble, default_cache_dir, imports};
 pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};

@@ -437,11 +437,17 @@ fn poll_oneoff(m: &mut Mem<'_>, ctx: &mut BodyCtx, subs: u32, events: u32, n: u3
             .min()
             .unwrap_or(0);
         // A sleep cut short by a signal goes on after its handlers until
-        // the same deadline.
-        let until = *ctx.sleep_until.get_or_insert_with(|| {
-            std::time::Instant::now() + std::time::Duration::from_nanos(shortest)
-        });
-        let left = until.saturating_duration_since(std::time::Instant::now());
+        // the same deadline; one cut short by a freeze, where the body
+        // resumes (its image carries the deadline).
+        let now = ctx.clock.monotonic_ns();
+        // (A handler's own sleep is its own.)
+        let until = if ctx.in_handler {
+            now.saturating_add(shortest)
+        } else {
+            *ctx.sleep_until
+                .get_or_insert_with(|| now.saturating_add(shortest))
+        };
+        let left = std::time::Duration::from_nanos(until.saturating_sub(now));
         if !ctx.control.sleep(left) {
             // A freeze (the call is made again after the rewind) or a kill.
             if ctx.control.killing() {
@@ -573,7 +579,11 @@ pub fn add_to_linker(linker: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                 if restart_after_handlers(&mut c, &r)? {
                     continue;
                 }
-                c.data_mut().sleep_until = None;
+                let frozen =
+                    matches!(r, Err(Fail::Errno(Errno::Intr))) && c.data().control.freezing();
+                if !frozen && !c.data().in_handler {
+                    c.data_mut().sleep_until = None;
+                }
                 return finish_or_freeze(&mut c, "poll_oneoff", r);
             }
         },

@@ -100,6 +100,15 @@ fn node_of(cluster: &Cluster, pid: u64) -> u64 {
         .expect("the process is listed")
 }
 
+fn cpu_ms_of(cluster: &Cluster, pid: u64) -> u64 {
+    cluster
+        .ssictl_json(3, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .and_then(|p| p["cpu_ms"].as_u64())
+        .expect("the process is listed with its CPU time")
+}
+
 #[test]
 fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
     let cluster = Cluster::start(3);
@@ -205,8 +214,20 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     let mut line = String::new();
     out.read_line(&mut line).expect("first line");
     let pid = pid_of(&cluster, "spin");
+    // The CPU time it has used goes with it, as `ssictl ps` shows.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let before = loop {
+        let used = cpu_ms_of(&cluster, pid);
+        if used >= 300 {
+            break used;
+        }
+        assert!(Instant::now() < deadline, "spin used {used} ms of CPU in 10 s");
+        std::thread::sleep(Duration::from_millis(20));
+    };
     let report = migrate_or_explain(&cluster, &mut child, 2, pid, 2);
     assert_eq!(report["from"].as_u64(), Some(1));
+    let after = cpu_ms_of(&cluster, pid);
+    assert!(after >= before, "CPU time {before} ms before the move, {after} ms after");
     // Errors name what was wrong, and the process goes on where it was.
     for (args, says) in [
         (
