@@ -31,6 +31,16 @@ pub fn bin_dir() -> PathBuf {
 }
 
 /// The path of a workspace binary, which must have been built first.
+/// A command's status as a shell reports it (`$?`): its exit code, or
+/// 128 + the number of the signal that ended it.
+pub fn shell_status(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|n| 128 + n))
+        .unwrap_or(-1)
+}
+
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
@@ -213,7 +223,7 @@ impl Case {
         let out = child.wait_with_output().expect("wait for ssirun");
         feeder.join().expect("stdin feeder");
         let outcome = Outcome {
-            status: out.status.code().unwrap_or(-1),
+            status: shell_status(out.status),
             stdout: out.stdout,
             stderr: out.stderr,
         };

@@ -3,7 +3,7 @@
 //! parent's, are waited for with their statuses, form process groups that a
 //! signal reaches across nodes, and are reaped when their parent leaves them.
 
-use ssi_tests::{Cluster, bin, guest, repo_root};
+use ssi_tests::{Cluster, bin, guest, repo_root, shell_status};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, ChildStdout, Command};
 use std::time::{Duration, Instant};
@@ -41,7 +41,7 @@ fn ended(mut child: Child) -> (i32, String) {
             if let Some(mut e) = child.stderr.take() {
                 let _ = e.read_to_string(&mut err);
             }
-            return (status.code().unwrap_or(-1), err);
+            return (shell_status(status), err);
         }
         assert!(Instant::now() < deadline, "ssirun did not end");
         std::thread::sleep(Duration::from_millis(20));

@@ -2,7 +2,7 @@
 //! (deep in recursion, in a loop without calls, or waiting for input), moved
 //! to another node, and goes on there as if nothing happened.
 
-use ssi_tests::{Case, Cluster, bin, guest};
+use ssi_tests::{Case, Cluster, bin, guest, shell_status};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -153,7 +153,7 @@ fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
     let status = child.wait().expect("wait");
     let out = reader.join().expect("reader");
     let err = stderr_of(&mut child);
-    assert_eq!(status.code(), Some(reference.status), "{err}");
+    assert_eq!(shell_status(status), reference.status, "{err}");
     assert!(
         out == reference.stdout,
         "the moved process printed something else ({} bytes vs {}): {err}",
@@ -221,13 +221,19 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
         if used >= 300 {
             break used;
         }
-        assert!(Instant::now() < deadline, "spin used {used} ms of CPU in 10 s");
+        assert!(
+            Instant::now() < deadline,
+            "spin used {used} ms of CPU in 10 s"
+        );
         std::thread::sleep(Duration::from_millis(20));
     };
     let report = migrate_or_explain(&cluster, &mut child, 2, pid, 2);
     assert_eq!(report["from"].as_u64(), Some(1));
     let after = cpu_ms_of(&cluster, pid);
-    assert!(after >= before, "CPU time {before} ms before the move, {after} ms after");
+    assert!(
+        after >= before,
+        "CPU time {before} ms before the move, {after} ms after"
+    );
     // Errors name what was wrong, and the process goes on where it was.
     for (args, says) in [
         (
@@ -246,7 +252,7 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     let kill = cluster.ssictl(3, &["kill", "-TERM", &pid.to_string()]);
     assert!(kill.status.success());
     let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(shell_status(status), 143);
 }
 
 /// A move to a node that stopped answering fails, naming it, and the process

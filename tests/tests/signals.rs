@@ -4,8 +4,9 @@
 //! loop without calls or one blocked reading its input; `ssirun` exits with
 //! 128 + the signal number, as a shell reports it.
 
-use ssi_tests::{Cluster, bin, guest};
+use ssi_tests::{Cluster, bin, guest, shell_status};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -51,7 +52,7 @@ fn status_within(child: &mut Child, limit: Duration) -> Option<i32> {
     let deadline = Instant::now() + limit;
     loop {
         if let Some(status) = child.try_wait().expect("try_wait") {
-            return status.code();
+            return Some(shell_status(status));
         }
         assert!(
             Instant::now() < deadline,
@@ -97,6 +98,10 @@ fn ssictl_kill_ends_a_looping_remote_body_with_128_plus_the_signal() {
             Some(status),
             "{signal}"
         );
+        // Ended by that signal, as a native process is: a shell says
+        // "Terminated", and a loop it runs in stops at Ctrl-C.
+        let ended = child.wait().expect("wait");
+        assert_eq!(ended.signal(), Some(status - 128), "{signal}: {ended}");
         assert!(
             !cluster.ssictl_json(3, "ps").iter().any(|p| p["pid"] == pid),
             "the process is reaped"

@@ -1,7 +1,7 @@
 //! The `ssi` host API (guests/ssi): identity and signals, from Rust and from C,
 //! in the embedded default and with the body on another node.
 
-use ssi_tests::{Case, Cluster, guest};
+use ssi_tests::{Case, Cluster, guest, shell_status};
 
 fn expect_ident(out: &ssi_tests::Outcome, home: u32) {
     expect_ident_with(out, home, &[]);
@@ -105,5 +105,5 @@ fn a_process_sees_and_signals_a_process_of_another_home() {
         ],
     );
     let status = other.wait().expect("wait");
-    assert_eq!(status.code(), Some(143));
+    assert_eq!(shell_status(status), 143);
 }

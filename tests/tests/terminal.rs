@@ -86,7 +86,23 @@ fn run_on_terminal(cluster: &Cluster, node: usize, keys: &[(&str, &[u8])]) -> (u
     while let Ok(bytes) = screen.rx.recv_timeout(Duration::from_millis(100)) {
         screen.seen.push_str(&String::from_utf8_lossy(&bytes));
     }
-    (status.exit_code(), screen.seen)
+    (as_shell_reports(&status), screen.seen)
+}
+
+/// 128 + the number of the signal that ended it (named as `strsignal` names
+/// it), or its exit code: what a shell reports.
+fn as_shell_reports(status: &portable_pty::ExitStatus) -> u32 {
+    let Some(name) = status.signal() else {
+        return status.exit_code();
+    };
+    (1..32)
+        .find(|&n| {
+            // SAFETY: strsignal returns a C string or null.
+            let s = unsafe { libc::strsignal(n) };
+            !s.is_null() && unsafe { std::ffi::CStr::from_ptr(s) }.to_string_lossy() == name
+        })
+        .map(|n| 128 + n as u32)
+        .unwrap_or_else(|| panic!("ended by a signal named {name:?}"))
 }
 
 #[test]
@@ -268,4 +284,38 @@ fn ctrl_z_stops_a_remote_process_and_fg_continues_it() {
     sh.wait_after(mark, "$ ");
     sh.type_keys(b"echo status=$?\r");
     sh.wait_after(mark, "status=130");
+}
+
+/// `ssirun` ends by the signal that ended its process, as a native command
+/// does: Ctrl-C breaks the shell loop it runs in, and the shell reports a
+/// stopped job killed with `kill %1` as "Terminated".
+#[test]
+fn the_shell_sees_a_process_a_signal_ended_as_it_sees_a_native_one() {
+    let cluster = Cluster::start(2);
+    let mut sh = Shell::start(&cluster.socket(1));
+    sh.wait_after(0, "$ ");
+    let spin = format!(
+        "{} --node 2 {} 0 --ticks",
+        bin("ssirun").display(),
+        guest("spin").display()
+    );
+    sh.type_keys(format!("while true; do {spin}; done\r").as_bytes());
+    sh.wait_after(0, "tick 2");
+    let mark = sh.screen.seen.len();
+    sh.type_keys(b"\x03");
+    sh.type_keys(b"echo loop=$?\r");
+    let shown = sh.wait_after(mark, "loop=130");
+    assert!(!shown.contains("spinning"), "the loop went on:\n{shown}");
+    // A stopped job, killed: the shell names the signal.
+    let mark = sh.screen.seen.len();
+    sh.type_keys(format!("{spin}\r").as_bytes());
+    sh.wait_after(mark, "tick 1");
+    sh.type_keys(b"\x1a");
+    sh.wait_after(mark, "Stopped");
+    sh.type_keys(b"kill %1\r");
+    // The shell tells of a job that ended at its next command.
+    sh.type_keys(b"sleep 1; jobs\r");
+    sh.wait_after(mark, "Terminated");
+    sh.type_keys(b"echo killed=done\r");
+    sh.wait_after(mark, "killed=done");
 }

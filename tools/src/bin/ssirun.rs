@@ -591,8 +591,10 @@ fn main() -> ExitCode {
             eprintln!("Error: {message}");
             ExitCode::from(if trap { 134 } else { 1 })
         }
-        // As a shell reports a command a signal ended.
-        Ok(Outcome::Signaled(n)) => ExitCode::from(128u8.saturating_add(n)),
+        // The signal that ended the process ends this command too, so that
+        // a shell sees what it sees of a native process (`$?` = 128 + n,
+        // "Terminated", a loop that Ctrl-C breaks).
+        Ok(Outcome::Signaled(n)) => die_of(n),
         Ok(Outcome::Checkpointed(pid)) => {
             // As a process killed by SIGKILL: it goes on only from its checkpoint.
             eprintln!("ssirun: process {pid} was checkpointed and stopped");
@@ -608,4 +610,30 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
     }
+}
+
+/// Ends this process by signal `n`, its default action restored; a signal
+/// whose default action is a core dump dumps none (the core would be this
+/// command's, not the program's). Returns only if the signal did not end it:
+/// then the status is the one a shell would report, 128 + n.
+fn die_of(n: u8) -> ExitCode {
+    let _ = std::io::stdout().lock().flush();
+    let _ = std::io::stderr().lock().flush();
+    let sig = libc::c_int::from(n);
+    // SAFETY: plain calls on this process's own signal state and limits, with
+    // valid pointers to locals.
+    unsafe {
+        let no_core = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        libc::setrlimit(libc::RLIMIT_CORE, &no_core);
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+    }
+    ExitCode::from(128u8.saturating_add(n))
 }
