@@ -1368,6 +1368,18 @@ mod tests {
         (runner, rx.recv().expect("control"))
     }
 
+    /// Runs a body of `program` for `run`, then freezes it: its image.
+    fn frozen_after(program: &Program, out: &Arc<StdMutex<Vec<u8>>>, run: Duration) -> Vec<u8> {
+        let (runner, control) = spawn(program, out.clone());
+        std::thread::sleep(run);
+        assert!(control.freeze());
+        let (exit, image) = runner.join().expect("body thread");
+        match (exit, image) {
+            (Exit::Frozen, Some(image)) => image,
+            (exit, _) => panic!("not frozen: {exit:?}"),
+        }
+    }
+
     fn expected() -> Vec<u8> {
         (0..=200u32).map(|d| b'0' + (d % 10) as u8).collect()
     }
@@ -1446,13 +1458,7 @@ mod tests {
         let runtime = Runtime::new(None).expect("engine");
         let program = runtime.load(SLEEPER.as_bytes()).expect("program");
         let out = Arc::new(StdMutex::new(Vec::new()));
-        let (runner, control) = spawn(&program, out.clone());
-        std::thread::sleep(Duration::from_millis(300));
-        assert!(control.freeze());
-        let (exit, image) = runner.join().expect("body thread");
-        let (Exit::Frozen, Some(image)) = (&exit, image) else {
-            panic!("not frozen: {exit:?}");
-        };
+        let image = frozen_after(&program, &out, Duration::from_millis(300));
         let ghost = crate::ghost::Ghost::decode(&image, Some(&program.hash)).expect("decode");
         let deadline = ghost.times.sleep_until_ns.expect("frozen in its sleep");
         assert!(deadline > ghost.clock_offset_ns, "{ghost:?}");
@@ -1570,11 +1576,7 @@ mod tests {
         let runtime = Runtime::new(None).expect("engine");
         let program = runtime.load(guest.as_bytes()).expect("program");
         let out = Arc::new(StdMutex::new(Vec::new()));
-        let (runner, control) = spawn(&program, out.clone());
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(control.freeze());
-        let (_, image) = runner.join().expect("body thread");
-        let image = image.expect("frozen");
+        let image = frozen_after(&program, &out, Duration::from_millis(20));
         let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
         assert!(matches!(body.run(), Exit::Status(0)));
@@ -1605,11 +1607,7 @@ mod tests {
         let runtime = Runtime::new(None).expect("engine");
         let program = runtime.load(guest.as_bytes()).expect("program");
         let out = Arc::new(StdMutex::new(Vec::new()));
-        let (runner, control) = spawn(&program, out.clone());
-        std::thread::sleep(Duration::from_millis(20));
-        assert!(control.freeze());
-        let (_, image) = runner.join().expect("body thread");
-        let image = image.expect("frozen");
+        let image = frozen_after(&program, &out, Duration::from_millis(20));
         let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
         assert!(matches!(body.run(), Exit::Status(0)));

@@ -91,22 +91,18 @@ fn migrate_or_explain(
     }
 }
 
-fn node_of(cluster: &Cluster, pid: u64) -> u64 {
+/// A number field of the process's row in `ssictl ps --json`.
+fn ps_field(cluster: &Cluster, pid: u64, field: &str) -> u64 {
     cluster
         .ssictl_json(3, "ps")
         .into_iter()
         .find(|p| p["pid"].as_u64() == Some(pid))
-        .and_then(|p| p["node"].as_u64())
-        .expect("the process is listed")
+        .and_then(|p| p[field].as_u64())
+        .unwrap_or_else(|| panic!("process {pid} is not listed with its {field}"))
 }
 
-fn cpu_ms_of(cluster: &Cluster, pid: u64) -> u64 {
-    cluster
-        .ssictl_json(3, "ps")
-        .into_iter()
-        .find(|p| p["pid"].as_u64() == Some(pid))
-        .and_then(|p| p["cpu_ms"].as_u64())
-        .expect("the process is listed with its CPU time")
+fn node_of(cluster: &Cluster, pid: u64) -> u64 {
+    ps_field(cluster, pid, "node")
 }
 
 #[test]
@@ -217,7 +213,7 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     // The CPU time it has used goes with it, as `ssictl ps` shows.
     let deadline = Instant::now() + Duration::from_secs(10);
     let before = loop {
-        let used = cpu_ms_of(&cluster, pid);
+        let used = ps_field(&cluster, pid, "cpu_ms");
         if used >= 300 {
             break used;
         }
@@ -229,7 +225,7 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     };
     let report = migrate_or_explain(&cluster, &mut child, 2, pid, 2);
     assert_eq!(report["from"].as_u64(), Some(1));
-    let after = cpu_ms_of(&cluster, pid);
+    let after = ps_field(&cluster, pid, "cpu_ms");
     assert!(
         after >= before,
         "CPU time {before} ms before the move, {after} ms after"

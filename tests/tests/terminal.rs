@@ -225,17 +225,22 @@ impl Drop for Shell {
     }
 }
 
+/// The command line of a process that prints a tick every 100 ms, its body
+/// on node 2.
+fn ticking_on_node_2() -> String {
+    format!(
+        "{} --node 2 {} 0 --ticks",
+        bin("ssirun").display(),
+        guest("spin").display()
+    )
+}
+
 #[test]
 fn ctrl_z_stops_a_remote_process_and_fg_continues_it() {
     let cluster = Cluster::start(2);
     let mut sh = Shell::start(&cluster.socket(1));
     sh.wait_after(0, "$ ");
-    let command = format!(
-        "{} --node 2 {} 0 --ticks\r",
-        bin("ssirun").display(),
-        guest("spin").display()
-    );
-    sh.type_keys(command.as_bytes());
+    sh.type_keys(format!("{}\r", ticking_on_node_2()).as_bytes());
     sh.wait_after(0, "tick 3");
     // Ctrl-Z: the process stops where its body runs, and so does ssirun,
     // which the shell reports as a stopped job.
@@ -294,11 +299,7 @@ fn the_shell_sees_a_process_a_signal_ended_as_it_sees_a_native_one() {
     let cluster = Cluster::start(2);
     let mut sh = Shell::start(&cluster.socket(1));
     sh.wait_after(0, "$ ");
-    let spin = format!(
-        "{} --node 2 {} 0 --ticks",
-        bin("ssirun").display(),
-        guest("spin").display()
-    );
+    let spin = ticking_on_node_2();
     sh.type_keys(format!("while true; do {spin}; done\r").as_bytes());
     sh.wait_after(0, "tick 2");
     let mark = sh.screen.seen.len();
