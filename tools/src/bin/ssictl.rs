@@ -312,7 +312,7 @@ fn run(args: Args) -> Result<()> {
                     );
                 } else {
                     println!(
-                        "process {pid} checkpointed to {} in {:.2} ms (frozen in {:.2} ms; {} for {} of memory){}",
+                        "process {pid} checkpointed to {} in {:.2} ms (frozen in {:.2} ms; a {} file, the module included, for {} of memory){}",
                         output.display(),
                         r.total_micros as f64 / 1000.0,
                         r.freeze_micros as f64 / 1000.0,
