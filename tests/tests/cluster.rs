@@ -232,14 +232,16 @@ fn a_silent_node_is_down_within_3_seconds_and_its_sessions_end() {
         seen_down <= Duration::from_secs(3),
         "node 2 was shown down after {seen_down:?}"
     );
-    let deadline = Instant::now() + Duration::from_secs(5);
+    // Node 1 sees node 2 down on its own clock (2 s of silence), which on a
+    // loaded machine may come a little after node 3 does.
+    let deadline = Instant::now() + Duration::from_secs(10);
     let status = loop {
         if let Some(status) = doomed.try_wait().expect("try_wait") {
             break status;
         }
         assert!(
             Instant::now() < deadline,
-            "ssirun did not end within 5 s of node 2's stop; node 1's log:\n{}",
+            "ssirun did not end within 10 s of node 2's stop; node 1's log:\n{}",
             cluster.log(1)
         );
         std::thread::sleep(Duration::from_millis(20));
