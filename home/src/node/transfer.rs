@@ -208,6 +208,29 @@ const IMAGE_SILENCE: Duration = Duration::from_secs(30);
 /// How long a node may take to answer that it expects a body.
 const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
+/// How long a node sent a module may take to load it (instrument and compile
+/// it, which for a large module on a busy node takes many seconds), as long
+/// as it is seen up; the body runs on meanwhile.
+const LOAD_WITHIN: Duration = Duration::from_secs(600);
+
+/// `answer`, unless node `id` is marked down first.
+async fn while_up<T>(
+    core: &NodeCore,
+    id: NodeId,
+    answer: impl std::future::Future<Output = T>,
+) -> Result<T, String> {
+    let down = async {
+        while core.peer_up(id) {
+            tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+        }
+    };
+    futures::pin_mut!(answer, down);
+    match futures::future::select(answer, down).await {
+        futures::future::Either::Left((answer, _)) => Ok(answer),
+        futures::future::Either::Right(_) => Err(format!("node {id} went down")),
+    }
+}
+
 fn open_image_connection(address: &str, ticket: &Ticket) -> Result<TcpStream, String> {
     let addr = address
         .to_socket_addrs()
@@ -384,18 +407,28 @@ pub(crate) async fn expect_at(
             .and_then(|r| Ok(r.get()?.get_present()))
             .map_err(|e| format!("node {to}: {}", e.extra))?;
     }
-    let asked = async {
-        match receive(with_module).await {
-            Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
-                receive(true).await
+    let ask = |with_module: bool| {
+        let sent = receive(with_module);
+        async move {
+            if with_module {
+                let loaded = while_up(core, to, tokio::time::timeout(LOAD_WITHIN, sent)).await?;
+                loaded.map_err(|_| {
+                    format!("node {to} did not load the module within {LOAD_WITHIN:?}")
+                })
+            } else {
+                tokio::time::timeout(ANSWER_WITHIN, sent)
+                    .await
+                    .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))
             }
-            r => r,
         }
     };
-    let reply = tokio::time::timeout(ANSWER_WITHIN, asked)
-        .await
-        .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
-        .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+    let reply = match ask(with_module).await? {
+        Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
+            ask(true).await?
+        }
+        r => r,
+    }
+    .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
     core.note_holds(to, hash);
     let reply = reply.get().map_err(|e| e.to_string())?;
     let ticket: Ticket = reply
@@ -460,14 +493,9 @@ pub(crate) fn remote_running(
                 Err(e) => lost(format!("went down: {}", e.extra)),
             }
         };
-        let down = async {
-            while core.peer_up(target) {
-                tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
-            }
-            lost("stopped answering".into())
-        };
-        futures::pin_mut!(wait, down);
-        let report = futures::future::select(wait, down).await.factor_first().0;
+        let report = while_up(&core, target, wait)
+            .await
+            .unwrap_or_else(|_| lost("stopped answering".into()));
         drop(connection);
         report
     };
