@@ -2,7 +2,7 @@
 //! (deep in recursion, in a loop without calls, or waiting for input), moved
 //! to another node, and goes on there as if nothing happened.
 
-use ssi_tests::{Case, Cluster, bin, guest, shell_status};
+use ssi_tests::{Case, Cluster, assert_same, bin, guest, shell_status};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,6 +105,44 @@ fn node_of(cluster: &Cluster, pid: u64) -> u64 {
     ps_field(cluster, pid, "node")
 }
 
+/// Moves process `pid`, which runs on node `at`, `moves` times across the
+/// three nodes at moments chosen at random (from a seed printed for a rerun),
+/// asking a different node each time (`migrate(asked, to)`).
+fn move_at_random(
+    cluster: &Cluster,
+    pid: u64,
+    mut at: u64,
+    moves: usize,
+    mut migrate: impl FnMut(usize, usize) -> serde_json::Value,
+) {
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    for i in 0..moves {
+        std::thread::sleep(Duration::from_millis(next() % 40));
+        let to = [1u64, 2, 3]
+            .into_iter()
+            .filter(|n| *n != at)
+            .nth((next() % 2) as usize)
+            .expect("another node");
+        // Ask any node: the request goes to the process's home.
+        let report = migrate(1 + (i % 3), to as usize);
+        assert_eq!(report["from"].as_u64(), Some(at), "{report}");
+        assert_eq!(report["to"].as_u64(), Some(to), "{report}");
+        at = to;
+    }
+    assert_eq!(node_of(cluster, pid), at, "ps shows the node it moved to");
+}
+
 #[test]
 fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
     let cluster = Cluster::start(3);
@@ -118,34 +156,9 @@ fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
         all
     });
     let pid = pid_of(&cluster, "churn");
-    // Moments chosen at random, from a seed printed for a rerun.
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    eprintln!("seed {seed}");
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut at = 2u64;
-    for i in 0..50 {
-        std::thread::sleep(Duration::from_millis(next() % 40));
-        let to = [1u64, 2, 3]
-            .into_iter()
-            .filter(|n| *n != at)
-            .nth((next() % 2) as usize)
-            .expect("another node");
-        // Ask any node: the request goes to the process's home.
-        let report = migrate_or_explain(&cluster, &mut child, 1 + (i % 3), pid, to as usize);
-        assert_eq!(report["from"].as_u64(), Some(at), "{report}");
-        assert_eq!(report["to"].as_u64(), Some(to), "{report}");
-        at = to;
-    }
-    assert_eq!(node_of(&cluster, pid), at, "ps shows the node it moved to");
+    move_at_random(&cluster, pid, 2, 50, |from, to| {
+        migrate_or_explain(&cluster, &mut child, from, pid, to)
+    });
     let status = child.wait().expect("wait");
     let out = reader.join().expect("reader");
     let err = stderr_of(&mut child);
@@ -156,6 +169,41 @@ fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
         out.len(),
         reference.stdout.len()
     );
+}
+
+/// A C program (qsort through a function pointer, a tree of malloc'd nodes,
+/// stack arrays in deep frames) that writes a file, moved 25 times at random
+/// moments: its output, its status and the file it wrote are what wasmtime's
+/// give.
+#[test]
+fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
+    let cluster = Cluster::start(3);
+    let case = Case::new(guest("cwork")).args(&["500"]).sandbox(&[]);
+    let reference = case.run_reference();
+    let options = [
+        "--connect".to_string(),
+        cluster.socket(1).display().to_string(),
+        "--node".into(),
+        "2".into(),
+    ];
+    let run = std::thread::spawn(move || {
+        let options: Vec<&str> = options.iter().map(String::as_str).collect();
+        case.run_ssirun_with(&options)
+    });
+    let pid = pid_of(&cluster, "cwork");
+    move_at_random(&cluster, pid, 2, 25, |from, to| {
+        try_migrate(&cluster, from, pid, to).unwrap_or_else(|e| {
+            panic!(
+                "{e}\nnode logs:\n{}\n{}\n{}",
+                cluster.log(1),
+                cluster.log(2),
+                cluster.log(3)
+            )
+        })
+    });
+    let ours = run.join().expect("ssirun's thread");
+    assert_same("cwork moved 25 times", &ours, &reference);
+    assert_eq!(ours.0.status, 7);
 }
 
 #[test]
