@@ -134,6 +134,11 @@ interface Peer {
   checkpoint @8 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
   # Checkpoints a process whose home is this node into `sink`.
 
+  loadModule @9 (module :Data) -> ();
+  # Loads (instruments and compiles) a module, to hold it for bodies to
+  # come: a home sends it before it moves a process here, so that the move
+  # does not wait for the compilation.
+
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.
 }

@@ -1436,11 +1436,9 @@ async fn start_body(
         .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
     let peer = gateway.peer_request().send().pipeline.get_peer();
     let hash = source.program.hash;
-    let present = core.peer_holds(target, &hash) || {
-        let mut has = peer.has_module_request();
-        has.get().set_hash(&hash.0);
-        has.send().promise.await?.get()?.get_present()
-    };
+    transfer::send_module(core, target, &hash, &source.wasm)
+        .await
+        .map_err(failed)?;
     let secret: [u8; 16] = rand::random();
     if let Some(mut p) = core.procs.get_mut(&pid) {
         p.secret = Some(secret);
@@ -1467,10 +1465,8 @@ async fn start_body(
         req.send().promise
     };
     // A node that held the module may have restarted since: then it is sent.
-    let reply = match run(!present).await {
-        Err(e) if present && crate::rpc::remote_message(&e).contains(transfer::NO_MODULE) => {
-            run(true).await
-        }
+    let reply = match run(false).await {
+        Err(e) if crate::rpc::remote_message(&e).contains(transfer::NO_MODULE) => run(true).await,
         r => r,
     }?;
     let control = reply.get()?.get_control()?;
@@ -2159,6 +2155,34 @@ impl peer::Server for PeerServer {
         }
     }
 
+    fn load_module(
+        self: CapRc<Self>,
+        params: peer::LoadModuleParams,
+        _: peer::LoadModuleResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        let bytes = params.get().and_then(|p| Ok(p.get_module()?.to_vec()));
+        async move {
+            let bytes = bytes?;
+            // Compiled on a thread of its own: this connection goes on
+            // answering meanwhile.
+            let (done, loaded) = futures::channel::oneshot::channel();
+            std::thread::Builder::new()
+                .name("load-module".into())
+                .spawn(move || {
+                    let r = core.runtime.load_binary(&bytes).map(|program| {
+                        core.modules.insert(program.hash, program);
+                    });
+                    let _ = done.send(r.map_err(|e| e.to_string()));
+                })
+                .map_err(failed)?;
+            loaded
+                .await
+                .map_err(|_| failed("the module's loader went away"))?
+                .map_err(failed)
+        }
+    }
+
     fn migrate(
         self: CapRc<Self>,
         params: peer::MigrateParams,
@@ -2817,6 +2841,20 @@ impl NodeCore {
     /// Moves a process whose home is this node to node `to` (see
     /// `ProcessTask::migrate`).
     pub async fn migrate(&self, pid: Pid, to: NodeId) -> Result<MigrationReport, capnp::Error> {
+        // A node that may lack the module is sent it first, the process going
+        // on meanwhile and taking its signals: only the move itself waits on
+        // the process's task.
+        let module = self
+            .procs
+            .get(&pid)
+            .map(|p| (p.program.hash, p.wasm.clone()));
+        if let Some((hash, wasm)) = module
+            && self.can_host(to).is_ok()
+        {
+            transfer::send_module(self, to, &hash, &wasm)
+                .await
+                .map_err(|e| failed(format!("cannot move process {pid} to node {to}: {e}")))?;
+        }
         self.order(pid, "moved", |reply| Order::Migrate { to, reply })
             .await
     }

@@ -197,13 +197,30 @@ fn state_of(cluster: &Cluster, pid: &str) -> String {
         .unwrap_or_default()
 }
 
+/// Waits for the process to show `state`: a signal is delivered shortly after
+/// `kill` returns, as with kill(1).
+fn wait_for_state(cluster: &Cluster, pid: &str, state: &str) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let now = state_of(cluster, pid);
+        if now == state {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} is {now:?}, not {state:?}, 5 s on"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
 #[test]
 fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
     let cluster = Cluster::start(2);
     let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
     let pid = pid.to_string();
     ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
-    assert_eq!(state_of(&cluster, &pid), "stopped");
+    wait_for_state(&cluster, &pid, "stopped");
     // As POSIX: a stopped process takes SIGTERM when it continues.
     ssictl_ok(&cluster, 1, &["kill", "-TERM", &pid]);
     std::thread::sleep(Duration::from_millis(300));
@@ -222,7 +239,7 @@ fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
     ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
     ssictl_ok(&cluster, 1, &["kill", "-CONT", &pid]);
     ssictl_ok(&cluster, 1, &["kill", "-CONT", &pid]);
-    assert_eq!(state_of(&cluster, &pid), "running");
+    wait_for_state(&cluster, &pid, "running");
     ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
     ssictl_ok(&cluster, 1, &["kill", "-KILL", &pid]);
     assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(137));

@@ -213,6 +213,47 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// as it is seen up; the body runs on meanwhile.
 const LOAD_WITHIN: Duration = Duration::from_secs(600);
 
+/// Makes sure node `to` holds the module `wasm` (of `hash`) compiled: a node
+/// not known to hold it is asked, and sent it if it lacks it; it loads the
+/// module on a thread of its own, while whatever waits for it goes on.
+pub(crate) async fn send_module(
+    core: &NodeCore,
+    to: NodeId,
+    hash: &ssi_remote::ModuleHash,
+    wasm: &[u8],
+) -> Result<(), String> {
+    if to == core.id || core.peer_holds(to, hash) {
+        return Ok(());
+    }
+    core.can_host(to)?;
+    let address = core.peer_address(to).unwrap_or_default();
+    let gateway = pooled(&address)
+        .await
+        .map_err(|e: ConnectError| format!("node {to}: {e}"))?;
+    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let mut has = peer.has_module_request();
+    has.get().set_hash(&hash.0);
+    let present = tokio::time::timeout(ANSWER_WITHIN, has.send().promise)
+        .await
+        .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
+        .and_then(|r| Ok(r.get()?.get_present()))
+        .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+    if !present {
+        let mut load = peer.load_module_request();
+        load.get().set_module(wasm);
+        while_up(
+            core,
+            to,
+            tokio::time::timeout(LOAD_WITHIN, load.send().promise),
+        )
+        .await?
+        .map_err(|_| format!("node {to} did not load the module within {LOAD_WITHIN:?}"))?
+        .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
+    }
+    core.note_holds(to, *hash);
+    Ok(())
+}
+
 /// `answer`, unless node `id` is marked down first.
 async fn while_up<T>(
     core: &NodeCore,
@@ -394,19 +435,9 @@ pub(crate) async fn expect_at(
         b.set_secret(&secret);
         req.send().promise
     };
-    // A node known to hold the module is asked at once; otherwise it is
-    // asked whether it does first (a module is large), and it is sent the
-    // module if it does not, or if it no longer does (restarted since).
-    let mut with_module = false;
-    if !core.peer_holds(to, &hash) {
-        let mut has = peer.has_module_request();
-        has.get().set_hash(&hash.0);
-        with_module = !tokio::time::timeout(ANSWER_WITHIN, has.send().promise)
-            .await
-            .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
-            .and_then(|r| Ok(r.get()?.get_present()))
-            .map_err(|e| format!("node {to}: {}", e.extra))?;
-    }
+    // The node holds the module, or is sent it first; one that no longer
+    // holds it (restarted since) is sent it with the body.
+    send_module(core, to, &hash, &source.wasm).await?;
     let ask = |with_module: bool| {
         let sent = receive(with_module);
         async move {
@@ -422,10 +453,8 @@ pub(crate) async fn expect_at(
             }
         }
     };
-    let reply = match ask(with_module).await? {
-        Err(e) if !with_module && crate::rpc::remote_message(&e).contains(NO_MODULE) => {
-            ask(true).await?
-        }
+    let reply = match ask(false).await? {
+        Err(e) if crate::rpc::remote_message(&e).contains(NO_MODULE) => ask(true).await?,
         r => r,
     }
     .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
