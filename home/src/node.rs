@@ -1700,7 +1700,7 @@ impl ProcessTask {
     /// held frozen. A failure leaves it running.
     async fn freeze(&self, running: &Running, state: ProcState) -> Result<Held, String> {
         if let Some(why) = &self.source.program.not_freezable {
-            return Err(format!("it cannot be frozen: {why}"));
+            return Err(why.clone());
         }
         self.set_state(state, None);
         // A body waiting in a read at its deputy is freed by cutting the read
@@ -1826,9 +1826,7 @@ impl ProcessTask {
         }
         core.can_host(to)?;
         if let Some(why) = &self.source.program.not_freezable {
-            return Err(format!(
-                "cannot migrate process {pid}: it cannot be frozen: {why}"
-            ));
+            return Err(format!("cannot migrate process {pid}: {why}"));
         }
         let t0 = Instant::now();
         let freeze = async {

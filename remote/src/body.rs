@@ -1007,6 +1007,12 @@ impl Body {
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);
+        if runtime.is_interruptible() {
+            // A start function runs at instantiation, through the epoch
+            // checks of a module that cannot be instrumented: it goes on.
+            store.set_epoch_deadline(1);
+            store.epoch_deadline_callback(|_| Ok(UpdateDeadline::Continue(1)));
+        }
         let instance = linked
             .instantiate(&mut store)
             .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
@@ -1422,6 +1428,52 @@ mod tests {
             other => panic!("resumed body ended with {other:?}"),
         }
         assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    /// A module with a start function (which a restore would run again) is
+    /// not instrumented; on a runtime with epoch checks, its start function
+    /// runs through them at instantiation, and the body runs as it is.
+    #[test]
+    fn a_start_function_runs_on_an_interruptible_runtime() {
+        let guest = r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "s")
+            (func $init (local $n i32)
+                (local.set $n (i32.const 3000000))
+                (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 1))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (start $init)
+            (func (export "_start")))"#;
+        let runtime = Runtime::interruptible(None).expect("engine");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        assert!(!program.freezable());
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        // A tick of the epoch now and then, as a node's ticker does.
+        let ticking = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let ticker = {
+            let (engine, ticking) = (program.module.engine().clone(), ticking.clone());
+            std::thread::spawn(move || {
+                while ticking.load(Ordering::Relaxed) {
+                    engine.increment_epoch();
+                    std::thread::sleep(Duration::from_millis(1));
+                }
+            })
+        };
+        let mut body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("instantiated, its start function run");
+        let exit = body.run();
+        ticking.store(false, Ordering::Relaxed);
+        ticker.join().expect("ticker");
+        assert!(matches!(exit, Exit::Status(0)), "{exit:?}");
+        assert_eq!(*out.lock().expect("out"), b"s");
     }
 
     #[test]

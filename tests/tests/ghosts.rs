@@ -346,3 +346,58 @@ fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
     assert_eq!(rest, "");
     assert_eq!(child.wait().expect("wait").code(), Some(0));
 }
+
+/// A module the instrumentation cannot handle (here: one with a start
+/// function, which a restore would run again) still runs on a node, start
+/// function first; `ssictl` shows it cannot move and says why when asked to;
+/// a signal still ends it in its loop without calls.
+#[test]
+fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
+    let cluster = Cluster::start(3);
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = dir.path().join("started.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "started\n")
+            (func $init
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 8))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (start $init)
+            (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .expect("write the module");
+    let mut child = Command::new(bin("ssirun"))
+        .arg("--connect")
+        .arg(cluster.socket(1))
+        .args(["--node", "2"])
+        .arg(&module)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn ssirun");
+    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut line = String::new();
+    out.read_line(&mut line).expect("first line");
+    assert_eq!(line, "started\n", "{}", stderr_of(&mut child));
+    let pid = pid_of(&cluster, "started.wat");
+    let row = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .expect("listed");
+    assert_eq!(row["migratable"], false, "{row}");
+    let failed = try_migrate(&cluster, 1, pid, 1).expect_err("it cannot move");
+    assert!(
+        failed.contains("cannot migrate process") && failed.contains("start function"),
+        "{failed}"
+    );
+    assert!(!failed.contains("frozen: it cannot be frozen"), "{failed}");
+    assert_eq!(node_of(&cluster, pid), 2);
+    let kill = cluster.ssictl(1, &["kill", "-INT", &pid.to_string()]);
+    assert!(kill.status.success());
+    assert_eq!(shell_status(child.wait().expect("wait")), 130);
+}
