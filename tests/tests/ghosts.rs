@@ -9,12 +9,23 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Starts `ssirun GUEST ARGS` through node `home` with its body on `node`.
 fn start(cluster: &Cluster, home: usize, node: usize, guest_name: &str, args: &[&str]) -> Child {
+    start_module(cluster, home, node, &guest(guest_name), args)
+}
+
+/// As [`start`], for the module at `module`.
+fn start_module(
+    cluster: &Cluster,
+    home: usize,
+    node: usize,
+    module: &std::path::Path,
+    args: &[&str],
+) -> Child {
     Command::new(bin("ssirun"))
         .arg("--connect")
         .arg(cluster.socket(home))
         .arg("--node")
         .arg(node.to_string())
-        .arg(guest(guest_name))
+        .arg(module)
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -370,15 +381,7 @@ fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
             (func (export "_start") (loop $l (br $l))))"#,
     )
     .expect("write the module");
-    let mut child = Command::new(bin("ssirun"))
-        .arg("--connect")
-        .arg(cluster.socket(1))
-        .args(["--node", "2"])
-        .arg(&module)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun");
+    let mut child = start_module(&cluster, 1, 2, &module, &[]);
     let mut out = BufReader::new(child.stdout.take().expect("stdout"));
     let mut line = String::new();
     out.read_line(&mut line).expect("first line");
