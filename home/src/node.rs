@@ -477,6 +477,7 @@ impl NodeCore {
         let thread_slot = slot.clone();
         std::thread::Builder::new()
             .name(format!("body-{pid}"))
+            .stack_size(ssi_remote::BODY_THREAD_STACK)
             .spawn(move || {
                 let report = core.run_body(pid, &program, make, &thread_slot, started_tx, None);
                 let _ = tx.send(report);

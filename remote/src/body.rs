@@ -1476,6 +1476,100 @@ mod tests {
         assert_eq!(*out.lock().expect("out"), b"s");
     }
 
+    /// A recursive function (with a poll point at its entry) whose loop
+    /// neither stores nor calls: the loop's poll point must see the flag
+    /// rise, however the compiler treats a load the entry's load precedes.
+    /// `$step` is the first local the loop steps: by one (a counted loop, the
+    /// flag read once per period) or by a large constant (the flag read on
+    /// every iteration).
+    fn loop_after_entry_poll(step: i64) -> String {
+        format!(
+            r#"(module
+            (memory (export "memory") 1)
+            (func $f (param $d i32) (result i64) (local $a i64) (local $n i64)
+                (if (local.get $d)
+                    (then (return (call $f (i32.sub (local.get $d) (i32.const 1))))))
+                (local.set $n (i64.const 20000000000))
+                (loop $l
+                    (local.set $a (i64.add (local.get $a) (i64.const {step})))
+                    (local.set $n (i64.sub (local.get $n) (i64.const 1)))
+                    (br_if $l (i64.ne (local.get $n) (i64.const 0))))
+                (local.get $a))
+            (func (export "_start") (drop (call $f (i32.const 3)))))"#
+        )
+    }
+
+    #[test]
+    fn a_loop_without_stores_after_an_entry_poll_is_frozen_at_once() {
+        for step in [1, 3_144_643_083_418_229_056] {
+            let runtime = Runtime::new(None).expect("engine");
+            let program = runtime
+                .load(loop_after_entry_poll(step).as_bytes())
+                .expect("program");
+            let out = Arc::new(StdMutex::new(Vec::new()));
+            let (runner, control) = spawn(&program, out);
+            std::thread::sleep(Duration::from_millis(50));
+            let asked = Instant::now();
+            assert!(control.freeze());
+            let (exit, _) = runner.join().expect("body thread");
+            let took = asked.elapsed();
+            assert!(matches!(exit, Exit::Frozen), "step {step}: {exit:?}");
+            // The loop runs for many seconds: only a poll point that sees
+            // the flag freezes it this soon.
+            assert!(
+                took < Duration::from_millis(200),
+                "step {step}: froze in {took:?}"
+            );
+        }
+    }
+
+    /// Recursion as deep as `wasmtime run` allows (its default 512 KiB of
+    /// Wasm stack) also runs instrumented, whose frames are larger, on a
+    /// body thread.
+    #[test]
+    fn recursion_as_deep_as_wasmtime_allows_runs_instrumented() {
+        let guest = r#"(module
+            (memory (export "memory") 1)
+            (func $r (param $d i32) (param $x i64) (result i64) (local $y i64) (local $z i64)
+                (local.set $y (i64.mul (local.get $x) (i64.const 31)))
+                (local.set $z (i64.add (local.get $x) (i64.const 7)))
+                (if (result i64) (i32.eqz (local.get $d))
+                    (then (local.get $x))
+                    (else (i64.add (i64.xor (call $r (i32.sub (local.get $d) (i32.const 1))
+                        (local.get $y)) (local.get $z)) (local.get $y)))))
+            (func (export "_start") (drop (call $r (i32.const 15000) (i64.const 1)))))"#;
+        // Plain wasmtime, its default stack: it gets to the bottom.
+        let plain = wasmtime::Engine::default();
+        let module = Module::new(&plain, guest).expect("module");
+        let mut store = Store::new(&plain, ());
+        let instance = wasmtime::Instance::new(&mut store, &module, &[]).expect("instance");
+        let start = instance
+            .get_typed_func::<(), ()>(&mut store, "_start")
+            .expect("_start");
+        start.call(&mut store, ()).expect("wasmtime runs it");
+        let runtime = Runtime::new(None).expect("engine");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        assert!(program.freezable(), "{:?}", program.not_freezable);
+        let exit = std::thread::Builder::new()
+            .stack_size(crate::engine::BODY_THREAD_STACK)
+            .spawn(move || {
+                let runtime = Runtime::new(None).expect("engine");
+                let out = Arc::new(StdMutex::new(Vec::new()));
+                Body::new(
+                    &runtime,
+                    &program,
+                    &BodySpec::default(),
+                    Box::new(Recorder(out)),
+                )
+                .expect("body")
+                .run()
+            })
+            .expect("body thread")
+            .join()
+            .expect("body thread");
+        assert!(matches!(exit, Exit::Status(0)), "{exit:?}");
+    }
+
     #[test]
     fn a_thread_cpu_clock_advances() {
         let clock = ThreadCpuClock::current().expect("cpu clock");

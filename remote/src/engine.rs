@@ -114,6 +114,13 @@ fn one_line(e: &wasmtime::Error) -> String {
     s
 }
 
+/// The most native stack a body's Wasm code may use.
+pub const WASM_STACK: usize = 4 << 20;
+
+/// The native stack of a thread that runs a body: its Wasm stack, and room
+/// for the host's frames around it.
+pub const BODY_THREAD_STACK: usize = WASM_STACK + (4 << 20);
+
 impl Runtime {
     /// A runtime caching compiled code in `cache_dir` (none: compile every
     /// time). A module that cannot be instrumented can be stopped at a system
@@ -139,6 +146,12 @@ impl Runtime {
         config.wasm_threads(true);
         config.shared_memory(true);
         config.wasm_multi_memory(true);
+        // The instrumented code's frames are larger than the original's: a
+        // deeper stack lets a program recurse as deep as under `wasmtime run`
+        // (512 KiB). Body threads have room for it (`BODY_THREAD_STACK`).
+        config.max_wasm_stack(WASM_STACK);
+        // (Checked against, though bodies do not run on fibers.)
+        config.async_stack_size(BODY_THREAD_STACK);
         // Memories are plain anonymous memory, their data segments written
         // in: a page the kernel never mapped is then a page of zeros, which
         // images leave out without reading it (a page mapped from the

@@ -19,7 +19,10 @@ pub use body::{
     Body, BodyClock, BodyError, BodySpec, Control, CpuMeter, Exit, ImageStats, Killed, ProcExit,
     ThreadCpuClock, check_module,
 };
-pub use engine::{LoadError, ModuleHash, Program, Runtime, assemble, default_cache_dir, imports};
+pub use engine::{
+    BODY_THREAD_STACK, LoadError, ModuleHash, Program, Runtime, WASM_STACK, assemble,
+    default_cache_dir, imports,
+};
 pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.

@@ -143,6 +143,7 @@ impl NodeCore {
         let thread_slot = slot.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("body-{pid}"))
+            .stack_size(ssi_remote::BODY_THREAD_STACK)
             .spawn(move || {
                 let hash = program.hash;
                 let made = program.clone();

@@ -781,9 +781,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
     }
 
+    /// The freeze flag, read with an atomic load: a plain load may be
+    /// answered from an earlier one of the same address when no store comes
+    /// between (a poll point in a loop without stores, after the one at the
+    /// function's entry), and the loop would never see the flag rise.
     fn flag(&self, f: &mut Function) {
         f.instruction(&I::I32Const(0));
-        f.instruction(&I::I32Load(MemArg {
+        f.instruction(&I::I32AtomicLoad(MemArg {
             offset: 0,
             align: 2,
             target: wasm_encoder::MemArgTarget::Memory(self.consts.flag_memory),
