@@ -12,8 +12,7 @@ mod family;
 mod transfer;
 use crate::console::{Ttys, console_stdio};
 use crate::rpc::{
-    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection,
-    thread_runtime,
+    CONNECT_TIMEOUT, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, run_connection, thread_runtime,
 };
 use crate::status::{NodeStatus, machine};
 use crate::wire::{ExitReport, read_syscall, set_texts, text, texts, write_exit, write_result};
@@ -1430,12 +1429,7 @@ async fn start_body(
             .await
             .map_err(failed);
     }
-    core.can_host(target).map_err(failed)?;
-    let address = core.peer_address(target).unwrap_or_default();
-    let gateway = crate::rpc::pooled(&address)
-        .await
-        .map_err(|e: ConnectError| failed(format!("node {target}: {e}")))?;
-    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let (address, gateway, peer) = transfer::peer_at(core, target).await.map_err(failed)?;
     let hash = source.program.hash;
     transfer::send_module(core, target, &hash, &source.wasm)
         .await

@@ -30,7 +30,7 @@ use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use ssi_remote::ghost::ImageReader;
 use ssi_remote::{Body, DeputyLink, ImageStats, LinkError, LocalLink, Program, SharedDeputy};
-use ssi_schema::{arrival, body_control};
+use ssi_schema::{arrival, body_control, peer};
 use std::future::Future;
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -214,6 +214,21 @@ const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 /// as it is seen up; the body runs on meanwhile.
 const LOAD_WITHIN: Duration = Duration::from_secs(600);
 
+/// Node `to` (which must be up): its address, this thread's pooled
+/// connection to it, and its `Peer`.
+pub(crate) async fn peer_at(
+    core: &NodeCore,
+    to: NodeId,
+) -> Result<(String, std::rc::Rc<crate::rpc::Connection>, peer::Client), String> {
+    core.can_host(to)?;
+    let address = core.peer_address(to).unwrap_or_default();
+    let gateway = pooled(&address)
+        .await
+        .map_err(|e: ConnectError| format!("node {to}: {e}"))?;
+    let peer = gateway.peer_request().send().pipeline.get_peer();
+    Ok((address, gateway, peer))
+}
+
 /// Makes sure node `to` holds the module `wasm` (of `hash`) compiled: a node
 /// not known to hold it is asked, and sent it if it lacks it; it loads the
 /// module on a thread of its own, while whatever waits for it goes on.
@@ -226,12 +241,7 @@ pub(crate) async fn send_module(
     if to == core.id || core.peer_holds(to, hash) {
         return Ok(());
     }
-    core.can_host(to)?;
-    let address = core.peer_address(to).unwrap_or_default();
-    let gateway = pooled(&address)
-        .await
-        .map_err(|e: ConnectError| format!("node {to}: {e}"))?;
-    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let (_, _gateway, peer) = peer_at(core, to).await?;
     let mut has = peer.has_module_request();
     has.get().set_hash(&hash.0);
     let present = tokio::time::timeout(ANSWER_WITHIN, has.send().promise)
@@ -413,12 +423,7 @@ pub(crate) async fn expect_at(
             connection: None,
         });
     }
-    core.can_host(to)?;
-    let address = core.peer_address(to).unwrap_or_default();
-    let gateway = pooled(&address)
-        .await
-        .map_err(|e: ConnectError| format!("node {to}: {e}"))?;
-    let peer = gateway.peer_request().send().pipeline.get_peer();
+    let (address, gateway, peer) = peer_at(core, to).await?;
     let hash = source.program.hash;
     let secret: [u8; 16] = rand::random();
     if let Some(mut p) = core.procs.get_mut(&pid) {
