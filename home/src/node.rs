@@ -1181,14 +1181,17 @@ async fn run_process(
     };
     tokio::task::spawn_local(async move {
         let report = task.run(first, orders).await;
+        tracing::debug!(pid, ?report, "process ended");
         // Everything the program wrote reaches the session before its end does;
         // then the session's console is let go.
         if let Some(flusher) = flusher {
             flusher.close().await;
+            tracing::debug!(pid, "its output reached its session");
         }
         reap.ended(&report);
         drop(reap);
         let _ = done.send(report);
+        tracing::debug!(pid, "its end is told");
     });
     let exit = async move {
         report.await.unwrap_or_else(|_| {

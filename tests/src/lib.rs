@@ -474,7 +474,9 @@ impl Cluster {
         }
         let log =
             std::fs::File::create(self.dir.path().join(format!("ssid{id}.log"))).expect("log file");
-        cmd.stdin(Stdio::null())
+        // A failing test shows the logs: with each process's end in them.
+        cmd.env("SSI_LOG", "info,ssi_home=debug")
+            .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -528,9 +528,13 @@ pub(crate) fn remote_running(
                 Err(e) => lost(format!("went down: {}", e.extra)),
             }
         };
-        let report = while_up(&core, target, wait)
-            .await
-            .unwrap_or_else(|_| lost("stopped answering".into()));
+        let report = while_up(&core, target, wait).await.unwrap_or_else(|_| {
+            tracing::warn!(
+                node = target,
+                "a body's node stopped answering: its process is lost"
+            );
+            lost("stopped answering".into())
+        });
         drop(connection);
         report
     };
