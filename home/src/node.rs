@@ -1463,10 +1463,31 @@ async fn start_body(
         req.send().promise
     };
     // A node that held the module may have restarted since: then it is sent.
-    let reply = match run(false).await {
-        Err(e) if crate::rpc::remote_message(&e).contains(transfer::NO_MODULE) => run(true).await,
-        r => r,
-    }?;
+    let started = transfer::while_up(core, target, async {
+        match run(false).await {
+            Err(e) if crate::rpc::remote_message(&e).contains(transfer::NO_MODULE) => {
+                run(true).await
+            }
+            r => r,
+        }
+    })
+    .await;
+    let reply = match started {
+        Ok(reply) => reply?,
+        // Silent before it said the body runs: the body may run there (its
+        // output may even have come), and nothing more will be heard of it.
+        Err(_) => {
+            let why = format!("node {target} ({address}) stopped answering as the body started");
+            let gone = capnp::Error::disconnected(why.clone());
+            return Ok(Running {
+                place: Placement::Remote {
+                    node: target,
+                    control: capnp_rpc::new_future_client(ready(Err(gone))),
+                },
+                end: ready(ExitReport::Lost(why)).boxed_local(),
+            });
+        }
+    };
     let control = reply.get()?.get_control()?;
     core.note_holds(target, hash);
     Ok(transfer::remote_running(

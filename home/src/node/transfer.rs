@@ -266,7 +266,7 @@ pub(crate) async fn send_module(
 }
 
 /// `answer`, unless node `id` is marked down first.
-async fn while_up<T>(
+pub(crate) async fn while_up<T>(
     core: &NodeCore,
     id: NodeId,
     answer: impl std::future::Future<Output = T>,
