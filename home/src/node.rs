@@ -1853,18 +1853,11 @@ impl ProcessTask {
             let held = self.freeze(running, ProcState::Migrating).await;
             (held, t.elapsed().as_micros() as u64)
         };
-        // A destination known to hold the module is made ready while the
-        // body freezes. One that may lack it gets the module and compiles it
-        // first, the body running on meanwhile: a pause never includes it.
-        let known = to == core.id || core.peer_holds(to, &self.source.program.hash);
-        let ((frozen, freeze_micros), expecting) = if known {
-            futures::join!(freeze, transfer::expect_at(core, pid, to, &self.source))
-        } else {
-            let expecting = transfer::expect_at(core, pid, to, &self.source)
-                .await
-                .map_err(|e| format!("cannot move process {pid} to node {to}: {e}"))?;
-            (freeze.await, Ok(expecting))
-        };
+        // The destination is made ready while the body freezes: it holds the
+        // module already (`NodeCore::migrate` sent it before this order), so a
+        // pause never includes its compilation.
+        let ((frozen, freeze_micros), expecting) =
+            futures::join!(freeze, transfer::expect_at(core, pid, to, &self.source));
         let held = frozen.map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
         let gave_up = |e: String, held: Held| {
             held.decide(Verdict::Resume);
@@ -2861,9 +2854,11 @@ impl NodeCore {
         // A node that may lack the module is sent it first, the process going
         // on meanwhile and taking its signals: only the move itself waits on
         // the process's task.
+        // (One that cannot be frozen is not: its task says why it stays.)
         let module = self
             .procs
             .get(&pid)
+            .filter(|p| p.program.not_freezable.is_none())
             .map(|p| (p.program.hash, p.wasm.clone()));
         if let Some((hash, wasm)) = module
             && self.can_host(to).is_ok()
