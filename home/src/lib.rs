@@ -16,17 +16,22 @@
 mod console;
 mod node;
 mod pid;
+mod reports;
 mod rpc;
 mod status;
 mod wire;
 
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
-    Checkpoint, CheckpointReport, Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, MigrationReport,
-    NodeCore, NodeInfo, SignalError, StartError, admin_checkpoint, admin_migrate, admin_nodes,
-    admin_processes, process_checkpoint, read_checkpoint_report, restore_request,
+    Checkpoint, Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, SignalError, StartError,
+    admin_checkpoint, admin_migrate, admin_nodes, admin_processes, process_checkpoint,
+    restore_request,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
+pub use reports::{
+    CheckpointReport, MigrationReport, NodeInfo, ProcState, ProcessInfo, read_checkpoint_report,
+    read_migration,
+};
 pub use rpc::{
     CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, remote_message,
     run_connection, thread_runtime,
@@ -85,56 +90,6 @@ pub struct LaunchSpec {
     pub body: BodySpec,
     pub preopens: Vec<Preopen>,
     pub stdio: Stdio,
-}
-
-/// The state of a process, as listings show it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcState {
-    Running,
-    /// Frozen and on its way to another node.
-    Migrating,
-    /// Frozen while its checkpoint is taken.
-    Checkpointing,
-    /// Stopped by a signal (SIGSTOP, SIGTSTP…): frozen until SIGCONT.
-    Stopped,
-    /// Ended, and not yet waited for by its parent.
-    Zombie,
-}
-
-impl ProcState {
-    pub fn name(self) -> &'static str {
-        match self {
-            ProcState::Running => "running",
-            ProcState::Migrating => "migrating",
-            ProcState::Checkpointing => "checkpointing",
-            ProcState::Stopped => "stopped",
-            ProcState::Zombie => "zombie",
-        }
-    }
-}
-
-/// One row of the process table.
-#[derive(Debug, Clone)]
-pub struct ProcessInfo {
-    pub pid: Pid,
-    /// The node where the deputy lives.
-    pub home: NodeId,
-    /// The node where the body runs now.
-    pub node: NodeId,
-    pub state: ProcState,
-    pub command: String,
-    /// When it started: ms since the Unix epoch.
-    pub started_ms: u64,
-    /// CPU time of the body so far.
-    pub cpu_ns: u64,
-    /// Bytes of the body's linear memory.
-    pub memory: u64,
-    /// Its process group.
-    pub pgid: Pid,
-    /// Its parent; 0 for a session's process, or once its parent has ended.
-    pub ppid: Pid,
-    /// Why it cannot be frozen (so not migrated or checkpointed), if it cannot.
-    pub pinned: Option<String>,
 }
 
 /// A node: its compilation runtime, its pid space and its process table.

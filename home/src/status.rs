@@ -1,5 +1,7 @@
 //! What a node reports about itself: cores, load and memory (from Linux's /proc).
 
+use crate::wire::text;
+
 /// A node's liveness and load, as exchanged in heartbeats.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct NodeStatus {
@@ -43,6 +45,45 @@ pub fn machine() -> (u32, f64, u64, u64) {
             .unwrap_or(0)
     };
     (cores, load1, field("MemTotal:"), field("MemAvailable:"))
+}
+
+/// A status in its wire form (heartbeats and `Admin.nodes`).
+pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &NodeStatus) {
+    b.set_id(s.id);
+    b.set_address(&s.address);
+    b.set_cores(s.cores);
+    b.set_load1(s.load1);
+    b.set_mem_total(s.mem_total);
+    b.set_mem_available(s.mem_available);
+    b.set_bodies(s.bodies);
+    b.set_processes(s.processes);
+    let mut known = b.init_known(s.known.len() as u32);
+    for (i, (id, address)) in s.known.iter().enumerate() {
+        let mut m = known.reborrow().get(i as u32);
+        m.set_id(*id);
+        m.set_address(address);
+    }
+}
+
+/// A status read from its wire form.
+pub(crate) fn read_status(
+    r: ssi_schema::node_status::Reader<'_>,
+) -> Result<NodeStatus, capnp::Error> {
+    Ok(NodeStatus {
+        id: r.get_id(),
+        address: text(r.get_address())?,
+        cores: r.get_cores(),
+        load1: r.get_load1(),
+        mem_total: r.get_mem_total(),
+        mem_available: r.get_mem_available(),
+        bodies: r.get_bodies(),
+        processes: r.get_processes(),
+        known: r
+            .get_known()?
+            .iter()
+            .map(|m| Ok((m.get_id(), text(m.get_address())?)))
+            .collect::<Result<_, capnp::Error>>()?,
+    })
 }
 
 #[cfg(test)]

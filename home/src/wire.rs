@@ -867,6 +867,11 @@ pub fn set_texts(mut l: capnp::text_list::Builder<'_>, items: &[String]) {
     }
 }
 
+/// A failure with a message, as a Cap'n Proto error.
+pub(crate) fn failed(e: impl std::fmt::Display) -> capnp::Error {
+    capnp::Error::failed(e.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

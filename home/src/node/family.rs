@@ -7,61 +7,17 @@
 //! itself: a process whose parent has ended has parent 0 and is reaped as
 //! soon as it ends.
 
-use super::*;
-use ssi_deputy::process::Child;
-use std::sync::Condvar;
-
-/// Wakes a process blocked in `waitpid` at its deputy: a child changed state,
-/// or the waiting process is being frozen or ended (a *cut*: the wait returns
-/// `EINTR`, and the body unwinds or stops).
-#[derive(Default)]
-pub(super) struct Notice {
-    state: Mutex<NoticeState>,
-    wake: Condvar,
-}
-
-#[derive(Default)]
-struct NoticeState {
-    generation: u64,
-    cut: bool,
-}
-
-impl Notice {
-    /// Something a wait may be looking for happened.
-    pub(super) fn notify(&self) {
-        lock(&self.state).generation += 1;
-        self.wake.notify_all();
-    }
-
-    /// Cuts short the wait in progress, or the next one.
-    pub(super) fn cut(&self) {
-        lock(&self.state).cut = true;
-        self.wake.notify_all();
-    }
-
-    fn generation(&self) -> u64 {
-        lock(&self.state).generation
-    }
-
-    /// Blocks until something happens after `seen`; false if cut.
-    fn wait_past(&self, seen: u64) -> bool {
-        let mut state = lock(&self.state);
-        loop {
-            if state.cut {
-                state.cut = false;
-                return false;
-            }
-            if state.generation != seen {
-                return true;
-            }
-            state = self.wake.wait(state).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
+use super::orders::Order;
+use super::state::NodeCore;
+use crate::wire::ExitReport;
+use crate::{Pid, ProcState};
+use ssi_deputy::abi::wait;
+use ssi_deputy::{Errno, Signal};
+use std::sync::Arc;
 
 /// What becomes of a process once its task is done: a zombie for its parent
 /// to wait for, or out of the table with its pid free.
-pub(super) struct Reap {
+pub(crate) struct Reap {
     core: Arc<NodeCore>,
     pid: Pid,
     status: Option<u32>,
@@ -69,7 +25,7 @@ pub(super) struct Reap {
 }
 
 impl Reap {
-    pub(super) fn new(core: Arc<NodeCore>, pid: Pid) -> Self {
+    pub(crate) fn new(core: Arc<NodeCore>, pid: Pid) -> Self {
         Reap {
             core,
             pid,
@@ -79,12 +35,12 @@ impl Reap {
     }
 
     /// It never started: it leaves no zombie.
-    pub(super) fn discard(&mut self) {
+    pub(crate) fn discard(&mut self) {
         self.discard = true;
     }
 
     /// How it ended.
-    pub(super) fn ended(&mut self, report: &ExitReport) {
+    pub(crate) fn ended(&mut self, report: &ExitReport) {
         self.status = Some(status_word(report));
     }
 }
@@ -104,7 +60,7 @@ impl Drop for Reap {
 /// A process's end as its parent's `waitpid` reports it: what a shell would
 /// see of the same end at `ssirun` (a trap as SIGABRT, a lost node or a
 /// checkpoint-and-stop as SIGKILL, a failure of the host as status 1).
-pub(super) fn status_word(report: &ExitReport) -> u32 {
+pub(crate) fn status_word(report: &ExitReport) -> u32 {
     const ABRT: u8 = 6;
     match report {
         ExitReport::Status(code) => wait::exited(*code),
@@ -117,13 +73,13 @@ pub(super) fn status_word(report: &ExitReport) -> u32 {
     }
 }
 
-fn is_stop(status: u32) -> bool {
+pub(crate) fn is_stop(status: u32) -> bool {
     status & 0xff == 0x7f
 }
 
 impl NodeCore {
     /// The identity of a process of this home that has not ended.
-    fn live_identity(&self, pid: Pid) -> Option<ssi_deputy::Identity> {
+    pub(crate) fn live_identity(&self, pid: Pid) -> Option<ssi_deputy::Identity> {
         self.procs
             .get(&pid)
             .filter(|p| p.zombie.is_none())
@@ -134,7 +90,7 @@ impl NodeCore {
     /// ended are reaped now), it waits as a zombie for its parent if that
     /// lives, and the groups its end orphans get SIGHUP and SIGCONT if they
     /// hold stopped processes (POSIX).
-    fn process_ended(&self, pid: Pid, status: u32) {
+    pub(crate) fn process_ended(&self, pid: Pid, status: u32) {
         let Some(me) = self.procs.get(&pid).map(|p| p.identity) else {
             return;
         };
@@ -192,7 +148,7 @@ impl NodeCore {
 
     /// Whether group `pgid` is orphaned (no member's parent is in another
     /// group of the same session) and has a stopped member.
-    fn orphaned_with_stopped(&self, pgid: Pid) -> bool {
+    pub(crate) fn orphaned_with_stopped(&self, pgid: Pid) -> bool {
         let members: Vec<(ssi_deputy::Identity, ProcState)> = self
             .procs
             .iter()
@@ -212,7 +168,7 @@ impl NodeCore {
 
     /// A child stopped or continued: its parent may wait for that, and gets
     /// SIGCHLD.
-    pub(super) fn child_changed(&self, pid: Pid, status: u32) {
+    pub(crate) fn child_changed(&self, pid: Pid, status: u32) {
         let ppid = match self.procs.get_mut(&pid) {
             Some(mut p) if p.zombie.is_none() => {
                 p.change = Some(status);
@@ -235,7 +191,7 @@ impl NodeCore {
 
     /// One child of `parent` that `target` names and that has something to
     /// report as `options` asks (reaped if it ended); `ECHILD` if none exists.
-    fn take_waitable(
+    pub(crate) fn take_waitable(
         &self,
         parent: Pid,
         target: i32,
@@ -291,7 +247,7 @@ impl NodeCore {
     }
 
     /// `waitpid` for `parent`, blocking unless `WNOHANG`.
-    pub(super) fn wait_child(
+    pub(crate) fn wait_child(
         &self,
         parent: Pid,
         target: i32,
@@ -319,7 +275,7 @@ impl NodeCore {
     /// `setpgid(pid, pgid)` by `caller`, as POSIX: the caller itself or one
     /// of its children, in its session and not a session leader, into a new
     /// group named by its pid or an existing group of the same session.
-    pub(super) fn set_group(&self, caller: Pid, pid: Pid, pgid: Pid) -> Result<(), Errno> {
+    pub(crate) fn set_group(&self, caller: Pid, pid: Pid, pgid: Pid) -> Result<(), Errno> {
         let me = self.live_identity(caller).ok_or(Errno::Srch)?;
         let target = self.live_identity(pid).ok_or(Errno::Srch)?;
         if pid != caller && target.ppid != caller {
@@ -344,7 +300,7 @@ impl NodeCore {
 
     /// `setsid()` by `caller`: it leads a new session and a new group, unless
     /// a group already bears its pid.
-    pub(super) fn new_session(&self, caller: Pid) -> Result<Pid, Errno> {
+    pub(crate) fn new_session(&self, caller: Pid) -> Result<Pid, Errno> {
         if self.procs.iter().any(|p| p.identity.pgid == caller) {
             return Err(Errno::Perm);
         }
@@ -356,123 +312,9 @@ impl NodeCore {
     }
 }
 
-/// Starts a child at this home (`ssi` `spawn`), from its parent's deputy
-/// thread: it shares its parent's console, its body starts where `node`
-/// says, and its task runs on a thread of its own. Returns once the body
-/// runs, so that a failure to start is the parent's error.
-pub(super) fn spawn_child(core: Arc<NodeCore>, child: Child) -> Result<Pid, Errno> {
-    let (parent, interrupter, program, wasm) = core
-        .procs
-        .get(&child.parent)
-        .filter(|p| p.zombie.is_none())
-        .map(|p| {
-            (
-                p.identity,
-                p.interrupter.clone(),
-                p.program.clone(),
-                p.wasm.clone(),
-            )
-        })
-        .ok_or(Errno::Srch)?;
-    let (program, wasm) = match child.module {
-        None => (program, wasm),
-        Some(bytes) => {
-            let loaded = ssi_remote::assemble(&bytes)
-                .map(|w| w.into_owned())
-                .map_err(|e| e.to_string())
-                .and_then(|w| {
-                    let p = core.runtime.load_binary(&w).map_err(|e| e.to_string())?;
-                    ssi_remote::check_module(&p.module).map_err(|e| e.to_string())?;
-                    Ok((p, Arc::new(w)))
-                });
-            loaded.map_err(|e| {
-                tracing::info!(parent = child.parent, "spawn: not a module it can run: {e}");
-                Errno::Noexec
-            })?
-        }
-    };
-    let target = if child.node == 0 { core.id } else { child.node };
-    if let Err(e) = core.can_host(target) {
-        tracing::info!(parent = child.parent, "spawn: {e}");
-        return Err(Errno::Hostunreach);
-    }
-    let pid = core.pids.allocate().map_err(|_| Errno::Again)?;
-    let text = |list: Vec<Vec<u8>>| -> Vec<String> {
-        list.into_iter()
-            .map(|a| String::from_utf8_lossy(&a).into_owned())
-            .collect()
-    };
-    let args = text(child.args);
-    let start = Start {
-        pid,
-        identity: ssi_deputy::Identity {
-            pid,
-            ppid: child.parent,
-            pgid: parent.pgid,
-            sid: parent.sid,
-        },
-        command: args.join(" "),
-        target,
-        image: None,
-    };
-    let source = Source {
-        program,
-        wasm,
-        spec: BodySpec {
-            args,
-            env: text(child.env),
-        },
-        deputy: Arc::new(Mutex::new(child.deputy)),
-    };
-    let (started, outcome) = flume::bounded::<Result<(), Errno>>(1);
-    let thread_core = core.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("ssi-proc-{pid}"))
-        .spawn(move || {
-            let Ok(rt) = thread_runtime() else {
-                thread_core.pids.release(pid);
-                let _ = started.send(Err(Errno::Again));
-                return;
-            };
-            let local = tokio::task::LocalSet::new();
-            local.block_on(&rt, async {
-                let r = run_process(&thread_core, start, source, interrupter, None).await;
-                let _ = started.send(r.map(|_| ()).map_err(|e| {
-                    tracing::warn!(pid, "spawn: the child's body did not start: {}", e.extra);
-                    Errno::Hostunreach
-                }));
-            });
-            // The child's task runs to its end.
-            rt.block_on(local);
-        });
-    if spawned.is_err() {
-        core.pids.release(pid);
-        return Err(Errno::Again);
-    }
-    outcome.recv().unwrap_or(Err(Errno::Again))?;
-    Ok(pid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn a_cut_ends_the_wait_in_progress_or_the_next() {
-        let notice = Arc::new(Notice::default());
-        let seen = notice.generation();
-        let n = notice.clone();
-        let waiter = std::thread::spawn(move || n.wait_past(seen));
-        std::thread::sleep(Duration::from_millis(20));
-        notice.cut();
-        assert!(!waiter.join().expect("join"), "cut");
-        // A notification wakes a wait; a cut made before it starts ends it.
-        let seen = notice.generation();
-        notice.notify();
-        assert!(notice.wait_past(seen));
-        notice.cut();
-        assert!(!notice.wait_past(notice.generation()));
-    }
 
     #[test]
     fn ends_are_reported_as_a_shell_would_see_them() {

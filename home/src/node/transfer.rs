@@ -18,42 +18,30 @@
 //!  home ── release ─▶ source                  (any failure before: resume)
 //! ```
 
-use super::{
-    BodyControlServer, BodySlot, ExitReport, FrozenOrder, HEARTBEAT_EVERY, Held, MakeBody,
-    NodeCore, Pid, Placement, Running, Source, failed,
-};
-use crate::NodeId;
-use crate::rpc::{CONNECT_TIMEOUT, ConnectError, NetLink, pooled};
-use crate::wire::read_exit;
+use super::body_control::BodyControlServer;
+use super::host::MakeBody;
+use super::membership::HEARTBEAT_EVERY;
+use super::placement::{Held, Placement, Running, Source};
+use super::slot::{BodySlot, FrozenOrder, Verdict};
+use super::state::NodeCore;
+use super::stream::{Expected, IMAGE_SILENCE, STREAM_BUFFER, Ticket, send_bytes};
+use crate::rpc::{ConnectError, Endpoint, NetLink, connect, pooled};
+use crate::wire::{ExitReport, failed, read_exit};
+use crate::{NodeId, Pid};
 use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use ssi_remote::ghost::ImageReader;
-use ssi_remote::{Body, DeputyLink, ImageStats, LinkError, LocalLink, Program, SharedDeputy};
+use ssi_remote::{Body, DeputyLink, LinkError, LocalLink, Program, SharedDeputy};
 use ssi_schema::{arrival, body_control, peer};
 use std::future::Future;
-use std::io::{BufReader, BufWriter, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
+use std::io::{BufReader, Read};
+use std::net::TcpStream;
 use std::sync::Arc;
 use std::time::Duration;
 
 /// What a node says when it lacks a module it is asked to run.
 pub(crate) const NO_MODULE: &str = "does not hold module";
-
-/// The first bytes of a connection that carries a body's image.
-pub(crate) const IMAGE_PREAMBLE: &[u8; 8] = b"ssi-img1";
-
-/// Names an expected body on its image connection.
-pub(crate) type Ticket = [u8; 16];
-
-/// Buffers of an image connection: small headers are gathered, pages go
-/// through whole.
-const STREAM_BUFFER: usize = 256 * 1024;
-
-/// A body this node expects: its thread waits for the image connection.
-pub(crate) struct Expected {
-    stream: flume::Sender<TcpStream>,
-}
 
 /// Where the expected body's deputy link comes from.
 pub(crate) enum LinkSource {
@@ -64,7 +52,7 @@ pub(crate) enum LinkSource {
 }
 
 impl LinkSource {
-    fn open(self) -> Result<Box<dyn DeputyLink>, String> {
+    pub(crate) fn open(self) -> Result<Box<dyn DeputyLink>, String> {
         match self {
             LinkSource::Local(deputy) => Ok(Box::new(LocalLink::new(deputy))),
             LinkSource::Remote(connecting) => match connecting.join() {
@@ -79,15 +67,15 @@ impl LinkSource {
 /// A body that is expected: its slot, when it is restored (and held), and
 /// its end.
 pub(crate) struct Arrived {
-    slot: Arc<BodySlot>,
-    started: oneshot::Receiver<Result<(), String>>,
-    orders: oneshot::Receiver<flume::Sender<FrozenOrder>>,
-    end: oneshot::Receiver<ExitReport>,
+    pub(crate) slot: Arc<BodySlot>,
+    pub(crate) started: oneshot::Receiver<Result<(), String>>,
+    pub(crate) orders: oneshot::Receiver<flume::Sender<FrozenOrder>>,
+    pub(crate) end: oneshot::Receiver<ExitReport>,
 }
 
 /// A restored body, held: its slot, its end, and orders for it (it goes on
 /// when told to).
-type Restored = (
+pub(crate) type Restored = (
     Arc<BodySlot>,
     LocalBoxFuture<'static, ExitReport>,
     flume::Sender<FrozenOrder>,
@@ -95,7 +83,7 @@ type Restored = (
 
 impl Arrived {
     /// Once the body is restored, and held.
-    async fn restored(self) -> Result<Restored, String> {
+    pub(crate) async fn restored(self) -> Result<Restored, String> {
         let gone = || "the body's thread went away".to_string();
         self.started.await.map_err(|_| gone())??;
         let orders = self.orders.await.map_err(|_| gone())?;
@@ -109,7 +97,7 @@ impl Arrived {
 }
 
 /// A link for a body being set up, before its own is open.
-struct NoLink;
+pub(crate) struct NoLink;
 
 impl DeputyLink for NoLink {
     fn call(&mut self, _: ssi_deputy::Syscall) -> Result<ssi_deputy::SyscallResult, LinkError> {
@@ -202,17 +190,13 @@ impl NodeCore {
     }
 }
 
-/// How long an image may take to come, or its connection stay silent,
-/// before the image counts as lost.
-const IMAGE_SILENCE: Duration = Duration::from_secs(30);
-
 /// How long a node may take to answer that it expects a body.
-const ANSWER_WITHIN: Duration = Duration::from_secs(3);
+pub(crate) const ANSWER_WITHIN: Duration = Duration::from_secs(3);
 
 /// How long a node sent a module may take to load it (instrument and compile
 /// it, which for a large module on a busy node takes many seconds), as long
 /// as it is seen up; the body runs on meanwhile.
-const LOAD_WITHIN: Duration = Duration::from_secs(600);
+pub(crate) const LOAD_WITHIN: Duration = Duration::from_secs(600);
 
 /// Node `to` (which must be up): its address, this thread's pooled
 /// connection to it, and its `Peer`.
@@ -283,54 +267,11 @@ pub(crate) async fn while_up<T>(
     }
 }
 
-fn open_image_connection(address: &str, ticket: &Ticket) -> Result<TcpStream, String> {
-    let addr = address
-        .to_socket_addrs()
-        .map_err(|e| format!("{address}: {e}"))?
-        .next()
-        .ok_or_else(|| format!("{address}: no address"))?;
-    let mut stream = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
-        .map_err(|e| format!("cannot connect to {address}: {e}"))?;
-    let _ = stream.set_nodelay(true);
-    let _ = stream.set_write_timeout(Some(IMAGE_SILENCE));
-    let mut head = [0u8; 24];
-    head[..8].copy_from_slice(IMAGE_PREAMBLE);
-    head[8..].copy_from_slice(ticket);
-    stream
-        .write_all(&head)
-        .map_err(|e| format!("cannot send to {address}: {e}"))?;
-    Ok(stream)
-}
-
-/// Streams a frozen body's image to the node at `address`, which expects it
-/// under `ticket`: its pages straight from the body's memory.
-pub(crate) fn send_body(
-    body: &mut Body,
-    address: &str,
-    ticket: &Ticket,
-) -> Result<ImageStats, String> {
-    let stream = open_image_connection(address, ticket)?;
-    let out = BufWriter::with_capacity(STREAM_BUFFER, stream);
-    let (out, stats) = body
-        .write_image(out, false)
-        .map_err(|e| format!("cannot send the image to {address}: {e}"))?;
-    drop(out);
-    Ok(stats)
-}
-
-/// Streams an image held whole (a checkpoint restarting on another node).
-fn send_bytes(image: &[u8], address: &str, ticket: &Ticket) -> Result<(), String> {
-    let mut stream = open_image_connection(address, ticket)?;
-    stream
-        .write_all(image)
-        .map_err(|e| format!("cannot send the image to {address}: {e}"))
-}
-
 /// `Arrival`, served to the home by the node that expects a body.
 pub(crate) struct ArrivalServer {
-    core: Arc<NodeCore>,
-    ticket: Ticket,
-    arrival: std::cell::RefCell<Option<Arrived>>,
+    pub(crate) core: Arc<NodeCore>,
+    pub(crate) ticket: Ticket,
+    pub(crate) arrival: std::cell::RefCell<Option<Arrived>>,
 }
 
 impl ArrivalServer {
@@ -493,9 +434,9 @@ pub(crate) async fn expect_at(
 }
 
 /// Withdraws a ticket of this node's when dropped.
-struct Withdraw {
-    core: Arc<NodeCore>,
-    ticket: Ticket,
+pub(crate) struct Withdraw {
+    pub(crate) core: Arc<NodeCore>,
+    pub(crate) ticket: Ticket,
 }
 
 impl Drop for Withdraw {
@@ -568,6 +509,26 @@ pub(crate) async fn restore_at(
     sent.await
         .map_err(|_| "the image's sender went away".to_string())??;
     let (running, held) = expecting.arrival.await?;
-    held.decide(super::Verdict::Resume);
+    held.decide(Verdict::Resume);
     Ok(running)
+}
+
+/// Signals a process or process group anywhere: at its home, which may be here.
+/// Connects to node `home`, the home of `what` (a process or a group), to
+/// forward a request there; errors name what was sought.
+pub(crate) async fn home_peer(
+    core: &NodeCore,
+    home: NodeId,
+    what: &str,
+) -> Result<(crate::rpc::Connection, peer::Client), capnp::Error> {
+    if !core.peer_up(home) {
+        return Err(failed(match core.peer_address(home) {
+            Some(a) => format!("node {home} ({a}), the home of {what}, is down"),
+            None => format!("no {what}: its home, node {home}, is not a member of this cluster"),
+        }));
+    }
+    let address = core.peer_address(home).unwrap_or_default();
+    let connection = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+    let peer = connection.peer_request().send().pipeline.get_peer();
+    Ok((connection, peer))
 }

@@ -1,0 +1,181 @@
+//! `Admin`, the administrator's capability (`ssictl`): every process of the
+//! cluster (each home's table, with CPU and memory from where each body runs),
+//! every node, and kill, migrate and checkpoint by pid from any node; and the
+//! client calls that read its answers.
+//!
+//! Owns nothing; asks peers with a deadline and leaves out those that do not answer.
+
+use super::checkpoint::cluster_checkpoint;
+use super::membership::DOWN_AFTER;
+use super::signals::{cluster_signal, signal_arg};
+use super::state::NodeCore;
+use super::transfer::home_peer;
+use crate::reports::{
+    NodeInfo, read_migration, read_node, read_process, write_checkpoint_report, write_migration,
+    write_node, write_process,
+};
+use crate::rpc::{Endpoint, connect};
+use crate::wire::failed;
+use crate::{Pid, ProcessInfo, home_of};
+use capnp::capability::Rc as CapRc;
+use ssi_schema::admin;
+use std::future::{Future, ready};
+use std::sync::Arc;
+
+pub(crate) struct AdminServer {
+    pub(crate) core: Arc<NodeCore>,
+}
+
+/// Every process of the cluster: each home's table, with CPU and memory from
+/// the node where each body runs. Nodes that do not answer are left out.
+pub(crate) async fn cluster_processes(core: Arc<NodeCore>) -> Vec<ProcessInfo> {
+    let mut procs = core.home_processes();
+    let mut stats: std::collections::HashMap<Pid, (u64, u64)> = core
+        .body_stats()
+        .into_iter()
+        .map(|(p, c, m)| (p, (c, m)))
+        .collect();
+    let peers: Vec<String> = core
+        .peers
+        .iter()
+        .filter(|p| p.up)
+        .map(|p| p.address.clone())
+        .collect();
+    let asks = peers.into_iter().map(|address| async move {
+        let ask = async {
+            let gateway = connect(&Endpoint::Tcp(address)).await.map_err(failed)?;
+            let peer = gateway.peer_request().send().pipeline.get_peer();
+            let reply = peer.processes_request().send().promise.await?;
+            let r = reply.get()?;
+            let procs = r
+                .get_processes()?
+                .iter()
+                .map(read_process)
+                .collect::<Result<Vec<_>, _>>()?;
+            let bodies: Vec<(Pid, u64, u64)> = r
+                .get_bodies()?
+                .iter()
+                .map(|b| (b.get_pid(), b.get_cpu_ns(), b.get_memory()))
+                .collect();
+            Ok::<_, capnp::Error>((procs, bodies))
+        };
+        tokio::time::timeout(DOWN_AFTER, ask)
+            .await
+            .ok()
+            .and_then(|r| r.ok())
+    });
+    for (p, b) in futures::future::join_all(asks).await.into_iter().flatten() {
+        procs.extend(p);
+        stats.extend(b.into_iter().map(|(p, c, m)| (p, (c, m))));
+    }
+    for p in &mut procs {
+        if let Some((cpu, mem)) = stats.get(&p.pid) {
+            p.cpu_ns = *cpu;
+            p.memory = *mem;
+        }
+    }
+    procs.sort_by_key(|p| p.pid);
+    procs
+}
+
+impl admin::Server for AdminServer {
+    fn checkpoint(
+        self: CapRc<Self>,
+        params: admin::CheckpointParams,
+        mut results: admin::CheckpointResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let report = cluster_checkpoint(core, p.get_pid(), p.get_stop(), p.get_sink()?).await?;
+            write_checkpoint_report(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn migrate(
+        self: CapRc<Self>,
+        params: admin::MigrateParams,
+        mut results: admin::MigrateResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let (pid, to) = (p.get_pid(), p.get_node());
+            let home = home_of(pid);
+            let report = if home == core.id {
+                core.migrate(pid, to).await?
+            } else {
+                let (_connection, peer) = home_peer(&core, home, &format!("process {pid}")).await?;
+                let mut req = peer.migrate_request();
+                req.get().set_pid(pid);
+                req.get().set_node(to);
+                let reply = req.send().promise.await?;
+                read_migration(reply.get()?.get_report()?)
+            };
+            write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn kill(
+        self: CapRc<Self>,
+        params: admin::KillParams,
+        mut results: admin::KillResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let sig = signal_arg(p.get_signal())?;
+            let n = cluster_signal(core, p.get_target(), sig).await?;
+            results.get().set_count(n);
+            Ok(())
+        }
+    }
+
+    fn processes(
+        self: CapRc<Self>,
+        _: admin::ProcessesParams,
+        mut results: admin::ProcessesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let procs = cluster_processes(core).await;
+            let mut list = results.get().init_processes(procs.len() as u32);
+            for (i, p) in procs.iter().enumerate() {
+                write_process(list.reborrow().get(i as u32), p);
+            }
+            Ok(())
+        }
+    }
+
+    fn nodes(
+        self: CapRc<Self>,
+        _: admin::NodesParams,
+        mut results: admin::NodesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let nodes = self.core.nodes();
+        let mut list = results.get().init_nodes(nodes.len() as u32);
+        for (i, n) in nodes.iter().enumerate() {
+            write_node(list.reborrow().get(i as u32), n);
+        }
+        ready(Ok(()))
+    }
+}
+
+/// Reads `Admin.processes` replies.
+pub async fn admin_processes(admin: &admin::Client) -> Result<Vec<ProcessInfo>, capnp::Error> {
+    let reply = admin.processes_request().send().promise.await?;
+    reply
+        .get()?
+        .get_processes()?
+        .iter()
+        .map(read_process)
+        .collect()
+}
+
+/// Reads `Admin.nodes` replies.
+pub async fn admin_nodes(admin: &admin::Client) -> Result<Vec<NodeInfo>, capnp::Error> {
+    let reply = admin.nodes_request().send().promise.await?;
+    reply.get()?.get_nodes()?.iter().map(read_node).collect()
+}

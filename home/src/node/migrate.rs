@@ -1,0 +1,132 @@
+//! Migration, as the process's home drives it: the destination is sent the
+//! module first (`NodeCore::migrate`), expects the body while it freezes, the
+//! image streams from where the body is straight to it, and the frozen body is
+//! dropped only after the destination has restored it (its acknowledgement);
+//! any failure before resumes it where it was. Also `ssictl migrate`'s client
+//! call.
+//!
+//! Must not know: the image format, the transport (`transfer.rs`, `stream.rs`).
+
+use super::orders::Order;
+use super::placement::{Held, Running};
+use super::slot::Verdict;
+use super::state::NodeCore;
+use super::task::ProcessTask;
+use super::transfer::{expect_at, send_module};
+use crate::reports::{MigrationReport, read_migration};
+use crate::wire::failed;
+use crate::{NodeId, Pid, ProcState};
+use ssi_schema::admin;
+use std::time::Instant;
+
+impl ProcessTask {
+    /// The migration protocol: the destination expects the body (and opens
+    /// its deputy link) while the body freezes; the image streams from where
+    /// the body is straight to the destination, which restores it (its
+    /// acknowledgement); only then is the frozen body dropped. Any failure
+    /// before the acknowledgement resumes the body where it was.
+    pub(crate) async fn migrate(
+        &self,
+        running: &mut Running,
+        to: NodeId,
+    ) -> Result<MigrationReport, String> {
+        let (core, pid) = (&self.core, self.pid);
+        let from = running.place.node(core.id);
+        if to == from {
+            return Err(format!("process {pid} already runs on node {to}"));
+        }
+        core.can_host(to)?;
+        if let Some(why) = &self.source.program.not_freezable {
+            return Err(format!("cannot migrate process {pid}: {why}"));
+        }
+        let t0 = Instant::now();
+        let freeze = async {
+            let t = Instant::now();
+            let held = self.freeze(running, ProcState::Migrating).await;
+            (held, t.elapsed().as_micros() as u64)
+        };
+        // The destination is made ready while the body freezes: it holds the
+        // module already (`NodeCore::migrate` sent it before this order), so a
+        // pause never includes its compilation.
+        let ((frozen, freeze_micros), expecting) =
+            futures::join!(freeze, expect_at(core, pid, to, &self.source));
+        let held = frozen.map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
+        let gave_up = |e: String, held: Held| {
+            held.decide(Verdict::Resume);
+            self.set_state(ProcState::Running, None);
+            format!("cannot move process {pid} to node {to}: {e}; it goes on on node {from}")
+        };
+        let expecting = match expecting {
+            Ok(e) => e,
+            Err(e) => return Err(gave_up(e, held)),
+        };
+        // The process may well come back there: its home keeps the way.
+        if let Some(c) = &expecting.connection {
+            self.links.borrow_mut().insert(to, c.clone());
+        }
+        let stats = match held.send_to(&expecting.address, expecting.ticket).await {
+            Ok(stats) => stats,
+            Err(e) => return Err(gave_up(e, held)),
+        };
+        match expecting.arrival.await {
+            Ok((moved, arrived)) => {
+                // The frozen body is dropped, then the new one goes on.
+                held.decide(Verdict::Release);
+                arrived.decide(Verdict::Resume);
+                *running = moved;
+                self.set_state(ProcState::Running, Some(to));
+                // Signals that came for the old body are the new one's.
+                if self.signals.deliverable() {
+                    self.post_signals(running);
+                }
+                Ok(MigrationReport {
+                    from,
+                    to,
+                    image_bytes: stats.bytes,
+                    memory_bytes: stats.memory,
+                    freeze_micros,
+                    total_micros: t0.elapsed().as_micros() as u64,
+                })
+            }
+            Err(e) => Err(gave_up(e, held)),
+        }
+    }
+}
+
+impl NodeCore {
+    /// Moves a process whose home is this node to node `to` (see
+    /// `ProcessTask::migrate`).
+    pub async fn migrate(&self, pid: Pid, to: NodeId) -> Result<MigrationReport, capnp::Error> {
+        // A node that may lack the module is sent it first, the process going
+        // on meanwhile and taking its signals: only the move itself waits on
+        // the process's task.
+        // (One that cannot be frozen is not: its task says why it stays.)
+        let module = self
+            .procs
+            .get(&pid)
+            .filter(|p| p.program.not_freezable.is_none())
+            .map(|p| (p.program.hash, p.wasm.clone()));
+        if let Some((hash, wasm)) = module
+            && self.can_host(to).is_ok()
+        {
+            send_module(self, to, &hash, &wasm)
+                .await
+                .map_err(|e| failed(format!("cannot move process {pid} to node {to}: {e}")))?;
+        }
+        self.order(pid, "moved", |reply| Order::Migrate { to, reply })
+            .await
+    }
+}
+
+/// Asks any node to move a process (`ssictl migrate`).
+pub async fn admin_migrate(
+    admin: &admin::Client,
+    pid: Pid,
+    to: NodeId,
+) -> Result<MigrationReport, capnp::Error> {
+    let mut req = admin.migrate_request();
+    req.get().set_pid(pid);
+    req.get().set_node(to);
+    let reply = req.send().promise.await?;
+    Ok(read_migration(reply.get()?.get_report()?))
+}

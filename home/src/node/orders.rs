@@ -1,0 +1,52 @@
+//! What a process's home is asked to do with it (`Order`: a signal, a
+//! move, a checkpoint, the end of its session), handed to its task
+//! (`task.rs`) over a channel, and `Checkpoint`, what a checkpoint order
+//! answers: the sealed image and its report, held until the asker says it is
+//! safe where it went.
+//!
+//! Plain values: no service, no I/O.
+
+use crate::NodeId;
+use crate::reports::{CheckpointReport, MigrationReport};
+use futures::channel::oneshot;
+use ssi_deputy::Signal;
+
+/// What a process's home is asked to do with it.
+pub(crate) enum Order {
+    Signal(Signal),
+    /// Its session went away.
+    Abandon,
+    Migrate {
+        to: NodeId,
+        reply: oneshot::Sender<Result<MigrationReport, String>>,
+    },
+    Checkpoint {
+        stop: bool,
+        reply: oneshot::Sender<Result<Checkpoint, String>>,
+    },
+}
+
+/// A checkpoint: the file's bytes, and what `ssictl checkpoint` reports.
+pub struct Checkpoint {
+    pub image: Vec<u8>,
+    pub report: CheckpointReport,
+    /// Told whether the image reached its destination (a process checkpointed
+    /// to be stopped stays frozen until then, and goes on if it did not).
+    pub(crate) done: Option<oneshot::Sender<bool>>,
+}
+
+impl Checkpoint {
+    /// Says whether the image is safe where it went.
+    pub fn delivered(&mut self, safe: bool) {
+        if let Some(done) = self.done.take() {
+            let _ = done.send(safe);
+        }
+    }
+}
+
+impl Drop for Checkpoint {
+    /// Never said: not delivered.
+    fn drop(&mut self) {
+        self.delivered(false);
+    }
+}

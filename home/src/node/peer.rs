@@ -1,0 +1,276 @@
+//! `Peer`, the capability nodes serve each other: heartbeats, modules
+//! (`hasModule`, `loadModule`), bodies to run (`runBody`) or to receive
+//! (`receive`), and what a home answers for its processes (signals, identities,
+//! checkpoints, moves, listings).
+//!
+//! Owns nothing; each method calls the room that does the work.
+
+use super::body_control::BodyControlServer;
+use super::checkpoint::cluster_checkpoint;
+use super::host::MakeBody;
+use super::signals::signal_arg;
+use super::state::NodeCore;
+use super::transfer::{ArrivalServer, LinkSource, NO_MODULE};
+use crate::home_of;
+use crate::reports::{write_checkpoint_report, write_migration, write_process};
+use crate::rpc::NetLink;
+use crate::status::{read_status, write_status};
+use crate::wire::{failed, text, texts};
+use capnp::capability::Rc as CapRc;
+use futures::FutureExt;
+use ssi_remote::{Body, BodySpec, ModuleHash, Program};
+use ssi_schema::peer;
+use std::future::{Future, ready};
+use std::sync::Arc;
+
+pub(crate) struct PeerServer {
+    pub(crate) core: Arc<NodeCore>,
+}
+
+impl PeerServer {
+    /// The module a body is to run: held here, or sent with the request.
+    pub(crate) fn program_of(
+        &self,
+        b: ssi_schema::body_launch::Reader<'_>,
+    ) -> Result<Program, capnp::Error> {
+        let core = &self.core;
+        let hash: [u8; 32] = b
+            .get_hash()?
+            .try_into()
+            .map_err(|_| failed("a module hash is 32 bytes"))?;
+        let hash = ModuleHash(hash);
+        if let Some(m) = core.modules.get(&hash) {
+            return Ok(m.clone());
+        }
+        let bytes = b.get_module()?;
+        if bytes.is_empty() {
+            return Err(failed(format!("node {} {} {hash}", core.id, NO_MODULE)));
+        }
+        let program = core.runtime.load_binary(bytes).map_err(failed)?;
+        if program.hash != hash {
+            return Err(failed(format!("the module sent is not {hash}")));
+        }
+        core.modules.insert(hash, program.clone());
+        Ok(program)
+    }
+}
+
+impl peer::Server for PeerServer {
+    fn heartbeat(
+        self: CapRc<Self>,
+        params: peer::HeartbeatParams,
+        mut results: peer::HeartbeatResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let status = read_status(params.get()?.get_status()?)?;
+            self.core.seen(status);
+            write_status(results.get().init_status(), &self.core.status());
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn has_module(
+        self: CapRc<Self>,
+        params: peer::HasModuleParams,
+        mut results: peer::HasModuleResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let hash: [u8; 32] = params
+                .get()?
+                .get_hash()?
+                .try_into()
+                .map_err(|_| failed("a module hash is 32 bytes"))?;
+            let present = self.core.modules.contains_key(&ModuleHash(hash));
+            results.get().set_present(present);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn run_body(
+        self: CapRc<Self>,
+        params: peer::RunBodyParams,
+        mut results: peer::RunBodyResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let core = &self.core;
+            let b = params.get()?.get_body()?;
+            let pid = b.get_pid();
+            let program = self.program_of(b)?;
+            let spec = BodySpec {
+                args: texts(b.get_args()?)?,
+                env: texts(b.get_env()?)?,
+            };
+            let home = text(b.get_home())?;
+            let secret = b.get_secret()?.to_vec();
+            let made = program.clone();
+            let make: MakeBody = Box::new(move |runtime| {
+                let link = NetLink::connect(&home, pid, &secret).map_err(|e| e.to_string())?;
+                Body::new(runtime, &made, &spec, Box::new(link)).map_err(|e| e.to_string())
+            });
+            core.spawn_body(pid, program, make).map_err(failed)
+        })();
+        async move {
+            let (slot, started, exit) = r?;
+            let control = BodyControlServer::new(slot, exit.boxed_local(), None);
+            // Answered once the body runs.
+            started
+                .await
+                .map_err(|_| failed("the body's thread went away"))?
+                .map_err(failed)?;
+            results.get().set_control(capnp_rpc::new_client(control));
+            Ok(())
+        }
+    }
+
+    fn receive(
+        self: CapRc<Self>,
+        params: peer::ReceiveParams,
+        mut results: peer::ReceiveResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let core = &self.core;
+            let b = params.get()?.get_body()?;
+            let pid = b.get_pid();
+            let program = self.program_of(b)?;
+            let home = text(b.get_home())?;
+            let secret = b.get_secret()?.to_vec();
+            // The link to the home opens while the image comes.
+            let connecting = std::thread::Builder::new()
+                .name(format!("link-{pid}"))
+                .spawn(move || NetLink::connect(&home, pid, &secret))
+                .map_err(failed)?;
+            let (ticket, arrival) = core
+                .expect(pid, program, LinkSource::Remote(connecting))
+                .map_err(failed)?;
+            let mut r = results.get();
+            r.set_ticket(&ticket);
+            r.set_arrival(capnp_rpc::new_client(ArrivalServer::new(
+                core.clone(),
+                ticket,
+                arrival,
+            )));
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn checkpoint(
+        self: CapRc<Self>,
+        params: peer::CheckpointParams,
+        mut results: peer::CheckpointResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let pid = p.get_pid();
+            if home_of(pid) != core.id {
+                return Err(failed(format!("process {pid} does not have its home here")));
+            }
+            let report = cluster_checkpoint(core, pid, p.get_stop(), p.get_sink()?).await?;
+            write_checkpoint_report(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn load_module(
+        self: CapRc<Self>,
+        params: peer::LoadModuleParams,
+        _: peer::LoadModuleResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        let bytes = params.get().and_then(|p| Ok(p.get_module()?.to_vec()));
+        async move {
+            let bytes = bytes?;
+            // Compiled on a thread of its own: this connection goes on
+            // answering meanwhile.
+            let (done, loaded) = futures::channel::oneshot::channel();
+            std::thread::Builder::new()
+                .name("load-module".into())
+                .spawn(move || {
+                    let r = core.runtime.load_binary(&bytes).map(|program| {
+                        core.modules.insert(program.hash, program);
+                    });
+                    let _ = done.send(r.map_err(|e| e.to_string()));
+                })
+                .map_err(failed)?;
+            loaded
+                .await
+                .map_err(|_| failed("the module's loader went away"))?
+                .map_err(failed)
+        }
+    }
+
+    fn migrate(
+        self: CapRc<Self>,
+        params: peer::MigrateParams,
+        mut results: peer::MigrateResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let report = core.migrate(p.get_pid(), p.get_node()).await?;
+            write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn signal(
+        self: CapRc<Self>,
+        params: peer::SignalParams,
+        mut results: peer::SignalResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let p = params.get()?;
+            let sig = signal_arg(p.get_signal())?;
+            let n = self.core.signal(p.get_target(), sig).map_err(failed)?;
+            results.get().set_count(n);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn identity(
+        self: CapRc<Self>,
+        params: peer::IdentityParams,
+        mut results: peer::IdentityResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = (|| {
+            let pid = params.get()?.get_pid();
+            let id = self
+                .core
+                .identity_of(pid)
+                .ok_or_else(|| failed(format!("no process {pid}")))?;
+            let mut b = results.get().init_identity();
+            b.set_pid(id.pid);
+            b.set_ppid(id.ppid);
+            b.set_pgid(id.pgid);
+            b.set_sid(id.sid);
+            Ok(())
+        })();
+        ready(r)
+    }
+
+    fn processes(
+        self: CapRc<Self>,
+        _: peer::ProcessesParams,
+        mut results: peer::ProcessesResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let procs = self.core.home_processes();
+        let bodies = self.core.body_stats();
+        let mut r = results.get();
+        let mut list = r.reborrow().init_processes(procs.len() as u32);
+        for (i, p) in procs.iter().enumerate() {
+            write_process(list.reborrow().get(i as u32), p);
+        }
+        let mut list = r.init_bodies(bodies.len() as u32);
+        for (i, (pid, cpu, mem)) in bodies.iter().enumerate() {
+            let mut b = list.reborrow().get(i as u32);
+            b.set_pid(*pid);
+            b.set_cpu_ns(*cpu);
+            b.set_memory(*mem);
+        }
+        ready(Ok(()))
+    }
+}

@@ -1,0 +1,203 @@
+//! `NodeCore`, the state every thread of a node shares, and the node's
+//! configuration.
+//!
+//! It owns the process table (`procs`: the processes whose home is this node),
+//! the bodies hosted here (`bodies`), the modules held (`modules`), checkpoints
+//! staged to be restarted, bodies expected by ticket, the modules peers are known
+//! to hold, and the view of the peers. Other rooms add behaviour to it in
+//! `impl NodeCore` blocks of their own (membership, hosting, signals, families,
+//! moves); this file keeps only its construction and the plain questions about
+//! its state (is a node up, can it host a body, what runs here).
+//!
+//! Must not know: Cap'n Proto services, the per-process task, how bodies run.
+
+use super::slot::HostedBody;
+use super::stream::{Expected, Ticket};
+use super::table::HomeProc;
+use crate::status::{NodeStatus, machine};
+use crate::{NodeId, Pid, PidAllocator, PidError, ProcessInfo};
+use dashmap::DashMap;
+use ssi_remote::{ModuleHash, Program, Runtime};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+/// A node's configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub id: NodeId,
+    /// `HOST:PORT` for peers and remote clients; also the address peers are told.
+    pub listen: String,
+    /// Other nodes to join: id and `HOST:PORT`.
+    pub peers: Vec<(NodeId, String)>,
+    /// The Unix socket for local clients (`ssirun`, `ssictl`).
+    pub socket: PathBuf,
+    /// Where the node keeps its compiled-module cache.
+    pub data_dir: Option<PathBuf>,
+}
+
+/// Why a node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Pid(#[from] PidError),
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        address: String,
+        source: std::io::Error,
+    },
+    #[error("cannot create the socket {path}: {source}")]
+    Socket {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("another node is already listening on the socket {0}")]
+    SocketInUse(PathBuf),
+    #[error("cannot create the data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("peer {0} has the id of this node")]
+    SelfPeer(NodeId),
+    #[error("cannot start the node's threads: {0}")]
+    Thread(std::io::Error),
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct PeerState {
+    pub(crate) address: String,
+    pub(crate) up: bool,
+    pub(crate) last_seen: Option<Instant>,
+    pub(crate) status: Option<NodeStatus>,
+}
+
+/// The state a node's threads share.
+pub struct NodeCore {
+    pub(crate) id: NodeId,
+    pub(crate) address: String,
+    pub(crate) runtime: Runtime,
+    pub(crate) pids: PidAllocator,
+    pub(crate) procs: DashMap<Pid, HomeProc>,
+    pub(crate) bodies: DashMap<Pid, HostedBody>,
+    pub(crate) modules: DashMap<ModuleHash, Program>,
+    /// Checkpoints sent here to be restarted (`Gateway.stage`).
+    pub(crate) staged: DashMap<u64, Vec<u8>>,
+    /// Bodies expected here, by the ticket their image comes with.
+    pub(crate) expected: DashMap<Ticket, Expected>,
+    /// Modules peers are known to hold (they were sent, or said so).
+    pub(crate) peer_modules: DashMap<(NodeId, ModuleHash), ()>,
+    pub(crate) peers: DashMap<NodeId, PeerState>,
+}
+
+impl NodeCore {
+    pub fn new(config: &Config, runtime: Runtime) -> Result<Arc<Self>, StartError> {
+        let peers = DashMap::new();
+        for (id, address) in &config.peers {
+            if *id == config.id {
+                return Err(StartError::SelfPeer(*id));
+            }
+            peers.insert(
+                *id,
+                PeerState {
+                    address: address.clone(),
+                    up: false,
+                    last_seen: None,
+                    status: None,
+                },
+            );
+        }
+        Ok(Arc::new(NodeCore {
+            id: config.id,
+            address: config.listen.clone(),
+            runtime,
+            pids: match &config.data_dir {
+                Some(dir) => {
+                    std::fs::create_dir_all(dir).map_err(|source| StartError::DataDir {
+                        path: dir.clone(),
+                        source,
+                    })?;
+                    PidAllocator::persistent(config.id, &dir.join("pid-sequence"))?
+                }
+                None => PidAllocator::new(config.id)?,
+            },
+            procs: DashMap::new(),
+            bodies: DashMap::new(),
+            modules: DashMap::new(),
+            staged: DashMap::new(),
+            expected: DashMap::new(),
+            peer_modules: DashMap::new(),
+            peers,
+        }))
+    }
+
+    pub fn id(&self) -> NodeId {
+        self.id
+    }
+
+    /// This node's status, as sent in heartbeats.
+    pub fn status(&self) -> NodeStatus {
+        let (cores, load1, mem_total, mem_available) = machine();
+        NodeStatus {
+            id: self.id,
+            address: self.address.clone(),
+            cores,
+            load1,
+            mem_total,
+            mem_available,
+            bodies: self.bodies.len() as u32,
+            processes: self.procs.len() as u32,
+            known: self
+                .peers
+                .iter()
+                .map(|p| (*p.key(), p.address.clone()))
+                .collect(),
+        }
+    }
+
+    /// Whether node `id` is known to hold a module.
+    pub(crate) fn peer_holds(&self, id: NodeId, hash: &ModuleHash) -> bool {
+        self.peer_modules.contains_key(&(id, *hash))
+    }
+
+    pub(crate) fn note_holds(&self, id: NodeId, hash: ModuleHash) {
+        self.peer_modules.insert((id, hash), ());
+    }
+
+    pub(crate) fn peer_up(&self, id: NodeId) -> bool {
+        self.peers.get(&id).is_some_and(|p| p.up)
+    }
+
+    pub(crate) fn peer_address(&self, id: NodeId) -> Option<String> {
+        self.peers.get(&id).map(|p| p.address.clone())
+    }
+
+    /// Whether a body can be started on node `id` (this node, or a peer that
+    /// is up); if not, why.
+    pub(crate) fn can_host(&self, id: NodeId) -> Result<(), String> {
+        if id == self.id || self.peer_up(id) {
+            return Ok(());
+        }
+        Err(match self.peer_address(id) {
+            Some(a) => format!("node {id} ({a}) is down"),
+            None => format!("node {id} is not a member of this cluster"),
+        })
+    }
+
+    pub(crate) fn home_processes(&self) -> Vec<ProcessInfo> {
+        self.procs.iter().map(|p| p.info.clone()).collect()
+    }
+
+    pub(crate) fn body_stats(&self) -> Vec<(Pid, u64, u64)> {
+        self.bodies
+            .iter()
+            .map(|b| (*b.key(), b.cpu.read_ns(), b.memory.load(Ordering::Relaxed)))
+            .collect()
+    }
+
+    /// The identity of a process whose home is this node.
+    pub fn identity_of(&self, pid: Pid) -> Option<ssi_deputy::Identity> {
+        self.procs.get(&pid).map(|p| p.identity)
+    }
+}
