@@ -536,7 +536,7 @@ pub enum Reply {
         roflags: u16,
     },
     /// `ssi` API: a process's identity.
-    Identity(crate::process::Identity),
+    Identity(Identity),
     /// `ssi` API: the caller's own signal (this number) ends it, now: the body
     /// must not run on.
     Terminated(u8),
@@ -571,6 +571,28 @@ pub fn encode_dirents(entries: &[Dirent], buf_len: usize) -> Vec<u8> {
         }
     }
     out
+}
+
+/// A process's place among processes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Identity {
+    pub pid: u32,
+    /// 0 when the parent is outside the cluster (the session that launched it).
+    pub ppid: u32,
+    pub pgid: u32,
+    pub sid: u32,
+}
+
+impl Identity {
+    /// A process launched by a session: it leads its own group and session.
+    pub fn leader(pid: u32) -> Self {
+        Identity {
+            pid,
+            ppid: 0,
+            pgid: pid,
+            sid: pid,
+        }
+    }
 }
 
 #[cfg(test)]

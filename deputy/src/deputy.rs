@@ -1,18 +1,20 @@
 //! [`Deputy`]: executes [`Syscall`]s against home resources.
+//!
+//! It owns the descriptor table (wasi-common's cap-std files and directories,
+//! with the metadata a checkpoint needs), the preopens, the process's identity
+//! and its signal state; `call` is the one entry point, one arm per call.
 
+use crate::abi::Identity;
 use crate::abi::*;
-use crate::process::{Child, Identity, ProcessTable};
+use crate::convert::{errno, fdflags_from_raw, filestat, filetype_raw, times, utf8, wc};
+use crate::process::{Child, ProcessTable};
 use crate::signal::{Action, Signal, Signals};
-use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle, join_rel};
-use std::future::Future;
+use crate::table::{Entry, FdKind, FdMeta, FdTable, Handle};
 use std::io::{IoSlice, IoSliceMut, SeekFrom};
 use std::path::PathBuf;
-use std::pin::pin;
-use std::task::{Context, Poll as TaskPoll, Waker};
-use wasi_common::dir::{OpenResult, ReaddirCursor};
-use wasi_common::file::{Advice as WcAdvice, FdFlags, FileType, OFlags, RiFlags, SdFlags, SiFlags};
-use wasi_common::sched::{Poll, SubscriptionResult, Userdata};
-use wasi_common::{SystemTimeSpec, WasiClocks, WasiDir, WasiFile, WasiSched};
+use wasi_common::dir::ReaddirCursor;
+use wasi_common::file::{Advice as WcAdvice, FileType, RiFlags, SdFlags, SiFlags};
+use wasi_common::{WasiClocks, WasiDir, WasiFile, WasiSched};
 
 /// Errors that stop a deputy from being set up (never from executing a call:
 /// those become an [`Errno`] for the guest).
@@ -54,158 +56,24 @@ impl Stdio {
 /// The home half of one process: its descriptor table and the host resources behind it.
 pub struct Deputy {
     pub(crate) table: FdTable,
-    preopens: Vec<Preopen>,
-    clocks: WasiClocks,
-    sched: Box<dyn WasiSched>,
-    identity: Identity,
-    processes: Option<std::sync::Arc<dyn ProcessTable>>,
+    pub(crate) preopens: Vec<Preopen>,
+    pub(crate) clocks: WasiClocks,
+    pub(crate) sched: Box<dyn WasiSched>,
+    pub(crate) identity: Identity,
+    pub(crate) processes: Option<std::sync::Arc<dyn ProcessTable>>,
     /// Its signal dispositions, mask and pending set, shared with the home.
     pub(crate) signals: std::sync::Arc<Signals>,
 }
 
-/// Drives one of wasi-common's synchronous operations to completion. They never
-/// wait on a waker (they block the calling thread instead), so one poll is enough.
-fn run<F: Future>(f: F) -> Result<F::Output, Errno> {
-    let mut f = pin!(f);
-    match f.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
-        TaskPoll::Ready(v) => Ok(v),
-        TaskPoll::Pending => Err(Errno::Io),
-    }
-}
-
-fn errno(e: wasi_common::Error) -> Errno {
-    e.downcast().unwrap_or(Errno::Io)
-}
-
-/// Runs a wasi-common operation and turns its error into the guest's errno.
-fn wc<T, F: Future<Output = Result<T, wasi_common::Error>>>(f: F) -> Result<T, Errno> {
-    run(f)?.map_err(errno)
-}
-
-/// Opens `path` under `dir` as `meta` describes (its oflags, fdflags, read
-/// and write); the entry is a file, or a directory if that is what opened.
-pub(crate) fn open_at(
-    dir: &dyn WasiDir,
-    follow: bool,
-    path: &str,
-    meta: FdMeta,
-) -> Result<Entry, Errno> {
-    let opened = wc(dir.open_file(
-        follow,
-        path,
-        OFlags::from_bits_truncate(u32::from(meta.oflags)),
-        meta.read,
-        meta.write,
-        fdflags_from_raw(meta.fdflags),
-    ))?;
-    Ok(match opened {
-        OpenResult::File(file) => Entry {
-            handle: Handle::File(file.into()),
-            meta,
-        },
-        OpenResult::Dir(_) if meta.write => return Err(Errno::Isdir),
-        OpenResult::Dir(d) => Entry {
-            handle: Handle::Dir(d.into()),
-            meta: FdMeta {
-                kind: FdKind::Dir,
-                ..meta
-            },
-        },
-    })
-}
-
-/// Puts a file at `offset`.
-pub(crate) fn seek(file: &dyn WasiFile, offset: u64) -> Result<u64, Errno> {
-    wc(file.seek(SeekFrom::Start(offset)))
-}
-
-fn utf8(path: &[u8]) -> Result<&str, Errno> {
-    std::str::from_utf8(path).map_err(|_| Errno::Ilseq)
-}
-
-fn filetype_raw(ft: FileType) -> u8 {
-    match ft {
-        FileType::Unknown | FileType::Pipe => filetype::UNKNOWN,
-        FileType::BlockDevice => filetype::BLOCK_DEVICE,
-        FileType::CharacterDevice => filetype::CHARACTER_DEVICE,
-        FileType::Directory => filetype::DIRECTORY,
-        FileType::RegularFile => filetype::REGULAR_FILE,
-        FileType::SocketDgram => filetype::SOCKET_DGRAM,
-        FileType::SocketStream => filetype::SOCKET_STREAM,
-        FileType::SymbolicLink => filetype::SYMBOLIC_LINK,
-    }
-}
-
-fn nanos(t: Option<std::time::SystemTime>) -> u64 {
-    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos().min(u64::MAX as u128) as u64)
-        .unwrap_or(0)
-}
-
-fn filestat(st: wasi_common::file::Filestat) -> Filestat {
-    Filestat {
-        dev: st.device_id,
-        ino: st.inode,
-        filetype: filetype_raw(st.filetype),
-        nlink: st.nlink,
-        size: st.size,
-        atim: nanos(st.atim),
-        mtim: nanos(st.mtim),
-        ctim: nanos(st.ctim),
-    }
-}
-
-fn fdflags_from_raw(raw: u16) -> FdFlags {
-    FdFlags::from_bits_truncate(u32::from(raw))
-}
-
-fn fdflags_to_raw(flags: FdFlags) -> u16 {
-    flags.bits() as u16
-}
-
-fn time_spec(set: bool, now: bool, ns: u64) -> Result<Option<SystemTimeSpec>, Errno> {
-    match (set, now) {
-        (true, true) => Err(Errno::Inval),
-        (true, false) => Ok(Some(SystemTimeSpec::Absolute(
-            cap_std::time::SystemTime::from_std(
-                std::time::UNIX_EPOCH + std::time::Duration::from_nanos(ns),
-            ),
-        ))),
-        (false, true) => Ok(Some(SystemTimeSpec::SymbolicNow)),
-        (false, false) => Ok(None),
-    }
-}
-
-fn times(
-    atim: u64,
-    mtim: u64,
-    fst: u16,
-) -> Result<(Option<SystemTimeSpec>, Option<SystemTimeSpec>), Errno> {
-    if fst & !fstflags::ALL != 0 {
-        return Err(Errno::Inval);
-    }
-    let a = time_spec(
-        fst & fstflags::ATIM != 0,
-        fst & fstflags::ATIM_NOW != 0,
-        atim,
-    )?;
-    let m = time_spec(
-        fst & fstflags::MTIM != 0,
-        fst & fstflags::MTIM_NOW != 0,
-        mtim,
-    )?;
-    Ok((a, m))
-}
-
 /// Largest buffer a single read is served with; a larger request returns a short
 /// read, which every reader of `fd_read` must already handle.
-const MAX_READ: u32 = 4 << 20;
+pub(crate) const MAX_READ: u32 = 4 << 20;
 
 /// The largest module `spawn` reads.
-const MAX_MODULE: u64 = 1 << 30;
+pub(crate) const MAX_MODULE: u64 = 1 << 30;
 
 /// The rights wasmtime reports for a preopened directory (many userlands expect them).
-const PREOPEN_RIGHTS: u64 = rights::PATH_CREATE_DIRECTORY
+pub(crate) const PREOPEN_RIGHTS: u64 = rights::PATH_CREATE_DIRECTORY
     | rights::PATH_CREATE_FILE
     | rights::PATH_LINK_SOURCE
     | rights::PATH_LINK_TARGET
@@ -222,7 +90,7 @@ const PREOPEN_RIGHTS: u64 = rights::PATH_CREATE_DIRECTORY
     | rights::FD_FILESTAT_GET
     | rights::FD_FILESTAT_SET_TIMES;
 
-const PREOPEN_INHERITING: u64 = PREOPEN_RIGHTS
+pub(crate) const PREOPEN_INHERITING: u64 = PREOPEN_RIGHTS
     | rights::FD_DATASYNC
     | rights::FD_READ
     | rights::FD_SEEK
@@ -331,11 +199,11 @@ impl Deputy {
         wc(file.seek(SeekFrom::Current(0)))
     }
 
-    fn entry(&self, fd: Fd) -> Result<&Entry, Errno> {
+    pub(crate) fn entry(&self, fd: Fd) -> Result<&Entry, Errno> {
         self.table.get(fd)
     }
 
-    fn file(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+    pub(crate) fn file(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         match &self.entry(fd)?.handle {
             Handle::File(f) => Ok(f.as_ref()),
             Handle::Dir(_) => Err(Errno::Badf),
@@ -343,7 +211,7 @@ impl Deputy {
     }
 
     /// A descriptor the `sock_*` calls accept: `ENOTSOCK` for anything but a socket.
-    fn socket(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+    pub(crate) fn socket(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         let e = self.entry(fd)?;
         match &e.handle {
             Handle::File(f) => match wc(f.get_filetype())? {
@@ -354,7 +222,7 @@ impl Deputy {
         }
     }
 
-    fn readable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+    pub(crate) fn readable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         let e = self.entry(fd)?;
         match &e.handle {
             Handle::File(f) if e.meta.read => Ok(f.as_ref()),
@@ -362,7 +230,7 @@ impl Deputy {
         }
     }
 
-    fn writable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+    pub(crate) fn writable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         let e = self.entry(fd)?;
         match &e.handle {
             Handle::File(f) if e.meta.write => Ok(f.as_ref()),
@@ -370,7 +238,7 @@ impl Deputy {
         }
     }
 
-    fn dir(&self, fd: Fd) -> Result<(&dyn WasiDir, &FdMeta), Errno> {
+    pub(crate) fn dir(&self, fd: Fd) -> Result<(&dyn WasiDir, &FdMeta), Errno> {
         let e = self.entry(fd)?;
         match &e.handle {
             Handle::Dir(d) => Ok((d.as_ref(), &e.meta)),
@@ -804,87 +672,6 @@ impl Deputy {
         }
     }
 
-    /// Reads a module for `spawn`: `path` is resolved as the guest's C library
-    /// does, against the preopened directory whose name is its longest prefix.
-    fn read_module(&self, path: &str) -> Result<Vec<u8>, Errno> {
-        use std::io::IoSliceMut;
-        let mut best: Option<(usize, &str, usize)> = None;
-        for (index, p) in self.preopens.iter().enumerate() {
-            let name = p.guest.trim_end_matches('/');
-            let rest = if name.is_empty() || name == "." {
-                (!path.starts_with('/')).then_some(path)
-            } else if path == name {
-                Some(".")
-            } else {
-                path.strip_prefix(name).and_then(|r| r.strip_prefix('/'))
-            };
-            if let Some(rest) = rest
-                && best.is_none_or(|(len, _, _)| name.len() > len)
-            {
-                best = Some((name.len(), rest, index));
-            }
-        }
-        let (_, rel, index) = best.ok_or(Errno::Noent)?;
-        let dir = self.table.dir_of_preopen(index).ok_or(Errno::Noent)?;
-        let file =
-            match wc(dir.open_file(true, rel, OFlags::empty(), true, false, FdFlags::empty()))? {
-                OpenResult::File(f) => f,
-                OpenResult::Dir(_) => return Err(Errno::Isdir),
-            };
-        let size = wc(file.get_filestat())?.size;
-        if size > MAX_MODULE {
-            return Err(Errno::Fbig);
-        }
-        let mut bytes = vec![0u8; size as usize];
-        let mut got = 0;
-        while got < bytes.len() {
-            let n = wc(file.read_vectored(&mut [IoSliceMut::new(&mut bytes[got..])]))? as usize;
-            if n == 0 {
-                bytes.truncate(got);
-                break;
-            }
-            got += n;
-        }
-        Ok(bytes)
-    }
-
-    /// A deputy for a child: the descriptors `fds` names as (child fd, own
-    /// fd) pairs, or every one if `fds` is empty, shared with this process
-    /// (the same open files and offsets), and the same preopened directories.
-    fn for_child(&self, fds: &[(Fd, Fd)]) -> Result<Deputy, Errno> {
-        let mut table = FdTable::default();
-        if fds.is_empty() {
-            for (fd, e) in self.table.iter() {
-                table.insert_at(fd, e.clone());
-            }
-        } else {
-            for (i, (child, own)) in fds.iter().enumerate() {
-                if fds[..i].iter().any(|(c, _)| c == child) {
-                    return Err(Errno::Inval);
-                }
-                table.insert_at(*child, self.table.get(*own)?.clone());
-            }
-        }
-        // As after fork and exec: the mask and ignored signals are kept,
-        // handlers (of the parent's module) are not, nothing is pending.
-        let mut signals = self.signals.snapshot();
-        for a in &mut signals.actions {
-            if matches!(a, Action::Handle(_)) {
-                *a = Action::Default;
-            }
-        }
-        signals.pending = 0;
-        Ok(Deputy {
-            table,
-            preopens: self.preopens.clone(),
-            clocks: wasi_common::sync::clocks_ctx(),
-            sched: wasi_common::sync::sched::sched_ctx(),
-            identity: Identity::default(),
-            processes: None,
-            signals: std::sync::Arc::new(Signals::from_table(signals)),
-        })
-    }
-
     /// Sets the process's identity and the home's table it asks about others.
     pub fn set_process(&mut self, identity: Identity, table: std::sync::Arc<dyn ProcessTable>) {
         self.identity = identity;
@@ -901,185 +688,11 @@ impl Deputy {
             .unwrap_or(self.identity)
     }
 
-    fn preopen_name(&self, fd: Fd) -> Result<&str, Errno> {
+    pub(crate) fn preopen_name(&self, fd: Fd) -> Result<&str, Errno> {
         let e = self.entry(fd)?;
         match (e.meta.kind, e.meta.preopen) {
             (FdKind::Preopen, Some(i)) => Ok(self.preopens[i].guest.as_str()),
             _ => Err(Errno::Badf),
         }
-    }
-
-    fn fdstat(&self, fd: Fd) -> Result<Fdstat, Errno> {
-        let e = self.entry(fd)?;
-        match (&e.handle, e.meta.kind) {
-            (Handle::File(f), FdKind::Stdio(_)) => Ok(Fdstat {
-                filetype: if f.isatty() {
-                    filetype::CHARACTER_DEVICE
-                } else {
-                    filetype::UNKNOWN
-                },
-                flags: 0,
-                rights_base: e.meta.rights_base,
-                rights_inheriting: e.meta.rights_base,
-            }),
-            (Handle::Dir(_), FdKind::Preopen) => Ok(Fdstat {
-                filetype: filetype::DIRECTORY,
-                flags: 0,
-                rights_base: PREOPEN_RIGHTS,
-                rights_inheriting: PREOPEN_INHERITING,
-            }),
-            (Handle::Dir(_), _) => {
-                let r = rights::ALL
-                    & !(rights::FD_SEEK
-                        | rights::FD_FILESTAT_SET_SIZE
-                        | rights::PATH_FILESTAT_SET_SIZE
-                        | rights::FD_WRITE);
-                Ok(Fdstat {
-                    filetype: filetype::DIRECTORY,
-                    flags: 0,
-                    rights_base: r,
-                    rights_inheriting: r,
-                })
-            }
-            (Handle::File(f), _) => {
-                let mut r = rights::ALL;
-                if !e.meta.read {
-                    r &= !(rights::FD_READ | rights::FD_READDIR);
-                }
-                if !e.meta.write {
-                    r &= !rights::FD_WRITE;
-                }
-                Ok(Fdstat {
-                    filetype: filetype_raw(wc(f.get_filetype())?),
-                    flags: fdflags_to_raw(wc(f.get_fdflags())?),
-                    rights_base: r,
-                    rights_inheriting: r,
-                })
-            }
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn path_open(
-        &mut self,
-        fd: Fd,
-        dirflags: u32,
-        path: &[u8],
-        raw_oflags: u16,
-        rights_base: u64,
-        rights_inheriting: u64,
-        raw_fdflags: u16,
-    ) -> SyscallResult {
-        let (dir, parent) = self.dir(fd)?;
-        if raw_oflags & !oflags::ALL != 0 || raw_fdflags & !fdflags::ALL != 0 {
-            return Err(Errno::Inval);
-        }
-        let path = utf8(path)?;
-        let follow = dirflags & lookupflags::SYMLINK_FOLLOW != 0;
-        let read = rights_base & (rights::FD_READ | rights::FD_READDIR) != 0;
-        let write = rights_base
-            & (rights::FD_WRITE
-                | rights::FD_ALLOCATE
-                | rights::FD_FILESTAT_SET_SIZE
-                | rights::FD_DATASYNC)
-            != 0;
-        let meta = FdMeta {
-            kind: FdKind::File,
-            preopen: parent.preopen,
-            path: join_rel(&parent.path, path),
-            oflags: raw_oflags,
-            fdflags: raw_fdflags,
-            rights_base,
-            rights_inheriting,
-            read,
-            write,
-        };
-        let entry = open_at(dir, follow, path, meta)?;
-        Ok(Reply::Fd(self.table.push(entry)?))
-    }
-
-    fn poll_oneoff(&self, subs: &[Subscription]) -> Result<Vec<Event>, Errno> {
-        if subs.is_empty() {
-            return Err(Errno::Inval);
-        }
-        // Streams that live elsewhere (a session's console) have no host descriptor
-        // to wait on: they count as ready at once, as a regular file does.
-        let mut ready = Vec::new();
-        for sub in subs {
-            let (fd, eventtype) = match sub.kind {
-                SubscriptionKind::FdRead(fd) => (fd, eventtype::FD_READ),
-                SubscriptionKind::FdWrite(fd) => (fd, eventtype::FD_WRITE),
-                SubscriptionKind::Clock { .. } => continue,
-            };
-            let file = self.file(fd)?;
-            if file.pollable().is_none() {
-                ready.push(Event {
-                    userdata: sub.userdata,
-                    error: 0,
-                    eventtype,
-                    nbytes: if eventtype == eventtype::FD_READ {
-                        file.num_ready_bytes().unwrap_or(0)
-                    } else {
-                        0
-                    },
-                    flags: 0,
-                });
-            }
-        }
-        if !ready.is_empty() {
-            return Ok(ready);
-        }
-        let clock = self.clocks.monotonic().map_err(errno)?;
-        let mut poll = Poll::new();
-        for sub in subs {
-            let ud = Userdata::from(sub.userdata);
-            match sub.kind {
-                SubscriptionKind::Clock {
-                    id,
-                    timeout,
-                    precision,
-                } => {
-                    if id != clockid::MONOTONIC && id != clockid::REALTIME {
-                        return Err(Errno::Inval);
-                    }
-                    let precision = std::time::Duration::from_nanos(precision);
-                    let deadline = clock
-                        .abs_clock
-                        .now(precision)
-                        .checked_add(std::time::Duration::from_nanos(timeout))
-                        .ok_or(Errno::Overflow)?;
-                    poll.subscribe_monotonic_clock(&*clock.abs_clock, deadline, precision, ud);
-                }
-                SubscriptionKind::FdRead(fd) => poll.subscribe_read(self.file(fd)?, ud),
-                SubscriptionKind::FdWrite(fd) => poll.subscribe_write(self.file(fd)?, ud),
-            }
-        }
-        wc(self.sched.poll_oneoff(&mut poll))?;
-        let mut events = Vec::new();
-        for (result, ud) in poll.results() {
-            let userdata = u64::from(ud);
-            let (eventtype, r) = match result {
-                SubscriptionResult::Read(r) => (eventtype::FD_READ, r.map(Some)),
-                SubscriptionResult::Write(r) => (eventtype::FD_WRITE, r.map(Some)),
-                SubscriptionResult::MonotonicClock(r) => (eventtype::CLOCK, r.map(|()| None)),
-            };
-            events.push(match r {
-                Ok(rw) => Event {
-                    userdata,
-                    error: 0,
-                    eventtype,
-                    nbytes: rw.map(|(n, _)| n).unwrap_or(0),
-                    flags: rw.map(|(_, f)| f.bits() as u16).unwrap_or(0),
-                },
-                Err(e) => Event {
-                    userdata,
-                    error: errno(e) as u16,
-                    eventtype,
-                    nbytes: 0,
-                    flags: 0,
-                },
-            });
-        }
-        Ok(events)
     }
 }

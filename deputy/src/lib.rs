@@ -11,15 +11,17 @@
 //! its deputy through a link that lives elsewhere.
 
 pub mod abi;
+mod calls;
+mod convert;
 mod deputy;
 pub mod process;
 pub mod signal;
 mod state;
 mod table;
 
-pub use abi::{Errno, Fd, Reply, Syscall, SyscallResult};
+pub use abi::{Errno, Fd, Identity, Reply, Syscall, SyscallResult};
 pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
-pub use process::{Identity, ProcessTable};
+pub use process::ProcessTable;
 pub use signal::{Action, DefaultAction, Delivery, Signal, SignalTable, Signals, UnknownSignal};
 pub use state::{DeputyState, FdState, PreopenState, StateError};
 pub use table::{FdKind, FdMeta};

@@ -8,30 +8,8 @@
 //! [`ProcessTable`]; the deputy knows no table, no node and no network. It
 //! keeps a copy of its own identity for when it has no table.
 
-use crate::abi::Errno;
+use crate::abi::{Errno, Identity};
 use crate::signal::Signal;
-
-/// A process's place among processes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Identity {
-    pub pid: u32,
-    /// 0 when the parent is outside the cluster (the session that launched it).
-    pub ppid: u32,
-    pub pgid: u32,
-    pub sid: u32,
-}
-
-impl Identity {
-    /// A process launched by a session: it leads its own group and session.
-    pub fn leader(pid: u32) -> Self {
-        Identity {
-            pid,
-            ppid: 0,
-            pgid: pid,
-            sid: pid,
-        }
-    }
-}
 
 /// A child process as its parent's deputy sets it up for the home to start.
 pub struct Child {

@@ -5,9 +5,10 @@
 //! The encoding is JSON: small next to a body's memory, readable when a
 //! restart fails, and decoded with a typed error.
 
+use crate::abi::Identity;
 use crate::abi::{Errno, Fd, oflags};
-use crate::deputy::{Deputy, Stdio, open_at, seek};
-use crate::process::Identity;
+use crate::convert::{open_at, seek};
+use crate::deputy::{Deputy, Stdio};
 use crate::table::{FdKind, FdMeta, FdTable, Handle};
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;

@@ -62,7 +62,7 @@ pub struct Program {
     pub not_freezable: Option<String>,
     /// The module linked to the shims, once a body of it was made: later
     /// bodies instantiate it at once.
-    pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::body::BodyCtx>>>,
+    pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
 }
 
 impl Program {

@@ -9,20 +9,25 @@
 //! module, the program's arguments and environment, and a link.
 
 mod body;
+mod clock;
+mod control;
+mod ctx;
 mod engine;
 pub mod ghost;
+mod image;
 pub mod instrument;
 mod link;
 mod shims;
 
-pub use body::{
-    Body, BodyClock, BodyError, BodySpec, Control, CpuMeter, Exit, ImageStats, Killed, ProcExit,
-    ThreadCpuClock, check_module,
-};
+pub use body::{Body, BodyError, BodySpec, Exit, check_module};
+pub use clock::{BodyClock, CpuMeter, ThreadCpuClock};
+pub use control::Control;
+pub use ctx::{Killed, ProcExit};
 pub use engine::{
     BODY_THREAD_STACK, LoadError, ModuleHash, Program, Runtime, WASM_STACK, assemble,
     default_cache_dir, imports,
 };
+pub use image::ImageStats;
 pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.

@@ -33,165 +33,27 @@
 //! in place, the rewind copies run on as the function would, with the same
 //! poll points and unwinding, and call fast copies from then on.
 
+use super::analyze::{FuncBody, is_plain_value, parse_error};
 use super::liveness;
+use super::savers::{Savers, enc, size_of};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, MemArg, ValType as EVal};
-use wasmparser::{BlockType, FuncValidator, Operator, ValType, ValidatorResources};
+use wasmparser::{BlockType, Operator, ValType};
 
 /// The unwinder's states (the `state` global).
 pub(crate) const NORMAL: i32 = 0;
+
 pub(crate) const UNWINDING: i32 = 1;
+
 pub(crate) const REWINDING: i32 = 2;
+
 /// The flag's value that asks a body to end: a poll point traps.
 pub(crate) const FLAG_KILL: i32 = 2;
 
-/// An operator with what the validator knew before it.
-pub(crate) struct OpInfo<'a> {
-    pub op: Operator<'a>,
-    /// Reachable (not after a branch, nor in a construct that is not).
-    pub live: bool,
-    /// The current frame's operand stack before the operator (bottom first),
-    /// recorded for calls and for the starts of constructs.
-    pub stack: Vec<ValType>,
-}
-
-/// A defined function, read and typed.
-pub(crate) struct FuncBody<'a> {
-    pub index: u32,
-    pub type_index: u32,
-    pub declared: Vec<(u32, ValType)>,
-    /// Every local, parameters first.
-    pub locals: Vec<ValType>,
-    pub ops: Vec<OpInfo<'a>>,
-    /// Live direct calls.
-    pub calls: Vec<u32>,
-    /// Type indices of live calls through a table.
-    pub indirect: Vec<u32>,
-    pub live_loop: bool,
-    /// Why this function could not be unwound, should it need to be.
-    pub refusal: Option<String>,
-}
-
-fn is_plain_value(t: &ValType) -> bool {
-    matches!(
-        t,
-        ValType::I32 | ValType::I64 | ValType::F32 | ValType::F64 | ValType::V128
-    )
-}
-
-fn parse_error(e: impl std::fmt::Display) -> InstrumentError {
-    InstrumentError::Parse(e.to_string())
-}
-
-/// Reads a function body through the validator, keeping the stack types.
-pub(crate) fn analyze<'a>(
-    index: u32,
-    type_index: u32,
-    sig: &Sig,
-    body: wasmparser::FunctionBody<'a>,
-    mut validator: FuncValidator<ValidatorResources>,
-) -> Result<FuncBody<'a>, InstrumentError> {
-    let mut declared = Vec::new();
-    let mut locals: Vec<ValType> = sig.params.clone();
-    let mut reader = body.get_locals_reader().map_err(parse_error)?;
-    for _ in 0..reader.get_count() {
-        let offset = reader.original_position();
-        let (count, ty) = reader.read().map_err(parse_error)?;
-        validator
-            .define_locals(offset, count, ty)
-            .map_err(parse_error)?;
-        declared.push((count, ty));
-        if locals.len() + count as usize > 100_000 {
-            return Err(unsupported("a function has too many locals"));
-        }
-        locals.extend(std::iter::repeat_n(ty, count as usize));
-    }
-    let mut refusal = None;
-    if let Some(t) = locals.iter().find(|t| !is_plain_value(t)) {
-        refusal = Some(format!("a function has a local of type {t}"));
-    }
-    if let Some(t) = sig.results.iter().find(|t| !is_plain_value(t)) {
-        refusal = Some(format!("a function returns a {t}"));
-    }
-    let mut ops = Vec::new();
-    let (mut calls, mut indirect, mut live_loop) = (Vec::new(), Vec::new(), false);
-    let mut dead: Vec<bool> = vec![false];
-    let mut r = body.get_operators_reader().map_err(parse_error)?;
-    while !r.eof() {
-        let offset = r.original_position();
-        let op = r.read().map_err(parse_error)?;
-        let frame = validator
-            .get_control_frame(0)
-            .ok_or_else(|| parse_error("an operator outside of any frame"))?;
-        let frame_height = frame.height;
-        let live = !frame.unreachable && !dead.last().copied().unwrap_or(false);
-        let record = live
-            && matches!(
-                op,
-                Operator::Call { .. }
-                    | Operator::CallIndirect { .. }
-                    | Operator::CallRef { .. }
-                    | Operator::Block { .. }
-                    | Operator::Loop { .. }
-                    | Operator::If { .. }
-            );
-        let mut stack = Vec::new();
-        if record {
-            let height = validator.operand_stack_height() as usize;
-            for depth in (0..height.saturating_sub(frame_height)).rev() {
-                match validator.get_operand_type(depth) {
-                    Some(Some(t)) => stack.push(t),
-                    _ => return Err(parse_error("an operand of unknown type")),
-                }
-            }
-        }
-        if live {
-            match &op {
-                Operator::Call { function_index } => calls.push(*function_index),
-                Operator::CallIndirect { type_index, .. } => indirect.push(*type_index),
-                Operator::CallRef { .. } => {
-                    refusal = Some("it calls through a typed function reference".into())
-                }
-                Operator::Loop { .. } => live_loop = true,
-                Operator::BrOnCast { .. } | Operator::BrOnCastFail { .. } => {
-                    refusal = Some("it uses GC branches".into())
-                }
-                _ => {}
-            }
-            if record && stack.iter().any(|t| !is_plain_value(t)) {
-                refusal = Some("a reference is on the operand stack at a call".into());
-            }
-        }
-        validator.op(offset, &op).map_err(parse_error)?;
-        match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
-                dead.push(!live)
-            }
-            Operator::End => {
-                dead.pop();
-            }
-            _ => {}
-        }
-        ops.push(OpInfo { op, live, stack });
-    }
-    r.finish().map_err(parse_error)?;
-    Ok(FuncBody {
-        index,
-        type_index,
-        declared,
-        locals,
-        ops,
-        calls,
-        indirect,
-        live_loop,
-        refusal,
-    })
-}
-
 /// What a site calls.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Callee {
+pub(crate) enum Callee {
     /// A poll point.
     Poll,
     /// A defined function, with its rewind copy.
@@ -203,22 +65,22 @@ enum Callee {
 }
 
 /// A point where the frame can unwind, and the record it saves there.
-struct Site {
-    callee: Callee,
+pub(crate) struct Site {
+    pub(crate) callee: Callee,
     /// The call's operator, if it is one.
-    op: Option<usize>,
+    pub(crate) op: Option<usize>,
     /// Saved locals, in index order.
-    saved: Vec<(u32, ValType)>,
+    pub(crate) saved: Vec<(u32, ValType)>,
     /// The operand stack under the call's arguments.
-    under: Vec<ValType>,
+    pub(crate) under: Vec<ValType>,
     /// The call's arguments (for a table call, without the table index).
-    args: Vec<ValType>,
+    pub(crate) args: Vec<ValType>,
     /// Whether the record keeps the arguments.
-    keep_args: bool,
-    results: Vec<ValType>,
+    pub(crate) keep_args: bool,
+    pub(crate) results: Vec<ValType>,
     /// A loop's poll point that reads the flag only when its induction
     /// variable crosses a multiple of a period (see [`Counted`]).
-    counted: Option<Counted>,
+    pub(crate) counted: Option<Counted>,
 }
 
 /// A loop whose every iteration adds the same constant to one local: its
@@ -229,20 +91,21 @@ struct Site {
 /// multiple of `period`, whatever it started at, so the flag is read once
 /// per `period / window` iterations.
 #[derive(Debug, Clone, Copy)]
-struct Counted {
-    local: u32,
-    wide: bool,
-    mask: i64,
+pub(crate) struct Counted {
+    pub(crate) local: u32,
+    pub(crate) wide: bool,
+    pub(crate) mask: i64,
 }
 
 /// The most work (in operators) a loop runs between two reads of the flag:
 /// short enough that a freeze is honoured in microseconds.
-const POLL_BUDGET: usize = 16_384;
+pub(crate) const POLL_BUDGET: usize = 16_384;
+
 /// The most iterations between two reads of the flag.
-const POLL_PERIOD: u64 = 1024;
+pub(crate) const POLL_PERIOD: u64 = 1024;
 
 impl Site {
-    fn size(&self) -> u32 {
+    pub(crate) fn size(&self) -> u32 {
         let values: u32 = self
             .saved
             .iter()
@@ -253,12 +116,12 @@ impl Site {
         values + 8
     }
 
-    fn kept_args(&self) -> &[ValType] {
+    pub(crate) fn kept_args(&self) -> &[ValType] {
         if self.keep_args { &self.args } else { &[] }
     }
 
     /// The operand types of the call itself (with a table call's index).
-    fn call_operands(&self) -> Vec<ValType> {
+    pub(crate) fn call_operands(&self) -> Vec<ValType> {
         let mut v = self.args.clone();
         if matches!(self.callee, Callee::Indirect { .. }) {
             v.push(ValType::I32);
@@ -267,44 +130,35 @@ impl Site {
     }
 }
 
-fn size_of(t: &ValType) -> u32 {
-    match t {
-        ValType::I32 | ValType::F32 => 4,
-        ValType::I64 | ValType::F64 => 8,
-        ValType::V128 => 16,
-        ValType::Ref(_) => 0,
-    }
-}
-
 /// A construct (block, loop, if) that holds sites.
-struct Construct {
-    end: usize,
-    else_: Option<usize>,
-    params: Vec<ValType>,
-    results: Vec<ValType>,
+pub(crate) struct Construct {
+    pub(crate) end: usize,
+    pub(crate) else_: Option<usize>,
+    pub(crate) params: Vec<ValType>,
+    pub(crate) results: Vec<ValType>,
     /// The values under its inputs in the enclosing frame, kept in locals
     /// while it runs (`n1`), so that a site inside can save them.
-    below: Vec<ValType>,
-    n1: Vec<u32>,
+    pub(crate) below: Vec<ValType>,
+    pub(crate) n1: Vec<u32>,
     /// Locals for its parameters at the start of each of its frames.
-    p_locals: Vec<u32>,
+    pub(crate) p_locals: Vec<u32>,
     /// Sites before it, and the last site in it (and in its then-branch).
-    before: u32,
-    last: u32,
-    then_last: u32,
+    pub(crate) before: u32,
+    pub(crate) last: u32,
+    pub(crate) then_last: u32,
     /// A loop's poll point.
-    poll: Option<u32>,
+    pub(crate) poll: Option<u32>,
 }
 
 /// Extra locals of a copy, allocated past the function's own.
-struct Locals {
-    next: u32,
-    types: Vec<ValType>,
-    pool: std::collections::HashMap<ValType, Vec<u32>>,
+pub(crate) struct Locals {
+    pub(crate) next: u32,
+    pub(crate) types: Vec<ValType>,
+    pub(crate) pool: std::collections::HashMap<ValType, Vec<u32>>,
 }
 
 impl Locals {
-    fn new(first: u32) -> Self {
+    pub(crate) fn new(first: u32) -> Self {
         Locals {
             next: first,
             types: Vec::new(),
@@ -312,7 +166,7 @@ impl Locals {
         }
     }
 
-    fn fresh(&mut self, t: ValType) -> u32 {
+    pub(crate) fn fresh(&mut self, t: ValType) -> u32 {
         let i = self.next;
         self.next += 1;
         self.types.push(t);
@@ -320,7 +174,7 @@ impl Locals {
     }
 
     /// Scratch locals for values of these types, reused by the next call.
-    fn scratch(&mut self, types: &[ValType]) -> Vec<u32> {
+    pub(crate) fn scratch(&mut self, types: &[ValType]) -> Vec<u32> {
         let mut used: std::collections::HashMap<ValType, usize> = Default::default();
         let mut out = Vec::with_capacity(types.len());
         for t in types {
@@ -336,43 +190,30 @@ impl Locals {
         out
     }
 
-    fn declarations(&self) -> Vec<(u32, EVal)> {
+    pub(crate) fn declarations(&self) -> Vec<(u32, EVal)> {
         self.types.iter().map(|t| (1, enc(*t))).collect()
-    }
-}
-
-fn enc(t: ValType) -> EVal {
-    match t {
-        ValType::I32 => EVal::I32,
-        ValType::I64 => EVal::I64,
-        ValType::F32 => EVal::F32,
-        ValType::F64 => EVal::F64,
-        ValType::V128 => EVal::V128,
-        ValType::Ref(r) => RoundtripReencoder
-            .val_type(ValType::Ref(r))
-            .unwrap_or(EVal::I32),
     }
 }
 
 /// A function being instrumented.
 pub(crate) struct Instrumenter<'p, 'a> {
-    plan: &'p Plan,
-    consts: &'p Consts,
-    savers: &'p std::cell::RefCell<Savers>,
-    body: &'p FuncBody<'a>,
-    sig: &'p Sig,
-    sites: Vec<Site>,
+    pub(crate) plan: &'p Plan,
+    pub(crate) consts: &'p Consts,
+    pub(crate) savers: &'p std::cell::RefCell<Savers>,
+    pub(crate) body: &'p FuncBody<'a>,
+    pub(crate) sig: &'p Sig,
+    pub(crate) sites: Vec<Site>,
     /// Per operator: the site it is (0: none).
-    site_at: Vec<u32>,
+    pub(crate) site_at: Vec<u32>,
     /// Per operator: the construct it starts, if it holds sites.
-    construct_at: Vec<Option<usize>>,
-    constructs: Vec<Construct>,
+    pub(crate) construct_at: Vec<Option<usize>>,
+    pub(crate) constructs: Vec<Construct>,
     /// Per operator: the construct its `end` closes.
-    ends: Vec<Option<usize>>,
-    entry_poll: Option<u32>,
+    pub(crate) ends: Vec<Option<usize>>,
+    pub(crate) entry_poll: Option<u32>,
     /// Locals shared by both copies (`n1`, parameters), from the first past
     /// the function's own.
-    shared: Locals,
+    pub(crate) shared: Locals,
 }
 
 impl<'p, 'a> Instrumenter<'p, 'a> {
@@ -406,7 +247,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         Ok(me)
     }
 
-    fn block_sig(&self, bt: &BlockType) -> Result<Sig, InstrumentError> {
+    pub(crate) fn block_sig(&self, bt: &BlockType) -> Result<Sig, InstrumentError> {
         Ok(match bt {
             BlockType::Empty => Sig::default(),
             BlockType::Type(t) => Sig {
@@ -422,7 +263,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         })
     }
 
-    fn new_site(&mut self, callee: Callee, op: Option<usize>) -> Result<u32, InstrumentError> {
+    pub(crate) fn new_site(
+        &mut self,
+        callee: Callee,
+        op: Option<usize>,
+    ) -> Result<u32, InstrumentError> {
         let (under, args, results) = match (callee, op) {
             (Callee::Poll, _) | (_, None) => (Vec::new(), Vec::new(), Vec::new()),
             (_, Some(i)) => {
@@ -479,7 +324,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// every iteration: one write to it in the whole loop, `local = local ± c`,
     /// directly in the loop's body (not in a construct inside it), before
     /// any branch back to the loop's start.
-    fn counted(&self, start: usize) -> Option<Counted> {
+    pub(crate) fn counted(&self, start: usize) -> Option<Counted> {
         let ops = &self.body.ops;
         let mut depth = 0usize;
         let mut end = None;
@@ -594,7 +439,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// Numbers the sites in code order, and finds the constructs that hold them.
-    fn find_sites(&mut self) -> Result<(), InstrumentError> {
+    pub(crate) fn find_sites(&mut self) -> Result<(), InstrumentError> {
         if self.plan.recursive[self.plan.defined(self.body.index)] {
             self.entry_poll = Some(self.new_site(Callee::Poll, None)?);
         }
@@ -730,7 +575,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
 
     /// What each site saves: the locals live after it, and the `n1` locals
     /// of the constructs around it (and a loop's parameters at its poll point).
-    fn save_sets(&mut self) {
+    pub(crate) fn save_sets(&mut self) {
         let ops: Vec<Operator<'_>> = self.body.ops.iter().map(|o| o.op.clone()).collect();
         let points: Vec<usize> = self
             .sites
@@ -766,13 +611,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
     }
 
-    fn site(&self, k: u32) -> &Site {
+    pub(crate) fn site(&self, k: u32) -> &Site {
         &self.sites[k as usize - 1]
     }
 
-    // ---- Code shared by both copies ----
-
-    fn mem(&self, offset: u32) -> MemArg {
+    pub(crate) fn mem(&self, offset: u32) -> MemArg {
         MemArg {
             offset: offset as u64,
             align: 0,
@@ -785,7 +628,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// answered from an earlier one of the same address when no store comes
     /// between (a poll point in a loop without stores, after the one at the
     /// function's entry), and the loop would never see the flag rise.
-    fn flag(&self, f: &mut Function) {
+    pub(crate) fn flag(&self, f: &mut Function) {
         f.instruction(&I::I32Const(0));
         f.instruction(&I::I32AtomicLoad(MemArg {
             offset: 0,
@@ -795,7 +638,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }));
     }
 
-    fn load(&self, f: &mut Function, t: ValType, offset: u32) {
+    pub(crate) fn load(&self, f: &mut Function, t: ValType, offset: u32) {
         let m = self.mem(offset);
         f.instruction(&match t {
             ValType::I32 => I::I32Load(m),
@@ -806,7 +649,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         });
     }
 
-    fn zero(f: &mut Function, t: &ValType) {
+    pub(crate) fn zero(f: &mut Function, t: &ValType) {
         f.instruction(&match t {
             ValType::I32 => I::I32Const(0),
             ValType::I64 => I::I64Const(0),
@@ -821,7 +664,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// The record is written by a helper the values are passed to: this
     /// branch calls nothing else, so that no value of the function needs to
     /// outlive a call for it.
-    fn save_and_return(&self, f: &mut Function, k: u32, slots: &[u32]) {
+    pub(crate) fn save_and_return(&self, f: &mut Function, k: u32, slots: &[u32]) {
         let site = self.site(k);
         let mut values: Vec<u32> = site.saved.iter().map(|(l, _)| *l).collect();
         let mut types: Vec<ValType> = site.saved.iter().map(|(_, t)| *t).collect();
@@ -843,7 +686,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// After a call: if the callee unwound, this frame saves itself too.
-    fn unwind_check(&self, f: &mut Function, k: u32, slots: &[u32]) {
+    pub(crate) fn unwind_check(&self, f: &mut Function, k: u32, slots: &[u32]) {
         f.instruction(&I::GlobalGet(self.consts.state_global));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::I32Eq);
@@ -855,7 +698,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// A poll point's branch, taken when the flag is up: end the body (kill),
     /// or start the unwind here. It never goes back into the code it left,
     /// so that the values of a loop need not be where that code keeps them.
-    fn poll_taken(&self, f: &mut Function, k: u32) {
+    pub(crate) fn poll_taken(&self, f: &mut Function, k: u32) {
         let c = self.consts;
         self.flag(f);
         f.instruction(&I::I32Const(FLAG_KILL));
@@ -868,7 +711,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         self.save_and_return(f, k, &[]);
     }
 
-    fn poll(&self, f: &mut Function, k: u32) {
+    pub(crate) fn poll(&self, f: &mut Function, k: u32) {
         let counted = self.site(k).counted;
         if let Some(c) = counted {
             f.instruction(&I::LocalGet(c.local));
@@ -892,19 +735,19 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
     }
 
-    fn set_all(f: &mut Function, locals: &[u32]) {
+    pub(crate) fn set_all(f: &mut Function, locals: &[u32]) {
         for l in locals.iter().rev() {
             f.instruction(&I::LocalSet(*l));
         }
     }
 
-    fn get_all(f: &mut Function, locals: &[u32]) {
+    pub(crate) fn get_all(f: &mut Function, locals: &[u32]) {
         for l in locals {
             f.instruction(&I::LocalGet(*l));
         }
     }
 
-    fn op(f: &mut Function, op: &Operator<'_>) -> Result<(), InstrumentError> {
+    pub(crate) fn op(f: &mut Function, op: &Operator<'_>) -> Result<(), InstrumentError> {
         let i = RoundtripReencoder
             .instruction(op.clone())
             .map_err(parse_error)?;
@@ -914,13 +757,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
 
     /// Before a construct that holds sites: the values under its inputs go
     /// into its `n1` locals (its inputs into `inputs`).
-    fn n1_before(f: &mut Function, c: &Construct, inputs: &[u32]) {
+    pub(crate) fn n1_before(f: &mut Function, c: &Construct, inputs: &[u32]) {
         Self::set_all(f, inputs);
         Self::set_all(f, &c.n1);
     }
 
     /// After it: they come back under its results.
-    fn n1_after(f: &mut Function, c: &Construct, results: &[u32]) {
+    pub(crate) fn n1_after(f: &mut Function, c: &Construct, results: &[u32]) {
         if c.n1.is_empty() {
             return;
         }
@@ -929,15 +772,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         Self::get_all(f, results);
     }
 
-    fn inputs_of(&self, start: usize, c: &Construct) -> Vec<ValType> {
+    pub(crate) fn inputs_of(&self, start: usize, c: &Construct) -> Vec<ValType> {
         let mut v = c.params.clone();
         if matches!(self.body.ops[start].op, Operator::If { .. }) {
             v.push(ValType::I32);
         }
         v
     }
-
-    // ---- The fast copy ----
 
     /// The fast copy: the function as it is, with poll points and unwinding.
     pub(crate) fn fast(&self) -> Result<Function, InstrumentError> {
@@ -998,7 +839,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
 
     /// Prepends the local declarations: the function's own, the shared
     /// ones, then the copy's.
-    fn with_locals(&self, code: Function, extra: &Locals) -> Function {
+    pub(crate) fn with_locals(&self, code: Function, extra: &Locals) -> Function {
         let mut decls: Vec<(u32, EVal)> = self
             .body
             .declared
@@ -1012,571 +853,5 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         let bytes = code.into_raw_body();
         f.raw(bytes[1..].iter().copied());
         f
-    }
-
-    // ---- The rewind copy ----
-
-    /// The rewind copy (see the module's doc).
-    pub(crate) fn rewind(&self) -> Result<Function, InstrumentError> {
-        let mut r = Rewinder {
-            me: self,
-            extra: Locals::new(self.shared.next),
-            frames: vec![0],
-            height: 1,
-            site_slots: Vec::new(),
-            rw: 0,
-            tmp: 0,
-        };
-        r.rw = r.extra.fresh(ValType::I32);
-        r.tmp = r.extra.fresh(ValType::I32);
-        // Each site's slots, fixed for the whole copy.
-        for site in &self.sites {
-            let mut types = site.under.clone();
-            types.extend(site.call_operands());
-            types.extend(&site.results);
-            let slots = r.extra.scratch(&types);
-            // Sites share pool slots only across sites: take fresh ones each.
-            r.site_slots.push(slots);
-        }
-        let mut f = Function::new(Vec::<(u32, EVal)>::new());
-        r.prologue(&mut f);
-        let n = self.body.ops.len();
-        let mut items = Vec::new();
-        if let Some(k) = self.entry_poll {
-            items.push(Item::Poll(k));
-        }
-        items.extend(self.items(0, n.saturating_sub(1))?);
-        r.frame(&mut f, &items, 0, self.sites.len() as u32)?;
-        // The function's own `end`.
-        f.instruction(&I::End);
-        Ok(self.with_locals(f, &r.extra))
-    }
-
-    /// The items of one frame level, from `from` to `to` (exclusive).
-    fn items(&self, from: usize, to: usize) -> Result<Vec<Item>, InstrumentError> {
-        let mut out = Vec::new();
-        let mut i = from;
-        while i < to {
-            if let Some(ci) = self.construct_at[i] {
-                out.push(Item::Construct(i, ci));
-                i = self.constructs[ci].end + 1;
-            } else if self.site_at[i] != 0 {
-                out.push(Item::Site(self.site_at[i]));
-                i += 1;
-            } else {
-                out.push(Item::Op(i));
-                i += 1;
-            }
-        }
-        Ok(out)
-    }
-}
-
-#[derive(Debug, Clone, Copy)]
-enum Item {
-    Op(usize),
-    Site(u32),
-    Poll(u32),
-    /// (its operator, its construct)
-    Construct(usize, usize),
-    /// A construct's parameters back on the stack.
-    GetParams(usize),
-}
-
-impl Item {
-    /// The last site a boundary item covers.
-    fn last_site(&self, me: &Instrumenter<'_, '_>) -> Option<u32> {
-        match self {
-            Item::Site(k) | Item::Poll(k) => Some(*k),
-            Item::Construct(_, ci) => Some(me.constructs[*ci].last),
-            Item::Op(_) | Item::GetParams(_) => None,
-        }
-    }
-}
-
-struct Rewinder<'m, 'p, 'a> {
-    me: &'m Instrumenter<'p, 'a>,
-    extra: Locals,
-    /// Per original frame open now: its index among the emitted frames.
-    frames: Vec<u32>,
-    /// Frames open in the emitted code (the function's own counts).
-    height: u32,
-    site_slots: Vec<Vec<u32>>,
-    rw: u32,
-    tmp: u32,
-}
-
-impl Rewinder<'_, '_, '_> {
-    fn open(&mut self, f: &mut Function, i: I<'_>) {
-        f.instruction(&i);
-        self.height += 1;
-    }
-
-    fn close(&mut self, f: &mut Function) {
-        f.instruction(&I::End);
-        self.height -= 1;
-    }
-
-    /// A branch of the original code, to the same target in the emitted code.
-    fn depth(&self, d: u32) -> Result<u32, InstrumentError> {
-        let at = self
-            .frames
-            .len()
-            .checked_sub(1 + d as usize)
-            .ok_or_else(|| parse_error("a branch out of the function"))?;
-        Ok(self.height - 1 - self.frames[at])
-    }
-
-    fn plain(&mut self, f: &mut Function, i: usize) -> Result<(), InstrumentError> {
-        let op = &self.me.body.ops[i].op;
-        match op {
-            Operator::Br { relative_depth } => {
-                f.instruction(&I::Br(self.depth(*relative_depth)?));
-            }
-            Operator::BrIf { relative_depth } => {
-                f.instruction(&I::BrIf(self.depth(*relative_depth)?));
-            }
-            Operator::BrOnNull { relative_depth } => {
-                f.instruction(&I::BrOnNull(self.depth(*relative_depth)?));
-            }
-            Operator::BrOnNonNull { relative_depth } => {
-                f.instruction(&I::BrOnNonNull(self.depth(*relative_depth)?));
-            }
-            Operator::BrTable { targets } => {
-                let mut t = Vec::new();
-                for d in targets.targets() {
-                    t.push(self.depth(d.map_err(parse_error)?)?);
-                }
-                let default = self.depth(targets.default())?;
-                f.instruction(&I::BrTable(t.into(), default));
-            }
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
-                Instrumenter::op(f, op)?;
-                self.frames.push(self.height);
-                self.height += 1;
-            }
-            Operator::End => {
-                Instrumenter::op(f, op)?;
-                self.frames.pop();
-                self.height -= 1;
-            }
-            _ => Instrumenter::op(f, op)?,
-        }
-        Ok(())
-    }
-
-    /// Pops this function's record, if a rewind is under way: its locals,
-    /// and the values of the site it goes back to, which `rw` names.
-    fn prologue(&mut self, f: &mut Function) {
-        let me = self.me;
-        let c = me.consts;
-        f.instruction(&I::GlobalGet(c.state_global));
-        f.instruction(&I::I32Const(REWINDING));
-        f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::GlobalGet(c.ptr_global));
-        f.instruction(&I::I32Const(8));
-        f.instruction(&I::I32Sub);
-        f.instruction(&I::LocalTee(self.tmp));
-        f.instruction(&I::I32Load(me.mem(4)));
-        f.instruction(&I::I32Const(me.body.index as i32));
-        f.instruction(&I::I32Ne);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::Unreachable);
-        f.instruction(&I::End);
-        f.instruction(&I::LocalGet(self.tmp));
-        f.instruction(&I::I32Load(me.mem(0)));
-        f.instruction(&I::LocalSet(self.rw));
-        let m = me.sites.len() as u32;
-        // block $done, block $b_m … block $b_1, block $bad
-        for _ in 0..m + 2 {
-            f.instruction(&I::Block(EBlock::Empty));
-        }
-        f.instruction(&I::LocalGet(self.rw));
-        let targets: Vec<u32> = (0..=m).collect();
-        f.instruction(&I::BrTable(targets.into(), 0));
-        f.instruction(&I::End);
-        f.instruction(&I::Unreachable);
-        for k in 1..=m {
-            f.instruction(&I::End);
-            let site = me.site(k);
-            // The record starts `size - 8` below its header.
-            f.instruction(&I::LocalGet(self.tmp));
-            f.instruction(&I::I32Const(site.size() as i32 - 8));
-            f.instruction(&I::I32Sub);
-            f.instruction(&I::LocalTee(self.tmp));
-            f.instruction(&I::GlobalSet(c.ptr_global));
-            let mut at = 0u32;
-            for (l, t) in &site.saved {
-                f.instruction(&I::LocalGet(self.tmp));
-                me.load(f, *t, at);
-                f.instruction(&I::LocalSet(*l));
-                at += size_of(t);
-            }
-            let slots = &self.site_slots[k as usize - 1];
-            let n_under = site.under.len();
-            let values = site.under.iter().chain(site.kept_args());
-            let value_slots = slots[..n_under]
-                .iter()
-                .chain(&slots[n_under..n_under + site.kept_args().len()]);
-            for (t, l) in values.zip(value_slots) {
-                f.instruction(&I::LocalGet(self.tmp));
-                me.load(f, *t, at);
-                f.instruction(&I::LocalSet(*l));
-                at += size_of(t);
-            }
-            f.instruction(&I::Br(m - k));
-        }
-        f.instruction(&I::End);
-        f.instruction(&I::End);
-    }
-
-    /// One frame's items, sites `before+1 ..= last` in it.
-    fn frame(
-        &mut self,
-        f: &mut Function,
-        items: &[Item],
-        before: u32,
-        last: u32,
-    ) -> Result<(), InstrumentError> {
-        let me = self.me;
-        let boundaries: Vec<usize> = (0..items.len())
-            .filter(|&j| items[j].last_site(me).is_some())
-            .collect();
-        // Piece p: the boundary item (none for the first), and what follows
-        // it up to the next boundary.
-        let mut starts = vec![0usize];
-        starts.extend(boundaries.iter().copied());
-        for (p, &s) in starts.iter().enumerate() {
-            let end = starts.get(p + 1).copied().unwrap_or(items.len());
-            let (boundary, plain_from) = if p == 0 && boundaries.first() != Some(&0) {
-                (None, 0)
-            } else if p == 0 {
-                // The frame starts with a boundary: piece 0 is empty.
-                continue;
-            } else {
-                (Some(items[s]), s + 1)
-            };
-            let covered = boundary.and_then(|b| b.last_site(me)).unwrap_or(before);
-            let guarded = p + 1 < starts.len() && covered < last;
-            if guarded {
-                f.instruction(&I::LocalGet(self.rw));
-                f.instruction(&I::I32Const(covered as i32));
-                f.instruction(&I::I32LeU);
-                self.open(f, I::If(EBlock::Empty));
-            }
-            if let Some(b) = boundary {
-                self.boundary(f, b)?;
-            }
-            for item in &items[plain_from..end] {
-                match item {
-                    Item::Op(i) => self.plain(f, *i)?,
-                    Item::GetParams(i) => {
-                        if let Some(ci) = me.construct_at[*i] {
-                            Instrumenter::get_all(f, &me.constructs[ci].p_locals);
-                        }
-                    }
-                    _ => {}
-                }
-            }
-            if let Some(&next) = starts.get(p + 1) {
-                self.spill_for(f, items[next])?;
-            }
-            if guarded {
-                self.close(f);
-            }
-        }
-        Ok(())
-    }
-
-    /// At the end of the piece before a boundary: the operand stack goes
-    /// into the locals the boundary reads it from.
-    fn spill_for(&mut self, f: &mut Function, item: Item) -> Result<(), InstrumentError> {
-        let me = self.me;
-        match item {
-            Item::Site(k) => {
-                let site = me.site(k);
-                let slots = &self.site_slots[k as usize - 1];
-                let n_under = site.under.len();
-                let n_ops = site.call_operands().len();
-                Instrumenter::set_all(f, &slots[n_under..n_under + n_ops]);
-                Instrumenter::set_all(f, &slots[..n_under]);
-            }
-            Item::Construct(i, ci) => {
-                let c = &me.constructs[ci];
-                let types = me.inputs_of(i, c);
-                let inputs = self.extra.scratch(&types);
-                Instrumenter::n1_before(f, c, &inputs);
-            }
-            _ => {}
-        }
-        Ok(())
-    }
-
-    fn boundary(&mut self, f: &mut Function, item: Item) -> Result<(), InstrumentError> {
-        match item {
-            Item::Site(k) => self.site(f, k),
-            Item::Poll(k) => {
-                self.poll(f, k);
-                Ok(())
-            }
-            Item::Construct(i, ci) => self.construct(f, i, ci),
-            _ => Ok(()),
-        }
-    }
-
-    fn poll(&mut self, f: &mut Function, k: u32) {
-        let me = self.me;
-        f.instruction(&I::LocalGet(self.rw));
-        f.instruction(&I::I32Const(k as i32));
-        f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
-        // The rewind ends here, where the unwind began.
-        f.instruction(&I::I32Const(0));
-        f.instruction(&I::LocalSet(self.rw));
-        f.instruction(&I::I32Const(NORMAL));
-        f.instruction(&I::GlobalSet(me.consts.state_global));
-        f.instruction(&I::Else);
-        me.poll(f, k);
-        f.instruction(&I::End);
-    }
-
-    fn site(&mut self, f: &mut Function, k: u32) -> Result<(), InstrumentError> {
-        let me = self.me;
-        let site = me.site(k);
-        let slots = self.site_slots[k as usize - 1].clone();
-        let n_under = site.under.len();
-        let n_ops = site.call_operands().len();
-        let args = &slots[n_under..n_under + n_ops];
-        let results = &slots[n_under + n_ops..];
-        let op = site
-            .op
-            .ok_or_else(|| parse_error("a call site without a call"))?;
-        f.instruction(&I::LocalGet(self.rw));
-        f.instruction(&I::I32Const(k as i32));
-        f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::I32Const(0));
-        f.instruction(&I::LocalSet(self.rw));
-        match site.callee {
-            Callee::Direct { rewind, .. } => {
-                for t in &site.args {
-                    Instrumenter::zero(f, t);
-                }
-                f.instruction(&I::Call(rewind));
-            }
-            Callee::Import(func) => {
-                Instrumenter::get_all(f, args);
-                f.instruction(&I::Call(func));
-            }
-            Callee::Indirect { type_index, .. } => {
-                // The callee is the function whose record is next.
-                Instrumenter::get_all(f, &args[..site.args.len()]);
-                f.instruction(&I::GlobalGet(me.consts.ptr_global));
-                f.instruction(&I::I32Const(4));
-                f.instruction(&I::I32Sub);
-                f.instruction(&I::I32Load(me.mem(0)));
-                f.instruction(&I::CallIndirect {
-                    type_index,
-                    table_index: me.consts.rewind_table,
-                });
-            }
-            Callee::Poll => return Err(parse_error("a poll point as a call")),
-        }
-        Instrumenter::set_all(f, results);
-        f.instruction(&I::Else);
-        Instrumenter::get_all(f, args);
-        Instrumenter::op(f, &me.body.ops[op].op)?;
-        Instrumenter::set_all(f, results);
-        f.instruction(&I::End);
-        me.unwind_check(f, k, &slots);
-        Instrumenter::get_all(f, &slots[..n_under]);
-        Instrumenter::get_all(f, results);
-        Ok(())
-    }
-
-    fn construct(&mut self, f: &mut Function, i: usize, ci: usize) -> Result<(), InstrumentError> {
-        let me = self.me;
-        let c = &me.constructs[ci];
-        let types = me.inputs_of(i, c);
-        // The same slots the spill before it used (the pool restarts per use).
-        let inputs = self.extra.scratch(&types);
-        let is_if = matches!(me.body.ops[i].op, Operator::If { .. });
-        let n_params = c.params.len();
-        Instrumenter::get_all(f, &inputs[..n_params]);
-        if is_if {
-            // Rewinding into it: the branch that holds the site.
-            f.instruction(&I::LocalGet(self.rw));
-            f.instruction(&I::I32Const(c.then_last as i32));
-            f.instruction(&I::I32LeU);
-            f.instruction(&I::LocalGet(inputs[n_params]));
-            f.instruction(&I::LocalGet(self.rw));
-            f.instruction(&I::I32Const(c.before as i32));
-            f.instruction(&I::I32GtU);
-            f.instruction(&I::Select);
-        }
-        Instrumenter::op(f, &me.body.ops[i].op)?;
-        self.frames.push(self.height);
-        self.height += 1;
-        match c.poll {
-            // Rewinding to a loop's poll point: its parameters were put back
-            // from its record, and what entered the loop is not them.
-            Some(k) if !c.p_locals.is_empty() => {
-                let entered = self.extra.scratch(&c.params);
-                Instrumenter::set_all(f, &entered);
-                f.instruction(&I::LocalGet(self.rw));
-                f.instruction(&I::I32Const(k as i32));
-                f.instruction(&I::I32Ne);
-                f.instruction(&I::If(EBlock::Empty));
-                Instrumenter::get_all(f, &entered);
-                Instrumenter::set_all(f, &c.p_locals);
-                f.instruction(&I::End);
-            }
-            _ => Instrumenter::set_all(f, &c.p_locals),
-        }
-        let mut body = Vec::new();
-        if let Some(k) = c.poll {
-            body.push(Item::Poll(k));
-        }
-        body.push(Item::GetParams(i));
-        let then_end = c.else_.unwrap_or(c.end);
-        body.extend(me.items(i + 1, then_end)?);
-        let then_last = if c.else_.is_some() {
-            c.then_last
-        } else {
-            c.last
-        };
-        self.frame(f, &body, c.before, then_last)?;
-        if let Some(e) = c.else_ {
-            f.instruction(&I::Else);
-            Instrumenter::set_all(f, &c.p_locals);
-            let mut body = vec![Item::GetParams(i)];
-            body.extend(me.items(e + 1, c.end)?);
-            self.frame(f, &body, c.then_last, c.last)?;
-        }
-        f.instruction(&I::End);
-        self.frames.pop();
-        self.height -= 1;
-        let results = self.extra.scratch(&c.results);
-        Instrumenter::n1_after(f, c, &results);
-        Ok(())
-    }
-}
-
-/// The helpers that write records, one per list of value types (then `k`
-/// and `fid`), appended after the rewind copies.
-pub(crate) struct Savers {
-    /// The index of the first helper's type, and of the first helper.
-    types_base: u32,
-    funcs_base: u32,
-    by_types: std::collections::HashMap<Vec<ValType>, u32>,
-    pub(crate) list: Vec<Vec<ValType>>,
-}
-
-impl Savers {
-    pub(crate) fn new(types_base: u32, funcs_base: u32) -> Self {
-        Savers {
-            types_base,
-            funcs_base,
-            by_types: Default::default(),
-            list: Vec::new(),
-        }
-    }
-
-    fn get(&mut self, types: &[ValType]) -> u32 {
-        if let Some(i) = self.by_types.get(types) {
-            return self.funcs_base + i;
-        }
-        let i = self.list.len() as u32;
-        self.list.push(types.to_vec());
-        self.by_types.insert(types.to_vec(), i);
-        self.funcs_base + i
-    }
-
-    /// The helpers' types: the values, then `k` and `fid`.
-    pub(crate) fn types(&self) -> impl Iterator<Item = Vec<EVal>> + '_ {
-        self.list.iter().map(|types| {
-            let mut params: Vec<EVal> = types.iter().map(|t| enc(*t)).collect();
-            params.extend([EVal::I32, EVal::I32]);
-            params
-        })
-    }
-
-    pub(crate) fn type_index(&self, i: usize) -> u32 {
-        self.types_base + i as u32
-    }
-
-    /// A helper's code: room for the record (the stack grows as needed),
-    /// the values, `k`, `fid`, and the new top.
-    pub(crate) fn body(&self, i: usize, consts: &Consts) -> Function {
-        let types = &self.list[i];
-        let size: u32 = types.iter().map(size_of).sum::<u32>() + 8;
-        let mem = |offset: u32| MemArg {
-            offset: offset as u64,
-            align: 0,
-            target: wasm_encoder::MemArgTarget::Memory(consts.stack_memory),
-            ordering: None,
-        };
-        let mut f = Function::new(Vec::<(u32, EVal)>::new());
-        f.instruction(&I::GlobalGet(consts.ptr_global));
-        f.instruction(&I::I32Const(size as i32));
-        f.instruction(&I::I32Add);
-        f.instruction(&I::MemorySize(consts.stack_memory));
-        f.instruction(&I::I32Const(16));
-        f.instruction(&I::I32Shl);
-        f.instruction(&I::I32GtU);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::I32Const((size >> 16) as i32 + 1));
-        f.instruction(&I::MemoryGrow(consts.stack_memory));
-        f.instruction(&I::I32Const(-1));
-        f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::Unreachable);
-        f.instruction(&I::End);
-        f.instruction(&I::End);
-        let mut at = 0u32;
-        let all = types.iter().chain([&ValType::I32, &ValType::I32]);
-        for (l, t) in all.enumerate() {
-            f.instruction(&I::GlobalGet(consts.ptr_global));
-            f.instruction(&I::LocalGet(l as u32));
-            let m = mem(at);
-            f.instruction(&match t {
-                ValType::I32 => I::I32Store(m),
-                ValType::I64 => I::I64Store(m),
-                ValType::F32 => I::F32Store(m),
-                ValType::F64 => I::F64Store(m),
-                _ => I::V128Store(m),
-            });
-            at += size_of(t);
-        }
-        f.instruction(&I::GlobalGet(consts.ptr_global));
-        f.instruction(&I::I32Const(size as i32));
-        f.instruction(&I::I32Add);
-        f.instruction(&I::GlobalSet(consts.ptr_global));
-        f.instruction(&I::End);
-        f
-    }
-}
-
-/// Checks a function body for what instrumentation refuses anywhere.
-pub(crate) fn check_operator(op: &Operator<'_>) -> Result<(), InstrumentError> {
-    match op {
-        Operator::ReturnCall { .. }
-        | Operator::ReturnCallIndirect { .. }
-        | Operator::ReturnCallRef { .. } => Err(unsupported("it uses tail calls")),
-        Operator::Try { .. }
-        | Operator::Catch { .. }
-        | Operator::CatchAll
-        | Operator::Delegate { .. }
-        | Operator::Rethrow { .. }
-        | Operator::Throw { .. }
-        | Operator::ThrowRef
-        | Operator::TryTable { .. } => Err(unsupported("it uses Wasm exceptions")),
-        Operator::TableSet { .. }
-        | Operator::TableGrow { .. }
-        | Operator::TableFill { .. }
-        | Operator::TableCopy { .. }
-        | Operator::TableInit { .. } => Err(unsupported("it changes a table at run time")),
-        _ => Ok(()),
     }
 }

@@ -47,12 +47,17 @@
 //! refused with [`InstrumentError::Unsupported`]: they still run, but cannot
 //! be frozen.
 
+mod analyze;
 mod func;
 mod liveness;
+mod rewind;
+mod savers;
 
 pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
 
-use func::{FuncBody, Instrumenter, Savers};
+use analyze::FuncBody;
+use func::Instrumenter;
+use savers::Savers;
 use std::collections::HashMap;
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{ExportKind, MemoryType};
@@ -385,9 +390,9 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                     .and_then(|t| t.clone())
                     .ok_or_else(|| parse_error("a function of no function type"))?;
                 let validator = to_validate.into_validator(Default::default());
-                let analyzed = func::analyze(index, type_index, &sig, body, validator)?;
+                let analyzed = analyze::analyze(index, type_index, &sig, body, validator)?;
                 for info in &analyzed.ops {
-                    func::check_operator(&info.op)?;
+                    analyze::check_operator(&info.op)?;
                     if info.live && matches!(info.op, Operator::CallRef { .. }) {
                         return Err(unsupported("it calls through a typed function reference"));
                     }

@@ -1,0 +1,208 @@
+//! `Control`, a body's handle for other threads: freeze it, kill it, or tell it
+//! that signals are pending for its handlers. It raises the flag the
+//! instrumented code's poll points read (in the module's flag memory, shared
+//! with the host), and wakes a body sleeping in a clock-only poll.
+//!
+//! Owns the flag's protocol (`NOTHING`, `FREEZE`, `KILL`, and the bits a
+//! handler lowers); must not know the instance beyond that memory.
+
+use std::sync::atomic::{AtomicU8, AtomicU32, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+use wasmtime::{Engine, SharedMemory};
+
+pub(crate) const NOTHING: u8 = 0;
+
+pub(crate) const FREEZE: u8 = 1;
+
+pub(crate) const KILL: u8 = 2;
+
+/// The flag's values (see [`crate::instrument`]).
+pub(crate) const FLAG_UNWIND: u32 = 1;
+
+pub(crate) const FLAG_END: u32 = 2;
+
+/// What a body's host asks of it from other threads: to freeze or to end.
+///
+/// An instrumented body honours either at its next poll point (a loop header
+/// or a function entry), or at once if it waits in a system call: the request
+/// raises the flag its poll points read (to 1: unwind; to 2: end, where the
+/// poll point traps), and wakes a sleep of the body's own.
+/// A call waiting at the deputy is the deputy's to cancel (it answers
+/// `EINTR`, and the body, seeing the request, freezes or ends instead).
+/// A body that cannot be instrumented cannot be frozen; it is stopped at its
+/// next epoch check on an interruptible runtime, else at its next system call.
+#[derive(Clone)]
+pub struct Control(Arc<ControlInner>);
+
+pub(crate) struct ControlInner {
+    pub(crate) request: AtomicU8,
+    /// Signals are pending for the body's handlers.
+    pub(crate) signalled: std::sync::atomic::AtomicBool,
+    /// A signal handler runs: requests wait for it to return (but a kill).
+    pub(crate) in_handler: std::sync::atomic::AtomicBool,
+    pub(crate) flag: Option<SharedMemory>,
+    pub(crate) engine: Engine,
+    pub(crate) sleeping: Mutex<()>,
+    pub(crate) wake: Condvar,
+}
+
+impl Control {
+    pub(crate) fn new(engine: &Engine, flag: Option<SharedMemory>) -> Self {
+        Control(Arc::new(ControlInner {
+            request: AtomicU8::new(NOTHING),
+            signalled: std::sync::atomic::AtomicBool::new(false),
+            in_handler: std::sync::atomic::AtomicBool::new(false),
+            flag,
+            engine: engine.clone(),
+            sleeping: Mutex::new(()),
+            wake: Condvar::new(),
+        }))
+    }
+
+    /// Ends the body: it returns [`Killed`].
+    pub fn kill(&self) {
+        self.0.request.store(KILL, Ordering::SeqCst);
+        self.set_flag(FLAG_END);
+        self.wake();
+        self.0.engine.increment_epoch();
+    }
+
+    /// Asks the body to freeze: [`Body::run`] returns [`Exit::Frozen`]. False
+    /// if the body cannot be frozen (see [`Program::not_freezable`]).
+    pub fn freeze(&self) -> bool {
+        if self.0.flag.is_none() {
+            return false;
+        }
+        let _ =
+            self.0
+                .request
+                .compare_exchange(NOTHING, FREEZE, Ordering::SeqCst, Ordering::SeqCst);
+        self.raise();
+        true
+    }
+
+    /// Tells the body that signals are pending for its handlers: it asks its
+    /// deputy for them at its next poll point, or when a sleep or a call
+    /// waiting at the deputy is cut short.
+    pub fn signal(&self) {
+        self.0.signalled.store(true, Ordering::SeqCst);
+        self.raise();
+    }
+
+    /// Takes the note that signals are pending.
+    pub(crate) fn take_signalled(&self) -> bool {
+        self.0.signalled.swap(false, Ordering::SeqCst)
+    }
+
+    pub(crate) fn pending(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) != NOTHING || self.0.signalled.load(Ordering::SeqCst)
+    }
+
+    /// Lowers the flag once nothing is asked of the body any more, and
+    /// raises it if something is.
+    pub(crate) fn settle(&self) {
+        if !self.pending() && !self.killing() {
+            self.set_flag(0);
+        }
+        // A request that came meanwhile raises it again.
+        if self.pending() {
+            self.raise();
+        }
+    }
+
+    /// A signal handler starts: until it returns, the flag stays down (but
+    /// for a kill), so that the handler runs to its end.
+    pub(crate) fn enter_handler(&self) {
+        self.0.in_handler.store(true, Ordering::SeqCst);
+        self.lower_in_handler();
+    }
+
+    /// The flag came up while a handler ran (a request just before it
+    /// started): down again.
+    pub(crate) fn lower_in_handler(&self) {
+        if !self.killing() {
+            self.set_flag(0);
+        }
+    }
+
+    /// The handler returned: requests made meanwhile raise the flag.
+    pub(crate) fn leave_handler(&self) {
+        self.0.in_handler.store(false, Ordering::SeqCst);
+        self.settle();
+    }
+
+    /// Whether the body can be frozen.
+    pub fn freezable(&self) -> bool {
+        self.0.flag.is_some()
+    }
+
+    /// Sets the word the body's poll points read.
+    pub(crate) fn set_flag(&self, value: u32) {
+        if let Some(flag) = &self.0.flag {
+            let cells = flag.data();
+            if cells.len() >= 4 {
+                // SAFETY: the flag memory is a live, page-aligned shared memory
+                // (kept alive by `flag`); Wasm reads it with plain loads, which
+                // is how shared memories are meant to be used across threads.
+                let word = unsafe { AtomicU32::from_ptr(cells.as_ptr() as *mut u32) };
+                word.store(value, Ordering::SeqCst);
+            }
+        }
+    }
+
+    pub(crate) fn raise(&self) {
+        if !self.killing() && !self.0.in_handler.load(Ordering::SeqCst) {
+            self.set_flag(FLAG_UNWIND);
+        }
+        self.wake();
+    }
+
+    pub(crate) fn wake(&self) {
+        let _guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        self.0.wake.notify_all();
+    }
+
+    /// Takes back a freeze request (the body resumes).
+    pub(crate) fn clear_freeze(&self) {
+        let cleared = self
+            .0
+            .request
+            .compare_exchange(FREEZE, NOTHING, Ordering::SeqCst, Ordering::SeqCst)
+            .is_ok();
+        if cleared {
+            self.settle();
+        }
+    }
+
+    pub(crate) fn killing(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) == KILL
+    }
+
+    pub(crate) fn freezing(&self) -> bool {
+        self.0.request.load(Ordering::SeqCst) == FREEZE
+    }
+
+    /// Sleeps for `d`, or less if a request comes: then false.
+    pub(crate) fn sleep(&self, d: Duration) -> bool {
+        let deadline = Instant::now() + d;
+        let mut guard = self.0.sleeping.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if self.0.request.load(Ordering::SeqCst) != NOTHING
+                || self.0.signalled.load(Ordering::SeqCst)
+            {
+                return false;
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return true;
+            }
+            guard = self
+                .0
+                .wake
+                .wait_timeout(guard, deadline - now)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+    }
+}

@@ -1,0 +1,113 @@
+//! Signal handlers run from inside a host call, and calls cut short: a call
+//! that waits (a read, a poll, `waitpid`) and returns `EINTR` either runs the
+//! pending handlers and is made again (`restart_after_handlers`, as with
+//! `SA_RESTART`), or, when the body is freezing, unwinds it so that the call
+//! is made again after the rewind (`finish_or_freeze`).
+//!
+//! Must not know: which calls wait (the tables say so).
+
+use super::guest::{Fail, R, finish};
+use crate::ctx::{BodyCtx, start_unwind};
+use crate::instrument::{REWINDING, UNWINDING};
+use ssi_deputy::{Errno, Reply, Syscall};
+use wasmtime::{AsContextMut, Caller};
+
+/// As [`finish`], except that a call cut short (`EINTR`) because the body is
+/// freezing unwinds the body instead: the call is made again once the body is
+/// rewound, so the guest never sees the interruption.
+pub(crate) fn finish_or_freeze(
+    c: &mut Caller<'_, BodyCtx>,
+    name: &str,
+    r: R<()>,
+) -> wasmtime::Result<i32> {
+    if matches!(r, Err(Fail::Errno(Errno::Intr))) && c.data().control.freezing() {
+        start_unwind(c, name)?;
+        return Ok(0);
+    }
+    finish(r)
+}
+
+/// A call that waits was cut short (`EINTR`) with no freeze under way: if
+/// signals are pending for the body's handlers, they run now and the call is
+/// made again (true), as with `SA_RESTART`.
+pub(crate) fn restart_after_handlers(
+    c: &mut Caller<'_, BodyCtx>,
+    r: &R<()>,
+) -> wasmtime::Result<bool> {
+    if !matches!(r, Err(Fail::Errno(Errno::Intr)))
+        || c.data().control.freezing()
+        || c.data().in_handler
+    {
+        return Ok(false);
+    }
+    c.data().control.take_signalled();
+    run_handlers(c)
+}
+
+/// Runs the handlers of the signals pending now, as the deputy lists them
+/// (lowest signal first); true if any ran. A handler is a call into the
+/// guest, from a host function it called or from the host once it has
+/// unwound; while it runs, poll points neither unwind nor run handlers.
+pub(crate) fn run_handlers(mut c: impl AsContextMut<Data = BodyCtx>) -> wasmtime::Result<bool> {
+    let mut ran = false;
+    loop {
+        let list = match c.as_context_mut().data_mut().syscall(Syscall::ProcSignals) {
+            Ok(Reply::Bytes(list)) => list,
+            Ok(_) => return Err(wasmtime::Error::msg("the deputy sent a bad signal list")),
+            Err(Fail::Errno(_)) => return Ok(ran),
+            Err(Fail::Trap(t)) => return Err(t),
+        };
+        if list.is_empty() {
+            return Ok(ran);
+        }
+        let mut rest = &list[..];
+        while let [sig, len, tail @ ..] = rest {
+            let len = usize::from(*len);
+            let (name, after) = tail.split_at(len.min(tail.len()));
+            rest = after;
+            let name = String::from_utf8_lossy(name).into_owned();
+            let instance = c.as_context().data().instance;
+            let handler = instance
+                .and_then(|i| i.get_func(&mut c, &name))
+                .and_then(|f| f.typed::<i32, ()>(&c).ok())
+                .ok_or_else(|| {
+                    wasmtime::Error::msg(format!(
+                        "signal handler `{name}` is not an exported function (i32) -> ()"
+                    ))
+                })?;
+            let control = c.as_context().data().control.clone();
+            control.enter_handler();
+            c.as_context_mut().data_mut().in_handler = true;
+            let r = call_handler(&mut c, &handler, i32::from(*sig));
+            c.as_context_mut().data_mut().in_handler = false;
+            control.leave_handler();
+            r?;
+            ran = true;
+        }
+    }
+}
+
+/// Calls a signal handler. If the flag came up while it ran (a request made
+/// just as it started), its poll points unwound it: it is put back at once,
+/// with the flag down, and runs on to its end.
+pub(crate) fn call_handler(
+    mut c: impl AsContextMut<Data = BodyCtx>,
+    handler: &wasmtime::TypedFunc<i32, ()>,
+    sig: i32,
+) -> wasmtime::Result<()> {
+    handler.call(&mut c, sig)?;
+    let Some(u) = c.as_context().data().unwinder.clone() else {
+        return Ok(());
+    };
+    while u.state(&mut c) == UNWINDING {
+        let control = c.as_context().data().control.clone();
+        if control.killing() {
+            return Err(crate::ctx::Killed.into());
+        }
+        control.lower_in_handler();
+        let rewind = u.rewind_of_top(&mut c)?.typed::<i32, ()>(&c)?;
+        u.set_state(&mut c, REWINDING)?;
+        rewind.call(&mut c, sig)?;
+    }
+    Ok(())
+}
