@@ -1,16 +1,18 @@
 //! Bad input to `ssirun`: a one-line error naming the problem, status 1, no panic.
 
-use ssi_tests::{Outcome, bin};
+use ssi_tests::{Outcome, bin, run};
 use std::process::Command;
 
 fn ssirun(args: &[&str]) -> Outcome {
-    let out = Command::new(bin("ssirun"))
-        .args(args)
-        .env_remove("RUST_BACKTRACE")
-        .env_remove("SSI_CONNECT")
-        .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-        .output()
-        .expect("run ssirun");
+    let out = run(
+        Command::new(bin("ssirun"))
+            .args(args)
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("SSI_CONNECT")
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+            .stdin(std::process::Stdio::null()),
+        "ssirun with bad input",
+    );
     Outcome {
         status: out.status.code().unwrap_or(-1),
         stdout: out.stdout,

@@ -4,11 +4,10 @@
 //! checkpoints replace their file whole; damaged checkpoints are refused by
 //! name.
 
-use ssi_tests::{Cluster, bin, guest};
-use std::io::{BufRead, BufReader, Read};
+use ssi_tests::{Cluster, Proc, WAIT, bin, guest, run, wait_until};
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// `ssirun` through node `home` (`None`: the embedded node), with OPTIONS.
 fn ssirun(cluster: Option<&Cluster>, home: usize, options: &[&str]) -> Command {
@@ -23,42 +22,8 @@ fn ssirun(cluster: Option<&Cluster>, home: usize, options: &[&str]) -> Command {
                 .env_remove("SSI_CONNECT");
         }
     }
-    cmd.args(options)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
+    cmd.args(options).stdin(Stdio::null());
     cmd
-}
-
-/// Reads lines of a child's stdout until `line` shows.
-fn wait_for_line(child: &mut Child, line: &str) -> BufReader<std::process::ChildStdout> {
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut got = String::new();
-    loop {
-        got.clear();
-        let n = out.read_line(&mut got).expect("read stdout");
-        assert!(n > 0, "the program ended before printing `{line}`");
-        if got.trim_end() == line {
-            return out;
-        }
-    }
-}
-
-fn ended(mut child: Child) -> Output {
-    let status = child.wait().expect("wait");
-    let mut stdout = Vec::new();
-    let mut stderr = Vec::new();
-    if let Some(mut s) = child.stdout.take() {
-        s.read_to_end(&mut stdout).expect("stdout");
-    }
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_end(&mut stderr).expect("stderr");
-    }
-    Output {
-        status,
-        stdout,
-        stderr,
-    }
 }
 
 fn text(bytes: &[u8]) -> String {
@@ -103,12 +68,13 @@ fn a_checkpointed_stopped_process_restarts_on_another_node_with_every_record_onc
     let file_arg = file.display().to_string();
     let count = 400;
     let appender = guest("appender").display().to_string();
-    let mut child = ssirun(Some(&cluster), 1, &["--node", "2", "--dir", &dir_arg])
-        .arg(&appender)
-        .args(["/d", &count.to_string(), "3"])
-        .spawn()
-        .expect("spawn ssirun");
-    let _stdout = wait_for_line(&mut child, "ready");
+    let mut child = Proc::spawn(
+        ssirun(Some(&cluster), 1, &["--node", "2", "--dir", &dir_arg])
+            .arg(&appender)
+            .args(["/d", &count.to_string(), "3"]),
+        "the appender",
+    );
+    child.out.until("`ready`", |l| l == "ready");
     let pid = cluster
         .ssictl_json(1, "ps")
         .into_iter()
@@ -148,7 +114,7 @@ fn a_checkpointed_stopped_process_restarts_on_another_node_with_every_record_onc
         report["image_bytes"].as_u64(),
         std::fs::metadata(&file).ok().map(|m| m.len())
     );
-    let first = ended(child);
+    let first = child.wait();
     assert_eq!(first.status.code(), Some(137), "{}", text(&first.stderr));
     assert!(text(&first.stderr).contains("checkpointed and stopped"));
     let written = std::fs::read_to_string(data.path().join("log"))
@@ -160,77 +126,111 @@ fn a_checkpointed_stopped_process_restarts_on_another_node_with_every_record_onc
     assert!(!kill.status.success(), "the stopped process is gone");
 
     // Restarted with its home on node 1 and its body on node 3: the same pid.
-    let started = Instant::now();
-    let child = ssirun(Some(&cluster), 1, &["--node", "3", "--restore", &file_arg])
-        .spawn()
-        .expect("spawn ssirun --restore");
-    loop {
-        if let Some(row) = ps_row(&cluster, pid) {
-            assert_eq!(row["node"], 3, "{row}");
-            assert_eq!(row["home"], 1, "{row}");
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "the restarted process did not show with pid {pid}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let second = ended(child);
+    let mut child = Proc::spawn(
+        &mut ssirun(Some(&cluster), 1, &["--node", "3", "--restore", &file_arg]),
+        "ssirun --restore",
+    );
+    let mut row = None;
+    wait_until(
+        &format!("the restarted process to show with pid {pid}"),
+        WAIT,
+        || {
+            row = ps_row(&cluster, pid);
+            row.is_some()
+        },
+    );
+    let row = row.expect("listed");
+    assert_eq!(row["node"], 3, "{row}");
+    assert_eq!(row["home"], 1, "{row}");
+    let second = child.wait();
     assert!(second.status.success(), "{}", text(&second.stderr));
     assert_eq!(text(&second.stdout), format!("done {count}\n"));
     assert_every_record_once(data.path(), count);
 }
 
+/// The inode of the one checkpoint file in `dir`, if there is one: each
+/// checkpoint replaces the file whole (a new file renamed over the old).
+fn checkpoint_inode(dir: &Path) -> Option<(u64, std::path::PathBuf)> {
+    use std::os::unix::fs::MetadataExt;
+    let entry = std::fs::read_dir(dir)
+        .ok()?
+        .filter_map(|e| e.ok())
+        .find(|e| e.file_name().to_string_lossy().ends_with(".ckpt"))?;
+    Some((entry.metadata().ok()?.ino(), entry.path()))
+}
+
 #[test]
-fn periodic_checkpoints_replace_their_file_and_restart_in_the_embedded_node() {
+fn periodic_checkpoints_replace_their_file_and_a_crashed_run_restarts_from_the_last() {
+    let count = 1500;
     for cluster in [Some(Cluster::start(2)), None] {
         let data = tempfile::tempdir().expect("data dir");
         let dir_arg = format!("{}::/d", data.path().display());
         let ckpt_dir = tempfile::tempdir().expect("checkpoint dir");
         let ckpt_arg = ckpt_dir.path().display().to_string();
-        let out = ssirun(
-            cluster.as_ref(),
-            1,
-            &[
-                "--dir",
-                &dir_arg,
-                "--checkpoint-every",
-                "0.1",
-                "--checkpoint-dir",
-                &ckpt_arg,
-            ],
-        )
-        .arg(guest("appender"))
-        .args(["/d", "200", "3"])
-        .output()
-        .expect("run ssirun");
-        assert!(out.status.success(), "{}", text(&out.stderr));
-        assert_every_record_once(data.path(), 200);
+        let mut child = Proc::spawn(
+            ssirun(
+                cluster.as_ref(),
+                1,
+                &[
+                    "--dir",
+                    &dir_arg,
+                    "--checkpoint-every",
+                    "0.1",
+                    "--checkpoint-dir",
+                    &ckpt_arg,
+                ],
+            )
+            .arg(guest("appender"))
+            .args(["/d", &count.to_string(), "3"]),
+            "the appender with periodic checkpoints",
+        );
+        child.out.until("`ready`", |l| l == "ready");
+        // Three checkpoints, each replacing the last.
+        let mut seen = std::collections::HashSet::new();
+        wait_until("three checkpoints, each replacing the last", WAIT, || {
+            if let Some((inode, _)) = checkpoint_inode(ckpt_dir.path()) {
+                seen.insert(inode);
+            }
+            seen.len() >= 3
+        });
+        // The run crashes (its ssirun is killed, and the process with it).
+        child.kill();
+        let table = std::fs::read_to_string(data.path().join("table")).expect("table");
+        assert!(
+            table.lines().count() < count,
+            "the run ended before the crash: nothing is left to restart"
+        );
         // One file, named by the pid; no temporary left behind.
         let files: Vec<_> = std::fs::read_dir(ckpt_dir.path())
             .expect("ls")
             .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
             .collect();
         assert_eq!(files.len(), 1, "{files:?}");
-        assert!(files[0].ends_with(".ckpt"), "{files:?}");
-        let ckpt = ckpt_dir.path().join(&files[0]);
+        let (_, ckpt) = checkpoint_inode(ckpt_dir.path()).expect("a checkpoint");
         assert!(std::fs::read(&ckpt).expect("read").starts_with(b"SSIGHOST"));
 
-        // Restarting the last one (here, in the embedded node) finishes the run
-        // from where it was: the table, written in place, is whole again.
-        let out = ssirun(None, 1, &["--restore", &ckpt.display().to_string()])
-            .output()
-            .expect("run ssirun --restore");
+        // Restarting the last one (here, in the embedded node) finishes the
+        // run from where it was: the table, written in place, is whole, and
+        // the log goes on to the last record.
+        let out = run(
+            &mut ssirun(None, 1, &["--restore", &ckpt.display().to_string()]),
+            "ssirun --restore",
+        );
         assert!(out.status.success(), "{}", text(&out.stderr));
-        // The last checkpoint may have been taken after the final line was
-        // printed (between the loop's end and the exit); then there is
-        // nothing left to print.
-        let rest = text(&out.stdout);
-        assert!(rest == "done 200\n" || rest.is_empty(), "{rest:?}");
+        assert_eq!(text(&out.stdout), format!("done {count}\n"));
         let table = std::fs::read_to_string(data.path().join("table")).expect("table");
-        let want: String = (0..200).map(|i| format!("{i:06}\n")).collect();
+        let want: String = (0..count).map(|i| format!("{i:06}\n")).collect();
         assert_eq!(table, want);
+        let log = std::fs::read_to_string(data.path().join("log")).expect("log");
+        assert_eq!(
+            log.lines().last(),
+            Some(format!("record {:06}", count - 1).as_str())
+        );
+        // Every record is there; those written after the last checkpoint
+        // and before the crash are written again by the restarted run.
+        for i in (0..count).step_by(97) {
+            assert!(log.contains(&format!("record {i:06}\n")), "record {i}");
+        }
     }
 }
 
@@ -241,12 +241,13 @@ fn damaged_checkpoints_are_refused_by_name() {
     let dir_arg = format!("{}::/d", data.path().display());
     let ckpt_dir = tempfile::tempdir().expect("checkpoint dir");
     let good = ckpt_dir.path().join("good.ckpt");
-    let mut child = ssirun(Some(&cluster), 1, &["--dir", &dir_arg])
-        .arg(guest("appender"))
-        .args(["/d", "100000", "5"])
-        .spawn()
-        .expect("spawn");
-    let _stdout = wait_for_line(&mut child, "ready");
+    let mut child = Proc::spawn(
+        ssirun(Some(&cluster), 1, &["--dir", &dir_arg])
+            .arg(guest("appender"))
+            .args(["/d", "100000", "5"]),
+        "the appender",
+    );
+    child.out.until("`ready`", |l| l == "ready");
     let pid = cluster
         .ssictl_json(1, "ps")
         .into_iter()
@@ -263,7 +264,13 @@ fn damaged_checkpoints_are_refused_by_name() {
         ],
     );
     assert!(out.status.success(), "{}", text(&out.stderr));
-    let _ = ended(child);
+    let stopped = child.wait();
+    assert_eq!(
+        stopped.status.code(),
+        Some(137),
+        "{}",
+        text(&stopped.stderr)
+    );
     let image = std::fs::read(&good).expect("checkpoint");
 
     let mut flipped = image.clone();
@@ -282,9 +289,10 @@ fn damaged_checkpoints_are_refused_by_name() {
         let path = ckpt_dir.path().join(format!("{name}.ckpt"));
         std::fs::write(&path, &bytes).expect("write");
         for cluster in [Some(&cluster), None] {
-            let out = ssirun(cluster, 1, &["--restore", &path.display().to_string()])
-                .output()
-                .expect("run");
+            let out = run(
+                &mut ssirun(cluster, 1, &["--restore", &path.display().to_string()]),
+                &format!("ssirun --restore {name}.ckpt"),
+            );
             assert_eq!(out.status.code(), Some(1), "{name}");
             let err = text(&out.stderr);
             assert!(
@@ -294,9 +302,11 @@ fn damaged_checkpoints_are_refused_by_name() {
         }
     }
     // A checkpoint file that is missing is named too.
-    let out = ssirun(Some(&cluster), 1, &["--restore", "/nonexistent.ckpt"])
-        .output()
-        .expect("run");
+    let out = run(
+        &mut ssirun(Some(&cluster), 1, &["--restore", "/nonexistent.ckpt"]),
+        "ssirun --restore /nonexistent.ckpt",
+    );
+    assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("cannot read checkpoint `/nonexistent.ckpt`"));
     // Nothing was left running.
     assert!(cluster.ssictl_json(1, "ps").is_empty());

@@ -2,10 +2,11 @@
 //! at home, `ssictl` sees every process from any node, and a node that dies
 //! ends its bodies' sessions with status 137 while the rest keeps working.
 
-use ssi_tests::{Case, Cluster, assert_same, bin, guest, standard_cases};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use ssi_tests::{
+    Case, Cluster, Proc, WAIT, assert_same, bin, guest, run, standard_cases, wait_until,
+};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 fn on_node(cluster: &Cluster, home: usize, node: usize) -> Vec<String> {
     vec![
@@ -59,40 +60,17 @@ fn bodies_at_home_through_the_node_match_too() {
 
 /// Starts `spin ARGS` through node `home` with its body on `node`; returns once
 /// it has printed its first line.
-fn spin(
-    cluster: &Cluster,
-    home: usize,
-    node: usize,
-    args: &[&str],
-) -> (Child, BufReader<std::process::ChildStdout>) {
-    let mut child = Command::new(bin("ssirun"))
-        .args(on_node(cluster, home, node))
-        .arg(guest("spin"))
-        .args(args)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("read the first line");
-    assert_eq!(line, "spinning\n");
-    (child, out)
-}
-
-fn wait_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ssirun did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn spin(cluster: &Cluster, home: usize, node: usize, args: &[&str]) -> Proc {
+    let mut child = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .args(on_node(cluster, home, node))
+            .arg(guest("spin"))
+            .args(args)
+            .stdin(Stdio::null()),
+        &format!("spin on node {node}"),
+    );
+    assert_eq!(child.line("its first line"), "spinning");
+    child
 }
 
 fn ps_row(
@@ -109,7 +87,7 @@ fn ps_row(
 #[test]
 fn ps_from_node_3_shows_a_process_of_node_1_running_on_node_2() {
     let cluster = Cluster::start(3);
-    let (mut child, _out) = spin(&cluster, 1, 2, &["0"]);
+    let mut child = spin(&cluster, 1, 2, &["0"]);
     let row = ps_row(&cluster, 3, |p| {
         p["command"]
             .as_str()
@@ -134,51 +112,40 @@ fn ps_from_node_3_shows_a_process_of_node_1_running_on_node_2() {
     );
 
     // A session that goes away takes its process with it, wherever the body runs.
-    child.kill().expect("kill ssirun");
-    child.wait().expect("wait");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while ps_row(&cluster, 3, |p| p["pid"] == pid).is_some() {
-        assert!(
-            Instant::now() < deadline,
-            "the process outlived its session"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    child.kill();
+    wait_until("the process to end with its session", WAIT, || {
+        ps_row(&cluster, 3, |p| p["pid"] == pid).is_none()
+    });
     // …and its body on node 2 is killed.
     wait_no_bodies(&cluster, 2, "the body outlived its session");
 }
 
-/// Waits (at most 5 s) until node `id` runs no body.
+/// Waits until node `id` runs no body.
 fn wait_no_bodies(cluster: &Cluster, id: usize, failure: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let nodes = cluster.ssictl_json(id, "nodes");
-        if nodes.iter().any(|n| n["id"] == id && n["bodies"] == 0) {
-            return;
-        }
-        assert!(Instant::now() < deadline, "{failure}: {nodes:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_until(
+        &format!("node {id} to run no body ({failure})"),
+        WAIT,
+        || {
+            let nodes = cluster.ssictl_json(id, "nodes");
+            nodes.iter().any(|n| n["id"] == id && n["bodies"] == 0)
+        },
+    );
 }
 
 #[test]
 fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
     let mut cluster = Cluster::start(3);
-    let (mut doomed, _o1) = spin(&cluster, 1, 2, &["0"]);
-    let (mut survivor, mut ticks) = spin(&cluster, 1, 3, &["0", "--ticks"]);
+    let mut doomed = spin(&cluster, 1, 2, &["0"]);
+    let mut survivor = spin(&cluster, 1, 3, &["0", "--ticks"]);
     cluster.kill(2);
-    let status = wait_exit(&mut doomed, Duration::from_secs(5));
-    assert_eq!(status.code(), Some(137));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut doomed.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
+    let ended = doomed.wait();
+    assert_eq!(ended.status.code(), Some(137));
+    let err = String::from_utf8_lossy(&ended.stderr);
     assert!(err.contains("was lost") && err.contains("node 2"), "{err}");
 
     // The other process, home on node 1 and body on node 3, goes on.
-    let mut line = String::new();
     for _ in 0..5 {
-        line.clear();
-        ticks.read_line(&mut line).expect("a tick");
+        let line = survivor.line("a tick");
         assert!(line.starts_with("tick "), "{line}");
     }
     // Node 2 shows as down; new processes still run at home and on node 3.
@@ -198,55 +165,36 @@ fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
         "{}",
         out.stderr_text()
     );
-    survivor.kill().expect("kill");
-    survivor.wait().expect("wait");
+    survivor.kill();
 }
 
 #[test]
 fn a_dead_home_ends_its_sessions_with_137_and_its_remote_bodies() {
     let mut cluster = Cluster::start(2);
-    let (mut session, _out) = spin(&cluster, 1, 2, &["0"]);
+    let mut session = spin(&cluster, 1, 2, &["0"]);
     cluster.kill(1);
-    let status = wait_exit(&mut session, Duration::from_secs(5));
-    let mut err = String::new();
-    std::io::Read::read_to_string(&mut session.stderr.take().expect("stderr"), &mut err)
-        .expect("stderr");
-    assert_eq!(status.code(), Some(137), "{err}");
+    let ended = session.wait();
+    let err = String::from_utf8_lossy(&ended.stderr);
+    assert_eq!(ended.status.code(), Some(137), "{err}");
     assert!(err.contains("lost with its home node"), "{err}");
     // Node 2 kills the body whose home went away.
     wait_no_bodies(&cluster, 2, "the orphaned body still runs");
 }
 
+/// How fast a silent node is seen down is a figure (`ssi-netbench` measures
+/// it); this checks the behaviour, with a bound no loaded machine reaches.
 #[test]
-fn a_silent_node_is_down_within_3_seconds_and_its_sessions_end() {
+fn a_silent_node_is_shown_down_and_its_sessions_end_with_137() {
     let cluster = Cluster::start(3);
-    let (mut doomed, _out) = spin(&cluster, 1, 2, &["0"]);
+    let mut doomed = spin(&cluster, 1, 2, &["0"]);
     // SIGSTOP: connections stay open, nothing answers (a hung or cut-off machine).
     cluster.signal(2, "STOP");
-    let stopped = Instant::now();
     cluster.wait_until(3, |nodes| {
         nodes.iter().any(|n| n["id"] == 2 && n["state"] == "down")
     });
-    let seen_down = stopped.elapsed();
-    assert!(
-        seen_down <= Duration::from_secs(3),
-        "node 2 was shown down after {seen_down:?}"
-    );
-    // Node 1 sees node 2 down on its own clock (2 s of silence), which on a
-    // loaded machine may come a little after node 3 does.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = doomed.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ssirun did not end within 10 s of node 2's stop; node 1's log:\n{}",
-            cluster.log(1)
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    assert_eq!(status.code(), Some(137));
+    // Node 1 sees node 2 down on its own clock, and the session ends.
+    let ended = doomed.wait();
+    assert_eq!(ended.status.code(), Some(137));
     cluster.signal(2, "CONT");
 }
 
@@ -267,21 +215,22 @@ fn bad_cluster_requests_get_clear_errors() {
         "{}",
         out.stderr_text()
     );
-    let out = Command::new(bin("ssictl"))
-        .args(["--connect", "/nonexistent/node.sock", "ps"])
-        .output()
-        .expect("ssictl");
+    let out = run(
+        Command::new(bin("ssictl")).args(["--connect", "/nonexistent/node.sock", "ps"]),
+        "ssictl with no node",
+    );
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is `ssid` running?"));
     // A malformed module is refused by the home, before any body starts.
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.wasm");
     std::fs::write(&bad, b"\0asm\x01\0\0\0\xff").expect("write");
-    let out = Command::new(bin("ssirun"))
-        .args(on_node(&cluster, 1, 2))
-        .arg(&bad)
-        .output()
-        .expect("ssirun");
+    let out = run(
+        Command::new(bin("ssirun"))
+            .args(on_node(&cluster, 1, 2))
+            .arg(&bad),
+        "ssirun of a malformed module",
+    );
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -290,11 +239,12 @@ fn bad_cluster_requests_get_clear_errors() {
         "{err}"
     );
     // Two daemons cannot share a socket.
-    let out = Command::new(bin("ssid"))
-        .args(["--node-id", "7", "--listen", "127.0.0.1:0", "--socket"])
-        .arg(cluster.socket(1))
-        .output()
-        .expect("ssid");
+    let out = run(
+        Command::new(bin("ssid"))
+            .args(["--node-id", "7", "--listen", "127.0.0.1:0", "--socket"])
+            .arg(cluster.socket(1)),
+        "a second ssid on the same socket",
+    );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
 }
@@ -317,39 +267,54 @@ fn ssid_takes_its_settings_from_a_toml_file() {
         ),
     )
     .expect("write config");
-    let mut daemon = Command::new(bin("ssid"))
-        .arg("--config")
-        .arg(&config)
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("ssid");
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let nodes = loop {
-        let out = Command::new(bin("ssictl"))
-            .arg("--connect")
-            .arg(&socket)
-            .args(["nodes", "--json"])
-            .output()
-            .expect("ssictl");
-        if out.status.success() {
-            break serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ssid did not start from its config file"
+    let mut daemon = Proc::spawn(
+        Command::new(bin("ssid"))
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null()),
+        "ssid --config",
+    );
+    let mut nodes = Vec::new();
+    wait_until("ssid to start from its config file", WAIT, || {
+        let out = run(
+            Command::new(bin("ssictl"))
+                .arg("--connect")
+                .arg(&socket)
+                .args(["nodes", "--json"]),
+            "ssictl nodes",
         );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+        if out.status.success() {
+            nodes = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
+        }
+        out.status.success()
+    });
     assert_eq!(nodes[0]["id"], 5);
     assert_eq!(nodes[0]["state"], "up");
     assert_eq!(nodes[1]["id"], 6);
     assert_eq!(nodes[1]["state"], "down");
     // A process launched there carries node 5 in its pid.
-    let (out, _) =
-        Case::new(guest("hello")).run_ssirun_with(&["--connect", &socket.display().to_string()]);
-    assert_eq!(out.stdout_text(), "Hello, world!\n");
-    daemon.kill().expect("kill");
-    daemon.wait().expect("wait");
+    let mut spin = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .args(["--connect", &socket.display().to_string()])
+            .arg(guest("spin"))
+            .arg("0")
+            .stdin(Stdio::null()),
+        "spin on node 5",
+    );
+    assert_eq!(spin.line("its first line"), "spinning");
+    let out = run(
+        Command::new(bin("ssictl"))
+            .arg("--connect")
+            .arg(&socket)
+            .args(["ps", "--json"]),
+        "ssictl ps",
+    );
+    let procs: Vec<serde_json::Value> = serde_json::from_slice(&out.stdout).expect("json");
+    let pid = procs[0]["pid"].as_u64().expect("a pid");
+    assert_eq!(pid >> 22, 5, "pid {pid} carries its home, node 5");
+    assert_eq!(procs[0]["home"], 5);
+    spin.kill();
+    daemon.kill();
 
     // Bad settings are named.
     std::fs::write(
@@ -357,33 +322,32 @@ fn ssid_takes_its_settings_from_a_toml_file() {
         "node-id = 5\nlisten = \"127.0.0.1:1\"\ncolour = \"blue\"\n",
     )
     .expect("write");
-    let out = Command::new(bin("ssid"))
-        .arg("--config")
-        .arg(&config)
-        .output()
-        .expect("ssid");
+    let out = run(
+        Command::new(bin("ssid")).arg("--config").arg(&config),
+        "ssid with a bad config",
+    );
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
         err.contains("invalid configuration file") && err.contains("colour"),
         "{err}"
     );
-    let out = Command::new(bin("ssid"))
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .expect("ssid");
+    let out = run(
+        Command::new(bin("ssid")).args(["--listen", "127.0.0.1:0"]),
+        "ssid with no node id",
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("no node id"));
-    let out = Command::new(bin("ssid"))
-        .args([
+    let out = run(
+        Command::new(bin("ssid")).args([
             "--node-id",
             "1",
             "--listen",
             "127.0.0.1:0",
             "--peer",
             "2=nowhere",
-        ])
-        .output()
-        .expect("ssid");
+        ]),
+        "ssid with a bad peer",
+    );
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
 }
 
@@ -423,6 +387,7 @@ fn garbage_on_a_nodes_ports_does_not_hurt_it() {
     {
         let hello = capnp_hello(4194305, &[0u8; 16]);
         let mut s = std::net::TcpStream::connect(cluster.address(1)).expect("connect");
+        s.set_read_timeout(Some(WAIT)).expect("a read deadline");
         s.write_all(b"ssi-dep1").expect("preamble");
         s.write_all(&hello).expect("hello");
         let mut reply = Vec::new();

@@ -2,13 +2,13 @@
 //! (deep in recursion, in a loop without calls, or waiting for input), moved
 //! to another node, and goes on there as if nothing happened.
 
-use ssi_tests::{Case, Cluster, assert_same, bin, guest, shell_status};
-use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, Command, Stdio};
+use ssi_tests::{Case, Cluster, Proc, WAIT, assert_same, bin, guest, shell_status, wait_until};
+use std::io::Write;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Starts `ssirun GUEST ARGS` through node `home` with its body on `node`.
-fn start(cluster: &Cluster, home: usize, node: usize, guest_name: &str, args: &[&str]) -> Child {
+fn start(cluster: &Cluster, home: usize, node: usize, guest_name: &str, args: &[&str]) -> Proc {
     start_module(cluster, home, node, &guest(guest_name), args)
 }
 
@@ -19,44 +19,32 @@ fn start_module(
     node: usize,
     module: &std::path::Path,
     args: &[&str],
-) -> Child {
-    Command::new(bin("ssirun"))
-        .arg("--connect")
-        .arg(cluster.socket(home))
-        .arg("--node")
-        .arg(node.to_string())
-        .arg(module)
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun")
+) -> Proc {
+    Proc::spawn(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(home))
+            .arg("--node")
+            .arg(node.to_string())
+            .arg(module)
+            .args(args)
+            .stdin(Stdio::piped()),
+        &format!("ssirun {}", module.display()),
+    )
 }
 
 /// The pid of the one process whose command mentions `what`, once it shows.
 fn pid_of(cluster: &Cluster, what: &str) -> u64 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let found = cluster
+    let mut pid = None;
+    wait_until(&format!("a process `{what}` to show"), WAIT, || {
+        pid = cluster
             .ssictl_json(1, "ps")
             .into_iter()
-            .find(|p| p["command"].as_str().is_some_and(|c| c.contains(what)));
-        if let Some(p) = found {
-            return p["pid"].as_u64().expect("pid");
-        }
-        assert!(Instant::now() < deadline, "no process `{what}` showed up");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Everything an `ssirun` that has ended wrote to its stderr.
-fn stderr_of(child: &mut Child) -> String {
-    let mut err = String::new();
-    if let Some(mut s) = child.stderr.take() {
-        s.read_to_string(&mut err).expect("read stderr");
-    }
-    err
+            .find(|p| p["command"].as_str().is_some_and(|c| c.contains(what)))
+            .and_then(|p| p["pid"].as_u64());
+        pid.is_some()
+    });
+    pid.expect("a pid")
 }
 
 fn try_migrate(
@@ -81,7 +69,7 @@ fn try_migrate(
 /// Moves a process; if that fails, says how its `ssirun` ended.
 fn migrate_or_explain(
     cluster: &Cluster,
-    child: &mut Child,
+    child: &mut Proc,
     from: usize,
     pid: u64,
     to: usize,
@@ -89,14 +77,13 @@ fn migrate_or_explain(
     match try_migrate(cluster, from, pid, to) {
         Ok(r) => r,
         Err(e) => {
-            let _ = child.kill();
-            let status = child.wait().expect("wait");
-            let err = stderr_of(child);
+            child.kill();
+            let ended = child.wait();
             panic!(
-                "{e}\nssirun ended with {status}: {err}\nnode logs:\n{}\n{}\n{}",
-                cluster.log(1),
-                cluster.log(2),
-                cluster.log(3)
+                "{e}\nssirun ended with {}: {}\nnode logs:\n{}",
+                ended.status,
+                String::from_utf8_lossy(&ended.stderr),
+                ssi_tests::nodes_logs()
             );
         }
     }
@@ -116,16 +103,18 @@ fn node_of(cluster: &Cluster, pid: u64) -> u64 {
     ps_field(cluster, pid, "node")
 }
 
-/// Moves process `pid`, which runs on node `at`, `moves` times across the
-/// three nodes at moments chosen at random (from a seed printed for a rerun),
-/// asking a different node each time (`migrate(asked, to)`).
-fn move_at_random(
+/// Moves process `pid`, which runs on node `at`, across the three nodes at
+/// moments chosen at random (from a seed printed for a rerun), asking a
+/// different node each time (`migrate(asked, to)`), until it ends (`ended`
+/// says so); returns how many moves it made. A move that fails while the
+/// process is still running fails the test.
+fn move_until_it_ends(
     cluster: &Cluster,
     pid: u64,
     mut at: u64,
-    moves: usize,
-    mut migrate: impl FnMut(usize, usize) -> serde_json::Value,
-) {
+    ended: impl Fn() -> bool,
+    mut migrate: impl FnMut(usize, usize) -> Result<serde_json::Value, String>,
+) -> usize {
     let mut seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos() as u64)
@@ -138,58 +127,96 @@ fn move_at_random(
         seed ^= seed << 17;
         seed
     };
-    for i in 0..moves {
-        std::thread::sleep(Duration::from_millis(next() % 40));
+    let mut moves = 0;
+    let started = Instant::now();
+    while !ended() {
+        assert!(
+            started.elapsed() < WAIT * 3,
+            "the process did not end within {:?} of moves",
+            WAIT * 3
+        );
+        std::thread::sleep(Duration::from_millis(next() % 20));
         let to = [1u64, 2, 3]
             .into_iter()
             .filter(|n| *n != at)
             .nth((next() % 2) as usize)
             .expect("another node");
         // Ask any node: the request goes to the process's home.
-        let report = migrate(1 + (i % 3), to as usize);
-        assert_eq!(report["from"].as_u64(), Some(at), "{report}");
-        assert_eq!(report["to"].as_u64(), Some(to), "{report}");
-        at = to;
+        match migrate(1 + (moves % 3), to as usize) {
+            Ok(report) => {
+                assert_eq!(report["from"].as_u64(), Some(at), "{report}");
+                assert_eq!(report["to"].as_u64(), Some(to), "{report}");
+                at = to;
+                moves += 1;
+                // ps shows the node it moved to (unless it has ended since).
+                if let Some(node) = node_of_or_gone(cluster, pid) {
+                    assert_eq!(node, at, "ps shows the node it moved to");
+                }
+            }
+            // Only because the process ended meanwhile.
+            Err(e) => {
+                let mut gone = false;
+                wait_until(
+                    &format!("the process to end after a failed move ({e})"),
+                    Duration::from_secs(10),
+                    || {
+                        gone = ended();
+                        gone
+                    },
+                );
+            }
+        }
     }
-    assert_eq!(node_of(cluster, pid), at, "ps shows the node it moved to");
+    moves
 }
 
+fn node_of_or_gone(cluster: &Cluster, pid: u64) -> Option<u64> {
+    cluster
+        .ssictl_json(3, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .and_then(|p| p["node"].as_u64())
+}
+
+/// Moves made before a program ends, at the least: every move takes a few
+/// milliseconds and they come at most 20 ms apart, so the workloads below
+/// (seconds of work) see many more on any machine.
+const AT_LEAST: usize = 20;
+
 #[test]
-fn a_churning_process_moved_fifty_times_prints_what_wasmtime_prints() {
+fn a_churning_process_moved_until_it_ends_prints_what_wasmtime_prints() {
     let cluster = Cluster::start(3);
     let rounds = "15000";
     let reference = Case::new(guest("churn")).args(&[rounds]).run_reference().0;
-    let mut child = start(&cluster, 1, 2, "churn", &[rounds]);
-    let mut stdout = child.stdout.take().expect("stdout");
-    let reader = std::thread::spawn(move || {
-        let mut all = Vec::new();
-        stdout.read_to_end(&mut all).expect("read stdout");
-        all
-    });
+    let child = std::cell::RefCell::new(start(&cluster, 1, 2, "churn", &[rounds]));
     let pid = pid_of(&cluster, "churn");
-    move_at_random(&cluster, pid, 2, 50, |from, to| {
-        migrate_or_explain(&cluster, &mut child, from, pid, to)
-    });
-    let status = child.wait().expect("wait");
-    let out = reader.join().expect("reader");
-    let err = stderr_of(&mut child);
-    assert_eq!(shell_status(status), reference.status, "{err}");
+    let moves = move_until_it_ends(
+        &cluster,
+        pid,
+        2,
+        || child.borrow_mut().try_wait().is_some(),
+        |from, to| try_migrate(&cluster, from, pid, to),
+    );
+    let out = child.borrow_mut().wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(shell_status(out.status), reference.status, "{err}");
     assert!(
-        out == reference.stdout,
+        out.stdout == reference.stdout,
         "the moved process printed something else ({} bytes vs {}): {err}",
-        out.len(),
+        out.stdout.len(),
         reference.stdout.len()
     );
+    assert!(moves >= AT_LEAST, "only {moves} moves before it ended");
 }
 
 /// A C program (qsort through a function pointer, a tree of malloc'd nodes,
-/// stack arrays in deep frames) that writes a file, moved 25 times at random
-/// moments: its output, its status and the file it wrote are what wasmtime's
-/// give.
+/// stack arrays in deep frames) that writes a file, moved at random moments
+/// until it ends: its output, its status and the file it wrote are what
+/// wasmtime's give.
 #[test]
 fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
     let cluster = Cluster::start(3);
-    let case = Case::new(guest("cwork")).args(&["500"]).sandbox(&[]);
+    let case = Case::new(guest("cwork")).args(&["2000"]).sandbox(&[]);
     let reference = case.run_reference();
     let options = [
         "--connect".to_string(),
@@ -202,86 +229,71 @@ fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
         case.run_ssirun_with(&options)
     });
     let pid = pid_of(&cluster, "cwork");
-    move_at_random(&cluster, pid, 2, 25, |from, to| {
-        try_migrate(&cluster, from, pid, to).unwrap_or_else(|e| {
-            panic!(
-                "{e}\nnode logs:\n{}\n{}\n{}",
-                cluster.log(1),
-                cluster.log(2),
-                cluster.log(3)
-            )
-        })
-    });
+    let moves = move_until_it_ends(
+        &cluster,
+        pid,
+        2,
+        || run.is_finished(),
+        |from, to| try_migrate(&cluster, from, pid, to),
+    );
     let ours = run.join().expect("ssirun's thread");
-    assert_same("cwork moved 25 times", &ours, &reference);
+    assert_same("cwork moved until it ended", &ours, &reference);
     assert_eq!(ours.0.status, 7);
+    assert!(moves >= AT_LEAST, "only {moves} moves before it ended");
 }
 
 #[test]
 fn a_process_waiting_for_input_moves_and_reads_the_next_line_there() {
     let cluster = Cluster::start(3);
     let mut child = start(&cluster, 1, 2, "filter", &[]);
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
+    let mut stdin = child.stdin();
     stdin.write_all(b"first\n").expect("write");
     stdin.flush().expect("flush");
-    out.read_line(&mut line).expect("read");
-    assert_eq!(line, "    1: FIRST\n");
+    assert_eq!(child.line("the first line"), "    1: FIRST");
     let pid = pid_of(&cluster, "filter");
     // Now it waits in a read at its home: moving it cuts the read short at the
     // deputy and makes it again on node 3.
     let report = migrate_or_explain(&cluster, &mut child, 1, pid, 3);
     assert_eq!(report["to"].as_u64(), Some(3));
     std::thread::sleep(Duration::from_millis(300));
-    if let Some(status) = child.try_wait().expect("try_wait") {
-        let err = stderr_of(&mut child);
+    if child.try_wait().is_some() {
+        let ended = child.wait();
         panic!(
-            "ssirun ended with {status} after the move: {err}\n{}\n{}",
-            cluster.log(1),
-            cluster.log(3)
+            "ssirun ended with {} after the move: {}\n{}",
+            ended.status,
+            String::from_utf8_lossy(&ended.stderr),
+            ssi_tests::nodes_logs()
         );
     }
     assert_eq!(node_of(&cluster, pid), 3);
     stdin.write_all(b"second\n").expect("write");
     stdin.flush().expect("flush");
-    line.clear();
-    out.read_line(&mut line).expect("read");
-    assert_eq!(line, "    2: SECOND\n");
+    assert_eq!(child.line("the second line"), "    2: SECOND");
     // And back home, then the end of input.
     migrate_or_explain(&cluster, &mut child, 2, pid, 1);
     stdin.write_all(b"third\n").expect("write");
     drop(stdin);
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    assert_eq!(rest, "    3: THIRD\n");
-    let status = child.wait().expect("wait");
-    assert_eq!(status.code(), Some(0));
-    let err = stderr_of(&mut child);
-    assert_eq!(err, "3 lines, 19 bytes\n");
+    let ended = child.wait();
+    assert_eq!(String::from_utf8_lossy(&ended.stdout), "    3: THIRD\n");
+    assert_eq!(ended.status.code(), Some(0));
+    assert_eq!(
+        String::from_utf8_lossy(&ended.stderr),
+        "3 lines, 19 bytes\n"
+    );
 }
 
 #[test]
 fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     let cluster = Cluster::start(3);
     let mut child = start(&cluster, 1, 1, "spin", &["0"]);
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("first line");
+    assert_eq!(child.line("the first line"), "spinning");
     let pid = pid_of(&cluster, "spin");
     // The CPU time it has used goes with it, as `ssictl ps` shows.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let before = loop {
-        let used = ps_field(&cluster, pid, "cpu_ms");
-        if used >= 300 {
-            break used;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "spin used {used} ms of CPU in 10 s"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut before = 0;
+    wait_until("spin to use 300 ms of CPU", WAIT, || {
+        before = ps_field(&cluster, pid, "cpu_ms");
+        before >= 300
+    });
     let report = migrate_or_explain(&cluster, &mut child, 2, pid, 2);
     assert_eq!(report["from"].as_u64(), Some(1));
     let after = ps_field(&cluster, pid, "cpu_ms");
@@ -306,8 +318,7 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
     assert_eq!(node_of(&cluster, pid), 2);
     let kill = cluster.ssictl(3, &["kill", "-TERM", &pid.to_string()]);
     assert!(kill.status.success());
-    let status = child.wait().expect("wait");
-    assert_eq!(shell_status(status), 143);
+    assert_eq!(shell_status(child.wait().status), 143);
 }
 
 /// A move to a node that stopped answering fails, naming it, and the process
@@ -317,8 +328,7 @@ fn a_loop_without_calls_moves_and_bad_requests_say_why() {
 fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
     let cluster = Cluster::start(3);
     let mut child = start(&cluster, 1, 1, "filter", &[]);
-    let mut stdin = child.stdin.take().expect("stdin");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
+    let mut stdin = child.stdin();
     let pid = pid_of(&cluster, "filter");
     // Stopped: its connections stay open, nothing answers.
     cluster.signal(2, "STOP");
@@ -326,11 +336,7 @@ fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
     let failed = try_migrate(&cluster, 1, pid, 2).expect_err("a move to a stopped node");
     cluster.signal(2, "CONT");
     assert!(failed.contains("node 2"), "{failed}");
-    assert!(
-        asked.elapsed() < Duration::from_secs(10),
-        "took {:?}",
-        asked.elapsed()
-    );
+    assert!(asked.elapsed() < WAIT, "took {:?}", asked.elapsed());
     let row = cluster
         .ssictl_json(3, "ps")
         .into_iter()
@@ -338,11 +344,9 @@ fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
         .expect("listed");
     assert_eq!(row["node"], 1);
     assert_eq!(row["state"], "running");
-    let mut line = String::new();
     stdin.write_all(b"still here\n").expect("write");
     stdin.flush().expect("flush");
-    out.read_line(&mut line).expect("read");
-    assert_eq!(line, "    1: STILL HERE\n");
+    assert_eq!(child.line("the answer"), "    1: STILL HERE");
     // Node 2, answering again, runs no body: the one it was expecting
     // never came, and one that had would not have been let go on.
     cluster.wait_until(2, |nodes| {
@@ -352,10 +356,9 @@ fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
     });
     migrate_or_explain(&cluster, &mut child, 1, pid, 3);
     drop(stdin);
-    let mut rest = String::new();
-    out.read_to_string(&mut rest).expect("read");
-    assert_eq!(rest, "");
-    assert_eq!(child.wait().expect("wait").code(), Some(0));
+    let ended = child.wait();
+    assert_eq!(String::from_utf8_lossy(&ended.stdout), "");
+    assert_eq!(ended.status.code(), Some(0));
 }
 
 /// A module the instrumentation cannot handle (here: one with a start
@@ -382,10 +385,7 @@ fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
     )
     .expect("write the module");
     let mut child = start_module(&cluster, 1, 2, &module, &[]);
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut line = String::new();
-    out.read_line(&mut line).expect("first line");
-    assert_eq!(line, "started\n", "{}", stderr_of(&mut child));
+    assert_eq!(child.line("the start function's line"), "started");
     let pid = pid_of(&cluster, "started.wat");
     let row = cluster
         .ssictl_json(1, "ps")
@@ -402,5 +402,5 @@ fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
     assert_eq!(node_of(&cluster, pid), 2);
     let kill = cluster.ssictl(1, &["kill", "-INT", &pid.to_string()]);
     assert!(kill.status.success());
-    assert_eq!(shell_status(child.wait().expect("wait")), 130);
+    assert_eq!(shell_status(child.wait().status), 130);
 }

@@ -4,62 +4,47 @@
 //! loop without calls or one blocked reading its input; `ssirun` exits with
 //! 128 + the signal number, as a shell reports it.
 
-use ssi_tests::{Cluster, bin, guest, shell_status};
-use std::io::{BufRead, BufReader, Read, Write};
+use ssi_tests::{Cluster, Proc, WAIT, bin, guest, run, shell_status, wait_until};
+use std::io::Write;
 use std::os::unix::process::ExitStatusExt;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 /// Starts `guest ARGS` with its home on node 1 and its body on `node`, stdin a
-/// pipe kept open; returns once the process is listed, with its pid. The caller
-/// waits for the child; if this panics, the test process ends and takes it along.
-#[allow(clippy::zombie_processes)]
-fn start(cluster: &Cluster, node: usize, name: &str, args: &[&str]) -> (Child, u64) {
-    let mut child = Command::new(bin("ssirun"))
-        .arg("--connect")
-        .arg(cluster.socket(1))
-        .args(["--node", &node.to_string()])
-        .arg(guest(name))
-        .args(args)
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun");
+/// pipe kept open; returns once the process is listed, with its pid.
+fn start(cluster: &Cluster, node: usize, name: &str, args: &[&str]) -> (Proc, u64) {
+    let mut child = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .args(["--node", &node.to_string()])
+            .arg(guest(name))
+            .args(args)
+            .stdin(Stdio::piped()),
+        &format!("{name} on node {node}"),
+    );
     if name == "spin" {
-        let mut line = String::new();
-        BufReader::new(child.stdout.as_mut().expect("stdout"))
-            .read_line(&mut line)
-            .expect("first line");
-        assert_eq!(line, "spinning\n");
+        assert_eq!(child.line("its first line"), "spinning");
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let listed = cluster.ssictl_json(1, "ps").into_iter().find(|p| {
-            p["command"]
-                .as_str()
-                .is_some_and(|c| c.starts_with(&format!("{name}.wasm")))
-        });
-        if let Some(p) = listed {
-            return (child, p["pid"].as_u64().expect("pid"));
-        }
-        assert!(Instant::now() < deadline, "the process did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let mut pid = None;
+    wait_until(&format!("{name} to be listed"), WAIT, || {
+        pid = cluster
+            .ssictl_json(1, "ps")
+            .into_iter()
+            .find(|p| {
+                p["command"]
+                    .as_str()
+                    .is_some_and(|c| c.starts_with(&format!("{name}.wasm")))
+            })
+            .and_then(|p| p["pid"].as_u64());
+        pid.is_some()
+    });
+    (child, pid.expect("a pid"))
 }
 
-fn status_within(child: &mut Child, limit: Duration) -> Option<i32> {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            return Some(shell_status(status));
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ssirun did not end within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+/// How `ssirun` ended, as a shell reports it.
+fn status(child: &mut Proc) -> i32 {
+    shell_status(child.wait().status)
 }
 
 fn ssictl_ok(cluster: &Cluster, node: usize, args: &[&str]) {
@@ -93,14 +78,10 @@ fn ssictl_kill_ends_a_looping_remote_body_with_128_plus_the_signal() {
         let pid_text = pid.to_string();
         args.push(&pid_text);
         ssictl_ok(&cluster, 3, &args);
-        assert_eq!(
-            status_within(&mut child, Duration::from_secs(5)),
-            Some(status),
-            "{signal}"
-        );
+        let ended = child.wait().status;
+        assert_eq!(shell_status(ended), status, "{signal}");
         // Ended by that signal, as a native process is: a shell says
         // "Terminated", and a loop it runs in stops at Ctrl-C.
-        let ended = child.wait().expect("wait");
         assert_eq!(ended.signal(), Some(status - 128), "{signal}: {ended}");
         assert!(
             !cluster.ssictl_json(3, "ps").iter().any(|p| p["pid"] == pid),
@@ -110,7 +91,7 @@ fn ssictl_kill_ends_a_looping_remote_body_with_128_plus_the_signal() {
     // With no signal given, SIGTERM, as kill(1).
     let (mut child, pid) = start(&cluster, 1, "spin", &["0"]);
     ssictl_ok(&cluster, 2, &["kill", &pid.to_string()]);
-    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(143));
+    assert_eq!(Some(status(&mut child)), Some(143));
 }
 
 #[test]
@@ -124,7 +105,7 @@ fn a_signal_to_a_process_group_reaches_its_members() {
         .expect("listed");
     assert_eq!(row["pgid"], pid, "a launched process leads its own group");
     ssictl_ok(&cluster, 2, &["kill", "-HUP", "--", &format!("-{pid}")]);
-    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(129));
+    assert_eq!(Some(status(&mut child)), Some(129));
 }
 
 #[test]
@@ -136,29 +117,22 @@ fn the_terminal_interrupt_reaches_the_process_wherever_it_runs() {
         let args: &[&str] = if name == "spin" { &["0"] } else { &[] };
         let (mut child, _) = start(&cluster, node, name, args);
         // What the terminal does on Ctrl-C: SIGINT to the foreground group, ssirun.
-        let status = Command::new("kill")
-            .args(["-INT", &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
-        assert_eq!(
-            status_within(&mut child, Duration::from_secs(5)),
-            Some(130),
-            "{name} on node {node}"
+        let out = run(
+            Command::new("kill").args(["-INT", &child.id().to_string()]),
+            "kill -INT",
         );
+        assert!(out.status.success());
+        assert_eq!(Some(status(&mut child)), Some(130), "{name} on node {node}");
     }
     // SIGTERM and SIGQUIT to ssirun are forwarded too.
     for (sig, code) in [("-TERM", 143), ("-QUIT", 131)] {
         let (mut child, _) = start(&cluster, 2, "spin", &["0"]);
-        Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert_eq!(
-            status_within(&mut child, Duration::from_secs(5)),
-            Some(code),
-            "{sig}"
+        let out = run(
+            Command::new("kill").args([sig, &child.id().to_string()]),
+            "kill",
         );
+        assert!(out.status.success());
+        assert_eq!(Some(status(&mut child)), Some(code), "{sig}");
     }
 }
 
@@ -179,12 +153,8 @@ fn bad_kill_requests_are_named() {
     // Ignored by default: the process goes on.
     ssictl_ok(&cluster, 1, &["kill", "-CHLD", &pid]);
     std::thread::sleep(Duration::from_millis(200));
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "SIGCHLD is ignored"
-    );
-    child.kill().expect("kill");
-    child.wait().expect("wait");
+    assert!(child.try_wait().is_none(), "SIGCHLD is ignored");
+    child.kill();
 }
 
 /// The state `ssictl ps` shows for `pid`.
@@ -200,18 +170,9 @@ fn state_of(cluster: &Cluster, pid: &str) -> String {
 /// Waits for the process to show `state`: a signal is delivered shortly after
 /// `kill` returns, as with kill(1).
 fn wait_for_state(cluster: &Cluster, pid: &str, state: &str) {
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let now = state_of(cluster, pid);
-        if now == state {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "process {pid} is {now:?}, not {state:?}, 5 s on"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_until(&format!("process {pid} to be {state}"), WAIT, || {
+        state_of(cluster, pid) == state
+    });
 }
 
 #[test]
@@ -224,13 +185,10 @@ fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
     // As POSIX: a stopped process takes SIGTERM when it continues.
     ssictl_ok(&cluster, 1, &["kill", "-TERM", &pid]);
     std::thread::sleep(Duration::from_millis(300));
-    assert!(
-        child.try_wait().expect("try_wait").is_none(),
-        "ended while stopped"
-    );
+    assert!(child.try_wait().is_none(), "ended while stopped");
     assert_eq!(state_of(&cluster, &pid), "stopped");
     ssictl_ok(&cluster, 2, &["kill", "-CONT", &pid]);
-    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(143));
+    assert_eq!(Some(status(&mut child)), Some(143));
 
     // SIGKILL ends a stopped process at once; STOP twice and CONT twice are harmless.
     let (mut child, pid) = start(&cluster, 2, "spin", &["0"]);
@@ -242,29 +200,23 @@ fn stop_holds_a_remote_process_and_a_term_sent_meanwhile_ends_it_at_cont() {
     wait_for_state(&cluster, &pid, "running");
     ssictl_ok(&cluster, 1, &["kill", "-STOP", &pid]);
     ssictl_ok(&cluster, 1, &["kill", "-KILL", &pid]);
-    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(137));
+    assert_eq!(Some(status(&mut child)), Some(137));
 }
 
 /// `sigs MODE` with its home on node 1 and its body on `node`, its stdin a
 /// pipe; its first line read.
-#[allow(clippy::zombie_processes)]
-fn sigs(
-    cluster: &Cluster,
-    node: usize,
-    mode: &str,
-) -> (Child, BufReader<std::process::ChildStdout>, u64) {
-    let mut child = cluster
-        .ssirun(1)
-        .args(["--node", &node.to_string()])
-        .arg(guest("sigs"))
-        .arg(mode)
-        .spawn()
-        .expect("spawn ssirun");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    let mut first = String::new();
-    out.read_line(&mut first).expect("first line");
+fn sigs(cluster: &Cluster, node: usize, mode: &str) -> (Proc, u64) {
+    let mut child = Proc::spawn(
+        cluster
+            .ssirun(1)
+            .args(["--node", &node.to_string()])
+            .arg(guest("sigs"))
+            .arg(mode),
+        &format!("sigs {mode} on node {node}"),
+    );
+    let first = child.line("its first line");
     assert!(
-        ["ready\n", "blocked\n", "reading\n"].contains(&first.as_str()),
+        ["ready", "blocked", "reading"].contains(&first.as_str()),
         "{first:?}"
     );
     let pid = cluster
@@ -277,33 +229,32 @@ fn sigs(
         })
         .and_then(|p| p["pid"].as_u64())
         .expect("listed");
-    (child, out, pid)
+    (child, pid)
 }
 
-fn next(out: &mut BufReader<std::process::ChildStdout>) -> String {
-    let mut l = String::new();
-    out.read_line(&mut l).expect("a line");
-    l
+/// The next line the program prints, with its newline.
+fn next(child: &mut Proc) -> String {
+    child.line("a line") + "\n"
 }
 
 #[test]
 fn a_handler_runs_in_a_loop_without_calls_wherever_the_body_is_and_after_a_move() {
     let cluster = Cluster::start(3);
     for node in [1, 2] {
-        let (mut child, mut out, pid) = sigs(&cluster, node, "count");
+        let (mut child, pid) = sigs(&cluster, node, "count");
         let pid = pid.to_string();
         for n in 1..=3 {
             ssictl_ok(&cluster, 3, &["kill", "-USR1", &pid]);
-            assert_eq!(next(&mut out), format!("usr1 {n}\n"));
+            assert_eq!(next(&mut child), format!("usr1 {n}\n"));
         }
         ssictl_ok(&cluster, 3, &["migrate", &pid, "3"]);
         ssictl_ok(&cluster, 3, &["kill", "-USR1", &pid]);
-        assert_eq!(next(&mut out), "usr1 4\n");
+        assert_eq!(next(&mut child), "usr1 4\n");
         // A handled SIGTERM does not end it: its handler asks the loop to stop.
         ssictl_ok(&cluster, 3, &["kill", "-TERM", &pid]);
-        assert_eq!(next(&mut out), "term\n");
-        assert_eq!(next(&mut out), "bye 4\n");
-        assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+        assert_eq!(next(&mut child), "term\n");
+        assert_eq!(next(&mut child), "bye 4\n");
+        assert_eq!(Some(status(&mut child)), Some(0));
     }
 }
 
@@ -315,29 +266,25 @@ fn a_blocked_signal_waits_for_sigprocmask_and_a_read_goes_on_after_a_handler() {
             ("mask", "read go\nusr1 1\nunblocked\n"),
             ("read", "usr1 1\nread go\n"),
         ] {
-            let (mut child, mut out, pid) = sigs(&cluster, node, mode);
+            let (mut child, pid) = sigs(&cluster, node, mode);
             ssictl_ok(&cluster, 1, &["kill", "-USR1", &pid.to_string()]);
             if mode == "read" {
                 // The read was cut short for the handler, then goes on.
-                assert_eq!(next(&mut out), "usr1 1\n");
+                assert_eq!(next(&mut child), "usr1 1\n");
             } else {
                 // Blocked: nothing runs while it waits.
                 std::thread::sleep(Duration::from_millis(300));
             }
-            child
-                .stdin
-                .take()
-                .expect("stdin")
-                .write_all(b"go\n")
-                .expect("write");
+            child.stdin().write_all(b"go\n").expect("write");
+            let ended = child.wait();
             let mut rest = if mode == "read" {
                 "usr1 1\n".to_string()
             } else {
                 String::new()
             };
-            out.read_to_string(&mut rest).expect("read");
+            rest.push_str(&String::from_utf8_lossy(&ended.stdout));
             assert_eq!(rest, want, "{mode} on node {node}");
-            assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+            assert_eq!(shell_status(ended.status), 0);
         }
     }
 }
@@ -346,29 +293,26 @@ fn a_blocked_signal_waits_for_sigprocmask_and_a_read_goes_on_after_a_handler() {
 fn handlers_work_without_a_cluster_and_signals_sent_to_ssirun_reach_them() {
     // No node running: ssirun gives a program with handlers a private node.
     let empty = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(bin("ssirun"))
-        .env("XDG_RUNTIME_DIR", empty.path())
-        .env_remove("SSI_CONNECT")
-        .arg(guest("sigs"))
-        .arg("count")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun");
-    let mut out = BufReader::new(child.stdout.take().expect("stdout"));
-    assert_eq!(next(&mut out), "ready\n");
+    let mut child = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .env("XDG_RUNTIME_DIR", empty.path())
+            .env_remove("SSI_SOCKET")
+            .env_remove("SSI_CONNECT")
+            .arg(guest("sigs"))
+            .arg("count")
+            .stdin(Stdio::null()),
+        "sigs count with no cluster",
+    );
+    assert_eq!(next(&mut child), "ready\n");
+    let id = child.id().to_string();
     let send = |sig: &str| {
-        let status = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(status.success());
+        let out = run(Command::new("kill").args([sig, &id]), "kill");
+        assert!(out.status.success());
     };
     send("-USR1");
-    assert_eq!(next(&mut out), "usr1 1\n");
+    assert_eq!(next(&mut child), "usr1 1\n");
     send("-TERM");
-    assert_eq!(next(&mut out), "term\n");
-    assert_eq!(next(&mut out), "bye 1\n");
-    assert_eq!(status_within(&mut child, Duration::from_secs(5)), Some(0));
+    assert_eq!(next(&mut child), "term\n");
+    assert_eq!(next(&mut child), "bye 1\n");
+    assert_eq!(Some(status(&mut child)), Some(0));
 }

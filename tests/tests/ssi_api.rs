@@ -69,22 +69,19 @@ fn identity_and_self_signals_with_the_body_on_another_node() {
 
 #[test]
 fn a_process_sees_and_signals_a_process_of_another_home() {
-    use std::io::BufRead;
     let cluster = Cluster::start(2);
     // A process of node 1, its body on node 2.
-    let mut other = std::process::Command::new(ssi_tests::bin("ssirun"))
-        .arg("--connect")
-        .arg(cluster.socket(1))
-        .args(["--node", "2"])
-        .arg(guest("spin"))
-        .arg("0")
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .expect("spawn ssirun");
-    let mut line = String::new();
-    std::io::BufReader::new(other.stdout.as_mut().expect("stdout"))
-        .read_line(&mut line)
-        .expect("first line");
+    let mut other = ssi_tests::Proc::spawn(
+        std::process::Command::new(ssi_tests::bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .args(["--node", "2"])
+            .arg(guest("spin"))
+            .arg("0")
+            .stdin(std::process::Stdio::null()),
+        "spin on node 2",
+    );
+    assert_eq!(other.line("its first line"), "spinning");
     let pid = cluster
         .ssictl_json(1, "ps")
         .into_iter()
@@ -104,6 +101,5 @@ fn a_process_sees_and_signals_a_process_of_another_home() {
             "kill other: Ok(())",
         ],
     );
-    let status = other.wait().expect("wait");
-    assert_eq!(shell_status(status), 143);
+    assert_eq!(shell_status(other.wait().status), 143);
 }
