@@ -198,6 +198,48 @@ fn an_exiting_parent_leaves_its_children_reaped_not_zombies() {
     assert!(zombies.is_empty(), "{zombies:?}");
 }
 
+#[test]
+fn waitpid_reports_a_child_stopped_and_continued_wherever_it_runs() {
+    let cluster = Cluster::start(2);
+    for node in ["0", "2"] {
+        let mut child = family(&cluster, &["jobs", node]);
+        let (rest, status, err) = ended(&mut child);
+        assert_eq!(
+            rest, "no change\nstopped by signal 19\ncontinued\nkilled by signal 15\n",
+            "child on node {node}: {err}"
+        );
+        assert_eq!(status, 0, "{err}");
+    }
+}
+
+#[test]
+fn an_orphaned_group_with_a_stopped_member_gets_sighup_and_sigcont() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Proc::spawn(
+        cluster
+            .ssirun(1)
+            .args(["--dir", &format!("{}::/d", dir.path().display())])
+            .arg(guest("family"))
+            .args(["hangup", "2", "/d/hup"]),
+        "family hangup",
+    );
+    let (rest, status, err) = ended(&mut child);
+    assert_eq!(rest, "stopped by signal 19\nleaving\n", "{err}");
+    assert_eq!(status, 0, "{err}");
+    // Its parent gone, the child's group is orphaned with a stopped member:
+    // the home sends it SIGHUP and SIGCONT, and its handlers see both.
+    let file = dir.path().join("hup");
+    wait_until("the orphaned child to get SIGHUP and SIGCONT", WAIT, || {
+        let seen = std::fs::read_to_string(&file).unwrap_or_default();
+        seen.contains("SIGHUP") && seen.contains("SIGCONT")
+    });
+    // Then it ends, and the home reaps it.
+    wait_until("the orphan to end and be reaped", WAIT, || {
+        cluster.ssictl_json(1, "ps").is_empty()
+    });
+}
+
 const ERRORS: &str = "wait with no child: Err(\"CHILD\")
 spawn a missing module: Err(\"NOENT\")
 spawn on an unknown node: Err(\"HOSTUNREACH\")

@@ -216,7 +216,7 @@ fn a_churning_process_moved_until_it_ends_prints_what_wasmtime_prints() {
 #[test]
 fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
     let cluster = Cluster::start(3);
-    let case = Case::new(guest("cwork")).args(&["2000"]).sandbox(&[]);
+    let case = Case::new(guest("cwork")).args(&["1000"]).sandbox(&[]);
     let reference = case.run_reference();
     let options = [
         "--connect".to_string(),

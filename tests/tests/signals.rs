@@ -211,12 +211,12 @@ fn sigs(cluster: &Cluster, node: usize, mode: &str) -> (Proc, u64) {
             .ssirun(1)
             .args(["--node", &node.to_string()])
             .arg(guest("sigs"))
-            .arg(mode),
+            .args(mode.split(' ')),
         &format!("sigs {mode} on node {node}"),
     );
     let first = child.line("its first line");
     assert!(
-        ["ready", "blocked", "reading"].contains(&first.as_str()),
+        ["ready", "blocked", "reading", "napping", "waiting"].contains(&first.as_str()),
         "{first:?}"
     );
     let pid = cluster
@@ -286,6 +286,28 @@ fn a_blocked_signal_waits_for_sigprocmask_and_a_read_goes_on_after_a_handler() {
             assert_eq!(rest, want, "{mode} on node {node}");
             assert_eq!(shell_status(ended.status), 0);
         }
+    }
+}
+
+#[test]
+fn a_sleep_and_a_waitpid_go_on_after_a_handler() {
+    let cluster = Cluster::start(2);
+    for node in [1, 2] {
+        // A 1.5 s sleep, a handler in its middle: it still sleeps 1.5 s.
+        let (mut child, pid) = sigs(&cluster, node, "nap 1500");
+        std::thread::sleep(Duration::from_millis(300));
+        ssictl_ok(&cluster, 1, &["kill", "-USR1", &pid.to_string()]);
+        assert_eq!(next(&mut child), "usr1 1\n");
+        assert_eq!(next(&mut child), "slept whole\n", "node {node}");
+        assert_eq!(status(&mut child), 0);
+        // A wait for a child that sleeps 1.5 s, a handler in its middle: the
+        // wait goes on, and reports the child's end.
+        let (mut child, pid) = sigs(&cluster, node, "waitkid 1500");
+        std::thread::sleep(Duration::from_millis(300));
+        ssictl_ok(&cluster, 1, &["kill", "-USR1", &pid.to_string()]);
+        assert_eq!(next(&mut child), "usr1 1\n");
+        assert_eq!(next(&mut child), "child exited 5\n", "node {node}");
+        assert_eq!(status(&mut child), 0);
     }
 }
 

@@ -3,7 +3,7 @@
 //! terminal ends it with status 130.
 
 use portable_pty::{CommandBuilder, PtySize, native_pty_system};
-use ssi_tests::{Cluster, bin, guest};
+use ssi_tests::{Cluster, WAIT, bin, guest};
 use std::io::{Read, Write};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -16,7 +16,7 @@ struct Screen {
 
 impl Screen {
     fn wait_for(&mut self, text: &str) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + WAIT;
         while !self.seen.contains(text) {
             let left = deadline.saturating_duration_since(Instant::now());
             match self.rx.recv_timeout(left) {
@@ -30,63 +30,100 @@ impl Screen {
     }
 }
 
-fn run_on_terminal(cluster: &Cluster, node: usize, keys: &[(&str, &[u8])]) -> (u32, String) {
-    let pty = native_pty_system()
-        .openpty(PtySize {
-            rows: 24,
-            cols: 80,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .expect("open a pty");
-    let mut cmd = CommandBuilder::new(bin("ssirun"));
-    cmd.arg("--connect");
-    cmd.arg(cluster.socket(1));
-    cmd.arg("--node");
-    cmd.arg(node.to_string());
-    cmd.arg(guest("tty"));
-    let mut child = pty
-        .slave
-        .spawn_command(cmd)
-        .expect("spawn ssirun on the pty");
-    drop(pty.slave);
-    let mut reader = pty.master.try_clone_reader().expect("pty reader");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = reader.read(&mut buf) {
-            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                break;
+/// `ssirun` running a guest on a pty of its own.
+struct Terminal {
+    child: Box<dyn portable_pty::Child + Send + Sync>,
+    screen: Screen,
+    keys: Box<dyn Write + Send>,
+}
+
+impl Terminal {
+    /// `ssirun --connect node1 --node NODE GUEST` on a new terminal.
+    fn start(cluster: &Cluster, node: usize, name: &str) -> Terminal {
+        let pty = native_pty_system()
+            .openpty(PtySize {
+                rows: 24,
+                cols: 80,
+                pixel_width: 0,
+                pixel_height: 0,
+            })
+            .expect("open a pty");
+        let mut cmd = CommandBuilder::new(bin("ssirun"));
+        cmd.arg("--connect");
+        cmd.arg(cluster.socket(1));
+        cmd.arg("--node");
+        cmd.arg(node.to_string());
+        cmd.arg(guest(name));
+        let child = pty
+            .slave
+            .spawn_command(cmd)
+            .expect("spawn ssirun on the pty");
+        drop(pty.slave);
+        let mut reader = pty.master.try_clone_reader().expect("pty reader");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = reader.read(&mut buf) {
+                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                    break;
+                }
             }
+        });
+        Terminal {
+            child,
+            screen: Screen {
+                rx,
+                seen: String::new(),
+            },
+            keys: pty.master.take_writer().expect("pty writer"),
         }
-    });
-    let mut screen = Screen {
-        rx,
-        seen: String::new(),
-    };
-    let mut writer = pty.master.take_writer().expect("pty writer");
+    }
+
+    /// Once the terminal shows `wait`, types `keys`.
+    fn type_after(&mut self, wait: &str, keys: &[u8]) {
+        self.screen.wait_for(wait);
+        self.keys.write_all(keys).expect("type");
+        self.keys.flush().expect("flush");
+    }
+
+    /// Waits for `ssirun` to end: its status as a shell reports it, and
+    /// what the terminal showed.
+    fn end(mut self) -> (u32, String) {
+        let deadline = Instant::now() + WAIT;
+        let status = loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                break status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "ssirun did not end; the terminal shows:\n{}",
+                self.screen.seen
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        };
+        // What is left on the screen.
+        while let Ok(bytes) = self.screen.rx.recv_timeout(Duration::from_millis(100)) {
+            self.screen.seen.push_str(&String::from_utf8_lossy(&bytes));
+        }
+        (
+            as_shell_reports(&status),
+            std::mem::take(&mut self.screen.seen),
+        )
+    }
+}
+
+impl Drop for Terminal {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+    }
+}
+
+fn run_on_terminal(cluster: &Cluster, node: usize, keys: &[(&str, &[u8])]) -> (u32, String) {
+    let mut terminal = Terminal::start(cluster, node, "tty");
     for (wait, typed) in keys {
-        screen.wait_for(wait);
-        writer.write_all(typed).expect("type");
-        writer.flush().expect("flush");
+        terminal.type_after(wait, typed);
     }
-    let deadline = Instant::now() + Duration::from_secs(10);
-    let status = loop {
-        if let Some(status) = child.try_wait().expect("try_wait") {
-            break status;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "ssirun did not end; the terminal shows:\n{}",
-            screen.seen
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    };
-    // What is left on the screen.
-    while let Ok(bytes) = screen.rx.recv_timeout(Duration::from_millis(100)) {
-        screen.seen.push_str(&String::from_utf8_lossy(&bytes));
-    }
-    (as_shell_reports(&status), screen.seen)
+    terminal.end()
 }
 
 /// 128 + the number of the signal that ended it (named as `strsignal` names
@@ -119,6 +156,47 @@ fn a_remote_body_sees_the_terminal_and_ctrl_c_ends_it_with_130() {
         assert!(screen.contains("fd 2: filetype 2"), "{screen}");
         assert_eq!(status, 130, "node {node}: {screen}");
     }
+}
+
+#[test]
+fn a_process_moved_to_another_node_keeps_its_terminal() {
+    let cluster = Cluster::start(3);
+    let mut terminal = Terminal::start(&cluster, 2, "tty");
+    terminal.type_after("ready", b"one\r");
+    terminal.screen.wait_for("echo: one");
+    let pid = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find_map(|p| p["pid"].as_u64())
+        .expect("listed")
+        .to_string();
+    // It waits in a read of the terminal; it is moved meanwhile.
+    let out = cluster.ssictl(1, &["migrate", &pid, "3"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()) == Some(pid.clone()))
+        .expect("listed");
+    assert_eq!(row["node"], 3, "{row}");
+    // On node 3, its streams are still the terminal, and it reads what is typed.
+    let mark = terminal.screen.seen.len();
+    terminal.type_after("echo: one", b"stat\r");
+    terminal.screen.wait_for("echo: stat");
+    let after = terminal.screen.seen[mark..].to_string();
+    for fd in 0..3 {
+        assert!(
+            after.contains(&format!("fd {fd}: filetype 2")),
+            "fd {fd} after the move: {after}"
+        );
+    }
+    terminal.type_after("echo: stat", b"\x03");
+    let (status, screen) = terminal.end();
+    assert_eq!(status, 130, "{screen}");
 }
 
 #[test]

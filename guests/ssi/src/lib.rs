@@ -101,6 +101,9 @@ pub mod signal {
     pub const USR2: i32 = 12;
     pub const TERM: i32 = 15;
     pub const CHLD: i32 = 17;
+    pub const CONT: i32 = 18;
+    pub const STOP: i32 = 19;
+    pub const TSTP: i32 = 20;
 }
 
 /// A string as the imports take it: `(pointer, length)`.

@@ -72,7 +72,11 @@ impl ProcessTask {
             Ok((moved, arrived)) => {
                 // The frozen body is dropped, then the new one goes on.
                 held.decide(Verdict::Release);
-                arrived.decide(Verdict::Resume);
+                // The move is done when the destination says the body goes
+                // on there: the report's time ends then.
+                if let Err(e) = arrived.resume().await {
+                    tracing::warn!(pid, "the moved body's node did not confirm it goes on: {e}");
+                }
                 *running = moved;
                 self.set_state(ProcState::Running, Some(to));
                 // Signals that came for the old body are the new one's.

@@ -73,6 +73,23 @@ impl Held {
         }
     }
 
+    /// Lets the body go on, and returns once the node that holds it has
+    /// done so: for a body on another node, when that node answers.
+    pub(crate) async fn resume(self) -> Result<(), String> {
+        match self {
+            Held::Local(tx) => tx
+                .send(FrozenOrder::Verdict(Verdict::Resume))
+                .map_err(|_| "the body's thread went away".to_string()),
+            Held::Remote(control) => control
+                .resume_request()
+                .send()
+                .promise
+                .await
+                .map(|_| ())
+                .map_err(|e| crate::rpc::remote_message(&e)),
+        }
+    }
+
     /// The frozen body's image, whole.
     pub(crate) async fn image(&self) -> Result<(Vec<u8>, ImageStats), String> {
         let gone = "the body's thread went away";

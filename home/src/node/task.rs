@@ -76,6 +76,21 @@ impl ProcessTask {
                 // (a stopped body runs it once continued); one it blocks
                 // waits; the others take their default action here.
                 Order::Signal(sig) => match self.signals.deliver(sig) {
+                    // SIGCONT continues a stopped process whatever its
+                    // disposition (POSIX): handled, ignored or blocked, it
+                    // goes on, and a handler runs then.
+                    _ if sig == Signal::CONT && stopped.is_some() => {
+                        if let Some(held) = stopped.take() {
+                            self.set_state(ProcState::Running, None);
+                            held.decide(Verdict::Resume);
+                            self.core.child_changed(self.pid, wait::CONTINUED);
+                            if let Some(sig) = pending.take() {
+                                end(Some(sig), &mut fatal, &mut stopped);
+                            } else if self.signals.deliverable() {
+                                self.post_signals(&running);
+                            }
+                        }
+                    }
                     Delivery::Held | Delivery::Ignored => {}
                     Delivery::Handle => {
                         if stopped.is_none() && fatal.is_none() {
@@ -100,19 +115,8 @@ impl ProcessTask {
                                 }
                             }
                         }
-                        DefaultAction::Continue => {
-                            if let Some(held) = stopped.take() {
-                                self.set_state(ProcState::Running, None);
-                                held.decide(Verdict::Resume);
-                                self.core.child_changed(self.pid, wait::CONTINUED);
-                                if let Some(sig) = pending.take() {
-                                    end(Some(sig), &mut fatal, &mut stopped);
-                                } else if self.signals.deliverable() {
-                                    self.post_signals(&running);
-                                }
-                            }
-                        }
-                        DefaultAction::Stop | DefaultAction::Ignore => {}
+                        // A running process: nothing to continue.
+                        DefaultAction::Continue | DefaultAction::Stop | DefaultAction::Ignore => {}
                     },
                 },
                 Order::Abandon => end(None, &mut fatal, &mut stopped),

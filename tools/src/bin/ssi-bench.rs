@@ -32,8 +32,17 @@ struct Args {
     rounds: usize,
 }
 
-/// Runs a command to completion, draining stdout through a pipe; returns its wall time.
-fn time(cmd: &mut Command) -> Result<(Duration, u64)> {
+/// What a run printed: its length and a digest of its bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Printed {
+    bytes: u64,
+    digest: u64,
+}
+
+/// Runs a command to completion, draining stdout through a pipe; returns its
+/// wall time and what it printed.
+fn time(cmd: &mut Command) -> Result<(Duration, Printed)> {
+    use std::hash::Hasher;
     let start = Instant::now();
     let mut child = cmd
         .stdin(Stdio::null())
@@ -44,19 +53,27 @@ fn time(cmd: &mut Command) -> Result<(Duration, u64)> {
     let mut out = child.stdout.take().context("stdout pipe")?;
     let mut buf = vec![0u8; 1 << 16];
     let mut total = 0u64;
+    let mut digest = std::hash::DefaultHasher::new();
     loop {
         let n = out.read(&mut buf)?;
         if n == 0 {
             break;
         }
         total += n as u64;
+        digest.write(&buf[..n]);
     }
     let status = child.wait()?;
     let elapsed = start.elapsed();
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
-    Ok((elapsed, total))
+    Ok((
+        elapsed,
+        Printed {
+            bytes: total,
+            digest: digest.finish(),
+        },
+    ))
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {
@@ -130,17 +147,27 @@ fn main() -> Result<()> {
                     .arg(&module)
                     .args(w.args),
             )?;
-            let (b, _) = time(
+            let (b, reference) = time(
                 Command::new(&args.wasmtime)
                     .arg("run")
                     .arg(&module)
                     .args(w.args),
             )?;
+            // A run that skipped work would read as a speed-up: every round
+            // must print what wasmtime prints.
+            if n != reference {
+                bail!(
+                    "{}: ssirun printed {} bytes, wasmtime {} (or other bytes): no ratio",
+                    w.name,
+                    n.bytes,
+                    reference.bytes
+                );
+            }
             if round > 0 {
                 ours.push(a);
                 theirs.push(b);
             }
-            bytes = n;
+            bytes = n.bytes;
         }
         let (a, b) = (median(ours), median(theirs));
         let ratio = a.as_secs_f64() / b.as_secs_f64();

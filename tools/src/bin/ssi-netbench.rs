@@ -425,6 +425,13 @@ fn ctl(bin: &Path, socket: &Path, args: &[&str]) -> Result<Vec<u8>> {
     Ok(out.stdout)
 }
 
+/// A number field of a JSON report; a report without it is an error, not a 0.
+fn field(report: &serde_json::Value, name: &str) -> Result<u64> {
+    report[name]
+        .as_u64()
+        .with_context(|| format!("the report has no number `{name}`: {report}"))
+}
+
 fn median(mut v: Vec<u64>) -> u64 {
     v.sort_unstable();
     v.get(v.len() / 2).copied().unwrap_or(0)
@@ -444,10 +451,10 @@ fn migrations(
     for i in 0..moves {
         let to = if i % 2 == 0 { "2" } else { "1" };
         let r: serde_json::Value = serde_json::from_slice(&ctl(&["migrate", &pid, to, "--json"])?)?;
-        image = r["image_bytes"].as_u64().unwrap_or(0);
-        memory = r["memory_bytes"].as_u64().unwrap_or(0);
-        freeze.push(r["freeze_us"].as_u64().unwrap_or(0));
-        total.push(r["total_us"].as_u64().unwrap_or(0));
+        image = field(&r, "image_bytes")?;
+        memory = field(&r, "memory_bytes")?;
+        freeze.push(field(&r, "freeze_us")?);
+        total.push(field(&r, "total_us")?);
     }
     ctl(&["kill", "-KILL", &pid])?;
     let _ = child.wait();
@@ -513,9 +520,9 @@ fn checkpoints(
         let t = Instant::now();
         let r: serde_json::Value = serde_json::from_slice(&ctl(bin, socket, &args)?)?;
         written.push(t.elapsed().as_micros() as u64);
-        taken.push(r["total_us"].as_u64().unwrap_or(0));
-        image = r["image_bytes"].as_u64().unwrap_or(0);
-        memory = r["memory_bytes"].as_u64().unwrap_or(0);
+        taken.push(field(&r, "total_us")?);
+        image = field(&r, "image_bytes")?;
+        memory = field(&r, "memory_bytes")?;
     }
     let _ = child.wait();
     let bytes = std::fs::read(&file)?;

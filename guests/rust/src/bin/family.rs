@@ -12,6 +12,13 @@
 //! - `family orphans`: a child that exits at once and one that lives on;
 //!   prints their pids, lets the first become a zombie, and exits without
 //!   waiting for either.
+//! - `family jobs NODE`: a child on NODE that is stopped, continued and
+//!   ended by its parent, which reports each change as `waitpid` with
+//!   `WUNTRACED` and `WCONTINUED` sees it.
+//! - `family hangup NODE FILE`: a child on NODE in a group of its own that
+//!   records the SIGHUP and SIGCONT it gets in FILE (`family hupped FILE`);
+//!   the parent stops it, prints `stopped`, and exits, which orphans the
+//!   child's group with a stopped member.
 //! - `family errors`: each call's error on bad input.
 //! - `family run NODE PATH ARG…`: runs the module at PATH as a child with
 //!   only the standard streams, and prints how it ended.
@@ -48,6 +55,12 @@ fn main() {
         Some("group") => group(&nodes(rest)),
         Some("orphans") => orphans(),
         Some("errors") => errors(),
+        Some("jobs") => jobs(num(rest.first(), "a node")),
+        Some("hangup") => hangup(
+            num(rest.first(), "a node"),
+            rest.get(1).expect("a file for the child"),
+        ),
+        Some("hupped") => hupped(rest.first().expect("a file").clone()),
         Some("run") => run(num(rest.first(), "a node"), &rest[1..]),
         Some("bench") => bench(num(rest.first(), "a count"), num(rest.get(1), "a node")),
         Some("exit") => ssi_guest::exit(num(rest.first(), "an exit code")),
@@ -150,6 +163,83 @@ fn member(i: u64) {
     ssi_guest::signals::handle(ssi_guest::signal::USR1, on_usr1).expect("sigaction");
     loop {
         std::thread::sleep(Duration::from_secs(600));
+    }
+}
+
+fn jobs(node: u16) {
+    let child = ssi_guest::spawn(
+        &Command::this_program()
+            .args(["family", "member", "0"])
+            .node(node),
+    )
+    .expect("spawn");
+    let report = |options: i32| match ssi_guest::waitpid(Children::Pid(child), options) {
+        Ok(Some((_, status))) => println!("{status}"),
+        Ok(None) => println!("no change"),
+        Err(e) => println!("{}", e.name()),
+    };
+    report(wait::WNOHANG | wait::WUNTRACED);
+    ssi_guest::kill(Target::Process(child), ssi_guest::signal::STOP).expect("kill");
+    report(wait::WUNTRACED);
+    ssi_guest::kill(Target::Process(child), ssi_guest::signal::CONT).expect("kill");
+    report(wait::WCONTINUED);
+    ssi_guest::kill(Target::Process(child), ssi_guest::signal::TERM).expect("kill");
+    report(0);
+}
+
+fn hangup(node: u16, file: &str) {
+    let child = ssi_guest::spawn(
+        &Command::this_program()
+            .args(["family", "hupped", file])
+            .node(node),
+    )
+    .expect("spawn");
+    // A group of its own, in the caller's session: the caller's end orphans it.
+    ssi_guest::setpgid(child, child).expect("setpgid");
+    // Its handlers are in place once it says so in the file.
+    while std::fs::read_to_string(file).unwrap_or_default().is_empty() {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    ssi_guest::kill(Target::Process(child), ssi_guest::signal::STOP).expect("kill");
+    let (_, status) = ssi_guest::waitpid(Children::Pid(child), wait::WUNTRACED)
+        .expect("waitpid")
+        .expect("the child");
+    println!("{status}");
+    println!("leaving");
+}
+
+static HUPPED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+fn note(text: &str) {
+    let path = HUPPED.get().expect("the file");
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(path)
+        .expect("open the file");
+    f.write_all(text.as_bytes()).expect("write");
+}
+
+fn on_hup(_: i32) {
+    note("SIGHUP\n");
+}
+
+fn on_cont(_: i32) {
+    note("SIGCONT\n");
+}
+
+/// Records the SIGHUP and SIGCONT it gets; ends after both.
+fn hupped(file: String) {
+    std::fs::write(&file, "").expect("create the file");
+    HUPPED.set(file.clone()).expect("once");
+    ssi_guest::signals::handle(ssi_guest::signal::HUP, on_hup).expect("sigaction");
+    ssi_guest::signals::handle(ssi_guest::signal::CONT, on_cont).expect("sigaction");
+    note("ready\n");
+    loop {
+        let seen = std::fs::read_to_string(&file).unwrap_or_default();
+        if seen.contains("SIGHUP") && seen.contains("SIGCONT") {
+            ssi_guest::exit(0)
+        }
+        std::thread::sleep(Duration::from_millis(20));
     }
 }
 

@@ -8,6 +8,12 @@
 //!   `unblocked`.
 //! - `sigs read`: handles SIGUSR1, prints `reading`, reads a line (the read
 //!   goes on after the handler), prints it.
+//! - `sigs nap MS`: handles SIGUSR1, prints `napping`, sleeps MS ms (the
+//!   sleep goes on after the handler, to its deadline), prints `slept` and
+//!   whether the whole time went by (`whole` or `short`).
+//! - `sigs waitkid MS`: handles SIGUSR1, spawns a child of this program that
+//!   sleeps MS ms and exits 5, prints `waiting`, waits for it (the wait goes
+//!   on after the handler), prints how it ended.
 //! - `sigs bench N`: N times: prints `ready I`, loops without calls until its
 //!   SIGUSR1 handler has run, prints `entered NS` (the wall clock, in ns since
 //!   the Unix epoch, at the handler's entry).
@@ -96,6 +102,34 @@ fn main() {
             let line = read_line();
             say(&format!("read {line}"));
         }
+        Some("nap") => {
+            let ms: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(1500);
+            signals::handle(USR1, on_usr1).expect("sigaction");
+            say("napping\n");
+            let t0 = std::time::Instant::now();
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            let whole = t0.elapsed() >= std::time::Duration::from_millis(ms);
+            say(&format!("slept {}\n", if whole { "whole" } else { "short" }));
+        }
+        Some("waitkid") => {
+            let ms = args.get(2).cloned().unwrap_or_else(|| "1500".into());
+            signals::handle(USR1, on_usr1).expect("sigaction");
+            let child = ssi_guest::spawn(
+                &ssi_guest::Command::this_program().args(["sigs", "sleepexit", &ms, "5"]),
+            )
+            .expect("spawn");
+            say("waiting\n");
+            let (pid, status) = ssi_guest::waitpid(ssi_guest::Children::Pid(child), 0)
+                .expect("waitpid")
+                .expect("the child");
+            assert_eq!(pid, child);
+            say(&format!("child {status}\n"));
+        }
+        Some("sleepexit") => {
+            let ms: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(0);
+            std::thread::sleep(std::time::Duration::from_millis(ms));
+            ssi_guest::exit(args.get(3).and_then(|c| c.parse().ok()).unwrap_or(0))
+        }
         Some("bench") => {
             let n: u64 = args.get(2).and_then(|n| n.parse().ok()).unwrap_or(100);
             signals::handle(USR1, on_bench).expect("sigaction");
@@ -108,7 +142,7 @@ fn main() {
             }
         }
         _ => {
-            eprintln!("usage: sigs count|mask|read|bench N");
+            eprintln!("usage: sigs count|mask|read|nap MS|waitkid MS|bench N");
             std::process::exit(2)
         }
     }
