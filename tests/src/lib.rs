@@ -579,6 +579,8 @@ impl Case {
         let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).expect("reference: linker");
         let mut store = Store::new(engine, ctx);
+        // What `wasmtime run` prints when the program stops with an error.
+        let mut report = String::new();
         let status = match linker
             .instantiate(&mut store, &module)
             .and_then(|i| i.get_typed_func::<(), ()>(&mut store, "_start"))
@@ -588,18 +590,27 @@ impl Case {
             Err(e) => {
                 if let Some(exit) = e.downcast_ref::<wasmtime_wasi::I32Exit>() {
                     exit.0
-                } else if e.is::<wasmtime::Trap>() {
-                    134
                 } else {
-                    1
+                    let trap = e.is::<wasmtime::Trap>();
+                    report = format!(
+                        "Error: {:?}\n",
+                        e.context("failed to invoke command default")
+                            .context(format!(
+                                "failed to run main module `{}`",
+                                self.guest.display()
+                            ))
+                    );
+                    if trap { 134 } else { 1 }
                 }
             }
         };
         drop(store);
+        let mut err = stderr.contents().to_vec();
+        err.extend_from_slice(report.as_bytes());
         let outcome = Outcome {
             status,
             stdout: stdout.contents().to_vec(),
-            stderr: stderr.contents().to_vec(),
+            stderr: err,
         };
         (
             outcome,
@@ -691,6 +702,28 @@ pub fn standard_cases() -> Vec<(&'static str, Case)> {
                 .mount_at("/"),
         ),
     ]
+}
+
+/// An error report as `wasmtime run` prints it, less what cannot be the same
+/// for an instrumented module: the code offsets in its Wasm backtrace (the
+/// functions are the same, their code is not), and a host backtrace.
+pub fn comparable_report(stderr: &str) -> String {
+    let mut out = String::new();
+    for line in stderr.lines() {
+        if line.starts_with("Stack backtrace:") {
+            break;
+        }
+        // `   12:   0x12c5 - trap.wasm!main` → `   12: trap.wasm!main`
+        let line = match line.find(": ").zip(line.find(" - ")) {
+            Some((colon, dash)) if line[colon + 2..dash].trim_start().starts_with("0x") => {
+                format!("{}: {}", &line[..colon], &line[dash + 3..])
+            }
+            _ => line.to_string(),
+        };
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out.trim_end().to_string()
 }
 
 /// Asserts that two runs are the same: streams, status and resulting tree.

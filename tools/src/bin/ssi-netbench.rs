@@ -24,6 +24,8 @@
 //!   its body and theirs at home or on node 2, and times inside the parent
 //!   each `spawn` (until the child's body runs) and each spawn until the
 //!   child is reaped by `waitpid`.
+//! - a silent node: node 2 is stopped (SIGSTOP) and the time until node 1
+//!   shows it down is taken; then it is continued.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -70,6 +72,7 @@ enum Section {
     Migration,
     Checkpoint,
     Spawn,
+    Down,
 }
 
 impl Args {
@@ -639,7 +642,7 @@ fn main() -> Result<()> {
         .context("binary directory")?
         .to_path_buf();
     let dir = tempfile::tempdir()?;
-    let (_nodes, socket) = start_cluster(&bin, dir.path())?;
+    let (nodes, socket) = start_cluster(&bin, dir.path())?;
     let syscalls = args.guests.join("syscalls.wasm");
     let bigout = args.guests.join("bigout.wasm");
     println!(
@@ -831,5 +834,65 @@ fn main() -> Result<()> {
             p99[1] as f64 / p99[0].max(1) as f64
         );
     }
+    if args.runs(Section::Down) {
+        let rounds = 5;
+        let mut down = Vec::new();
+        for _ in 0..rounds {
+            down.push(silent_until_down(&bin, &socket, &nodes[1])?);
+        }
+        down.sort();
+        println!(
+            "\nnode 2 stopped (SIGSTOP: silent, its connections open) until node 1 shows it down, {rounds} rounds: p50 {:.2}s, max {:.2}s (target ≤ 3s)",
+            down[down.len() / 2].as_secs_f64(),
+            down[down.len() - 1].as_secs_f64()
+        );
+    }
     Ok(())
+}
+
+/// The state node 1 shows for node 2.
+fn state_of_node_2(bin: &Path, socket: &Path) -> Result<String> {
+    let nodes: Vec<serde_json::Value> =
+        serde_json::from_slice(&ctl(bin, socket, &["nodes", "--json"])?)?;
+    nodes
+        .iter()
+        .find(|n| n["id"] == 2)
+        .and_then(|n| n["state"].as_str())
+        .map(str::to_string)
+        .context("node 1 does not list node 2")
+}
+
+/// Stops node 2 (it goes silent) and times until node 1 shows it down; then
+/// continues it and waits until it is up again.
+fn silent_until_down(bin: &Path, socket: &Path, node: &Node) -> Result<Duration> {
+    let signal = |sig: &str| -> Result<()> {
+        let status = Command::new("kill")
+            .args([sig, &node.0.id().to_string()])
+            .status()?;
+        if !status.success() {
+            bail!("kill {sig} failed");
+        }
+        Ok(())
+    };
+    signal("-STOP")?;
+    let stopped = Instant::now();
+    let took = loop {
+        if state_of_node_2(bin, socket)? == "down" {
+            break stopped.elapsed();
+        }
+        if stopped.elapsed() > Duration::from_secs(30) {
+            let _ = signal("-CONT");
+            bail!("node 2 was not shown down within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    signal("-CONT")?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while state_of_node_2(bin, socket)? != "up" {
+        if Instant::now() > deadline {
+            bail!("node 2 did not come back up within 30 s");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(took)
 }
