@@ -16,6 +16,7 @@
 mod console;
 mod node;
 mod pid;
+pub mod policy;
 mod reports;
 mod rpc;
 mod status;

@@ -896,6 +896,22 @@ impl Cluster {
         )
     }
 
+    /// Waits until `ssictl ps` on node `id` lists a process whose command
+    /// `matches` (`what` names it in a failure), and returns its pid.
+    #[track_caller]
+    pub fn pid_of(&self, id: usize, what: &str, matches: impl Fn(&str) -> bool) -> u64 {
+        let mut pid = None;
+        wait_until(&format!("{what} to be listed"), WAIT, || {
+            pid = self
+                .ssictl_json(id, "ps")
+                .into_iter()
+                .find(|p| p["command"].as_str().is_some_and(&matches))
+                .and_then(|p| p["pid"].as_u64());
+            pid.is_some()
+        });
+        pid.expect("a pid")
+    }
+
     /// `ssictl ARGS --json` against node `id`, parsed.
     pub fn ssictl_json(&self, id: usize, what: &str) -> Vec<serde_json::Value> {
         let out = self.ssictl(id, &[what, "--json"]);

@@ -52,20 +52,9 @@ fn row(cluster: &Cluster, pid: u64) -> Option<serde_json::Value> {
 }
 
 fn pid_of(cluster: &Cluster, command_start: &str) -> u64 {
-    let mut pid = None;
-    wait_until(&format!("`{command_start}` to be listed"), WAIT, || {
-        pid = cluster
-            .ssictl_json(1, "ps")
-            .into_iter()
-            .find(|p| {
-                p["command"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with(command_start))
-            })
-            .map(|p| u(&p["pid"]));
-        pid.is_some()
-    });
-    pid.expect("a pid")
+    cluster.pid_of(1, &format!("`{command_start}`"), |c| {
+        c.starts_with(command_start)
+    })
 }
 
 #[test]

@@ -35,16 +35,7 @@ fn start_module(
 
 /// The pid of the one process whose command mentions `what`, once it shows.
 fn pid_of(cluster: &Cluster, what: &str) -> u64 {
-    let mut pid = None;
-    wait_until(&format!("a process `{what}` to show"), WAIT, || {
-        pid = cluster
-            .ssictl_json(1, "ps")
-            .into_iter()
-            .find(|p| p["command"].as_str().is_some_and(|c| c.contains(what)))
-            .and_then(|p| p["pid"].as_u64());
-        pid.is_some()
-    });
-    pid.expect("a pid")
+    cluster.pid_of(1, &format!("a process `{what}`"), |c| c.contains(what))
 }
 
 fn try_migrate(

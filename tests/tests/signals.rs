@@ -26,20 +26,8 @@ fn start(cluster: &Cluster, node: usize, name: &str, args: &[&str]) -> (Proc, u6
     if name == "spin" {
         assert_eq!(child.line("its first line"), "spinning");
     }
-    let mut pid = None;
-    wait_until(&format!("{name} to be listed"), WAIT, || {
-        pid = cluster
-            .ssictl_json(1, "ps")
-            .into_iter()
-            .find(|p| {
-                p["command"]
-                    .as_str()
-                    .is_some_and(|c| c.starts_with(&format!("{name}.wasm")))
-            })
-            .and_then(|p| p["pid"].as_u64());
-        pid.is_some()
-    });
-    (child, pid.expect("a pid"))
+    let pid = cluster.pid_of(1, name, |c| c.starts_with(&format!("{name}.wasm")));
+    (child, pid)
 }
 
 /// How `ssirun` ended, as a shell reports it.

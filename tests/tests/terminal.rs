@@ -30,6 +30,48 @@ impl Screen {
     }
 }
 
+/// Starts `cmd` on a new terminal (24 rows of 200 columns): the child, its
+/// screen (read on a thread of its own), its keyboard.
+fn on_a_pty(
+    cmd: CommandBuilder,
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Screen,
+    Box<dyn Write + Send>,
+) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 200,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("open a pty");
+    let child = pty
+        .slave
+        .spawn_command(cmd)
+        .expect("start a program on the pty");
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().expect("pty reader");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
+                break;
+            }
+        }
+    });
+    let keys = pty.master.take_writer().expect("pty writer");
+    // The master must outlive the program's use of the pty.
+    std::mem::forget(pty.master);
+    let screen = Screen {
+        rx,
+        seen: String::new(),
+    };
+    (child, screen, keys)
+}
+
 /// `ssirun` running a guest on a pty of its own.
 struct Terminal {
     child: Box<dyn portable_pty::Child + Send + Sync>,
@@ -40,42 +82,17 @@ struct Terminal {
 impl Terminal {
     /// `ssirun --connect node1 --node NODE GUEST` on a new terminal.
     fn start(cluster: &Cluster, node: usize, name: &str) -> Terminal {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 24,
-                cols: 80,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
         let mut cmd = CommandBuilder::new(bin("ssirun"));
         cmd.arg("--connect");
         cmd.arg(cluster.socket(1));
         cmd.arg("--node");
         cmd.arg(node.to_string());
         cmd.arg(guest(name));
-        let child = pty
-            .slave
-            .spawn_command(cmd)
-            .expect("spawn ssirun on the pty");
-        drop(pty.slave);
-        let mut reader = pty.master.try_clone_reader().expect("pty reader");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, screen, keys) = on_a_pty(cmd);
         Terminal {
             child,
-            screen: Screen {
-                rx,
-                seen: String::new(),
-            },
-            keys: pty.master.take_writer().expect("pty writer"),
+            screen,
+            keys,
         }
     }
 
@@ -216,38 +233,13 @@ struct Shell {
 
 impl Shell {
     fn start(socket: &std::path::Path) -> Shell {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 24,
-                cols: 200,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
         let mut cmd = CommandBuilder::new("bash");
         cmd.args(["--norc", "--noprofile", "-i"]);
         cmd.env("PS1", "$ ");
         cmd.env("SSI_CONNECT", socket.as_os_str());
-        let child = pty.slave.spawn_command(cmd).expect("spawn bash on the pty");
-        drop(pty.slave);
-        let mut reader = pty.master.try_clone_reader().expect("pty reader");
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = reader.read(&mut buf) {
-                if n == 0 || tx.send(buf[..n].to_vec()).is_err() {
-                    break;
-                }
-            }
-        });
-        let keys = pty.master.take_writer().expect("pty writer");
-        // The master must outlive the shell's use of the pty.
-        std::mem::forget(pty.master);
+        let (child, screen, keys) = on_a_pty(cmd);
         Shell {
-            screen: Screen {
-                rx,
-                seen: String::new(),
-            },
+            screen,
             keys,
             child,
         }

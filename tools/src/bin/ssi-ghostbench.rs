@@ -80,7 +80,7 @@ fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
         body.resume()?;
     }
     let _ = freezer.join();
-    // Resumed with the flag already up: the body rewinds its 200-odd frames
+    // Resumed with the flag already up: the body rewinds its frames
     // and unwinds again at the first poll point it reaches. Resume to frozen
     // again bounds the time a rewind takes.
     for _ in 0..freezes {

@@ -1,6 +1,6 @@
 //! `ssictl`: the cluster's admin command: every process and every node, from any node.
 
-use anyhow::{Context, Result};
+use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
 use serde_json::json;
 use ssi_deputy::Signal;
@@ -15,6 +15,9 @@ struct Args {
     /// node's socket; `SSI_CONNECT` also sets it).
     #[arg(long, global = true, value_name = "SOCKET|HOST:PORT")]
     connect: Option<String>,
+    /// Give up on an answer after SECONDS (0: wait as long as it takes).
+    #[arg(long, global = true, value_name = "SECONDS", default_value_t = 60.0)]
+    timeout: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -238,9 +241,14 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
 
 fn run(args: Args) -> Result<()> {
     let endpoint = endpoint(&args);
+    if !(args.timeout >= 0.0 && args.timeout.is_finite()) {
+        bail!("--timeout takes a number of seconds, 0 or more");
+    }
+    let limit = (args.timeout > 0.0).then(|| std::time::Duration::from_secs_f64(args.timeout));
     let rt = ssi_home::thread_runtime().context("cannot start the client runtime")?;
     let local = tokio::task::LocalSet::new();
-    local.block_on(&rt, async {
+    let asked = endpoint.to_string();
+    let work = async {
         let gateway = ssi_home::connect(&endpoint)
             .await
             .context("is `ssid` running? (give --connect to reach another node)")?;
@@ -329,6 +337,17 @@ fn run(args: Args) -> Result<()> {
                     .with_context(|| format!("cannot list nodes through {endpoint}"))?;
                 print_nodes(&nodes, json)
             }
+        }
+    };
+    local.block_on(&rt, async {
+        match limit {
+            None => work.await,
+            Some(limit) => tokio::time::timeout(limit, work).await.unwrap_or_else(|_| {
+                Err(anyhow::anyhow!(
+                    "no answer from {asked} within {} s (--timeout sets how long to wait)",
+                    args.timeout
+                ))
+            }),
         }
     })
 }
