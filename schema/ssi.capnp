@@ -301,6 +301,9 @@ struct NodeStatus {
   processes @7 :UInt32;     # processes whose home is the node
   known @8 :List(Member);   # the nodes it knows of: a node that joins through
                             # one peer learns of all the others
+  capacity @9 :Float64;     # what it runs at once, in cores (`ssid --cpus`)
+  demand @10 :Float64;      # the CPU its bodies use now, in cores
+  balancing @11 :Bool;      # it moves bodies by itself (`ssid --balance on`)
 }
 
 struct Member {

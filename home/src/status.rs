@@ -18,6 +18,12 @@ pub struct NodeStatus {
     pub processes: u32,
     /// The other nodes it knows of: id and address.
     pub known: Vec<(u16, String)>,
+    /// What it runs at once, in cores (`ssid --cpus`, else the cores it sees).
+    pub capacity: f64,
+    /// The CPU its bodies use now, in cores: its own load.
+    pub demand: f64,
+    /// It moves bodies by itself.
+    pub balancing: bool,
 }
 
 /// The machine's cores, one-minute load and memory; zero where unknown.
@@ -57,6 +63,9 @@ pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &Node
     b.set_mem_available(s.mem_available);
     b.set_bodies(s.bodies);
     b.set_processes(s.processes);
+    b.set_capacity(s.capacity);
+    b.set_demand(s.demand);
+    b.set_balancing(s.balancing);
     let mut known = b.init_known(s.known.len() as u32);
     for (i, (id, address)) in s.known.iter().enumerate() {
         let mut m = known.reborrow().get(i as u32);
@@ -83,6 +92,9 @@ pub(crate) fn read_status(
             .iter()
             .map(|m| Ok((m.get_id(), text(m.get_address())?)))
             .collect::<Result<_, capnp::Error>>()?,
+        capacity: r.get_capacity(),
+        demand: r.get_demand(),
+        balancing: r.get_balancing(),
     })
 }
 

@@ -781,16 +781,50 @@ impl Cluster {
     /// Starts `n` nodes (ids 1..=n), each configured with all the others, and
     /// waits until every node sees every other as up.
     pub fn start(n: usize) -> Cluster {
-        Self::start_joined(n, |id| (1..=n).filter(|o| *o != id).collect())
+        Self::start_with(n, |_| Vec::new())
+    }
+
+    /// As [`Cluster::start`], with `options(id)` added to node `id`'s
+    /// command line (`--cpus 1`, `--balance off`…).
+    pub fn start_with(n: usize, options: impl Fn(usize) -> Vec<String>) -> Cluster {
+        Self::start_joined(n, |id| (1..=n).filter(|o| *o != id).collect(), options)
     }
 
     /// Starts `n` nodes where each node but the first knows only node 1, and
     /// waits until they have all learned of each other.
     pub fn start_seeded(n: usize) -> Cluster {
-        Self::start_joined(n, |id| if id == 1 { vec![] } else { vec![1] })
+        Self::start_joined(
+            n,
+            |id| if id == 1 { vec![] } else { vec![1] },
+            |_| Vec::new(),
+        )
     }
 
-    fn start_joined(n: usize, peers_of: impl Fn(usize) -> Vec<usize>) -> Cluster {
+    /// Starts one more node, with `options`, that joins through node 1, and
+    /// waits until every node sees every other up; its id.
+    pub fn add_node(&mut self, options: &[&str]) -> usize {
+        let id = self.ports.len() + 1;
+        self.ports.push(free_port());
+        LOGS.with(|l| {
+            l.borrow_mut()
+                .push(self.dir.path().join(format!("ssid{id}.log")))
+        });
+        let options: Vec<String> = options.iter().map(|s| s.to_string()).collect();
+        let child = self.spawn_node(id, &[1], &options);
+        self.nodes.push(Some(child));
+        for node in 1..=id {
+            self.wait_until(node, |nodes| {
+                nodes.len() == id && nodes.iter().all(|v| v["state"] == "up")
+            });
+        }
+        id
+    }
+
+    fn start_joined(
+        n: usize,
+        peers_of: impl Fn(usize) -> Vec<usize>,
+        options: impl Fn(usize) -> Vec<String>,
+    ) -> Cluster {
         let dir = tempfile::tempdir().expect("temp dir");
         let ports: Vec<u16> = (0..n).map(|_| free_port()).collect();
         LOGS.with(|l| {
@@ -803,7 +837,7 @@ impl Cluster {
             ports,
         };
         for id in 1..=n {
-            let child = cluster.spawn_node(id, &peers_of(id));
+            let child = cluster.spawn_node(id, &peers_of(id), &options(id));
             cluster.nodes.push(Some(child));
         }
         for id in 1..=n {
@@ -814,7 +848,7 @@ impl Cluster {
         cluster
     }
 
-    fn spawn_node(&self, id: usize, peers: &[usize]) -> std::process::Child {
+    fn spawn_node(&self, id: usize, peers: &[usize], options: &[String]) -> std::process::Child {
         let mut cmd = Command::new(bin("ssid"));
         cmd.arg("--node-id")
             .arg(id.to_string())
@@ -828,6 +862,7 @@ impl Cluster {
             cmd.arg("--peer")
                 .arg(format!("{other}={}", self.address(*other)));
         }
+        cmd.args(options);
         let log =
             std::fs::File::create(self.dir.path().join(format!("ssid{id}.log"))).expect("log file");
         // A failing test shows the logs: with each process's end in them.

@@ -9,14 +9,13 @@ use super::checkpoint::cluster_checkpoint;
 use super::membership::DOWN_AFTER;
 use super::signals::{cluster_signal, signal_arg};
 use super::state::NodeCore;
-use super::transfer::home_peer;
 use crate::reports::{
-    NodeInfo, read_migration, read_node, read_process, write_checkpoint_report, write_migration,
-    write_node, write_process,
+    NodeInfo, read_node, read_process, write_checkpoint_report, write_migration, write_node,
+    write_process,
 };
 use crate::rpc::{Endpoint, connect};
 use crate::wire::failed;
-use crate::{Pid, ProcessInfo, home_of};
+use crate::{Pid, ProcessInfo};
 use capnp::capability::Rc as CapRc;
 use ssi_schema::admin;
 use std::future::{Future, ready};
@@ -101,18 +100,7 @@ impl admin::Server for AdminServer {
         let core = self.core.clone();
         async move {
             let p = params.get()?;
-            let (pid, to) = (p.get_pid(), p.get_node());
-            let home = home_of(pid);
-            let report = if home == core.id {
-                core.migrate(pid, to).await?
-            } else {
-                let (_connection, peer) = home_peer(&core, home, &format!("process {pid}")).await?;
-                let mut req = peer.migrate_request();
-                req.get().set_pid(pid);
-                req.get().set_node(to);
-                let reply = req.send().promise.await?;
-                read_migration(reply.get()?.get_report()?)
-            };
+            let report = core.migrate_anywhere(p.get_pid(), p.get_node()).await?;
             write_migration(results.get().init_report(), &report);
             Ok(())
         }

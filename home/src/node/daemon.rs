@@ -7,6 +7,7 @@
 //! Owns the listeners and the socket file. Hands every RPC connection a
 //! `Gateway` (`gateway.rs`). Must not know: what the services do.
 
+use super::balancer::balancer;
 use super::deputy_link::serve_deputy;
 use super::gateway::GatewayServer;
 use super::membership::membership;
@@ -65,6 +66,11 @@ impl Daemon {
         std::thread::Builder::new()
             .name("heartbeat".into())
             .spawn(move || membership(c))
+            .map_err(StartError::Thread)?;
+        let c = core.clone();
+        std::thread::Builder::new()
+            .name("balancer".into())
+            .spawn(move || balancer(c))
             .map_err(StartError::Thread)?;
         Ok(Daemon {
             core,

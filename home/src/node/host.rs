@@ -88,6 +88,7 @@ impl NodeCore {
                 slot: slot.clone(),
                 memory: body.memory_gauge(),
                 cpu: body.cpu_meter(),
+                since: std::time::Instant::now(),
             },
         );
         let _ = started.send(Ok(()));

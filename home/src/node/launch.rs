@@ -86,7 +86,11 @@ pub(crate) async fn launch(
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     ssi_remote::check_module(&program.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    let target = if spec.node == 0 { core.id } else { spec.node };
+    let target = if spec.node == 0 {
+        core.place()
+    } else {
+        spec.node
+    };
     // Checked before the process is set up, as well as when its body starts.
     core.can_host(target).map_err(failed)?;
     let (stdio, pump) = console_stdio(spec.ttys);

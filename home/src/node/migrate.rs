@@ -12,10 +12,10 @@ use super::placement::{Held, Running};
 use super::slot::Verdict;
 use super::state::NodeCore;
 use super::task::ProcessTask;
-use super::transfer::{expect_at, send_module};
+use super::transfer::{expect_at, home_peer, send_module};
 use crate::reports::{MigrationReport, read_migration};
 use crate::wire::failed;
-use crate::{NodeId, Pid, ProcState};
+use crate::{NodeId, Pid, ProcState, home_of};
 use ssi_schema::admin;
 use std::time::Instant;
 
@@ -119,6 +119,27 @@ impl NodeCore {
         }
         self.order(pid, "moved", |reply| Order::Migrate { to, reply })
             .await
+    }
+}
+
+impl NodeCore {
+    /// Moves a process of the cluster, asking its home, which may be this
+    /// node (`ssictl migrate` from any node, and the balancer).
+    pub(crate) async fn migrate_anywhere(
+        &self,
+        pid: Pid,
+        to: NodeId,
+    ) -> Result<MigrationReport, capnp::Error> {
+        let home = home_of(pid);
+        if home == self.id {
+            return self.migrate(pid, to).await;
+        }
+        let (_connection, peer) = home_peer(self, home, &format!("process {pid}")).await?;
+        let mut req = peer.migrate_request();
+        req.get().set_pid(pid);
+        req.get().set_node(to);
+        let reply = req.send().promise.await?;
+        Ok(read_migration(reply.get()?.get_report()?))
     }
 }
 

@@ -14,6 +14,7 @@
 //! | `transfer.rs` | the image connection, receiving side; reaching peers, sending modules |
 //! | `placement.rs` | where a process's body runs and a frozen body held |
 //! | `membership.rs` | heartbeats, the view of the peers, silent peers marked down |
+//! | `balancer.rs` | the balancer's mechanism: each body's CPU, the node's load, the policy's moves, placement |
 //! | `daemon.rs` | the `ssid` daemon: listeners, threads, which protocol a connection speaks |
 //! | `launch.rs` | starting a process at its home, from a module or a checkpoint |
 //! | `task.rs` | `ProcessTask`: the home's side of a process, signals and orders |
@@ -39,6 +40,7 @@
 
 mod admin;
 mod api;
+mod balancer;
 mod body_control;
 mod checkpoint;
 mod common;
@@ -68,6 +70,7 @@ pub use admin::{admin_nodes, admin_processes};
 pub use checkpoint::{admin_checkpoint, process_checkpoint, restore_request};
 pub use daemon::Daemon;
 pub use membership::{DOWN_AFTER, HEARTBEAT_EVERY};
+
 pub use migrate::admin_migrate;
 pub use orders::Checkpoint;
 pub use signals::SignalError;

@@ -51,7 +51,11 @@ impl NodeCore {
                 })?
             }
         };
-        let target = if child.node == 0 { core.id } else { child.node };
+        let target = if child.node == 0 {
+            core.place()
+        } else {
+            child.node
+        };
         if let Err(e) = core.can_host(target) {
             tracing::info!(parent = child.parent, "spawn: {e}");
             return Err(Errno::Hostunreach);

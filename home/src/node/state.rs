@@ -35,6 +35,30 @@ pub struct Config {
     pub socket: PathBuf,
     /// Where the node keeps its compiled-module cache.
     pub data_dir: Option<PathBuf>,
+    /// What the node runs at once, in cores (`--cpus`; default: the cores it
+    /// sees), so that several nodes on one machine can stand for a cluster.
+    pub cpus: Option<f64>,
+    /// The node moves its bodies by itself, and places new processes.
+    pub balance: bool,
+    /// The balancer's policy.
+    pub policy: crate::policy::Params,
+}
+
+impl Config {
+    /// A node with the given id, address and socket, and every other setting
+    /// at its default (no peers, no data directory, balancing on).
+    pub fn new(id: NodeId, listen: String, socket: PathBuf) -> Config {
+        Config {
+            id,
+            listen,
+            peers: Vec::new(),
+            socket,
+            data_dir: None,
+            cpus: None,
+            balance: true,
+            policy: crate::policy::Params::default(),
+        }
+    }
 }
 
 /// Why a node could not start.
@@ -89,6 +113,16 @@ pub struct NodeCore {
     /// Modules peers are known to hold (they were sent, or said so).
     pub(crate) peer_modules: DashMap<(NodeId, ModuleHash), ()>,
     pub(crate) peers: DashMap<NodeId, PeerState>,
+    /// What this node runs at once, in cores.
+    pub(crate) capacity: f64,
+    /// Its bodies' CPU use now, in cores (the balancer measures it).
+    pub(crate) demand: std::sync::Mutex<f64>,
+    /// Moves this node's balancer sent: a peer's status from before a body
+    /// arrived (and was measured there) does not count it yet.
+    pub(crate) sent: std::sync::Mutex<Vec<super::balancer::Sent>>,
+    /// It balances, and with what policy.
+    pub(crate) balance: bool,
+    pub(crate) policy: crate::policy::Params,
 }
 
 impl NodeCore {
@@ -129,6 +163,15 @@ impl NodeCore {
             expected: DashMap::new(),
             peer_modules: DashMap::new(),
             peers,
+            capacity: config.cpus.unwrap_or_else(|| {
+                std::thread::available_parallelism()
+                    .map(|n| n.get() as f64)
+                    .unwrap_or(1.0)
+            }),
+            demand: std::sync::Mutex::new(0.0),
+            sent: std::sync::Mutex::new(Vec::new()),
+            balance: config.balance,
+            policy: config.policy.clone(),
         }))
     }
 
@@ -153,6 +196,9 @@ impl NodeCore {
                 .iter()
                 .map(|p| (*p.key(), p.address.clone()))
                 .collect(),
+            capacity: self.capacity,
+            demand: *self.demand.lock().unwrap_or_else(|p| p.into_inner()),
+            balancing: self.balance,
         }
     }
 

@@ -31,7 +31,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Every node: id, address, up or down, cores, load, processes, memory.
+    /// Every node: id, address, up or down, cores (its capacity), its own
+    /// load (the CPU its bodies use over its capacity), processes, memory.
     Nodes {
         /// Print a JSON array instead of a table.
         #[arg(long)]
@@ -189,6 +190,15 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// A node's own load: the CPU its bodies use over what it runs at once.
+fn own_load(s: &ssi_home::NodeStatus) -> f64 {
+    if s.capacity > 0.0 {
+        s.demand / s.capacity
+    } else {
+        0.0
+    }
+}
+
 fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
     if as_json {
         let rows: Vec<_> = nodes
@@ -200,7 +210,11 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
                     "address": n.address,
                     "state": if n.up { "up" } else { "down" },
                     "cores": s.cores,
-                    "load": s.load1,
+                    "capacity": s.capacity,
+                    "demand": s.demand,
+                    "load": own_load(&s),
+                    "balancing": s.balancing,
+                    "host_load1": s.load1,
                     "processes": s.processes,
                     "bodies": s.bodies,
                     "mem_total": s.mem_total,
@@ -224,8 +238,8 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
                 n.id,
                 n.address,
                 state,
-                s.cores,
-                s.load1,
+                format!("{:.0}", s.capacity),
+                own_load(s),
                 s.processes,
                 s.bodies,
                 format!("{}/{}", bytes(s.mem_available), bytes(s.mem_total))

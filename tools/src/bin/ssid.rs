@@ -27,10 +27,26 @@ struct Args {
     /// The Unix socket for local clients (default: $XDG_RUNTIME_DIR/ssi/node.sock).
     #[arg(long, value_name = "PATH")]
     socket: Option<PathBuf>,
+    /// What this node runs at once, in cores (default: the cores it sees):
+    /// several nodes on one machine can stand for a real cluster.
+    #[arg(long, value_name = "N")]
+    cpus: Option<f64>,
+    /// Whether the node moves its bodies by itself and places new
+    /// processes (default: on).
+    #[arg(long, value_name = "on|off")]
+    balance: Option<OnOff>,
     /// A TOML file with the same settings (`node-id`, `listen`, `peers`,
-    /// `data-dir`, `socket`); options given on the command line win.
+    /// `data-dir`, `socket`, `cpus`, `balance`, and a `[policy]` table);
+    /// options given on the command line win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
+}
+
+#[derive(clap::ValueEnum, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+enum OnOff {
+    On,
+    Off,
 }
 
 #[derive(Deserialize, Default, Debug)]
@@ -42,6 +58,49 @@ struct FileConfig {
     peers: Vec<String>,
     data_dir: Option<PathBuf>,
     socket: Option<PathBuf>,
+    cpus: Option<f64>,
+    balance: Option<OnOff>,
+    #[serde(default)]
+    policy: PolicyConfig,
+}
+
+/// The balancer's policy, as the `[policy]` table of the configuration file
+/// gives it; what it leaves out keeps its default.
+#[derive(Deserialize, Default, Debug)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct PolicyConfig {
+    residency_ms: Option<u64>,
+    min_cpu_ms: Option<u64>,
+    hysteresis: Option<f64>,
+    relative: Option<f64>,
+    max_moves: Option<usize>,
+    rate: Option<f64>,
+    gain_over_cost: Option<f64>,
+    io_calls_per_s: Option<f64>,
+    stale_ms: Option<u64>,
+    swamped: Option<f64>,
+}
+
+impl PolicyConfig {
+    fn params(&self) -> ssi_home::policy::Params {
+        let mut p = ssi_home::policy::Params::default();
+        macro_rules! set {
+            ($($f:ident),*) => { $( if let Some(v) = self.$f { p.$f = v; } )* };
+        }
+        set!(
+            residency_ms,
+            min_cpu_ms,
+            hysteresis,
+            relative,
+            max_moves,
+            rate,
+            gain_over_cost,
+            io_calls_per_s,
+            stale_ms,
+            swamped
+        );
+        p
+    }
 }
 
 fn parse_peer(spec: &str) -> Result<(NodeId, String)> {
@@ -95,16 +154,23 @@ fn config(args: Args) -> Result<Config> {
         .iter()
         .map(|p| parse_peer(p))
         .collect::<Result<Vec<_>>>()?;
-    Ok(Config {
-        id,
-        listen,
-        peers,
-        socket: args
-            .socket
-            .or(file.socket)
-            .unwrap_or_else(ssi_home::default_socket),
-        data_dir: args.data_dir.or(file.data_dir),
-    })
+    let cpus = args.cpus.or(file.cpus);
+    if let Some(n) = cpus
+        && !(n > 0.0 && n.is_finite())
+    {
+        bail!("invalid --cpus {n}: a node runs more than 0 cores");
+    }
+    let socket = args
+        .socket
+        .or(file.socket)
+        .unwrap_or_else(ssi_home::default_socket);
+    let mut config = Config::new(id, listen, socket);
+    config.peers = peers;
+    config.data_dir = args.data_dir.or(file.data_dir);
+    config.cpus = cpus;
+    config.balance = args.balance.or(file.balance) != Some(OnOff::Off);
+    config.policy = file.policy.params();
+    Ok(config)
 }
 
 fn main() -> std::process::ExitCode {

@@ -532,13 +532,7 @@ fn run_on_private_node(
         .tempdir()
         .context("cannot make a directory for the private node")?;
     let socket = dir.path().join("node.sock");
-    let config = ssi_home::Config {
-        id: EMBEDDED_NODE,
-        listen: "127.0.0.1:0".into(),
-        peers: Vec::new(),
-        socket: socket.clone(),
-        data_dir: None,
-    };
+    let config = ssi_home::Config::new(EMBEDDED_NODE, "127.0.0.1:0".into(), socket.clone());
     let runtime = Runtime::new(cache).context("cannot start the private node")?;
     let daemon =
         ssi_home::Daemon::start(config, runtime).context("cannot start the private node")?;

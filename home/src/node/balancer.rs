@@ -1,0 +1,264 @@
+//! The load balancer's mechanism (its policy is `crate::policy`). Every
+//! `BALANCE_EVERY` a thread of its own measures the CPU each body hosted
+//! here used since the last round, which makes the node's own load (its
+//! `demand`, sent in its heartbeats); with balancing on, it runs the policy
+//! on what the node knows — itself, and the statuses its peers' heartbeats
+//! brought, with their age — and carries out the moves it decides through
+//! each body's home, which runs the migration protocol as for `ssictl
+//! migrate`. New processes are placed by the same picture (`NodeCore::place`).
+//!
+//! Owns: the balancer's thread, the per-body CPU samples, the count of moves
+//! under way out of this node. Must not know: how a move is made.
+
+use super::membership::HEARTBEAT_EVERY;
+use super::state::NodeCore;
+use crate::policy::{self, BodyLoad, NodeLoad, Picture};
+use crate::rpc::thread_runtime;
+use crate::status::machine;
+use crate::{NodeId, Pid, home_of};
+use std::cell::Cell;
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+/// A move the balancer ordered: to where, which body, and when the
+/// destination said the body runs there (none while under way).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    to: NodeId,
+    pid: Pid,
+    done: Option<Instant>,
+}
+
+/// How often the balancer measures and decides.
+pub const BALANCE_EVERY: Duration = Duration::from_millis(250);
+
+/// A body that used at least this share of a core over the last round ran:
+/// it counts as one runnable body. On a machine that several nodes share
+/// (or that runs other work) the CPU a body gets says little of what it
+/// wants; that it got some says it was not waiting (MOSIX counts the run
+/// queue the same way).
+const RAN: f64 = 0.05;
+
+/// A body's demand on the CPU, in cores, from the share of a core it used.
+fn runnable(used: f64) -> f64 {
+    if used >= RAN {
+        1.0
+    } else {
+        (used / RAN).clamp(0.0, 1.0)
+    }
+}
+
+impl NodeCore {
+    /// The bodies hosted here as the policy sees them, their CPU use now
+    /// measured against the previous sample (`last`, kept by the caller).
+    fn sample(&self, last: &mut HashMap<Pid, (u64, Instant)>) -> Vec<BodyLoad> {
+        let now = Instant::now();
+        let mut seen = HashMap::new();
+        let bodies = self
+            .bodies
+            .iter()
+            .map(|b| {
+                let pid = *b.key();
+                let cpu_ns = b.cpu.read_ns();
+                // A body not measured yet (it has just started or arrived)
+                // is taken to run: it is about to.
+                let cpu_now = match last.get(&pid) {
+                    Some((before, at)) if now > *at => {
+                        cpu_ns.saturating_sub(*before) as f64
+                            / now.duration_since(*at).as_nanos() as f64
+                    }
+                    _ => 1.0,
+                };
+                seen.insert(pid, (cpu_ns, now));
+                let not_freezable = b
+                    .slot
+                    .not_freezable
+                    .lock()
+                    .map(|n| n.is_some())
+                    .unwrap_or(true);
+                BodyLoad {
+                    pid,
+                    cpu_now: runnable(cpu_now),
+                    cpu_ms: cpu_ns / 1_000_000,
+                    memory: b.memory.load(Ordering::Relaxed),
+                    since_move_ms: b.since.elapsed().as_millis() as u64,
+                    // Calls home are not counted yet: no body is held as I/O-bound.
+                    calls_per_s: 0.0,
+                    home: home_of(pid),
+                    movable: !not_freezable,
+                    pinned: false,
+                }
+            })
+            .collect();
+        *last = seen;
+        bodies
+    }
+
+    /// What this node knows of the cluster's load: itself, and every peer
+    /// that has said how loaded it is (a peer that is down, or does not
+    /// balance, takes no work).
+    pub(crate) fn load_picture(&self) -> Vec<NodeLoad> {
+        let (_, _, _, mem_available) = machine();
+        let sent = {
+            let mut sent = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+            sent.retain(|s| {
+                s.done
+                    .is_none_or(|done| done.elapsed() < 2 * (HEARTBEAT_EVERY + BALANCE_EVERY))
+            });
+            sent.clone()
+        };
+        let mut nodes = vec![NodeLoad {
+            id: self.id,
+            capacity: self.capacity,
+            demand: *self.demand.lock().unwrap_or_else(|p| p.into_inner()),
+            free_memory: mem_available,
+            age_ms: 0,
+            closed: false,
+        }];
+        nodes.extend(self.peers.iter().filter_map(|p| {
+            let s = p.status.as_ref()?;
+            // Bodies sent there that its last word may not count yet (a
+            // body counts there from its first measure, a round after it
+            // arrives).
+            let arriving = sent
+                .iter()
+                .filter(|s| {
+                    s.to == *p.key()
+                        && s.done.is_none_or(|done| {
+                            p.last_seen
+                                .is_none_or(|seen| seen < done + 2 * BALANCE_EVERY)
+                        })
+                })
+                .count() as f64;
+            Some(NodeLoad {
+                id: *p.key(),
+                capacity: if s.capacity > 0.0 {
+                    s.capacity
+                } else {
+                    f64::from(s.cores)
+                },
+                demand: s.demand + arriving,
+                free_memory: s.mem_available,
+                age_ms: p
+                    .last_seen
+                    .map(|t| t.elapsed().as_millis() as u64)
+                    .unwrap_or(u64::MAX),
+                closed: !p.up || !s.balancing,
+            })
+        }));
+        nodes
+    }
+
+    /// Where a new process starts when its launcher does not say: by the
+    /// balancer's picture, or here with balancing off.
+    pub(crate) fn place(&self) -> NodeId {
+        if !self.balance {
+            return self.id;
+        }
+        policy::place(
+            self.id,
+            &self.load_picture(),
+            0,
+            &self.policy,
+            rand::random(),
+        )
+    }
+}
+
+/// The balancer's thread: measure, decide, move; for ever.
+pub(crate) fn balancer(core: Arc<NodeCore>) {
+    let Ok(rt) = thread_runtime() else { return };
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&rt, async move {
+        let mut last = HashMap::new();
+        let moving = Rc::new(Cell::new(0usize));
+        loop {
+            tokio::time::sleep(BALANCE_EVERY).await;
+            let bodies = core.sample(&mut last);
+            let demand: f64 = bodies.iter().map(|b| b.cpu_now).sum();
+            *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
+            if !core.balance {
+                continue;
+            }
+            let nodes = core.load_picture();
+            // A body with a move under way is not a candidate again.
+            let moving_pids: Vec<Pid> = core
+                .sent
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .filter(|s| s.done.is_none())
+                .map(|s| s.pid)
+                .collect();
+            let candidates: Vec<BodyLoad> = bodies
+                .into_iter()
+                .filter(|b| !moving_pids.contains(&b.pid))
+                .collect();
+            let picture = Picture {
+                me: core.id,
+                nodes: &nodes,
+                bodies: &candidates,
+                moving_out: moving.get(),
+            };
+            for m in policy::decide(&picture, &core.policy, rand::random()) {
+                let known: Vec<String> = nodes
+                    .iter()
+                    .map(|n| format!("{}:{:.1}/{}@{}ms", n.id, n.demand, n.capacity, n.age_ms))
+                    .collect();
+                tracing::info!(
+                    pid = m.pid,
+                    to = m.to,
+                    why = %m.why,
+                    known = %known.join(" "),
+                    "balancer: moving a process"
+                );
+                core.sent
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push(Sent {
+                        to: m.to,
+                        pid: m.pid,
+                        done: None,
+                    });
+                moving.set(moving.get() + 1);
+                let (core, moving) = (core.clone(), moving.clone());
+                tokio::task::spawn_local(async move {
+                    let moved = core.migrate_anywhere(m.pid, m.to).await;
+                    {
+                        let mut sent = core.sent.lock().unwrap_or_else(|p| p.into_inner());
+                        match &moved {
+                            Ok(_) => {
+                                for s in sent
+                                    .iter_mut()
+                                    .filter(|s| s.pid == m.pid && s.to == m.to && s.done.is_none())
+                                {
+                                    s.done = Some(Instant::now());
+                                }
+                            }
+                            Err(_) => sent.retain(|s| s.pid != m.pid || s.done.is_some()),
+                        }
+                    }
+                    match moved {
+                        Ok(r) => tracing::info!(
+                            pid = m.pid,
+                            from = r.from,
+                            to = r.to,
+                            frozen_us = r.freeze_micros,
+                            "balancer: moved"
+                        ),
+                        Err(e) => tracing::info!(
+                            pid = m.pid,
+                            to = m.to,
+                            "balancer: the move did not happen: {}",
+                            crate::rpc::remote_message(&e)
+                        ),
+                    }
+                    moving.set(moving.get().saturating_sub(1));
+                });
+            }
+        }
+    });
+}

@@ -1,0 +1,200 @@
+//! The load balancer on real `ssid` nodes: CPU-bound processes launched at
+//! one node spread over the others by themselves, and then stay put; a new
+//! node takes work; processes that cannot move never do; with balancing off
+//! nothing moves; a new process starts where there is room; and what the
+//! moved programs print is what they print unmoved.
+
+use ssi_tests::{Case, Cluster, Proc, WAIT, assert_same, bin, guest, wait_until};
+use std::collections::BTreeMap;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// `--cpus 1` for every node, and `extra`.
+fn one_cpu(extra: &[&str]) -> impl Fn(usize) -> Vec<String> {
+    let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+    move |_| {
+        let mut v = vec!["--cpus".to_string(), "1".to_string()];
+        v.extend(extra.iter().cloned());
+        v
+    }
+}
+
+/// `spin 0` with its home on node 1 and its body on `node` (0: placed).
+fn spin(cluster: &Cluster, node: usize) -> Proc {
+    let mut cmd = cluster.ssirun(1);
+    if node != 0 {
+        cmd.args(["--node", &node.to_string()]);
+    }
+    let mut child = Proc::spawn(
+        cmd.arg(guest("spin")).arg("0").stdin(Stdio::null()),
+        &format!("spin on node {node}"),
+    );
+    assert_eq!(child.line("its first line"), "spinning");
+    child
+}
+
+/// How many processes run on each node, as node 1's `ssictl ps` shows them.
+fn per_node(cluster: &Cluster) -> BTreeMap<u64, usize> {
+    let mut count = BTreeMap::new();
+    for p in cluster.ssictl_json(1, "ps") {
+        if let Some(node) = p["node"].as_u64() {
+            *count.entry(node).or_insert(0) += 1;
+        }
+    }
+    count
+}
+
+/// The node each process runs on, by pid.
+fn nodes_by_pid(cluster: &Cluster) -> BTreeMap<u64, u64> {
+    cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .filter_map(|p| Some((p["pid"].as_u64()?, p["node"].as_u64()?)))
+        .collect()
+}
+
+#[test]
+fn cpu_bound_processes_launched_at_one_node_spread_two_per_node_and_stay_put() {
+    let cluster = Cluster::start_with(3, one_cpu(&[]));
+    let _procs: Vec<Proc> = (0..6).map(|_| spin(&cluster, 1)).collect();
+    let asked = Instant::now();
+    let want: BTreeMap<u64, usize> = [(1, 2), (2, 2), (3, 2)].into();
+    wait_until("six processes to spread two per node", WAIT, || {
+        per_node(&cluster) == want
+    });
+    eprintln!("spread in {:?}", asked.elapsed());
+    // Balanced: nothing moves any more.
+    let settled = nodes_by_pid(&cluster);
+    std::thread::sleep(Duration::from_secs(5));
+    assert_eq!(
+        nodes_by_pid(&cluster),
+        settled,
+        "a process moved again; the nodes' logs:\n{}",
+        ssi_tests::nodes_logs()
+    );
+    // Node 1's log says why each one moved.
+    assert!(cluster.log(1).contains("balancer: moving a process"));
+}
+
+#[test]
+fn a_node_that_joins_takes_work() {
+    let mut cluster = Cluster::start_with(2, one_cpu(&[]));
+    let _procs: Vec<Proc> = (0..4).map(|_| spin(&cluster, 1)).collect();
+    let want: BTreeMap<u64, usize> = [(1, 2), (2, 2)].into();
+    wait_until("four processes to spread two per node", WAIT, || {
+        per_node(&cluster) == want
+    });
+    let joined = cluster.add_node(&["--cpus", "2"]) as u64;
+    wait_until("the new node to take work", WAIT, || {
+        per_node(&cluster).get(&joined).copied().unwrap_or(0) > 0
+    });
+}
+
+#[test]
+fn with_balancing_off_nothing_moves_and_unmovable_processes_never_do() {
+    let cluster = Cluster::start_with(3, one_cpu(&["--balance", "off"]));
+    let _procs: Vec<Proc> = (0..4).map(|_| spin(&cluster, 1)).collect();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(per_node(&cluster), [(1, 4)].into(), "balancing is off");
+    // `ssictl nodes` says it, and shows each node's own load.
+    let nodes = cluster.ssictl_json(1, "nodes");
+    assert!(nodes.iter().all(|n| n["balancing"] == false), "{nodes:?}");
+    let node1 = nodes.iter().find(|n| n["id"] == 1).expect("node 1");
+    assert_eq!(node1["capacity"], 1.0, "{node1}");
+    assert!(node1["load"].as_f64().expect("load") >= 3.0, "{node1}");
+
+    // Balancing on: a module that cannot be frozen (it has a start
+    // function) never moves, however loaded its node.
+    let cluster = Cluster::start_with(2, one_cpu(&[]));
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = dir.path().join("started.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "started\n")
+            (func $init
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 8))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (start $init)
+            (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .expect("write the module");
+    let _stuck: Vec<Proc> = (0..3)
+        .map(|_| {
+            let mut p = Proc::spawn(
+                cluster
+                    .ssirun(1)
+                    .args(["--node", "1"])
+                    .arg(&module)
+                    .stdin(Stdio::null()),
+                "a module with a start function",
+            );
+            assert_eq!(p.line("its first line"), "started");
+            p
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        per_node(&cluster),
+        [(1, 3)].into(),
+        "an unmovable process moved"
+    );
+}
+
+#[test]
+fn a_new_process_starts_where_there_is_room() {
+    let cluster = Cluster::start_with(3, one_cpu(&[]));
+    // Node 1's one core is taken; the next launch without --node goes
+    // elsewhere, once node 1 has measured its load.
+    let _first = spin(&cluster, 1);
+    wait_until("node 1 to count its load", WAIT, || {
+        cluster
+            .ssictl_json(1, "nodes")
+            .iter()
+            .any(|n| n["id"] == 1 && n["demand"].as_f64().unwrap_or(0.0) >= 1.0)
+    });
+    let _second = spin(&cluster, 0);
+    let placed = per_node(&cluster);
+    assert_eq!(placed.get(&1), Some(&1), "{placed:?}");
+    assert_eq!(placed.values().sum::<usize>(), 2, "{placed:?}");
+}
+
+#[test]
+fn programs_moved_by_the_balancer_print_what_they_print_unmoved() {
+    let cluster = Cluster::start_with(3, one_cpu(&[]));
+    let reference = Case::new(guest("churn")).args(&["6000"]).run_reference();
+    let socket = cluster.socket(1).display().to_string();
+    let runs: Vec<_> = (0..6)
+        .map(|_| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                Case::new(guest("churn")).args(&["6000"]).run_ssirun_with(&[
+                    "--connect",
+                    &socket,
+                    "--node",
+                    "1",
+                ])
+            })
+        })
+        .collect();
+    for run in runs {
+        let ours = run.join().expect("a run");
+        assert_same("churn under the balancer", &ours, &reference);
+    }
+    assert!(
+        cluster.log(1).contains("balancer: moved"),
+        "nothing was moved: the test shows nothing"
+    );
+    // Nothing is left running anywhere.
+    let out = ssi_tests::run(
+        Command::new(bin("ssictl"))
+            .arg("--connect")
+            .arg(cluster.socket(2))
+            .args(["ps", "--json"]),
+        "ssictl ps",
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
+}
