@@ -66,7 +66,9 @@ fn a_checkpointed_stopped_process_restarts_on_another_node_with_every_record_onc
     let ckpt_dir = tempfile::tempdir().expect("checkpoint dir");
     let file = ckpt_dir.path().join("appender.ckpt");
     let file_arg = file.display().to_string();
-    let count = 400;
+    // Long enough (4.5 s and more) to be running still after the first checkpoint,
+    // however slow the machine.
+    let count = 1500;
     let appender = guest("appender").display().to_string();
     let mut child = Proc::spawn(
         ssirun(Some(&cluster), 1, &["--node", "2", "--dir", &dir_arg])

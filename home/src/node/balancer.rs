@@ -11,7 +11,7 @@
 //! under way out of this node. Must not know: how a move is made.
 
 use super::membership::HEARTBEAT_EVERY;
-use super::state::NodeCore;
+use super::state::{NodeCore, Sent};
 use crate::policy::{self, BodyLoad, NodeLoad, Picture};
 use crate::rpc::thread_runtime;
 use crate::status::machine;
@@ -22,15 +22,6 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
-
-/// A move the balancer ordered: to where, which body, and when the
-/// destination said the body runs there (none while under way).
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct Sent {
-    to: NodeId,
-    pid: Pid,
-    done: Option<Instant>,
-}
 
 /// How often the balancer measures and decides.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(250);

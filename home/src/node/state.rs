@@ -97,6 +97,15 @@ pub(crate) struct PeerState {
     pub(crate) status: Option<NodeStatus>,
 }
 
+/// A move the balancer ordered: to where, which body, and when the
+/// destination said the body runs there (none while under way).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Sent {
+    pub(crate) to: NodeId,
+    pub(crate) pid: Pid,
+    pub(crate) done: Option<Instant>,
+}
+
 /// The state a node's threads share.
 pub struct NodeCore {
     pub(crate) id: NodeId,
@@ -119,7 +128,7 @@ pub struct NodeCore {
     pub(crate) demand: std::sync::Mutex<f64>,
     /// Moves this node's balancer sent: a peer's status from before a body
     /// arrived (and was measured there) does not count it yet.
-    pub(crate) sent: std::sync::Mutex<Vec<super::balancer::Sent>>,
+    pub(crate) sent: std::sync::Mutex<Vec<Sent>>,
     /// It balances, and with what policy.
     pub(crate) balance: bool,
     pub(crate) policy: crate::policy::Params,
