@@ -282,6 +282,7 @@ struct ProcessInfo {
   pgid @8 :UInt32;          # its process group
   pinned @9 :Text;          # why it cannot be frozen (migrated, checkpointed); empty if it can
   ppid @10 :UInt32;         # its parent; 0 for a session's process or an orphan
+  moves @11 :UInt32;        # how many times it has moved (by an administrator or the balancer)
 }
 
 struct BodyStats {

@@ -293,6 +293,7 @@ impl Node {
                 pgid: identity.pgid,
                 ppid: identity.ppid,
                 pinned: None,
+                moves: 0,
             },
         );
         Ok(Process {

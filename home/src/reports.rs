@@ -58,6 +58,8 @@ pub struct ProcessInfo {
     pub ppid: Pid,
     /// Why it cannot be frozen (so not migrated or checkpointed), if it cannot.
     pub pinned: Option<String>,
+    /// How many times it has moved.
+    pub moves: u32,
 }
 
 pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) {
@@ -78,6 +80,7 @@ pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &Pr
     b.set_pgid(p.pgid);
     b.set_ppid(p.ppid);
     b.set_pinned(p.pinned.as_deref().unwrap_or(""));
+    b.set_moves(p.moves);
 }
 
 pub(crate) fn read_process(
@@ -102,6 +105,7 @@ pub(crate) fn read_process(
         pgid: r.get_pgid(),
         ppid: r.get_ppid(),
         pinned: Some(text(r.get_pinned())?).filter(|t| !t.is_empty()),
+        moves: r.get_moves(),
     })
 }
 

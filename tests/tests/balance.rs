@@ -72,8 +72,14 @@ fn cpu_bound_processes_launched_at_one_node_spread_two_per_node_and_stay_put() {
         "a process moved again; the nodes' logs:\n{}",
         ssi_tests::nodes_logs()
     );
-    // Node 1's log says why each one moved.
+    // Node 1's log says why each one moved, and `ssictl ps` counts the moves.
     assert!(cluster.log(1).contains("balancer: moving a process"));
+    for p in cluster.ssictl_json(3, "ps") {
+        let moves = p["moves"].as_u64().expect("moves");
+        if p["node"] != 1 {
+            assert!(moves >= 1, "{p}");
+        }
+    }
 }
 
 #[test]

@@ -263,6 +263,7 @@ pub(crate) async fn run_process(
                 pgid: start.identity.pgid,
                 ppid: start.identity.ppid,
                 pinned: source.program.not_freezable.clone(),
+                moves: 0,
             },
             identity: start.identity,
             deputy: source.deputy.clone(),

@@ -169,11 +169,13 @@ impl ProcessTask {
         )
     }
 
+    /// Shows `state`, and with `node`, that the body moved there.
     pub(crate) fn set_state(&self, state: ProcState, node: Option<NodeId>) {
         if let Some(mut p) = self.core.procs.get_mut(&self.pid) {
             p.info.state = state;
             if let Some(n) = node {
                 p.info.node = n;
+                p.info.moves += 1;
             }
         }
     }

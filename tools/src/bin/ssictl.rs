@@ -157,6 +157,7 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
                     "pgid": p.pgid,
                     "migratable": p.pinned.is_none(),
                     "pinned": p.pinned,
+                    "moves": p.moves,
                     "started_ms": p.started_ms,
                     "age_ms": now.saturating_sub(p.started_ms),
                     "command": p.command,
@@ -167,12 +168,12 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  COMMAND",
-        "PID", "PPID", "PGID", "HOME", "NODE", "STATE", "MOVE", "TIME", "MEM", "AGE"
+        "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>5} {:>9} {:>8} {:>7}  COMMAND",
+        "PID", "PPID", "PGID", "HOME", "NODE", "STATE", "MOVE", "MOVES", "TIME", "MEM", "AGE"
     );
     for p in procs {
         println!(
-            "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>9} {:>8} {:>7}  {}",
+            "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>5} {:>9} {:>8} {:>7}  {}",
             p.pid,
             p.ppid,
             p.pgid,
@@ -181,6 +182,7 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
             p.state.name(),
             // Whether it can be migrated and checkpointed (`--json` says why not).
             if p.pinned.is_none() { "yes" } else { "no" },
+            p.moves,
             cpu(p.cpu_ns),
             bytes(p.memory),
             age(Duration::from_millis(now.saturating_sub(p.started_ms))),
