@@ -52,6 +52,7 @@ struct LaunchSpec {
   stdinTty @7 :Bool;        # the caller's streams are terminals
   stdoutTty @8 :Bool;
   stderrTty @9 :Bool;
+  pin @10 :Bool;            # it stays where it starts: the balancer never moves it
 }
 
 struct Preopen {
@@ -134,6 +135,9 @@ interface Peer {
   checkpoint @8 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
   # Checkpoints a process whose home is this node into `sink`.
 
+  pin @10 (pid :UInt32, pinned :Bool) -> ();
+  # Pins or unpins a process whose home is this node.
+
   loadModule @9 (module :Data) -> ();
   # Loads (instruments and compiles) a module, to hold it for bodies to
   # come: a home sends it before it moves a process here, so that the move
@@ -152,6 +156,7 @@ struct BodyLaunch {
   home @5 :Text;            # address of the home node
   secret @6 :Data;          # with `pid`, redeemed at `home`: see `DeputyHello`
   clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
+  pinned @8 :Bool;          # the balancer leaves it where it is
 }
 
 interface Arrival {
@@ -184,6 +189,10 @@ interface BodyControl {
   sendTo @7 (address :Text, ticket :Data) -> (bytes :UInt64, memory :UInt64);
   # Streams a frozen body's ghost image to the node at `address`, which
   # expects it under `ticket` (`Peer.receive`): a migration's transfer.
+
+  pin @8 (pinned :Bool) -> ();
+  # The home says whether the body is pinned: a pinned body is not moved by
+  # the balancer of the node it runs on.
 }
 
 # Receives a ghost image in chunks (a message is at most 64 MiB).
@@ -242,6 +251,10 @@ interface Admin {
   # Freezes a process, writes its checkpoint (its ghost image, its deputy's
   # state and its module) into `sink`, then lets it go on, or with `stop`
   # ends it. Forwarded to its home.
+
+  pin @5 (pid :UInt32, pinned :Bool) -> ();
+  # Pins a process where it runs (the balancer never moves it; `migrate`
+  # still does) or unpins it. Forwarded to its home.
 }
 
 struct CheckpointReport {
@@ -283,6 +296,7 @@ struct ProcessInfo {
   pinned @9 :Text;          # why it cannot be frozen (migrated, checkpointed); empty if it can
   ppid @10 :UInt32;         # its parent; 0 for a session's process or an orphan
   moves @11 :UInt32;        # how many times it has moved (by an administrator or the balancer)
+  userPinned @12 :Bool;     # pinned: the balancer never moves it
 }
 
 struct BodyStats {

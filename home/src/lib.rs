@@ -25,7 +25,7 @@ mod wire;
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
     Checkpoint, Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, SignalError, StartError,
-    admin_checkpoint, admin_migrate, admin_nodes, admin_processes, process_checkpoint,
+    admin_checkpoint, admin_migrate, admin_nodes, admin_pin, admin_processes, process_checkpoint,
     restore_request,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
@@ -294,6 +294,7 @@ impl Node {
                 ppid: identity.ppid,
                 pinned: None,
                 moves: 0,
+                user_pinned: false,
             },
         );
         Ok(Process {

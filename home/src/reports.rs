@@ -60,6 +60,8 @@ pub struct ProcessInfo {
     pub pinned: Option<String>,
     /// How many times it has moved.
     pub moves: u32,
+    /// Pinned: the balancer never moves it (`ssirun --pin`, `ssictl pin`).
+    pub user_pinned: bool,
 }
 
 pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &ProcessInfo) {
@@ -81,6 +83,7 @@ pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &Pr
     b.set_ppid(p.ppid);
     b.set_pinned(p.pinned.as_deref().unwrap_or(""));
     b.set_moves(p.moves);
+    b.set_user_pinned(p.user_pinned);
 }
 
 pub(crate) fn read_process(
@@ -106,6 +109,7 @@ pub(crate) fn read_process(
         ppid: r.get_ppid(),
         pinned: Some(text(r.get_pinned())?).filter(|t| !t.is_empty()),
         moves: r.get_moves(),
+        user_pinned: r.get_user_pinned(),
     })
 }
 

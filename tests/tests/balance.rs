@@ -151,6 +151,67 @@ fn with_balancing_off_nothing_moves_and_unmovable_processes_never_do() {
 }
 
 #[test]
+fn pinned_processes_never_move_until_unpinned() {
+    let cluster = Cluster::start_with(3, one_cpu(&[]));
+    let procs: Vec<Proc> = (0..4)
+        .map(|_| {
+            let mut child = Proc::spawn(
+                cluster
+                    .ssirun(1)
+                    .args(["--node", "1", "--pin"])
+                    .arg(guest("spin"))
+                    .arg("0")
+                    .stdin(Stdio::null()),
+                "a pinned spin",
+            );
+            assert_eq!(child.line("its first line"), "spinning");
+            child
+        })
+        .collect();
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        per_node(&cluster),
+        [(1, 4)].into(),
+        "a pinned process moved"
+    );
+    let rows = cluster.ssictl_json(2, "ps");
+    assert!(rows.iter().all(|p| p["pinned"] == true), "{rows:?}");
+    // `ssictl pin PID NODE` moves one and keeps it there; unpinned, the
+    // others spread.
+    let pids: Vec<String> = rows
+        .iter()
+        .filter_map(|p| p["pid"].as_u64())
+        .map(|p| p.to_string())
+        .collect();
+    let out = cluster.ssictl(3, &["pin", &pids[0], "2"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for pid in &pids[1..] {
+        let out = cluster.ssictl(3, &["unpin", pid]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    wait_until("the unpinned processes to spread", WAIT, || {
+        let placed = per_node(&cluster);
+        placed.len() == 3 && placed.values().all(|n| *n <= 2)
+    });
+    let first = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64().map(|n| n.to_string()).as_deref() == Some(&pids[0]))
+        .expect("listed");
+    assert_eq!(first["node"], 2, "{first}");
+    assert_eq!(first["pinned"], true, "{first}");
+    drop(procs);
+}
+
+#[test]
 fn a_new_process_starts_where_there_is_room() {
     let cluster = Cluster::start_with(3, one_cpu(&[]));
     // Node 1's one core is taken; the next launch without --node goes

@@ -106,6 +106,18 @@ impl admin::Server for AdminServer {
         }
     }
 
+    fn pin(
+        self: CapRc<Self>,
+        params: admin::PinParams,
+        _: admin::PinResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            core.pin_anywhere(p.get_pid(), p.get_pinned()).await
+        }
+    }
+
     fn kill(
         self: CapRc<Self>,
         params: admin::KillParams,

@@ -80,7 +80,7 @@ impl NodeCore {
                     calls_per_s: 0.0,
                     home: home_of(pid),
                     movable: !not_freezable,
-                    pinned: false,
+                    pinned: b.slot.pinned.load(Ordering::Relaxed),
                 }
             })
             .collect();
@@ -188,6 +188,11 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 .into_iter()
                 .filter(|b| !moving_pids.contains(&b.pid))
                 .collect();
+            // Bodies on their way out count no more here.
+            let mut nodes = nodes;
+            if let Some(me) = nodes.iter_mut().find(|n| n.id == core.id) {
+                me.demand = candidates.iter().map(|b| b.cpu_now).sum();
+            }
             let picture = Picture {
                 me: core.id,
                 nodes: &nodes,

@@ -175,6 +175,19 @@ impl body_control::Server for BodyControlServer {
         ready(self.decide(Verdict::Resume))
     }
 
+    fn pin(
+        self: CapRc<Self>,
+        params: body_control::PinParams,
+        _: body_control::PinResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = params.get().map(|p| {
+            self.slot
+                .pinned
+                .store(p.get_pinned(), std::sync::atomic::Ordering::SeqCst)
+        });
+        ready(r)
+    }
+
     fn release(
         self: CapRc<Self>,
         _: body_control::ReleaseParams,

@@ -40,6 +40,7 @@ pub(crate) struct LaunchRequest {
     pub(crate) preopens: Vec<Preopen>,
     pub(crate) node: NodeId,
     pub(crate) ttys: Ttys,
+    pub(crate) pin: bool,
 }
 
 impl LaunchRequest {
@@ -67,6 +68,7 @@ impl LaunchRequest {
                 stdout: r.get_stdout_tty(),
                 stderr: r.get_stderr_tty(),
             },
+            pin: r.get_pin(),
         })
     }
 }
@@ -86,10 +88,11 @@ pub(crate) async fn launch(
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     ssi_remote::check_module(&program.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    let target = if spec.node == 0 {
-        core.place()
-    } else {
-        spec.node
+    // A pinned process with no node given stays at home.
+    let target = match spec.node {
+        0 if spec.pin => core.id,
+        0 => core.place(),
+        node => node,
     };
     // Checked before the process is set up, as well as when its body starts.
     core.can_host(target).map_err(failed)?;
@@ -113,6 +116,7 @@ pub(crate) async fn launch(
         command: spec.command,
         target,
         image: None,
+        pinned: spec.pin,
     };
     start_process(core, start, source, pump, console).await
 }
@@ -181,6 +185,7 @@ pub(crate) async fn restore(
         command: source.spec.args.join(" "),
         target,
         image: Some(image),
+        pinned: false,
     };
     start_process(core, start, source, pump, console).await
 }
@@ -193,6 +198,8 @@ pub(crate) struct Start {
     pub(crate) command: String,
     pub(crate) target: NodeId,
     pub(crate) image: Option<Vec<u8>>,
+    /// The balancer leaves it where it starts.
+    pub(crate) pinned: bool,
 }
 
 /// Enters a process into this home's table, starts its body and the task that
@@ -264,6 +271,7 @@ pub(crate) async fn run_process(
                 ppid: start.identity.ppid,
                 pinned: source.program.not_freezable.clone(),
                 moves: 0,
+                user_pinned: start.pinned,
             },
             identity: start.identity,
             deputy: source.deputy.clone(),
@@ -330,6 +338,7 @@ pub(crate) async fn start_body(
     source: &Source,
     image: Option<Vec<u8>>,
 ) -> Result<Running, capnp::Error> {
+    let pinned = core.is_pinned(pid);
     if target == core.id {
         let link_deputy = source.deputy.clone();
         let (program, spec) = (source.program.clone(), source.spec.clone());
@@ -344,6 +353,8 @@ pub(crate) async fn start_body(
         let (slot, started, end) = core
             .spawn_body(pid, source.program.clone(), make)
             .map_err(failed)?;
+        slot.pinned
+            .store(pinned, std::sync::atomic::Ordering::SeqCst);
         started
             .await
             .map_err(|_| failed("the body's thread went away"))?
@@ -386,6 +397,7 @@ pub(crate) async fn start_body(
         b.set_home(&core.address);
         b.set_secret(&secret);
         b.set_clock_offset(0);
+        b.set_pinned(pinned);
         req.send().promise
     };
     // A node that held the module may have restarted since: then it is sent.

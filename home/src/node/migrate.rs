@@ -143,6 +143,47 @@ impl NodeCore {
     }
 }
 
+impl NodeCore {
+    /// Pins or unpins a process whose home is this node: the balancer of the
+    /// node its body runs on leaves a pinned body where it is.
+    pub(crate) fn pin(&self, pid: Pid, pinned: bool) -> Result<(), capnp::Error> {
+        let orders = {
+            let mut p = self
+                .procs
+                .get_mut(&pid)
+                .ok_or_else(|| failed(format!("no process {pid}")))?;
+            p.info.user_pinned = pinned;
+            p.orders.clone()
+        };
+        orders
+            .send(Order::Pin(pinned))
+            .map_err(|_| failed(format!("process {pid} is ending")))
+    }
+
+    /// Pins or unpins a process of the cluster, at its home.
+    pub(crate) async fn pin_anywhere(&self, pid: Pid, pinned: bool) -> Result<(), capnp::Error> {
+        let home = home_of(pid);
+        if home == self.id {
+            return self.pin(pid, pinned);
+        }
+        let (_connection, peer) = home_peer(self, home, &format!("process {pid}")).await?;
+        let mut req = peer.pin_request();
+        req.get().set_pid(pid);
+        req.get().set_pinned(pinned);
+        req.send().promise.await?;
+        Ok(())
+    }
+}
+
+/// Asks any node to pin or unpin a process (`ssictl pin`, `ssictl unpin`).
+pub async fn admin_pin(admin: &admin::Client, pid: Pid, pinned: bool) -> Result<(), capnp::Error> {
+    let mut req = admin.pin_request();
+    req.get().set_pid(pid);
+    req.get().set_pinned(pinned);
+    req.send().promise.await?;
+    Ok(())
+}
+
 /// Asks any node to move a process (`ssictl migrate`).
 pub async fn admin_migrate(
     admin: &admin::Client,

@@ -71,7 +71,7 @@ pub use checkpoint::{admin_checkpoint, process_checkpoint, restore_request};
 pub use daemon::Daemon;
 pub use membership::{DOWN_AFTER, HEARTBEAT_EVERY};
 
-pub use migrate::admin_migrate;
+pub use migrate::{admin_migrate, admin_pin};
 pub use orders::Checkpoint;
 pub use signals::SignalError;
 pub use state::{Config, NodeCore, StartError};

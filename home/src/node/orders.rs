@@ -16,6 +16,8 @@ pub(crate) enum Order {
     Signal(Signal),
     /// Its session went away.
     Abandon,
+    /// It is pinned (or unpinned): the node its body runs on is told.
+    Pin(bool),
     Migrate {
         to: NodeId,
         reply: oneshot::Sender<Result<MigrationReport, String>>,

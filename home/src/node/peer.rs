@@ -109,7 +109,13 @@ impl peer::Server for PeerServer {
                 let link = NetLink::connect(&home, pid, &secret).map_err(|e| e.to_string())?;
                 Body::new(runtime, &made, &spec, Box::new(link)).map_err(|e| e.to_string())
             });
-            core.spawn_body(pid, program, make).map_err(failed)
+            let pinned = b.get_pinned();
+            let spawned = core.spawn_body(pid, program, make).map_err(failed)?;
+            spawned
+                .0
+                .pinned
+                .store(pinned, std::sync::atomic::Ordering::SeqCst);
+            Ok::<_, capnp::Error>(spawned)
         })();
         async move {
             let (slot, started, exit) = r?;
@@ -144,6 +150,10 @@ impl peer::Server for PeerServer {
             let (ticket, arrival) = core
                 .expect(pid, program, LinkSource::Remote(connecting))
                 .map_err(failed)?;
+            arrival
+                .slot
+                .pinned
+                .store(b.get_pinned(), std::sync::atomic::Ordering::SeqCst);
             let mut r = results.get();
             r.set_ticket(&ticket);
             r.set_arrival(capnp_rpc::new_client(ArrivalServer::new(
@@ -172,6 +182,21 @@ impl peer::Server for PeerServer {
             write_checkpoint_report(results.get().init_report(), &report);
             Ok(())
         }
+    }
+
+    fn pin(
+        self: CapRc<Self>,
+        params: peer::PinParams,
+        _: peer::PinResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = params.get().and_then(|p| {
+            let pid = p.get_pid();
+            if home_of(pid) != self.core.id {
+                return Err(failed(format!("process {pid} does not have its home here")));
+            }
+            self.core.pin(pid, p.get_pinned())
+        });
+        ready(r)
     }
 
     fn load_module(

@@ -179,6 +179,20 @@ impl Placement {
         }
     }
 
+    /// Tells the node the body runs on whether it is pinned.
+    pub(crate) fn pin(&self, pinned: bool) {
+        match self {
+            Placement::Local(slot) => slot
+                .pinned
+                .store(pinned, std::sync::atomic::Ordering::SeqCst),
+            Placement::Remote { control, .. } => {
+                let mut req = control.pin_request();
+                req.get().set_pinned(pinned);
+                tokio::task::spawn_local(req.send().promise.map(|_| ()));
+            }
+        }
+    }
+
     pub(crate) fn stop(&self) {
         match self {
             Placement::Local(slot) => slot.kill(),

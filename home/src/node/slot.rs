@@ -30,6 +30,8 @@ pub(crate) struct BodySlot {
     /// The body's thread is done with it.
     pub(crate) ended: AtomicBool,
     pub(crate) control: Mutex<Option<Control>>,
+    /// Its home pinned it: the balancer leaves it here.
+    pub(crate) pinned: AtomicBool,
     /// Why the body cannot be frozen, if it cannot.
     pub(crate) not_freezable: Mutex<Option<String>>,
     /// Where the image goes once the body is frozen.

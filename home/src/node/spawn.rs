@@ -78,6 +78,7 @@ impl NodeCore {
             command: args.join(" "),
             target,
             image: None,
+            pinned: false,
         };
         let source = Source {
             program,

@@ -188,6 +188,11 @@ impl NodeCore {
         self.id
     }
 
+    /// Whether a process of this home is pinned.
+    pub(crate) fn is_pinned(&self, pid: Pid) -> bool {
+        self.procs.get(&pid).is_some_and(|p| p.info.user_pinned)
+    }
+
     /// This node's status, as sent in heartbeats.
     pub fn status(&self) -> NodeStatus {
         let (cores, load1, mem_total, mem_available) = machine();

@@ -120,6 +120,7 @@ impl ProcessTask {
                     },
                 },
                 Order::Abandon => end(None, &mut fatal, &mut stopped),
+                Order::Pin(pinned) => running.place.pin(pinned),
                 Order::Migrate { reply, .. } if stopped.is_some() => {
                     let _ = reply.send(Err(self.is_stopped()));
                 }

@@ -337,6 +337,10 @@ pub(crate) async fn expect_at(
             source.program.clone(),
             LinkSource::Local(source.deputy.clone()),
         )?;
+        arrived
+            .slot
+            .pinned
+            .store(core.is_pinned(pid), std::sync::atomic::Ordering::SeqCst);
         // Until it arrives, the ticket stands; a migration given up drops
         // this future, and the ticket with it.
         let withdraw = Withdraw {
@@ -380,6 +384,7 @@ pub(crate) async fn expect_at(
         }
         b.set_home(&core.address);
         b.set_secret(&secret);
+        b.set_pinned(core.is_pinned(pid));
         req.send().promise
     };
     // The node holds the module, or is sent it first; one that no longer

@@ -53,6 +53,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Keep a process where it runs (moved to NODE first, if given): the
+    /// balancer never moves it (`migrate` still does).
+    Pin { pid: u32, node: Option<u16> },
+    /// Let the balancer move a pinned process again.
+    Unpin { pid: u32 },
     /// Write a running process's checkpoint to a file (its ghost image, its
     /// open files with their offsets, its pid, arguments and environment, and
     /// its module); `ssirun --restore FILE` restarts it, on any node.
@@ -156,7 +161,8 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
                     "ppid": p.ppid,
                     "pgid": p.pgid,
                     "migratable": p.pinned.is_none(),
-                    "pinned": p.pinned,
+                    "unmovable": p.pinned,
+                    "pinned": p.user_pinned,
                     "moves": p.moves,
                     "started_ms": p.started_ms,
                     "age_ms": now.saturating_sub(p.started_ms),
@@ -168,12 +174,23 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
         return Ok(());
     }
     println!(
-        "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>5} {:>9} {:>8} {:>7}  COMMAND",
-        "PID", "PPID", "PGID", "HOME", "NODE", "STATE", "MOVE", "MOVES", "TIME", "MEM", "AGE"
+        "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>3} {:>5} {:>9} {:>8} {:>7}  COMMAND",
+        "PID",
+        "PPID",
+        "PGID",
+        "HOME",
+        "NODE",
+        "STATE",
+        "MOVE",
+        "PIN",
+        "MOVES",
+        "TIME",
+        "MEM",
+        "AGE"
     );
     for p in procs {
         println!(
-            "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>5} {:>9} {:>8} {:>7}  {}",
+            "{:>10} {:>10} {:>10} {:>4} {:>4} {:<13} {:>4} {:>3} {:>5} {:>9} {:>8} {:>7}  {}",
             p.pid,
             p.ppid,
             p.pgid,
@@ -182,6 +199,7 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
             p.state.name(),
             // Whether it can be migrated and checkpointed (`--json` says why not).
             if p.pinned.is_none() { "yes" } else { "no" },
+            if p.user_pinned { "yes" } else { "-" },
             p.moves,
             cpu(p.cpu_ns),
             bytes(p.memory),
@@ -285,6 +303,33 @@ fn run(args: Args) -> Result<()> {
                     .promise
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                Ok(())
+            }
+            Command::Pin { pid, node } => {
+                let said = |e: capnp::Error| anyhow::anyhow!("{}", ssi_home::remote_message(&e));
+                if let Some(node) = node {
+                    // Where it runs already is where it stays.
+                    let at = ssi_home::admin_processes(&admin)
+                        .await
+                        .map_err(said)?
+                        .into_iter()
+                        .find(|p| p.pid == pid)
+                        .map(|p| p.node);
+                    if at != Some(node) {
+                        ssi_home::admin_migrate(&admin, pid, node)
+                            .await
+                            .map_err(said)?;
+                    }
+                }
+                ssi_home::admin_pin(&admin, pid, true).await.map_err(said)?;
+                println!("process {pid} is pinned");
+                Ok(())
+            }
+            Command::Unpin { pid } => {
+                ssi_home::admin_pin(&admin, pid, false)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                println!("process {pid} is no longer pinned");
                 Ok(())
             }
             Command::Migrate { pid, node, json } => {

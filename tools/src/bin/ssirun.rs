@@ -38,9 +38,14 @@ struct Args {
     /// local node's socket; `SSI_CONNECT` also sets it).
     #[arg(long, value_name = "SOCKET|HOST:PORT")]
     connect: Option<String>,
-    /// Start the body on node N (the home stays the node connected to).
+    /// Start the body on node N (the home stays the node connected to);
+    /// without it, the node connected to places it where there is room.
     #[arg(long, value_name = "N")]
     node: Option<u16>,
+    /// Keep the process where it starts (at home, or on --node N): the
+    /// balancer never moves it (`ssictl unpin` lets it).
+    #[arg(long)]
+    pin: bool,
     /// Restart a checkpoint (from `ssictl checkpoint` or --checkpoint-every)
     /// instead of starting a module: same pid where it can, files reopened at
     /// their offsets, streams attached to this command.
@@ -224,6 +229,7 @@ struct Program {
     argv: Vec<String>,
     env: Vec<String>,
     preopens: Vec<Preopen>,
+    pin: bool,
 }
 
 /// What to start: a module, or a checkpoint to restart.
@@ -352,6 +358,7 @@ fn run_on_node(
                 e.set_guest(&p.guest);
             }
             s.set_node(node.unwrap_or(0));
+            s.set_pin(program.pin);
             let ttys = ttys();
             s.set_stdin_tty(ttys.stdin);
             s.set_stdout_tty(ttys.stdout);
@@ -569,6 +576,7 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         argv,
         env,
         preopens,
+        pin: args.pin,
     })
 }
 
