@@ -89,6 +89,29 @@ fn is_newer_than(file: &Path, sources: &[&Path]) -> bool {
     }
 }
 
+/// Writes `started.wat` into `dir`: a module the instrumentation cannot
+/// handle (it has a start function, which a restore would run again), so
+/// it runs but can never be frozen or moved. Its start function prints
+/// `started`; `_start` loops without calls for ever. Its path.
+pub fn unfreezable_module(dir: &Path) -> PathBuf {
+    let module = dir.join("started.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "started\n")
+            (func $init
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 8))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (start $init)
+            (func (export "_start") (loop $l (br $l))))"#,
+    )
+    .expect("write the module");
+    module
+}
+
 /// The path of a built guest, by name (`hello`, `cfiles`, …).
 pub fn guest(name: &str) -> PathBuf {
     let p = guests_dir().join(format!("{name}.wasm"));

@@ -113,21 +113,7 @@ fn with_balancing_off_nothing_moves_and_unmovable_processes_never_do() {
     // function) never moves, however loaded its node.
     let cluster = Cluster::start_with(2, one_cpu(&[]));
     let dir = tempfile::tempdir().expect("tmp");
-    let module = dir.path().join("started.wat");
-    std::fs::write(
-        &module,
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 100) "started\n")
-            (func $init
-                (i32.store (i32.const 0) (i32.const 100))
-                (i32.store (i32.const 4) (i32.const 8))
-                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-            (start $init)
-            (func (export "_start") (loop $l (br $l))))"#,
-    )
-    .expect("write the module");
+    let module = ssi_tests::unfreezable_module(dir.path());
     let _stuck: Vec<Proc> = (0..3)
         .map(|_| {
             let mut p = Proc::spawn(

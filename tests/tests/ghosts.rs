@@ -360,21 +360,7 @@ fn a_move_to_a_silent_node_fails_and_the_process_goes_on_once() {
 fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
     let cluster = Cluster::start(3);
     let dir = tempfile::tempdir().expect("tmp");
-    let module = dir.path().join("started.wat");
-    std::fs::write(
-        &module,
-        r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 1)
-            (data (i32.const 100) "started\n")
-            (func $init
-                (i32.store (i32.const 0) (i32.const 100))
-                (i32.store (i32.const 4) (i32.const 8))
-                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
-            (start $init)
-            (func (export "_start") (loop $l (br $l))))"#,
-    )
-    .expect("write the module");
+    let module = ssi_tests::unfreezable_module(dir.path());
     let mut child = start_module(&cluster, 1, 2, &module, &[]);
     assert_eq!(child.line("the start function's line"), "started");
     let pid = pid_of(&cluster, "started.wat");
