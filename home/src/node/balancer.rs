@@ -26,6 +26,11 @@ use std::time::{Duration, Instant};
 /// How often the balancer measures and decides.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(250);
 
+/// How long an imbalance must last before the balancer acts on it: a peer's
+/// word can be a heartbeat old, and a body another node just sent there may
+/// not be in it yet; an imbalance seen only in such a word is gone by then.
+const PERSIST: Duration = Duration::from_millis(750);
+
 /// A body that used at least this share of a core over the last round ran:
 /// it counts as one runnable body. On a machine that several nodes share
 /// (or that runs other work) the CPU a body gets says little of what it
@@ -166,6 +171,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
     local.block_on(&rt, async move {
         let mut last = HashMap::new();
         let moving = Rc::new(Cell::new(0usize));
+        let mut wanted_since: Option<Instant> = None;
         loop {
             tokio::time::sleep(BALANCE_EVERY).await;
             let bodies = core.sample(&mut last);
@@ -199,7 +205,20 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 bodies: &candidates,
                 moving_out: moving.get(),
             };
-            for m in policy::decide(&picture, &core.policy, rand::random()) {
+            let moves = policy::decide(&picture, &core.policy, rand::random());
+            if moves.is_empty() {
+                wanted_since = None;
+                continue;
+            }
+            match wanted_since {
+                None => {
+                    wanted_since = Some(Instant::now());
+                    continue;
+                }
+                Some(since) if since.elapsed() < PERSIST => continue,
+                Some(_) => wanted_since = None,
+            }
+            for m in moves {
                 let known: Vec<String> = nodes
                     .iter()
                     .map(|n| format!("{}:{:.1}/{}@{}ms", n.id, n.demand, n.capacity, n.age_ms))
