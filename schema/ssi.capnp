@@ -129,8 +129,11 @@ interface Peer {
   # acknowledgement a migration waits for. Dropping `arrival` first
   # withdraws the ticket.
 
-  migrate @7 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
-  # Moves a process whose home is this node to `node`, now.
+  migrate @7 (pid :UInt32, node :UInt16, senderLoad :Float64) -> (report :MigrationReport);
+  # Moves a process whose home is this node to `node`, now. A balancer
+  # that asks gives the load of the node it decided on (`senderLoad` > 0),
+  # which the destination checks against its own; an administrator's move
+  # gives 0 and is not checked.
 
   checkpoint @8 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
   # Checkpoints a process whose home is this node into `sink`.
@@ -157,6 +160,9 @@ struct BodyLaunch {
   secret @6 :Data;          # with `pid`, redeemed at `home`: see `DeputyHello`
   clockOffset @7 :UInt64;   # where the body's monotonic clock starts, in ns
   pinned @8 :Bool;          # the balancer leaves it where it is
+  senderLoad @9 :Float64;   # with `Peer.receive` for a balancer's move: the
+                            # sender's load, which this node may refuse to
+                            # exceed (0: an administrator's move, not checked)
 }
 
 interface Arrival {

@@ -100,7 +100,9 @@ impl admin::Server for AdminServer {
         let core = self.core.clone();
         async move {
             let p = params.get()?;
-            let report = core.migrate_anywhere(p.get_pid(), p.get_node()).await?;
+            let report = core
+                .migrate_anywhere(p.get_pid(), p.get_node(), None)
+                .await?;
             write_migration(results.get().init_report(), &report);
             Ok(())
         }

@@ -148,6 +148,18 @@ impl NodeCore {
         nodes
     }
 
+    /// Whether this node takes a body a balancer sends it: with balancing
+    /// on, not if it would be more loaded than the sender (`sender_load`;
+    /// `None` for an administrator's move, which is always taken).
+    pub(crate) fn accepts(&self, sender_load: Option<f64>) -> Result<(), String> {
+        let Some(sender_load) = sender_load else {
+            return Ok(());
+        };
+        let mut me = self.load_picture().swap_remove(0);
+        me.closed = !self.balance;
+        policy::accept(&me, 0, sender_load)
+    }
+
     /// Where a new process starts when its launcher does not say: by the
     /// balancer's picture, or here with balancing off.
     pub(crate) fn place(&self) -> NodeId {
@@ -218,6 +230,11 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 Some(since) if since.elapsed() < PERSIST => continue,
                 Some(_) => wanted_since = None,
             }
+            let my_load = nodes
+                .iter()
+                .find(|n| n.id == core.id)
+                .map(|n| n.demand / n.capacity.max(1e-9))
+                .unwrap_or(0.0);
             for m in moves {
                 let known: Vec<String> = nodes
                     .iter()
@@ -241,7 +258,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 moving.set(moving.get() + 1);
                 let (core, moving) = (core.clone(), moving.clone());
                 tokio::task::spawn_local(async move {
-                    let moved = core.migrate_anywhere(m.pid, m.to).await;
+                    let moved = core.migrate_anywhere(m.pid, m.to, Some(my_load)).await;
                     {
                         let mut sent = core.sent.lock().unwrap_or_else(|p| p.into_inner());
                         match &moved {

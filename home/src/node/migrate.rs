@@ -29,6 +29,7 @@ impl ProcessTask {
         &self,
         running: &mut Running,
         to: NodeId,
+        sender_load: Option<f64>,
     ) -> Result<MigrationReport, String> {
         let (core, pid) = (&self.core, self.pid);
         let from = running.place.node(core.id);
@@ -49,7 +50,7 @@ impl ProcessTask {
         // module already (`NodeCore::migrate` sent it before this order), so a
         // pause never includes its compilation.
         let ((frozen, freeze_micros), expecting) =
-            futures::join!(freeze, expect_at(core, pid, to, &self.source));
+            futures::join!(freeze, expect_at(core, pid, to, &self.source, sender_load));
         let held = frozen.map_err(|e| format!("cannot migrate process {pid}: {e}"))?;
         let gave_up = |e: String, held: Held| {
             held.decide(Verdict::Resume);
@@ -99,8 +100,14 @@ impl ProcessTask {
 
 impl NodeCore {
     /// Moves a process whose home is this node to node `to` (see
-    /// `ProcessTask::migrate`).
-    pub async fn migrate(&self, pid: Pid, to: NodeId) -> Result<MigrationReport, capnp::Error> {
+    /// `ProcessTask::migrate`); `sender_load`, for a balancer's move, is
+    /// checked by the destination.
+    pub async fn migrate(
+        &self,
+        pid: Pid,
+        to: NodeId,
+        sender_load: Option<f64>,
+    ) -> Result<MigrationReport, capnp::Error> {
         // A node that may lack the module is sent it first, the process going
         // on meanwhile and taking its signals: only the move itself waits on
         // the process's task.
@@ -117,8 +124,12 @@ impl NodeCore {
                 .await
                 .map_err(|e| failed(format!("cannot move process {pid} to node {to}: {e}")))?;
         }
-        self.order(pid, "moved", |reply| Order::Migrate { to, reply })
-            .await
+        self.order(pid, "moved", |reply| Order::Migrate {
+            to,
+            sender_load,
+            reply,
+        })
+        .await
     }
 }
 
@@ -129,15 +140,17 @@ impl NodeCore {
         &self,
         pid: Pid,
         to: NodeId,
+        sender_load: Option<f64>,
     ) -> Result<MigrationReport, capnp::Error> {
         let home = home_of(pid);
         if home == self.id {
-            return self.migrate(pid, to).await;
+            return self.migrate(pid, to, sender_load).await;
         }
         let (_connection, peer) = home_peer(self, home, &format!("process {pid}")).await?;
         let mut req = peer.migrate_request();
         req.get().set_pid(pid);
         req.get().set_node(to);
+        req.get().set_sender_load(sender_load.unwrap_or(0.0));
         let reply = req.send().promise.await?;
         Ok(read_migration(reply.get()?.get_report()?))
     }

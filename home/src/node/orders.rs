@@ -20,6 +20,8 @@ pub(crate) enum Order {
     Pin(bool),
     Migrate {
         to: NodeId,
+        /// For a balancer's move: the load of the node that decided it.
+        sender_load: Option<f64>,
         reply: oneshot::Sender<Result<MigrationReport, String>>,
     },
     Checkpoint {

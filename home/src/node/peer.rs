@@ -139,6 +139,9 @@ impl peer::Server for PeerServer {
             let core = &self.core;
             let b = params.get()?.get_body()?;
             let pid = b.get_pid();
+            // A balancer's move is checked against this node's own load.
+            core.accepts(Some(b.get_sender_load()).filter(|l| *l > 0.0))
+                .map_err(failed)?;
             let program = self.program_of(b)?;
             let home = text(b.get_home())?;
             let secret = b.get_secret()?.to_vec();
@@ -235,7 +238,8 @@ impl peer::Server for PeerServer {
         let core = self.core.clone();
         async move {
             let p = params.get()?;
-            let report = core.migrate(p.get_pid(), p.get_node()).await?;
+            let sender_load = Some(p.get_sender_load()).filter(|l| *l > 0.0);
+            let report = core.migrate(p.get_pid(), p.get_node(), sender_load).await?;
             write_migration(results.get().init_report(), &report);
             Ok(())
         }

@@ -127,8 +127,12 @@ impl ProcessTask {
                 Order::Checkpoint { reply, .. } if stopped.is_some() => {
                     let _ = reply.send(Err(self.is_stopped()));
                 }
-                Order::Migrate { to, reply } => {
-                    let r = self.migrate(&mut running, to).await;
+                Order::Migrate {
+                    to,
+                    sender_load,
+                    reply,
+                } => {
+                    let r = self.migrate(&mut running, to, sender_load).await;
                     let _ = reply.send(r);
                 }
                 Order::Checkpoint { stop, reply } => {

@@ -330,8 +330,10 @@ pub(crate) async fn expect_at(
     pid: Pid,
     to: NodeId,
     source: &Source,
+    sender_load: Option<f64>,
 ) -> Result<Expecting, String> {
     if to == core.id {
+        core.accepts(sender_load)?;
         let (ticket, arrived) = core.expect(
             pid,
             source.program.clone(),
@@ -385,6 +387,7 @@ pub(crate) async fn expect_at(
         b.set_home(&core.address);
         b.set_secret(&secret);
         b.set_pinned(core.is_pinned(pid));
+        b.set_sender_load(sender_load.unwrap_or(0.0));
         req.send().promise
     };
     // The node holds the module, or is sent it first; one that no longer
@@ -502,7 +505,7 @@ pub(crate) async fn restore_at(
     source: &Source,
     image: Vec<u8>,
 ) -> Result<Running, String> {
-    let expecting = expect_at(core, pid, to, source).await?;
+    let expecting = expect_at(core, pid, to, source, None).await?;
     let (done, sent) = oneshot::channel();
     let (address, ticket) = (expecting.address.clone(), expecting.ticket);
     std::thread::Builder::new()
