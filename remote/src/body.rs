@@ -181,6 +181,7 @@ impl Body {
             memory: None,
             in_handler: false,
             sleep_until: None,
+            calls: Arc::new(AtomicU64::new(0)),
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);
@@ -249,6 +250,12 @@ impl Body {
     /// The size of the body's linear memory, kept current as it grows.
     pub fn memory_gauge(&self) -> Arc<AtomicU64> {
         self.memory_bytes.clone()
+    }
+
+    /// How many calls the body has sent its deputy, readable from other
+    /// threads (a balancer keeps a body that calls home often near it).
+    pub fn call_counter(&self) -> Arc<AtomicU64> {
+        self.store.data().calls.clone()
     }
 
     /// The body's CPU time, readable from other threads.

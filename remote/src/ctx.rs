@@ -78,6 +78,8 @@ pub struct BodyCtx {
     /// When a clock-only `poll_oneoff` cut short (by a signal, or a freeze)
     /// ends, on the body's monotonic clock: it goes on until then.
     pub(crate) sleep_until: Option<u64>,
+    /// Calls it has sent its deputy, readable from other threads.
+    pub(crate) calls: Arc<AtomicU64>,
 }
 
 /// The instrumentation's exports, with which the host unwinds and rewinds

@@ -198,6 +198,41 @@ fn pinned_processes_never_move_until_unpinned() {
 }
 
 #[test]
+fn a_process_that_calls_home_often_stays_there_while_cpu_bound_ones_leave() {
+    let cluster = Cluster::start_with(3, one_cpu(&[]));
+    let dir = tempfile::tempdir().expect("tmp");
+    // Millions of writes and opens at its home, node 1: I/O-bound.
+    let mut chatty = Proc::spawn(
+        cluster
+            .ssirun(1)
+            .args([
+                "--node",
+                "1",
+                "--dir",
+                &format!("{}::/", dir.path().display()),
+            ])
+            .arg(guest("syscalls"))
+            .arg("3000000")
+            .stdin(Stdio::null()),
+        "syscalls",
+    );
+    let chatty_pid = cluster.pid_of(1, "syscalls", |c| c.starts_with("syscalls.wasm"));
+    let _spins: Vec<Proc> = (0..2).map(|_| spin(&cluster, 1)).collect();
+    wait_until("the CPU-bound processes to leave node 1", WAIT, || {
+        per_node(&cluster).get(&1) == Some(&1)
+    });
+    assert_eq!(
+        nodes_by_pid(&cluster).get(&chatty_pid),
+        Some(&1),
+        "the process that calls home often was moved away from it"
+    );
+    assert!(
+        chatty.try_wait().is_none(),
+        "it ended before the others left"
+    );
+}
+
+#[test]
 fn a_new_process_starts_where_there_is_room() {
     let cluster = Cluster::start_with(3, one_cpu(&[]));
     // Node 1's one core is taken; the next launch without --node goes

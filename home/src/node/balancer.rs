@@ -50,7 +50,7 @@ fn runnable(used: f64) -> f64 {
 impl NodeCore {
     /// The bodies hosted here as the policy sees them, their CPU use now
     /// measured against the previous sample (`last`, kept by the caller).
-    fn sample(&self, last: &mut HashMap<Pid, (u64, Instant)>) -> Vec<BodyLoad> {
+    fn sample(&self, last: &mut HashMap<Pid, (u64, u64, Instant)>) -> Vec<BodyLoad> {
         let now = Instant::now();
         let mut seen = HashMap::new();
         let bodies = self
@@ -59,16 +59,20 @@ impl NodeCore {
             .map(|b| {
                 let pid = *b.key();
                 let cpu_ns = b.cpu.read_ns();
+                let calls = b.calls.load(Ordering::Relaxed);
                 // A body not measured yet (it has just started or arrived)
                 // is taken to run: it is about to.
-                let cpu_now = match last.get(&pid) {
-                    Some((before, at)) if now > *at => {
-                        cpu_ns.saturating_sub(*before) as f64
-                            / now.duration_since(*at).as_nanos() as f64
+                let (cpu_now, calls_per_s) = match last.get(&pid) {
+                    Some((cpu_before, calls_before, at)) if now > *at => {
+                        let span = now.duration_since(*at);
+                        (
+                            cpu_ns.saturating_sub(*cpu_before) as f64 / span.as_nanos() as f64,
+                            calls.saturating_sub(*calls_before) as f64 / span.as_secs_f64(),
+                        )
                     }
-                    _ => 1.0,
+                    _ => (1.0, 0.0),
                 };
-                seen.insert(pid, (cpu_ns, now));
+                seen.insert(pid, (cpu_ns, calls, now));
                 let not_freezable = b
                     .slot
                     .not_freezable
@@ -81,8 +85,7 @@ impl NodeCore {
                     cpu_ms: cpu_ns / 1_000_000,
                     memory: b.memory.load(Ordering::Relaxed),
                     since_move_ms: b.since.elapsed().as_millis() as u64,
-                    // Calls home are not counted yet: no body is held as I/O-bound.
-                    calls_per_s: 0.0,
+                    calls_per_s,
                     home: home_of(pid),
                     movable: !not_freezable,
                     pinned: b.slot.pinned.load(Ordering::Relaxed),

@@ -88,6 +88,7 @@ impl NodeCore {
                 slot: slot.clone(),
                 memory: body.memory_gauge(),
                 cpu: body.cpu_meter(),
+                calls: body.call_counter(),
                 since: std::time::Instant::now(),
             },
         );

@@ -18,6 +18,8 @@ pub(crate) struct HostedBody {
     pub(crate) slot: Arc<BodySlot>,
     pub(crate) memory: Arc<AtomicU64>,
     pub(crate) cpu: ssi_remote::CpuMeter,
+    /// Calls it has sent its deputy.
+    pub(crate) calls: Arc<AtomicU64>,
     /// When it started or arrived here (a move's residency counts from it).
     pub(crate) since: std::time::Instant,
 }

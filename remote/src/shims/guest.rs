@@ -199,6 +199,8 @@ impl BodyCtx {
         if self.control.killing() {
             return Err(Fail::Trap(crate::ctx::Killed.into()));
         }
+        self.calls
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         match self.link.call(call) {
             Ok(Ok(reply)) => Ok(reply),
             Ok(Err(errno)) => Err(Fail::Errno(errno)),
