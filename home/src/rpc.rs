@@ -59,10 +59,12 @@ impl fmt::Display for Endpoint {
 /// Why a node could not be reached.
 #[derive(Debug, thiserror::Error)]
 pub enum ConnectError {
-    #[error("cannot connect to {endpoint}: {source}")]
+    /// (The cause is part of the message, not a source of its own: a chain
+    /// printed whole would say it twice.)
+    #[error("cannot connect to {endpoint}: {cause}")]
     Io {
         endpoint: Endpoint,
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("cannot connect to {0}: no answer within {CONNECT_TIMEOUT:?}")]
     Timeout(Endpoint),
@@ -125,9 +127,9 @@ impl Drop for Connection {
 /// Connects to a node. Must run inside a `LocalSet`: the connection is driven
 /// by a local task.
 pub async fn connect(endpoint: &Endpoint) -> Result<Connection, ConnectError> {
-    let io = |source| ConnectError::Io {
+    let io = |cause| ConnectError::Io {
         endpoint: endpoint.clone(),
-        source,
+        cause,
     };
     let connecting = async {
         let (gateway, rpc) = match endpoint {

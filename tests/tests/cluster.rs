@@ -222,7 +222,10 @@ fn bad_cluster_requests_get_clear_errors() {
         "ssictl with no node",
     );
     assert_eq!(out.status.code(), Some(1));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("is `ssid` running?"));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is `ssid` running?"), "{err}");
+    // The cause is said once.
+    assert_eq!(err.matches("No such file or directory").count(), 1, "{err}");
     // A malformed module is refused by the home, before any body starts.
     let dir = tempfile::tempdir().expect("tmp");
     let bad = dir.path().join("bad.wasm");
