@@ -357,6 +357,70 @@ fn ssid_takes_its_settings_from_a_toml_file() {
 }
 
 #[test]
+fn one_member_list_serves_every_node_including_its_own_entry() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("port")
+        .port();
+    let me = format!("127.0.0.1:{port}");
+    let socket = dir.path().join("n7.sock");
+    let mut daemon = Proc::spawn(
+        Command::new(bin("ssid"))
+            .args([
+                "--node-id",
+                "7",
+                "--listen",
+                &me,
+                "--peer",
+                &format!("7={me}"),
+            ])
+            .args(["--peer", "8=127.0.0.1:1", "--socket"])
+            .arg(&socket)
+            .stdin(Stdio::null()),
+        "ssid listed among its own peers",
+    );
+    let mut nodes = Vec::new();
+    wait_until("ssid to start", WAIT, || {
+        let out = run(
+            Command::new(bin("ssictl"))
+                .arg("--connect")
+                .arg(&socket)
+                .args(["nodes", "--json"]),
+            "ssictl nodes",
+        );
+        if out.status.success() {
+            nodes = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
+        }
+        out.status.success()
+    });
+    let ids: Vec<u64> = nodes.iter().filter_map(|n| n["id"].as_u64()).collect();
+    assert_eq!(ids, [7, 8], "{nodes:?}");
+    daemon.kill();
+    // Its id with another address is an error that says so.
+    let out = run(
+        Command::new(bin("ssid"))
+            .args([
+                "--node-id",
+                "7",
+                "--listen",
+                &me,
+                "--peer",
+                "7=127.0.0.1:1",
+                "--socket",
+            ])
+            .arg(dir.path().join("other.sock")),
+        "ssid with its id at another address",
+    );
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("has the id of this node but another address"),
+        "{err}"
+    );
+}
+
+#[test]
 fn nodes_that_join_through_one_peer_learn_of_each_other() {
     // Node 1 knows nobody; nodes 2 and 3 know only node 1.
     let cluster = Cluster::start_seeded(3);

@@ -83,8 +83,12 @@ pub enum StartError {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("peer {0} has the id of this node")]
-    SelfPeer(NodeId),
+    #[error("peer {id} has the id of this node but another address ({address}, not {listen})")]
+    SelfPeer {
+        id: NodeId,
+        address: String,
+        listen: String,
+    },
     #[error("cannot start the node's threads: {0}")]
     Thread(std::io::Error),
 }
@@ -138,8 +142,16 @@ impl NodeCore {
     pub fn new(config: &Config, runtime: Runtime) -> Result<Arc<Self>, StartError> {
         let peers = DashMap::new();
         for (id, address) in &config.peers {
+            // One member list can serve every node: a node skips its own entry.
             if *id == config.id {
-                return Err(StartError::SelfPeer(*id));
+                if *address == config.listen {
+                    continue;
+                }
+                return Err(StartError::SelfPeer {
+                    id: *id,
+                    address: address.clone(),
+                    listen: config.listen.clone(),
+                });
             }
             peers.insert(
                 *id,
