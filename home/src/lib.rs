@@ -358,6 +358,12 @@ impl Process<'_> {
                 let (lock, wake) = &*done;
                 let mut ended = lock.lock().unwrap_or_else(|p| p.into_inner());
                 loop {
+                    // Checked under the lock before each wait: a program that
+                    // ended before this thread first waited (its notice then
+                    // went to nobody) does not keep `ssirun` a whole period.
+                    if *ended {
+                        return;
+                    }
                     let (guard, waited) = wake
                         .wait_timeout(ended, every)
                         .unwrap_or_else(|p| p.into_inner());

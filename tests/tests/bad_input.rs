@@ -158,3 +158,36 @@ fn exit_status_out_of_range_is_an_error() {
         out.stderr_text()
     );
 }
+
+#[test]
+fn a_checkpoint_dir_that_does_not_exist_is_made_and_a_file_is_refused() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let hello = ssi_tests::guest("hello").display().to_string();
+    let missing = dir.path().join("new/checkpoints");
+    let missing_arg = missing.display().to_string();
+    let started = std::time::Instant::now();
+    let out = ssirun(&[
+        "--checkpoint-every",
+        "30",
+        "--checkpoint-dir",
+        &missing_arg,
+        &hello,
+    ]);
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    // It ends when the program does, not a checkpoint period later.
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(20),
+        "ssirun lingered {:?} after its program ended",
+        started.elapsed()
+    );
+    assert!(missing.is_dir(), "the directory was made");
+    let file = write(&dir, "a-file", b"x");
+    let out = ssirun(&[
+        "--checkpoint-every",
+        "10",
+        "--checkpoint-dir",
+        &file,
+        &hello,
+    ]);
+    one_line_error(&out, "it is a file, not a directory");
+}

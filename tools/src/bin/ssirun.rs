@@ -255,9 +255,15 @@ fn periodic(args: &Args) -> Result<Option<Periodic>> {
         .with_context(|| {
             format!("--checkpoint-every {every}: expected a positive number of seconds")
         })?;
+    // A directory that does not exist yet is made (as `mkdir -p`); one
+    // that is a file is an error that says so.
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("--checkpoint-dir {}: cannot create it", dir.display()))?;
+    }
     anyhow::ensure!(
         dir.is_dir(),
-        "--checkpoint-dir {}: not a directory",
+        "--checkpoint-dir {}: it is a file, not a directory",
         dir.display()
     );
     Ok(Some(Periodic {
