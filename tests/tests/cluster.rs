@@ -254,6 +254,26 @@ fn bad_cluster_requests_get_clear_errors() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already listening"));
 }
 
+/// Waits until the node on `socket` answers (`what` names the wait), and
+/// returns its `ssictl nodes --json`.
+fn nodes_once_up(socket: &std::path::Path, what: &str) -> Vec<serde_json::Value> {
+    let mut nodes = Vec::new();
+    wait_until(what, WAIT, || {
+        let out = run(
+            Command::new(bin("ssictl"))
+                .arg("--connect")
+                .arg(socket)
+                .args(["nodes", "--json"]),
+            "ssictl nodes",
+        );
+        if out.status.success() {
+            nodes = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
+        }
+        out.status.success()
+    });
+    nodes
+}
+
 #[test]
 fn ssid_takes_its_settings_from_a_toml_file() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -279,20 +299,7 @@ fn ssid_takes_its_settings_from_a_toml_file() {
             .stdin(Stdio::null()),
         "ssid --config",
     );
-    let mut nodes = Vec::new();
-    wait_until("ssid to start from its config file", WAIT, || {
-        let out = run(
-            Command::new(bin("ssictl"))
-                .arg("--connect")
-                .arg(&socket)
-                .args(["nodes", "--json"]),
-            "ssictl nodes",
-        );
-        if out.status.success() {
-            nodes = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
-        }
-        out.status.success()
-    });
+    let nodes = nodes_once_up(&socket, "ssid to start from its config file");
     assert_eq!(nodes[0]["id"], 5);
     assert_eq!(nodes[0]["state"], "up");
     assert_eq!(nodes[1]["id"], 6);
@@ -380,20 +387,7 @@ fn one_member_list_serves_every_node_including_its_own_entry() {
             .stdin(Stdio::null()),
         "ssid listed among its own peers",
     );
-    let mut nodes = Vec::new();
-    wait_until("ssid to start", WAIT, || {
-        let out = run(
-            Command::new(bin("ssictl"))
-                .arg("--connect")
-                .arg(&socket)
-                .args(["nodes", "--json"]),
-            "ssictl nodes",
-        );
-        if out.status.success() {
-            nodes = serde_json::from_slice::<Vec<serde_json::Value>>(&out.stdout).expect("json");
-        }
-        out.status.success()
-    });
+    let nodes = nodes_once_up(&socket, "ssid to start");
     let ids: Vec<u64> = nodes.iter().filter_map(|n| n["id"].as_u64()).collect();
     assert_eq!(ids, [7, 8], "{nodes:?}");
     daemon.kill();
