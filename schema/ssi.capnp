@@ -129,17 +129,29 @@ interface Peer {
   # acknowledgement a migration waits for. Dropping `arrival` first
   # withdraws the ticket.
 
-  migrate @7 (pid :UInt32, node :UInt16, senderLoad :Float64) -> (report :MigrationReport);
+  migrate @7 (pid :UInt32, node :UInt16, senderLoad :Float64, cause :MoveCause, why :Text) -> (report :MigrationReport);
   # Moves a process whose home is this node to `node`, now. A balancer
   # that asks gives the load of the node it decided on (`senderLoad` > 0),
   # which the destination checks against its own; an administrator's move
-  # gives 0 and is not checked.
+  # gives 0 and is not checked. `cause` is who decided it and `why`, for
+  # its event.
 
   checkpoint @8 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
   # Checkpoints a process whose home is this node into `sink`.
 
   pin @10 (pid :UInt32, pinned :Bool) -> ();
   # Pins or unpins a process whose home is this node.
+
+  events @11 (sink :EventSink, backlog :UInt32, follow :Bool) -> ();
+  # Pushes this node's own events into `sink`: its last `backlog` first,
+  # and with `follow` every new one as it happens, until a push fails.
+  # Answers once the backlog is pushed. What this node observed of other
+  # nodes (a peer down) is not pushed: each node says it of itself, and
+  # the node serving `Admin.events` adds its own view.
+
+  drain @12 (draining :Bool) -> (moved :UInt32, stayed :List(Text));
+  # Drains this node (moves every body it can off, and takes no new ones)
+  # or undrains it. `stayed` says why each body that stays could not move.
 
   loadModule @9 (module :Data) -> ();
   # Loads (instruments and compiles) a module, to hold it for bodies to
@@ -261,6 +273,46 @@ interface Admin {
   pin @5 (pid :UInt32, pinned :Bool) -> ();
   # Pins a process where it runs (the balancer never moves it; `migrate`
   # still does) or unpins it. Forwarded to its home.
+
+  events @6 (sink :EventSink, backlog :UInt32, follow :Bool) -> ();
+  # The cluster's events, pushed into `sink`: the last `backlog` of every
+  # node that answers (each batch in time order), then, with `follow`,
+  # every new one as it happens, until a push fails or the caller goes.
+  # Answers once every backlog is pushed. A node that comes up later is
+  # followed from then on.
+
+  drain @7 (node :UInt16, draining :Bool) -> (moved :UInt32, stayed :List(Text));
+  # Drains node `node` (its bodies move to other nodes, the balancer and
+  # new processes keep away from it) or undrains it. Forwarded to it.
+}
+
+# Who decided a move.
+enum MoveCause {
+  admin @0;                 # `ssictl migrate`, `ssictl pin NODE`, the dashboard
+  balancer @1;
+  drain @2;                 # `ssictl drain`
+}
+
+# Something that happened to a process or a node.
+struct ClusterEvent {
+  timeMs @0 :UInt64;        # wall clock, ms since the Unix epoch
+  kind @1 :Text;            # started, exited, killed, trapped, lost, moved,
+                            # refused, checkpointed, stopped, continued,
+                            # pinned, unpinned, up, down, joined, drained, undrained
+  pid @2 :UInt32;           # 0 for an event of a node
+  node @3 :UInt16;          # where it happened (for a move: where it went)
+  message @4 :Text;         # what happened, for people
+  from @5 :UInt16;          # a move: where from
+  by @6 :Text;              # a move: admin, balancer, drain
+  frozenMicros @7 :UInt64;  # a move or checkpoint: how long the body was frozen
+  status @8 :Int32;         # exited: its status; killed: its signal
+  recorder @9 :UInt16;      # the node that recorded it
+  seq @10 :UInt64;          # its place in the recorder's sequence
+}
+
+# Receives cluster events.
+interface EventSink {
+  push @0 (events :List(ClusterEvent)) -> ();
 }
 
 struct CheckpointReport {
@@ -325,6 +377,7 @@ struct NodeStatus {
   capacity @9 :Float64;     # what it runs at once, in cores (`ssid --cpus`)
   demand @10 :Float64;      # the CPU its bodies use now, in cores
   balancing @11 :Bool;      # it moves bodies by itself (`ssid --balance on`)
+  draining @12 :Bool;       # it is drained: no new bodies go there
 }
 
 struct Member {

@@ -14,6 +14,7 @@
 //! It knows nothing of terminals' raw modes or of command-line parsing.
 
 mod console;
+pub mod events;
 mod node;
 mod pid;
 pub mod policy;
@@ -24,9 +25,9 @@ mod wire;
 
 pub use console::{ConsolePump, Flusher, Ttys, console_stdio};
 pub use node::{
-    Checkpoint, Config, DOWN_AFTER, Daemon, HEARTBEAT_EVERY, NodeCore, SignalError, StartError,
-    admin_checkpoint, admin_migrate, admin_nodes, admin_pin, admin_processes, process_checkpoint,
-    restore_request,
+    Checkpoint, Config, DOWN_AFTER, Daemon, DrainOutcome, HEARTBEAT_EVERY, NodeCore, SignalError,
+    StartError, admin_checkpoint, admin_drain, admin_events, admin_migrate, admin_nodes, admin_pin,
+    admin_processes, process_checkpoint, restore_request,
 };
 pub use pid::{MAX_NODE_ID, NodeId, Pid, PidAllocator, PidError, home_of};
 pub use reports::{

@@ -118,6 +118,13 @@ impl std::ops::Deref for Connection {
     }
 }
 
+impl Connection {
+    /// The connection has closed (the node went, or the link broke).
+    pub fn is_closed(&self) -> bool {
+        self.task.is_finished()
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         self.task.abort();

@@ -24,6 +24,8 @@ pub struct NodeStatus {
     pub demand: f64,
     /// It moves bodies by itself.
     pub balancing: bool,
+    /// It is drained: no new bodies go there.
+    pub draining: bool,
 }
 
 /// The machine's cores, one-minute load and memory; zero where unknown.
@@ -66,6 +68,7 @@ pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &Node
     b.set_capacity(s.capacity);
     b.set_demand(s.demand);
     b.set_balancing(s.balancing);
+    b.set_draining(s.draining);
     let mut known = b.init_known(s.known.len() as u32);
     for (i, (id, address)) in s.known.iter().enumerate() {
         let mut m = known.reborrow().get(i as u32);
@@ -95,6 +98,7 @@ pub(crate) fn read_status(
         capacity: r.get_capacity(),
         demand: r.get_demand(),
         balancing: r.get_balancing(),
+        draining: r.get_draining(),
     })
 }
 

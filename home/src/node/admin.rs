@@ -9,12 +9,13 @@ use super::checkpoint::cluster_checkpoint;
 use super::membership::DOWN_AFTER;
 use super::signals::{cluster_signal, signal_arg};
 use super::state::NodeCore;
+use crate::events::MoveCause;
 use crate::reports::{
     NodeInfo, read_node, read_process, write_checkpoint_report, write_migration, write_node,
     write_process,
 };
 use crate::rpc::{Endpoint, connect};
-use crate::wire::failed;
+use crate::wire::{failed, set_texts};
 use crate::{Pid, ProcessInfo};
 use capnp::capability::Rc as CapRc;
 use ssi_schema::admin;
@@ -101,9 +102,44 @@ impl admin::Server for AdminServer {
         async move {
             let p = params.get()?;
             let report = core
-                .migrate_anywhere(p.get_pid(), p.get_node(), None)
+                .migrate_anywhere(
+                    p.get_pid(),
+                    p.get_node(),
+                    None,
+                    MoveCause::Admin,
+                    "asked by an administrator",
+                )
                 .await?;
             write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn events(
+        self: CapRc<Self>,
+        params: admin::EventsParams,
+        _: admin::EventsResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            core.push_cluster_events(p.get_sink()?, p.get_backlog(), p.get_follow())
+                .await
+        }
+    }
+
+    fn drain(
+        self: CapRc<Self>,
+        params: admin::DrainParams,
+        mut results: admin::DrainResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            let outcome = core.drain_anywhere(p.get_node(), p.get_draining()).await?;
+            let mut r = results.get();
+            r.set_moved(outcome.moved);
+            set_texts(r.init_stayed(outcome.stayed.len() as u32), &outcome.stayed);
             Ok(())
         }
     }

@@ -12,6 +12,7 @@
 
 use super::membership::HEARTBEAT_EVERY;
 use super::state::{NodeCore, Sent};
+use crate::events::MoveCause;
 use crate::policy::{self, BodyLoad, NodeLoad, Picture};
 use crate::rpc::thread_runtime;
 use crate::status::machine;
@@ -115,7 +116,7 @@ impl NodeCore {
             demand: *self.demand.lock().unwrap_or_else(|p| p.into_inner()),
             free_memory: mem_available,
             age_ms: 0,
-            closed: false,
+            closed: self.is_draining(),
         }];
         nodes.extend(self.peers.iter().filter_map(|p| {
             let s = p.status.as_ref()?;
@@ -145,16 +146,23 @@ impl NodeCore {
                     .last_seen
                     .map(|t| t.elapsed().as_millis() as u64)
                     .unwrap_or(u64::MAX),
-                closed: !p.up || !s.balancing,
+                closed: !p.up || !s.balancing || s.draining,
             })
         }));
         nodes
     }
 
-    /// Whether this node takes a body a balancer sends it: with balancing
-    /// on, not if it would be more loaded than the sender (`sender_load`;
-    /// `None` for an administrator's move, which is always taken).
+    /// Whether this node takes a body a move brings: not while it is
+    /// drained; a balancer's, with balancing on, not if it would be more
+    /// loaded than the sender (`sender_load`; `None` for an administrator's
+    /// move).
     pub(crate) fn accepts(&self, sender_load: Option<f64>) -> Result<(), String> {
+        if self.is_draining() {
+            return Err(format!(
+                "node {} is drained (`ssictl undrain {}` lets it take work again)",
+                self.id, self.id
+            ));
+        }
         let Some(sender_load) = sender_load else {
             return Ok(());
         };
@@ -164,9 +172,9 @@ impl NodeCore {
     }
 
     /// Where a new process starts when its launcher does not say: by the
-    /// balancer's picture, or here with balancing off.
+    /// balancer's picture, or here with balancing off (unless drained).
     pub(crate) fn place(&self) -> NodeId {
-        if !self.balance {
+        if !self.balance && !self.is_draining() {
             return self.id;
         }
         policy::place(
@@ -261,7 +269,9 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 moving.set(moving.get() + 1);
                 let (core, moving) = (core.clone(), moving.clone());
                 tokio::task::spawn_local(async move {
-                    let moved = core.migrate_anywhere(m.pid, m.to, Some(my_load)).await;
+                    let moved = core
+                        .migrate_anywhere(m.pid, m.to, Some(my_load), MoveCause::Balancer, &m.why)
+                        .await;
                     {
                         let mut sent = core.sent.lock().unwrap_or_else(|p| p.into_inner());
                         match &moved {

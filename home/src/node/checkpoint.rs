@@ -88,6 +88,20 @@ impl ProcessTask {
             image,
             done: Some(done),
         };
+        let mut e = crate::events::Event::new(
+            "checkpointed",
+            checkpoint.report.node,
+            format!(
+                "process {pid} checkpointed on node {}: a {} KiB image, frozen {:.1} ms{}",
+                checkpoint.report.node,
+                checkpoint.report.image_bytes / 1024,
+                freeze_micros as f64 / 1000.0,
+                if stop { ", to stop" } else { "" }
+            ),
+        )
+        .of(pid);
+        e.frozen_micros = Some(freeze_micros);
+        self.core.record(e);
         if !stop {
             self.set_state(ProcState::Running, None);
             held.decide(Verdict::Resume);

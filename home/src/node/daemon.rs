@@ -62,6 +62,11 @@ impl Daemon {
                 }
             })
             .map_err(StartError::Thread)?;
+        core.record(crate::events::Event::new(
+            "up",
+            core.id,
+            format!("node {} ({}) is up", core.id, core.address),
+        ));
         let c = core.clone();
         std::thread::Builder::new()
             .name("heartbeat".into())

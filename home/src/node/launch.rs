@@ -18,6 +18,7 @@ use super::table::{HomeProc, Notice};
 use super::task::ProcessTask;
 use super::transfer::{NO_MODULE, peer_at, remote_running, restore_at, send_module, while_up};
 use crate::console::{Interrupter, Ttys, console_stdio};
+use crate::events::Event;
 use crate::wire::{ExitReport, failed, set_texts, text, texts};
 use crate::{NodeId, Pid, ProcState, ProcessInfo};
 use futures::FutureExt;
@@ -239,6 +240,7 @@ pub(crate) async fn run_process(
     flusher: Option<crate::console::Flusher>,
 ) -> Result<(ExitFuture, flume::Sender<Order>), capnp::Error> {
     let pid = start.pid;
+    let command = start.command.clone();
     // Taken now: once the body runs, it may hold its deputy in a call that
     // waits for this thread (a read of the console).
     let signals = {
@@ -263,7 +265,7 @@ pub(crate) async fn run_process(
                 home: core.id,
                 node: start.target,
                 state: ProcState::Running,
-                command: start.command,
+                command: command.clone(),
                 started_ms: now_ms(),
                 cpu_ns: 0,
                 memory: 0,
@@ -293,6 +295,17 @@ pub(crate) async fn run_process(
             return Err(e);
         }
     };
+    core.record(
+        Event::new(
+            "started",
+            start.target,
+            format!(
+                "process {pid} started on node {}: {}",
+                start.target, command
+            ),
+        )
+        .of(pid),
+    );
     let (done, report) = oneshot::channel::<ExitReport>();
     let task = ProcessTask {
         core: core.clone(),
@@ -304,6 +317,7 @@ pub(crate) async fn run_process(
         source,
         links: Default::default(),
     };
+    let core_ = core.clone();
     tokio::task::spawn_local(async move {
         let report = task.run(first, orders).await;
         tracing::debug!(pid, ?report, "process ended");
@@ -313,8 +327,13 @@ pub(crate) async fn run_process(
             flusher.close().await;
             tracing::debug!(pid, "its output reached its session");
         }
+        // Told before the table lets it go (where its body was is there).
+        let event = ended(&core_, pid, &report);
         reap.ended(&report);
         drop(reap);
+        if let Some(e) = event {
+            core_.record(e);
+        }
         let _ = done.send(report);
         tracing::debug!(pid, "its end is told");
     });
@@ -433,4 +452,44 @@ pub(crate) async fn start_body(
         gateway,
         control,
     ))
+}
+
+/// A process's end as an event: where its body was, and how it ended
+/// (none for a body that moved on, whose process goes on).
+fn ended(core: &NodeCore, pid: Pid, report: &ExitReport) -> Option<Event> {
+    let node = core.procs.get(&pid).map_or(core.id, |p| p.info.node);
+    let (kind, status, what) = match report {
+        ExitReport::Status(code) => ("exited", Some(*code), format!("exited with status {code}")),
+        ExitReport::Signaled(n) => (
+            "killed",
+            Some(i32::from(*n)),
+            format!("was killed by {}", signal_name(*n)),
+        ),
+        ExitReport::Trap(lines) => (
+            "trapped",
+            None,
+            format!(
+                "trapped: {}",
+                lines.first().map(String::as_str).unwrap_or("wasm trap")
+            ),
+        ),
+        ExitReport::Failed(lines) => ("failed", None, format!("failed: {}", lines.join("; "))),
+        ExitReport::Lost(why) => ("lost", None, format!("was lost: {why}")),
+        ExitReport::Checkpointed => (
+            "exited",
+            None,
+            "ended after its checkpoint (stopped there)".to_string(),
+        ),
+        ExitReport::Moved => return None,
+    };
+    let mut e = Event::new(kind, node, format!("process {pid} {what}")).of(pid);
+    e.status = status;
+    Some(e)
+}
+
+/// A signal's name (SIGTERM), or its number.
+fn signal_name(n: u8) -> String {
+    ssi_deputy::Signal::from_number(n)
+        .map(|s| s.to_string())
+        .unwrap_or_else(|| format!("signal {n}"))
 }

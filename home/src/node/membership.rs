@@ -7,6 +7,7 @@
 //! Must not know: processes beyond killing a lost home's bodies.
 
 use super::state::{NodeCore, PeerState};
+use crate::events::Event;
 use crate::reports::NodeInfo;
 use crate::rpc::{Endpoint, connect, thread_runtime};
 use crate::status::{NodeStatus, read_status, write_status};
@@ -33,7 +34,19 @@ impl NodeCore {
             status: None,
         });
         if !entry.up {
+            // First seen by this node: it joined; seen again: it is back up.
+            let joined = entry.last_seen.is_none();
             tracing::info!(node = id, address = %status.address, "peer is up");
+            let (kind, what) = if joined {
+                ("joined", "joined the cluster")
+            } else {
+                ("up", "is up")
+            };
+            self.record(Event::new(
+                kind,
+                id,
+                format!("node {id} ({}) {what}", status.address),
+            ));
         }
         entry.up = true;
         entry.last_seen = Some(Instant::now());
@@ -73,6 +86,22 @@ impl NodeCore {
         }
         for (id, address) in gone {
             tracing::warn!(node = id, %address, "peer stopped answering: marked down");
+            let lost = self
+                .bodies
+                .iter()
+                .filter(|b| home_of(*b.key()) == id)
+                .count();
+            self.record(Event::new(
+                "down",
+                id,
+                format!(
+                    "node {id} ({address}) stopped answering: down{}",
+                    match lost {
+                        0 => String::new(),
+                        n => format!("; {n} bodies here whose home it was are killed"),
+                    }
+                ),
+            ));
             self.peer_modules.retain(|(node, _), _| *node != id);
             for b in self.bodies.iter() {
                 if home_of(*b.key()) == id {

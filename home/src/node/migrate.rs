@@ -13,6 +13,7 @@ use super::slot::Verdict;
 use super::state::NodeCore;
 use super::task::ProcessTask;
 use super::transfer::{expect_at, home_peer, send_module};
+use crate::events::{Event, MoveCause};
 use crate::reports::{MigrationReport, read_migration};
 use crate::wire::failed;
 use crate::{NodeId, Pid, ProcState, home_of};
@@ -107,6 +108,53 @@ impl NodeCore {
         pid: Pid,
         to: NodeId,
         sender_load: Option<f64>,
+        cause: MoveCause,
+        why: &str,
+    ) -> Result<MigrationReport, capnp::Error> {
+        let moved = self.migrate_here(pid, to, sender_load).await;
+        let by = cause.name();
+        match &moved {
+            Ok(r) => {
+                let mut e = Event::new(
+                    "moved",
+                    r.to,
+                    format!(
+                        "process {pid} moved from node {} to node {} by the {by} ({why}): frozen {:.1} ms, {:.1} ms in all, {} KiB sent",
+                        r.from,
+                        r.to,
+                        r.freeze_micros as f64 / 1000.0,
+                        r.total_micros as f64 / 1000.0,
+                        r.image_bytes / 1024
+                    ),
+                )
+                .of(pid);
+                e.from = Some(r.from);
+                e.by = Some(by.to_string());
+                e.frozen_micros = Some(r.freeze_micros);
+                self.record(e);
+            }
+            Err(err) => {
+                let mut e = Event::new(
+                    "refused",
+                    to,
+                    format!(
+                        "process {pid} did not move to node {to} (asked by the {by}: {why}): {}",
+                        crate::rpc::remote_message(err)
+                    ),
+                )
+                .of(pid);
+                e.by = Some(by.to_string());
+                self.record(e);
+            }
+        }
+        moved
+    }
+
+    async fn migrate_here(
+        &self,
+        pid: Pid,
+        to: NodeId,
+        sender_load: Option<f64>,
     ) -> Result<MigrationReport, capnp::Error> {
         // A node that may lack the module is sent it first, the process going
         // on meanwhile and taking its signals: only the move itself waits on
@@ -141,16 +189,20 @@ impl NodeCore {
         pid: Pid,
         to: NodeId,
         sender_load: Option<f64>,
+        cause: MoveCause,
+        why: &str,
     ) -> Result<MigrationReport, capnp::Error> {
         let home = home_of(pid);
         if home == self.id {
-            return self.migrate(pid, to, sender_load).await;
+            return self.migrate(pid, to, sender_load, cause, why).await;
         }
         let (_connection, peer) = home_peer(self, home, &format!("process {pid}")).await?;
         let mut req = peer.migrate_request();
         req.get().set_pid(pid);
         req.get().set_node(to);
         req.get().set_sender_load(sender_load.unwrap_or(0.0));
+        req.get().set_cause(cause.to_wire());
+        req.get().set_why(why);
         let reply = req.send().promise.await?;
         Ok(read_migration(reply.get()?.get_report()?))
     }
@@ -168,6 +220,13 @@ impl NodeCore {
             p.info.user_pinned = pinned;
             p.orders.clone()
         };
+        let (kind, what) = if pinned {
+            ("pinned", "is pinned: the balancer leaves it where it runs")
+        } else {
+            ("unpinned", "is no longer pinned")
+        };
+        let node = self.procs.get(&pid).map_or(self.id, |p| p.info.node);
+        self.record(Event::new(kind, node, format!("process {pid} {what}")).of(pid));
         orders
             .send(Order::Pin(pinned))
             .map_err(|_| failed(format!("process {pid} is ending")))

@@ -14,11 +14,13 @@
 //! | `transfer.rs` | the image connection, receiving side; reaching peers, sending modules |
 //! | `placement.rs` | where a process's body runs and a frozen body held |
 //! | `membership.rs` | heartbeats, the view of the peers, silent peers marked down |
+//! | `events.rs` | the event stream: a node's own (`Peer.events`), every node's (`Admin.events`) |
 //! | `balancer.rs` | the balancer's mechanism: each body's CPU, the node's load, the policy's moves, placement |
 //! | `daemon.rs` | the `ssid` daemon: listeners, threads, which protocol a connection speaks |
 //! | `launch.rs` | starting a process at its home, from a module or a checkpoint |
 //! | `task.rs` | `ProcessTask`: the home's side of a process, signals and orders |
 //! | `migrate.rs` | moving a process (the task's side and the client call) |
+//! | `drain.rs` | draining a node: its bodies moved off, no new ones |
 //! | `checkpoint.rs` | checkpointing a process (the task's side, the cluster's, the client calls) |
 //! | `signals.rs` | who gets a signal: here, a group, or another home |
 //! | `family.rs` | parents and children: `waitpid`, zombies, reparenting, groups |
@@ -46,6 +48,8 @@ mod checkpoint;
 mod common;
 mod daemon;
 mod deputy_link;
+mod drain;
+mod events;
 mod family;
 mod gateway;
 mod host;
@@ -69,6 +73,8 @@ mod transfer;
 pub use admin::{admin_nodes, admin_processes};
 pub use checkpoint::{admin_checkpoint, process_checkpoint, restore_request};
 pub use daemon::Daemon;
+pub use drain::{DrainOutcome, admin_drain};
+pub use events::admin_events;
 pub use membership::{DOWN_AFTER, HEARTBEAT_EVERY};
 
 pub use migrate::{admin_migrate, admin_pin};

@@ -11,6 +11,7 @@ use super::host::MakeBody;
 use super::signals::signal_arg;
 use super::state::NodeCore;
 use super::transfer::{ArrivalServer, LinkSource, NO_MODULE};
+use crate::events::MoveCause;
 use crate::home_of;
 use crate::reports::{write_checkpoint_report, write_migration, write_process};
 use crate::rpc::NetLink;
@@ -239,8 +240,38 @@ impl peer::Server for PeerServer {
         async move {
             let p = params.get()?;
             let sender_load = Some(p.get_sender_load()).filter(|l| *l > 0.0);
-            let report = core.migrate(p.get_pid(), p.get_node(), sender_load).await?;
+            let cause = MoveCause::from_wire(p.get_cause()?);
+            let why = text(p.get_why())?;
+            let report = core
+                .migrate(p.get_pid(), p.get_node(), sender_load, cause, &why)
+                .await?;
             write_migration(results.get().init_report(), &report);
+            Ok(())
+        }
+    }
+
+    fn events(
+        self: CapRc<Self>,
+        params: peer::EventsParams,
+        _: peer::EventsResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let p = params.get()?;
+            core.push_own_events(p.get_sink()?, p.get_backlog(), p.get_follow())
+                .await
+        }
+    }
+
+    fn drain(
+        self: CapRc<Self>,
+        params: peer::DrainParams,
+        mut results: peer::DrainResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        async move {
+            let outcome = core.drain(params.get()?.get_draining()).await;
+            outcome.write(results.get());
             Ok(())
         }
     }

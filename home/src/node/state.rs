@@ -14,13 +14,14 @@
 use super::slot::HostedBody;
 use super::stream::{Expected, Ticket};
 use super::table::HomeProc;
+use crate::events::{Event, EventLog};
 use crate::status::{NodeStatus, machine};
 use crate::{NodeId, Pid, PidAllocator, PidError, ProcessInfo};
 use dashmap::DashMap;
 use ssi_remote::{ModuleHash, Program, Runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 /// A node's configuration.
@@ -136,6 +137,10 @@ pub struct NodeCore {
     /// It balances, and with what policy.
     pub(crate) balance: bool,
     pub(crate) policy: crate::policy::Params,
+    /// What happened here: kept, and pushed to those who follow.
+    pub(crate) events: EventLog,
+    /// Drained: bodies are moved off and no new ones come.
+    pub(crate) draining: AtomicBool,
 }
 
 impl NodeCore {
@@ -193,6 +198,8 @@ impl NodeCore {
             sent: std::sync::Mutex::new(Vec::new()),
             balance: config.balance,
             policy: config.policy.clone(),
+            events: EventLog::new(config.id),
+            draining: AtomicBool::new(false),
         }))
     }
 
@@ -225,7 +232,13 @@ impl NodeCore {
             capacity: self.capacity,
             demand: *self.demand.lock().unwrap_or_else(|p| p.into_inner()),
             balancing: self.balance,
+            draining: self.draining.load(Ordering::Relaxed),
         }
+    }
+
+    /// Records an event that happened here.
+    pub(crate) fn record(&self, event: Event) {
+        self.events.record(event);
     }
 
     /// Whether node `id` is known to hold a module.

@@ -84,6 +84,7 @@ impl ProcessTask {
                             self.set_state(ProcState::Running, None);
                             held.decide(Verdict::Resume);
                             self.core.child_changed(self.pid, wait::CONTINUED);
+                            self.note("continued", "continued (SIGCONT)".into());
                             if let Some(sig) = pending.take() {
                                 end(Some(sig), &mut fatal, &mut stopped);
                             } else if self.signals.deliverable() {
@@ -109,6 +110,7 @@ impl ProcessTask {
                                     stopped = Some(held);
                                     self.core
                                         .child_changed(self.pid, wait::stopped(sig.number()));
+                                    self.note("stopped", format!("stopped ({sig})"));
                                 }
                                 Err(e) => {
                                     tracing::warn!(pid = self.pid, signal = %sig, "cannot stop: {e}")
@@ -172,6 +174,19 @@ impl ProcessTask {
             "process {} is stopped: continue it first (ssictl kill -CONT {})",
             self.pid, self.pid
         )
+    }
+
+    /// Records an event of this process, where its body is.
+    pub(crate) fn note(&self, kind: &str, what: String) {
+        let node = self
+            .core
+            .procs
+            .get(&self.pid)
+            .map_or(self.core.id, |p| p.info.node);
+        self.core.record(
+            crate::events::Event::new(kind, node, format!("process {} {what}", self.pid))
+                .of(self.pid),
+        );
     }
 
     /// Shows `state`, and with `node`, that the body moved there.

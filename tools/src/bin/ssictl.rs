@@ -2,9 +2,12 @@
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 use serde_json::json;
 use ssi_deputy::Signal;
+use ssi_home::events::Event;
 use ssi_home::{Endpoint, NodeInfo, ProcessInfo};
+use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Administer an ssi cluster.
@@ -53,6 +56,27 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What happened in the cluster: processes started, ended, moved (by
+    /// whom, frozen how long), checkpointed, stopped and continued; nodes up,
+    /// down, joined, drained. The latest first, then with `--follow` every
+    /// new one as it happens.
+    Events {
+        /// Keep printing events as they happen (until interrupted).
+        #[arg(short, long)]
+        follow: bool,
+        /// How many of the latest events to print first.
+        #[arg(short = 'n', long, default_value_t = 50, value_name = "N")]
+        last: u32,
+        /// One JSON object per line: time, time_ms, kind, pid, node,
+        /// message, and from, by, frozen_us, status where they apply.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Take a node out of service: every body on it that can move goes to
+    /// other nodes, and no new work comes to it until `undrain`.
+    Drain { node: u16 },
+    /// Let a drained node take work again.
+    Undrain { node: u16 },
     /// Keep a process where it runs (moved to NODE first, if given): the
     /// balancer never moves it (`migrate` still does).
     Pin { pid: u32, node: Option<u16> },
@@ -234,6 +258,7 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
                     "demand": s.demand,
                     "load": own_load(&s),
                     "balancing": s.balancing,
+                    "draining": s.draining,
                     "host_load1": s.load1,
                     "processes": s.processes,
                     "bodies": s.bodies,
@@ -251,7 +276,11 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
         "ID", "ADDRESS", "STATE", "CORES", "LOAD", "PROCS", "BODIES", "MEM AVAIL/TOTAL"
     );
     for n in nodes {
-        let state = if n.up { "up" } else { "down" };
+        let state = match (n.up, n.status.as_ref().is_some_and(|s| s.draining)) {
+            (false, _) => "down",
+            (true, true) => "drain",
+            (true, false) => "up",
+        };
         match &n.status {
             Some(s) => println!(
                 "{:>4} {:<22} {:<5} {:>5} {:>6.2} {:>5} {:>6} {:>17}",
@@ -273,6 +302,35 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
     Ok(())
 }
 
+/// An event as one line: its time (UTC), its kind and what happened.
+fn event_line(e: &Event, as_json: bool) -> String {
+    let time = humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(e.time_ms));
+    if as_json {
+        let mut o = json!({
+            "time": time.to_string(),
+            "time_ms": e.time_ms,
+            "kind": e.kind,
+            "pid": e.pid,
+            "node": e.node,
+            "message": e.message,
+        });
+        let extra = [
+            ("from", e.from.map(|n| json!(n))),
+            ("by", e.by.as_ref().map(|b| json!(b))),
+            ("frozen_us", e.frozen_micros.map(|m| json!(m))),
+            ("status", e.status.map(|s| json!(s))),
+        ];
+        for (k, v) in extra {
+            if let Some(v) = v {
+                o[k] = v;
+            }
+        }
+        o.to_string()
+    } else {
+        format!("{time}  {:<12} {}", e.kind, e.message)
+    }
+}
+
 fn run(args: Args) -> Result<()> {
     let endpoint = endpoint(&args);
     if !(args.timeout >= 0.0 && args.timeout.is_finite()) {
@@ -282,6 +340,12 @@ fn run(args: Args) -> Result<()> {
     let rt = ssi_home::thread_runtime().context("cannot start the client runtime")?;
     let local = tokio::task::LocalSet::new();
     let asked = endpoint.to_string();
+    // Following has no end: its deadline is on the first answer only.
+    let first_answer = limit;
+    let limit = match args.command {
+        Command::Events { follow: true, .. } => None,
+        _ => limit,
+    };
     let work = async {
         let gateway = ssi_home::connect(&endpoint)
             .await
@@ -390,6 +454,56 @@ fn run(args: Args) -> Result<()> {
                         if stop { "; it is stopped" } else { "" }
                     );
                 }
+                Ok(())
+            }
+            Command::Events { follow, last, json } => {
+                let asking = ssi_home::admin_events(&admin, last, follow);
+                let answer = match first_answer {
+                    Some(d) => tokio::time::timeout(d, asking)
+                        .await
+                        .map_err(|_| anyhow::anyhow!("no answer from {endpoint} within {d:?}"))?,
+                    None => asking.await,
+                };
+                let mut events =
+                    answer.with_context(|| format!("cannot read events through {endpoint}"))?;
+                let mut out = std::io::stdout().lock();
+                // The backlog is in; then, following, each batch as it comes.
+                while let Ok(batch) = events.try_recv() {
+                    for e in batch {
+                        writeln!(out, "{}", event_line(&e, json))?;
+                    }
+                }
+                out.flush()?;
+                if !follow {
+                    return Ok(());
+                }
+                while let Some(batch) = events.next().await {
+                    for e in batch {
+                        writeln!(out, "{}", event_line(&e, json))?;
+                    }
+                    out.flush()?;
+                }
+                bail!("{endpoint} stopped sending events (the node went away)")
+            }
+            Command::Drain { node } => {
+                let outcome = ssi_home::admin_drain(&admin, node, true)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                println!(
+                    "node {node} is drained: {} bodies moved off, {} stayed",
+                    outcome.moved,
+                    outcome.stayed.len()
+                );
+                for why in &outcome.stayed {
+                    println!("  {why}");
+                }
+                Ok(())
+            }
+            Command::Undrain { node } => {
+                ssi_home::admin_drain(&admin, node, false)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
+                println!("node {node} takes work again");
                 Ok(())
             }
             Command::Nodes { json } => {
