@@ -1,6 +1,9 @@
 //! ssi-tools: the command-line programs (`ssid`, `ssirun`, `ssictl`, the
 //! benchmarks) and what more than one of them needs: writing a checkpoint to
-//! a file as it arrives ([`CheckpointFile`]).
+//! a file as it arrives ([`CheckpointFile`]), and `ssictl top`'s dashboard
+//! ([`top`]).
+
+pub mod top;
 
 use capnp::capability::Rc as CapRc;
 use ssi_schema::image_sink;
@@ -29,6 +32,8 @@ struct Receiving {
     /// The checkpoint is whole and in place.
     committed: bool,
     written: u64,
+    /// The size announced, if it was.
+    total: Option<u64>,
     error: Option<String>,
     progress: Option<indicatif::ProgressBar>,
 }
@@ -72,6 +77,7 @@ impl CheckpointFile {
             file: Some(file),
             committed: false,
             written: 0,
+            total: None,
             error: None,
             progress: show.then(indicatif::ProgressBar::hidden),
         }));
@@ -86,6 +92,12 @@ impl CheckpointFile {
             },
             sink,
         ))
+    }
+
+    /// How much has arrived, and of how much (once the sender said).
+    pub fn progress(&self) -> (u64, Option<u64>) {
+        let st = self.state.borrow();
+        (st.written, st.total)
     }
 
     /// Puts the received checkpoint in place (flushed to disk first), if the
@@ -200,6 +212,7 @@ impl image_sink::Server for Sink {
     ) -> Result<(), capnp::Error> {
         let bytes = params.get()?.get_bytes();
         let mut st = self.state.borrow_mut();
+        st.total = Some(bytes);
         // Only a checkpoint that takes a while is worth a bar.
         if st.progress.is_some() && bytes >= 64 << 20 {
             let bar = indicatif::ProgressBar::new(bytes).with_style(

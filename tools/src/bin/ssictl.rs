@@ -72,6 +72,15 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// A live, full-screen dashboard of the cluster: nodes, their load and
+    /// memory, every process and where it runs, the latest events; migrate,
+    /// signal, checkpoint, stop, continue, pin a process, drain a node. `?`
+    /// shows the keys.
+    Top {
+        /// Seconds between refreshes.
+        #[arg(short, long, default_value_t = 1.0, value_name = "SECONDS")]
+        delay: f64,
+    },
     /// Take a node out of service: every body on it that can move goes to
     /// other nodes, and no new work comes to it until `undrain`.
     Drain { node: u16 },
@@ -333,6 +342,12 @@ fn event_line(e: &Event, as_json: bool) -> String {
 
 fn run(args: Args) -> Result<()> {
     let endpoint = endpoint(&args);
+    if let Command::Top { delay } = args.command {
+        if !(delay >= 0.1 && delay.is_finite()) {
+            bail!("--delay takes a number of seconds, 0.1 or more");
+        }
+        return ssi_tools::top::run(endpoint, Duration::from_secs_f64(delay));
+    }
     if !(args.timeout >= 0.0 && args.timeout.is_finite()) {
         bail!("--timeout takes a number of seconds, 0 or more");
     }
@@ -485,6 +500,7 @@ fn run(args: Args) -> Result<()> {
                 }
                 bail!("{endpoint} stopped sending events (the node went away)")
             }
+            Command::Top { .. } => unreachable!("handled before connecting"),
             Command::Drain { node } => {
                 let outcome = ssi_home::admin_drain(&admin, node, true)
                     .await
