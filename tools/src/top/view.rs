@@ -239,9 +239,16 @@ fn draw_nodes(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette) {
             row
         }
     });
+    let address = app
+        .nodes
+        .iter()
+        .map(|n| n.address.len())
+        .max()
+        .unwrap_or(7)
+        .clamp(7, 40) as u16;
     let widths = [
         Constraint::Length(4),
-        Constraint::Min(12),
+        Constraint::Length(address),
         Constraint::Length(5),
         Constraint::Length(5),
         Constraint::Length(14),
