@@ -20,3 +20,5 @@ echo
 "$CARGO_TARGET_DIR/release/ssi-netbench" --guests "$GUESTS"
 echo
 "$CARGO_TARGET_DIR/release/ssi-ghostbench" --guests "$GUESTS"
+echo
+"$CARGO_TARGET_DIR/release/ssi-topbench" --guests "$GUESTS"
