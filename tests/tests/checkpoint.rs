@@ -280,9 +280,16 @@ fn damaged_checkpoints_are_refused_by_name() {
     flipped[middle] ^= 0x40;
     let mut newer = image.clone();
     newer[8] = 9;
+    let cut = format!("the image is truncated: {} bytes of ", image.len() / 3);
+    let short_by_one = format!(
+        "the image is truncated: {} bytes of {}",
+        image.len() - 1,
+        image.len()
+    );
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
         ("empty", Vec::new(), "the image is empty"),
-        ("truncated", image[..image.len() / 3].to_vec(), "checksum"),
+        ("truncated", image[..image.len() / 3].to_vec(), &cut),
+        ("short", image[..image.len() - 1].to_vec(), &short_by_one),
         ("flipped", flipped, "checksum does not match"),
         ("version", newer, "ghost image version 9."),
         ("text", b"not a checkpoint at all".to_vec(), "bad magic"),

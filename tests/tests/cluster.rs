@@ -154,6 +154,17 @@ fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
     cluster.wait_until(1, |nodes| {
         nodes.iter().any(|n| n["id"] == 2 && n["state"] == "down")
     });
+    // What it ran is not shown as running there.
+    let nodes = cluster.ssictl_json(1, "nodes");
+    let two = nodes.iter().find(|n| n["id"] == 2).expect("node 2 listed");
+    assert!(two["bodies"].is_null() && two["load"].is_null(), "{two}");
+    assert_eq!(two["last_bodies"], 1, "{two}");
+    let table = String::from_utf8_lossy(&cluster.ssictl(1, &["nodes"]).stdout).into_owned();
+    let row = table
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some("2"))
+        .expect("node 2's row");
+    assert!(row.contains("down") && !row.contains(" 1 "), "{table}");
     for node in [1, 3] {
         let (out, _) =
             Case::new(guest("hello")).run_ssirun_with(&strs(&on_node(&cluster, 1, node)));
@@ -491,4 +502,77 @@ fn capnp_hello(pid: u32, secret: &[u8; 16]) -> Vec<u8> {
         out.extend_from_slice(&w.to_le_bytes());
     }
     out
+}
+
+/// Runs `hello` with `SSI_SOCKET` at `socket` and no `--connect`.
+fn hello_at(socket: &std::path::Path) -> std::process::Output {
+    run(
+        Command::new(bin("ssirun"))
+            .env("SSI_SOCKET", socket)
+            .env_remove("SSI_CONNECT")
+            .arg(guest("hello"))
+            .stdin(Stdio::null()),
+        "ssirun hello",
+    )
+}
+
+#[test]
+fn a_socket_left_by_a_killed_node_is_named_once_and_a_new_node_replaces_it() {
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let socket = dir.path().join("node.sock");
+    let start = || {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let node = Proc::spawn(
+            Command::new(bin("ssid"))
+                .args(["--node-id", "1", "--listen", &format!("127.0.0.1:{port}")])
+                .arg("--socket")
+                .arg(&socket)
+                .stdin(Stdio::null()),
+            "ssid",
+        );
+        wait_until("the node to answer on its socket", WAIT, || {
+            std::os::unix::net::UnixStream::connect(&socket).is_ok()
+        });
+        node
+    };
+    let mut node = start();
+    let pid = node.id();
+    // SAFETY: kill has no memory preconditions; `pid` is our child.
+    unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+    wait_until("the node to die", WAIT, || node.try_wait().is_some());
+    assert!(socket.exists(), "SIGKILL leaves the socket behind");
+    let out = hello_at(&socket);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!\n");
+    assert_eq!(
+        err.matches("nobody answers on").count(),
+        1,
+        "said once, naming the socket: {err}"
+    );
+    assert!(err.contains(&socket.display().to_string()), "{err}");
+    // A new node takes the socket over, and ssirun uses it without a word.
+    let _node = start();
+    let out = hello_at(&socket);
+    assert!(out.status.success());
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "Hello, world!\n");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains("nobody answers"), "{err}");
+    let events = run(
+        Command::new(bin("ssictl"))
+            .arg("--connect")
+            .arg(&socket)
+            .args(["events", "--json"]),
+        "ssictl events",
+    );
+    let events = String::from_utf8_lossy(&events.stdout);
+    assert!(
+        events
+            .lines()
+            .any(|l| l.contains("\"started\"") && l.contains("hello")),
+        "the new node ran it: {events}"
+    );
 }

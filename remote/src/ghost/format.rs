@@ -119,6 +119,15 @@ pub enum GhostError {
     Truncated(Section),
     #[error("the image is corrupt: its checksum does not match")]
     Checksum,
+    #[error(
+        "the image is truncated: {found} bytes of {}{expected}",
+        if *exact { "" } else { "at least " }
+    )]
+    Short {
+        expected: u64,
+        found: u64,
+        exact: bool,
+    },
     #[error("the image's {section} section is corrupt: {what}")]
     Corrupt { section: Section, what: String },
     #[error("unknown section kind {0} (written by a newer version?)")]

@@ -101,9 +101,50 @@ pub fn checked<'a>(
     let mut sum_bytes = [0u8; 8];
     sum_bytes.copy_from_slice(sum);
     if xxhash_rust::xxh3::xxh3_64(body) != u64::from_le_bytes(sum_bytes) {
-        return Err(GhostError::Checksum);
+        // A file cut short says so, with how much is missing: its sections
+        // say how long it should be.
+        return Err(match declared_length(image) {
+            Some((expected, exact)) if expected > image.len() as u64 => GhostError::Short {
+                expected,
+                found: image.len() as u64,
+                exact,
+            },
+            _ => GhostError::Checksum,
+        });
     }
     Ok(r)
+}
+
+/// The length an image's section headers declare, walking them from the
+/// header: exact if the walk reached the end marker, else a lower bound
+/// (the image ends inside a section). `None` when the headers make no sense
+/// (an unknown kind, a length no image has): corrupt, not cut short.
+fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
+    const HEADER: u64 = 8 + 2 + 2 + 32;
+    // More than any image holds (wasm32 memories are at most 4 GiB each).
+    const TOO_LONG: u64 = 64 << 30;
+    let mut at = HEADER;
+    loop {
+        let start = usize::try_from(at).ok()?;
+        let Some(head) = image.get(start..start + 9) else {
+            // The next section's header itself is missing.
+            return Some((at + 9 + 8, false));
+        };
+        let kind = head[0];
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[1..9]);
+        let len = u64::from_le_bytes(len);
+        if kind == 0 {
+            return Some((at + 9 + 8, true));
+        }
+        if kind > 10 || len > TOO_LONG {
+            return None;
+        }
+        at = at.checked_add(9)?.checked_add(len)?;
+        if at > image.len() as u64 {
+            return Some((at + 9 + 8, false));
+        }
+    }
 }
 
 /// What an image held whole says besides its pages (which are skipped).
@@ -306,14 +347,40 @@ mod tests {
             Ghost::decode(b"not an image at all", None),
             Err(GhostError::BadMagic)
         );
-        // Truncated anywhere: the checksum no longer matches, or the header is short.
-        for cut in [10, 60, image.len() / 2, image.len() - 1] {
+        // Truncated anywhere: it says so, with how long it should be.
+        assert!(matches!(
+            Ghost::decode(&image[..10], None),
+            Err(GhostError::Truncated(_))
+        ));
+        for cut in [80, image.len() / 2, image.len() - 1] {
             let e = Ghost::decode(&image[..cut], None).expect_err("truncated");
-            assert!(
-                matches!(e, GhostError::Checksum | GhostError::Truncated(_)),
-                "cut at {cut}: {e}"
-            );
+            match e {
+                GhostError::Short {
+                    expected,
+                    found,
+                    exact,
+                } => {
+                    assert_eq!(found, cut as u64);
+                    assert!(expected > found);
+                    if exact {
+                        assert_eq!(expected, image.len() as u64, "cut at {cut}");
+                    } else {
+                        assert!(expected <= image.len() as u64, "cut at {cut}");
+                    }
+                }
+                e => panic!("cut at {cut}: {e}"),
+            }
+            assert!(e.to_string().contains("truncated"), "{e}");
         }
+        let e = Ghost::decode(&image[..image.len() - 1], None).expect_err("truncated");
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "the image is truncated: {} bytes of {}",
+                image.len() - 1,
+                image.len()
+            )
+        );
         // A flipped bit anywhere after the version.
         for at in [13, 50, image.len() / 2, image.len() - 9] {
             let mut flipped = image.clone();

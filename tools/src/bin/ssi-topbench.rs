@@ -133,7 +133,11 @@ fn start_nodes(bin: &Path, dir: &Path, n: usize) -> Result<(Vec<Owned>, Vec<Path
 fn start_top(
     bin: &Path,
     socket: &Path,
-) -> Result<(Owned, OwnedFd, std::sync::Arc<std::sync::Mutex<vt100::Parser>>)> {
+) -> Result<(
+    Owned,
+    OwnedFd,
+    std::sync::Arc<std::sync::Mutex<vt100::Parser>>,
+)> {
     let (mut master, mut slave) = (0, 0);
     let size = libc::winsize {
         ws_row: 40,
@@ -244,7 +248,8 @@ fn main() -> Result<()> {
     );
     std::thread::sleep(Duration::from_secs(3));
     let period = Duration::from_secs(args.seconds);
-    let node_times = || -> Result<Vec<Duration>> { nodes.iter().map(|c| cpu_time(c.0.id())).collect() };
+    let node_times =
+        || -> Result<Vec<Duration>> { nodes.iter().map(|c| cpu_time(c.0.id())).collect() };
 
     let before = node_times()?;
     std::thread::sleep(period);
@@ -280,7 +285,9 @@ fn main() -> Result<()> {
     // It showed them all (so the period measured it at work).
     let shown = format!("Processes {total}");
     if !screen.contains(&shown) {
-        bail!("ssictl top does not show `{shown}`: it did not follow the cluster; it shows:\n{screen}");
+        bail!(
+            "ssictl top does not show `{shown}`: it did not follow the cluster; it shows:\n{screen}"
+        );
     }
 
     println!(

@@ -258,21 +258,25 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
             .iter()
             .map(|n| {
                 let s = n.status.clone().unwrap_or_default();
+                // A node that is down runs nothing this node can vouch
+                // for: its last word is kept apart.
+                let now = |v: serde_json::Value| if n.up { v } else { serde_json::Value::Null };
                 json!({
                     "id": n.id,
                     "address": n.address,
                     "state": if n.up { "up" } else { "down" },
                     "cores": s.cores,
                     "capacity": s.capacity,
-                    "demand": s.demand,
-                    "load": own_load(&s),
+                    "demand": now(json!(s.demand)),
+                    "load": now(json!(own_load(&s))),
                     "balancing": s.balancing,
                     "draining": s.draining,
-                    "host_load1": s.load1,
-                    "processes": s.processes,
-                    "bodies": s.bodies,
+                    "host_load1": now(json!(s.load1)),
+                    "processes": now(json!(s.processes)),
+                    "bodies": now(json!(s.bodies)),
+                    "last_bodies": n.status.as_ref().map(|s| s.bodies),
                     "mem_total": s.mem_total,
-                    "mem_available": s.mem_available,
+                    "mem_available": now(json!(s.mem_available)),
                     "last_seen_ms": n.last_seen.map(|d| d.as_millis() as u64),
                 })
             })
@@ -290,7 +294,7 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
             (true, true) => "drain",
             (true, false) => "up",
         };
-        match &n.status {
+        match n.status.as_ref().filter(|_| n.up) {
             Some(s) => println!(
                 "{:>4} {:<22} {:<5} {:>5} {:>6.2} {:>5} {:>6} {:>17}",
                 n.id,

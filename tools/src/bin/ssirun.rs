@@ -131,8 +131,17 @@ fn pick_endpoint(args: &Args) -> Result<Option<Endpoint>> {
         return Ok(Some(Endpoint::parse(&e)));
     }
     let socket = ssi_home::default_socket();
-    if std::os::unix::net::UnixStream::connect(&socket).is_ok() {
-        return Ok(Some(Endpoint::Unix(socket)));
+    match std::os::unix::net::UnixStream::connect(&socket) {
+        Ok(_) => return Ok(Some(Endpoint::Unix(socket))),
+        // A socket file nobody answers on: a node that did not stop cleanly.
+        // Said once, then the program runs here.
+        Err(e) if socket.exists() && args.node.is_none_or(|n| n == EMBEDDED_NODE) => {
+            eprintln!(
+                "ssirun: nobody answers on {} ({e}): a node that did not stop cleanly left it; running here, without a cluster",
+                socket.display()
+            );
+        }
+        Err(_) => {}
     }
     if let Some(n) = args.node.filter(|n| *n != EMBEDDED_NODE) {
         bail!(
