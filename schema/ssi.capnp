@@ -129,7 +129,7 @@ interface Peer {
   # acknowledgement a migration waits for. Dropping `arrival` first
   # withdraws the ticket.
 
-  migrate @7 (pid :UInt32, node :UInt16, senderLoad :Float64, cause :MoveCause, why :Text) -> (report :MigrationReport);
+  migrate @7 (pid :UInt32, node :UInt16, senderLoad :Float64, cause :MoveCause, why :Text, progress :Progress) -> (report :MigrationReport);
   # Moves a process whose home is this node to `node`, now. A balancer
   # that asks gives the load of the node it decided on (`senderLoad` > 0),
   # which the destination checks against its own; an administrator's move
@@ -204,9 +204,10 @@ interface BodyControl {
   # A frozen body's ghost image, written into `sink` (for a checkpoint).
   # `memory` is the body's linear memory, all of it.
 
-  sendTo @7 (address :Text, ticket :Data) -> (bytes :UInt64, memory :UInt64);
+  sendTo @7 (address :Text, ticket :Data, progress :Progress) -> (bytes :UInt64, memory :UInt64);
   # Streams a frozen body's ghost image to the node at `address`, which
   # expects it under `ticket` (`Peer.receive`): a migration's transfer.
+  # `progress`, if given, is told how much is sent as it goes.
 
   pin @8 (pinned :Bool) -> ();
   # The home says whether the body is pinned: a pinned body is not moved by
@@ -262,8 +263,9 @@ interface Admin {
   nodes @1 () -> (nodes :List(NodeInfo));
   kill @2 (target :Int32, signal :UInt8) -> (count :UInt32);
   # As `Peer.signal`, for any process of the cluster: forwarded to its home.
-  migrate @3 (pid :UInt32, node :UInt16) -> (report :MigrationReport);
+  migrate @3 (pid :UInt32, node :UInt16, progress :Progress) -> (report :MigrationReport);
   # As `Peer.migrate`, for any process of the cluster: forwarded to its home.
+  # `progress`, if given, is told how much of the image is sent as it goes.
 
   checkpoint @4 (pid :UInt32, stop :Bool, sink :ImageSink) -> (report :CheckpointReport);
   # Freezes a process, writes its checkpoint (its ghost image, its deputy's
@@ -284,6 +286,12 @@ interface Admin {
   drain @7 (node :UInt16, draining :Bool) -> (moved :UInt32, stayed :List(Text));
   # Drains node `node` (its bodies move to other nodes, the balancer and
   # new processes keep away from it) or undrains it. Forwarded to it.
+}
+
+# Told how far an image's transfer is: `done` bytes sent, of about `total`
+# (the body's memory; zero pages are not sent, so it may end short of it).
+interface Progress {
+  update @0 (done :UInt64, total :UInt64) -> ();
 }
 
 # Who decided a move.

@@ -278,3 +278,96 @@ fn ctrl_c_and_help_and_a_node_that_is_not_there() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("needs a terminal"));
 }
+
+/// `ssictl ARGS` on a pty of its own; what it wrote, once it ended, and
+/// whether it succeeded.
+fn ssictl_on_a_pty(cluster: &Cluster, args: &[&str]) -> (String, bool) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows: 24,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("open a pty");
+    let mut cmd = CommandBuilder::new(bin("ssictl"));
+    cmd.arg("--connect");
+    cmd.arg(cluster.socket(1));
+    cmd.args(args);
+    cmd.env("TERM", "xterm-256color");
+    let mut child = pty.slave.spawn_command(cmd).expect("start ssictl");
+    drop(pty.slave);
+    let mut reader = pty.master.try_clone_reader().expect("pty reader");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 8192];
+        while let Ok(n) = reader.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            all.extend_from_slice(&buf[..n]);
+            let _ = tx.send(all.clone());
+        }
+    });
+    let deadline = Instant::now() + WAIT;
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "ssictl {args:?} did not end");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let out = rx.try_iter().last().unwrap_or_default();
+    drop(pty.master);
+    (String::from_utf8_lossy(&out).into_owned(), status.success())
+}
+
+#[test]
+fn a_large_migration_and_checkpoint_show_progress_on_a_terminal_only() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let mut hold = Proc::spawn(
+        cluster
+            .ssirun(1)
+            .args(["--node", "1"])
+            .arg(guest("hold"))
+            .args(["256", "dense"])
+            .stdin(Stdio::null()),
+        "hold 256 dense",
+    );
+    assert_eq!(hold.line("ready"), "ready");
+    let pid = cluster
+        .pid_of(1, "hold", |c| c.contains("hold"))
+        .to_string();
+    let (screen, ok) = ssictl_on_a_pty(&cluster, &["migrate", &pid, "2"]);
+    assert!(ok, "{screen}");
+    assert!(
+        screen.contains("migrate ") && screen.contains("MiB"),
+        "no bar: {screen:?}"
+    );
+    assert!(screen.contains("moved from node 1 to node 2"), "{screen}");
+    let ckpt = dir.path().join("hold.ckpt");
+    let (screen, ok) = ssictl_on_a_pty(
+        &cluster,
+        &["checkpoint", &pid, "-o", &ckpt.display().to_string()],
+    );
+    assert!(ok, "{screen}");
+    assert!(
+        screen.contains("checkpoint ") && screen.contains("MiB"),
+        "no bar: {screen:?}"
+    );
+    // Not on a terminal: nothing but the result.
+    let out = cluster.ssictl(1, &["migrate", &pid, "1"]);
+    assert!(out.status.success());
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    let out = cluster.ssictl(1, &["migrate", &pid, "2", "--json"]);
+    assert!(out.status.success() && out.stderr.is_empty());
+    serde_json::from_slice::<serde_json::Value>(&out.stdout).expect("only JSON");
+}

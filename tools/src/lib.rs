@@ -227,6 +227,62 @@ impl image_sink::Server for Sink {
     }
 }
 
+/// Only a transfer that takes a while is worth a bar.
+const BAR_FROM: u64 = 64 << 20;
+
+/// A `Progress` drawn as a bar on standard error, for a transfer of at
+/// least 64 MiB: none when standard error is not a terminal.
+pub fn progress_bar(what: &'static str) -> Option<ssi_schema::progress::Client> {
+    if !std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        return None;
+    }
+    Some(capnp_rpc::new_client(Bar {
+        what,
+        bar: RefCell::new(None),
+    }))
+}
+
+struct Bar {
+    what: &'static str,
+    bar: RefCell<Option<indicatif::ProgressBar>>,
+}
+
+impl ssi_schema::progress::Server for Bar {
+    async fn update(
+        self: CapRc<Self>,
+        params: ssi_schema::progress::UpdateParams,
+        _: ssi_schema::progress::UpdateResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let (done, total) = (p.get_done(), p.get_total());
+        let mut bar = self.bar.borrow_mut();
+        if bar.is_none() && total >= BAR_FROM {
+            let template = format!(
+                "{} {{bar:40}} {{binary_bytes}}/{{binary_total_bytes}} {{binary_bytes_per_sec}} {{eta}}",
+                self.what
+            );
+            *bar = Some(
+                indicatif::ProgressBar::new(total).with_style(
+                    indicatif::ProgressStyle::with_template(&template)
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                ),
+            );
+        }
+        if let Some(b) = bar.as_ref() {
+            b.set_position(done.min(total));
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        if let Some(b) = self.bar.get_mut().take() {
+            b.finish_and_clear();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -108,6 +108,7 @@ impl admin::Server for AdminServer {
                     None,
                     MoveCause::Admin,
                     "asked by an administrator",
+                    p.has_progress().then(|| p.get_progress()).transpose()?,
                 )
                 .await?;
             write_migration(results.get().init_report(), &report);

@@ -270,7 +270,14 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 let (core, moving) = (core.clone(), moving.clone());
                 tokio::task::spawn_local(async move {
                     let moved = core
-                        .migrate_anywhere(m.pid, m.to, Some(my_load), MoveCause::Balancer, &m.why)
+                        .migrate_anywhere(
+                            m.pid,
+                            m.to,
+                            Some(my_load),
+                            MoveCause::Balancer,
+                            &m.why,
+                            None,
+                        )
                         .await;
                     {
                         let mut sent = core.sent.lock().unwrap_or_else(|p| p.into_inner());

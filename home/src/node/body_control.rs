@@ -6,6 +6,7 @@
 //! Owns the frozen body's order channel while it is frozen.
 
 use super::image_sink::send_image;
+use super::placement::send_local;
 use super::slot::{BodySlot, FrozenOrder, Verdict};
 use super::stream::Ticket;
 use crate::wire::{ExitReport, failed, text, write_exit};
@@ -143,22 +144,17 @@ impl body_control::Server for BodyControlServer {
                 .get_ticket()?
                 .try_into()
                 .map_err(|_| failed("a ticket is 16 bytes"))?;
-            Ok((address, ticket, self.orders()?))
+            let progress = if p.has_progress() {
+                Some(p.get_progress()?)
+            } else {
+                None
+            };
+            Ok((address, ticket, progress, self.orders()?))
         });
         async move {
-            let (address, ticket, orders) = asked?;
-            let (reply, sent) = flume::bounded(1);
-            orders
-                .send(FrozenOrder::SendTo {
-                    address,
-                    ticket,
-                    reply,
-                })
-                .map_err(|_| failed("the body's thread went away"))?;
-            let stats = sent
-                .recv_async()
+            let (address, ticket, progress, orders) = asked?;
+            let stats = send_local(&orders, &address, ticket, progress)
                 .await
-                .map_err(|_| failed("the body's thread went away"))?
                 .map_err(failed)?;
             let mut r = results.get();
             r.set_bytes(stats.bytes);

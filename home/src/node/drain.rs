@@ -88,7 +88,7 @@ impl NodeCore {
                 continue;
             }
             match self
-                .migrate_anywhere(pid, to, None, MoveCause::Drain, &why)
+                .migrate_anywhere(pid, to, None, MoveCause::Drain, &why, None)
                 .await
             {
                 Ok(_) => {

@@ -8,16 +8,19 @@
 //! Must not know: the image format, the transport (`transfer.rs`, `stream.rs`).
 
 use super::orders::Order;
+use super::placement::reporting;
 use super::placement::{Held, Running};
 use super::slot::Verdict;
 use super::state::NodeCore;
+use super::stream::Sending;
 use super::task::ProcessTask;
 use super::transfer::{expect_at, home_peer, send_module};
 use crate::events::{Event, MoveCause};
 use crate::reports::{MigrationReport, read_migration};
 use crate::wire::failed;
 use crate::{NodeId, Pid, ProcState, home_of};
-use ssi_schema::admin;
+use ssi_schema::{admin, progress};
+use std::sync::Arc;
 use std::time::Instant;
 
 impl ProcessTask {
@@ -31,6 +34,7 @@ impl ProcessTask {
         running: &mut Running,
         to: NodeId,
         sender_load: Option<f64>,
+        sending: Option<Arc<Sending>>,
     ) -> Result<MigrationReport, String> {
         let (core, pid) = (&self.core, self.pid);
         let from = running.place.node(core.id);
@@ -66,7 +70,10 @@ impl ProcessTask {
         if let Some(c) = &expecting.connection {
             self.links.borrow_mut().insert(to, c.clone());
         }
-        let stats = match held.send_to(&expecting.address, expecting.ticket).await {
+        let stats = match held
+            .send_to(&expecting.address, expecting.ticket, sending)
+            .await
+        {
             Ok(stats) => stats,
             Err(e) => return Err(gave_up(e, held)),
         };
@@ -110,8 +117,16 @@ impl NodeCore {
         sender_load: Option<f64>,
         cause: MoveCause,
         why: &str,
+        progress: Option<progress::Client>,
     ) -> Result<MigrationReport, capnp::Error> {
-        let moved = self.migrate_here(pid, to, sender_load).await;
+        let moved = match progress {
+            None => self.migrate_here(pid, to, sender_load, None).await,
+            Some(p) => {
+                let sending = Arc::new(Sending::default());
+                let moving = self.migrate_here(pid, to, sender_load, Some(sending.clone()));
+                reporting(moving, &sending, &p).await
+            }
+        };
         let by = cause.name();
         match &moved {
             Ok(r) => {
@@ -155,6 +170,7 @@ impl NodeCore {
         pid: Pid,
         to: NodeId,
         sender_load: Option<f64>,
+        sending: Option<Arc<Sending>>,
     ) -> Result<MigrationReport, capnp::Error> {
         // A node that may lack the module is sent it first, the process going
         // on meanwhile and taking its signals: only the move itself waits on
@@ -175,6 +191,7 @@ impl NodeCore {
         self.order(pid, "moved", |reply| Order::Migrate {
             to,
             sender_load,
+            sending,
             reply,
         })
         .await
@@ -191,10 +208,13 @@ impl NodeCore {
         sender_load: Option<f64>,
         cause: MoveCause,
         why: &str,
+        progress: Option<progress::Client>,
     ) -> Result<MigrationReport, capnp::Error> {
         let home = home_of(pid);
         if home == self.id {
-            return self.migrate(pid, to, sender_load, cause, why).await;
+            return self
+                .migrate(pid, to, sender_load, cause, why, progress)
+                .await;
         }
         let (_connection, peer) = home_peer(self, home, &format!("process {pid}")).await?;
         let mut req = peer.migrate_request();
@@ -203,6 +223,9 @@ impl NodeCore {
         req.get().set_sender_load(sender_load.unwrap_or(0.0));
         req.get().set_cause(cause.to_wire());
         req.get().set_why(why);
+        if let Some(p) = progress {
+            req.get().set_progress(p);
+        }
         let reply = req.send().promise.await?;
         Ok(read_migration(reply.get()?.get_report()?))
     }
@@ -257,14 +280,19 @@ pub async fn admin_pin(admin: &admin::Client, pid: Pid, pinned: bool) -> Result<
 }
 
 /// Asks any node to move a process (`ssictl migrate`).
+/// `progress`, if given, is told how much of the image is sent as it goes.
 pub async fn admin_migrate(
     admin: &admin::Client,
     pid: Pid,
     to: NodeId,
+    progress: Option<ssi_schema::progress::Client>,
 ) -> Result<MigrationReport, capnp::Error> {
     let mut req = admin.migrate_request();
     req.get().set_pid(pid);
     req.get().set_node(to);
+    if let Some(p) = progress {
+        req.get().set_progress(p);
+    }
     let reply = req.send().promise.await?;
     Ok(read_migration(reply.get()?.get_report()?))
 }

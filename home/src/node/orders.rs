@@ -22,6 +22,8 @@ pub(crate) enum Order {
         to: NodeId,
         /// For a balancer's move: the load of the node that decided it.
         sender_load: Option<f64>,
+        /// Told how far the image's sending is, for a watcher.
+        sending: Option<std::sync::Arc<super::stream::Sending>>,
         reply: oneshot::Sender<Result<MigrationReport, String>>,
     },
     Checkpoint {

@@ -243,7 +243,14 @@ impl peer::Server for PeerServer {
             let cause = MoveCause::from_wire(p.get_cause()?);
             let why = text(p.get_why())?;
             let report = core
-                .migrate(p.get_pid(), p.get_node(), sender_load, cause, &why)
+                .migrate(
+                    p.get_pid(),
+                    p.get_node(),
+                    sender_load,
+                    cause,
+                    &why,
+                    p.has_progress().then(|| p.get_progress()).transpose()?,
+                )
                 .await?;
             write_migration(results.get().init_report(), &report);
             Ok(())

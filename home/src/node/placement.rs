@@ -8,13 +8,13 @@
 
 use super::image_sink::ImageSinkServer;
 use super::slot::{BodySlot, FrozenOrder, Verdict};
-use super::stream::Ticket;
+use super::stream::{Sending, Ticket};
 use crate::NodeId;
 use crate::wire::ExitReport;
 use futures::FutureExt;
 use futures::future::LocalBoxFuture;
 use ssi_remote::{BodySpec, ImageStats, Program, SharedDeputy};
-use ssi_schema::body_control;
+use ssi_schema::{body_control, progress};
 use std::sync::Arc;
 
 /// What a process's body is made of, to start it anywhere.
@@ -128,6 +128,7 @@ impl Held {
         &self,
         address: &str,
         ticket: Ticket,
+        sending: Option<Arc<Sending>>,
     ) -> Result<ImageStats, String> {
         let gone = "the body's thread went away";
         match self {
@@ -137,6 +138,7 @@ impl Held {
                     .send(FrozenOrder::SendTo {
                         address: address.to_string(),
                         ticket,
+                        sending: sending.unwrap_or_default(),
                         reply,
                     })
                     .map_err(|_| gone.to_string())?;
@@ -146,6 +148,11 @@ impl Held {
                 let mut req = control.send_to_request();
                 req.get().set_address(address);
                 req.get().set_ticket(&ticket);
+                // The body's node tells how far it is; the watcher here reads it.
+                if let Some(s) = sending {
+                    req.get()
+                        .set_progress(capnp_rpc::new_client(SendingServer(s)));
+                }
                 let reply = req
                     .send()
                     .promise
@@ -224,4 +231,79 @@ impl Placement {
             }
         }
     }
+}
+
+/// A `Progress` that keeps what it is told in a [`Sending`].
+pub(crate) struct SendingServer(pub(crate) Arc<Sending>);
+
+impl progress::Server for SendingServer {
+    fn update(
+        self: capnp::capability::Rc<Self>,
+        params: progress::UpdateParams,
+        _: progress::UpdateResults,
+    ) -> impl std::future::Future<Output = Result<(), capnp::Error>> + 'static {
+        let r = params.get().map(|p| {
+            let ordering = std::sync::atomic::Ordering::Relaxed;
+            self.0.done.store(p.get_done(), ordering);
+            self.0.total.store(p.get_total(), ordering);
+        });
+        std::future::ready(r)
+    }
+}
+
+/// Tells `progress` how far `sending` is every 100 ms until `work` ends,
+/// and once more then; `work`'s result.
+pub(crate) async fn reporting<T>(
+    work: impl std::future::Future<Output = T>,
+    sending: &Sending,
+    progress: &progress::Client,
+) -> T {
+    let tell = || {
+        let ordering = std::sync::atomic::Ordering::Relaxed;
+        let mut req = progress.update_request();
+        req.get().set_done(sending.done.load(ordering));
+        req.get().set_total(sending.total.load(ordering));
+        req.send().promise
+    };
+    futures::pin_mut!(work);
+    let result = loop {
+        let tick = tokio::time::sleep(std::time::Duration::from_millis(100));
+        futures::pin_mut!(tick);
+        match futures::future::select(&mut work, tick).await {
+            futures::future::Either::Left((r, _)) => break r,
+            // A watcher that went away does not stop the work.
+            futures::future::Either::Right(_) => {
+                let _ = tell().await;
+            }
+        }
+    };
+    let _ = tell().await;
+    result
+}
+
+/// Has the body's thread send its frozen body's image, telling `progress`
+/// how far it is every 100 ms, and once more at the end.
+pub(crate) async fn send_local(
+    orders: &flume::Sender<FrozenOrder>,
+    address: &str,
+    ticket: Ticket,
+    progress: Option<progress::Client>,
+) -> Result<ImageStats, String> {
+    let gone = "the body's thread went away";
+    let sending = Arc::new(Sending::default());
+    let (reply, sent) = flume::bounded(1);
+    orders
+        .send(FrozenOrder::SendTo {
+            address: address.to_string(),
+            ticket,
+            sending: sending.clone(),
+            reply,
+        })
+        .map_err(|_| gone.to_string())?;
+    let waiting = sent.recv_async();
+    let result = match &progress {
+        Some(p) => reporting(waiting, &sending, p).await,
+        None => waiting.await,
+    };
+    result.map_err(|_| gone.to_string())?
 }

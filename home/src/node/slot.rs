@@ -54,6 +54,7 @@ pub(crate) enum FrozenOrder {
     SendTo {
         address: String,
         ticket: Ticket,
+        sending: std::sync::Arc<super::stream::Sending>,
         reply: flume::Sender<Result<ImageStats, String>>,
     },
     /// What becomes of the body.
@@ -148,9 +149,10 @@ impl BodySlot {
                 FrozenOrder::SendTo {
                     address,
                     ticket,
+                    sending,
                     reply,
                 } => {
-                    let _ = reply.send(send_body(body, &address, &ticket));
+                    let _ = reply.send(send_body(body, &address, &ticket, sending));
                 }
                 FrozenOrder::Verdict(v) => return v,
             }

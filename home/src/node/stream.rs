@@ -13,6 +13,8 @@ use crate::rpc::CONNECT_TIMEOUT;
 use ssi_remote::{Body, ImageStats};
 use std::io::{BufWriter, Write};
 use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 /// The first bytes of a connection that carries a body's image.
@@ -53,15 +55,50 @@ pub(crate) fn open_image_connection(address: &str, ticket: &Ticket) -> Result<Tc
     Ok(stream)
 }
 
+/// How far an image's sending is: bytes sent, of about `total` (the
+/// body's memory), updated by the body's thread as it writes.
+#[derive(Debug, Default)]
+pub(crate) struct Sending {
+    pub(crate) done: AtomicU64,
+    pub(crate) total: AtomicU64,
+}
+
+/// A writer that counts what goes through it into a [`Sending`].
+struct Counting<W> {
+    inner: W,
+    sending: Arc<Sending>,
+}
+
+impl<W: Write> Write for Counting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.sending.done.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Streams a frozen body's image to the node at `address`, which expects it
-/// under `ticket`: its pages straight from the body's memory.
+/// under `ticket`: its pages straight from the body's memory; `sending`
+/// follows how far it is.
 pub(crate) fn send_body(
     body: &mut Body,
     address: &str,
     ticket: &Ticket,
+    sending: Arc<Sending>,
 ) -> Result<ImageStats, String> {
     let stream = open_image_connection(address, ticket)?;
-    let out = BufWriter::with_capacity(STREAM_BUFFER, stream);
+    sending.total.store(
+        body.memory_gauge().load(Ordering::Relaxed),
+        Ordering::Relaxed,
+    );
+    let out = Counting {
+        inner: BufWriter::with_capacity(STREAM_BUFFER, stream),
+        sending,
+    };
     let (out, stats) = body
         .write_image(out, false)
         .map_err(|e| format!("cannot send the image to {address}: {e}"))?;

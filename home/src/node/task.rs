@@ -132,9 +132,10 @@ impl ProcessTask {
                 Order::Migrate {
                     to,
                     sender_load,
+                    sending,
                     reply,
                 } => {
-                    let r = self.migrate(&mut running, to, sender_load).await;
+                    let r = self.migrate(&mut running, to, sender_load, sending).await;
                     let _ = reply.send(r);
                 }
                 Order::Checkpoint { stop, reply } => {

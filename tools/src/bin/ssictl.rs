@@ -399,7 +399,7 @@ fn run(args: Args) -> Result<()> {
                         .find(|p| p.pid == pid)
                         .map(|p| p.node);
                     if at != Some(node) {
-                        ssi_home::admin_migrate(&admin, pid, node)
+                        ssi_home::admin_migrate(&admin, pid, node, None)
                             .await
                             .map_err(said)?;
                     }
@@ -416,7 +416,13 @@ fn run(args: Args) -> Result<()> {
                 Ok(())
             }
             Command::Migrate { pid, node, json } => {
-                let r = ssi_home::admin_migrate(&admin, pid, node)
+                // A bar on a terminal; nothing extra for scripts.
+                let bar = if json {
+                    None
+                } else {
+                    ssi_tools::progress_bar("migrate")
+                };
+                let r = ssi_home::admin_migrate(&admin, pid, node, bar)
                     .await
                     .map_err(|e| anyhow::anyhow!("{}", ssi_home::remote_message(&e)))?;
                 if json {

@@ -228,18 +228,25 @@ fn feed(
 async fn act(admin: ssi_schema::admin::Client, action: Action, tx: mpsc::Sender<Msg>) {
     let said = |e: capnp::Error| ssi_home::remote_message(&e);
     let result: Result<String, String> = match action {
-        Action::Migrate { pid, node } => ssi_home::admin_migrate(&admin, pid, node)
-            .await
-            .map(|r| {
-                format!(
-                    "process {pid} moved from node {} to node {} in {:.1} ms (frozen {:.1} ms)",
-                    r.from,
-                    r.to,
-                    r.total_micros as f64 / 1000.0,
-                    r.freeze_micros as f64 / 1000.0
-                )
-            })
-            .map_err(said),
+        Action::Migrate { pid, node } => {
+            let progress = capnp_rpc::new_client(Moving {
+                pid,
+                node,
+                tx: tx.clone(),
+            });
+            ssi_home::admin_migrate(&admin, pid, node, Some(progress))
+                .await
+                .map(|r| {
+                    format!(
+                        "process {pid} moved from node {} to node {} in {:.1} ms (frozen {:.1} ms)",
+                        r.from,
+                        r.to,
+                        r.total_micros as f64 / 1000.0,
+                        r.freeze_micros as f64 / 1000.0
+                    )
+                })
+                .map_err(said)
+        }
         Action::Signal { pid, signal } => {
             let mut req = admin.kill_request();
             req.get().set_target(pid as i32);
@@ -278,6 +285,31 @@ async fn act(admin: ssi_schema::admin::Client, action: Action, tx: mpsc::Sender<
         Ok(s) => s,
         Err(e) => format!("error: {e}"),
     }));
+}
+
+/// A move's progress, told on the status line.
+struct Moving {
+    pid: ssi_home::Pid,
+    node: u16,
+    tx: mpsc::Sender<Msg>,
+}
+
+impl ssi_schema::progress::Server for Moving {
+    async fn update(
+        self: capnp::capability::Rc<Self>,
+        params: ssi_schema::progress::UpdateParams,
+        _: ssi_schema::progress::UpdateResults,
+    ) -> Result<(), capnp::Error> {
+        let p = params.get()?;
+        let _ = self.tx.send(Msg::Status(format!(
+            "moving process {} to node {}: {} of {} sent",
+            self.pid,
+            self.node,
+            view::bytes(p.get_done()),
+            view::bytes(p.get_total())
+        )));
+        Ok(())
+    }
 }
 
 /// A checkpoint into a file, its progress told as it arrives.
