@@ -386,6 +386,16 @@ struct NodeStatus {
   demand @10 :Float64;      # the CPU its bodies use now, in cores
   balancing @11 :Bool;      # it moves bodies by itself (`ssid --balance on`)
   draining @12 :Bool;       # it is drained: no new bodies go there
+  rumors @13 :List(Rumor);  # the freshest statuses it holds of other nodes
+                            # (gossip: each node talks to a few others a
+                            # round and learns of the rest through them)
+  heartbeatsSent @14 :UInt64; # heartbeats it has sent, ever
+}
+
+# What a node last heard of another, and how long ago.
+struct Rumor {
+  status @0 :NodeStatus;    # without rumors of its own
+  ageMs @1 :UInt32;
 }
 
 struct Member {

@@ -26,6 +26,11 @@ pub struct NodeStatus {
     pub balancing: bool,
     /// It is drained: no new bodies go there.
     pub draining: bool,
+    /// The freshest statuses it holds of other nodes, each with how long
+    /// ago it was heard (gossip).
+    pub rumors: Vec<(NodeStatus, u32)>,
+    /// Heartbeats it has sent, ever.
+    pub heartbeats_sent: u64,
 }
 
 /// The machine's cores, one-minute load and memory; zero where unknown.
@@ -57,6 +62,20 @@ pub fn machine() -> (u32, f64, u64, u64) {
 
 /// A status in its wire form (heartbeats and `Admin.nodes`).
 pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &NodeStatus) {
+    write_plain(b.reborrow(), s, true);
+    b.set_heartbeats_sent(s.heartbeats_sent);
+    let mut rumors = b.init_rumors(s.rumors.len() as u32);
+    for (i, (status, age)) in s.rumors.iter().enumerate() {
+        let mut r = rumors.reborrow().get(i as u32);
+        r.set_age_ms(*age);
+        // A rumor carries no rumors of its own, nor the nodes it knows.
+        write_plain(r.init_status(), status, false);
+    }
+}
+
+/// A status's own fields, without its rumors (and with `known`, the nodes
+/// it knows).
+fn write_plain(mut b: ssi_schema::node_status::Builder<'_>, s: &NodeStatus, known: bool) {
     b.set_id(s.id);
     b.set_address(&s.address);
     b.set_cores(s.cores);
@@ -69,6 +88,9 @@ pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &Node
     b.set_demand(s.demand);
     b.set_balancing(s.balancing);
     b.set_draining(s.draining);
+    if !known {
+        return;
+    }
     let mut known = b.init_known(s.known.len() as u32);
     for (i, (id, address)) in s.known.iter().enumerate() {
         let mut m = known.reborrow().get(i as u32);
@@ -81,6 +103,17 @@ pub(crate) fn write_status(mut b: ssi_schema::node_status::Builder<'_>, s: &Node
 pub(crate) fn read_status(
     r: ssi_schema::node_status::Reader<'_>,
 ) -> Result<NodeStatus, capnp::Error> {
+    let mut s = read_plain(r)?;
+    s.rumors = r
+        .get_rumors()?
+        .iter()
+        .map(|m| Ok((read_plain(m.get_status()?)?, m.get_age_ms())))
+        .collect::<Result<_, capnp::Error>>()?;
+    Ok(s)
+}
+
+/// A status's own fields, without its rumors.
+fn read_plain(r: ssi_schema::node_status::Reader<'_>) -> Result<NodeStatus, capnp::Error> {
     Ok(NodeStatus {
         id: r.get_id(),
         address: text(r.get_address())?,
@@ -99,12 +132,47 @@ pub(crate) fn read_status(
         demand: r.get_demand(),
         balancing: r.get_balancing(),
         draining: r.get_draining(),
+        heartbeats_sent: r.get_heartbeats_sent(),
+        rumors: Vec::new(),
     })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_status_carries_its_rumors_without_theirs() {
+        let other = NodeStatus {
+            id: 3,
+            address: "10.0.0.3:7000".into(),
+            demand: 1.5,
+            known: vec![(4, "x".into())],
+            ..NodeStatus::default()
+        };
+        let mut with_rumor = other.clone();
+        with_rumor.rumors = vec![(other.clone(), 0)];
+        let s = NodeStatus {
+            id: 1,
+            known: vec![(3, "10.0.0.3:7000".into())],
+            rumors: vec![(with_rumor, 250)],
+            heartbeats_sent: 42,
+            ..NodeStatus::default()
+        };
+        let mut m = capnp::message::Builder::new_default();
+        write_status(m.init_root(), &s);
+        let r = m
+            .get_root_as_reader::<ssi_schema::node_status::Reader<'_>>()
+            .expect("a root");
+        let back = read_status(r).expect("a status");
+        let plain = NodeStatus {
+            known: Vec::new(),
+            ..other
+        };
+        assert_eq!(back.rumors, vec![(plain, 250)]);
+        assert_eq!(back.heartbeats_sent, 42);
+        assert_eq!(back.known, s.known);
+    }
 
     #[test]
     fn machine_reports_cores_and_memory() {

@@ -576,3 +576,52 @@ fn a_socket_left_by_a_killed_node_is_named_once_and_a_new_node_replaces_it() {
         "the new node ran it: {events}"
     );
 }
+
+/// Seven nodes: each talks to at most four peers a round (gossip), yet
+/// every node knows every other's load, and a node that dies is seen down.
+#[test]
+fn seven_nodes_gossip_with_four_peers_a_round_and_still_see_a_dead_one() {
+    let mut cluster = Cluster::start(7);
+    let sent = |cluster: &Cluster| -> u64 {
+        cluster
+            .ssictl_json(1, "nodes")
+            .iter()
+            .find(|n| n["id"] == 1)
+            .and_then(|n| n["heartbeats_sent"].as_u64())
+            .expect("node 1's heartbeats")
+    };
+    let before = sent(&cluster);
+    let t0 = std::time::Instant::now();
+    std::thread::sleep(Duration::from_secs(3));
+    let rounds = t0.elapsed().as_millis() as u64 / 500 + 1;
+    let during = sent(&cluster) - before;
+    // Four a round, not six (one per peer).
+    assert!(
+        during <= 4 * rounds,
+        "{during} heartbeats in {rounds} rounds to 6 peers"
+    );
+    assert!(
+        during >= 2 * rounds,
+        "{during} heartbeats in {rounds} rounds"
+    );
+    // Every node knows every other's load, through the others.
+    for id in 1..=7 {
+        let nodes = cluster.ssictl_json(id, "nodes");
+        assert_eq!(nodes.len(), 7, "{nodes:?}");
+        for n in &nodes {
+            assert_eq!(n["state"], "up", "node {id} sees {n}");
+            assert!(n["capacity"].as_f64().is_some_and(|c| c > 0.0), "{n}");
+        }
+    }
+    cluster.kill(7);
+    cluster.wait_until(1, |nodes| {
+        nodes.iter().any(|n| n["id"] == 7 && n["state"] == "down")
+    });
+    // And stays down: rumors of it do not bring it back.
+    std::thread::sleep(Duration::from_secs(2));
+    for id in 1..=6 {
+        let nodes = cluster.ssictl_json(id, "nodes");
+        let seven = nodes.iter().find(|n| n["id"] == 7).expect("node 7 listed");
+        assert_eq!(seven["state"], "down", "node {id} sees {seven}");
+    }
+}

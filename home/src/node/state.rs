@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use ssi_remote::{ModuleHash, Program, Runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A node's configuration.
@@ -100,6 +100,8 @@ pub(crate) struct PeerState {
     pub(crate) up: bool,
     pub(crate) last_seen: Option<Instant>,
     pub(crate) status: Option<NodeStatus>,
+    /// When it was last marked down.
+    pub(crate) down_at: Option<Instant>,
 }
 
 /// A move the balancer ordered: to where, which body, and when the
@@ -141,6 +143,8 @@ pub struct NodeCore {
     pub(crate) events: EventLog,
     /// Drained: bodies are moved off and no new ones come.
     pub(crate) draining: AtomicBool,
+    /// Heartbeats sent, ever.
+    pub(crate) heartbeats_sent: AtomicU64,
 }
 
 impl NodeCore {
@@ -165,6 +169,7 @@ impl NodeCore {
                     up: false,
                     last_seen: None,
                     status: None,
+                    down_at: None,
                 },
             );
         }
@@ -200,6 +205,7 @@ impl NodeCore {
             policy: config.policy.clone(),
             events: EventLog::new(config.id),
             draining: AtomicBool::new(false),
+            heartbeats_sent: AtomicU64::new(0),
         }))
     }
 
@@ -233,6 +239,8 @@ impl NodeCore {
             demand: *self.demand.lock().unwrap_or_else(|p| p.into_inner()),
             balancing: self.balance,
             draining: self.draining.load(Ordering::Relaxed),
+            rumors: self.rumors(),
+            heartbeats_sent: self.heartbeats_sent.load(Ordering::Relaxed),
         }
     }
 

@@ -278,6 +278,7 @@ fn print_nodes(nodes: &[NodeInfo], as_json: bool) -> Result<()> {
                     "mem_total": s.mem_total,
                     "mem_available": now(json!(s.mem_available)),
                     "last_seen_ms": n.last_seen.map(|d| d.as_millis() as u64),
+                    "heartbeats_sent": s.heartbeats_sent,
                 })
             })
             .collect();
