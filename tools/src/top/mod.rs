@@ -109,7 +109,12 @@ fn ui(
                 Ok(Msg::Snapshot(nodes, procs, at)) => app.snapshot(nodes, procs, at),
                 Ok(Msg::Events(batch)) => app.events(batch),
                 Ok(Msg::Status(s)) => app.status = s,
-                Ok(Msg::Trouble(t)) => app.trouble = t,
+                Ok(Msg::Trouble(t)) => {
+                    if t.is_none() && app.status.starts_with("connecting") {
+                        app.status = "? for help, q to quit".into();
+                    }
+                    app.trouble = t;
+                }
                 Err(mpsc::TryRecvError::Empty) => break,
                 Err(mpsc::TryRecvError::Disconnected) => {
                     anyhow::bail!("the dashboard's feed stopped")

@@ -14,7 +14,11 @@ use ssi_home::ProcessInfo;
 
 /// The keys, as `?` shows them (and the README lists them).
 pub const KEYS: &[(&str, &str)] = &[
-    ("↑ ↓ PgUp PgDn Home End", "select a process (or a node)"),
+    ("↑ ↓", "select a process (or a node)"),
+    (
+        "PgUp PgDn Home End",
+        "a page up or down, the first, the last",
+    ),
     ("Tab", "move between the processes and the nodes"),
     ("< >", "sort by the column to the left or right"),
     ("P M T", "sort by CPU, memory, time (again: reverse)"),
@@ -429,7 +433,12 @@ fn draw_status(frame: &mut Frame<'_>, app: &App, area: Rect, palette: Palette) {
 }
 
 fn draw_help(frame: &mut Frame<'_>, area: Rect, palette: Palette) {
-    let width = area.width.min(72);
+    let keys = KEYS
+        .iter()
+        .map(|(k, _)| k.chars().count())
+        .max()
+        .unwrap_or(1);
+    let width = area.width.min(76);
     let height = (KEYS.len() as u16 + 4).min(area.height);
     let popup = Rect {
         x: area.x + (area.width - width) / 2,
@@ -441,7 +450,7 @@ fn draw_help(frame: &mut Frame<'_>, area: Rect, palette: Palette) {
         .iter()
         .map(|(k, what)| {
             Line::from(vec![
-                Span::styled(format!("{k:>22}  "), palette.title()),
+                Span::styled(format!("{k:>keys$}  "), palette.title()),
                 Span::raw(*what),
             ])
         })
