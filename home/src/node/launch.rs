@@ -288,13 +288,7 @@ pub(crate) async fn run_process(
         },
     );
     let mut reap = Reap::new(core.clone(), pid);
-    let first = match start_body(core, pid, start.target, &source, start.image).await {
-        Ok(first) => first,
-        Err(e) => {
-            reap.discard();
-            return Err(e);
-        }
-    };
+    // Told before the body runs: what it does (children it spawns) comes after.
     core.record(
         Event::new(
             "started",
@@ -306,6 +300,25 @@ pub(crate) async fn run_process(
         )
         .of(pid),
     );
+    let first = match start_body(core, pid, start.target, &source, start.image).await {
+        Ok(first) => first,
+        Err(e) => {
+            reap.discard();
+            core.record(
+                Event::new(
+                    "failed",
+                    start.target,
+                    format!(
+                        "process {pid} could not start on node {}: {}",
+                        start.target,
+                        crate::rpc::remote_message(&e)
+                    ),
+                )
+                .of(pid),
+            );
+            return Err(e);
+        }
+    };
     let (done, report) = oneshot::channel::<ExitReport>();
     let task = ProcessTask {
         core: core.clone(),
