@@ -199,7 +199,11 @@ impl Deputy {
                 SubscriptionKind::Clock { .. } => continue,
             };
             let file = self.file(fd)?;
-            if file.pollable().is_none() {
+            // An input whose pending bytes cannot be counted (/dev/null, as
+            // under cron or `nohup … < /dev/null`) is at its end: readable,
+            // as `wasmtime run` says, where the host's poll would fail.
+            let uncountable = eventtype == eventtype::FD_READ && file.num_ready_bytes().is_err();
+            if file.pollable().is_none() || uncountable {
                 ready.push(Event {
                     userdata: sub.userdata,
                     error: 0,

@@ -43,14 +43,30 @@ pub(crate) fn open_at(
     path: &str,
     meta: FdMeta,
 ) -> Result<Entry, Errno> {
+    let oflags = OFlags::from_bits_truncate(u32::from(meta.oflags));
+    let fdflags = fdflags_from_raw(meta.fdflags);
+    // O_TRUNC with O_APPEND is valid POSIX (and `wasmtime run` takes it), but
+    // the file system layer refuses the pair: the file is opened for
+    // appending, then truncated.
+    let trunc_append = oflags.contains(OFlags::TRUNCATE) && fdflags.contains(FdFlags::APPEND);
     let opened = wc(dir.open_file(
         follow,
         path,
-        OFlags::from_bits_truncate(u32::from(meta.oflags)),
+        if trunc_append {
+            oflags - OFlags::TRUNCATE
+        } else {
+            oflags
+        },
         meta.read,
         meta.write,
-        fdflags_from_raw(meta.fdflags),
+        fdflags,
     ))?;
+    if trunc_append && let OpenResult::File(file) = &opened {
+        if !meta.write {
+            return Err(Errno::Inval);
+        }
+        wc(file.set_filestat_size(0))?;
+    }
     Ok(match opened {
         OpenResult::File(file) => Entry {
             handle: Handle::File(file.into()),

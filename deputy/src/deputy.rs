@@ -252,7 +252,12 @@ impl Deputy {
     /// without the bytes having to be owned): the number of bytes written.
     pub fn write(&mut self, fd: Fd, data: &[u8]) -> Result<u32, Errno> {
         let f = self.writable(fd)?;
-        let n = wc(f.write_vectored(&[IoSlice::new(data)]))?;
+        // A stream whose reader went away is EIO, as `wasmtime run` says
+        // (the host's EPIPE is not what a WASI program sees there).
+        let n = wc(f.write_vectored(&[IoSlice::new(data)])).map_err(|e| match e {
+            Errno::Pipe => Errno::Io,
+            e => e,
+        })?;
         u32::try_from(n).map_err(|_| Errno::Overflow)
     }
 

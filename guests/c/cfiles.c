@@ -1,6 +1,7 @@
 /* A C guest (wasi-libc): stdio, files, directories, stat, and an exit status. */
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,17 @@ int main(int argc, char **argv) {
     for (int i = 0; i < n; i++) printf("entry: %s\n", names[i]);
     printf("unlink: %d\n", unlink(to));
     printf("rmdir: %d\n", rmdir(path));
+    /* A log opened as shells and loggers do: created, emptied, appended to. */
+    snprintf(path, sizeof path, "%s/c.log", root);
+    for (int round = 0; round < 2; round++) {
+        int fd = open(path, O_CREAT | O_TRUNC | O_WRONLY | O_APPEND, 0644);
+        if (fd < 0) { printf("open append+trunc: %s\n", strerror(errno)); break; }
+        write(fd, "one\n", 4);
+        lseek(fd, 0, SEEK_SET);
+        write(fd, "two\n", 4);
+        close(fd);
+    }
+    if (stat(path, &st) == 0) printf("c.log: %lld bytes\n", (long long)st.st_size);
     fprintf(stderr, "C guest done\n");
     return 3;
 }

@@ -46,6 +46,9 @@ pub struct ConsolePump {
     rx: flume::Receiver<Request>,
     tx: flume::Sender<Request>,
     interrupt: Interrupter,
+    /// A stream (1 stdout, 2 stderr) the console could not write: the
+    /// program's next write to it fails (EIO, as under `wasmtime run`).
+    broken: Arc<[AtomicBool; 3]>,
 }
 
 /// Cuts short a read of the console that is waiting, which returns `EINTR`.
@@ -82,6 +85,7 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
     let (tx, rx) = flume::bounded(QUEUE);
     let (interrupt, interrupted) = flume::unbounded();
     let ending = Arc::new(AtomicBool::new(false));
+    let broken: Arc<[AtomicBool; 3]> = Arc::new(Default::default());
     let stdio = Stdio {
         stdin: Box::new(ConsoleIn {
             tx: tx.clone(),
@@ -95,10 +99,12 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
             tx: tx.clone(),
             stream: 1,
             tty: ttys.stdout,
+            broken: broken.clone(),
         }),
         stderr: Box::new(ConsoleOut {
             tx: tx.clone(),
             stream: 2,
+            broken: broken.clone(),
             tty: ttys.stderr,
         }),
     };
@@ -106,7 +112,15 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
         tx: interrupt,
         ending,
     };
-    (stdio, ConsolePump { rx, tx, interrupt })
+    (
+        stdio,
+        ConsolePump {
+            rx,
+            tx,
+            interrupt,
+            broken,
+        },
+    )
 }
 
 impl ConsolePump {
@@ -123,10 +137,9 @@ impl ConsolePump {
     /// Forwards the streams to `console` until every file is dropped. Runs on the
     /// session's connection thread.
     pub async fn run(self, console: console::Client) {
-        let ConsolePump { rx, tx, .. } = self;
+        let ConsolePump { rx, tx, broken, .. } = self;
         // The pump's own sender must not keep the channel open.
         drop(tx);
-        let mut broken = false;
         let mut next = None;
         loop {
             let req = match next.take() {
@@ -152,14 +165,15 @@ impl ConsolePump {
                             Err(_) => break,
                         }
                     }
-                    if broken {
+                    let failed = &broken[usize::from(stream) % 3];
+                    if failed.load(Ordering::SeqCst) {
                         continue;
                     }
                     let mut call = console.write_request();
                     call.get().set_stream(stream);
                     call.get().set_data(&data);
                     if call.send().await.is_err() {
-                        broken = true;
+                        failed.store(true, Ordering::SeqCst);
                     }
                 }
                 Request::Read { max, reply } => {
@@ -180,11 +194,10 @@ impl ConsolePump {
                     });
                 }
                 Request::Close(done) => {
-                    if !broken {
-                        // Calls on one capability are delivered in order: when this
-                        // returns, every earlier write has been done.
-                        let _ = console.flush_request().send().promise.await;
-                    }
+                    // Calls on one capability are delivered in order: when this
+                    // returns, every earlier write has been done (a console
+                    // that is gone answers at once).
+                    let _ = console.flush_request().send().promise.await;
                     let _ = done.send(());
                     break;
                 }
@@ -224,6 +237,7 @@ struct ConsoleOut {
     tx: flume::Sender<Request>,
     stream: u8,
     tty: bool,
+    broken: Arc<[AtomicBool; 3]>,
 }
 
 #[async_trait::async_trait]
@@ -246,6 +260,9 @@ impl WasiFile for ConsoleOut {
             data.extend_from_slice(b);
         }
         let n = data.len() as u64;
+        if self.broken[usize::from(self.stream) % 3].load(Ordering::SeqCst) {
+            return Err(broken_pipe());
+        }
         if n > 0 {
             self.tx
                 .send(Request::Write {

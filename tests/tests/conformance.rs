@@ -99,3 +99,85 @@ fn every_preview1_function_behaves() {
         ["input.txt", "list", "list/a", "list/b", "list/c", "new.txt"]
     );
 }
+
+/// `pollin` through `ssirun` with stdin at /dev/null (as under cron or
+/// `nohup … < /dev/null`), embedded or through a node given with
+/// `--connect`: its standard output.
+fn pollin_at_dev_null(options: &[&str]) -> String {
+    let out = ssi_tests::run(
+        std::process::Command::new(ssi_tests::bin("ssirun"))
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+            .env_remove("SSI_CONNECT")
+            .args(options)
+            .arg(guest("pollin"))
+            .stdin(std::process::Stdio::null()),
+        "pollin < /dev/null",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn stdin_at_dev_null_is_readable_at_once_as_under_wasmtime() {
+    // wasmtime sees an input at its end as readable, with no error.
+    let (reference, _) = Case::new(guest("pollin")).run_reference();
+    assert_eq!(
+        reference.stdout_text(),
+        "stdin: error SUCCESS\nread 0 bytes\n"
+    );
+    assert_eq!(pollin_at_dev_null(&[]), reference.stdout_text(), "embedded");
+    let cluster = ssi_tests::Cluster::start(2);
+    let socket = cluster.socket(1).display().to_string();
+    for node in ["1", "2"] {
+        assert_eq!(
+            pollin_at_dev_null(&["--connect", &socket, "--node", node]),
+            reference.stdout_text(),
+            "through node 1, the body on node {node}"
+        );
+    }
+}
+
+/// `bigout` through `ssirun` with its stdout a pipe whose reader ends at
+/// once (`| true`): `ssirun`'s exit status, and how the program's failed
+/// write reads on its stderr.
+fn bigout_into_a_closed_pipe(options: &[&str]) -> (i32, String) {
+    let out = ssi_tests::run(
+        std::process::Command::new("bash")
+            .arg("-c")
+            .arg("\"$0\" \"$@\" | true; exit ${PIPESTATUS[0]}")
+            .arg(ssi_tests::bin("ssirun"))
+            .args(options)
+            .arg(guest("bigout"))
+            .arg("64")
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+            .env_remove("SSI_CONNECT")
+            .env("RUST_BACKTRACE", "0"),
+        "bigout | true",
+    );
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_write_to_a_closed_pipe_fails_with_eio_as_under_wasmtime() {
+    // wasmtime's preview1 reports a stream that failed as EIO (29).
+    let (status, err) = bigout_into_a_closed_pipe(&[]);
+    assert!(err.contains("code: 29"), "embedded: {err}");
+    // Its panic aborts it, as under wasmtime.
+    assert_eq!(status, 134, "{err}");
+    let cluster = ssi_tests::Cluster::start(2);
+    let socket = cluster.socket(1).display().to_string();
+    // Through a node, with the body at home, the program fails the same
+    // way; its own message cannot follow (the session's console stream is
+    // broken by then). A body on another node pipelines its writes, and
+    // learns of the failure only at its next other call on the stream.
+    let (status, err) = bigout_into_a_closed_pipe(&["--connect", &socket, "--node", "1"]);
+    assert_eq!(status, 134, "through a node: {err}");
+    assert!(err.contains("abort"), "through a node: {err}");
+}

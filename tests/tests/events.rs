@@ -134,6 +134,20 @@ fn events_follow_a_process_of_another_node_through_a_migration_and_its_end() {
     assert_eq!(killed["status"], 15, "{killed}");
     assert_eq!(killed["node"], 2, "{killed}");
 
+    // An ordinary end: its status.
+    let out = ssi_tests::run(
+        cluster
+            .ssirun(1)
+            .args(["--node", "3"])
+            .arg(guest("hello"))
+            .stdin(Stdio::null()),
+        "hello on node 3",
+    );
+    assert!(out.status.success());
+    let exited = event(&mut events.out, "hello's end", |e| e["kind"] == "exited");
+    assert_eq!(exited["status"], 0, "{exited}");
+    assert_eq!(exited["node"], 3, "{exited}");
+
     // A node that goes down, as the followed node sees it.
     cluster.kill(2);
     let down = event(&mut events.out, "node 2 down", |e| e["kind"] == "down");
