@@ -191,3 +191,65 @@ fn a_checkpoint_dir_that_does_not_exist_is_made_and_a_file_is_refused() {
     ]);
     one_line_error(&out, "it is a file, not a directory");
 }
+
+/// `ssirun` with no node, its arguments, the environment given.
+fn ssirun_embedded(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut cmd = std::process::Command::new(ssi_tests::bin("ssirun"));
+    cmd.env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+        .env_remove("SSI_CONNECT")
+        .args(args)
+        .stdin(std::process::Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    ssi_tests::run(&mut cmd, &format!("ssirun {}", args.join(" ")))
+}
+
+#[test]
+fn wasmtime_options_scripts_pass_mean_what_they_mean_to_wasmtime() {
+    let guest = ssi_tests::guest("args_env");
+    let guest = guest.to_str().expect("a UTF-8 path");
+    // -S inherit-env: the whole environment, --env on top of it.
+    let out = ssirun_embedded(
+        &["-S", "inherit-env=y", "--env", "SSI_T2=given", guest],
+        &[("SSI_T1", "inherited"), ("SSI_T2", "overridden")],
+    );
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("env SSI_T1=\"inherited\""), "{text}");
+    assert_eq!(text.matches("env SSI_T2=").count(), 1, "{text}");
+    assert!(text.contains("env SSI_T2=\"given\""), "{text}");
+    // Without it, nothing but --env.
+    let out = ssirun_embedded(&[guest], &[("SSI_T1", "inherited")]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SSI_T1"));
+    let out = ssirun_embedded(&["-S", "inherit-env=n", guest], &[("SSI_T1", "x")]);
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("SSI_T1"));
+    // `--` ends ssirun's options; what follows the module is the program's.
+    let out = ssirun_embedded(&["--", guest, "--", "-S"], &[]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("arg[1] = \"--\"") && text.contains("arg[2] = \"-S\""),
+        "{text}"
+    );
+    // An option ssirun does not take is named.
+    for (args, named) in [
+        (vec!["-S", "nope=1"], "-S nope=1"),
+        (vec!["-S", "inherit-env=maybe"], "maybe"),
+        (
+            vec!["-W", "unknown-imports-trap=y"],
+            "-W unknown-imports-trap=y",
+        ),
+        (vec!["-W", "bogus"], "-W bogus"),
+    ] {
+        let mut all = args.clone();
+        all.push(guest);
+        let out = ssirun_embedded(&all, &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(named), "{args:?}: {err}");
+    }
+}

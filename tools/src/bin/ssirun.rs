@@ -31,6 +31,14 @@ struct Args {
     /// Set an environment variable: NAME=VALUE, or NAME to copy this process's value.
     #[arg(long = "env", value_name = "NAME[=VALUE]")]
     envs: Vec<String>,
+    /// A WASI option, as `wasmtime run -S`: `inherit-env[=y|n]` gives the
+    /// program this process's whole environment (`--env` adds to it).
+    #[arg(short = 'S', value_name = "OPT[=VAL]")]
+    wasi_options: Vec<String>,
+    /// A Wasm option, as `wasmtime run -W`: none is taken yet
+    /// (`unknown-imports-trap` and `max-memory-size` are named as such).
+    #[arg(short = 'W', value_name = "OPT[=VAL]")]
+    wasm_options: Vec<String>,
     /// Do not cache compiled code on disk (embedded mode).
     #[arg(long)]
     no_cache: bool,
@@ -78,6 +86,42 @@ fn parse_dir(spec: &str) -> Result<Preopen> {
         host: PathBuf::from(host),
         guest: guest.to_string(),
     })
+}
+
+/// A `y`/`n` value of a `-S` or `-W` option, as wasmtime reads it (no
+/// value is yes).
+fn yes(option: &str, value: Option<&str>) -> Result<bool> {
+    match value {
+        None | Some("y" | "yes" | "true") => Ok(true),
+        Some("n" | "no" | "false") => Ok(false),
+        Some(v) => bail!("-{option}: `{v}` is not y or n"),
+    }
+}
+
+/// Whether `-S` asks for the whole environment; an option ssirun does not
+/// take is an error that names it.
+fn inherit_env(args: &Args) -> Result<bool> {
+    let mut inherit = false;
+    for o in &args.wasi_options {
+        let (name, value) = match o.split_once('=') {
+            Some((n, v)) => (n, Some(v)),
+            None => (o.as_str(), None),
+        };
+        match name {
+            "inherit-env" => inherit = yes(&format!("S {o}"), value)?,
+            _ => bail!("-S {o}: ssirun does not take this WASI option (it takes -S inherit-env)"),
+        }
+    }
+    if let Some(o) = args.wasm_options.first() {
+        let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
+        match name {
+            "unknown-imports-trap" | "max-memory-size" => {
+                bail!("-W {o}: ssirun does not take this option of wasmtime's yet")
+            }
+            _ => bail!("-W {o}: ssirun does not take this Wasm option"),
+        }
+    }
+    Ok(inherit)
 }
 
 fn parse_env(spec: &str) -> Result<String> {
@@ -573,11 +617,20 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         .iter()
         .map(|d| parse_dir(d))
         .collect::<Result<Vec<_>>>()?;
-    let env = args
-        .envs
-        .iter()
-        .map(|e| parse_env(e))
-        .collect::<Result<Vec<_>>>()?;
+    // As `wasmtime run -S inherit-env`: this environment, then `--env`.
+    let mut env: Vec<String> = if inherit_env(args)? {
+        std::env::vars_os()
+            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    for e in &args.envs {
+        let e = parse_env(e)?;
+        let name = e.split_once('=').map_or(e.as_str(), |(n, _)| n).to_string();
+        env.retain(|old| old.split_once('=').map_or(old.as_str(), |(n, _)| n) != name);
+        env.push(e);
+    }
     // As `wasmtime run`: argv[0] is the module's file name.
     let argv0 = module
         .file_name()
