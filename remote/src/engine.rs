@@ -146,6 +146,10 @@ impl Runtime {
         config.wasm_threads(true);
         config.shared_memory(true);
         config.wasm_multi_memory(true);
+        // Exception handling (`try_table`, `throw`, `exnref`), as `wasmtime
+        // run` takes it. (Its legacy encoding, `try`/`catch`/`delegate`, is
+        // one Cranelift does not compile.)
+        config.wasm_exceptions(true);
         // The instrumented code's frames are larger than the original's: a
         // deeper stack lets a program recurse as deep as under `wasmtime run`
         // (512 KiB). Body threads have room for it (`BODY_THREAD_STACK`).

@@ -381,3 +381,73 @@ fn a_module_that_cannot_be_frozen_runs_stays_and_says_why() {
     assert!(kill.status.success());
     assert_eq!(shell_status(child.wait().status), 130);
 }
+
+/// A module with Wasm exception handling (`try_table`, `throw`): it throws
+/// and catches `rounds` exceptions (0: for ever), printing `caught N` after
+/// the first and after the last.
+fn exceptions_module(dir: &std::path::Path) -> std::path::PathBuf {
+    let module = dir.join("exceptions.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "args_sizes_get" (func $sizes (param i32 i32) (result i32)))
+            (memory (export "memory") 1)
+            (data (i32.const 100) "caught 42\n")
+            (tag $oops (param i32))
+            (func $thrower (param i32) (throw $oops (local.get 0)))
+            (func $say
+                (i32.store (i32.const 0) (i32.const 100))
+                (i32.store (i32.const 4) (i32.const 10))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (func (export "_start")
+                (local $n i32)
+                ;; argc: 1 runs one round, more run for ever
+                (drop (call $sizes (i32.const 16) (i32.const 20)))
+                (loop $l
+                    (block $handler (result i32)
+                        (try_table (catch $oops $handler)
+                            (call $thrower (i32.const 42)))
+                        (i32.const 0))
+                    (if (i32.ne (i32.const 42)) (then unreachable))
+                    (if (i32.eqz (local.get $n)) (then (call $say)))
+                    (local.set $n (i32.add (local.get $n) (i32.const 1)))
+                    (br_if $l (i32.gt_u (i32.load (i32.const 16)) (i32.const 1))))))"#,
+    )
+    .expect("write the module");
+    module
+}
+
+#[test]
+fn a_module_with_exception_handling_runs_as_under_wasmtime_and_says_why_it_stays() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = exceptions_module(dir.path());
+    let case = Case::new(module.clone());
+    let ours = case.run_ssirun();
+    assert_eq!(
+        ours.0.stdout_text(),
+        "caught 42\n",
+        "{}",
+        ours.0.stderr_text()
+    );
+    assert_same("exceptions", &ours, &case.run_reference());
+    // On a node: it runs, and says why it cannot move.
+    let cluster = Cluster::start(2);
+    let mut child = start_module(&cluster, 1, 2, &module, &["forever"]);
+    assert_eq!(child.line("its first line"), "caught 42");
+    let pid = pid_of(&cluster, "exceptions.wat");
+    let row = cluster
+        .ssictl_json(1, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .expect("listed");
+    assert_eq!(
+        row["unmovable"], "it cannot be frozen: it uses Wasm exceptions",
+        "{row}"
+    );
+    let failed = try_migrate(&cluster, 1, pid, 1).expect_err("it cannot move");
+    assert!(failed.contains("Wasm exceptions"), "{failed}");
+    let kill = cluster.ssictl(1, &["kill", &pid.to_string()]);
+    assert!(kill.status.success());
+    assert_eq!(shell_status(child.wait().status), 143);
+}
