@@ -157,6 +157,9 @@ impl NodeCore {
                 gone.push((*p.key(), p.address.clone()));
             }
         }
+        if !gone.is_empty() {
+            self.downs.send_modify(|n| *n += 1);
+        }
         for (id, address) in gone {
             tracing::warn!(node = id, %address, "peer stopped answering: marked down");
             let lost = self

@@ -145,6 +145,9 @@ pub struct NodeCore {
     pub(crate) draining: AtomicBool,
     /// Heartbeats sent, ever.
     pub(crate) heartbeats_sent: AtomicU64,
+    /// Counts the times peers were marked down: waits on a peer (a body
+    /// there) wake when it changes instead of polling.
+    pub(crate) downs: tokio::sync::watch::Sender<u64>,
 }
 
 impl NodeCore {
@@ -206,6 +209,7 @@ impl NodeCore {
             events: EventLog::new(config.id),
             draining: AtomicBool::new(false),
             heartbeats_sent: AtomicU64::new(0),
+            downs: tokio::sync::watch::Sender::new(0),
         }))
     }
 

@@ -20,7 +20,6 @@
 
 use super::body_control::BodyControlServer;
 use super::host::MakeBody;
-use super::membership::HEARTBEAT_EVERY;
 use super::placement::{Held, Placement, Running, Source};
 use super::slot::{BodySlot, FrozenOrder, Verdict};
 use super::state::NodeCore;
@@ -255,9 +254,15 @@ pub(crate) async fn while_up<T>(
     id: NodeId,
     answer: impl std::future::Future<Output = T>,
 ) -> Result<T, String> {
-    let down = async {
+    // Woken when a peer is marked down, not polled: a home with many
+    // bodies away would otherwise wake for each of them several times a
+    // second. (Subscribed before the first look, so no change is missed.)
+    let mut downs = core.downs.subscribe();
+    let down = async move {
         while core.peer_up(id) {
-            tokio::time::sleep(HEARTBEAT_EVERY / 4).await;
+            if downs.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
         }
     };
     futures::pin_mut!(answer, down);
