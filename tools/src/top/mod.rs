@@ -157,7 +157,7 @@ fn feed(
                 Ok(c) => c,
                 Err(e) => {
                     if tx
-                        .send(Msg::Trouble(Some(format!("{e}; trying again"))))
+                        .send(Msg::Trouble(Some(format!("retrying: {e}"))))
                         .is_err()
                     {
                         return;
@@ -218,7 +218,7 @@ fn feed(
             }
             if tx
                 .send(Msg::Trouble(Some(format!(
-                    "{endpoint} stopped answering; reconnecting"
+                    "reconnecting: {endpoint} stopped answering"
                 ))))
                 .is_err()
             {
