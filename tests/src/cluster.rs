@@ -171,6 +171,32 @@ impl Cluster {
         cmd
     }
 
+    /// Starts `MODULE ARGS` through `ssirun` with its home on node `home` and
+    /// its body on node `node` (0: where the home places it), stdin closed;
+    /// returns once its first line is `first`.
+    #[track_caller]
+    pub fn launch(
+        &self,
+        home: usize,
+        node: usize,
+        module: &std::path::Path,
+        args: &[&str],
+        first: &str,
+    ) -> crate::wait::Proc {
+        let mut cmd = self.ssirun(home);
+        if node != 0 {
+            cmd.args(["--node", &node.to_string()]);
+        }
+        let what = format!(
+            "{} on node {node}",
+            module.file_name().unwrap_or_default().to_string_lossy()
+        );
+        let mut child =
+            crate::wait::Proc::spawn(cmd.arg(module).args(args).stdin(Stdio::null()), &what);
+        assert_eq!(child.line("its first line"), first);
+        child
+    }
+
     /// Runs `ssictl` against node `id`.
     #[track_caller]
     pub fn ssictl(&self, id: usize, args: &[&str]) -> std::process::Output {

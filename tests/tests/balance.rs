@@ -21,16 +21,7 @@ fn one_cpu(extra: &[&str]) -> impl Fn(usize) -> Vec<String> {
 
 /// `spin 0` with its home on node 1 and its body on `node` (0: placed).
 fn spin(cluster: &Cluster, node: usize) -> Proc {
-    let mut cmd = cluster.ssirun(1);
-    if node != 0 {
-        cmd.args(["--node", &node.to_string()]);
-    }
-    let mut child = Proc::spawn(
-        cmd.arg(guest("spin")).arg("0").stdin(Stdio::null()),
-        &format!("spin on node {node}"),
-    );
-    assert_eq!(child.line("its first line"), "spinning");
-    child
+    cluster.launch(1, node, &guest("spin"), &["0"], "spinning")
 }
 
 /// How many processes run on each node, as node 1's `ssictl ps` shows them.
@@ -115,18 +106,7 @@ fn with_balancing_off_nothing_moves_and_unmovable_processes_never_do() {
     let dir = tempfile::tempdir().expect("tmp");
     let module = ssi_tests::unfreezable_module(dir.path());
     let _stuck: Vec<Proc> = (0..3)
-        .map(|_| {
-            let mut p = Proc::spawn(
-                cluster
-                    .ssirun(1)
-                    .args(["--node", "1"])
-                    .arg(&module)
-                    .stdin(Stdio::null()),
-                "a module with a start function",
-            );
-            assert_eq!(p.line("its first line"), "started");
-            p
-        })
+        .map(|_| cluster.launch(1, 1, &module, &[], "started"))
         .collect();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(

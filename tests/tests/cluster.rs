@@ -63,16 +63,7 @@ fn bodies_at_home_through_the_node_match_too() {
 /// Starts `spin ARGS` through node `home` with its body on `node`; returns once
 /// it has printed its first line.
 fn spin(cluster: &Cluster, home: usize, node: usize, args: &[&str]) -> Proc {
-    let mut child = Proc::spawn(
-        Command::new(bin("ssirun"))
-            .args(on_node(cluster, home, node))
-            .arg(guest("spin"))
-            .args(args)
-            .stdin(Stdio::null()),
-        &format!("spin on node {node}"),
-    );
-    assert_eq!(child.line("its first line"), "spinning");
-    child
+    cluster.launch(home, node, &guest("spin"), args, "spinning")
 }
 
 fn ps_row(

@@ -10,14 +10,7 @@ use std::process::{Command, Stdio};
 
 /// `spin 0` with its home on node `home` and its body on `node`.
 fn spin(cluster: &Cluster, home: usize, node: usize) -> Proc {
-    let mut cmd = cluster.ssirun(home);
-    cmd.args(["--node", &node.to_string()]);
-    let mut child = Proc::spawn(
-        cmd.arg(guest("spin")).arg("0").stdin(Stdio::null()),
-        &format!("spin on node {node}"),
-    );
-    assert_eq!(child.line("its first line"), "spinning");
-    child
+    cluster.launch(home, node, &guest("spin"), &["0"], "spinning")
 }
 
 /// `ssictl events --follow --json` against node `id`.
@@ -201,15 +194,7 @@ fn a_drained_node_sends_its_bodies_away_and_takes_no_new_work_until_undrained() 
     let _b = spin(&cluster, 3, 2);
     // One that cannot be frozen stays, and the drain says why.
     let unfreezable = unfreezable_module(dir.path());
-    let mut fixed_proc = Proc::spawn(
-        cluster
-            .ssirun(2)
-            .args(["--node", "2"])
-            .arg(&unfreezable)
-            .stdin(Stdio::null()),
-        "an unfreezable process",
-    );
-    assert_eq!(fixed_proc.line("its first line"), "started");
+    let _fixed = cluster.launch(2, 2, &unfreezable, &[], "started");
     let fixed = cluster.pid_of(1, "the unfreezable process", |c| c.contains("started.wat"));
     let mut events = follow(&cluster, 1);
 

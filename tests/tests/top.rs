@@ -157,17 +157,7 @@ fn restored(top: &Top) {
 }
 
 fn spin(cluster: &Cluster, node: usize) -> Proc {
-    let mut child = Proc::spawn(
-        cluster
-            .ssirun(1)
-            .args(["--node", &node.to_string()])
-            .arg(guest("spin"))
-            .arg("0")
-            .stdin(Stdio::null()),
-        "spin",
-    );
-    assert_eq!(child.line("its first line"), "spinning");
-    child
+    cluster.launch(1, node, &guest("spin"), &["0"], "spinning")
 }
 
 #[test]
