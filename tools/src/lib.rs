@@ -3,6 +3,7 @@
 //! a file as it arrives ([`CheckpointFile`]), and `ssictl top`'s dashboard
 //! ([`top`]).
 
+pub mod figures;
 pub mod top;
 
 use capnp::capability::Rc as CapRc;

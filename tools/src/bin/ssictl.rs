@@ -7,6 +7,7 @@ use serde_json::json;
 use ssi_deputy::Signal;
 use ssi_home::events::Event;
 use ssi_home::{Endpoint, NodeInfo, ProcessInfo};
+use ssi_tools::figures::{age, bytes, cpu_time};
 use std::io::Write;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -148,36 +149,6 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-fn cpu(ns: u64) -> String {
-    let cs = ns / 10_000_000;
-    format!("{}:{:02}.{:02}", cs / 6000, (cs / 100) % 60, cs % 100)
-}
-
-fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "K", "M", "G", "T"];
-    let mut v = n as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{n}B")
-    } else {
-        format!("{v:.1}{}", UNITS[u])
-    }
-}
-
-fn age(d: Duration) -> String {
-    let s = d.as_secs();
-    match s {
-        0..60 => format!("{s}s"),
-        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
-        3600..86400 => format!("{}h{:02}m", s / 3600, (s / 60) % 60),
-        _ => format!("{}d{:02}h", s / 86400, (s / 3600) % 24),
-    }
-}
-
 fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
     let now = now_ms();
     if as_json {
@@ -234,9 +205,9 @@ fn print_ps(procs: &[ProcessInfo], as_json: bool) -> Result<()> {
             if p.pinned.is_none() { "yes" } else { "no" },
             if p.user_pinned { "yes" } else { "-" },
             p.moves,
-            cpu(p.cpu_ns),
+            cpu_time(p.cpu_ns),
             bytes(p.memory),
-            age(Duration::from_millis(now.saturating_sub(p.started_ms))),
+            age(now.saturating_sub(p.started_ms)),
             p.command
         );
     }

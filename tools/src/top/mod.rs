@@ -310,8 +310,8 @@ impl ssi_schema::progress::Server for Moving {
             "moving process {} to node {}: {} of {} sent",
             self.pid,
             self.node,
-            view::bytes(p.get_done()),
-            view::bytes(p.get_total())
+            crate::figures::bytes(p.get_done()),
+            crate::figures::bytes(p.get_total())
         )));
         Ok(())
     }
@@ -333,10 +333,10 @@ async fn checkpoint(
             r = &mut taking => break r.map_err(|e| ssi_home::remote_message(&e))?,
             _ = tokio::time::sleep(Duration::from_millis(200)) => {
                 let (done, total) = file.progress();
-                let of = total.map(|t| format!(" of {}", view::bytes(t))).unwrap_or_default();
+                let of = total.map(|t| format!(" of {}", crate::figures::bytes(t))).unwrap_or_default();
                 let _ = tx.send(Msg::Status(format!(
                     "checkpointing process {pid}: {}{of} written",
-                    view::bytes(done)
+                    crate::figures::bytes(done)
                 )));
             }
         }
@@ -345,7 +345,7 @@ async fn checkpoint(
     Ok(format!(
         "process {pid} checkpointed to {} ({}; frozen {:.1} ms)",
         path.display(),
-        view::bytes(written),
+        crate::figures::bytes(written),
         report.freeze_micros as f64 / 1000.0
     ))
 }
