@@ -228,6 +228,25 @@ impl image_sink::Server for Sink {
     }
 }
 
+/// A child process that is killed and reaped when dropped (the benchmarks'
+/// nodes and clients).
+#[derive(Debug)]
+pub struct Owned(pub std::process::Child);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A TCP port free on loopback now, for a node to listen on.
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
 /// Only a transfer that takes a while is worth a bar.
 const BAR_FROM: u64 = 64 << 20;
 

@@ -30,6 +30,7 @@
 use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use ssi_tools::Owned;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -81,23 +82,8 @@ impl Args {
     }
 }
 
-struct Node(Child);
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
-}
-
-fn start_cluster(bin: &Path, dir: &Path) -> Result<(Vec<Node>, PathBuf)> {
-    let ports = [port()?, port()?];
+fn start_cluster(bin: &Path, dir: &Path) -> Result<(Vec<Owned>, PathBuf)> {
+    let ports = [ssi_tools::free_port()?, ssi_tools::free_port()?];
     let mut nodes = Vec::new();
     for id in 1..=2usize {
         let other = 3 - id;
@@ -117,7 +103,7 @@ fn start_cluster(bin: &Path, dir: &Path) -> Result<(Vec<Node>, PathBuf)> {
             .stderr(Stdio::null())
             .spawn()
             .context("cannot start ssid")?;
-        nodes.push(Node(child));
+        nodes.push(Owned(child));
     }
     let socket = dir.join("node1.sock");
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -864,7 +850,7 @@ fn state_of_node_2(bin: &Path, socket: &Path) -> Result<String> {
 
 /// Stops node 2 (it goes silent) and times until node 1 shows it down; then
 /// continues it and waits until it is up again.
-fn silent_until_down(bin: &Path, socket: &Path, node: &Node) -> Result<Duration> {
+fn silent_until_down(bin: &Path, socket: &Path, node: &Owned) -> Result<Duration> {
     let signal = |sig: &str| -> Result<()> {
         let status = Command::new("kill")
             .args([sig, &node.0.id().to_string()])

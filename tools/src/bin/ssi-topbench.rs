@@ -14,10 +14,11 @@
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
+use ssi_tools::Owned;
 use std::io::{BufRead, BufReader, Read};
 use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Parser, Debug)]
@@ -32,22 +33,6 @@ struct Args {
     /// Seconds each period measured lasts.
     #[arg(long, default_value_t = 30)]
     seconds: u64,
-}
-
-/// A child killed when dropped.
-struct Owned(Child);
-
-impl Drop for Owned {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn port() -> Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port())
 }
 
 /// A process's CPU time so far (user + system), from /proc.
@@ -85,7 +70,9 @@ fn ctl(bin: &Path, socket: &Path, args: &[&str]) -> Result<Vec<u8>> {
 }
 
 fn start_nodes(bin: &Path, dir: &Path, n: usize) -> Result<(Vec<Owned>, Vec<PathBuf>)> {
-    let ports: Vec<u16> = (0..n).map(|_| port()).collect::<Result<_>>()?;
+    let ports: Vec<u16> = (0..n)
+        .map(|_| ssi_tools::free_port())
+        .collect::<std::io::Result<_>>()?;
     let mut nodes = Vec::new();
     let mut sockets = Vec::new();
     for id in 1..=n {
