@@ -20,25 +20,40 @@ struct Top {
     screen: Arc<Mutex<(vt100::Parser, Vec<u8>)>>,
 }
 
+/// `ssictl --connect NODE ARGS` on a new pty of `rows`×120: the child, and
+/// the pty's master.
+fn ssictl_pty(
+    cluster: &Cluster,
+    node: usize,
+    rows: u16,
+    args: &[&str],
+) -> (
+    Box<dyn portable_pty::Child + Send + Sync>,
+    Box<dyn MasterPty + Send>,
+) {
+    let pty = native_pty_system()
+        .openpty(PtySize {
+            rows,
+            cols: 120,
+            pixel_width: 0,
+            pixel_height: 0,
+        })
+        .expect("open a pty");
+    let mut cmd = CommandBuilder::new(bin("ssictl"));
+    cmd.arg("--connect");
+    cmd.arg(cluster.socket(node));
+    cmd.args(args);
+    cmd.env("TERM", "xterm-256color");
+    let child = pty.slave.spawn_command(cmd).expect("start ssictl");
+    drop(pty.slave);
+    (child, pty.master)
+}
+
 impl Top {
     fn start(cluster: &Cluster, node: usize) -> Top {
-        let pty = native_pty_system()
-            .openpty(PtySize {
-                rows: 30,
-                cols: 120,
-                pixel_width: 0,
-                pixel_height: 0,
-            })
-            .expect("open a pty");
-        let mut cmd = CommandBuilder::new(bin("ssictl"));
-        cmd.arg("--connect");
-        cmd.arg(cluster.socket(node));
-        cmd.args(["top", "--delay", "0.5"]);
-        cmd.env("TERM", "xterm-256color");
-        let child = pty.slave.spawn_command(cmd).expect("start ssictl top");
-        drop(pty.slave);
+        let (child, master) = ssictl_pty(cluster, node, 30, &["top", "--delay", "0.5"]);
         let screen = Arc::new(Mutex::new((vt100::Parser::new(30, 120, 0), Vec::new())));
-        let mut reader = pty.master.try_clone_reader().expect("pty reader");
+        let mut reader = master.try_clone_reader().expect("pty reader");
         let s = screen.clone();
         std::thread::spawn(move || {
             let mut buf = [0u8; 8192];
@@ -51,10 +66,10 @@ impl Top {
                 s.1.extend_from_slice(&buf[..n]);
             }
         });
-        let keys = pty.master.take_writer().expect("pty writer");
+        let keys = master.take_writer().expect("pty writer");
         Top {
             child,
-            master: pty.master,
+            master,
             keys,
             screen,
         }
@@ -272,22 +287,8 @@ fn ctrl_c_and_help_and_a_node_that_is_not_there() {
 /// `ssictl ARGS` on a pty of its own; what it wrote, once it ended, and
 /// whether it succeeded.
 fn ssictl_on_a_pty(cluster: &Cluster, args: &[&str]) -> (String, bool) {
-    let pty = native_pty_system()
-        .openpty(PtySize {
-            rows: 24,
-            cols: 120,
-            pixel_width: 0,
-            pixel_height: 0,
-        })
-        .expect("open a pty");
-    let mut cmd = CommandBuilder::new(bin("ssictl"));
-    cmd.arg("--connect");
-    cmd.arg(cluster.socket(1));
-    cmd.args(args);
-    cmd.env("TERM", "xterm-256color");
-    let mut child = pty.slave.spawn_command(cmd).expect("start ssictl");
-    drop(pty.slave);
-    let mut reader = pty.master.try_clone_reader().expect("pty reader");
+    let (mut child, master) = ssictl_pty(cluster, 1, 24, args);
+    let mut reader = master.try_clone_reader().expect("pty reader");
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         let mut all = Vec::new();
@@ -310,7 +311,7 @@ fn ssictl_on_a_pty(cluster: &Cluster, args: &[&str]) -> (String, bool) {
     };
     std::thread::sleep(std::time::Duration::from_millis(200));
     let out = rx.try_iter().last().unwrap_or_default();
-    drop(pty.master);
+    drop(master);
     (String::from_utf8_lossy(&out).into_owned(), status.success())
 }
 
