@@ -168,7 +168,12 @@ impl NodeCore {
         };
         let mut me = self.load_picture().swap_remove(0);
         me.closed = !self.balance;
-        policy::accept(&me, 0, sender_load)
+        // Bodies other balancers sent since the last measure are not in it
+        // yet: several nodes that chose this one at once must not swamp it.
+        me.demand += f64::from(self.taken.load(Ordering::SeqCst));
+        policy::accept(&me, 0, sender_load)?;
+        self.taken.fetch_add(1, Ordering::SeqCst);
+        Ok(())
     }
 
     /// Where a new process starts when its launcher does not say: by the
@@ -198,6 +203,9 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
         loop {
             tokio::time::sleep(BALANCE_EVERY).await;
             let bodies = core.sample(&mut last);
+            // What was taken is measured from now on (a body not measured
+            // yet counts as runnable).
+            core.taken.store(0, Ordering::SeqCst);
             let demand: f64 = bodies.iter().map(|b| b.cpu_now).sum();
             *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
             if !core.balance {
