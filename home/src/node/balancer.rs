@@ -27,6 +27,10 @@ use std::time::{Duration, Instant};
 /// How often the balancer measures and decides.
 pub const BALANCE_EVERY: Duration = Duration::from_millis(250);
 
+/// How long a move taken counts here before its body is measured: one
+/// that has not come by then did not happen.
+const TAKEN_FOR: Duration = Duration::from_secs(5);
+
 /// How long an imbalance must last before the balancer acts on it: a peer's
 /// word can be a heartbeat old, and a body another node just sent there may
 /// not be in it yet; an imbalance seen only in such a word is gone by then.
@@ -156,7 +160,7 @@ impl NodeCore {
     /// drained; a balancer's, with balancing on, not if it would be more
     /// loaded than the sender (`sender_load`; `None` for an administrator's
     /// move).
-    pub(crate) fn accepts(&self, sender_load: Option<f64>) -> Result<(), String> {
+    pub(crate) fn accepts(&self, pid: Pid, sender_load: Option<f64>) -> Result<(), String> {
         if self.is_draining() {
             return Err(format!(
                 "node {} is drained (`ssictl undrain {}` lets it take work again)",
@@ -168,11 +172,13 @@ impl NodeCore {
         };
         let mut me = self.load_picture().swap_remove(0);
         me.closed = !self.balance;
-        // Bodies other balancers sent since the last measure are not in it
-        // yet: several nodes that chose this one at once must not swamp it.
-        me.demand += f64::from(self.taken.load(Ordering::SeqCst));
+        // Bodies other balancers sent that were not measured here yet are
+        // not in it: several nodes that chose this one at once must not
+        // swamp it.
+        let mut taken = self.taken.lock().unwrap_or_else(|p| p.into_inner());
+        me.demand += taken.len() as f64;
         policy::accept(&me, 0, sender_load)?;
-        self.taken.fetch_add(1, Ordering::SeqCst);
+        taken.push((pid, Instant::now()));
         Ok(())
     }
 
@@ -203,9 +209,14 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
         loop {
             tokio::time::sleep(BALANCE_EVERY).await;
             let bodies = core.sample(&mut last);
-            // What was taken is measured from now on (a body not measured
-            // yet counts as runnable).
-            core.taken.store(0, Ordering::SeqCst);
+            // A body taken is in the demand once it has been measured (at
+            // first as runnable); one that never came is let go after a while.
+            core.taken
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .retain(|(pid, at)| {
+                    !bodies.iter().any(|b| b.pid == *pid) && at.elapsed() < TAKEN_FOR
+                });
             let demand: f64 = bodies.iter().map(|b| b.cpu_now).sum();
             *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
             if !core.balance {

@@ -141,7 +141,7 @@ impl peer::Server for PeerServer {
             let b = params.get()?.get_body()?;
             let pid = b.get_pid();
             // A balancer's move is checked against this node's own load.
-            core.accepts(Some(b.get_sender_load()).filter(|l| *l > 0.0))
+            core.accepts(pid, Some(b.get_sender_load()).filter(|l| *l > 0.0))
                 .map_err(failed)?;
             let program = self.program_of(b)?;
             let home = text(b.get_home())?;

@@ -21,7 +21,7 @@ use dashmap::DashMap;
 use ssi_remote::{ModuleHash, Program, Runtime};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Instant;
 
 /// A node's configuration.
@@ -133,10 +133,10 @@ pub struct NodeCore {
     pub(crate) capacity: f64,
     /// Its bodies' CPU use now, in cores (the balancer measures it).
     pub(crate) demand: std::sync::Mutex<f64>,
-    /// Balancers' moves this node took since its balancer last measured:
-    /// they count in its load at once (several nodes may send at once,
-    /// before the bodies have been measured here).
-    pub(crate) taken: AtomicU32,
+    /// Balancers' moves this node took whose bodies its balancer has not
+    /// measured yet, and when: they count in its load at once (several
+    /// nodes may send at once, before the bodies are measured here).
+    pub(crate) taken: std::sync::Mutex<Vec<(Pid, Instant)>>,
     /// Moves this node's balancer sent: a peer's status from before a body
     /// arrived (and was measured there) does not count it yet.
     pub(crate) sent: std::sync::Mutex<Vec<Sent>>,
@@ -207,7 +207,7 @@ impl NodeCore {
                     .unwrap_or(1.0)
             }),
             demand: std::sync::Mutex::new(0.0),
-            taken: AtomicU32::new(0),
+            taken: std::sync::Mutex::new(Vec::new()),
             sent: std::sync::Mutex::new(Vec::new()),
             balance: config.balance,
             policy: config.policy.clone(),

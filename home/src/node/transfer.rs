@@ -338,7 +338,7 @@ pub(crate) async fn expect_at(
     sender_load: Option<f64>,
 ) -> Result<Expecting, String> {
     if to == core.id {
-        core.accepts(sender_load)?;
+        core.accepts(pid, sender_load)?;
         let (ticket, arrived) = core.expect(
             pid,
             source.program.clone(),
