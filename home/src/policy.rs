@@ -236,8 +236,14 @@ pub fn decide(p: &Picture<'_>, params: &Params, seed: u64) -> Vec<Move> {
         let to = &there[target];
         let load_here = here.load_with(0.0);
         let load_there = to.load_with(1.0);
-        let margin = params.hysteresis.max(params.relative * load_here);
-        if !io_bound && load_here - load_there <= margin {
+        // Balanced: the move would leave the destination within the
+        // hysteresis of this node, or the two loads are now within the
+        // relative margin of each other (compared as they are: 4 and 2
+        // are not within a quarter of each other, though 4 and 3, after
+        // the move, would be).
+        let close_after = load_here - load_there <= params.hysteresis;
+        let close_now = load_here - to.load_with(0.0) <= params.relative * load_here;
+        if !io_bound && (close_after || close_now) {
             // The best node is no better by enough: the others are not either.
             break;
         }
@@ -545,5 +551,26 @@ mod tests {
                 .expect_err("refused")
                 .contains("free")
         );
+    }
+
+    #[test]
+    fn four_against_two_on_single_cores_is_not_balanced() {
+        // Two loaded nodes of one core at 4, two at 2: each loaded node
+        // moves one (4 and 2 are not within a quarter of each other),
+        // where 4 against 3 would have been left alone.
+        let nodes = [node(1, 1.0, 4.0), node(2, 1.0, 2.0)];
+        let bodies: Vec<BodyLoad> = (0..4).map(|i| body(10 + i, 5_000)).collect();
+        let p = Picture {
+            me: 1,
+            nodes: &nodes,
+            bodies: &bodies,
+            moving_out: 0,
+        };
+        let moves = decide(&p, &Params::default(), 1);
+        assert_eq!(moves.len(), 1, "{moves:?}");
+        assert_eq!(moves[0].to, 2);
+        let nodes = [node(1, 1.0, 4.0), node(2, 1.0, 3.0)];
+        let p = Picture { nodes: &nodes, ..p };
+        assert!(decide(&p, &Params::default(), 1).is_empty());
     }
 }

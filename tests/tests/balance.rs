@@ -266,3 +266,30 @@ fn programs_moved_by_the_balancer_print_what_they_print_unmoved() {
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "[]");
 }
+
+/// Three loaded nodes see the same idle node join, and each would send it
+/// some of its four at once: the idle node's check of each move (counting
+/// the moves it took whose bodies it has not measured yet) keeps it from
+/// holding more than its senders, and the cluster comes to three per node
+/// (4 against 2 on one core is not balanced).
+#[test]
+fn loaded_nodes_sending_to_one_idle_node_at_once_do_not_swamp_it() {
+    let mut cluster = Cluster::start_with(3, one_cpu(&[]));
+    let _procs: Vec<Proc> = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
+        .into_iter()
+        .map(|node| spin(&cluster, node))
+        .collect();
+    let idle = cluster.add_node(&["--cpus", "1"]) as u64;
+    let mut most = 0;
+    let even = |now: &BTreeMap<u64, usize>| now.len() == 4 && now.values().all(|n| *n == 3);
+    wait_until("twelve processes to spread three per node", WAIT, || {
+        let now = per_node(&cluster);
+        most = most.max(now.get(&idle).copied().unwrap_or(0));
+        even(&now)
+    });
+    assert!(
+        most <= 4,
+        "the idle node held {most} at once; the nodes' logs:\n{}",
+        ssi_tests::nodes_logs()
+    );
+}
