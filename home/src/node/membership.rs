@@ -85,9 +85,13 @@ impl NodeCore {
         }
         let now = Instant::now();
         let at = now.checked_sub(age).unwrap_or(now);
+        // Taken before any entry is held: it reads every shard of the map,
+        // and a second read of a shard this thread holds waits behind a
+        // writer waiting for it (a deadlock).
+        let down_after = self.down_after();
         if let Some(p) = self.peers.get(&id) {
             // Older than what this node has, or too old to say it is up.
-            if p.last_seen.is_some_and(|t| t >= at) || age >= self.down_after() {
+            if p.last_seen.is_some_and(|t| t >= at) || age >= down_after {
                 return;
             }
             // A rumor does not bring back a node marked down since: only
