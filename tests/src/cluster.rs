@@ -17,7 +17,7 @@ pub struct Cluster {
 
 /// A free loopback port below Linux's ephemeral range (32768 and up), so that
 /// no outgoing connection takes it between this choice and the daemon's bind.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     use std::sync::atomic::{AtomicU16, Ordering};
     static NEXT: AtomicU16 = AtomicU16::new(0);
     // Each test process starts at its own place in 20000..32000.

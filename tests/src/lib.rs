@@ -20,7 +20,7 @@ mod cluster;
 mod wait;
 
 pub use binaries::{bin, bin_dir, repo_root, shell_status};
-pub use cluster::Cluster;
+pub use cluster::{Cluster, free_port};
 pub use wait::{Proc, Stream, WAIT, nodes_logs, run, wait_until};
 
 /// The guests are built inside this checkout (`target/guests`), whatever

@@ -279,10 +279,7 @@ fn nodes_once_up(socket: &std::path::Path, what: &str) -> Vec<serde_json::Value>
 #[test]
 fn ssid_takes_its_settings_from_a_toml_file() {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = ssi_tests::free_port();
     let socket = dir.path().join("n5.sock");
     let config = dir.path().join("node.toml");
     std::fs::write(
@@ -368,10 +365,7 @@ fn ssid_takes_its_settings_from_a_toml_file() {
 #[test]
 fn one_member_list_serves_every_node_including_its_own_entry() {
     let dir = tempfile::tempdir().expect("tmp");
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("port")
-        .port();
+    let port = ssi_tests::free_port();
     let me = format!("127.0.0.1:{port}");
     let socket = dir.path().join("n7.sock");
     let mut daemon = Proc::spawn(
@@ -512,10 +506,7 @@ fn a_socket_left_by_a_killed_node_is_named_once_and_a_new_node_replaces_it() {
     let dir = tempfile::tempdir().expect("a temp dir");
     let socket = dir.path().join("node.sock");
     let start = || {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port();
+        let port = ssi_tests::free_port();
         let node = Proc::spawn(
             Command::new(bin("ssid"))
                 .args(["--node-id", "1", "--listen", &format!("127.0.0.1:{port}")])
