@@ -94,6 +94,8 @@ pub(crate) struct Unwinder {
     pub(crate) rewinds: Option<wasmtime::Table>,
     /// The function index of each import that can unwind, by name.
     pub(crate) markers: Vec<(&'static str, u32)>,
+    /// Above zero while a pinned call runs: nothing unwinds then.
+    pub(crate) nounwind: Option<Global>,
 }
 
 pub(crate) fn get_i32(store: impl wasmtime::AsContextMut, g: &Global) -> i32 {
@@ -132,6 +134,7 @@ impl Unwinder {
             rewind: instance.get_typed_func(&mut *store, REWIND).ok(),
             rewinds: instance.get_table(&mut *store, instrument::REWIND_TABLE),
             markers,
+            nounwind: instance.get_global(&mut *store, instrument::NOUNWIND_GLOBAL),
         })
     }
 
@@ -145,6 +148,13 @@ impl Unwinder {
         v: i32,
     ) -> wasmtime::Result<()> {
         set_i32(store, &self.state, v)
+    }
+
+    /// Whether a pinned call is under way (see `instrument::NOUNWIND_GLOBAL`).
+    pub(crate) fn pinned(&self, store: impl wasmtime::AsContextMut) -> bool {
+        self.nounwind
+            .as_ref()
+            .is_some_and(|g| get_i32(store, g) != 0)
     }
 
     /// The unwound stack's length.
@@ -210,6 +220,24 @@ pub(crate) fn start_unwind(
     data[top + 4..top + 8].copy_from_slice(&fid.to_le_bytes());
     set_i32(&mut *c, &u.ptr, (top + 8) as i32)?;
     u.set_state(&mut *c, UNWINDING)
+}
+
+/// Whether a call cut short (`r` is `EINTR`) for a freeze must be made
+/// again instead of unwinding: a pinned call is under way (the freeze
+/// waits until it is over). Waits a little first, so that a call cut short
+/// again at once is not made in a busy loop.
+pub(crate) fn held_for_freeze(c: &mut wasmtime::Caller<'_, BodyCtx>, interrupted: bool) -> bool {
+    if !interrupted || !c.data().control.freezing() {
+        return false;
+    }
+    let Some(u) = c.data().unwinder.clone() else {
+        return false;
+    };
+    if !u.pinned(&mut *c) {
+        return false;
+    }
+    std::thread::sleep(std::time::Duration::from_millis(10));
+    true
 }
 
 /// If the guest is being rewound, it has reached the import `name`, where it

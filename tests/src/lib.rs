@@ -17,10 +17,13 @@ use wasmtime_wasi::{FsPerms, WasiCtxBuilder};
 
 mod binaries;
 mod cluster;
+pub mod corpus;
+mod moves;
 mod wait;
 
 pub use binaries::{bin, bin_dir, repo_root, shell_status};
 pub use cluster::{Cluster, free_port};
+pub use moves::{move_until_it_ends, try_migrate};
 pub use wait::{Proc, Stream, WAIT, nodes_logs, run, wait_until};
 
 /// The guests are built inside this checkout (`target/guests`), whatever
@@ -146,6 +149,10 @@ pub struct Case {
     /// Files to place in a fresh directory preopened as `/sandbox` (None: no preopen).
     pub sandbox: Option<BTreeMap<String, Vec<u8>>>,
     pub guest_dir: String,
+    /// Host directories preopened as they are (inputs, not compared).
+    pub dirs: Vec<(PathBuf, String)>,
+    /// How long `ssirun` may take (None: [`WAIT`]).
+    pub limit: Option<std::time::Duration>,
 }
 
 impl Case {
@@ -156,8 +163,9 @@ impl Case {
             ..Default::default()
         }
     }
+    /// Adds arguments (after those given before).
     pub fn args(mut self, args: &[&str]) -> Self {
-        self.args = args.iter().map(|s| s.to_string()).collect();
+        self.args.extend(args.iter().map(|s| s.to_string()));
         self
     }
     pub fn env(mut self, k: &str, v: &str) -> Self {
@@ -179,6 +187,16 @@ impl Case {
     }
     pub fn mount_at(mut self, guest_dir: &str) -> Self {
         self.guest_dir = guest_dir.into();
+        self
+    }
+    /// Lets `ssirun` take up to `limit` (a large module compiles first).
+    pub fn within(mut self, limit: std::time::Duration) -> Self {
+        self.limit = Some(limit);
+        self
+    }
+    /// Preopens host directory `host` as `guest` too.
+    pub fn dir(mut self, host: &Path, guest: &str) -> Self {
+        self.dirs.push((host.to_path_buf(), guest.into()));
         self
     }
 
@@ -215,6 +233,9 @@ impl Case {
             cmd.arg("--dir")
                 .arg(format!("{}::{}", dir.path().display(), self.guest_dir));
         }
+        for (host, guest) in &self.dirs {
+            cmd.arg("--dir").arg(format!("{}::{guest}", host.display()));
+        }
         for (k, v) in &self.env {
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
@@ -231,7 +252,7 @@ impl Case {
         let feeder = std::thread::spawn(move || {
             let _ = stdin.write_all(&data);
         });
-        let out = child.wait();
+        let out = child.wait_within(self.limit.unwrap_or(WAIT));
         feeder.join().expect("stdin feeder");
         let outcome = Outcome {
             status: shell_status(out.status),
@@ -244,11 +265,31 @@ impl Case {
         )
     }
 
+    /// Runs the case through node `home` of `cluster` with its body on node
+    /// `node`, on a thread of its own, whose result is the outcome and tree.
+    pub fn spawn_through(
+        self,
+        cluster: &Cluster,
+        home: usize,
+        node: usize,
+    ) -> std::thread::JoinHandle<(Outcome, Tree)> {
+        let options = [
+            "--connect".to_string(),
+            cluster.socket(home).display().to_string(),
+            "--node".into(),
+            node.to_string(),
+        ];
+        std::thread::spawn(move || {
+            let options: Vec<&str> = options.iter().map(String::as_str).collect();
+            self.run_ssirun_with(&options)
+        })
+    }
+
     /// Runs the case through the reference: wasmtime + wasmtime-wasi's preview1.
     pub fn run_reference(&self) -> (Outcome, Tree) {
         let sandbox = self.make_sandbox();
         let engine = reference_engine();
-        let module = Module::from_file(engine, &self.guest).expect("reference: compile");
+        let module = reference_module(engine, &self.guest);
         let stdout = MemoryOutputPipe::new(usize::MAX);
         let stderr = MemoryOutputPipe::new(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
@@ -265,6 +306,11 @@ impl Case {
         if let Some(dir) = &sandbox {
             builder
                 .preopened_dir(dir.path(), &self.guest_dir, FsPerms::ReadWrite)
+                .expect("reference: preopen");
+        }
+        for (host, guest) in &self.dirs {
+            builder
+                .preopened_dir(host, guest, FsPerms::ReadWrite)
                 .expect("reference: preopen");
         }
         let ctx = builder.build_p1();
@@ -313,7 +359,47 @@ impl Case {
 
 fn reference_engine() -> &'static Engine {
     static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(Engine::default)
+    ENGINE.get_or_init(|| {
+        let mut config = wasmtime::Config::new();
+        // As `wasmtime run` takes them.
+        config.wasm_exceptions(true);
+        Engine::new(&config).expect("reference: engine")
+    })
+}
+
+/// The reference's compiled module, kept in the corpus cache for large
+/// modules (a compile of the largest takes half a minute).
+fn reference_module(engine: &Engine, path: &Path) -> Module {
+    let bytes = std::fs::read(path).expect("reference: read the module");
+    if bytes.len() < (1 << 20) {
+        return Module::new(engine, &bytes).expect("reference: compile");
+    }
+    use sha2::Digest;
+    let digest: String = sha2::Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let dir = corpus::corpus_dir().join("reference");
+    let cached = dir.join(format!("{digest}-{:016x}.cwasm", {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        engine.precompile_compatibility_hash().hash(&mut h);
+        h.finish()
+    }));
+    // SAFETY: written by `Module::serialize` of an engine with the same
+    // compatibility hash; wasmtime checks its header.
+    if let Ok(module) = unsafe { Module::deserialize_file(engine, &cached) } {
+        return module;
+    }
+    let module = Module::new(engine, &bytes).expect("reference: compile");
+    if let Ok(data) = module.serialize() {
+        let _ = std::fs::create_dir_all(&dir);
+        let partial = cached.with_extension(format!("partial.{}", std::process::id()));
+        if std::fs::write(&partial, data).is_ok() {
+            let _ = std::fs::rename(&partial, &cached);
+        }
+    }
+    module
 }
 
 /// A directory tree as data: every entry's relative path and what it is.

@@ -2,10 +2,13 @@
 //! (deep in recursion, in a loop without calls, or waiting for input), moved
 //! to another node, and goes on there as if nothing happened.
 
-use ssi_tests::{Case, Cluster, Proc, WAIT, assert_same, bin, guest, shell_status, wait_until};
+use ssi_tests::{
+    Case, Cluster, Proc, WAIT, assert_same, bin, guest, move_until_it_ends, shell_status,
+    try_migrate, wait_until,
+};
 use std::io::Write;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Starts `ssirun GUEST ARGS` through node `home` with its body on `node`.
 fn start(cluster: &Cluster, home: usize, node: usize, guest_name: &str, args: &[&str]) -> Proc {
@@ -36,25 +39,6 @@ fn start_module(
 /// The pid of the one process whose command mentions `what`, once it shows.
 fn pid_of(cluster: &Cluster, what: &str) -> u64 {
     cluster.pid_of(1, &format!("a process `{what}`"), |c| c.contains(what))
-}
-
-fn try_migrate(
-    cluster: &Cluster,
-    from: usize,
-    pid: u64,
-    to: usize,
-) -> Result<serde_json::Value, String> {
-    let out = cluster.ssictl(
-        from,
-        &["migrate", &pid.to_string(), &to.to_string(), "--json"],
-    );
-    if !out.status.success() {
-        return Err(format!(
-            "ssictl migrate {pid} {to}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ));
-    }
-    Ok(serde_json::from_slice(&out.stdout).expect("migration report"))
 }
 
 /// Moves a process; if that fails, says how its `ssirun` ended.
@@ -92,81 +76,6 @@ fn ps_field(cluster: &Cluster, pid: u64, field: &str) -> u64 {
 
 fn node_of(cluster: &Cluster, pid: u64) -> u64 {
     ps_field(cluster, pid, "node")
-}
-
-/// Moves process `pid`, which runs on node `at`, across the three nodes at
-/// moments chosen at random (from a seed printed for a rerun), asking a
-/// different node each time (`migrate(asked, to)`), until it ends (`ended`
-/// says so); returns how many moves it made. A move that fails while the
-/// process is still running fails the test.
-fn move_until_it_ends(
-    cluster: &Cluster,
-    pid: u64,
-    mut at: u64,
-    ended: impl Fn() -> bool,
-    mut migrate: impl FnMut(usize, usize) -> Result<serde_json::Value, String>,
-) -> usize {
-    let mut seed = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(1)
-        | 1;
-    eprintln!("seed {seed}");
-    let mut next = move || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        seed
-    };
-    let mut moves = 0;
-    let started = Instant::now();
-    while !ended() {
-        assert!(
-            started.elapsed() < WAIT * 3,
-            "the process did not end within {:?} of moves",
-            WAIT * 3
-        );
-        std::thread::sleep(Duration::from_millis(next() % 20));
-        let to = [1u64, 2, 3]
-            .into_iter()
-            .filter(|n| *n != at)
-            .nth((next() % 2) as usize)
-            .expect("another node");
-        // Ask any node: the request goes to the process's home.
-        match migrate(1 + (moves % 3), to as usize) {
-            Ok(report) => {
-                assert_eq!(report["from"].as_u64(), Some(at), "{report}");
-                assert_eq!(report["to"].as_u64(), Some(to), "{report}");
-                at = to;
-                moves += 1;
-                // ps shows the node it moved to (unless it has ended since).
-                if let Some(node) = node_of_or_gone(cluster, pid) {
-                    assert_eq!(node, at, "ps shows the node it moved to");
-                }
-            }
-            // Only because the process ended meanwhile.
-            Err(e) => {
-                let mut gone = false;
-                wait_until(
-                    &format!("the process to end after a failed move ({e})"),
-                    Duration::from_secs(10),
-                    || {
-                        gone = ended();
-                        gone
-                    },
-                );
-            }
-        }
-    }
-    moves
-}
-
-fn node_of_or_gone(cluster: &Cluster, pid: u64) -> Option<u64> {
-    cluster
-        .ssictl_json(3, "ps")
-        .into_iter()
-        .find(|p| p["pid"].as_u64() == Some(pid))
-        .and_then(|p| p["node"].as_u64())
 }
 
 /// Moves made before a program ends, at the least: every move takes a few
@@ -209,16 +118,7 @@ fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
     let cluster = Cluster::start(3);
     let case = Case::new(guest("cwork")).args(&["1000"]).sandbox(&[]);
     let reference = case.run_reference();
-    let options = [
-        "--connect".to_string(),
-        cluster.socket(1).display().to_string(),
-        "--node".into(),
-        "2".into(),
-    ];
-    let run = std::thread::spawn(move || {
-        let options: Vec<&str> = options.iter().map(String::as_str).collect();
-        case.run_ssirun_with(&options)
-    });
+    let run = case.spawn_through(&cluster, 1, 2);
     let pid = pid_of(&cluster, "cwork");
     let moves = move_until_it_ends(
         &cluster,
@@ -419,7 +319,7 @@ fn exceptions_module(dir: &std::path::Path) -> std::path::PathBuf {
 }
 
 #[test]
-fn a_module_with_exception_handling_runs_as_under_wasmtime_and_says_why_it_stays() {
+fn a_module_with_exception_handling_moves_and_still_catches_what_it_throws() {
     let dir = tempfile::tempdir().expect("tmp");
     let module = exceptions_module(dir.path());
     let case = Case::new(module.clone());
@@ -431,7 +331,8 @@ fn a_module_with_exception_handling_runs_as_under_wasmtime_and_says_why_it_stays
         ours.0.stderr_text()
     );
     assert_same("exceptions", &ours, &case.run_reference());
-    // On a node: it runs, and says why it cannot move.
+    // On a node: it throws and catches in a loop; moved there and back, it
+    // goes on catching (an exception it failed to catch would trap it).
     let cluster = Cluster::start(2);
     let mut child = start_module(&cluster, 1, 2, &module, &["forever"]);
     assert_eq!(child.line("its first line"), "caught 42");
@@ -441,12 +342,13 @@ fn a_module_with_exception_handling_runs_as_under_wasmtime_and_says_why_it_stays
         .into_iter()
         .find(|p| p["pid"].as_u64() == Some(pid))
         .expect("listed");
-    assert_eq!(
-        row["unmovable"], "it cannot be frozen: it uses Wasm exceptions",
-        "{row}"
-    );
-    let failed = try_migrate(&cluster, 1, pid, 1).expect_err("it cannot move");
-    assert!(failed.contains("Wasm exceptions"), "{failed}");
+    assert!(row["unmovable"].is_null(), "{row}");
+    for to in [1, 2, 1] {
+        let report = migrate_or_explain(&cluster, &mut child, 1, pid, to);
+        assert_eq!(report["to"].as_u64(), Some(to as u64), "{report}");
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(child.try_wait().is_none(), "it ended after a move");
+    }
     let kill = cluster.ssictl(1, &["kill", &pid.to_string()]);
     assert!(kill.status.success());
     assert_eq!(shell_status(child.wait().status), 143);

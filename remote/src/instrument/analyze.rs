@@ -42,6 +42,15 @@ pub(crate) fn is_plain_value(t: &ValType) -> bool {
     )
 }
 
+/// Whether a value of type `t` can be held in a local of a copy: a plain
+/// value, or a reference that may be null (its default).
+pub(crate) fn local_type(t: &ValType) -> bool {
+    match t {
+        ValType::Ref(r) => r.is_nullable(),
+        _ => true,
+    }
+}
+
 pub(crate) fn parse_error(e: impl std::fmt::Display) -> InstrumentError {
     InstrumentError::Parse(e.to_string())
 }
@@ -69,8 +78,11 @@ pub(crate) fn analyze<'a>(
         }
         locals.extend(std::iter::repeat_n(ty, count as usize));
     }
+    // A local holding a reference (an `exnref` between a catch and its
+    // rethrow) is refused only where a frame would have to save it
+    // (`Instrumenter::save_sets`).
     let mut refusal = None;
-    if let Some(t) = locals.iter().find(|t| !is_plain_value(t)) {
+    if let Some(t) = locals.iter().find(|t| !local_type(t)) {
         refusal = Some(format!("a function has a local of type {t}"));
     }
     if let Some(t) = sig.results.iter().find(|t| !is_plain_value(t)) {
@@ -97,6 +109,7 @@ pub(crate) fn analyze<'a>(
                     | Operator::Block { .. }
                     | Operator::Loop { .. }
                     | Operator::If { .. }
+                    | Operator::TryTable { .. }
             );
         let mut stack = Vec::new();
         if record {
@@ -127,9 +140,10 @@ pub(crate) fn analyze<'a>(
         }
         validator.op(offset, &op).map_err(parse_error)?;
         match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
-                dead.push(!live)
-            }
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. } => dead.push(!live),
             Operator::End => {
                 dead.pop();
             }
@@ -157,14 +171,13 @@ pub(crate) fn check_operator(op: &Operator<'_>) -> Result<(), InstrumentError> {
         Operator::ReturnCall { .. }
         | Operator::ReturnCallIndirect { .. }
         | Operator::ReturnCallRef { .. } => Err(unsupported("it uses tail calls")),
+        // The legacy encoding of exceptions (which wasmtime's compiler does
+        // not take either); `try_table`, `throw` and `throw_ref` are handled.
         Operator::Try { .. }
         | Operator::Catch { .. }
         | Operator::CatchAll
         | Operator::Delegate { .. }
-        | Operator::Rethrow { .. }
-        | Operator::Throw { .. }
-        | Operator::ThrowRef
-        | Operator::TryTable { .. } => Err(unsupported("it uses Wasm exceptions")),
+        | Operator::Rethrow { .. } => Err(unsupported("it uses legacy Wasm exceptions")),
         Operator::TableSet { .. }
         | Operator::TableGrow { .. }
         | Operator::TableFill { .. }

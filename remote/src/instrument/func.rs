@@ -33,7 +33,7 @@
 //! in place, the rewind copies run on as the function would, with the same
 //! poll points and unwinding, and call fast copies from then on.
 
-use super::analyze::{FuncBody, is_plain_value, parse_error};
+use super::analyze::{FuncBody, is_plain_value, local_type, parse_error};
 use super::liveness;
 use super::savers::{Savers, enc, size_of};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
@@ -81,6 +81,12 @@ pub(crate) struct Site {
     /// A loop's poll point that reads the flag only when its induction
     /// variable crosses a multiple of a period (see [`Counted`]).
     pub(crate) counted: Option<Counted>,
+    /// Whether the frame holds, here, what no record can keep (an `exnref`
+    /// between a catch and its rethrow, in C++'s cleanups): it never unwinds
+    /// here. A call is made with `nounwind` raised (so nothing under it
+    /// unwinds either, and a freeze waits until it returns); a poll point is
+    /// left out.
+    pub(crate) pinned: bool,
 }
 
 /// A loop whose every iteration adds the same constant to one local: its
@@ -243,7 +249,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             shared: Locals::new(body.locals.len() as u32),
         };
         me.find_sites()?;
-        me.save_sets();
+        me.save_sets()?;
         Ok(me)
     }
 
@@ -316,6 +322,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             args,
             results,
             counted,
+            pinned: false,
         });
         Ok(self.sites.len() as u32)
     }
@@ -330,7 +337,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         let mut end = None;
         for (j, info) in ops.iter().enumerate().skip(start + 1) {
             match info.op {
-                Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => depth += 1,
+                Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. } => depth += 1,
                 Operator::End if depth == 0 => {
                     end = Some(j);
                     break;
@@ -390,7 +400,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 found = Some((j + 3, local, wide, c));
             }
             match w[0].op {
-                Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => depth += 1,
+                Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. } => depth += 1,
                 Operator::End => depth = depth.saturating_sub(1),
                 _ => {}
             }
@@ -418,7 +431,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 return None;
             }
             match info.op {
-                Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => depth += 1,
+                Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. } => depth += 1,
                 Operator::End => depth = depth.saturating_sub(1),
                 _ => {}
             }
@@ -465,7 +481,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             let info = &self.body.ops[i];
             let live = info.live;
             match &info.op {
-                Operator::Block { .. } | Operator::If { .. } | Operator::Loop { .. } => {
+                Operator::Block { .. }
+                | Operator::If { .. }
+                | Operator::Loop { .. }
+                | Operator::TryTable { .. } => {
                     let before = self.sites.len() as u32;
                     let poll = if live && matches!(info.op, Operator::Loop { .. }) {
                         Some(self.new_site(Callee::Poll, Some(i))?)
@@ -532,6 +551,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             }
             let (bt, is_if) = match &self.body.ops[start].op {
                 Operator::Block { blockty } | Operator::Loop { blockty } => (*blockty, false),
+                Operator::TryTable { try_table } => (try_table.ty, false),
                 Operator::If { blockty } => (*blockty, true),
                 _ => continue,
             };
@@ -543,11 +563,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 .checked_sub(inputs)
                 .ok_or_else(|| parse_error("a block without its inputs"))?;
             let below = stack[..split].to_vec();
+            // Its results may be references (a catch's `exnref`): they
+            // pass through locals of the copies, never through a record.
             if let Some(t) = below
                 .iter()
                 .chain(&sig.params)
-                .chain(&sig.results)
                 .find(|t| !is_plain_value(t))
+                .or_else(|| sig.results.iter().find(|t| !local_type(t)))
             {
                 return Err(unsupported(format!("a block carries a value of type {t}")));
             }
@@ -573,16 +595,21 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         Ok(())
     }
 
-    /// What each site saves: the locals live after it, and the `n1` locals
-    /// of the constructs around it (and a loop's parameters at its poll point).
-    pub(crate) fn save_sets(&mut self) {
+    /// What each site saves: the locals live after it (on to the next
+    /// operator, or to a handler that catches what the call throws), and the
+    /// `n1` locals of the constructs around it (and a loop's parameters at
+    /// its poll point). A local holding a reference cannot be saved.
+    pub(crate) fn save_sets(&mut self) -> Result<(), InstrumentError> {
         let ops: Vec<Operator<'_>> = self.body.ops.iter().map(|o| o.op.clone()).collect();
+        // A call reads and writes no local: what is live before it is what
+        // is live after it, on every way out of it.
         let points: Vec<usize> = self
             .sites
             .iter()
             .map(|s| match (s.callee, s.op) {
                 (_, None) => 0,
-                (_, Some(i)) => i + 1,
+                (Callee::Poll, Some(i)) => i + 1,
+                (_, Some(i)) => i,
             })
             .collect();
         let live = liveness::live_before(&ops, self.body.locals.len(), &points);
@@ -607,8 +634,18 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             }
             saved.sort_by_key(|(l, _)| *l);
             saved.dedup_by_key(|(l, _)| *l);
+            if let Some((_, t)) = saved.iter().find(|(_, t)| !is_plain_value(t)) {
+                if site.results.len() > 1 {
+                    return Err(unsupported(format!(
+                        "a local of type {t} is live at a call with several results"
+                    )));
+                }
+                site.pinned = true;
+                saved.clear();
+            }
             site.saved = saved;
         }
+        Ok(())
     }
 
     pub(crate) fn site(&self, k: u32) -> &Site {
@@ -696,8 +733,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// A poll point's branch, taken when the flag is up: end the body (kill),
-    /// or start the unwind here. It never goes back into the code it left,
-    /// so that the values of a loop need not be where that code keeps them.
+    /// or start the unwind here, unless a pinned call is under way (then
+    /// the code goes on, and the freeze waits for a later poll point).
     pub(crate) fn poll_taken(&self, f: &mut Function, k: u32) {
         let c = self.consts;
         self.flag(f);
@@ -706,12 +743,19 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::If(EBlock::Empty));
         f.instruction(&I::Unreachable);
         f.instruction(&I::End);
+        f.instruction(&I::GlobalGet(c.nounwind_global));
+        f.instruction(&I::I32Eqz);
+        f.instruction(&I::If(EBlock::Empty));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
         self.save_and_return(f, k, &[]);
+        f.instruction(&I::End);
     }
 
     pub(crate) fn poll(&self, f: &mut Function, k: u32) {
+        if self.site(k).pinned {
+            return;
+        }
         let counted = self.site(k).counted;
         if let Some(c) = counted {
             f.instruction(&I::LocalGet(c.local));
@@ -733,6 +777,57 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         if counted.is_some() {
             f.instruction(&I::End);
         }
+    }
+
+    /// A pinned site's call (its operands in `operands`), made with
+    /// `nounwind` raised, and lowered again however the call ends: by
+    /// returning, or by throwing (caught, the count lowered, rethrown).
+    pub(crate) fn pinned_call(
+        &self,
+        f: &mut Function,
+        k: u32,
+        operands: &[u32],
+    ) -> Result<(), InstrumentError> {
+        let site = self.site(k);
+        let op = site
+            .op
+            .ok_or_else(|| parse_error("a pinned site without a call"))?;
+        let nounwind = self.consts.nounwind_global;
+        let step = |f: &mut Function, add: bool| {
+            f.instruction(&I::GlobalGet(nounwind));
+            f.instruction(&I::I32Const(1));
+            f.instruction(&if add { I::I32Add } else { I::I32Sub });
+            f.instruction(&I::GlobalSet(nounwind));
+        };
+        let ty = match site.results.as_slice() {
+            [] => EBlock::Empty,
+            [t] => EBlock::Result(enc(*t)),
+            _ => return Err(unsupported("a pinned call with several results")),
+        };
+        let exnref = EVal::Ref(wasm_encoder::RefType {
+            nullable: true,
+            heap_type: wasm_encoder::HeapType::Abstract {
+                shared: false,
+                ty: wasm_encoder::AbstractHeapType::Exn,
+            },
+        });
+        step(f, true);
+        f.instruction(&I::Block(ty));
+        f.instruction(&I::Block(EBlock::Result(exnref)));
+        f.instruction(&I::TryTable(
+            ty,
+            vec![wasm_encoder::Catch::AllRef { label: 0 }].into(),
+        ));
+        Self::get_all(f, operands);
+        Self::op(f, &self.body.ops[op].op)?;
+        f.instruction(&I::End);
+        f.instruction(&I::Br(1));
+        f.instruction(&I::End);
+        step(f, false);
+        f.instruction(&I::ThrowRef);
+        f.instruction(&I::End);
+        step(f, false);
+        Ok(())
     }
 
     pub(crate) fn set_all(f: &mut Function, locals: &[u32]) {
@@ -817,10 +912,15 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 let (args, results) = rest.split_at(operands.len());
                 Self::set_all(&mut f, args);
                 Self::set_all(&mut f, under);
-                Self::get_all(&mut f, args);
-                Self::op(&mut f, &info.op)?;
-                Self::set_all(&mut f, results);
-                self.unwind_check(&mut f, k, &slots);
+                if site.pinned {
+                    self.pinned_call(&mut f, k, args)?;
+                    Self::set_all(&mut f, results);
+                } else {
+                    Self::get_all(&mut f, args);
+                    Self::op(&mut f, &info.op)?;
+                    Self::set_all(&mut f, results);
+                    self.unwind_check(&mut f, k, &slots);
+                }
                 Self::get_all(&mut f, under);
                 Self::get_all(&mut f, results);
                 continue;

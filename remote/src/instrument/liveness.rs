@@ -71,7 +71,10 @@ pub(crate) fn successors(ops: &[Operator<'_>]) -> Vec<Vec<usize>> {
     let mut open = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         match op {
-            Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => open.push(i),
+            Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. } => open.push(i),
             Operator::End => {
                 if let Some(s) = open.pop() {
                     end[s] = i;
@@ -96,7 +99,9 @@ pub(crate) fn successors(ops: &[Operator<'_>]) -> Vec<Vec<usize>> {
             else_of_if[s] = Some(i);
         }
         match op {
-            Operator::Block { .. } | Operator::If { .. } => frames.push((Kind::Block, i)),
+            Operator::Block { .. } | Operator::If { .. } | Operator::TryTable { .. } => {
+                frames.push((Kind::Block, i))
+            }
             Operator::Loop { .. } => frames.push((Kind::Loop, i)),
             Operator::End => {
                 frames.pop();
@@ -115,8 +120,16 @@ pub(crate) fn successors(ops: &[Operator<'_>]) -> Vec<Vec<usize>> {
         }
     };
     let next = |i: usize| (i + 1 < ops.len()).then_some(i + 1);
+    // Per open `try_table`: where its catch clauses go. What a call or a
+    // throw inside raises may be caught by any of them.
+    let mut handlers: Vec<Vec<usize>> = Vec::new();
     for (i, op) in ops.iter().enumerate() {
+        let caught = || handlers.iter().flatten().copied();
         let out: Vec<usize> = match op {
+            Operator::Call { .. } | Operator::CallIndirect { .. } | Operator::CallRef { .. } => {
+                next(i).into_iter().chain(caught()).collect()
+            }
+            Operator::Throw { .. } | Operator::ThrowRef => caught().collect(),
             Operator::If { .. } => {
                 let other = match else_of_if[i] {
                     Some(e) => e + 1,
@@ -153,8 +166,35 @@ pub(crate) fn successors(ops: &[Operator<'_>]) -> Vec<Vec<usize>> {
             _ => next(i).into_iter().collect(),
         };
         succ.push(out);
+        if let Operator::TryTable { try_table } = op {
+            // Its labels count from outside it.
+            handlers.push(
+                try_table
+                    .catches
+                    .iter()
+                    .filter_map(|c| {
+                        let label = match c {
+                            wasmparser::Catch::One { label, .. }
+                            | wasmparser::Catch::OneRef { label, .. }
+                            | wasmparser::Catch::All { label }
+                            | wasmparser::Catch::AllRef { label } => *label,
+                        };
+                        target(&frames, label)
+                    })
+                    .collect(),
+            );
+        }
+        if let Operator::End = op
+            && let Some(&(_, s)) = frames.last()
+            && matches!(ops.get(s), Some(Operator::TryTable { .. }))
+            && frames.len() > 1
+        {
+            handlers.pop();
+        }
         match op {
-            Operator::Block { .. } | Operator::If { .. } => frames.push((Kind::Block, i)),
+            Operator::Block { .. } | Operator::If { .. } | Operator::TryTable { .. } => {
+                frames.push((Kind::Block, i))
+            }
             Operator::Loop { .. } => frames.push((Kind::Loop, i)),
             Operator::End => {
                 frames.pop();

@@ -88,10 +88,16 @@ pub const STACK_MEMORY: &str = "__ssi_stack";
 pub const STATE_GLOBAL: &str = "__ssi_state";
 /// The export name of the unwind stack's top.
 pub const PTR_GLOBAL: &str = "__ssi_ptr";
+/// The export name of the count of calls under way that must not unwind:
+/// while it is above zero, poll points and waiting imports do not unwind
+/// (a freeze waits for it to come back to zero).
+pub const NOUNWIND_GLOBAL: &str = "__ssi_nounwind";
 /// The export name of `_start`'s rewind copy.
 pub const REWIND: &str = "__ssi_rewind";
 /// The export name of the table of rewind copies, by function index.
 pub const REWIND_TABLE: &str = "__ssi_rewind_table";
+/// The largest function body the engine takes (wasmparser's limit).
+const MAX_FUNCTION_SIZE: usize = 7_654_321;
 /// The largest unwind stack, in pages.
 pub const STACK_MAX_PAGES: u64 = 16384;
 
@@ -155,6 +161,8 @@ pub(crate) struct Consts {
     pub stack_memory: u32,
     pub state_global: u32,
     pub ptr_global: u32,
+    /// Above zero while a call runs that must not unwind (see `Site::pinned`).
+    pub nounwind_global: u32,
     pub rewind_table: u32,
 }
 
@@ -298,7 +306,7 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                                 s.globals.push((global, g.mutable, g.content_type));
                                 global += 1;
                             }
-                            TypeRef::Tag(_) => return Err(unsupported("it uses Wasm exceptions")),
+                            TypeRef::Tag(_) => {}
                             TypeRef::Table(_) => s.tables += 1,
                         }
                     }
@@ -326,7 +334,7 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                     global += 1;
                 }
             }
-            Payload::TagSection(_) => return Err(unsupported("it uses Wasm exceptions")),
+            Payload::TagSection(_) => mark(S::Tag),
             Payload::StartSection { .. } => {
                 return Err(unsupported(
                     "it has a start function, which a restore would run again",
@@ -576,6 +584,7 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
         stack_memory: s.memories + 1,
         state_global: s.globals.len() as u32,
         ptr_global: s.globals.len() as u32 + 1,
+        nounwind_global: s.globals.len() as u32 + 2,
         rewind_table: s.tables,
     };
     let n_rewinds = s.plan.rewind.iter().flatten().count() as u32;
@@ -595,8 +604,17 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
             .func_sig(body.index)
             .ok_or_else(|| parse_error("a function of no function type"))?;
         let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
-        fast.push(Some(ins.fast()?));
-        rewinds.push((body.index, body.type_index, ins.rewind()?));
+        let (f, r) = (ins.fast()?, ins.rewind()?);
+        if let Some(len) = [f.byte_len(), r.byte_len()]
+            .into_iter()
+            .find(|n| *n > MAX_FUNCTION_SIZE)
+        {
+            return Err(unsupported(format!(
+                "a function would be {len} bytes once instrumented, past the engine's limit of {MAX_FUNCTION_SIZE}"
+            )));
+        }
+        fast.push(Some(f));
+        rewinds.push((body.index, body.type_index, r));
     }
     let globals = s
         .globals
@@ -682,7 +700,7 @@ impl Assembler<'_, '_> {
     }
 
     fn add_globals(&mut self, globals: &mut wasm_encoder::GlobalSection) {
-        for _ in 0..2 {
+        for _ in 0..3 {
             globals.global(
                 wasm_encoder::GlobalType {
                     val_type: wasm_encoder::ValType::I32,
@@ -709,6 +727,7 @@ impl Assembler<'_, '_> {
         exports.export(STACK_MEMORY, ExportKind::Memory, c.stack_memory);
         exports.export(STATE_GLOBAL, ExportKind::Global, c.state_global);
         exports.export(PTR_GLOBAL, ExportKind::Global, c.ptr_global);
+        exports.export(NOUNWIND_GLOBAL, ExportKind::Global, c.nounwind_global);
         if let Some(r) = self.rewind_start {
             exports.export(REWIND, ExportKind::Func, r);
         }

@@ -8,6 +8,7 @@ use super::InstrumentError;
 use super::analyze::parse_error;
 use super::func::{Callee, Instrumenter, Locals, NORMAL, REWINDING};
 use super::savers::size_of;
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, ValType as EVal};
 use wasmparser::{Operator, ValType};
 
@@ -89,6 +90,11 @@ impl Rewinder<'_, '_, '_> {
                 let default = self.depth(targets.default())?;
                 f.instruction(&I::BrTable(t.into(), default));
             }
+            Operator::TryTable { try_table } => {
+                self.try_table(f, try_table)?;
+                self.frames.push(self.height);
+                self.height += 1;
+            }
             Operator::Block { .. } | Operator::Loop { .. } | Operator::If { .. } => {
                 Instrumenter::op(f, op)?;
                 self.frames.push(self.height);
@@ -101,6 +107,38 @@ impl Rewinder<'_, '_, '_> {
             }
             _ => Instrumenter::op(f, op)?,
         }
+        Ok(())
+    }
+
+    /// A `try_table`, its catch clauses aimed at the same targets in the
+    /// emitted code (their labels count from outside it).
+    pub(crate) fn try_table(
+        &self,
+        f: &mut Function,
+        t: &wasmparser::TryTable,
+    ) -> Result<(), InstrumentError> {
+        use wasm_encoder::Catch;
+        let mut catches = Vec::with_capacity(t.catches.len());
+        for c in &t.catches {
+            catches.push(match *c {
+                wasmparser::Catch::One { tag, label } => Catch::One {
+                    tag,
+                    label: self.depth(label)?,
+                },
+                wasmparser::Catch::OneRef { tag, label } => Catch::OneRef {
+                    tag,
+                    label: self.depth(label)?,
+                },
+                wasmparser::Catch::All { label } => Catch::All {
+                    label: self.depth(label)?,
+                },
+                wasmparser::Catch::AllRef { label } => Catch::AllRef {
+                    label: self.depth(label)?,
+                },
+            });
+        }
+        let ty = RoundtripReencoder.block_type(t.ty).map_err(parse_error)?;
+        f.instruction(&I::TryTable(ty, catches.into()));
         Ok(())
     }
 
@@ -295,6 +333,14 @@ impl Rewinder<'_, '_, '_> {
         let op = site
             .op
             .ok_or_else(|| parse_error("a call site without a call"))?;
+        if site.pinned {
+            // Never unwound here: no rewind comes back to it.
+            me.pinned_call(f, k, args)?;
+            Instrumenter::set_all(f, results);
+            Instrumenter::get_all(f, &slots[..n_under]);
+            Instrumenter::get_all(f, results);
+            return Ok(());
+        }
         f.instruction(&I::LocalGet(self.rw));
         f.instruction(&I::I32Const(k as i32));
         f.instruction(&I::I32Eq);
@@ -363,7 +409,10 @@ impl Rewinder<'_, '_, '_> {
             f.instruction(&I::I32GtU);
             f.instruction(&I::Select);
         }
-        Instrumenter::op(f, &me.body.ops[i].op)?;
+        match &me.body.ops[i].op {
+            Operator::TryTable { try_table } => self.try_table(f, try_table)?,
+            op => Instrumenter::op(f, op)?,
+        }
         self.frames.push(self.height);
         self.height += 1;
         match c.poll {

@@ -72,7 +72,8 @@ fn engine() -> Engine {
     config
         .wasm_threads(true)
         .shared_memory(true)
-        .wasm_multi_memory(true);
+        .wasm_multi_memory(true)
+        .wasm_exceptions(true);
     Engine::new(&config).expect("engine")
 }
 
@@ -433,15 +434,75 @@ fn unsupported_modules_say_why() {
 }
 
 #[test]
-fn a_function_that_can_be_on_the_stack_cannot_hold_a_reference() {
-    let text = r#"(module (func (export "_start") (local externref) (loop (br 0))))"#;
+fn a_reference_in_a_frame_pins_it_where_it_is_live() {
+    // A reference live at a poll point: the point is left out (the frame
+    // never unwinds there), and the module is still instrumented.
+    let text = r#"(module (func (export "_start") (local $r externref)
+        (loop (br_if 0 (ref.is_null (local.get $r))))))"#;
+    let ins = instrument(&wat(text)).expect("instrumented");
+    validate(&ins.wasm);
+    // A reference that must be passed to a call that can unwind cannot be kept.
+    let text = r#"(module (func $f (param externref) (loop (br 0)))
+        (func (export "_start") (call $f (ref.null extern))))"#;
     match instrument(&wat(text)) {
-        Err(InstrumentError::Unsupported(w)) => assert!(w.contains("externref"), "{w}"),
+        Err(InstrumentError::Unsupported(w)) => assert!(w.contains("reference"), "{w}"),
         other => panic!("{other:?}"),
     }
-    // A function that cannot be on the stack may.
-    let text = r#"(module (func (local externref)) (func (export "_start") (loop (br 0))))"#;
-    instrument(&wat(text)).expect("instrumented");
+}
+
+/// Exceptions thrown out of loops and recursion and caught frames above; a
+/// cleanup that runs loops while it holds the exception (`exnref`) and
+/// rethrows it; a local read only where an exception is caught. Unwound at
+/// every poll point, the program catches every exception where it would
+/// have, with the same values.
+#[test]
+fn exceptions_thrown_after_a_rewind_are_caught_where_they_would_have_been() {
+    let moves = same_when_tortured(&format!(
+        r#"(module {IMPORTS}
+        (tag $oops (param i32))
+        (func $work (param $n i32) (result i64) (local $i i32) (local $s i64)
+            (loop $l
+                (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (local.get $i))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $i) (i32.mul (local.get $n) (i32.const 50)))))
+            (if (i32.eq (i32.rem_u (local.get $n) (i32.const 5)) (i32.const 3))
+                (then (throw $oops (i32.add (local.get $n) (i32.wrap_i64 (local.get $s))))))
+            (local.get $s))
+        (func $deep (param $d i32) (param $n i32) (result i64)
+            (if (result i64) (local.get $d)
+                (then (i64.add (i64.const 1) (call $deep (i32.sub (local.get $d) (i32.const 1)) (local.get $n))))
+                (else (call $work (local.get $n)))))
+        (func $cleanup (param $n i32) (local $i i32)
+            (loop $l
+                (call $out (i64.extend_i32_u (i32.add (local.get $i) (i32.const 9000))))
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $i) (i32.rem_u (local.get $n) (i32.const 4))))))
+        (func $guarded (param $n i32) (result i64) (local $ex exnref)
+            (block $h (result exnref)
+                (try_table (catch_all_ref $h)
+                    (return (call $deep (i32.rem_u (local.get $n) (i32.const 7)) (local.get $n))))
+                (unreachable))
+            (local.set $ex)
+            ;; loops run while the exception is held, then it goes on up
+            (call $cleanup (local.get $n))
+            (throw_ref (local.get $ex)))
+        (func $catcher (param $n i32) (result i64) (local $mult i64)
+            (local.set $mult (i64.extend_i32_u (i32.add (local.get $n) (i32.const 3))))
+            (block $c (result i32)
+                (try_table (result i64) (catch $oops $c)
+                    (call $guarded (local.get $n)))
+                (return))
+            ;; only here is $mult read: it is live at the call through the catch
+            (i64.mul (i64.extend_i32_u) (local.get $mult)))
+        (func (export "_start") (local $k i32)
+            (loop $l
+                (call $out (call $catcher (local.get $k)))
+                (call $out (i64.extend_i32_u
+                    (call $read (local.get $k) (i32.const 1) (i32.const 2) (i32.const 3))))
+                (local.set $k (i32.add (local.get $k) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $k) (i32.const 24))))))"#
+    ));
+    assert!(moves > 100, "{moves} moves");
 }
 
 #[test]

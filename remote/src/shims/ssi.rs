@@ -6,7 +6,7 @@
 
 use super::guest::{Fail, Fault, Mem, R, ask, reply, with};
 use super::handlers::run_handlers;
-use crate::ctx::{BodyCtx, end_rewind, start_unwind};
+use crate::ctx::{BodyCtx, end_rewind, held_for_freeze, start_unwind};
 use ssi_deputy::{Errno, Reply, Syscall};
 use wasmtime::{Caller, Extern, Linker};
 
@@ -155,6 +155,10 @@ pub(crate) fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                     // A cut left over from a freeze that is over: wait again
                     // (a kill stops the body at the next call).
                     Err(Fail::Errno(Errno::Intr)) => {
+                        let in_handler = c.data().in_handler;
+                        if held_for_freeze(&mut c, !in_handler) {
+                            continue;
+                        }
                         if c.data().control.freezing() && !c.data().in_handler {
                             start_unwind(&mut c, "waitpid")?;
                             return Ok(0);

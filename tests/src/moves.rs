@@ -1,0 +1,101 @@
+//! Moving a running process between nodes at random moments, as the tests
+//! that check a program goes on unaware do.
+
+use crate::{Cluster, WAIT, wait_until};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Asks node `from` to move process `pid` to node `to`; the migration report,
+/// or what `ssictl` said.
+pub fn try_migrate(
+    cluster: &Cluster,
+    from: usize,
+    pid: u64,
+    to: usize,
+) -> Result<serde_json::Value, String> {
+    let out = cluster.ssictl(
+        from,
+        &["migrate", &pid.to_string(), &to.to_string(), "--json"],
+    );
+    if !out.status.success() {
+        return Err(format!(
+            "ssictl migrate {pid} {to}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(serde_json::from_slice(&out.stdout).expect("migration report"))
+}
+
+/// Moves process `pid`, which runs on node `at`, across the three nodes at
+/// moments chosen at random (from a seed printed for a rerun), asking a
+/// different node each time (`migrate(asked, to)`), until it ends (`ended`
+/// says so); returns how many moves it made. A move that fails while the
+/// process is still running fails the test.
+pub fn move_until_it_ends(
+    cluster: &Cluster,
+    pid: u64,
+    mut at: u64,
+    ended: impl Fn() -> bool,
+    mut migrate: impl FnMut(usize, usize) -> Result<serde_json::Value, String>,
+) -> usize {
+    let mut seed = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(1)
+        | 1;
+    eprintln!("seed {seed}");
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut moves = 0;
+    let started = Instant::now();
+    while !ended() {
+        assert!(
+            started.elapsed() < WAIT * 3,
+            "the process did not end within {:?} of moves",
+            WAIT * 3
+        );
+        std::thread::sleep(Duration::from_millis(next() % 20));
+        let to = [1u64, 2, 3]
+            .into_iter()
+            .filter(|n| *n != at)
+            .nth((next() % 2) as usize)
+            .expect("another node");
+        // Ask any node: the request goes to the process's home.
+        match migrate(1 + (moves % 3), to as usize) {
+            Ok(report) => {
+                assert_eq!(report["from"].as_u64(), Some(at), "{report}");
+                assert_eq!(report["to"].as_u64(), Some(to), "{report}");
+                at = to;
+                moves += 1;
+                // ps shows the node it moved to (unless it has ended since).
+                if let Some(node) = node_of_or_gone(cluster, pid) {
+                    assert_eq!(node, at, "ps shows the node it moved to");
+                }
+            }
+            // Only because the process ended meanwhile.
+            Err(e) => {
+                let mut gone = false;
+                wait_until(
+                    &format!("the process to end after a failed move ({e})"),
+                    Duration::from_secs(10),
+                    || {
+                        gone = ended();
+                        gone
+                    },
+                );
+            }
+        }
+    }
+    moves
+}
+
+fn node_of_or_gone(cluster: &Cluster, pid: u64) -> Option<u64> {
+    cluster
+        .ssictl_json(3, "ps")
+        .into_iter()
+        .find(|p| p["pid"].as_u64() == Some(pid))
+        .and_then(|p| p["node"].as_u64())
+}
