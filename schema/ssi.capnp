@@ -53,6 +53,8 @@ struct LaunchSpec {
   stdoutTty @8 :Bool;
   stderrTty @9 :Bool;
   pin @10 :Bool;            # it stays where it starts: the balancer never moves it
+  unknownImportsTrap @11 :Bool;  # `wasmtime run -W unknown-imports-trap`: a function
+                            # import nothing provides traps when called
 }
 
 struct Preopen {
@@ -175,6 +177,7 @@ struct BodyLaunch {
   senderLoad @9 :Float64;   # with `Peer.receive` for a balancer's move: the
                             # sender's load, which this node may refuse to
                             # exceed (0: an administrator's move, not checked)
+  unknownImportsTrap @10 :Bool;  # as `LaunchSpec.unknownImportsTrap`
 }
 
 interface Arrival {

@@ -204,7 +204,7 @@ impl Node {
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
         let wasm = ssi_remote::assemble(&spec.module)?.into_owned();
         let program = self.runtime.load_binary(&wasm)?;
-        ssi_remote::check_module(&program.module)?;
+        ssi_remote::check_module(&program.module, spec.body.unknown_imports_trap)?;
         let deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
         self.start(

@@ -25,6 +25,11 @@ pub struct BodySpec {
     pub args: Vec<String>,
     /// The program's environment, as `NAME=VALUE`.
     pub env: Vec<String>,
+    /// As `wasmtime run -W unknown-imports-trap`: a function import nothing
+    /// provides is linked to one that traps when called, instead of the
+    /// launch failing. (Checked at launch only: a body that moves or
+    /// restarts was launched already, and is linked that way wherever it goes.)
+    pub unknown_imports_trap: bool,
 }
 
 /// How a body ended.
@@ -80,12 +85,14 @@ pub(crate) fn kind_name(ty: &ExternType) -> &'static str {
 }
 
 /// Checks that a module can run as a body: every import is a WASI preview1
-/// function or one of the `ssi` host API, and it has a `_start` of the right type.
-pub fn check_module(module: &Module) -> Result<(), BodyError> {
+/// function or one of the `ssi` host API (or, with `unknown_imports_trap`,
+/// any function), and it has a `_start` of the right type.
+pub fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), BodyError> {
     for import in module.imports() {
         let ty = import.ty();
         let known = matches!(ty, ExternType::Func(_))
-            && ((import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
+            && (unknown_imports_trap
+                || (import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
                 || (import.module() == shims::SSI_MODULE
                     && shims::SSI_FUNCTIONS.contains(&import.name())));
         if !known {
@@ -127,6 +134,7 @@ impl Body {
         spec: &BodySpec,
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
+        check_module(&program.module, spec.unknown_imports_trap)?;
         let args = spec.args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
         Self::instantiate(runtime, program, args, env, 0, link)
@@ -158,9 +166,13 @@ impl Body {
         let linked = match program.linked.get() {
             Some(pre) => pre.clone(),
             None => {
-                check_module(module)?;
+                // What the launch took (see `BodySpec::unknown_imports_trap`).
+                check_module(module, true)?;
                 let mut linker = Linker::new(engine);
                 shims::add_to_linker(&mut linker).map_err(|e| BodyError::Linker(e.to_string()))?;
+                linker
+                    .define_unknown_imports_as_traps(module)
+                    .map_err(|e| BodyError::Linker(e.to_string()))?;
                 let pre = linker
                     .instantiate_pre(module)
                     .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;

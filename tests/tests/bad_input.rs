@@ -240,8 +240,8 @@ fn wasmtime_options_scripts_pass_mean_what_they_mean_to_wasmtime() {
         (vec!["-S", "nope=1"], "-S nope=1"),
         (vec!["-S", "inherit-env=maybe"], "maybe"),
         (
-            vec!["-W", "unknown-imports-trap=y"],
-            "-W unknown-imports-trap=y",
+            vec!["-W", "max-memory-size=65536"],
+            "-W max-memory-size=65536",
         ),
         (vec!["-W", "bogus"], "-W bogus"),
     ] {

@@ -42,6 +42,7 @@ pub(crate) struct LaunchRequest {
     pub(crate) node: NodeId,
     pub(crate) ttys: Ttys,
     pub(crate) pin: bool,
+    pub(crate) unknown_imports_trap: bool,
 }
 
 impl LaunchRequest {
@@ -70,6 +71,7 @@ impl LaunchRequest {
                 stderr: r.get_stderr_tty(),
             },
             pin: r.get_pin(),
+            unknown_imports_trap: r.get_unknown_imports_trap(),
         })
     }
 }
@@ -87,7 +89,7 @@ pub(crate) async fn launch(
         .runtime
         .load_binary(&wasm)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    ssi_remote::check_module(&program.module)
+    ssi_remote::check_module(&program.module, spec.unknown_imports_trap)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     // A pinned process with no node given stays at home.
     let target = match spec.node {
@@ -107,6 +109,7 @@ pub(crate) async fn launch(
         spec: BodySpec {
             args: spec.args,
             env: spec.env,
+            unknown_imports_trap: spec.unknown_imports_trap,
         },
         deputy: Arc::new(Mutex::new(deputy)),
     };
@@ -172,6 +175,8 @@ pub(crate) async fn restore(
     let spec = BodySpec {
         args: text(&ghost.args),
         env: text(&ghost.env),
+        // Launched already: linked as it was.
+        unknown_imports_trap: true,
     };
     let source = Source {
         program,
@@ -426,6 +431,7 @@ pub(crate) async fn start_body(
             b.reborrow().init_env(source.spec.env.len() as u32),
             &source.spec.env,
         );
+        b.set_unknown_imports_trap(source.spec.unknown_imports_trap);
         b.set_home(&core.address);
         b.set_secret(&secret);
         b.set_clock_offset(0);

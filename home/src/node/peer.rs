@@ -102,6 +102,7 @@ impl peer::Server for PeerServer {
             let spec = BodySpec {
                 args: texts(b.get_args()?)?,
                 env: texts(b.get_env()?)?,
+                unknown_imports_trap: b.get_unknown_imports_trap(),
             };
             let home = text(b.get_home())?;
             let secret = b.get_secret()?.to_vec();

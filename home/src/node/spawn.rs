@@ -34,6 +34,7 @@ impl NodeCore {
                 )
             })
             .ok_or(Errno::Srch)?;
+        let own_module = child.module.is_none();
         let (program, wasm) = match child.module {
             None => (program, wasm),
             Some(bytes) => {
@@ -42,7 +43,7 @@ impl NodeCore {
                     .map_err(|e| e.to_string())
                     .and_then(|w| {
                         let p = core.runtime.load_binary(&w).map_err(|e| e.to_string())?;
-                        ssi_remote::check_module(&p.module).map_err(|e| e.to_string())?;
+                        ssi_remote::check_module(&p.module, false).map_err(|e| e.to_string())?;
                         Ok((p, Arc::new(w)))
                     });
                 loaded.map_err(|e| {
@@ -86,6 +87,8 @@ impl NodeCore {
             spec: BodySpec {
                 args,
                 env: text(child.env),
+                // Its parent's own module runs as the parent's was launched.
+                unknown_imports_trap: own_module,
             },
             deputy: Arc::new(Mutex::new(child.deputy)),
         };

@@ -27,9 +27,13 @@ pub(crate) fn finish_or_freeze(
     finish(r)
 }
 
-/// A call that waits was cut short (`EINTR`) with no freeze under way: if
-/// signals are pending for the body's handlers, they run now and the call is
-/// made again (true), as with `SA_RESTART`.
+/// A call that waits was cut short (`EINTR`) with no freeze under way: the
+/// handlers of the signals pending run now, and the call is made again
+/// (true), as with `SA_RESTART`. It is made again too when no handler ran:
+/// the cut came before the freeze it was for had reached the body (the
+/// home cuts while it asks the body's node to freeze, and goes on cutting
+/// until the body is frozen), or was left from a freeze that is over. The
+/// guest never sees it.
 pub(crate) fn restart_after_handlers(
     c: &mut Caller<'_, BodyCtx>,
     r: &R<()>,
@@ -40,8 +44,12 @@ pub(crate) fn restart_after_handlers(
     {
         return Ok(false);
     }
+    if c.data().control.killing() {
+        return Err(crate::ctx::Killed.into());
+    }
     c.data().control.take_signalled();
-    run_handlers(c)
+    run_handlers(c)?;
+    Ok(true)
 }
 
 /// Runs the handlers of the signals pending now, as the deputy lists them

@@ -53,6 +53,7 @@ fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
     let spec = BodySpec {
         args: vec!["spin.wasm".into(), "0".into()],
         env: Vec::new(),
+        unknown_imports_trap: false,
     };
     let mut body = Body::new(&runtime, &program, &spec, link)?;
     let control = body.control();

@@ -35,8 +35,9 @@ struct Args {
     /// program this process's whole environment (`--env` adds to it).
     #[arg(short = 'S', value_name = "OPT[=VAL]")]
     wasi_options: Vec<String>,
-    /// A Wasm option, as `wasmtime run -W`: none is taken yet
-    /// (`unknown-imports-trap` and `max-memory-size` are named as such).
+    /// A Wasm option, as `wasmtime run -W`: `unknown-imports-trap[=y|n]` links
+    /// a function import nothing provides to one that traps when called
+    /// (instead of refusing the module). `max-memory-size` is not taken yet.
     #[arg(short = 'W', value_name = "OPT[=VAL]")]
     wasm_options: Vec<String>,
     /// Do not cache compiled code on disk (embedded mode).
@@ -98,30 +99,53 @@ fn yes(option: &str, value: Option<&str>) -> Result<bool> {
     }
 }
 
-/// Whether `-S` asks for the whole environment; an option ssirun does not
-/// take is an error that names it.
-fn inherit_env(args: &Args) -> Result<bool> {
-    let mut inherit = false;
-    for o in &args.wasi_options {
-        let (name, value) = match o.split_once('=') {
-            Some((n, v)) => (n, Some(v)),
-            None => (o.as_str(), None),
-        };
+/// What the `-S` and `-W` options of wasmtime's that ssirun takes ask for.
+#[derive(Debug, Default, PartialEq)]
+struct WasmtimeOptions {
+    inherit_env: bool,
+    unknown_imports_trap: bool,
+}
+
+/// Each `NAME[=VALUE]` of options given as wasmtime takes them (repeated,
+/// or several to an option separated by commas): the item as given, its
+/// name and its value.
+fn each_option(given: &[String]) -> impl Iterator<Item = (&str, &str, Option<&str>)> {
+    given
+        .iter()
+        .flat_map(|o| o.split(','))
+        .filter(|o| !o.is_empty())
+        .map(|o| match o.split_once('=') {
+            Some((n, v)) => (o, n, Some(v)),
+            None => (o, o, None),
+        })
+}
+
+/// Reads `-S` and `-W`; an option ssirun does not take is an error that
+/// names it.
+fn wasmtime_options(args: &Args) -> Result<WasmtimeOptions> {
+    let mut o = WasmtimeOptions::default();
+    for (item, name, value) in each_option(&args.wasi_options) {
         match name {
-            "inherit-env" => inherit = yes(&format!("S {o}"), value)?,
-            _ => bail!("-S {o}: ssirun does not take this WASI option (it takes -S inherit-env)"),
-        }
-    }
-    if let Some(o) = args.wasm_options.first() {
-        let name = o.split_once('=').map_or(o.as_str(), |(n, _)| n);
-        match name {
-            "unknown-imports-trap" | "max-memory-size" => {
-                bail!("-W {o}: ssirun does not take this option of wasmtime's yet")
+            "inherit-env" => o.inherit_env = yes(&format!("S {item}"), value)?,
+            _ => {
+                bail!("-S {item}: ssirun does not take this WASI option (it takes -S inherit-env)")
             }
-            _ => bail!("-W {o}: ssirun does not take this Wasm option"),
         }
     }
-    Ok(inherit)
+    for (item, name, value) in each_option(&args.wasm_options) {
+        match name {
+            "unknown-imports-trap" => {
+                o.unknown_imports_trap = yes(&format!("W {item}"), value)?;
+            }
+            "max-memory-size" => {
+                bail!("-W {item}: ssirun does not take this option of wasmtime's yet")
+            }
+            _ => bail!(
+                "-W {item}: ssirun does not take this Wasm option (it takes -W unknown-imports-trap)"
+            ),
+        }
+    }
+    Ok(o)
 }
 
 fn parse_env(spec: &str) -> Result<String> {
@@ -283,6 +307,7 @@ struct Program {
     env: Vec<String>,
     preopens: Vec<Preopen>,
     pin: bool,
+    unknown_imports_trap: bool,
 }
 
 /// What to start: a module, or a checkpoint to restart.
@@ -418,6 +443,7 @@ fn run_on_node(
             }
             s.set_node(node.unwrap_or(0));
             s.set_pin(program.pin);
+            s.set_unknown_imports_trap(program.unknown_imports_trap);
             let ttys = ttys();
             s.set_stdin_tty(ttys.stdin);
             s.set_stdout_tty(ttys.stdout);
@@ -546,6 +572,7 @@ fn run(args: Args) -> Result<Outcome> {
                     body: BodySpec {
                         args: p.argv,
                         env: p.env,
+                        unknown_imports_trap: p.unknown_imports_trap,
                     },
                     preopens: p.preopens,
                     stdio: Stdio::inherit(),
@@ -617,8 +644,9 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         .iter()
         .map(|d| parse_dir(d))
         .collect::<Result<Vec<_>>>()?;
+    let options = wasmtime_options(args)?;
     // As `wasmtime run -S inherit-env`: this environment, then `--env`.
-    let mut env: Vec<String> = if inherit_env(args)? {
+    let mut env: Vec<String> = if options.inherit_env {
         std::env::vars_os()
             .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
             .collect()
@@ -645,6 +673,7 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         env,
         preopens,
         pin: args.pin,
+        unknown_imports_trap: options.unknown_imports_trap,
     })
 }
 
