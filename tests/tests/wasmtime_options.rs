@@ -157,3 +157,23 @@ fn wasmtime_options_ssirun_does_not_take_are_refused_by_name() {
         );
     }
 }
+
+/// As under `wasmtime run`, everything after the module is the program's,
+/// even what ssirun would take as its own option.
+#[test]
+fn what_follows_the_module_is_the_programs_even_help_and_version() {
+    let (out, _) = Case::new(ssi_tests::guest("args_env"))
+        .args(&["--version", "--help", "-W", "x", "--dir", "/"])
+        .run_ssirun();
+    let text = out.stdout_text();
+    assert_eq!(out.status, 0, "{}", out.stderr_text());
+    for (i, a) in ["--version", "--help", "-W", "x", "--dir", "/"]
+        .iter()
+        .enumerate()
+    {
+        assert!(
+            text.contains(&format!("arg[{}] = \"{a}\"", i + 1)),
+            "{text}"
+        );
+    }
+}

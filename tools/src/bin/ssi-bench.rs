@@ -30,6 +30,9 @@ struct Args {
     /// Alternating rounds per workload.
     #[arg(long, default_value_t = 15)]
     rounds: usize,
+    /// Only the first-load table, for these modules (paths).
+    #[arg(long, num_args = 1..)]
+    first_load: Vec<PathBuf>,
 }
 
 /// What a run printed: its length and a digest of its bytes.
@@ -89,6 +92,10 @@ struct Workload {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.first_load.is_empty() {
+        let paths: Vec<&std::path::Path> = args.first_load.iter().map(PathBuf::as_path).collect();
+        return first_load(&paths);
+    }
     let ssirun = match &args.ssirun {
         Some(p) => p.clone(),
         None => std::env::current_exe()?
@@ -191,13 +198,17 @@ fn main() -> Result<()> {
             note
         );
     }
-    first_load(&args.guests, &["compute", "churn", "conformance", "family"])
+    let paths: Vec<PathBuf> = ["compute", "churn", "conformance", "family"]
+        .iter()
+        .map(|n| args.guests.join(format!("{n}.wasm")))
+        .collect();
+    first_load(&paths.iter().map(PathBuf::as_path).collect::<Vec<_>>())
 }
 
 /// What instrumentation costs when a node first loads a module (afterwards
 /// the result comes from the cache): rewriting and compiling it against
 /// compiling it as it is, with the same engine, and the sizes of both.
-fn first_load(guests: &std::path::Path, names: &[&str]) -> Result<()> {
+fn first_load(modules: &[&std::path::Path]) -> Result<()> {
     use ssi_remote::{Module, Runtime, instrument::instrument};
     let runtime = Runtime::new(None)?;
     let engine = runtime.engine();
@@ -215,9 +226,12 @@ fn first_load(guests: &std::path::Path, names: &[&str]) -> Result<()> {
         "native",
         "ratio"
     );
-    for name in names {
-        let wasm = std::fs::read(guests.join(format!("{name}.wasm")))
-            .with_context(|| format!("read {name}.wasm"))?;
+    for path in modules {
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let wasm = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
         let (mut rewrite, mut compile, mut plain) = (f64::MAX, f64::MAX, f64::MAX);
         let (mut sizes, mut native) = ((0, 0), (0, 0));
         for _ in 0..3 {

@@ -74,6 +74,64 @@ struct Args {
     args: Vec<String>,
 }
 
+/// Parses the command line as `wasmtime run` does: what follows the module
+/// is the program's, even what looks like an option of ssirun's (a program's
+/// own `--help` or `--version`).
+fn parse_args(argv: Vec<std::ffi::OsString>) -> Args {
+    let split = module_position(&argv);
+    let (ours, program) = match split {
+        Some(at) => (argv[..=at].to_vec(), argv[at + 1..].to_vec()),
+        None => (argv, Vec::new()),
+    };
+    let mut args = Args::parse_from(ours);
+    args.args
+        .extend(program.iter().map(|a| a.to_string_lossy().into_owned()));
+    args
+}
+
+/// Where the module is on the command line (`argv[0]` is ssirun): the first
+/// argument that is neither an option nor an option's value, or the one
+/// after `--`.
+fn module_position(argv: &[std::ffi::OsString]) -> Option<usize> {
+    use clap::CommandFactory;
+    let command = Args::command();
+    let takes_value = |a: &clap::Arg| a.get_action().takes_values();
+    let long_with_value = |name: &str| {
+        command
+            .get_arguments()
+            .any(|a| a.get_long() == Some(name) && takes_value(a))
+    };
+    let short_with_value = |c: char| {
+        command
+            .get_arguments()
+            .any(|a| a.get_short() == Some(c) && takes_value(a))
+    };
+    let mut i = 1;
+    while i < argv.len() {
+        let arg = argv[i].to_string_lossy();
+        if arg == "--" {
+            return (i + 1 < argv.len()).then_some(i + 1);
+        } else if let Some(long) = arg.strip_prefix("--") {
+            if !long.contains('=') && long_with_value(long) {
+                i += 1;
+            }
+        } else if let Some(short) = arg.strip_prefix('-').filter(|s| !s.is_empty()) {
+            // `-S VALUE`, or `-SVALUE` with the value attached.
+            let mut chars = short.chars();
+            if let Some(c) = chars.next()
+                && short_with_value(c)
+                && chars.next().is_none()
+            {
+                i += 1;
+            }
+        } else {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 fn parse_dir(spec: &str) -> Result<Preopen> {
     let (host, guest) = match spec.split_once("::") {
         Some((h, g)) => (h, g),
@@ -678,7 +736,7 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
 }
 
 fn main() -> ExitCode {
-    let args = Args::parse();
+    let args = parse_args(std::env::args_os().collect());
     match run(args) {
         Ok(Outcome::Exited(code)) => {
             // The status is in [0, 126) by then (larger ones are refused as a trap).
