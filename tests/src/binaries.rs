@@ -10,11 +10,16 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The directory holding the workspace's binaries (next to the test executable).
+/// The directory holding the workspace's binaries (the test executables sit in its `deps/`).
 pub fn bin_dir() -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
-    let deps = exe.parent().expect("deps dir");
-    deps.parent().expect("profile dir").to_path_buf()
+    let dir = exe.parent().expect("the executable's directory");
+    // A test executable sits in `deps/`; a binary of this crate beside the others.
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        dir.parent().expect("profile dir").to_path_buf()
+    } else {
+        dir.to_path_buf()
+    }
 }
 
 /// The path of a workspace binary, which must have been built first.

@@ -9,6 +9,8 @@
 //! it runs. To add a program, add an entry to [`PROGRAMS`] and its cases
 //! there (the README says how).
 
+pub mod cases;
+
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 use std::process::Command;
