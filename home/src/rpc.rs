@@ -220,7 +220,17 @@ pub struct NetLink {
     writer: BufWriter<TcpStream>,
     streams: HashSet<Fd>,
     unsynced: bool,
+    /// Writes and bytes pipelined since the last call answered: past
+    /// `ASK_EVERY_WRITES` or `ASK_EVERY_BYTES`, a stream's write waits for
+    /// its answer, which carries a failure of the writes before it (a
+    /// closed pipe): a program that only writes learns of it, as under
+    /// wasmtime, instead of writing into nothing for ever.
+    pipelined: (usize, usize),
 }
+
+/// See `NetLink::pipelined`.
+const ASK_EVERY_WRITES: usize = 256;
+const ASK_EVERY_BYTES: usize = 1 << 20;
 
 /// The largest write sent in one message; larger writes to files are short
 /// writes (the guest's libc writes the rest), larger writes to streams are split.
@@ -285,6 +295,7 @@ impl NetLink {
             writer,
             streams,
             unsynced: false,
+            pipelined: (0, 0),
         })
     }
 
@@ -303,8 +314,14 @@ impl NetLink {
 impl DeputyLink for NetLink {
     fn call(&mut self, mut call: Syscall) -> Result<SyscallResult, LinkError> {
         match &mut call {
-            Syscall::FdWrite { fd, data } if self.streams.contains(fd) => {
+            Syscall::FdWrite { fd, data }
+                if self.streams.contains(fd)
+                    && self.pipelined.0 < ASK_EVERY_WRITES
+                    && self.pipelined.1 < ASK_EVERY_BYTES =>
+            {
                 let fd = *fd;
+                self.pipelined.0 += 1;
+                self.pipelined.1 += data.len();
                 for chunk in data.chunks(MAX_WRITE) {
                     self.send(|mut r| {
                         let mut w = r.reborrow().init_write();
@@ -330,6 +347,7 @@ impl DeputyLink for NetLink {
         }
         self.send(|r| write_syscall(r.init_call(), &call))?;
         self.unsynced = false;
+        self.pipelined = (0, 0);
         self.reply()
     }
 
@@ -339,6 +357,7 @@ impl DeputyLink for NetLink {
             self.reply()?
                 .map_err(|e| lost(format!("the home failed to sync: {e:?}")))?;
             self.unsynced = false;
+            self.pipelined = (0, 0);
         }
         Ok(())
     }
