@@ -127,12 +127,16 @@ fn start_cluster(bin: &Path, dir: &Path) -> Result<(Vec<Owned>, PathBuf)> {
     Ok((nodes, socket))
 }
 
+/// `ssirun` through the node at `socket`, its body on node `node` and kept
+/// there (the balancer would bring a body that makes calls home: what is
+/// measured is the body where it was put).
 fn ssirun(bin: &Path, socket: &Path, node: u16) -> Command {
     let mut cmd = Command::new(bin.join("ssirun"));
     cmd.arg("--connect")
         .arg(socket)
         .arg("--node")
-        .arg(node.to_string());
+        .arg(node.to_string())
+        .arg("--pin");
     cmd
 }
 
