@@ -42,10 +42,17 @@
 //! do, which cost 1.4–2.5× on compute kernels; the copies above pay nothing
 //! for it.
 //!
-//! Modules that cannot be frozen this way (tail calls, exceptions, tables
-//! changed at run time, a start function, references held in frames) are
-//! refused with [`InstrumentError::Unsupported`]: they still run, but cannot
-//! be frozen.
+//! Exceptions (`try_table`, `throw`, `throw_ref`) are control flow like any
+//! other: a `try_table` is re-entered by the rewind copy, and liveness follows
+//! its catch edges. A call made while a frame holds an `exnref` (between a
+//! catch and its rethrow) is *pinned*: it runs with `NOUNWIND_GLOBAL` raised,
+//! so that nothing under it unwinds, and the freeze waits until it returns.
+//!
+//! Modules that cannot be frozen this way (tail calls, the legacy encoding of
+//! exceptions, tables changed at run time, a start function, references
+//! passed to or returned from calls that can unwind, a function past the
+//! engine's size limit once instrumented) are refused with
+//! [`InstrumentError::Unsupported`]: they still run, but cannot be frozen.
 
 mod analyze;
 mod func;
