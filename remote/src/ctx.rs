@@ -222,12 +222,12 @@ pub(crate) fn start_unwind(
     u.set_state(&mut *c, UNWINDING)
 }
 
-/// Whether a call cut short (`r` is `EINTR`) for a freeze must be made
-/// again instead of unwinding: a pinned call is under way (the freeze
-/// waits until it is over). Waits a little first, so that a call cut short
-/// again at once is not made in a busy loop.
-pub(crate) fn held_for_freeze(c: &mut wasmtime::Caller<'_, BodyCtx>, interrupted: bool) -> bool {
-    if !interrupted || !c.data().control.freezing() {
+/// Whether a call cut short (`EINTR`) for a freeze must be made again
+/// instead of unwinding: a pinned call is under way (the freeze waits until
+/// it is over). Waits a little first, so that a call cut short again at once
+/// is not made in a busy loop.
+pub(crate) fn held_for_freeze(c: &mut wasmtime::Caller<'_, BodyCtx>) -> bool {
+    if !c.data().control.freezing() {
         return false;
     }
     let Some(u) = c.data().unwinder.clone() else {

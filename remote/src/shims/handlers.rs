@@ -1,13 +1,13 @@
 //! Signal handlers run from inside a host call, and calls cut short: a call
 //! that waits (a read, a poll, `waitpid`) and returns `EINTR` either runs the
-//! pending handlers and is made again (`restart_after_handlers`, as with
+//! pending handlers and is made again (`made_again`, as with
 //! `SA_RESTART`), or, when the body is freezing, unwinds it so that the call
 //! is made again after the rewind (`finish_or_freeze`).
 //!
 //! Must not know: which calls wait (the tables say so).
 
 use super::guest::{Fail, R, finish};
-use crate::ctx::{BodyCtx, start_unwind};
+use crate::ctx::{BodyCtx, held_for_freeze, start_unwind};
 use crate::instrument::{REWINDING, UNWINDING};
 use ssi_deputy::{Errno, Reply, Syscall};
 use wasmtime::{AsContextMut, Caller};
@@ -27,21 +27,25 @@ pub(crate) fn finish_or_freeze(
     finish(r)
 }
 
-/// A call that waits was cut short (`EINTR`) with no freeze under way: the
-/// handlers of the signals pending run now, and the call is made again
-/// (true), as with `SA_RESTART`. It is made again too when no handler ran:
-/// the cut came before the freeze it was for had reached the body (the
-/// home cuts while it asks the body's node to freeze, and goes on cutting
-/// until the body is frozen), or was left from a freeze that is over. The
-/// guest never sees it.
-pub(crate) fn restart_after_handlers(
-    c: &mut Caller<'_, BodyCtx>,
-    r: &R<()>,
-) -> wasmtime::Result<bool> {
-    if !matches!(r, Err(Fail::Errno(Errno::Intr)))
-        || c.data().control.freezing()
-        || c.data().in_handler
-    {
+/// Whether a call that waits and was cut short (`EINTR`) is made again
+/// (true) instead of ending:
+///
+/// - with a freeze under way, while a pinned call runs (see
+///   [`held_for_freeze`]); otherwise the body unwinds ([`finish_or_freeze`]);
+/// - with none: the handlers of the signals pending run now, and the call is
+///   made again, as with `SA_RESTART`. It is made again too when no handler
+///   ran: the cut came before the freeze it was for had reached the body (the
+///   home cuts while it asks the body's node to freeze, and goes on cutting
+///   until the body is frozen), or was left from a freeze that is over. The
+///   guest never sees it.
+pub(crate) fn made_again(c: &mut Caller<'_, BodyCtx>, r: &R<()>) -> wasmtime::Result<bool> {
+    if !matches!(r, Err(Fail::Errno(Errno::Intr))) {
+        return Ok(false);
+    }
+    if c.data().control.freezing() {
+        return Ok(held_for_freeze(c));
+    }
+    if c.data().in_handler {
         return Ok(false);
     }
     if c.data().control.killing() {

@@ -7,8 +7,8 @@
 //! Adding or fixing a call touches its one entry in `preview1!`.
 
 use super::guest::{Fail, Fault, Mem, R, bad_reply, finish, reply, with};
-use super::handlers::{finish_or_freeze, restart_after_handlers};
-use crate::ctx::{BodyCtx, ProcExit, end_rewind, held_for_freeze};
+use super::handlers::{finish_or_freeze, made_again};
+use crate::ctx::{BodyCtx, ProcExit, end_rewind};
 use ssi_deputy::abi::{self, Dirent, Event, Subscription, SubscriptionKind, Whence};
 use ssi_deputy::{Errno, Reply, Syscall};
 use wasmtime::{Caller, Linker};
@@ -46,9 +46,7 @@ macro_rules! preview1 {
             end_rewind(&mut c, stringify!($name))?;
             loop {
                 let r = with(&mut c, |$m, $ctx| $body);
-                if restart_after_handlers(&mut c, &r)?
-                    || held_for_freeze(&mut c, matches!(r, Err(Fail::Errno(Errno::Intr))))
-                {
+                if made_again(&mut c, &r)? {
                     continue;
                 }
                 return finish_or_freeze(&mut c, stringify!($name), r);
@@ -321,9 +319,7 @@ pub(crate) fn add_to_linker(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                     let k = poll_oneoff(m, ctx, subs, events, n)?;
                     Ok(m.put_u32(nevents, k)?)
                 });
-                if restart_after_handlers(&mut c, &r)?
-                    || held_for_freeze(&mut c, matches!(r, Err(Fail::Errno(Errno::Intr))))
-                {
+                if made_again(&mut c, &r)? {
                     continue;
                 }
                 let frozen =

@@ -155,8 +155,7 @@ pub(crate) fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
                     // A cut left over from a freeze that is over: wait again
                     // (a kill stops the body at the next call).
                     Err(Fail::Errno(Errno::Intr)) => {
-                        let in_handler = c.data().in_handler;
-                        if held_for_freeze(&mut c, !in_handler) {
+                        if !c.data().in_handler && held_for_freeze(&mut c) {
                             continue;
                         }
                         if c.data().control.freezing() && !c.data().in_handler {
