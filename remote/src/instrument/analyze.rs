@@ -51,6 +51,18 @@ pub(crate) fn local_type(t: &ValType) -> bool {
     }
 }
 
+/// Whether `op` opens a frame of structured control flow that an `end`
+/// closes: `block`, `loop`, `if`, `try_table`.
+pub(crate) fn opens_frame(op: &Operator<'_>) -> bool {
+    matches!(
+        op,
+        Operator::Block { .. }
+            | Operator::Loop { .. }
+            | Operator::If { .. }
+            | Operator::TryTable { .. }
+    )
+}
+
 pub(crate) fn parse_error(e: impl std::fmt::Display) -> InstrumentError {
     InstrumentError::Parse(e.to_string())
 }
@@ -139,15 +151,10 @@ pub(crate) fn analyze<'a>(
             }
         }
         validator.op(offset, &op).map_err(parse_error)?;
-        match op {
-            Operator::Block { .. }
-            | Operator::Loop { .. }
-            | Operator::If { .. }
-            | Operator::TryTable { .. } => dead.push(!live),
-            Operator::End => {
-                dead.pop();
-            }
-            _ => {}
+        if opens_frame(&op) {
+            dead.push(!live);
+        } else if let Operator::End = op {
+            dead.pop();
         }
         ops.push(OpInfo { op, live, stack });
     }

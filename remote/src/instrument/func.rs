@@ -33,7 +33,7 @@
 //! in place, the rewind copies run on as the function would, with the same
 //! poll points and unwinding, and call fast copies from then on.
 
-use super::analyze::{FuncBody, is_plain_value, local_type, parse_error};
+use super::analyze::{FuncBody, is_plain_value, local_type, opens_frame, parse_error};
 use super::liveness;
 use super::savers::{Savers, enc, size_of};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
@@ -337,10 +337,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         let mut end = None;
         for (j, info) in ops.iter().enumerate().skip(start + 1) {
             match info.op {
-                Operator::Block { .. }
-                | Operator::Loop { .. }
-                | Operator::If { .. }
-                | Operator::TryTable { .. } => depth += 1,
+                ref op if opens_frame(op) => depth += 1,
                 Operator::End if depth == 0 => {
                     end = Some(j);
                     break;
@@ -400,10 +397,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 found = Some((j + 3, local, wide, c));
             }
             match w[0].op {
-                Operator::Block { .. }
-                | Operator::Loop { .. }
-                | Operator::If { .. }
-                | Operator::TryTable { .. } => depth += 1,
+                ref op if opens_frame(op) => depth += 1,
                 Operator::End => depth = depth.saturating_sub(1),
                 _ => {}
             }
@@ -431,10 +425,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 return None;
             }
             match info.op {
-                Operator::Block { .. }
-                | Operator::Loop { .. }
-                | Operator::If { .. }
-                | Operator::TryTable { .. } => depth += 1,
+                ref op if opens_frame(op) => depth += 1,
                 Operator::End => depth = depth.saturating_sub(1),
                 _ => {}
             }
@@ -481,10 +472,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             let info = &self.body.ops[i];
             let live = info.live;
             match &info.op {
-                Operator::Block { .. }
-                | Operator::If { .. }
-                | Operator::Loop { .. }
-                | Operator::TryTable { .. } => {
+                op if opens_frame(op) => {
                     let before = self.sites.len() as u32;
                     let poll = if live && matches!(info.op, Operator::Loop { .. }) {
                         Some(self.new_site(Callee::Poll, Some(i))?)

@@ -5,6 +5,7 @@
 //! A classic backward data-flow over the basic blocks of the function's
 //! structured control flow, locals as bit sets.
 
+use super::analyze::opens_frame;
 use wasmparser::Operator;
 
 /// A set of locals.
@@ -71,10 +72,7 @@ pub(crate) fn successors(ops: &[Operator<'_>]) -> Vec<Vec<usize>> {
     let mut open = Vec::new();
     for (i, op) in ops.iter().enumerate() {
         match op {
-            Operator::Block { .. }
-            | Operator::Loop { .. }
-            | Operator::If { .. }
-            | Operator::TryTable { .. } => open.push(i),
+            op if opens_frame(op) => open.push(i),
             Operator::End => {
                 if let Some(s) = open.pop() {
                     end[s] = i;
