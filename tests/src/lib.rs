@@ -375,10 +375,7 @@ fn reference_module(engine: &Engine, path: &Path) -> Module {
         return Module::new(engine, &bytes).expect("reference: compile");
     }
     use sha2::Digest;
-    let digest: String = sha2::Sha256::digest(&bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
+    let digest = hex::encode(sha2::Sha256::digest(&bytes));
     let dir = corpus::corpus_dir().join("reference");
     let cached = dir.join(format!("{digest}-{:016x}.cwasm", {
         use std::hash::{Hash, Hasher};

@@ -167,11 +167,7 @@ fn sha256_of(path: &Path) -> Result<String, FetchError> {
     let mut hasher = Sha256::new();
     std::io::copy(&mut file, &mut hasher)
         .map_err(|e| fail(format!("cannot read {}: {e}", path.display())))?;
-    Ok(hex(&hasher.finalize()))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    Ok(hex::encode(hasher.finalize()))
 }
 
 fn run(cmd: &mut Command, what: &str) -> Result<(), FetchError> {
