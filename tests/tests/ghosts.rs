@@ -353,3 +353,58 @@ fn a_module_with_exception_handling_moves_and_still_catches_what_it_throws() {
     assert!(kill.status.success());
     assert_eq!(shell_status(child.wait().status), 143);
 }
+
+/// Moves asked from three nodes at once while the process ends (its input
+/// closes among them, 30 times at moments a few ms apart): every one is answered — a report,
+/// or that the process ended — none waits for ever. (An order queued as the
+/// process's end was seen used to stay unanswered in its channel.)
+#[test]
+fn moves_asked_as_a_process_ends_are_all_answered() {
+    let cluster = Cluster::start(3);
+    for round in 0..30 {
+        let mut child = start(&cluster, 1, 2, "filter", &[]);
+        let mut stdin = child.stdin();
+        stdin.write_all(b"first\n").expect("write");
+        stdin.flush().expect("flush");
+        assert_eq!(child.line("the first line"), "    1: FIRST");
+        let pid = cluster.pid_of(1, "filter", |c| c.contains("filter"));
+        let (done, answers) = std::sync::mpsc::channel();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        std::thread::scope(|s| {
+            for asker in 1..=3usize {
+                let (cluster, done, stop) = (&cluster, done.clone(), stop.clone());
+                s.spawn(move || {
+                    let mut answered = 0;
+                    for i in 0usize.. {
+                        let to = 1 + (asker + i) % 3;
+                        let r = try_migrate(cluster, asker, pid, to);
+                        answered += 1;
+                        if r.is_err() && stop.load(std::sync::atomic::Ordering::SeqCst) {
+                            break;
+                        }
+                    }
+                    let _ = done.send(answered);
+                });
+            }
+            std::thread::sleep(Duration::from_millis(20 + 7 * round));
+            stop.store(true, std::sync::atomic::Ordering::SeqCst);
+            drop(stdin);
+            let deadline = Instant::now() + Duration::from_secs(30);
+            for _ in 1..=3 {
+                let left = deadline.saturating_duration_since(Instant::now());
+                if answers.recv_timeout(left).is_err() {
+                    panic!(
+                        "round {round}: a move asked as process {pid} ended was not answered within 30 s\n{}",
+                        ssi_tests::nodes_logs()
+                    );
+                }
+            }
+        });
+        let out = child.wait();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}

@@ -243,7 +243,7 @@ pub(crate) async fn run_process(
     source: Source,
     interrupter: Interrupter,
     flusher: Option<crate::console::Flusher>,
-) -> Result<(ExitFuture, flume::Sender<Order>), capnp::Error> {
+) -> Result<(ExitFuture, super::orders::OrderSender), capnp::Error> {
     let pid = start.pid;
     let command = start.command.clone();
     // Taken now: once the body runs, it may hold its deputy in a call that
@@ -260,7 +260,7 @@ pub(crate) async fn run_process(
     };
     core.modules
         .insert(source.program.hash, source.program.clone());
-    let (orders_tx, orders) = flume::unbounded::<Order>();
+    let (orders_tx, orders) = tokio::sync::mpsc::unbounded_channel::<Order>();
     let notice = Arc::new(Notice::default());
     core.procs.insert(
         pid,

@@ -11,6 +11,13 @@ use crate::reports::{CheckpointReport, MigrationReport};
 use futures::channel::oneshot;
 use ssi_deputy::Signal;
 
+/// Where a process's orders come from, to its task. Tokio's channel: its
+/// receiver can be closed and drained, so an order sent as the process
+/// ends is answered (dropped) rather than kept unanswered in the channel.
+pub(crate) type Orders = tokio::sync::mpsc::UnboundedReceiver<Order>;
+/// Where a process's orders go.
+pub(crate) type OrderSender = tokio::sync::mpsc::UnboundedSender<Order>;
+
 /// What a process's home is asked to do with it.
 pub(crate) enum Order {
     Signal(Signal),

@@ -23,7 +23,7 @@ pub(crate) struct ProcessServer {
     pub(crate) core: Arc<NodeCore>,
     pub(crate) pid: Pid,
     pub(crate) exit: Shared<LocalBoxFuture<'static, ExitReport>>,
-    pub(crate) orders: Option<flume::Sender<Order>>,
+    pub(crate) orders: Option<super::orders::OrderSender>,
 }
 
 impl process::Server for ProcessServer {

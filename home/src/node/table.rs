@@ -6,7 +6,7 @@
 //! (`signals.rs`) and the per-process task (`task.rs`) act on them.
 
 use super::common::lock;
-use super::orders::Order;
+use super::orders::OrderSender;
 use crate::ProcessInfo;
 use crate::console::Interrupter;
 use ssi_remote::{Program, SharedDeputy};
@@ -21,7 +21,7 @@ pub(crate) struct HomeProc {
     pub(crate) deputy: SharedDeputy,
     /// To the process's task on its session thread, which acts on signals
     /// and migrations.
-    pub(crate) orders: flume::Sender<Order>,
+    pub(crate) orders: OrderSender,
     /// The sturdy reference a remote body redeems (once) for its deputy.
     pub(crate) secret: Option<[u8; 16]>,
     /// It ended while its parent lives: its status word, until the parent

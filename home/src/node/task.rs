@@ -8,7 +8,7 @@
 //! Owns the process's run state (stopped, a pending fatal signal).
 //! Must not know: Cap'n Proto servers (it is given a `Placement`).
 
-use super::orders::Order;
+use super::orders::{Order, Orders};
 use super::placement::{Held, Running, Source};
 use super::slot::Verdict;
 use super::state::NodeCore;
@@ -40,7 +40,7 @@ pub(crate) struct ProcessTask {
 }
 
 impl ProcessTask {
-    pub(crate) async fn run(self, first: Running, orders: flume::Receiver<Order>) -> ExitReport {
+    pub(crate) async fn run(self, first: Running, mut orders: Orders) -> ExitReport {
         let mut running = first;
         // The signal that ended the process, if one did.
         let mut fatal: Option<Signal> = None;
@@ -52,11 +52,19 @@ impl ProcessTask {
         // effect when the process continues (SIGKILL at once), as in POSIX.
         let mut pending: Option<Signal> = None;
         let report = loop {
-            let next = futures::future::select(&mut running.end, orders.recv_async()).await;
+            // (The future left over is dropped here: it borrows both.)
+            let next = {
+                let order = std::pin::pin!(orders.recv());
+                match futures::future::select(&mut running.end, order).await {
+                    futures::future::Either::Left((report, _)) => Err(Some(report)),
+                    futures::future::Either::Right((Some(order), _)) => Ok(order),
+                    futures::future::Either::Right((None, _)) => Err(None),
+                }
+            };
             let order = match next {
-                futures::future::Either::Left((report, _)) => break report,
-                futures::future::Either::Right((Ok(order), _)) => order,
-                futures::future::Either::Right((Err(_), _)) => break (&mut running.end).await,
+                Ok(order) => order,
+                Err(Some(report)) => break report,
+                Err(None) => break (&mut running.end).await,
             };
             // Ends the process: a frozen body is let go on to be killed.
             let end =
@@ -143,6 +151,11 @@ impl ProcessTask {
                 }
             }
         };
+        // Orders given as it ended (sent before the end was seen, or since)
+        // are answered that it ended: their replies are dropped. Closed
+        // first, so none can come after the last is taken.
+        orders.close();
+        while orders.try_recv().is_ok() {}
         match fatal {
             _ if checkpointed => ExitReport::Checkpointed,
             Some(sig) => ExitReport::Signaled(sig.number()),
