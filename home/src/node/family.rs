@@ -125,7 +125,7 @@ impl NodeCore {
                     p.info.state = ProcState::Zombie;
                     p.info.memory = 0;
                 }
-                let _ = orders.send(Order::Signal(Signal::CHLD));
+                let _ = orders.send(Order::Signal(Signal::CHLD, None));
                 notice.notify();
             }
             None => {
@@ -184,7 +184,7 @@ impl NodeCore {
             .get(&ppid)
             .map(|p| (p.notice.clone(), p.orders.clone()))
         {
-            let _ = orders.send(Order::Signal(Signal::CHLD));
+            let _ = orders.send(Order::Signal(Signal::CHLD, None));
             notice.notify();
         }
     }

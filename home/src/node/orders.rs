@@ -20,7 +20,9 @@ pub(crate) type OrderSender = tokio::sync::mpsc::UnboundedSender<Order>;
 
 /// What a process's home is asked to do with it.
 pub(crate) enum Order {
-    Signal(Signal),
+    /// A signal. The sender is dropped once the task has acted on it — for
+    /// a stop, once the body is frozen — so an asker may wait for that.
+    Signal(Signal, Option<oneshot::Sender<()>>),
     /// Its session went away.
     Abandon,
     /// It is pinned (or unpinned): the node its body runs on is told.

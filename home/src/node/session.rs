@@ -16,7 +16,7 @@ use capnp::capability::Rc as CapRc;
 use futures::future::{LocalBoxFuture, Shared};
 use ssi_deputy::Signal;
 use ssi_schema::process;
-use std::future::{Future, ready};
+use std::future::Future;
 use std::sync::Arc;
 
 pub(crate) struct ProcessServer {
@@ -54,12 +54,16 @@ impl process::Server for ProcessServer {
         }
     }
 
+    /// A signal from the session's terminal (Ctrl-C, Ctrl-Z…) to its
+    /// foreground group. Answered once each process's task has acted on it:
+    /// after a stop, `ssirun` stops itself, and the process is stopped by
+    /// then wherever its body runs (at most `ACT_WITHIN` is waited).
     fn signal(
         self: CapRc<Self>,
         params: process::SignalParams,
         _: process::SignalResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let r = (|| {
+        let acted = (|| {
             let sig = Signal::from_number(params.get()?.get_signal())
                 .ok_or_else(|| failed("not a signal number"))?;
             // The session's terminal signals its foreground process group.
@@ -69,14 +73,24 @@ impl process::Server for ProcessServer {
                 .get(&self.pid)
                 .map(|p| p.info.pgid)
                 .unwrap_or(self.pid);
-            match self.core.signal(-(pgid as i32), Some(sig)) {
-                Ok(_) | Err(SignalError::NoGroup(_)) => Ok(()),
+            match self.core.signal_acted(-(pgid as i32), Some(sig)) {
+                Ok(acted) => Ok(acted),
+                Err(SignalError::NoGroup(_)) => Ok(Vec::new()),
                 Err(e) => Err(failed(e)),
             }
         })();
-        ready(r)
+        async move {
+            let acted = futures::future::join_all(acted?);
+            // Past the bound (a body held in a call that cannot be cut), the
+            // answer goes anyway: the stop still happens, later.
+            let _ = tokio::time::timeout(ACT_WITHIN, acted).await;
+            Ok(())
+        }
     }
 }
+
+/// How long a terminal's signal waits for the processes to act on it.
+const ACT_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
 
 impl Drop for ProcessServer {
     /// The session let go of its process (`ssirun` went away): stop it.

@@ -11,6 +11,7 @@ use super::table::HomeProc;
 use super::transfer::home_peer;
 use crate::wire::failed;
 use crate::{Pid, home_of};
+use futures::channel::oneshot;
 use ssi_deputy::Signal;
 use std::sync::Arc;
 
@@ -30,28 +31,47 @@ impl NodeCore {
     /// every member of a process group (`target` = -pgid); returns how many.
     /// With `sig` `None` (signal 0), only counts the processes it would reach.
     pub fn signal(&self, target: i32, sig: Option<Signal>) -> Result<u32, SignalError> {
-        let send = |p: &HomeProc| match sig {
-            Some(sig) => u32::from(p.orders.send(Order::Signal(sig)).is_ok()),
-            None => 1,
+        self.signal_acted(target, sig)
+            .map(|acted| acted.len() as u32)
+    }
+
+    /// As [`NodeCore::signal`]; one receiver for each process reached, which
+    /// ends once its task has acted on the signal (a stop: once the body is
+    /// frozen where it runs).
+    pub(crate) fn signal_acted(
+        &self,
+        target: i32,
+        sig: Option<Signal>,
+    ) -> Result<Vec<oneshot::Receiver<()>>, SignalError> {
+        let send = |p: &HomeProc| {
+            let (acted, told) = oneshot::channel();
+            match sig {
+                Some(sig) => p
+                    .orders
+                    .send(Order::Signal(sig, Some(acted)))
+                    .ok()
+                    .map(|_| told),
+                None => Some(told),
+            }
         };
         match target {
             t if t > 0 => {
                 let pid = t as Pid;
                 let p = self.procs.get(&pid).ok_or(SignalError::NoProcess(pid))?;
-                Ok(send(&p))
+                Ok(send(&p).into_iter().collect())
             }
             t if t < 0 && t != i32::MIN => {
                 let pgid = t.unsigned_abs();
-                let n: u32 = self
+                let reached: Vec<_> = self
                     .procs
                     .iter()
                     .filter(|p| p.info.pgid == pgid)
-                    .map(|p| send(&p))
-                    .sum();
-                if n == 0 {
+                    .filter_map(|p| send(&p))
+                    .collect();
+                if reached.is_empty() {
                     return Err(SignalError::NoGroup(pgid));
                 }
-                Ok(n)
+                Ok(reached)
             }
             t => Err(SignalError::BadTarget(t)),
         }

@@ -83,7 +83,8 @@ impl ProcessTask {
                 // A signal the process handles runs its handler in the body
                 // (a stopped body runs it once continued); one it blocks
                 // waits; the others take their default action here.
-                Order::Signal(sig) => match self.signals.deliver(sig) {
+                // (`_acted` is dropped, telling the asker, once it is done.)
+                Order::Signal(sig, _acted) => match self.signals.deliver(sig) {
                     // SIGCONT continues a stopped process whatever its
                     // disposition (POSIX): handled, ignored or blocked, it
                     // goes on, and a handler runs then.

@@ -563,7 +563,8 @@ async fn follow(
                 req.get().set_signal(number);
                 let _ = req.send().promise.await;
                 if number == 20 {
-                    // The process is stopped: so is this command, for the
+                    // The process is stopped (the home answers once its body
+                    // is frozen, wherever it runs): so is this command, for the
                     // shell's job control; the shell's `fg` continues both.
                     // SAFETY: raise has no preconditions.
                     unsafe { libc::raise(libc::SIGSTOP) };
