@@ -105,8 +105,10 @@ interface Peer {
   heartbeat @0 (status :NodeStatus) -> (status :NodeStatus);
   # Exchanges liveness and load with a peer.
 
-  hasModule @1 (hash :Data) -> (present :Bool);
-  # Whether this node holds the module with this SHA-256.
+  hasModule @1 (hash :Data, whole :Bool) -> (present :Bool);
+  # Whether this node holds the module with this SHA-256. With `whole`, the
+  # answer waits until its whole module (rewind copies too) is compiled: a
+  # body is about to move in, and its freeze must not wait for that.
 
   runBody @2 (body :BodyLaunch) -> (control :BodyControl);
   # Starts a body on this node. Dropping `control` kills the body.
@@ -155,10 +157,11 @@ interface Peer {
   # Drains this node (moves every body it can off, and takes no new ones)
   # or undrains it. `stayed` says why each body that stays could not move.
 
-  loadModule @9 (module :Data) -> ();
+  loadModule @9 (module :Data, whole :Bool) -> ();
   # Loads (instruments and compiles) a module, to hold it for bodies to
   # come: a home sends it before it moves a process here, so that the move
-  # does not wait for the compilation.
+  # does not wait for the compilation. Answered once its runnable part is
+  # compiled, or with `whole`, once the whole module is (see hasModule).
 
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.

@@ -9,7 +9,7 @@
 use crate::clock::{BodyClock, CpuMeter};
 use crate::control::Control;
 use crate::ctx::{BodyCtx, Killed, MemoryGauge, ProcExit, Terminated, Unwinder};
-use crate::engine::{ModuleHash, Program, Runtime};
+use crate::engine::{Completion, ModuleHash, Program, Runtime};
 use crate::ghost::GhostError;
 use crate::instrument::{FLAG_MEMORY, NORMAL, REWINDING, UNWINDING};
 use crate::link::DeputyLink;
@@ -124,6 +124,12 @@ pub struct Body {
     /// Bytes of each memory as instantiated: what its data segments may
     /// have written.
     pub(crate) fresh: Vec<usize>,
+    /// The instance is of the program's runnable part (no rewind copies):
+    /// the whole module, compiling, which the body moves into before its
+    /// first rewind (see `Program`).
+    pub(crate) completion: Option<Arc<Completion>>,
+    /// Compiled with epoch checks (see `Runtime::interruptible`).
+    pub(crate) interruptible: bool,
 }
 
 impl Body {
@@ -137,7 +143,8 @@ impl Body {
         check_module(&program.module, spec.unknown_imports_trap)?;
         let args = spec.args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
-        Self::instantiate(runtime, program, args, env, 0, link)
+        let program = program.current();
+        Self::instantiate(runtime.is_interruptible(), &program, args, env, link)
     }
 
     /// A fresh instance of `program` for an image to come: it does not run
@@ -150,15 +157,26 @@ impl Body {
         if let Some(why) = &program.not_freezable {
             return Err(BodyError::NotFreezable(why.clone()));
         }
-        Self::instantiate(runtime, program, Vec::new(), Vec::new(), 0, link)
+        // It rewinds at once: the whole module, waited for if need be.
+        let program = program
+            .complete()
+            .map_err(|e| BodyError::Instantiate(e.to_string()))?;
+        Self::instantiate(
+            runtime.is_interruptible(),
+            &program,
+            Vec::new(),
+            Vec::new(),
+            link,
+        )
     }
 
+    /// An instance of `program` (the part of it compiled now: see
+    /// `Program::current`), with its shims and its link.
     pub(crate) fn instantiate(
-        runtime: &Runtime,
+        interruptible: bool,
         program: &Program,
         args: Vec<Vec<u8>>,
         env: Vec<Vec<u8>>,
-        clock_offset_ns: u64,
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
         let module = &program.module;
@@ -189,7 +207,7 @@ impl Body {
             link,
             args,
             env,
-            clock: BodyClock::starting_at(clock_offset_ns),
+            clock: BodyClock::starting_at(0),
             memory: None,
             in_handler: false,
             sleep_until: None,
@@ -197,7 +215,7 @@ impl Body {
         };
         let mut store = Store::new(engine, ctx);
         store.limiter(|ctx| &mut ctx.gauge);
-        if runtime.is_interruptible() {
+        if interruptible {
             // A start function runs at instantiation, through the epoch
             // checks of a module that cannot be instrumented: it goes on.
             store.set_epoch_deadline(1);
@@ -212,7 +230,7 @@ impl Body {
         store.data_mut().control = control.clone();
         store.data_mut().unwinder = unwinder;
         store.data_mut().instance = Some(instance);
-        if !control.freezable() && runtime.is_interruptible() {
+        if !control.freezable() && interruptible {
             let control = control.clone();
             store.set_epoch_deadline(1);
             store.epoch_deadline_callback(move |_| {
@@ -240,6 +258,8 @@ impl Body {
             hash: program.hash,
             rewind_next: false,
             fresh: Vec::new(),
+            completion: program.completion.clone().inspect(Completion::begin),
+            interruptible,
         })
         .map(|mut body| {
             let memories = body.memories();
@@ -294,7 +314,9 @@ impl Body {
     /// The next `run` puts the stack back where the body was frozen.
     pub(crate) fn start_rewind(&mut self) -> Result<(), BodyError> {
         let u = self.unwinder()?;
-        if u.rewind.is_none() {
+        // (The runnable part of a program has none: `run` moves the body
+        // into the whole module first.)
+        if u.rewind.is_none() && self.completion.is_none() {
             return Err(BodyError::NotFreezable(
                 "`_start` has no rewind copy".into(),
             ));
@@ -309,6 +331,11 @@ impl Body {
     /// executed at its deputy when this returns.
     pub fn run(&mut self) -> Exit {
         let exit = loop {
+            if self.rewind_next
+                && let Err(e) = self.complete()
+            {
+                break Exit::Failed(wasmtime::Error::new(e));
+            }
             let result = match (self.rewind_next, self.store.data().unwinder.clone()) {
                 (
                     true,
@@ -386,6 +413,42 @@ impl Body {
             Ok(()) => None,
             Err(e) => Some(Exit::Failed(wasmtime::Error::new(e))),
         }
+    }
+
+    /// Before a rewind on the runnable part of a program (which has no rewind
+    /// copies): the unwound body moves into a fresh instance of the whole
+    /// module, once it is compiled (waited for here), through its own image,
+    /// keeping what other threads hold of it (its control, gauges and link).
+    pub(crate) fn complete(&mut self) -> Result<(), BodyError> {
+        let Some(completion) = self.completion.take() else {
+            return Ok(());
+        };
+        let program = completion
+            .program(self.hash)
+            .map_err(|e| BodyError::Instantiate(e.to_string()))?;
+        let (image, _) = self.write_image(Vec::new(), false)?;
+        let link = std::mem::replace(
+            &mut self.store.data_mut().link,
+            Box::new(crate::link::NoLink),
+        );
+        let mut next =
+            Self::instantiate(self.interruptible, &program, Vec::new(), Vec::new(), link)?;
+        next.fill(crate::ghost::checked(&image, Some(&self.hash))?)?;
+        let flag = next.control.take_flag();
+        self.control.adopt_flag(flag);
+        next.control = self.control.clone();
+        let ctx = next.store.data_mut();
+        ctx.control = self.control.clone();
+        ctx.gauge = MemoryGauge(self.memory_bytes.clone());
+        ctx.calls = self.store.data().calls.clone();
+        next.memory_bytes = self.memory_bytes.clone();
+        if let Some(m) = next.store.data().memory {
+            let size = m.data_size(&next.store) as u64;
+            next.memory_bytes.store(size, Ordering::Relaxed);
+        }
+        next.cpu = self.cpu;
+        *self = next;
+        Ok(())
     }
 
     /// Whether `_start` returned because the body unwound; then the unwind is
@@ -795,6 +858,93 @@ mod tests {
             took[took.len() - 1]
         );
         assert_eq!(took.len(), 25);
+    }
+
+    /// A program whose whole module comes `after` its runnable part.
+    fn late_program(runtime: &Runtime, after: Duration) -> Program {
+        let wasm = wat::parse_str(GUEST).expect("wat");
+        let instrumented = crate::instrument::instrument(&wasm).expect("instrumented");
+        let engine = runtime.engine().clone();
+        let runnable = Module::from_binary(&engine, &instrumented.runnable).expect("runnable");
+        let hash = ModuleHash::of(&wasm);
+        let completion = Completion::new(&hash, move || {
+            std::thread::sleep(after);
+            Module::from_binary(&engine, &instrumented.wasm)
+                .map_err(|e| crate::engine::LoadError::Invalid(e.to_string()))
+        });
+        Program {
+            hash,
+            module: runnable,
+            not_freezable: None,
+            linked: Default::default(),
+            completion: Some(completion),
+        }
+    }
+
+    #[test]
+    fn a_body_on_the_runnable_part_freezes_and_goes_on_in_the_whole_module_once_compiled() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = late_program(&runtime, Duration::from_millis(300));
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let mut body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("body");
+        assert!(body.completion.is_some(), "started on the runnable part");
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(control.freeze());
+        });
+        assert!(matches!(body.run(), Exit::Frozen));
+        freezer.join().expect("freezer");
+        // Its image is written from the runnable part as from the whole one.
+        let image = body.image().expect("image");
+        assert!(!image.is_empty());
+        // Goes on in place: it waits for the whole module, moves into it,
+        // and ends as a body that never froze does.
+        body.resume().expect("resume");
+        let (control, late) = (body.control(), program.clone());
+        let again = std::thread::spawn(move || {
+            while !late.is_complete() {
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            std::thread::sleep(Duration::from_millis(30));
+            // The control held from before reaches the new instance.
+            control.freeze()
+        });
+        let mut frozen = 0;
+        loop {
+            match body.run() {
+                Exit::Frozen => {
+                    frozen += 1;
+                    body.resume().expect("resume");
+                }
+                Exit::Status(0) => break,
+                exit => panic!("ended with {exit:?}"),
+            }
+        }
+        assert!(again.join().expect("freezer"));
+        assert!(body.completion.is_none(), "moved into the whole module");
+        assert!(frozen >= 1, "the held control froze the new instance");
+        assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    #[test]
+    fn a_ghost_of_the_runnable_part_is_restored_into_the_whole_module() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = late_program(&runtime, Duration::from_millis(100));
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let image = frozen_after(&program, &out, Duration::from_millis(20));
+        // A vessel waits for the whole module: it rewinds at once.
+        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        assert!(body.completion.is_none());
+        assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), expected());
     }
 
     #[test]

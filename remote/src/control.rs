@@ -41,7 +41,11 @@ pub(crate) struct ControlInner {
     pub(crate) signalled: std::sync::atomic::AtomicBool,
     /// A signal handler runs: requests wait for it to return (but a kill).
     pub(crate) in_handler: std::sync::atomic::AtomicBool,
-    pub(crate) flag: Option<SharedMemory>,
+    /// The flag memory of the body's instance (another one when the body
+    /// moves into the whole module: see `Body::complete`).
+    pub(crate) flag: Mutex<Option<SharedMemory>>,
+    /// It has a flag: it can be frozen.
+    pub(crate) freezable: bool,
     pub(crate) engine: Engine,
     pub(crate) sleeping: Mutex<()>,
     pub(crate) wake: Condvar,
@@ -53,7 +57,8 @@ impl Control {
             request: AtomicU8::new(NOTHING),
             signalled: std::sync::atomic::AtomicBool::new(false),
             in_handler: std::sync::atomic::AtomicBool::new(false),
-            flag,
+            freezable: flag.is_some(),
+            flag: Mutex::new(flag),
             engine: engine.clone(),
             sleeping: Mutex::new(()),
             wake: Condvar::new(),
@@ -71,7 +76,7 @@ impl Control {
     /// Asks the body to freeze: [`Body::run`] returns [`Exit::Frozen`]. False
     /// if the body cannot be frozen (see [`Program::not_freezable`]).
     pub fn freeze(&self) -> bool {
-        if self.0.flag.is_none() {
+        if !self.0.freezable {
             return false;
         }
         let _ =
@@ -134,12 +139,30 @@ impl Control {
 
     /// Whether the body can be frozen.
     pub fn freezable(&self) -> bool {
-        self.0.flag.is_some()
+        self.0.freezable
+    }
+
+    /// Takes the flag memory away (from the control of an instance the body
+    /// moves into, whose own control it does not keep).
+    pub(crate) fn take_flag(&self) -> Option<SharedMemory> {
+        self.0.flag.lock().unwrap_or_else(|p| p.into_inner()).take()
+    }
+
+    /// The body now reads `flag` (its new instance's): it is set from what
+    /// is asked of the body now, a request made meanwhile included.
+    pub(crate) fn adopt_flag(&self, flag: Option<SharedMemory>) {
+        *self.0.flag.lock().unwrap_or_else(|p| p.into_inner()) = flag;
+        if self.killing() {
+            self.set_flag(FLAG_END);
+        } else {
+            self.settle();
+        }
     }
 
     /// Sets the word the body's poll points read.
     pub(crate) fn set_flag(&self, value: u32) {
-        if let Some(flag) = &self.0.flag {
+        let flag = self.0.flag.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(flag) = flag.as_ref() {
             let cells = flag.data();
             if cells.len() >= 4 {
                 // SAFETY: the flag memory is a live, page-aligned shared memory

@@ -8,7 +8,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::hash::{Hash, Hasher};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, OnceLock};
 use wasmtime::{Config, Engine, Module};
 
 /// The content hash of a module's bytes.
@@ -52,6 +52,15 @@ pub enum LoadError {
 
 /// A module ready to instantiate: compiled, instrumented for freezing when it
 /// can be.
+///
+/// A module instrumented now (not found in the cache) is compiled in two
+/// steps, so that its first launch does not wait for the larger part: first
+/// its runnable part (`instrument::Instrumented::runnable`: the fast copies,
+/// which run, freeze and write images), then, on a thread of its own, the
+/// whole module with its rewind copies. A body started on the runnable part
+/// moves into an instance of the whole module before its first rewind (the
+/// resume after a freeze, a handler run at a poll point), waiting for it if
+/// it is not compiled yet; bodies started later start on the whole module.
 #[derive(Clone)]
 pub struct Program {
     /// The hash of the module as given (not as instrumented): what images and
@@ -63,11 +72,118 @@ pub struct Program {
     /// The module linked to the shims, once a body of it was made: later
     /// bodies instantiate it at once.
     pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
+    /// While `module` is only the runnable part: the whole module, compiling.
+    pub(crate) completion: Option<Arc<Completion>>,
 }
 
 impl Program {
     pub fn freezable(&self) -> bool {
         self.not_freezable.is_none()
+    }
+
+    /// Whether its rewind copies are compiled (a program compiled in one step,
+    /// or whose second step is done).
+    pub fn is_complete(&self) -> bool {
+        self.completion.as_ref().is_none_or(|c| c.is_done())
+    }
+
+    /// The program with its rewind copies, once they are compiled: waits for
+    /// the second step of its compilation if it is still under way.
+    pub fn complete(&self) -> Result<Program, LoadError> {
+        match &self.completion {
+            None => Ok(self.clone()),
+            Some(c) => c.program(self.hash),
+        }
+    }
+
+    /// What a new body instantiates: the whole module if it is compiled, else
+    /// the runnable part, with the compilation to move into later.
+    pub(crate) fn current(&self) -> Program {
+        match &self.completion {
+            Some(c) if c.is_done() => self.complete().unwrap_or_else(|_| self.clone()),
+            _ => self.clone(),
+        }
+    }
+}
+
+/// The second step of a program's compilation: the whole instrumented
+/// module, compiled on a thread of its own once a body needs it (the first
+/// body made on the runnable part starts it: a node that only holds the
+/// program for bodies elsewhere never compiles it).
+pub(crate) struct Completion {
+    name: String,
+    make: Mutex<Option<MakeWhole>>,
+    done: Mutex<Option<Result<Module, String>>>,
+    ready: Condvar,
+    linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
+}
+
+/// How a program's whole module is made (instrumenting again if need be).
+type MakeWhole = Box<dyn FnOnce() -> Result<Module, LoadError> + Send>;
+
+impl Completion {
+    /// The second step of `hash`'s compilation, `make` to run when begun.
+    pub(crate) fn new(
+        hash: &ModuleHash,
+        make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
+    ) -> Arc<Completion> {
+        Arc::new(Completion {
+            name: format!("compile-{}", &hash.to_hex()[..12]),
+            make: Mutex::new(Some(Box::new(make))),
+            done: Mutex::new(None),
+            ready: Condvar::new(),
+            linked: Default::default(),
+        })
+    }
+
+    /// Starts the compilation on a thread of its own, unless it has started.
+    pub(crate) fn begin(self: &Arc<Self>) {
+        let Some(make) = self.make.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+            return;
+        };
+        let filled = self.clone();
+        let spawned = std::thread::Builder::new()
+            .name(self.name.clone())
+            .spawn(move || filled.fill(make().map_err(|e| e.to_string())));
+        if let Err(e) = spawned {
+            self.fill(Err(format!("cannot start the compilation: {e}")));
+        }
+    }
+
+    fn fill(&self, module: Result<Module, String>) {
+        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(module);
+        self.ready.notify_all();
+    }
+
+    fn is_done(&self) -> bool {
+        self.done
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_some()
+    }
+
+    /// The program of the whole module (`hash` its name), once compiled
+    /// (begun now if it has not been).
+    pub(crate) fn program(self: &Arc<Self>, hash: ModuleHash) -> Result<Program, LoadError> {
+        self.begin();
+        Ok(Program {
+            hash,
+            module: self.wait()?,
+            not_freezable: None,
+            linked: self.linked.clone(),
+            completion: None,
+        })
+    }
+
+    /// The whole module, once compiled.
+    fn wait(&self) -> Result<Module, LoadError> {
+        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        loop {
+            if let Some(module) = done.as_ref() {
+                return module.clone().map_err(LoadError::Invalid);
+            }
+            done = self.ready.wait(done).unwrap_or_else(|p| p.into_inner());
+        }
     }
 }
 
@@ -76,6 +192,7 @@ impl fmt::Debug for Program {
         f.debug_struct("Program")
             .field("hash", &self.hash)
             .field("not_freezable", &self.not_freezable)
+            .field("complete", &self.is_complete())
             .finish()
     }
 }
@@ -201,51 +318,100 @@ impl Runtime {
     }
 
     /// Loads a binary module: instruments and compiles it, or takes both from
-    /// the cache.
+    /// the cache. A module instrumented now is compiled in two steps (see
+    /// [`Program`]): this returns once the first is done.
     pub fn load_binary(&self, wasm: &[u8]) -> Result<Program, LoadError> {
+        self.load_program(wasm, false)
+    }
+
+    /// As [`Runtime::load_binary`], for a body about to arrive with a stack to
+    /// put back: returns once the whole module is compiled (in one step).
+    pub fn load_whole(&self, wasm: &[u8]) -> Result<Program, LoadError> {
+        let program = self.load_program(wasm, true)?;
+        program.complete()
+    }
+
+    fn load_program(&self, wasm: &[u8], whole: bool) -> Result<Program, LoadError> {
         if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
         let hash = ModuleHash::of(wasm);
-        let frozen_path = self.cache_path(&hash, "cwasm");
+        let whole_path = self.cache_path(&hash, "cwasm");
+        let runnable_path = self.cache_path(&hash, "runnable.cwasm");
         let plain_path = self.cache_path(&hash, "plain.cwasm");
         let why_path = self.cache_path(&hash, "why");
-        if let Some(module) = frozen_path
-            .as_ref()
-            .and_then(|p| self.cached(&self.engine, p))
-        {
-            return Ok(Program {
-                hash,
-                module,
-                not_freezable: None,
-                linked: Default::default(),
-            });
+        let program = |module, not_freezable, completion| Program {
+            hash,
+            module,
+            not_freezable,
+            linked: Default::default(),
+            completion,
+        };
+        if let Some(module) = whole_path.as_ref().and_then(|p| cached(&self.engine, p)) {
+            return Ok(program(module, None, None));
         }
         if let (Some(module), Some(why)) = (
-            plain_path
-                .as_ref()
-                .and_then(|p| self.cached(&self.fallback, p)),
+            plain_path.as_ref().and_then(|p| cached(&self.fallback, p)),
             why_path
                 .as_ref()
                 .and_then(|p| std::fs::read_to_string(p).ok()),
         ) {
-            return Ok(Program {
-                hash,
-                module,
-                not_freezable: Some(why),
-                linked: Default::default(),
-            });
+            return Ok(program(module, Some(why), None));
+        }
+        // The second step, whose module another process may have cached
+        // by the time it begins.
+        let completion = |whole: Option<Vec<u8>>| {
+            let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
+            let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
+            let cache = self.cache_dir.is_some().then(|| self.engine.clone());
+            Completion::new(&hash, move || {
+                if let Some(module) = cache
+                    .zip(whole_path.as_ref())
+                    .and_then(|(engine, p)| cached(&engine, p))
+                {
+                    return Ok(module);
+                }
+                let whole = match whole {
+                    Some(whole) => whole,
+                    None => {
+                        crate::instrument::instrument(&wasm)
+                            .map_err(|e| LoadError::Invalid(e.to_string()))?
+                            .wasm
+                    }
+                };
+                let module = compile(&engine, &whole)?;
+                cache_whole(&whole_path, &runnable_path, &module);
+                Ok(module)
+            })
+        };
+        // The runnable part compiled by an earlier launch that ended before
+        // the whole module was: the second step is made again.
+        if let Some(module) = runnable_path
+            .as_ref()
+            .filter(|_| !whole)
+            .and_then(|p| cached(&self.engine, p))
+        {
+            return Ok(program(module, None, Some(completion(None))));
         }
         // Validate first: a malformed module is named as wasmparser (what
         // wasmtime validates with) finds it, not as the instrumentation does.
         wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
             .validate_all(wasm)
             .map_err(|e| LoadError::Invalid(e.to_string()))?;
-        let (module, not_freezable) = match crate::instrument::instrument(wasm) {
-            Ok(instrumented) => {
+        match crate::instrument::instrument(wasm) {
+            Ok(instrumented) if whole => {
                 let module = compile(&self.engine, &instrumented.wasm)?;
-                cache_module(frozen_path.as_deref(), &module);
-                (module, None)
+                cache_whole(&whole_path, &runnable_path, &module);
+                Ok(program(module, None, None))
+            }
+            Ok(instrumented) => {
+                let module = compile(&self.engine, &instrumented.runnable)?;
+                cache_module(runnable_path.as_deref(), &module);
+                Ok(program(
+                    module,
+                    None,
+                    Some(completion(Some(instrumented.wasm))),
+                ))
             }
             Err(why) => {
                 tracing::info!(module = %hash, reason = %why, "not freezable");
@@ -255,29 +421,24 @@ impl Runtime {
                     store_atomically(w, why.as_bytes());
                 }
                 cache_module(plain_path.as_deref(), &module);
-                (module, Some(why))
+                Ok(program(module, Some(why), None))
             }
-        };
-        Ok(Program {
-            hash,
-            module,
-            not_freezable,
-            linked: Default::default(),
-        })
-    }
-
-    fn cached(&self, engine: &Engine, path: &Path) -> Option<Module> {
-        if !path.exists() {
-            return None;
         }
-        // SAFETY: the file was written by `Module::serialize` of an engine with
-        // the same fingerprint; wasmtime still checks its header and version.
-        match unsafe { Module::deserialize_file(engine, path) } {
-            Ok(module) => Some(module),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
-                None
-            }
+    }
+}
+
+/// A compiled module from the cache, if it holds a usable one.
+fn cached(engine: &Engine, path: &Path) -> Option<Module> {
+    if !path.exists() {
+        return None;
+    }
+    // SAFETY: the file was written by `Module::serialize` of an engine with
+    // the same fingerprint; wasmtime still checks its header and version.
+    match unsafe { Module::deserialize_file(engine, path) } {
+        Ok(module) => Some(module),
+        Err(e) => {
+            tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
+            None
         }
     }
 }
@@ -352,6 +513,17 @@ fn cache_module(path: Option<&Path>, module: &Module) {
     }
 }
 
+/// Keeps a program's whole module in the cache, where it replaces its
+/// runnable part (which a later launch no longer needs).
+fn cache_whole(whole: &Option<PathBuf>, runnable: &Option<PathBuf>, module: &Module) {
+    cache_module(whole.as_deref(), module);
+    if let (Some(whole), Some(runnable)) = (whole, runnable)
+        && whole.exists()
+    {
+        let _ = std::fs::remove_file(runnable);
+    }
+}
+
 /// Writes a cache entry; a failure only costs a later recompilation.
 fn store_atomically(path: &Path, bytes: &[u8]) {
     let write = || -> std::io::Result<()> {
@@ -414,11 +586,21 @@ mod tests {
             .load(b"(module (func (export \"_start\")))")
             .expect("compile");
         assert!(p1.freezable());
-        let entries: Vec<_> = std::fs::read_dir(dir.path()).expect("dir").collect();
-        assert_eq!(entries.len(), 1);
+        // Its whole module, compiled on a thread of its own, replaces its
+        // runnable part in the cache.
+        p1.complete().expect("the whole module");
+        let names = || -> Vec<String> {
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+                .collect()
+        };
+        wait_for(|| names().len() == 1);
+        assert!(names()[0].ends_with(".cwasm") && !names()[0].contains("runnable"));
         let p2 = rt
             .load(b"(module (func (export \"_start\")))")
             .expect("from cache");
+        assert!(p2.is_complete());
         assert_eq!(p1.hash, p2.hash);
         assert!(p2.module.get_export("_start").is_some());
         assert!(
@@ -426,6 +608,52 @@ mod tests {
                 .get_export(crate::instrument::FLAG_MEMORY)
                 .is_some()
         );
+    }
+
+    /// Polls `ok` for at most 10 s.
+    fn wait_for(ok: impl Fn() -> bool) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while !ok() {
+            assert!(std::time::Instant::now() < deadline, "not within 10 s");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn a_program_starts_on_its_runnable_part_and_a_later_launch_finds_it_whole_or_completes_it() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
+        let text = b"(module (func $f (loop (br 0))) (func (export \"_start\") (call $f)))";
+        let first = rt.load(text).expect("compile");
+        // The runnable part has no rewind copies; the whole module has.
+        assert!(first.module.get_export(crate::instrument::REWIND).is_none());
+        let whole = first.complete().expect("the whole module");
+        assert!(whole.is_complete());
+        assert!(whole.module.get_export(crate::instrument::REWIND).is_some());
+        // A body made now starts on the whole module.
+        assert!(first.current().completion.is_none());
+        // With only the runnable part cached, a launch takes it and compiles
+        // the whole module again.
+        wait_for(|| std::fs::read_dir(dir.path()).expect("dir").count() == 1);
+        let cached: Vec<_> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").path())
+            .collect();
+        let runnable = cached[0].with_file_name(
+            cached[0]
+                .file_name()
+                .expect("name")
+                .to_string_lossy()
+                .replace(".cwasm", ".runnable.cwasm"),
+        );
+        let runnable_module = first.module.serialize().expect("serialize");
+        std::fs::write(&runnable, runnable_module).expect("write");
+        std::fs::remove_file(&cached[0]).expect("remove");
+        let again = rt.load(text).expect("from the runnable part");
+        assert!(again.module.get_export(crate::instrument::REWIND).is_none());
+        let whole = again.complete().expect("the whole module again");
+        assert!(whole.module.get_export(crate::instrument::REWIND).is_some());
+        wait_for(|| !runnable.exists() && cached[0].exists());
     }
 
     #[test]

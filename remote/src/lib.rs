@@ -28,7 +28,7 @@ pub use engine::{
     default_cache_dir, imports,
 };
 pub use image::ImageStats;
-pub use link::{DeputyLink, LinkError, LocalLink, SharedDeputy};
+pub use link::{DeputyLink, LinkError, LocalLink, NoLink, SharedDeputy};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.
 pub use wasmtime::{Error, Module, Trap};

@@ -49,3 +49,13 @@ impl DeputyLink for LocalLink {
         Ok(deputy.call(call))
     }
 }
+
+/// A link for a body being set up, before its own is open (or between two
+/// instances of it): every call fails.
+pub struct NoLink;
+
+impl DeputyLink for NoLink {
+    fn call(&mut self, _: Syscall) -> Result<SyscallResult, LinkError> {
+        Err(LinkError("the body has no link yet".into()))
+    }
+}

@@ -3,7 +3,7 @@
 //! `ssictl` aimed at them.
 
 use crate::binaries::bin;
-use crate::wait::{WAIT, forget_logs, run, wait_until, watch_logs};
+use crate::wait::{Proc, WAIT, forget_logs, wait_until, watch_logs};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 
@@ -200,7 +200,17 @@ impl Cluster {
     /// Runs `ssictl` against node `id`.
     #[track_caller]
     pub fn ssictl(&self, id: usize, args: &[&str]) -> std::process::Output {
-        run(
+        self.ssictl_within(id, args, WAIT)
+    }
+
+    /// As [`Cluster::ssictl`], allowed `limit` to end.
+    pub fn ssictl_within(
+        &self,
+        id: usize,
+        args: &[&str],
+        limit: std::time::Duration,
+    ) -> std::process::Output {
+        Proc::spawn(
             Command::new(bin("ssictl"))
                 .arg("--connect")
                 .arg(self.socket(id))
@@ -208,6 +218,7 @@ impl Cluster {
                 .stdin(Stdio::null()),
             &format!("`ssictl {}` on node {id}", args.join(" ")),
         )
+        .wait_within(limit)
     }
 
     /// Waits until `ssictl ps` on node `id` lists a process whose command

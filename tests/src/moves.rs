@@ -12,9 +12,22 @@ pub fn try_migrate(
     pid: u64,
     to: usize,
 ) -> Result<serde_json::Value, String> {
-    let out = cluster.ssictl(
+    try_migrate_within(cluster, from, pid, to, WAIT)
+}
+
+/// As [`try_migrate`], allowed `limit` (the first move to a node of a
+/// large module not yet compiled there waits for its compilation).
+pub fn try_migrate_within(
+    cluster: &Cluster,
+    from: usize,
+    pid: u64,
+    to: usize,
+    limit: Duration,
+) -> Result<serde_json::Value, String> {
+    let out = cluster.ssictl_within(
         from,
         &["migrate", &pid.to_string(), &to.to_string(), "--json"],
+        limit,
     );
     if !out.status.success() {
         return Err(format!(

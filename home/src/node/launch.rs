@@ -408,7 +408,7 @@ pub(crate) async fn start_body(
     }
     let (address, gateway, peer) = peer_at(core, target).await.map_err(failed)?;
     let hash = source.program.hash;
-    send_module(core, target, &hash, &source.wasm)
+    send_module(core, target, &hash, &source.wasm, false)
         .await
         .map_err(failed)?;
     let secret: [u8; 16] = rand::random();
@@ -463,7 +463,7 @@ pub(crate) async fn start_body(
         }
     };
     let control = reply.get()?.get_control()?;
-    core.note_holds(target, hash);
+    core.note_holds(target, hash, false);
     Ok(remote_running(
         core.clone(),
         target,

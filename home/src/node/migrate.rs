@@ -184,7 +184,8 @@ impl NodeCore {
         if let Some((hash, wasm)) = module
             && self.can_host(to).is_ok()
         {
-            send_module(self, to, &hash, &wasm)
+            // Its whole module, compiled there before the body freezes.
+            send_module(self, to, &hash, &wasm, true)
                 .await
                 .map_err(|e| failed(format!("cannot move process {pid} to node {to}: {e}")))?;
         }

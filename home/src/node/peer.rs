@@ -10,7 +10,7 @@ use super::checkpoint::cluster_checkpoint;
 use super::host::MakeBody;
 use super::signals::signal_arg;
 use super::state::NodeCore;
-use super::transfer::{ArrivalServer, LinkSource, NO_MODULE};
+use super::transfer::{ArrivalServer, LinkSource, NO_MODULE, whole_program};
 use crate::events::MoveCause;
 use crate::home_of;
 use crate::reports::{write_checkpoint_report, write_migration, write_process};
@@ -76,17 +76,23 @@ impl peer::Server for PeerServer {
         params: peer::HasModuleParams,
         mut results: peer::HasModuleResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
-        let r = (|| {
-            let hash: [u8; 32] = params
-                .get()?
+        let asked = (|| -> Result<_, capnp::Error> {
+            let p = params.get()?;
+            let hash: [u8; 32] = p
                 .get_hash()?
                 .try_into()
                 .map_err(|_| failed("a module hash is 32 bytes"))?;
-            let present = self.core.modules.contains_key(&ModuleHash(hash));
-            results.get().set_present(present);
-            Ok(())
+            let held = self.core.modules.get(&ModuleHash(hash)).map(|p| p.clone());
+            Ok((held, p.get_whole()))
         })();
-        ready(r)
+        async move {
+            let (held, whole) = asked?;
+            if let (Some(program), true) = (&held, whole) {
+                whole_program(program.clone()).await.map_err(failed)?;
+            }
+            results.get().set_present(held.is_some());
+            Ok(())
+        }
     }
 
     fn run_body(
@@ -210,16 +216,23 @@ impl peer::Server for PeerServer {
         _: peer::LoadModuleResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let core = self.core.clone();
-        let bytes = params.get().and_then(|p| Ok(p.get_module()?.to_vec()));
+        let asked = params
+            .get()
+            .and_then(|p| Ok((p.get_module()?.to_vec(), p.get_whole())));
         async move {
-            let bytes = bytes?;
+            let (bytes, whole) = asked?;
             // Compiled on a thread of its own: this connection goes on
             // answering meanwhile.
             let (done, loaded) = futures::channel::oneshot::channel();
             std::thread::Builder::new()
                 .name("load-module".into())
                 .spawn(move || {
-                    let r = core.runtime.load_binary(&bytes).map(|program| {
+                    let r = if whole {
+                        core.runtime.load_whole(&bytes)
+                    } else {
+                        core.runtime.load_binary(&bytes)
+                    }
+                    .map(|program| {
                         core.modules.insert(program.hash, program);
                     });
                     let _ = done.send(r.map_err(|e| e.to_string()));

@@ -127,7 +127,8 @@ pub struct NodeCore {
     /// Bodies expected here, by the ticket their image comes with.
     pub(crate) expected: DashMap<Ticket, Expected>,
     /// Modules peers are known to hold (they were sent, or said so).
-    pub(crate) peer_modules: DashMap<(NodeId, ModuleHash), ()>,
+    /// The modules peers hold, and whether whole (see `Program`).
+    pub(crate) peer_modules: DashMap<(NodeId, ModuleHash), bool>,
     pub(crate) peers: DashMap<NodeId, PeerState>,
     /// What this node runs at once, in cores.
     pub(crate) capacity: f64,
@@ -259,12 +260,17 @@ impl NodeCore {
     }
 
     /// Whether node `id` is known to hold a module.
-    pub(crate) fn peer_holds(&self, id: NodeId, hash: &ModuleHash) -> bool {
-        self.peer_modules.contains_key(&(id, *hash))
+    /// Whether node `id` is known to hold a module (its whole module, with
+    /// `whole`).
+    pub(crate) fn peer_holds(&self, id: NodeId, hash: &ModuleHash, whole: bool) -> bool {
+        self.peer_modules
+            .get(&(id, *hash))
+            .is_some_and(|w| *w || !whole)
     }
 
-    pub(crate) fn note_holds(&self, id: NodeId, hash: ModuleHash) {
-        self.peer_modules.insert((id, hash), ());
+    pub(crate) fn note_holds(&self, id: NodeId, hash: ModuleHash, whole: bool) {
+        let mut known = self.peer_modules.entry((id, hash)).or_insert(whole);
+        *known |= whole;
     }
 
     pub(crate) fn peer_up(&self, id: NodeId) -> bool {

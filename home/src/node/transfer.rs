@@ -31,7 +31,7 @@ use futures::FutureExt;
 use futures::channel::oneshot;
 use futures::future::LocalBoxFuture;
 use ssi_remote::ghost::ImageReader;
-use ssi_remote::{Body, DeputyLink, LinkError, LocalLink, Program, SharedDeputy};
+use ssi_remote::{Body, DeputyLink, LinkError, LocalLink, NoLink, Program, SharedDeputy};
 use ssi_schema::{arrival, body_control, peer};
 use std::future::Future;
 use std::io::{BufReader, Read};
@@ -92,15 +92,6 @@ impl Arrived {
             })
         });
         Ok((self.slot, end.boxed_local(), orders))
-    }
-}
-
-/// A link for a body being set up, before its own is open.
-pub(crate) struct NoLink;
-
-impl DeputyLink for NoLink {
-    fn call(&mut self, _: ssi_deputy::Syscall) -> Result<ssi_deputy::SyscallResult, LinkError> {
-        Err(LinkError("the body has no link yet".into()))
     }
 }
 
@@ -220,21 +211,32 @@ pub(crate) async fn send_module(
     to: NodeId,
     hash: &ssi_remote::ModuleHash,
     wasm: &[u8],
+    whole: bool,
 ) -> Result<(), String> {
-    if to == core.id || core.peer_holds(to, hash) {
+    if to == core.id {
+        return match core.modules.get(hash).map(|p| p.clone()) {
+            Some(program) if whole => whole_program(program).await,
+            _ => Ok(()),
+        };
+    }
+    if core.peer_holds(to, hash, whole) {
         return Ok(());
     }
     let (_, _gateway, peer) = peer_at(core, to).await?;
     let mut has = peer.has_module_request();
     has.get().set_hash(&hash.0);
-    let present = tokio::time::timeout(ANSWER_WITHIN, has.send().promise)
-        .await
-        .map_err(|_| format!("node {to} did not answer within {ANSWER_WITHIN:?}"))?
+    has.get().set_whole(whole);
+    // Waiting for a whole module can take as long as compiling it.
+    let within = if whole { LOAD_WITHIN } else { ANSWER_WITHIN };
+    let present = while_up(core, to, tokio::time::timeout(within, has.send().promise))
+        .await?
+        .map_err(|_| format!("node {to} did not answer within {within:?}"))?
         .and_then(|r| Ok(r.get()?.get_present()))
         .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
     if !present {
         let mut load = peer.load_module_request();
         load.get().set_module(wasm);
+        load.get().set_whole(whole);
         while_up(
             core,
             to,
@@ -244,8 +246,26 @@ pub(crate) async fn send_module(
         .map_err(|_| format!("node {to} did not load the module within {LOAD_WITHIN:?}"))?
         .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
     }
-    core.note_holds(to, *hash);
+    core.note_holds(to, *hash, whole);
     Ok(())
+}
+
+/// Returns once `program`'s whole module is compiled (see `Program`),
+/// waited for on a thread of its own.
+pub(crate) async fn whole_program(program: Program) -> Result<(), String> {
+    if program.is_complete() {
+        return Ok(());
+    }
+    let (done, whole) = oneshot::channel();
+    std::thread::Builder::new()
+        .name("whole-module".into())
+        .spawn(move || {
+            let _ = done.send(program.complete().map(|_| ()).map_err(|e| e.to_string()));
+        })
+        .map_err(|e| format!("cannot wait for the module: {e}"))?;
+    whole
+        .await
+        .map_err(|_| "the module's compilation went away".to_string())?
 }
 
 /// `answer`, unless node `id` is marked down first.
@@ -397,7 +417,7 @@ pub(crate) async fn expect_at(
     };
     // The node holds the module, or is sent it first; one that no longer
     // holds it (restarted since) is sent it with the body.
-    send_module(core, to, &hash, &source.wasm).await?;
+    send_module(core, to, &hash, &source.wasm, false).await?;
     let ask = |with_module: bool| {
         let sent = receive(with_module);
         async move {
@@ -418,7 +438,7 @@ pub(crate) async fn expect_at(
         r => r,
     }
     .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
-    core.note_holds(to, hash);
+    core.note_holds(to, hash, false);
     let reply = reply.get().map_err(|e| e.to_string())?;
     let ticket: Ticket = reply
         .get_ticket()

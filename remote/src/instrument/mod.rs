@@ -146,7 +146,15 @@ fn parse_error(e: impl std::fmt::Display) -> InstrumentError {
 /// A module after instrumentation.
 #[derive(Debug, Clone)]
 pub struct Instrumented {
+    /// The whole instrumented module: fast copies and rewind copies.
     pub wasm: Vec<u8>,
+    /// The same module with every rewind copy's body left out (it traps),
+    /// no rewind table and no `REWIND` export: it runs, freezes and writes
+    /// images exactly as `wasm` does (same indices, same records), at a
+    /// third of the code to compile, but cannot put a stack back. A body is
+    /// started on it while `wasm` compiles, and moves into an instance of
+    /// `wasm` before its first rewind (see `engine::Program`).
+    pub runnable: Vec<u8>,
     /// The module's memories, in index order.
     pub memories: u32,
     /// The indices of the module's mutable globals, each exported as
@@ -631,24 +639,38 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
         .collect();
     let rewind_start = s.start_export.and_then(|f| s.plan.rewind_of(f));
     let savers = savers.into_inner();
-    let mut a = Assembler {
-        s: &s,
-        consts: &consts,
-        savers: &savers,
-        fast,
-        rewinds,
-        rewind_start,
-        next_body: 0,
-        done: [false; 13],
+    let assemble = |stubs: bool| -> Result<Vec<u8>, InstrumentError> {
+        let mut a = Assembler {
+            s: &s,
+            consts: &consts,
+            savers: &savers,
+            fast: &fast,
+            rewinds: &rewinds,
+            stubs,
+            rewind_start,
+            next_body: 0,
+            done: [false; 13],
+        };
+        let mut module = wasm_encoder::Module::new();
+        a.parse_core_module(&mut module, Parser::new(0), wasm)
+            .map_err(parse_error)?;
+        Ok(module.finish())
     };
-    let mut module = wasm_encoder::Module::new();
-    a.parse_core_module(&mut module, Parser::new(0), wasm)
-        .map_err(parse_error)?;
     Ok(Instrumented {
-        wasm: module.finish(),
+        wasm: assemble(false)?,
+        runnable: assemble(true)?,
         memories: s.memories,
         globals,
     })
+}
+
+/// What a rewind copy is in [`Instrumented::runnable`]: a trap, of the same
+/// type, so that every other function keeps its index.
+fn stub() -> wasm_encoder::Function {
+    let mut f = wasm_encoder::Function::new([]);
+    f.instruction(&wasm_encoder::Instruction::Unreachable);
+    f.instruction(&wasm_encoder::Instruction::End);
+    f
 }
 
 /// Writes the instrumented module: the original sections, with what the
@@ -657,9 +679,11 @@ struct Assembler<'s, 'a> {
     s: &'s Survey<'a>,
     consts: &'s Consts,
     savers: &'s Savers,
-    fast: Vec<Option<wasm_encoder::Function>>,
+    fast: &'s [Option<wasm_encoder::Function>],
     /// (original index, type, rewind copy), in order.
-    rewinds: Vec<(u32, u32, wasm_encoder::Function)>,
+    rewinds: &'s [(u32, u32, wasm_encoder::Function)],
+    /// Rewind copies are stubs (see [`Instrumented::runnable`]).
+    stubs: bool,
     rewind_start: Option<u32>,
     next_body: usize,
     done: [bool; 13],
@@ -667,7 +691,7 @@ struct Assembler<'s, 'a> {
 
 impl Assembler<'_, '_> {
     fn add_functions(&mut self, funcs: &mut wasm_encoder::FunctionSection) {
-        for (_, t, _) in &self.rewinds {
+        for (_, t, _) in self.rewinds {
             funcs.function(*t);
         }
         for i in 0..self.savers.list.len() {
@@ -735,7 +759,7 @@ impl Assembler<'_, '_> {
         exports.export(STATE_GLOBAL, ExportKind::Global, c.state_global);
         exports.export(PTR_GLOBAL, ExportKind::Global, c.ptr_global);
         exports.export(NOUNWIND_GLOBAL, ExportKind::Global, c.nounwind_global);
-        if let Some(r) = self.rewind_start {
+        if let Some(r) = self.rewind_start.filter(|_| !self.stubs) {
             exports.export(REWIND, ExportKind::Func, r);
         }
         exports.export(REWIND_TABLE, ExportKind::Table, c.rewind_table);
@@ -746,7 +770,9 @@ impl Assembler<'_, '_> {
         let p = &self.s.plan;
         let exprs: Vec<wasm_encoder::ConstExpr> = (0..p.func_types.len() as u32)
             .map(|f| {
-                if let Some(r) = p.rewind_of(f) {
+                if self.stubs {
+                    wasm_encoder::ConstExpr::ref_null(wasm_encoder::HeapType::FUNC)
+                } else if let Some(r) = p.rewind_of(f) {
                     wasm_encoder::ConstExpr::ref_func(r)
                 } else if p.unwinding_import(f) {
                     wasm_encoder::ConstExpr::ref_func(f)
@@ -846,16 +872,17 @@ impl Reencode for Assembler<'_, '_> {
     ) -> Result<(), reencode::Error<Self::Error>> {
         for body in section {
             let body = body?;
-            match self.fast.get_mut(self.next_body).and_then(Option::take) {
+            match self.fast.get(self.next_body).and_then(Option::as_ref) {
                 Some(f) => {
-                    code.function(&f);
+                    code.function(f);
                 }
                 None => reencode::utils::parse_function_body(self, code, body)?,
             }
             self.next_body += 1;
         }
-        for (_, _, f) in &self.rewinds {
-            code.function(f);
+        let stub = stub();
+        for (_, _, f) in self.rewinds {
+            code.function(if self.stubs { &stub } else { f });
         }
         for i in 0..self.savers.list.len() {
             code.function(&self.savers.body(i, self.consts));
@@ -879,7 +906,7 @@ impl Reencode for Assembler<'_, '_> {
                     by_index.insert(naming.index, naming.name.to_string());
                     out.append(naming.index, naming.name);
                 }
-                for (f, _, _) in &self.rewinds {
+                for (f, _, _) in self.rewinds {
                     if let (Some(r), Some(name)) = (self.s.plan.rewind_of(*f), by_index.get(f)) {
                         out.append(r, name);
                     }

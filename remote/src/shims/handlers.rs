@@ -7,7 +7,7 @@
 //! Must not know: which calls wait (the tables say so).
 
 use super::guest::{Fail, R, finish};
-use crate::ctx::{BodyCtx, held_for_freeze, start_unwind};
+use crate::ctx::{BodyCtx, get_i32, held_for_freeze, set_i32, start_unwind};
 use crate::instrument::{REWINDING, UNWINDING};
 use ssi_deputy::{Errno, Reply, Syscall};
 use wasmtime::{AsContextMut, Caller};
@@ -107,10 +107,26 @@ pub(crate) fn call_handler(
     handler: &wasmtime::TypedFunc<i32, ()>,
     sig: i32,
 ) -> wasmtime::Result<()> {
-    handler.call(&mut c, sig)?;
     let Some(u) = c.as_context().data().unwinder.clone() else {
-        return Ok(());
+        return handler.call(&mut c, sig);
     };
+    // An instance without rewind copies (a program's runnable part) could
+    // not put the handler back: it runs as a pinned call, which nothing
+    // under it unwinds (a freeze waits for its end).
+    if u.rewind.is_none() {
+        let pin = |c: &mut _, by: i32| match &u.nounwind {
+            Some(g) => {
+                let n = get_i32(&mut *c, g);
+                set_i32(&mut *c, g, n + by)
+            }
+            None => Ok(()),
+        };
+        pin(&mut c, 1)?;
+        let r = handler.call(&mut c, sig);
+        pin(&mut c, -1)?;
+        return r;
+    }
+    handler.call(&mut c, sig)?;
     while u.state(&mut c) == UNWINDING {
         let control = c.as_context().data().control.clone();
         if control.killing() {
