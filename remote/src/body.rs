@@ -258,7 +258,10 @@ impl Body {
             hash: program.hash,
             rewind_next: false,
             fresh: Vec::new(),
-            completion: program.completion.clone().inspect(Completion::begin),
+            completion: program
+                .completion
+                .clone()
+                .inspect(|c| c.begin_after(crate::engine::WARM_UP)),
             interruptible,
         })
         .map(|mut body| {

@@ -107,9 +107,10 @@ impl Program {
 }
 
 /// The second step of a program's compilation: the whole instrumented
-/// module, compiled on a thread of its own once a body needs it (the first
-/// body made on the runnable part starts it: a node that only holds the
-/// program for bodies elsewhere never compiles it).
+/// module, compiled on a thread of its own once a body needs it: when a
+/// body of the runnable part has run for [`WARM_UP`], or at once when one
+/// must rewind. (A node that only holds the program for bodies elsewhere,
+/// or a command that ends within the warm-up, never compiles it.)
 pub(crate) struct Completion {
     name: String,
     make: Mutex<Option<MakeWhole>>,
@@ -117,6 +118,10 @@ pub(crate) struct Completion {
     ready: Condvar,
     linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
 }
+
+/// How long a body runs on a program's runnable part before the whole
+/// module's compilation begins.
+pub const WARM_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// How a program's whole module is made (instrumenting again if need be).
 type MakeWhole = Box<dyn FnOnce() -> Result<Module, LoadError> + Send>;
@@ -134,6 +139,30 @@ impl Completion {
             ready: Condvar::new(),
             linked: Default::default(),
         })
+    }
+
+    /// Starts the compilation once a body has run for `delay` (unless it
+    /// has started by then): a program that ends sooner, as most short
+    /// commands do, never pays for it.
+    pub(crate) fn begin_after(self: &Arc<Self>, delay: std::time::Duration) {
+        if self.is_done()
+            || self
+                .make
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_none()
+        {
+            return;
+        }
+        let later = Arc::downgrade(self);
+        let _ = std::thread::Builder::new()
+            .name(format!("{}-timer", self.name))
+            .spawn(move || {
+                std::thread::sleep(delay);
+                if let Some(c) = later.upgrade() {
+                    c.begin();
+                }
+            });
     }
 
     /// Starts the compilation on a thread of its own, unless it has started.

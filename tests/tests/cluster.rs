@@ -130,6 +130,10 @@ fn a_dead_node_ends_its_bodies_sessions_with_137_and_the_rest_keeps_working() {
     let mut cluster = Cluster::start(3);
     let mut doomed = spin(&cluster, 1, 2, &["0"]);
     let mut survivor = spin(&cluster, 1, 3, &["0", "--ticks"]);
+    // Node 1 has heard that node 2 runs it (what it shows once node 2 is dead).
+    cluster.wait_until(1, |nodes| {
+        nodes.iter().any(|n| n["id"] == 2 && n["bodies"] == 1)
+    });
     cluster.kill(2);
     let ended = doomed.wait();
     assert_eq!(ended.status.code(), Some(137));
