@@ -237,6 +237,9 @@ pub struct Runtime {
     fallback: Engine,
     interruptible: bool,
     cache_dir: Option<PathBuf>,
+    /// The most the cache may hold, in bytes: past it, the entries used
+    /// least recently go first.
+    cache_max: Option<u64>,
     fingerprint: u64,
 }
 
@@ -321,8 +324,17 @@ impl Runtime {
             fallback,
             interruptible,
             cache_dir,
+            cache_max: None,
             fingerprint: h.finish(),
         })
+    }
+
+    /// Bounds the cache to `bytes`: when an entry is written past it, the
+    /// entries used least recently (loaded or written) are removed until it
+    /// holds no more (the new entry stays, whatever its size).
+    pub fn with_cache_max(mut self, bytes: u64) -> Self {
+        self.cache_max = Some(bytes);
+        self
     }
 
     /// The engine of instrumented modules.
@@ -389,6 +401,7 @@ impl Runtime {
         }
         // The second step, whose module another process may have cached
         // by the time it begins.
+        let max = self.cache_max;
         let completion = |whole: Option<Vec<u8>>| {
             let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
             let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
@@ -409,7 +422,7 @@ impl Runtime {
                     }
                 };
                 let module = compile(&engine, &whole)?;
-                cache_whole(&whole_path, &runnable_path, &module);
+                cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(module)
             })
         };
@@ -430,12 +443,12 @@ impl Runtime {
         match crate::instrument::instrument(wasm) {
             Ok(instrumented) if whole => {
                 let module = compile(&self.engine, &instrumented.wasm)?;
-                cache_whole(&whole_path, &runnable_path, &module);
+                cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(program(module, None, None))
             }
             Ok(instrumented) => {
                 let module = compile(&self.engine, &instrumented.runnable)?;
-                cache_module(runnable_path.as_deref(), &module);
+                cache_module(runnable_path.as_deref(), &module, max);
                 Ok(program(
                     module,
                     None,
@@ -447,9 +460,9 @@ impl Runtime {
                 let module = compile(&self.fallback, wasm)?;
                 let why = why.to_string();
                 if let Some(w) = &why_path {
-                    store_atomically(w, why.as_bytes());
+                    store_atomically(w, why.as_bytes(), max);
                 }
-                cache_module(plain_path.as_deref(), &module);
+                cache_module(plain_path.as_deref(), &module, max);
                 Ok(program(module, Some(why), None))
             }
         }
@@ -464,7 +477,14 @@ fn cached(engine: &Engine, path: &Path) -> Option<Module> {
     // SAFETY: the file was written by `Module::serialize` of an engine with
     // the same fingerprint; wasmtime still checks its header and version.
     match unsafe { Module::deserialize_file(engine, path) } {
-        Ok(module) => Some(module),
+        Ok(module) => {
+            // Used now: the last to go when the cache is bounded.
+            let _ = std::fs::File::options()
+                .append(true)
+                .open(path)
+                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
+            Some(module)
+        }
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
             None
@@ -532,10 +552,10 @@ fn looks_like_text(bytes: &[u8]) -> bool {
 }
 
 /// Keeps a compiled module in the cache, if there is one.
-fn cache_module(path: Option<&Path>, module: &Module) {
+fn cache_module(path: Option<&Path>, module: &Module, max: Option<u64>) {
     let Some(path) = path else { return };
     match module.serialize() {
-        Ok(bytes) => store_atomically(path, &bytes),
+        Ok(bytes) => store_atomically(path, &bytes, max),
         Err(e) => {
             tracing::warn!(path = %path.display(), error = %one_line(&e), "cannot cache compiled module")
         }
@@ -544,19 +564,29 @@ fn cache_module(path: Option<&Path>, module: &Module) {
 
 /// Keeps a program's whole module in the cache, where it replaces its
 /// runnable part (which a later launch no longer needs).
-fn cache_whole(whole: &Option<PathBuf>, runnable: &Option<PathBuf>, module: &Module) {
-    cache_module(whole.as_deref(), module);
+fn cache_whole(
+    whole: &Option<PathBuf>,
+    runnable: &Option<PathBuf>,
+    module: &Module,
+    max: Option<u64>,
+) {
+    cache_module(whole.as_deref(), module, None);
     if let (Some(whole), Some(runnable)) = (whole, runnable)
         && whole.exists()
     {
         let _ = std::fs::remove_file(runnable);
+        // (Bounded once the part it replaces is gone.)
+        if let (Some(max), Some(dir)) = (max, whole.parent()) {
+            evict(dir, max, whole);
+        }
     }
 }
 
-/// Writes a cache entry; a failure only costs a later recompilation.
-fn store_atomically(path: &Path, bytes: &[u8]) {
+/// Writes a cache entry; a failure only costs a later recompilation. Then
+/// the cache is brought back under `max`.
+fn store_atomically(path: &Path, bytes: &[u8], max: Option<u64>) {
+    let dir = path.parent().unwrap_or(Path::new("."));
     let write = || -> std::io::Result<()> {
-        let dir = path.parent().unwrap_or(Path::new("."));
         std::fs::create_dir_all(dir)?;
         let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
         std::io::Write::write_all(&mut tmp, bytes)?;
@@ -565,6 +595,46 @@ fn store_atomically(path: &Path, bytes: &[u8]) {
     };
     if let Err(e) = write() {
         tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled module");
+    }
+    if let Some(max) = max {
+        evict(dir, max, path);
+    }
+}
+
+/// Removes the entries of the cache in `dir` used least recently (their
+/// modification time: written, or loaded) until it holds at most `max`
+/// bytes; `keep`, just written, stays. Files being written (temporary,
+/// hidden) are not entries.
+fn evict(dir: &Path, max: u64, keep: &Path) {
+    let Ok(read) = std::fs::read_dir(dir) else {
+        return;
+    };
+    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .filter_map(|e| {
+            let meta = e.metadata().ok().filter(|m| m.is_file())?;
+            Some((meta.modified().ok()?, meta.len(), e.path()))
+        })
+        .collect();
+    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+    entries.sort();
+    for (_, len, path) in entries {
+        if total <= max {
+            break;
+        }
+        if path == keep {
+            continue;
+        }
+        match std::fs::remove_file(&path) {
+            Ok(()) => {
+                total = total.saturating_sub(len);
+                tracing::info!(path = %path.display(), bytes = len, "evicted from the module cache");
+            }
+            Err(e) => {
+                tracing::warn!(path = %path.display(), error = %e, "cannot evict a cache entry")
+            }
+        }
     }
 }
 
@@ -683,6 +753,55 @@ mod tests {
         let whole = again.complete().expect("the whole module again");
         assert!(whole.module.get_export(crate::instrument::REWIND).is_some());
         wait_for(|| !runnable.exists() && cached[0].exists());
+    }
+
+    #[test]
+    fn a_bounded_cache_lets_the_entries_used_least_recently_go() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let size = || -> u64 {
+            std::fs::read_dir(dir.path())
+                .expect("dir")
+                .map(|e| e.expect("entry").metadata().expect("meta").len())
+                .sum()
+        };
+        let module = |n: u32| {
+            format!("(module (func (export \"_start\") (loop (br_if 0 (i32.const {n})))))")
+        };
+        // Three modules' whole entries, each about the same size.
+        let unbounded = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
+        for n in 0..3 {
+            unbounded
+                .load(module(n).as_bytes())
+                .and_then(|p| p.complete())
+                .expect("compiled");
+            wait_for(|| std::fs::read_dir(dir.path()).expect("dir").count() == n as usize + 1);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let one = size() / 3;
+        // Module 0 is used again: module 1 is now the least recent.
+        let bounded = Runtime::new(Some(dir.path().to_path_buf()))
+            .expect("engine")
+            .with_cache_max(one * 3 + one / 2);
+        assert!(
+            bounded
+                .load(module(0).as_bytes())
+                .expect("hit")
+                .is_complete()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        // A fourth entry passes the bound: module 1's goes, the others stay.
+        bounded
+            .load(module(3).as_bytes())
+            .and_then(|p| p.complete())
+            .expect("compiled");
+        wait_for(|| size() <= one * 3 + one / 2);
+        let hash = |n: u32| ModuleHash::of(&assemble(module(n).as_bytes()).expect("wat")).to_hex();
+        let names: Vec<String> = std::fs::read_dir(dir.path())
+            .expect("dir")
+            .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
+            .collect();
+        let held = |n: u32| names.iter().any(|f| f.starts_with(&hash(n)));
+        assert!(held(0) && !held(1) && held(2) && held(3), "{names:?}");
     }
 
     #[test]

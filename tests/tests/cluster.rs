@@ -289,7 +289,7 @@ fn ssid_takes_its_settings_from_a_toml_file() {
     std::fs::write(
         &config,
         format!(
-            "node-id = 5\nlisten = \"127.0.0.1:{port}\"\npeers = [\"6=127.0.0.1:1\"]\nsocket = \"{}\"\ndata-dir = \"{}\"\n",
+            "node-id = 5\nlisten = \"127.0.0.1:{port}\"\npeers = [\"6=127.0.0.1:1\"]\nsocket = \"{}\"\ndata-dir = \"{}\"\ncache-max = \"1 B\"\n",
             socket.display(),
             dir.path().join("data").display()
         ),
@@ -329,6 +329,31 @@ fn ssid_takes_its_settings_from_a_toml_file() {
     assert_eq!(pid >> 22, 5, "pid {pid} carries its home, node 5");
     assert_eq!(procs[0]["home"], 5);
     spin.kill();
+    // Its cache holds at most one byte: each module it compiles replaces the
+    // one before (the one just written stays, whatever its size).
+    let modules = dir.path().join("data").join("modules");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(&modules)
+            .map(|r| {
+                r.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .filter(|n| !n.starts_with('.'))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let spun = entries();
+    assert_eq!(spun.len(), 1, "{spun:?}");
+    let hello = run(
+        Command::new(bin("ssirun"))
+            .args(["--connect", &socket.display().to_string()])
+            .arg(guest("hello"))
+            .stdin(Stdio::null()),
+        "hello on node 5",
+    );
+    assert!(hello.status.success());
+    let said = entries();
+    assert!(said.len() == 1 && said != spun, "{spun:?} then {said:?}");
     daemon.kill();
 
     // Bad settings are named.
@@ -364,6 +389,22 @@ fn ssid_takes_its_settings_from_a_toml_file() {
         "ssid with a bad peer",
     );
     assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
+    let out = run(
+        Command::new(bin("ssid")).args([
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--cache-max",
+            "lots",
+        ]),
+        "ssid with a bad cache bound",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("invalid --cache-max `lots`"),
+        "{err}"
+    );
 }
 
 #[test]

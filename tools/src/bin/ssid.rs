@@ -35,9 +35,13 @@ struct Args {
     /// processes (default: on).
     #[arg(long, value_name = "on|off")]
     balance: Option<OnOff>,
+    /// The most its compiled-module cache may hold (as `2GiB`, `500 MB`):
+    /// past it, the modules used least recently are removed (default: no bound).
+    #[arg(long, value_name = "SIZE")]
+    cache_max: Option<String>,
     /// A TOML file with the same settings (`node-id`, `listen`, `peers`,
-    /// `data-dir`, `socket`, `cpus`, `balance`, and a `[policy]` table);
-    /// options given on the command line win.
+    /// `data-dir`, `socket`, `cpus`, `balance`, `cache-max`, and a `[policy]`
+    /// table); options given on the command line win.
     #[arg(long, value_name = "FILE")]
     config: Option<PathBuf>,
 }
@@ -60,6 +64,7 @@ struct FileConfig {
     socket: Option<PathBuf>,
     cpus: Option<f64>,
     balance: Option<OnOff>,
+    cache_max: Option<String>,
     #[serde(default)]
     policy: PolicyConfig,
 }
@@ -124,7 +129,20 @@ fn parse_peer(spec: &str) -> Result<(NodeId, String)> {
     Ok((id, addr.to_string()))
 }
 
-fn config(args: Args) -> Result<Config> {
+/// A size as `--cache-max` takes it.
+fn parse_size(size: &str) -> Result<u64> {
+    size.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|b| b.as_u64())
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "invalid --cache-max `{size}`: {e} (sizes read as 2GiB, 500MB, 1000000)"
+            )
+        })
+}
+
+/// The node's settings, and its cache's bound.
+fn config(args: Args) -> Result<(Config, Option<u64>)> {
     let file = match &args.config {
         Some(path) => {
             let text = std::fs::read_to_string(path)
@@ -170,7 +188,12 @@ fn config(args: Args) -> Result<Config> {
     config.cpus = cpus;
     config.balance = args.balance.or(file.balance) != Some(OnOff::Off);
     config.policy = file.policy.params();
-    Ok(config)
+    let cache_max = args
+        .cache_max
+        .or(file.cache_max)
+        .map(|s| parse_size(&s))
+        .transpose()?;
+    Ok((config, cache_max))
 }
 
 fn main() -> std::process::ExitCode {
@@ -192,12 +215,16 @@ fn run() -> Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let config = config(Args::parse())?;
+    let (config, cache_max) = config(Args::parse())?;
     let cache = match &config.data_dir {
         Some(dir) => Some(dir.join("modules")),
         None => ssi_remote::default_cache_dir(),
     };
-    let runtime = Runtime::interruptible(cache).context("cannot start the WebAssembly engine")?;
+    let mut runtime =
+        Runtime::interruptible(cache).context("cannot start the WebAssembly engine")?;
+    if let Some(max) = cache_max {
+        runtime = runtime.with_cache_max(max);
+    }
     let (id, listen, socket) = (config.id, config.listen.clone(), config.socket.clone());
     let daemon = Daemon::start(config, runtime).context("cannot start the node")?;
     tracing::info!(node = id, %listen, socket = %socket.display(), "node is up");
