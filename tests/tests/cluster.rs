@@ -372,38 +372,27 @@ fn ssid_takes_its_settings_from_a_toml_file() {
         err.contains("invalid configuration file") && err.contains("colour"),
         "{err}"
     );
-    let out = run(
-        Command::new(bin("ssid")).args(["--listen", "127.0.0.1:0"]),
-        "ssid with no node id",
+    // Bad options are named.
+    let refused = |args: &[&str], says: &str| {
+        let out = run(
+            Command::new(bin("ssid")).args(args),
+            "ssid with a bad option",
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{args:?}: {err}"
+        );
+    };
+    refused(&["--listen", "127.0.0.1:0"], "no node id");
+    let node = ["--node-id", "1", "--listen", "127.0.0.1:0"];
+    refused(
+        &[&node[..], &["--peer", "2=nowhere"]].concat(),
+        "`nowhere` is not HOST:PORT",
     );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("no node id"));
-    let out = run(
-        Command::new(bin("ssid")).args([
-            "--node-id",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--peer",
-            "2=nowhere",
-        ]),
-        "ssid with a bad peer",
-    );
-    assert!(String::from_utf8_lossy(&out.stderr).contains("`nowhere` is not HOST:PORT"));
-    let out = run(
-        Command::new(bin("ssid")).args([
-            "--node-id",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--cache-max",
-            "lots",
-        ]),
-        "ssid with a bad cache bound",
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success() && err.contains("invalid --cache-max `lots`"),
-        "{err}"
+    refused(
+        &[&node[..], &["--cache-max", "lots"]].concat(),
+        "invalid --cache-max `lots`",
     );
 }
 
