@@ -353,6 +353,7 @@ enum ProcState {
   checkpointing @2;
   stopped @3;
   zombie @4;                # ended, not yet waited for by its parent
+  loading @5;               # its module is being prepared (instrumented, compiled)
 }
 
 struct ProcessInfo {

@@ -22,6 +22,9 @@ pub enum ProcState {
     Stopped,
     /// Ended, and not yet waited for by its parent.
     Zombie,
+    /// Launched, its module still being prepared (instrumented, compiled):
+    /// it has a pid and a signal that terminates ends it, but no body yet.
+    Loading,
 }
 
 impl ProcState {
@@ -32,6 +35,7 @@ impl ProcState {
             ProcState::Checkpointing => "checkpointing",
             ProcState::Stopped => "stopped",
             ProcState::Zombie => "zombie",
+            ProcState::Loading => "loading",
         }
     }
 }
@@ -74,6 +78,7 @@ pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &Pr
         ProcState::Checkpointing => ssi_schema::ProcState::Checkpointing,
         ProcState::Stopped => ssi_schema::ProcState::Stopped,
         ProcState::Zombie => ssi_schema::ProcState::Zombie,
+        ProcState::Loading => ssi_schema::ProcState::Loading,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
@@ -99,6 +104,7 @@ pub(crate) fn read_process(
             Ok(ssi_schema::ProcState::Checkpointing) => ProcState::Checkpointing,
             Ok(ssi_schema::ProcState::Stopped) => ProcState::Stopped,
             Ok(ssi_schema::ProcState::Zombie) => ProcState::Zombie,
+            Ok(ssi_schema::ProcState::Loading) => ProcState::Loading,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,

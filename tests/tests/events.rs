@@ -205,7 +205,11 @@ fn a_drained_node_sends_its_bodies_away_and_takes_no_new_work_until_undrained() 
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(said.contains("2 bodies moved off, 1 stayed"), "{said}");
+    assert!(
+        said.contains("2 bodies moved off, 1 stayed"),
+        "{said}\n{}",
+        ssi_tests::nodes_logs()
+    );
     assert!(said.contains(&format!("process {fixed}")), "{said}");
     let on_two: Vec<u64> = processes(&cluster, 1)
         .into_iter()

@@ -326,3 +326,74 @@ fn handlers_work_without_a_cluster_and_signals_sent_to_ssirun_reach_them() {
     assert_eq!(next(&mut child), "bye 1\n");
     assert_eq!(Some(status(&mut child)), Some(0));
 }
+
+/// A module with `n` functions, each a loop and a call to the next: large
+/// enough that preparing it takes a while (seconds for 30000).
+fn large_module(n: usize) -> String {
+    let mut wat = String::from("(module\n");
+    for i in 0..n {
+        let next = if i + 1 < n {
+            format!("(call $f{} (local.get 0))", i + 1)
+        } else {
+            "(local.get 0)".to_string()
+        };
+        wat.push_str(&format!(
+            "(func $f{i} (param i32) (result i32) (local i32)
+  (loop $l (local.set 1 (i32.add (local.get 1) (i32.mul (local.get 0) (i32.const {}))))
+    (br_if $l (i32.lt_u (local.get 1) (i32.const {}))))
+  (i32.add (local.get 1) {next}))\n",
+            i + 3,
+            i * 7 + 100
+        ));
+    }
+    wat.push_str("(func (export \"_start\") (drop (call $f0 (i32.const 1)))))\n");
+    wat
+}
+
+/// While its module is being prepared, a launched process is listed as
+/// `loading` (it has its pid already), and a signal that terminates ends
+/// it then: its `ssirun` ends as a native command killed so does (143).
+#[test]
+fn a_process_still_loading_is_listed_and_a_signal_ends_it() {
+    let cluster = Cluster::start(1);
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = dir.path().join("large.wat");
+    std::fs::write(&module, large_module(30000)).expect("write the module");
+    let mut run = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .arg(&module)
+            .stdin(Stdio::null()),
+        "ssirun large.wat",
+    );
+    let mut loading = None;
+    wait_until("the process to be listed as loading", WAIT, || {
+        loading = cluster.ssictl_json(1, "ps").into_iter().find(|p| {
+            p["command"]
+                .as_str()
+                .is_some_and(|c| c.contains("large.wat"))
+        });
+        loading.is_some() || run.try_wait().is_some()
+    });
+    let row = loading.expect("listed before it ran");
+    assert_eq!(row["state"], "loading", "{row}");
+    let pid = row["pid"].as_u64().expect("pid");
+    ssictl_ok(&cluster, 1, &["kill", &pid.to_string()]);
+    let out = run.wait();
+    assert_eq!(
+        shell_status(out.status),
+        143,
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // It is gone, and its pid with it.
+    assert!(
+        cluster
+            .ssictl_json(1, "ps")
+            .iter()
+            .all(|p| p["pid"].as_u64() != Some(pid))
+    );
+    let err = ssictl_err(&cluster, 1, &["kill", &pid.to_string()]);
+    assert!(err.contains("no process"), "{err}");
+}

@@ -219,7 +219,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 });
             let demand: f64 = bodies.iter().map(|b| b.cpu_now).sum();
             *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
-            if !core.balance {
+            if !core.balance || core.drain_moving.load(std::sync::atomic::Ordering::SeqCst) {
                 continue;
             }
             let nodes = core.load_picture();

@@ -75,6 +75,9 @@ impl NodeCore {
         let mut picture = self.load_picture();
         let why = format!("node {} is drained", self.id);
         let mut outcome = DrainOutcome::default();
+        self.drain_moving.store(true, Ordering::SeqCst);
+        // (Lowered however the drain ends, its future dropped included.)
+        let _moving = scopeguard::guard((), |()| self.drain_moving.store(false, Ordering::SeqCst));
         for (pid, not_freezable, memory) in bodies {
             if let Some(reason) = not_freezable {
                 outcome.stayed.push(format!("process {pid}: {reason}"));

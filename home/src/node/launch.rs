@@ -85,12 +85,6 @@ pub(crate) async fn launch(
     let wasm = ssi_remote::assemble(&spec.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?
         .into_owned();
-    let program = core
-        .runtime
-        .load_binary(&wasm)
-        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
-    ssi_remote::check_module(&program.module, spec.unknown_imports_trap)
-        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     // A pinned process with no node given stays at home.
     let target = match spec.node {
         0 if spec.pin => core.id,
@@ -99,10 +93,28 @@ pub(crate) async fn launch(
     };
     // Checked before the process is set up, as well as when its body starts.
     core.can_host(target).map_err(failed)?;
-    let (stdio, pump) = console_stdio(spec.ttys);
-    let deputy = Deputy::new(stdio, spec.preopens)
-        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     let pid = core.pids.allocate().map_err(failed)?;
+    let loaded = match load_listed(&core, pid, target, (what, &spec.command), wasm).await {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            core.pids.release(pid);
+            return e.map(|sig| ended_while_loading(&core, pid, sig));
+        }
+    };
+    let (program, wasm) = loaded;
+    let checked = ssi_remote::check_module(&program.module, spec.unknown_imports_trap)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")));
+    let (stdio, pump) = console_stdio(spec.ttys);
+    let deputy = checked.and_then(|()| {
+        Deputy::new(stdio, spec.preopens).map_err(|e| failed(format!("cannot run `{what}`: {e}")))
+    });
+    let deputy = match deputy {
+        Ok(d) => d,
+        Err(e) => {
+            core.pids.release(pid);
+            return Err(e);
+        }
+    };
     let source = Source {
         program,
         wasm: Arc::new(wasm),
@@ -123,6 +135,94 @@ pub(crate) async fn launch(
         pinned: spec.pin,
     };
     start_process(core, start, source, pump, console).await
+}
+
+/// Loads a launched process's module on a thread of its own, the process
+/// listed meanwhile as `loading` under `pid` (so `ssictl ps` shows it and a
+/// signal reaches it). The program and the module's bytes; or why not: a
+/// load that failed (`Err(Err)`), or the signal that ended it (`Err(Ok)`).
+async fn load_listed(
+    core: &Arc<NodeCore>,
+    pid: Pid,
+    target: NodeId,
+    (what, command): (&str, &str),
+    wasm: Vec<u8>,
+) -> Result<(ssi_remote::Program, Vec<u8>), Result<ssi_deputy::Signal, capnp::Error>> {
+    let (ended, end) = oneshot::channel();
+    core.loading.insert(
+        pid,
+        super::table::Loading {
+            info: ProcessInfo {
+                pid,
+                home: core.id,
+                node: target,
+                state: ProcState::Loading,
+                command: command.to_string(),
+                started_ms: now_ms(),
+                cpu_ns: 0,
+                memory: 0,
+                pgid: pid,
+                ppid: 0,
+                pinned: None,
+                moves: 0,
+                user_pinned: false,
+            },
+            ended: Mutex::new(Some(ended)),
+        },
+    );
+    let (done, loaded) = oneshot::channel();
+    let loader = core.clone();
+    let spawned = std::thread::Builder::new()
+        .name(format!("load-{pid}"))
+        .spawn(move || {
+            let program = loader.runtime.load_binary(&wasm);
+            let _ = done.send(program.map(|p| (p, wasm)));
+        });
+    let outcome = match spawned {
+        Err(e) => Err(Err(failed(format!("cannot load the module: {e}")))),
+        Ok(_) => match futures::future::select(loaded, end).await {
+            futures::future::Either::Left((Ok(Ok(loaded)), _)) => Ok(loaded),
+            futures::future::Either::Left((Ok(Err(e)), _)) => {
+                Err(Err(failed(format!("cannot run `{what}`: {e}"))))
+            }
+            futures::future::Either::Left((Err(_), _)) => {
+                Err(Err(failed("the module's loader went away")))
+            }
+            futures::future::Either::Right((Ok(sig), _)) => Err(Ok(sig)),
+            futures::future::Either::Right((Err(_), _)) => {
+                Err(Err(failed("the loading process went away")))
+            }
+        },
+    };
+    core.loading.remove(&pid);
+    outcome
+}
+
+/// A process that a signal ended while its module was loading: its session
+/// is given a process that has ended so, as if its body had been killed.
+fn ended_while_loading(
+    core: &Arc<NodeCore>,
+    pid: Pid,
+    sig: ssi_deputy::Signal,
+) -> (process::Client, Pid) {
+    core.record(
+        Event::new(
+            "exited",
+            core.id,
+            format!("process {pid} was ended by {sig} while its module was loading"),
+        )
+        .of(pid),
+    );
+    let exit = ready(ExitReport::Signaled(sig.number()))
+        .boxed_local()
+        .shared();
+    let process = capnp_rpc::new_client(ProcessServer {
+        core: core.clone(),
+        pid,
+        exit,
+        orders: None,
+    });
+    (process, pid)
 }
 
 /// Restarts a checkpoint with this node as its home (`ssirun --restore`).

@@ -7,7 +7,7 @@
 
 use super::orders::Order;
 use super::state::NodeCore;
-use super::table::HomeProc;
+use super::table::{HomeProc, Loading};
 use super::transfer::home_peer;
 use crate::wire::failed;
 use crate::{Pid, home_of};
@@ -54,9 +54,21 @@ impl NodeCore {
                 None => Some(told),
             }
         };
+        // A process still loading takes it at once (nothing runs to act on
+        // it later): its receiver is done.
+        let loading = |l: &Loading| {
+            let (_, told) = oneshot::channel();
+            if let Some(sig) = sig {
+                l.signal(sig);
+            }
+            told
+        };
         match target {
             t if t > 0 => {
                 let pid = t as Pid;
+                if let Some(l) = self.loading.get(&pid) {
+                    return Ok(vec![loading(&l)]);
+                }
                 let p = self.procs.get(&pid).ok_or(SignalError::NoProcess(pid))?;
                 Ok(send(&p).into_iter().collect())
             }
@@ -67,6 +79,12 @@ impl NodeCore {
                     .iter()
                     .filter(|p| p.info.pgid == pgid)
                     .filter_map(|p| send(&p))
+                    .chain(
+                        self.loading
+                            .iter()
+                            .filter(|l| l.info.pgid == pgid)
+                            .map(|l| loading(&l)),
+                    )
                     .collect();
                 if reached.is_empty() {
                     return Err(SignalError::NoGroup(pgid));

@@ -120,6 +120,8 @@ pub struct NodeCore {
     pub(crate) runtime: Runtime,
     pub(crate) pids: PidAllocator,
     pub(crate) procs: DashMap<Pid, HomeProc>,
+    /// Processes launched here whose module is still being prepared.
+    pub(crate) loading: DashMap<Pid, super::table::Loading>,
     pub(crate) bodies: DashMap<Pid, HostedBody>,
     pub(crate) modules: DashMap<ModuleHash, Program>,
     /// Checkpoints sent here to be restarted (`Gateway.stage`).
@@ -148,6 +150,9 @@ pub struct NodeCore {
     pub(crate) events: EventLog,
     /// Drained: bodies are moved off and no new ones come.
     pub(crate) draining: AtomicBool,
+    /// A drain is moving this node's bodies off: the balancer leaves them
+    /// to it (both would move the same bodies).
+    pub(crate) drain_moving: AtomicBool,
     /// Heartbeats sent, ever.
     pub(crate) heartbeats_sent: AtomicU64,
     /// Counts the times peers were marked down: waits on a peer (a body
@@ -196,6 +201,7 @@ impl NodeCore {
                 None => PidAllocator::new(config.id)?,
             },
             procs: DashMap::new(),
+            loading: DashMap::new(),
             bodies: DashMap::new(),
             modules: DashMap::new(),
             staged: DashMap::new(),
@@ -214,6 +220,7 @@ impl NodeCore {
             policy: config.policy.clone(),
             events: EventLog::new(config.id),
             draining: AtomicBool::new(false),
+            drain_moving: AtomicBool::new(false),
             heartbeats_sent: AtomicU64::new(0),
             downs: tokio::sync::watch::Sender::new(0),
         }))
@@ -294,7 +301,11 @@ impl NodeCore {
     }
 
     pub(crate) fn home_processes(&self) -> Vec<ProcessInfo> {
-        self.procs.iter().map(|p| p.info.clone()).collect()
+        self.procs
+            .iter()
+            .map(|p| p.info.clone())
+            .chain(self.loading.iter().map(|l| l.info.clone()))
+            .collect()
     }
 
     pub(crate) fn body_stats(&self) -> Vec<(Pid, u64, u64)> {

@@ -12,6 +12,25 @@ use crate::console::Interrupter;
 use ssi_remote::{Program, SharedDeputy};
 use std::sync::{Arc, Condvar, Mutex};
 
+/// A process launched here whose module is still being prepared: listed,
+/// and ended by a signal that terminates (told through `ended`).
+pub(crate) struct Loading {
+    pub(crate) info: ProcessInfo,
+    pub(crate) ended: Mutex<Option<futures::channel::oneshot::Sender<ssi_deputy::Signal>>>,
+}
+
+impl Loading {
+    /// Takes a signal: one whose default action terminates ends the load
+    /// (nothing of the program runs yet to handle or block it).
+    pub(crate) fn signal(&self, sig: ssi_deputy::Signal) {
+        if sig.default_action() == ssi_deputy::DefaultAction::Terminate
+            && let Some(end) = lock(&self.ended).take()
+        {
+            let _ = end.send(sig);
+        }
+    }
+}
+
 /// A process whose home is this node.
 pub(crate) struct HomeProc {
     pub(crate) info: ProcessInfo,

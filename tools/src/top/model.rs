@@ -634,6 +634,7 @@ impl App {
             ProcState::Checkpointing => "ckpt",
             ProcState::Stopped => "stop",
             ProcState::Zombie => "zomb",
+            ProcState::Loading => "load",
         }
     }
 }
