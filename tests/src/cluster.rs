@@ -222,7 +222,8 @@ impl Cluster {
     }
 
     /// Waits until `ssictl ps` on node `id` lists a process whose command
-    /// `matches` (`what` names it in a failure), and returns its pid.
+    /// `matches` (`what` names it in a failure), past loading its module (it
+    /// runs, and can be moved), and returns its pid.
     #[track_caller]
     pub fn pid_of(&self, id: usize, what: &str, matches: impl Fn(&str) -> bool) -> u64 {
         let mut pid = None;
@@ -230,7 +231,7 @@ impl Cluster {
             pid = self
                 .ssictl_json(id, "ps")
                 .into_iter()
-                .find(|p| p["command"].as_str().is_some_and(&matches))
+                .find(|p| p["command"].as_str().is_some_and(&matches) && p["state"] != "loading")
                 .and_then(|p| p["pid"].as_u64());
             pid.is_some()
         });

@@ -78,7 +78,9 @@ fn moved_run(
         pid = cluster
             .ssictl_json(1, "ps")
             .into_iter()
-            .find(|p| p["command"].as_str().is_some_and(|c| c.contains(&name)))
+            .find(|p| {
+                p["command"].as_str().is_some_and(|c| c.contains(&name)) && p["state"] != "loading"
+            })
             .and_then(|p| p["pid"].as_u64());
         pid.is_some() || run.is_finished()
     });

@@ -250,6 +250,11 @@ impl NodeCore {
         doing: &str,
         order: impl FnOnce(oneshot::Sender<Result<T, String>>) -> Order,
     ) -> Result<T, capnp::Error> {
+        if self.loading.contains_key(&pid) {
+            return Err(failed(format!(
+                "process {pid} is still loading its module: it runs, and can be moved or checkpointed, once it is loaded"
+            )));
+        }
         let orders = self
             .procs
             .get(&pid)
