@@ -96,6 +96,15 @@ impl Program {
         }
     }
 
+    /// Begins compiling the whole module once `delay` has passed (unless
+    /// it has begun): for a node that holds the program of a process whose
+    /// body may come to it (its home), as a body run here would.
+    pub fn complete_after(&self, delay: std::time::Duration) {
+        if let Some(c) = &self.completion {
+            c.begin_after(delay);
+        }
+    }
+
     /// What a new body instantiates: the whole module if it is compiled, else
     /// the runnable part, with the compilation to move into later.
     pub(crate) fn current(&self) -> Program {

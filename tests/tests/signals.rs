@@ -379,6 +379,9 @@ fn a_process_still_loading_is_listed_and_a_signal_ends_it() {
     let row = loading.expect("listed before it ran");
     assert_eq!(row["state"], "loading", "{row}");
     let pid = row["pid"].as_u64().expect("pid");
+    // It cannot move yet, and is told so.
+    let err = ssictl_err(&cluster, 1, &["migrate", &pid.to_string(), "1"]);
+    assert!(err.contains("still loading its module"), "{err}");
     ssictl_ok(&cluster, 1, &["kill", &pid.to_string()]);
     let out = run.wait();
     assert_eq!(

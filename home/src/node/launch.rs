@@ -360,6 +360,9 @@ pub(crate) async fn run_process(
     };
     core.modules
         .insert(source.program.hash, source.program.clone());
+    // Its body may come here (the balancer brings bodies home): the whole
+    // module is made ready as if the body ran here.
+    source.program.complete_after(ssi_remote::WARM_UP);
     let (orders_tx, orders) = tokio::sync::mpsc::unbounded_channel::<Order>();
     let notice = Arc::new(Notice::default());
     core.procs.insert(
