@@ -436,19 +436,16 @@ impl Body {
         );
         let mut next =
             Self::instantiate(self.interruptible, &program, Vec::new(), Vec::new(), link)?;
+        // The gauges others read are this body's (the fill keeps them current).
+        let ctx = next.store.data_mut();
+        ctx.gauge = MemoryGauge(self.memory_bytes.clone());
+        ctx.calls = self.store.data().calls.clone();
+        next.memory_bytes = self.memory_bytes.clone();
         next.fill(crate::ghost::checked(&image, Some(&self.hash))?)?;
         let flag = next.control.take_flag();
         self.control.adopt_flag(flag);
         next.control = self.control.clone();
-        let ctx = next.store.data_mut();
-        ctx.control = self.control.clone();
-        ctx.gauge = MemoryGauge(self.memory_bytes.clone());
-        ctx.calls = self.store.data().calls.clone();
-        next.memory_bytes = self.memory_bytes.clone();
-        if let Some(m) = next.store.data().memory {
-            let size = m.data_size(&next.store) as u64;
-            next.memory_bytes.store(size, Ordering::Relaxed);
-        }
+        next.store.data_mut().control = self.control.clone();
         next.cpu = self.cpu;
         *self = next;
         Ok(())

@@ -377,10 +377,11 @@ impl Runtime {
     /// As [`Runtime::load_binary`], for a body about to arrive with a stack to
     /// put back: returns once the whole module is compiled (in one step).
     pub fn load_whole(&self, wasm: &[u8]) -> Result<Program, LoadError> {
-        let program = self.load_program(wasm, true)?;
-        program.complete()
+        self.load_program(wasm, true)
     }
 
+    /// A program of `wasm`; with `whole`, always complete (never the
+    /// runnable part with a second step to come).
     fn load_program(&self, wasm: &[u8], whole: bool) -> Result<Program, LoadError> {
         if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
@@ -414,12 +415,8 @@ impl Runtime {
         let completion = |whole: Option<Vec<u8>>| {
             let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
             let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
-            let cache = self.cache_dir.is_some().then(|| self.engine.clone());
             Completion::new(&hash, move || {
-                if let Some(module) = cache
-                    .zip(whole_path.as_ref())
-                    .and_then(|(engine, p)| cached(&engine, p))
-                {
+                if let Some(module) = whole_path.as_ref().and_then(|p| cached(&engine, p)) {
                     return Ok(module);
                 }
                 let whole = match whole {
@@ -468,8 +465,9 @@ impl Runtime {
                 tracing::info!(module = %hash, reason = %why, "not freezable");
                 let module = compile(&self.fallback, wasm)?;
                 let why = why.to_string();
+                // (Bounded once, by the module's entry after it.)
                 if let Some(w) = &why_path {
-                    store_atomically(w, why.as_bytes(), max);
+                    store_atomically(w, why.as_bytes(), None);
                 }
                 cache_module(plain_path.as_deref(), &module, max);
                 Ok(program(module, Some(why), None))
