@@ -55,6 +55,9 @@ struct LaunchSpec {
   pin @10 :Bool;            # it stays where it starts: the balancer never moves it
   unknownImportsTrap @11 :Bool;  # `wasmtime run -W unknown-imports-trap`: a function
                             # import nothing provides traps when called
+  maxMemorySize @12 :UInt64 = 0xffffffffffffffff;
+                            # `wasmtime run -W max-memory-size`: no memory of the
+                            # program's grows past this many bytes (all ones: no limit)
 }
 
 struct Preopen {
@@ -181,6 +184,7 @@ struct BodyLaunch {
                             # sender's load, which this node may refuse to
                             # exceed (0: an administrator's move, not checked)
   unknownImportsTrap @10 :Bool;  # as `LaunchSpec.unknownImportsTrap`
+  maxMemorySize @11 :UInt64 = 0xffffffffffffffff;  # as `LaunchSpec.maxMemorySize`
 }
 
 interface Arrival {

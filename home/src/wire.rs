@@ -861,6 +861,16 @@ pub fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, Error> 
 }
 
 /// Fills a list of texts.
+/// A memory limit on the wire (`maxMemorySize`): all ones is none.
+pub fn memory_limit(wire: u64) -> Option<u64> {
+    (wire != u64::MAX).then_some(wire)
+}
+
+/// A memory limit as the wire carries it.
+pub fn memory_limit_wire(limit: Option<u64>) -> u64 {
+    limit.unwrap_or(u64::MAX)
+}
+
 pub fn set_texts(mut l: capnp::text_list::Builder<'_>, items: &[String]) {
     for (i, s) in items.iter().enumerate() {
         l.set(i as u32, s);

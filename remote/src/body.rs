@@ -30,6 +30,11 @@ pub struct BodySpec {
     /// launch failing. (Checked at launch only: a body that moves or
     /// restarts was launched already, and is linked that way wherever it goes.)
     pub unknown_imports_trap: bool,
+    /// As `wasmtime run -W max-memory-size`: no linear memory of the
+    /// program's grows past this many bytes (`memory.grow` returns -1; a
+    /// module that starts with more is refused). It goes with the body when
+    /// it moves, and into its checkpoints.
+    pub max_memory_size: Option<u64>,
 }
 
 /// How a body ended.
@@ -144,7 +149,13 @@ impl Body {
         let args = spec.args.iter().map(|a| a.as_bytes().to_vec()).collect();
         let env = spec.env.iter().map(|e| e.as_bytes().to_vec()).collect();
         let program = program.current();
-        Self::instantiate(runtime.is_interruptible(), &program, args, env, link)
+        Self::instantiate(
+            runtime.is_interruptible(),
+            &program,
+            (args, env),
+            spec.max_memory_size,
+            link,
+        )
     }
 
     /// A fresh instance of `program` for an image to come: it does not run
@@ -161,11 +172,12 @@ impl Body {
         let program = program
             .complete()
             .map_err(|e| BodyError::Instantiate(e.to_string()))?;
+        // Its limit, if it has one, comes with its image.
         Self::instantiate(
             runtime.is_interruptible(),
             &program,
-            Vec::new(),
-            Vec::new(),
+            (Vec::new(), Vec::new()),
+            None,
             link,
         )
     }
@@ -175,8 +187,8 @@ impl Body {
     pub(crate) fn instantiate(
         interruptible: bool,
         program: &Program,
-        args: Vec<Vec<u8>>,
-        env: Vec<Vec<u8>>,
+        (args, env): (Vec<Vec<u8>>, Vec<Vec<u8>>),
+        max_memory: Option<u64>,
         link: Box<dyn DeputyLink>,
     ) -> Result<Self, BodyError> {
         let module = &program.module;
@@ -200,7 +212,10 @@ impl Body {
         let memory_bytes = Arc::new(AtomicU64::new(0));
         let placeholder = Control::new(engine, None);
         let ctx = BodyCtx {
-            gauge: MemoryGauge(memory_bytes.clone()),
+            gauge: MemoryGauge {
+                bytes: memory_bytes.clone(),
+                max: max_memory,
+            },
             control: placeholder,
             unwinder: None,
             instance: None,
@@ -434,11 +449,20 @@ impl Body {
             &mut self.store.data_mut().link,
             Box::new(crate::link::NoLink),
         );
-        let mut next =
-            Self::instantiate(self.interruptible, &program, Vec::new(), Vec::new(), link)?;
+        let max = self.store.data().gauge.max;
+        let mut next = Self::instantiate(
+            self.interruptible,
+            &program,
+            (Vec::new(), Vec::new()),
+            max,
+            link,
+        )?;
         // The gauges others read are this body's (the fill keeps them current).
         let ctx = next.store.data_mut();
-        ctx.gauge = MemoryGauge(self.memory_bytes.clone());
+        ctx.gauge = MemoryGauge {
+            bytes: self.memory_bytes.clone(),
+            max,
+        };
         ctx.calls = self.store.data().calls.clone();
         next.memory_bytes = self.memory_bytes.clone();
         next.fill(crate::ghost::checked(&image, Some(&self.hash))?)?;

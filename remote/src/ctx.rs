@@ -38,17 +38,30 @@ pub struct Terminated(pub u8);
 #[error("killed")]
 pub struct Killed;
 
-/// Keeps the size of a body's linear memory where other threads can read it.
-pub(crate) struct MemoryGauge(pub(crate) Arc<AtomicU64>);
+/// Keeps the size of a body's linear memory where other threads can read it,
+/// and bounds it as `wasmtime run -W max-memory-size` does.
+pub(crate) struct MemoryGauge {
+    pub(crate) bytes: Arc<AtomicU64>,
+    /// No memory of the guest's grows past this many bytes: `memory.grow`
+    /// returns -1, and a module that starts with more is refused.
+    pub(crate) max: Option<u64>,
+}
 
 impl ResourceLimiter for MemoryGauge {
     fn memory_growing(
         &mut self,
         _current: usize,
         desired: usize,
-        _maximum: Option<usize>,
+        maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        self.0.store(desired as u64, Ordering::Relaxed);
+        // The unwind stack is the instrumentation's, not the guest's.
+        if instrument::own_memory(maximum) {
+            return Ok(true);
+        }
+        if self.max.is_some_and(|max| desired as u64 > max) {
+            return Ok(false);
+        }
+        self.bytes.store(desired as u64, Ordering::Relaxed);
         Ok(true)
     }
 

@@ -239,6 +239,7 @@ impl Body {
                     ctx.args = args;
                     ctx.env = env;
                 }
+                Part::Limits { max_memory } => body.store.data_mut().gauge.max = Some(max_memory),
                 Part::Instrumentation(v) => {
                     if v != crate::instrument::VERSION {
                         return Err(GhostError::WrongInstrumentation {
@@ -411,6 +412,9 @@ impl Body {
         })
         .map_err(io)?;
         out.command(&ctx.args, &ctx.env).map_err(io)?;
+        if let Some(max) = ctx.gauge.max {
+            out.limits(max).map_err(io)?;
+        }
         out.globals(&globals).map_err(io)?;
         out.tables(&[]).map_err(io)?;
         out.stack(stack).map_err(io)?;

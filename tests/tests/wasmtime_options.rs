@@ -142,7 +142,8 @@ fn wasmtime_options_ssirun_does_not_take_are_refused_by_name() {
     let dir = tempfile::tempdir().expect("tmp");
     let module = unknown_imports_module(dir.path());
     for (options, named) in [
-        (&["-W", "max-memory-size=65536"][..], "max-memory-size"),
+        (&["-W", "max-memory-size=lots"][..], "lots"),
+        (&["-W", "max-memory-size"][..], "max-memory-size"),
         (&["-W", "fuel=10"][..], "fuel"),
         (&["-W", "unknown-imports-trap=maybe"][..], "maybe"),
         (&["-S", "tcp"][..], "tcp"),
@@ -176,4 +177,152 @@ fn what_follows_the_module_is_the_programs_even_help_and_version() {
             "{text}"
         );
     }
+}
+
+/// A program whose memory starts at two pages and grows by one for each `g`
+/// of its input, saying `grew` or `full` (`memory.grow` gave -1); it says
+/// `ready` first and ends at the end of its input.
+fn grower_module(dir: &Path) -> PathBuf {
+    let module = dir.join("grower.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (import "wasi_snapshot_preview1" "fd_read" (func $read (param i32 i32 i32 i32) (result i32)))
+            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
+            (memory (export "memory") 2)
+            (data (i32.const 200) "grew\n")
+            (data (i32.const 208) "full\n")
+            (data (i32.const 216) "ready\n")
+            (func $say (param $at i32) (param $len i32)
+                (i32.store (i32.const 0) (local.get $at))
+                (i32.store (i32.const 4) (local.get $len))
+                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8))))
+            (func (export "_start") (local $i i32)
+                (call $say (i32.const 216) (i32.const 6))
+                (loop $l
+                    (i32.store (i32.const 16) (i32.const 300))
+                    (i32.store (i32.const 20) (i32.const 100))
+                    (drop (call $read (i32.const 0) (i32.const 16) (i32.const 1) (i32.const 24)))
+                    (if (i32.eqz (i32.load (i32.const 24))) (then return))
+                    (local.set $i (i32.const 0))
+                    (loop $each
+                        (if (i32.eq (i32.load8_u (i32.add (i32.const 300) (local.get $i))) (i32.const 103))
+                            (then
+                                (if (i32.eq (memory.grow (i32.const 1)) (i32.const -1))
+                                    (then (call $say (i32.const 208) (i32.const 5)))
+                                    (else (call $say (i32.const 200) (i32.const 5))))))
+                        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                        (br_if $each (i32.lt_u (local.get $i) (i32.load (i32.const 24)))))
+                    (br $l))))"#,
+    )
+    .expect("write the module");
+    module
+}
+
+/// As `wasmtime run -W max-memory-size`: no memory grows past the limit
+/// (`memory.grow` gives -1, the program goes on), a module that starts
+/// with more is refused, and the size is read as wasmtime reads it.
+#[test]
+fn max_memory_size_bounds_memory_as_wasmtime_does() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = grower_module(dir.path());
+    let (free, _) = Case::new(module.clone()).stdin(b"ggg").run_ssirun();
+    assert_eq!(free.stdout_text(), "ready\ngrew\ngrew\ngrew\n");
+    for limit in ["196608", "0x3_0000", "196_608"] {
+        let option = format!("max-memory-size={limit}");
+        let (bounded, _) = Case::new(module.clone())
+            .stdin(b"ggg")
+            .run_ssirun_with(&["-W", &option]);
+        assert_eq!(
+            bounded.stdout_text(),
+            "ready\ngrew\nfull\nfull\n",
+            "{limit}: {}",
+            bounded.stderr_text()
+        );
+        assert_eq!(bounded.status, 0);
+    }
+    let (refused, _) = Case::new(module)
+        .stdin(b"g")
+        .run_ssirun_with(&["-W", "max-memory-size=65536"]);
+    assert_eq!(refused.status, 1, "{}", refused.stderr_text());
+    assert_eq!(refused.stdout_text(), "");
+    assert!(
+        refused.stderr_text().contains("exceeds memory limits"),
+        "{}",
+        refused.stderr_text()
+    );
+}
+
+/// The limit goes with the process: after it moves to another node, and
+/// once its checkpoint restarts, its memory is bounded as it was.
+#[test]
+fn max_memory_size_goes_with_a_process_that_moves_and_restarts() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = grower_module(dir.path());
+    let cluster = Cluster::start(3);
+    let mut child = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .args(["--node", "2", "-W", "max-memory-size=262144"])
+            .arg(&module)
+            .stdin(Stdio::piped()),
+        "ssirun grower.wat",
+    );
+    let mut stdin = child.stdin();
+    assert_eq!(child.line("its first line"), "ready");
+    let pid = cluster.pid_of(1, "grower.wat", |c| c.contains("grower"));
+    writeln!(stdin, "g").expect("write");
+    assert_eq!(child.line("the first growth, on node 2"), "grew");
+    if let Err(e) = try_migrate(&cluster, 1, pid, 3) {
+        let out = child.wait();
+        panic!(
+            "{e}\nssirun ended with {}: {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    writeln!(stdin, "g").expect("write");
+    assert_eq!(child.line("the second growth, on node 3"), "grew");
+    writeln!(stdin, "g").expect("write");
+    assert_eq!(child.line("a growth past the limit, on node 3"), "full");
+    // A checkpoint of it, stopped, restarts bounded as it was.
+    let file = dir.path().join("grower.ckpt");
+    let out = cluster.ssictl(
+        3,
+        &[
+            "checkpoint",
+            &pid.to_string(),
+            "-o",
+            &file.display().to_string(),
+            "--stop",
+        ],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(stdin);
+    child.wait();
+    let mut restarted = Proc::spawn(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .args(["--node", "1", "--restore"])
+            .arg(&file)
+            .stdin(Stdio::piped()),
+        "ssirun --restore grower.ckpt",
+    );
+    let mut stdin = restarted.stdin();
+    writeln!(stdin, "gg").expect("write");
+    assert_eq!(restarted.line("a growth after the restart"), "full");
+    assert_eq!(restarted.line("another one"), "full");
+    drop(stdin);
+    let out = restarted.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -43,6 +43,7 @@ pub(crate) struct LaunchRequest {
     pub(crate) ttys: Ttys,
     pub(crate) pin: bool,
     pub(crate) unknown_imports_trap: bool,
+    pub(crate) max_memory_size: Option<u64>,
 }
 
 impl LaunchRequest {
@@ -72,6 +73,7 @@ impl LaunchRequest {
             },
             pin: r.get_pin(),
             unknown_imports_trap: r.get_unknown_imports_trap(),
+            max_memory_size: crate::wire::memory_limit(r.get_max_memory_size()),
         })
     }
 }
@@ -122,6 +124,7 @@ pub(crate) async fn launch(
             args: spec.args,
             env: spec.env,
             unknown_imports_trap: spec.unknown_imports_trap,
+            max_memory_size: spec.max_memory_size,
         },
         deputy: Arc::new(Mutex::new(deputy)),
     };
@@ -275,8 +278,9 @@ pub(crate) async fn restore(
     let spec = BodySpec {
         args: text(&ghost.args),
         env: text(&ghost.env),
-        // Launched already: linked as it was.
+        // Launched already: linked as it was, and bounded as it was.
         unknown_imports_trap: true,
+        max_memory_size: ghost.max_memory,
     };
     let source = Source {
         program,
@@ -393,6 +397,7 @@ pub(crate) async fn run_process(
             interrupter: interrupter.clone(),
             program: source.program.clone(),
             wasm: source.wasm.clone(),
+            max_memory: source.spec.max_memory_size,
         },
     );
     let mut reap = Reap::new(core.clone(), pid);
@@ -535,6 +540,7 @@ pub(crate) async fn start_body(
             &source.spec.env,
         );
         b.set_unknown_imports_trap(source.spec.unknown_imports_trap);
+        b.set_max_memory_size(crate::wire::memory_limit_wire(source.spec.max_memory_size));
         b.set_home(&core.address);
         b.set_secret(&secret);
         b.set_clock_offset(0);

@@ -109,6 +109,7 @@ impl peer::Server for PeerServer {
                 args: texts(b.get_args()?)?,
                 env: texts(b.get_env()?)?,
                 unknown_imports_trap: b.get_unknown_imports_trap(),
+                max_memory_size: crate::wire::memory_limit(b.get_max_memory_size()),
             };
             let home = text(b.get_home())?;
             let secret = b.get_secret()?.to_vec();

@@ -21,7 +21,7 @@ impl NodeCore {
     /// runs, so that a failure to start is the parent's error.
     pub(crate) fn spawn_child(self: &Arc<Self>, child: Child) -> Result<Pid, Errno> {
         let core = self;
-        let (parent, interrupter, program, wasm) = core
+        let (parent, interrupter, program, wasm, max_memory) = core
             .procs
             .get(&child.parent)
             .filter(|p| p.zombie.is_none())
@@ -31,6 +31,7 @@ impl NodeCore {
                     p.interrupter.clone(),
                     p.program.clone(),
                     p.wasm.clone(),
+                    p.max_memory,
                 )
             })
             .ok_or(Errno::Srch)?;
@@ -89,6 +90,7 @@ impl NodeCore {
                 env: text(child.env),
                 // Its parent's own module runs as the parent's was launched.
                 unknown_imports_trap: own_module,
+                max_memory_size: max_memory,
             },
             deputy: Arc::new(Mutex::new(child.deputy)),
         };

@@ -55,6 +55,9 @@ pub(crate) struct HomeProc {
     /// Its module, which a child spawned with no module of its own runs.
     pub(crate) program: Program,
     pub(crate) wasm: Arc<Vec<u8>>,
+    /// Its memory limit (`BodySpec::max_memory_size`), which its children
+    /// inherit, as a Unix process's resource limits.
+    pub(crate) max_memory: Option<u64>,
 }
 
 /// Wakes a process blocked in `waitpid` at its deputy: a child changed state,

@@ -12,7 +12,7 @@ pub(crate) const MAGIC: &[u8; 8] = b"SSIGHOST";
 
 pub const MAJOR: u16 = 2;
 
-pub const MINOR: u16 = 2;
+pub const MINOR: u16 = 3;
 
 /// A Wasm page.
 pub const PAGE: usize = 64 * 1024;
@@ -48,6 +48,7 @@ pub enum Section {
     Module,
     Instrumentation,
     Times,
+    Limits,
     Checksum,
 }
 
@@ -64,6 +65,7 @@ impl Section {
             Section::Module => 8,
             Section::Instrumentation => 9,
             Section::Times => 10,
+            Section::Limits => 11,
             Section::Header | Section::Checksum => 0,
         }
     }
@@ -80,6 +82,7 @@ impl Section {
             8 => Section::Module,
             9 => Section::Instrumentation,
             10 => Section::Times,
+            11 => Section::Limits,
             _ => return None,
         })
     }
@@ -99,6 +102,7 @@ impl fmt::Display for Section {
             Section::Module => "module",
             Section::Instrumentation => "instrumentation",
             Section::Times => "times",
+            Section::Limits => "limits",
             Section::Checksum => "checksum",
         })
     }

@@ -31,6 +31,8 @@
 //! times   (10): CPU time used so far u64 (ns) │ the deadline of the sleep
 //!               the body was frozen in, on its monotonic clock u64 (ns;
 //!               u64::MAX when it was not sleeping)   (since 2.2)
+//! limits  (11): the most bytes a memory of the guest's may reach u64
+//!               (`-W max-memory-size`); absent: no limit   (since 2.3)
 //! ```
 //!
 //! A checkpoint file is an image with the deputy and module sections: the

@@ -35,6 +35,10 @@ pub enum Part {
     Module(Vec<u8>),
     Instrumentation(u32),
     Times(Times),
+    /// The most bytes a memory of the guest's may reach.
+    Limits {
+        max_memory: u64,
+    },
 }
 
 /// Reads an image as it comes, checking every length before it allocates
@@ -266,6 +270,13 @@ impl<R: std::io::Read> ImageReader<R> {
                     cpu_ns,
                     sleep_until_ns: (sleep != u64::MAX).then_some(sleep),
                 })
+            }
+            Section::Limits => {
+                let data = payload(self, 8)?;
+                let mut s = In::of(&data, section);
+                let max_memory = s.u64()?;
+                s.done()?;
+                Part::Limits { max_memory }
             }
             Section::Header | Section::Checksum => {
                 return Err(GhostError::UnknownSection(kind));

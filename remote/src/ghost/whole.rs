@@ -17,6 +17,8 @@ pub struct Meta {
     pub env: Vec<Vec<u8>>,
     pub deputy: Option<Vec<u8>>,
     pub module_bytes: Option<Vec<u8>>,
+    /// As [`Ghost::max_memory`].
+    pub max_memory: Option<u64>,
 }
 
 impl Ghost {
@@ -49,6 +51,9 @@ impl Ghost {
                 w.instrumentation(v)?;
             }
             w.times(&self.times)?;
+            if let Some(max) = self.max_memory {
+                w.limits(max)?;
+            }
             Ok(w.finish()?.0)
         };
         // Writing to a vector does not fail.
@@ -79,6 +84,7 @@ impl Ghost {
                 Part::Module(v) => g.module_bytes = Some(v),
                 Part::Instrumentation(v) => g.instrumentation = Some(v),
                 Part::Times(v) => g.times = v,
+                Part::Limits { max_memory } => g.max_memory = Some(max_memory),
             }
         }
         Ok(g)
@@ -137,7 +143,7 @@ fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
         if kind == 0 {
             return Some((at + 9 + 8, true));
         }
-        if kind > 10 || len > TOO_LONG {
+        if kind > 11 || len > TOO_LONG {
             return None;
         }
         at = at.checked_add(9)?.checked_add(len)?;
@@ -164,6 +170,7 @@ pub fn read_meta(image: &[u8]) -> Result<Meta, GhostError> {
             }
             Part::Deputy(v) => m.deputy = Some(v),
             Part::Module(v) => m.module_bytes = Some(v),
+            Part::Limits { max_memory } => m.max_memory = Some(max_memory),
             _ => {}
         }
     }
@@ -220,6 +227,8 @@ pub struct Ghost {
     /// The version of the instrumentation that unwound the stack.
     pub instrumentation: Option<u32>,
     pub times: Times,
+    /// The most bytes a memory of the guest's may reach, if it is bounded.
+    pub max_memory: Option<u64>,
 }
 
 #[cfg(test)]
@@ -263,6 +272,7 @@ mod tests {
                 cpu_ns: 42_000_000,
                 sleep_until_ns: Some(200_000_000),
             },
+            max_memory: Some(3 * PAGE as u64),
         }
     }
 
@@ -277,6 +287,8 @@ mod tests {
         assert_eq!(back.deputy.as_deref(), Some(&b"{}"[..]));
         assert_eq!(back.module_bytes.as_deref(), Some(&b"\0asm"[..]));
         assert_eq!(back.memories, g.memories);
+        let meta = read_meta(&sealed).expect("reads");
+        assert_eq!(meta.max_memory, Some(3 * PAGE as u64));
         let mut damaged = g.encode(&module());
         damaged[60] ^= 1;
         assert_eq!(

@@ -161,6 +161,12 @@ impl<W: std::io::Write> ImageWriter<W> {
         self.small(Section::Times, &p)
     }
 
+    /// The limits the body runs under: the most bytes a memory of the
+    /// guest's may reach (`wasmtime run -W max-memory-size`).
+    pub fn limits(&mut self, max_memory: u64) -> std::io::Result<()> {
+        self.small(Section::Limits, &max_memory.to_le_bytes())
+    }
+
     /// The end marker and the checksum; the sink, and the image's length.
     pub fn finish(mut self) -> std::io::Result<(W, u64)> {
         self.put(&[0])?;

@@ -105,8 +105,23 @@ pub const REWIND: &str = "__ssi_rewind";
 pub const REWIND_TABLE: &str = "__ssi_rewind_table";
 /// The largest function body the engine takes (wasmparser's limit).
 const MAX_FUNCTION_SIZE: usize = 7_654_321;
-/// The largest unwind stack, in pages.
-pub const STACK_MAX_PAGES: u64 = 16384;
+/// The largest unwind stack, in pages (just under 1 GiB). An odd number, so
+/// that the memory limiter knows the unwind stack by its declared maximum
+/// (see [`own_memory`]): no guest declares this one.
+pub const STACK_MAX_PAGES: u64 = 16381;
+
+/// The flag memory's declared maximum, in pages: it stays at one page,
+/// and says it may reach this odd number so that the limiter knows it.
+const FLAG_MAX_PAGES: u64 = 3;
+
+/// Whether a memory with this declared maximum (in bytes, as wasmtime's
+/// `ResourceLimiter` is told) is one of the instrumentation's (the flag, the
+/// unwind stack), which no limit of the guest's memory bounds.
+pub fn own_memory(maximum: Option<usize>) -> bool {
+    [STACK_MAX_PAGES, FLAG_MAX_PAGES]
+        .iter()
+        .any(|pages| maximum == Some(*pages as usize * 65536))
+}
 
 /// The imports that can start an unwind: the system calls that wait, which a
 /// freeze cuts short and makes again after the rewind.
@@ -715,7 +730,7 @@ impl Assembler<'_, '_> {
     fn add_memories(&mut self, memories: &mut wasm_encoder::MemorySection) {
         memories.memory(MemoryType {
             minimum: 1,
-            maximum: Some(1),
+            maximum: Some(FLAG_MAX_PAGES),
             memory64: false,
             shared: true,
             page_size_log2: None,

@@ -54,6 +54,7 @@ fn freeze_latency(spin: &std::path::Path, freezes: usize) -> Result<()> {
         args: vec!["spin.wasm".into(), "0".into()],
         env: Vec::new(),
         unknown_imports_trap: false,
+        max_memory_size: None,
     };
     let mut body = Body::new(&runtime, &program, &spec, link)?;
     let control = body.control();

@@ -37,7 +37,9 @@ struct Args {
     wasi_options: Vec<String>,
     /// A Wasm option, as `wasmtime run -W`: `unknown-imports-trap[=y|n]` links
     /// a function import nothing provides to one that traps when called
-    /// (instead of refusing the module). `max-memory-size` is not taken yet.
+    /// (instead of refusing the module); `max-memory-size=BYTES` bounds each
+    /// linear memory of the program (`memory.grow` past it returns -1),
+    /// wherever the process moves and in its checkpoints.
     #[arg(short = 'W', value_name = "OPT[=VAL]")]
     wasm_options: Vec<String>,
     /// Do not cache compiled code on disk (embedded mode).
@@ -162,6 +164,21 @@ fn yes(option: &str, value: Option<&str>) -> Result<bool> {
 struct WasmtimeOptions {
     inherit_env: bool,
     unknown_imports_trap: bool,
+    max_memory_size: Option<u64>,
+}
+
+/// A size as wasmtime reads one: decimal or `0x` hexadecimal, `_` allowed
+/// between digits.
+fn size(option: &str, value: Option<&str>) -> Result<u64> {
+    let Some(v) = value else {
+        bail!("-{option}: a number of bytes is needed (-{option}=BYTES)");
+    };
+    let digits = v.replace('_', "");
+    let parsed = match digits.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => digits.parse(),
+    };
+    parsed.map_err(|e| anyhow::anyhow!("-{option}: `{v}` is not a number of bytes: {e}"))
 }
 
 /// Each `NAME[=VALUE]` of options given as wasmtime takes them (repeated,
@@ -196,10 +213,10 @@ fn wasmtime_options(args: &Args) -> Result<WasmtimeOptions> {
                 o.unknown_imports_trap = yes(&format!("W {item}"), value)?;
             }
             "max-memory-size" => {
-                bail!("-W {item}: ssirun does not take this option of wasmtime's yet")
+                o.max_memory_size = Some(size(&format!("W {item}"), value)?);
             }
             _ => bail!(
-                "-W {item}: ssirun does not take this Wasm option (it takes -W unknown-imports-trap)"
+                "-W {item}: ssirun does not take this Wasm option (it takes -W unknown-imports-trap and -W max-memory-size)"
             ),
         }
     }
@@ -366,6 +383,7 @@ struct Program {
     preopens: Vec<Preopen>,
     pin: bool,
     unknown_imports_trap: bool,
+    max_memory_size: Option<u64>,
 }
 
 /// What to start: a module, or a checkpoint to restart.
@@ -502,6 +520,7 @@ fn run_on_node(
             s.set_node(node.unwrap_or(0));
             s.set_pin(program.pin);
             s.set_unknown_imports_trap(program.unknown_imports_trap);
+            s.set_max_memory_size(program.max_memory_size.unwrap_or(u64::MAX));
             let ttys = ttys();
             s.set_stdin_tty(ttys.stdin);
             s.set_stdout_tty(ttys.stdout);
@@ -632,6 +651,7 @@ fn run(args: Args) -> Result<Outcome> {
                         args: p.argv,
                         env: p.env,
                         unknown_imports_trap: p.unknown_imports_trap,
+                        max_memory_size: p.max_memory_size,
                     },
                     preopens: p.preopens,
                     stdio: Stdio::inherit(),
@@ -733,6 +753,7 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         preopens,
         pin: args.pin,
         unknown_imports_trap: options.unknown_imports_trap,
+        max_memory_size: options.max_memory_size,
     })
 }
 
