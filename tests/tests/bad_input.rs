@@ -239,10 +239,7 @@ fn wasmtime_options_scripts_pass_mean_what_they_mean_to_wasmtime() {
     for (args, named) in [
         (vec!["-S", "nope=1"], "-S nope=1"),
         (vec!["-S", "inherit-env=maybe"], "maybe"),
-        (
-            vec!["-W", "max-memory-size=65536"],
-            "-W max-memory-size=65536",
-        ),
+        (vec!["-W", "max-memory-size=64k"], "-W max-memory-size=64k"),
         (vec!["-W", "bogus"], "-W bogus"),
     ] {
         let mut all = args.clone();

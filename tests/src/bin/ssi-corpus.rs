@@ -8,7 +8,10 @@
 //!   code cached, against the reference the tests compare with: the same
 //!   module uninstrumented, on wasmtime with `wasmtime-wasi`'s preview1 in
 //!   this process. Each run of both must give the same results; it prints
-//!   the medians and their ratio.
+//!   the medians and their ratio;
+//! - `ssi-corpus case NAME DIR` writes the files of program NAME's long case
+//!   into DIR and prints the arguments that run it (after `ssirun` or
+//!   `wasmtime run`), to run or profile it by hand.
 
 use ssi_tests::corpus::cases::{Size, case};
 use std::process::ExitCode;
@@ -41,8 +44,17 @@ fn main() -> ExitCode {
             };
             bench(&programs, runs)
         }
+        Some("case") => match (args.next(), args.next()) {
+            (Some(name), Some(dir)) => write_case(&programs, &name, std::path::Path::new(&dir)),
+            _ => {
+                eprintln!("ssi-corpus: case NAME DIR: a program's name and a directory");
+                ExitCode::FAILURE
+            }
+        },
         Some(other) => {
-            eprintln!("ssi-corpus: `{other}`: the commands are none (list) and `bench [RUNS]`");
+            eprintln!(
+                "ssi-corpus: `{other}`: the commands are none (list), `bench [RUNS]` and `case NAME DIR`"
+            );
             ExitCode::FAILURE
         }
     }
@@ -79,6 +91,56 @@ fn bench(programs: &[(ssi_tests::corpus::Program, std::path::PathBuf)], runs: us
         }
         let (a, b) = (median(ours), median(theirs));
         println!("| {} | {a:.3} s | {b:.3} s | {:.3}× |", program.name, a / b);
+    }
+    ExitCode::SUCCESS
+}
+
+/// Writes program `name`'s long case into `dir`; prints its arguments.
+fn write_case(
+    programs: &[(ssi_tests::corpus::Program, std::path::PathBuf)],
+    name: &str,
+    dir: &std::path::Path,
+) -> ExitCode {
+    let Some((program, _)) = programs.iter().find(|(p, _)| p.name == name) else {
+        let names: Vec<&str> = programs.iter().map(|(p, _)| p.name).collect();
+        eprintln!(
+            "ssi-corpus: no program `{name}` (there are {})",
+            names.join(", ")
+        );
+        return ExitCode::FAILURE;
+    };
+    let case = case(program, Size::Long);
+    let mut line = Vec::new();
+    if let Some(files) = &case.sandbox {
+        for (file, data) in files {
+            let path = dir.join(file);
+            let written = path
+                .parent()
+                .map_or(Ok(()), std::fs::create_dir_all)
+                .and_then(|()| std::fs::write(&path, data));
+            if let Err(e) = written {
+                eprintln!("ssi-corpus: cannot write {}: {e}", path.display());
+                return ExitCode::FAILURE;
+            }
+        }
+        line.push(format!("--dir {}::{}", dir.display(), case.guest_dir));
+    }
+    for (host, guest) in &case.dirs {
+        line.push(format!("--dir {}::{guest}", host.display()));
+    }
+    for (k, v) in &case.env {
+        line.push(format!("--env {k}={v}"));
+    }
+    line.push(case.guest.display().to_string());
+    line.extend(case.args.iter().cloned());
+    println!("{}", line.join(" "));
+    if !case.stdin.is_empty() {
+        let path = dir.join("stdin");
+        if let Err(e) = std::fs::write(&path, &case.stdin) {
+            eprintln!("ssi-corpus: cannot write {}: {e}", path.display());
+            return ExitCode::FAILURE;
+        }
+        eprintln!("(its input is in {})", path.display());
     }
     ExitCode::SUCCESS
 }
