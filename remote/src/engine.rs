@@ -132,6 +132,10 @@ pub(crate) struct Completion {
 /// module's compilation begins.
 pub const WARM_UP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// How old a lock of [`Runtime::fill_cache`] may be before it is taken for
+/// one its filler left when it died.
+const FILL_STALE: std::time::Duration = std::time::Duration::from_secs(600);
+
 /// How a program's whole module is made (instrumenting again if need be).
 type MakeWhole = Box<dyn FnOnce() -> Result<Module, LoadError> + Send>;
 
@@ -193,6 +197,15 @@ impl Completion {
         self.ready.notify_all();
     }
 
+    /// Whether the compilation has begun and not ended.
+    fn is_underway(&self) -> bool {
+        self.make
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .is_none()
+            && !self.is_done()
+    }
+
     fn is_done(&self) -> bool {
         self.done
             .lock()
@@ -249,6 +262,8 @@ pub struct Runtime {
     /// The most the cache may hold, in bytes: past it, the entries used
     /// least recently go first.
     cache_max: Option<u64>,
+    /// The second steps of the programs loaded here (see [`Runtime::is_compiling`]).
+    completions: Mutex<Vec<std::sync::Weak<Completion>>>,
     fingerprint: u64,
 }
 
@@ -335,6 +350,7 @@ impl Runtime {
             cache_dir,
             cache_max: None,
             fingerprint: h.finish(),
+            completions: Default::default(),
         })
     }
 
@@ -349,6 +365,56 @@ impl Runtime {
     /// The engine of instrumented modules.
     pub fn engine(&self) -> &Engine {
         &self.engine
+    }
+
+    /// Whether the whole module of a program loaded here is compiling: a
+    /// process that ends now leaves it unfinished and uncached.
+    pub fn is_compiling(&self) -> bool {
+        self.completions
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .filter_map(std::sync::Weak::upgrade)
+            .any(|c| c.is_underway())
+    }
+
+    /// Compiles the whole module of `wasm` into the cache, unless it is
+    /// there or another process is compiling it: what a command that ended
+    /// while its whole module compiled leaves to a process of its own
+    /// (`ssirun --fill-cache`), so that the next launch starts on it.
+    /// Returns whether it compiled.
+    pub fn fill_cache(&self, wasm: &[u8]) -> Result<bool, LoadError> {
+        let hash = ModuleHash::of(wasm);
+        let (Some(whole), Some(lock)) = (
+            self.cache_path(&hash, "cwasm"),
+            self.cache_path(&hash, "filling"),
+        ) else {
+            return Ok(false);
+        };
+        if whole.exists() {
+            return Ok(false);
+        }
+        // A lock left by a filler that died is stale after a while.
+        let stale = std::fs::metadata(&lock)
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age > FILL_STALE);
+        if stale {
+            let _ = std::fs::remove_file(&lock);
+        }
+        if std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&lock)
+            .is_err()
+        {
+            return Ok(false);
+        }
+        let _unlock = scopeguard::guard((), |()| {
+            let _ = std::fs::remove_file(&lock);
+        });
+        self.load_whole(wasm).map(|_| true)
     }
 
     fn cache_path(&self, hash: &ModuleHash, kind: &str) -> Option<PathBuf> {
@@ -415,7 +481,7 @@ impl Runtime {
         let completion = |whole: Option<Vec<u8>>| {
             let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
             let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
-            Completion::new(&hash, move || {
+            let c = Completion::new(&hash, move || {
                 if let Some(module) = whole_path.as_ref().and_then(|p| cached(&engine, p)) {
                     return Ok(module);
                 }
@@ -430,7 +496,11 @@ impl Runtime {
                 let module = compile(&engine, &whole)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(module)
-            })
+            });
+            let mut known = self.completions.lock().unwrap_or_else(|p| p.into_inner());
+            known.retain(|c| c.strong_count() > 0);
+            known.push(Arc::downgrade(&c));
+            c
         };
         // The runnable part compiled by an earlier launch that ended before
         // the whole module was: the second step is made again.

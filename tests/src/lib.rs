@@ -153,6 +153,8 @@ pub struct Case {
     pub dirs: Vec<(PathBuf, String)>,
     /// How long `ssirun` may take (None: [`WAIT`]).
     pub limit: Option<std::time::Duration>,
+    /// The compiled-code cache `ssirun` uses (None: the user's).
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl Case {
@@ -192,6 +194,11 @@ impl Case {
     /// Lets `ssirun` take up to `limit` (a large module compiles first).
     pub fn within(mut self, limit: std::time::Duration) -> Self {
         self.limit = Some(limit);
+        self
+    }
+    /// Has `ssirun` keep compiled code in `dir` (`SSI_CACHE_DIR`).
+    pub fn cache_dir(mut self, dir: &Path) -> Self {
+        self.cache_dir = Some(dir.to_path_buf());
         self
     }
     /// Preopens host directory `host` as `guest` too.
@@ -240,6 +247,9 @@ impl Case {
             cmd.arg("--env").arg(format!("{k}={v}"));
         }
         cmd.arg(&self.guest).args(&self.args);
+        if let Some(dir) = &self.cache_dir {
+            cmd.env("SSI_CACHE_DIR", dir);
+        }
         cmd.env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
             .env_remove("SSI_CONNECT")

@@ -169,6 +169,51 @@ corpus_tests! {
     YOSYS: yosys_large_compiler_matches_wasmtime, yosys_large_compiler_moved_at_random_matches_wasmtime;
 }
 
+/// A run that ends while its whole module compiles (it ran past the warm-up,
+/// and ended before the compilation did) leaves the compilation to a
+/// process of its own: the cache soon holds the whole module, the runnable
+/// part is gone from it, and the next launch starts on it.
+#[test]
+fn a_run_ended_while_its_whole_module_compiled_leaves_it_to_the_cache() {
+    let cache = tempfile::tempdir().expect("cache dir");
+    let entries = || -> Vec<String> {
+        std::fs::read_dir(cache.path())
+            .map(|d| {
+                d.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let whole = |names: &[String]| {
+        names
+            .iter()
+            .any(|n| n.ends_with(".cwasm") && !n.ends_with(".runnable.cwasm"))
+    };
+    // resvg's long case runs about three seconds, and its whole module
+    // takes about four to compile once the first second has passed.
+    let case = case(&RESVG, Size::Long).cache_dir(cache.path());
+    let first = case.run_ssirun();
+    let reference = case.run_reference();
+    assert_same("resvg, its first run", &first, &reference);
+    let after = entries();
+    assert!(
+        !whole(&after),
+        "the whole module compiled within the run: this case no longer tests what is left: {after:?}"
+    );
+    wait_until("the whole module to be cached", FIRST_LOAD, || {
+        let now = entries();
+        whole(&now) && !now.iter().any(|n| n.ends_with(".filling"))
+    });
+    let now = entries();
+    assert!(
+        !now.iter().any(|n| n.ends_with(".runnable.cwasm")),
+        "{now:?}"
+    );
+    let second = case.run_ssirun();
+    assert_same("resvg, its next run", &second, &reference);
+}
+
 /// The corpus holds at least six programs in at least five languages.
 #[test]
 fn the_corpus_spans_six_programs_and_five_languages() {

@@ -70,8 +70,21 @@ fn bench(programs: &[(ssi_tests::corpus::Program, std::path::PathBuf)], runs: us
     println!("| --- | --- | --- | --- |");
     for (program, _) in programs {
         let case = case(program, Size::Long);
-        // Warm both: ssirun's cache and the reference's compiled module.
+        // Warm both: ssirun's cache (its whole module, compiled at once
+        // rather than left to a process of its own by a run that ended
+        // first) and the reference's compiled module.
         let expected = case.run_reference();
+        let filled = std::process::Command::new(ssi_tests::bin("ssirun"))
+            .arg("--fill-cache")
+            .arg(&case.guest)
+            .status();
+        if !filled.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "ssi-corpus: ssirun --fill-cache {} failed",
+                case.guest.display()
+            );
+            return ExitCode::FAILURE;
+        }
         let _ = case.run_ssirun();
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for _ in 0..runs {

@@ -68,6 +68,11 @@ struct Args {
     /// Where periodic checkpoints go: DIR/PID.ckpt, replaced atomically.
     #[arg(long, value_name = "DIR", requires = "checkpoint_every")]
     checkpoint_dir: Option<PathBuf>,
+    /// Compile MODULE's whole instrumented module into the cache and end
+    /// (what a run that ended while it compiled leaves to a process of its
+    /// own, so that the next launch starts on it).
+    #[arg(long, hide = true, conflicts_with_all = ["restore", "connect", "no_cache"])]
+    fill_cache: bool,
     /// The WebAssembly module (binary or text) to run.
     #[arg(required_unless_present = "restore")]
     module: Option<PathBuf>,
@@ -611,6 +616,22 @@ async fn follow(
 }
 
 fn run(args: Args) -> Result<Outcome> {
+    if args.fill_cache {
+        let module = args
+            .module
+            .as_ref()
+            .context("--fill-cache: give a module")?;
+        let name = module.display().to_string();
+        let bytes =
+            std::fs::read(module).with_context(|| format!("cannot read module `{name}`"))?;
+        let wasm = ssi_remote::assemble(&bytes).with_context(|| format!("`{name}`"))?;
+        let runtime =
+            Runtime::new(ssi_remote::default_cache_dir()).context("cannot start the compiler")?;
+        runtime
+            .fill_cache(&wasm)
+            .with_context(|| format!("cannot compile `{name}`"))?;
+        return Ok(Outcome::Exited(0));
+    }
     let periodic = periodic(&args)?;
     let start = match (&args.restore, &args.module) {
         (Some(file), _) => {
@@ -639,6 +660,7 @@ fn run(args: Args) -> Result<Outcome> {
     {
         return run_on_private_node(cache, start, periodic);
     }
+    let caching = cache.is_some();
     let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
     let node = Node::new(EMBEDDED_NODE, runtime).context("cannot start the embedded node")?;
     let (process, module_name) = match start {
@@ -678,6 +700,15 @@ fn run(args: Args) -> Result<Outcome> {
             eprintln!("ssirun: checkpoint of process {pid} failed: {e:#}");
         }
     });
+    // A program that ran past its warm-up but ended before its whole module
+    // was compiled: the compilation goes on in a process of its own, and
+    // the next launch starts on it.
+    if caching
+        && node.runtime().is_compiling()
+        && let Some(module) = &args.module
+    {
+        fill_cache_later(module);
+    }
     if let Some(signal) = finished.signal {
         return Ok(Outcome::Signaled(signal.number()));
     }
@@ -689,6 +720,25 @@ fn run(args: Args) -> Result<Outcome> {
         // Frozen bodies are resumed by `run_checkpointing`.
         Exit::Frozen => Outcome::Lost("the process was frozen with nowhere to go".into()),
     })
+}
+
+/// Starts `ssirun --fill-cache MODULE` on its own: detached from this
+/// terminal and its streams, in a process group of its own, not waited for.
+fn fill_cache_later(module: &std::path::Path) {
+    use std::os::unix::process::CommandExt;
+    let Ok(exe) = std::env::current_exe() else {
+        return;
+    };
+    let started = std::process::Command::new(exe)
+        .arg("--fill-cache")
+        .arg(module)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .process_group(0)
+        .spawn();
+    // It outlives this process, whose end hands it to the system's reaper.
+    drop(started);
 }
 
 /// Runs the process on a node of this process's own, reached through a Unix
