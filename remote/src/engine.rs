@@ -48,6 +48,8 @@ pub enum LoadError {
     Invalid(String),
     #[error("cannot set up the WebAssembly engine: {0}")]
     Engine(String),
+    #[error("cannot use the compiled-code cache: {0}")]
+    Cache(String),
 }
 
 /// A module ready to instantiate: compiled, instrumented for freezing when it
@@ -393,6 +395,9 @@ impl Runtime {
         };
         if whole.exists() {
             return Ok(false);
+        }
+        if let Some(dir) = lock.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| LoadError::Cache(e.to_string()))?;
         }
         // A lock left by a filler that died is stale after a while.
         let stale = std::fs::metadata(&lock)
