@@ -483,21 +483,16 @@ impl Runtime {
         // The second step, whose module another process may have cached
         // by the time it begins.
         let max = self.cache_max;
-        let completion = |whole: Option<Vec<u8>>| {
+        let completion = || {
             let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
             let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
             let c = Completion::new(&hash, move || {
                 if let Some(module) = whole_path.as_ref().and_then(|p| cached(&engine, p)) {
                     return Ok(module);
                 }
-                let whole = match whole {
-                    Some(whole) => whole,
-                    None => {
-                        crate::instrument::instrument(&wasm)
-                            .map_err(|e| LoadError::Invalid(e.to_string()))?
-                            .wasm
-                    }
-                };
+                let whole = crate::instrument::instrument(&wasm)
+                    .map_err(|e| LoadError::Invalid(e.to_string()))?
+                    .wasm;
                 let module = compile(&engine, &whole)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(module)
@@ -514,27 +509,34 @@ impl Runtime {
             .filter(|_| !whole)
             .and_then(|p| cached(&self.engine, p))
         {
-            return Ok(program(module, None, Some(completion(None))));
+            return Ok(program(module, None, Some(completion())));
         }
-        // Validate first: a malformed module is named as wasmparser (what
-        // wasmtime validates with) finds it, not as the instrumentation does.
-        wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
-            .validate_all(wasm)
-            .map_err(|e| LoadError::Invalid(e.to_string()))?;
-        match crate::instrument::instrument(wasm) {
-            Ok(instrumented) if whole => {
-                let module = compile(&self.engine, &instrumented.wasm)?;
+        // The instrumenter validates the module as it reads it; a module it
+        // refuses is validated whole before it is called unfreezable, so that
+        // a malformed one is named as wasmparser (what wasmtime validates
+        // with) finds it, not as the instrumentation does.
+        let instrumented = if whole {
+            crate::instrument::instrument(wasm).map(|i| (i.wasm, true))
+        } else {
+            // A first launch makes only the runnable part: the whole module
+            // is instrumented again by the second step.
+            crate::instrument::instrument_runnable(wasm).map(|r| (r, false))
+        };
+        if instrumented.is_err() {
+            wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
+                .validate_all(wasm)
+                .map_err(|e| LoadError::Invalid(e.to_string()))?;
+        }
+        match instrumented {
+            Ok((whole, true)) => {
+                let module = compile(&self.engine, &whole)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(program(module, None, None))
             }
-            Ok(instrumented) => {
-                let module = compile(&self.engine, &instrumented.runnable)?;
+            Ok((runnable, false)) => {
+                let module = compile(&self.engine, &runnable)?;
                 cache_module(runnable_path.as_deref(), &module, max);
-                Ok(program(
-                    module,
-                    None,
-                    Some(completion(Some(instrumented.wasm))),
-                ))
+                Ok(program(module, None, Some(completion())))
             }
             Err(why) => {
                 tracing::info!(module = %hash, reason = %why, "not freezable");

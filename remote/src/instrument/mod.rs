@@ -602,10 +602,26 @@ fn plan(s: &mut Survey<'_>) {
 
 /// Instruments `wasm` (binary) for freezing.
 pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
-    instrument_with(wasm, true)
+    instrument_with(wasm, true, true)
 }
 
-fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, InstrumentError> {
+/// Only [`Instrumented::runnable`]: what a first launch waits for, without
+/// the rewind copies (two thirds of the rewriting), which the whole
+/// module's compilation makes later with [`instrument`]. The same module
+/// as `instrument(wasm)?.runnable`.
+pub fn instrument_runnable(wasm: &[u8]) -> Result<Vec<u8>, InstrumentError> {
+    Ok(instrument_with(wasm, true, false)?.runnable)
+}
+
+/// Instruments `wasm`: its runnable part, and with `whole` its whole module
+/// too (else `Instrumented::wasm` is empty). Every fast copy is made before
+/// any rewind copy, so that the helpers they use (`Savers`, numbered as
+/// first asked for) have the same indices with or without the rewind copies.
+fn instrument_with(
+    wasm: &[u8],
+    counted_polls: bool,
+    whole: bool,
+) -> Result<Instrumented, InstrumentError> {
     let mut s = survey(wasm)?;
     plan(&mut s);
     s.plan.counted_polls = counted_polls;
@@ -622,8 +638,17 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
         s.plan.types.len() as u32,
         s.plan.func_types.len() as u32 + n_rewinds,
     ));
+    let too_large = |f: &wasm_encoder::Function| -> Result<(), InstrumentError> {
+        let len = f.byte_len();
+        if len > MAX_FUNCTION_SIZE {
+            return Err(unsupported(format!(
+                "a function would be {len} bytes once instrumented, past the engine's limit of {MAX_FUNCTION_SIZE}"
+            )));
+        }
+        Ok(())
+    };
     let mut fast = Vec::with_capacity(s.bodies.len());
-    let mut rewinds = Vec::new();
+    let mut instrumenters = Vec::new();
     for (i, body) in s.bodies.iter().enumerate() {
         if !s.plan.unwindable[i] {
             fast.push(None);
@@ -634,18 +659,31 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
             .func_sig(body.index)
             .ok_or_else(|| parse_error("a function of no function type"))?;
         let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
-        let (f, r) = (ins.fast()?, ins.rewind()?);
-        if let Some(len) = [f.byte_len(), r.byte_len()]
-            .into_iter()
-            .find(|n| *n > MAX_FUNCTION_SIZE)
-        {
-            return Err(unsupported(format!(
-                "a function would be {len} bytes once instrumented, past the engine's limit of {MAX_FUNCTION_SIZE}"
-            )));
+        let f = ins.fast()?;
+        too_large(&f)?;
+        // A rewind copy is 3 to 5 times its fast copy: a large function's is
+        // made even for the runnable part alone, to refuse now (as not
+        // freezable) a module whose whole one the engine would not take.
+        if !whole && f.byte_len() > MAX_FUNCTION_SIZE / 16 {
+            too_large(&ins.rewind()?)?;
         }
         fast.push(Some(f));
-        rewinds.push((body.index, body.type_index, r));
+        instrumenters.push(ins);
     }
+    // (original index, type, rewind copy: none when only the runnable part
+    // is made, whose rewind copies are stubs).
+    let mut rewinds = Vec::with_capacity(instrumenters.len());
+    for ins in &instrumenters {
+        let r = if whole {
+            let r = ins.rewind()?;
+            too_large(&r)?;
+            Some(r)
+        } else {
+            None
+        };
+        rewinds.push((ins.body.index, ins.body.type_index, r));
+    }
+    drop(instrumenters);
     let globals = s
         .globals
         .iter()
@@ -672,7 +710,7 @@ fn instrument_with(wasm: &[u8], counted_polls: bool) -> Result<Instrumented, Ins
         Ok(module.finish())
     };
     Ok(Instrumented {
-        wasm: assemble(false)?,
+        wasm: if whole { assemble(false)? } else { Vec::new() },
         runnable: assemble(true)?,
         memories: s.memories,
         globals,
@@ -696,7 +734,7 @@ struct Assembler<'s, 'a> {
     savers: &'s Savers,
     fast: &'s [Option<wasm_encoder::Function>],
     /// (original index, type, rewind copy), in order.
-    rewinds: &'s [(u32, u32, wasm_encoder::Function)],
+    rewinds: &'s [(u32, u32, Option<wasm_encoder::Function>)],
     /// Rewind copies are stubs (see [`Instrumented::runnable`]).
     stubs: bool,
     rewind_start: Option<u32>,
@@ -897,7 +935,10 @@ impl Reencode for Assembler<'_, '_> {
         }
         let stub = stub();
         for (_, _, f) in self.rewinds {
-            code.function(if self.stubs { &stub } else { f });
+            code.function(match f {
+                Some(f) if !self.stubs => f,
+                _ => &stub,
+            });
         }
         for i in 0..self.savers.list.len() {
             code.function(&self.savers.body(i, self.consts));

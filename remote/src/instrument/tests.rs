@@ -139,7 +139,7 @@ fn tortured(wasm: &[u8], unwind_reads: bool) -> (Vec<i64>, usize) {
 
 /// As [`tortured`]; `counted: false` has every loop header read the flag.
 fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, usize) {
-    let ins = instrument_with(wasm, counted).expect("instrumented");
+    let ins = instrument_with(wasm, counted, true).expect("instrumented");
     validate(&ins.wasm);
     let engine = engine();
     let module = Module::new(&engine, &ins.wasm).expect("module");
@@ -222,6 +222,12 @@ fn same_when_tortured(text: &str) -> usize {
     let wasm = wat(text);
     let expected = reference(&wasm);
     assert!(!expected.is_empty());
+    // A first launch makes the runnable part alone: the same module.
+    let both = instrument(&wasm).expect("instrumented");
+    assert!(
+        instrument_runnable(&wasm).expect("runnable") == both.runnable,
+        "the runnable part made alone differs"
+    );
     let (out, moves) = tortured_with(&wasm, false, false);
     assert_eq!(out, expected, "unwound at every poll point");
     let (out, _) = tortured_with(&wasm, true, false);
