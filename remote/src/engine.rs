@@ -331,13 +331,14 @@ impl Runtime {
         config.max_wasm_stack(WASM_STACK);
         // (Checked against, though bodies do not run on fibers.)
         config.async_stack_size(BODY_THREAD_STACK);
-        // Memories are plain anonymous memory, their data segments written
-        // in: a page the kernel never mapped is then a page of zeros, which
-        // images leave out without reading it (a page mapped from the
-        // module's image would hold data unmapped).
-        config.memory_init_cow(false);
+        // Memories start as wasmtime maps them: their data segments from the
+        // module's image, copied on write (without it, wasmtime compiles a
+        // function that writes every segment, which doubles the compile of a
+        // module with many, as Go's and Python's). A page of that image the
+        // body never touched is not mapped yet holds data: images read every
+        // page of a memory's first extent whatever the kernel says (see
+        // `Body::fresh`), and skip unmapped pages only past it.
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
-        config.memory_init_cow(true);
         config.epoch_interruption(interruptible);
         let fallback = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();

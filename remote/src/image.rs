@@ -1,5 +1,5 @@
 //! A body and its ghost image: `Body::write_image` writes a frozen body's
-//! memories (their pages straight from the instance, unmapped ones skipped),
+//! memories (their pages straight from the instance, unmapped ones past the first extent skipped),
 //! globals, unwound stack, clocks and times (`ImageStats` says how much), and
 //! `Body::restore`/`fill` read an image into a fresh instance of the same
 //! module, mapping pages ahead of the reader so the kernel faults them in
@@ -12,7 +12,7 @@ use crate::clock::BodyClock;
 use crate::ctx::set_i32;
 use crate::engine::{Program, Runtime};
 use crate::ghost::{
-    GhostError, GlobalValue, ImageReader, ImageWriter, PAGE, Part, Section, page_runs,
+    GhostError, GlobalValue, ImageReader, ImageWriter, PAGE, Part, Section, page_runs_past,
 };
 use crate::instrument::memory_export;
 use crate::link::DeputyLink;
@@ -29,12 +29,12 @@ pub struct ImageStats {
 }
 
 /// Puts an image's runs into a fresh instance's memory: the first
-/// `dirty_pages` (its data segments) are cleared where no run covers them.
+/// `dirty_pages` (its data segments, mapped from the module copied on
+/// write: a page holds data before the kernel maps it, so each is read) are
+/// cleared where no run covers them.
 pub(crate) struct IntoMemory<'a> {
     pub(crate) data: &'a mut [u8],
     pub(crate) dirty_pages: usize,
-    /// Which of those the kernel mapped (the others are zeros).
-    pub(crate) mapped: Option<Vec<bool>>,
     /// The page after the last run.
     pub(crate) next: usize,
     /// How far the runs have come (for a helper mapping ahead of them).
@@ -44,13 +44,9 @@ pub(crate) struct IntoMemory<'a> {
 }
 
 impl IntoMemory<'_> {
-    /// Clears the data-segment pages from `next` up to `to` that are not zero
-    /// (pages the kernel never mapped are).
+    /// Clears the data-segment pages from `next` up to `to` that are not zero.
     pub(crate) fn clear(&mut self, to: usize) {
         for page in self.next..to.min(self.dirty_pages) {
-            if self.mapped.as_ref().is_some_and(|m| !m[page]) {
-                continue;
-            }
             let range = page * PAGE..((page + 1) * PAGE).min(self.data.len());
             if self.data[range.clone()].iter().any(|b| *b != 0) {
                 self.data[range].fill(0);
@@ -307,7 +303,6 @@ impl Body {
         let fresh = self.fresh.get(index).copied().unwrap_or(0);
         let data = m.data_mut(&mut self.store);
         let dirty_pages = fresh.min(data.len()).div_ceil(PAGE);
-        let mapped = crate::ghost::mapped_pages(&data[..dirty_pages * PAGE]);
         // The runs, to be mapped.
         let runs: Vec<(usize, usize)> = image
             .runs()
@@ -320,7 +315,6 @@ impl Body {
         let mut sink = IntoMemory {
             data,
             dirty_pages,
-            mapped,
             next: 0,
             reached: &reached,
             helped: &helped,
@@ -422,7 +416,8 @@ impl Body {
         for (i, m) in memories.iter().enumerate() {
             let data = m.data(store);
             memory += data.len() as u64;
-            out.memory(i as u32, &page_runs(data), compress)
+            let fresh = self.fresh.get(i).copied().unwrap_or(usize::MAX);
+            out.memory(i as u32, &page_runs_past(data, fresh), compress)
                 .map_err(io)?;
         }
         let (w, bytes) = out.finish().map_err(io)?;

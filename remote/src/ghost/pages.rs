@@ -27,10 +27,20 @@ impl PageRuns<'_> {
 /// kernel never mapped (nor swapped out) are zero without being read, which
 /// would map them: the kernel says which through `/proc/self/pagemap`.
 pub fn page_runs(memory: &[u8]) -> PageRuns<'_> {
+    page_runs_past(memory, 0)
+}
+
+/// As [`page_runs`], reading every page of the first `read_below` bytes
+/// whether the kernel mapped it or not: a memory's first extent may be
+/// mapped from its module's data, copied on write, whose pages hold data
+/// before they are mapped.
+pub fn page_runs_past(memory: &[u8], read_below: usize) -> PageRuns<'_> {
     let pages = memory.len().div_ceil(PAGE);
     let page = |i: usize| &memory[i * PAGE..((i + 1) * PAGE).min(memory.len())];
     let mapped = mapped_pages(memory);
-    let maybe_data = |i: usize| mapped.as_ref().is_none_or(|m| m[i]) && !is_zero(page(i));
+    let below = read_below.div_ceil(PAGE);
+    let maybe_data =
+        |i: usize| (i < below || mapped.as_ref().is_none_or(|m| m[i])) && !is_zero(page(i));
     let mut runs = Vec::new();
     let mut i = 0;
     while i < pages {
