@@ -1053,29 +1053,4 @@ mod tests {
         assert!(matches!(body.run(), Exit::Status(0)));
         assert_eq!(*out.lock().expect("out"), b"000");
     }
-
-    /// A data segment's page the body never touched (mapped from the
-    /// module's image only when read) is in its image all the same, and a
-    /// restored body finds it there.
-    #[test]
-    fn a_data_page_never_touched_is_kept_by_the_image() {
-        let guest = r#"(module
-            (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
-            (memory (export "memory") 4)
-            (data (i32.const 140000) "XYZ")
-            (func (export "_start") (local $n i32)
-                (local.set $n (i32.const 200000000))
-                (loop $l (br_if $l (local.tee $n (i32.sub (local.get $n) (i32.const 1)))))
-                (i32.store (i32.const 0) (i32.const 140000))
-                (i32.store (i32.const 4) (i32.const 3))
-                (drop (call $write (i32.const 1) (i32.const 0) (i32.const 1) (i32.const 8)))))"#;
-        let runtime = Runtime::new(None).expect("engine");
-        let program = runtime.load(guest.as_bytes()).expect("program");
-        let out = Arc::new(StdMutex::new(Vec::new()));
-        let image = frozen_after(&program, &out, Duration::from_millis(20));
-        let mut body = Body::restore(&runtime, &program, &image, Box::new(Recorder(out.clone())))
-            .expect("restore");
-        assert!(matches!(body.run(), Exit::Status(0)));
-        assert_eq!(*out.lock().expect("out"), b"XYZ");
-    }
 }
