@@ -39,7 +39,7 @@ pub use rpc::{
     run_connection, thread_runtime,
 };
 pub use status::NodeStatus;
-pub use wire::{ExitReport, read_exit, write_exit};
+pub use wire::{ExitReport, memory_limit_wire, read_exit, write_exit};
 
 /// The default Unix socket of the local node: `$SSI_SOCKET`, else
 /// `$XDG_RUNTIME_DIR/ssi/node.sock`, else `/tmp/ssi-$UID/node.sock`.

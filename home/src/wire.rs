@@ -860,7 +860,6 @@ pub fn text(t: capnp::Result<capnp::text::Reader<'_>>) -> Result<String, Error> 
     t?.to_string().map_err(|_| bad("text is not UTF-8"))
 }
 
-/// Fills a list of texts.
 /// A memory limit on the wire (`maxMemorySize`): all ones is none.
 pub fn memory_limit(wire: u64) -> Option<u64> {
     (wire != u64::MAX).then_some(wire)
@@ -871,6 +870,7 @@ pub fn memory_limit_wire(limit: Option<u64>) -> u64 {
     limit.unwrap_or(u64::MAX)
 }
 
+/// Fills a list of texts.
 pub fn set_texts(mut l: capnp::text_list::Builder<'_>, items: &[String]) {
     for (i, s) in items.iter().enumerate() {
         l.set(i as u32, s);

@@ -54,7 +54,8 @@ impl ResourceLimiter for MemoryGauge {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        // The unwind stack is the instrumentation's, not the guest's.
+        // The flag and the unwind stack are the instrumentation's, not the
+        // guest's.
         if instrument::own_memory(maximum) {
             return Ok(true);
         }

@@ -388,15 +388,15 @@ impl Runtime {
     /// Returns whether it compiled.
     pub fn fill_cache(&self, wasm: &[u8]) -> Result<bool, LoadError> {
         let hash = ModuleHash::of(wasm);
-        let (Some(whole), Some(lock)) = (
-            self.cache_path(&hash, "cwasm"),
-            self.cache_path(&hash, "filling"),
-        ) else {
+        let Some(whole) = self.cache_path(&hash, "cwasm") else {
             return Ok(false);
         };
         if whole.exists() {
             return Ok(false);
         }
+        // Hidden: not an entry of the cache, which eviction would count.
+        let stem = whole.file_stem().unwrap_or_default().to_string_lossy();
+        let lock = whole.with_file_name(format!(".{stem}.filling"));
         if let Some(dir) = lock.parent() {
             std::fs::create_dir_all(dir).map_err(|e| LoadError::Cache(e.to_string()))?;
         }
@@ -517,11 +517,11 @@ impl Runtime {
         // a malformed one is named as wasmparser (what wasmtime validates
         // with) finds it, not as the instrumentation does.
         let instrumented = if whole {
-            crate::instrument::instrument(wasm).map(|i| (i.wasm, true))
+            crate::instrument::instrument(wasm).map(|i| i.wasm)
         } else {
             // A first launch makes only the runnable part: the whole module
             // is instrumented again by the second step.
-            crate::instrument::instrument_runnable(wasm).map(|r| (r, false))
+            crate::instrument::instrument_runnable(wasm)
         };
         if instrumented.is_err() {
             wasmparser::Validator::new_with_features(wasmparser::WasmFeatures::all())
@@ -529,12 +529,12 @@ impl Runtime {
                 .map_err(|e| LoadError::Invalid(e.to_string()))?;
         }
         match instrumented {
-            Ok((whole, true)) => {
-                let module = compile(&self.engine, &whole)?;
+            Ok(instrumented) if whole => {
+                let module = compile(&self.engine, &instrumented)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
                 Ok(program(module, None, None))
             }
-            Ok((runnable, false)) => {
+            Ok(runnable) => {
                 let module = compile(&self.engine, &runnable)?;
                 cache_module(runnable_path.as_deref(), &module, max);
                 Ok(program(module, None, Some(completion())))

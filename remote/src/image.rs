@@ -1,6 +1,7 @@
 //! A body and its ghost image: `Body::write_image` writes a frozen body's
-//! memories (their pages straight from the instance, unmapped ones past the first extent skipped),
-//! globals, unwound stack, clocks and times (`ImageStats` says how much), and
+//! memories (their pages straight from the instance, unmapped ones past
+//! the first extent skipped), globals, unwound stack, clocks and times
+//! (`ImageStats` says how much), and
 //! `Body::restore`/`fill` read an image into a fresh instance of the same
 //! module, mapping pages ahead of the reader so the kernel faults them in
 //! once. The format itself is `ghost`'s.

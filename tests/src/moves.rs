@@ -1,7 +1,7 @@
 //! Moving a running process between nodes at random moments, as the tests
 //! that check a program goes on unaware do.
 
-use crate::{Cluster, WAIT, wait_until};
+use crate::{Cluster, Proc, WAIT, nodes_logs, wait_until};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// Asks node `from` to move process `pid` to node `to`; the migration report,
@@ -13,6 +13,32 @@ pub fn try_migrate(
     to: usize,
 ) -> Result<serde_json::Value, String> {
     try_migrate_within(cluster, from, pid, to, WAIT)
+}
+
+/// Moves a process whose `ssirun` is `child`: the migration report; if the
+/// move fails, the test fails saying how that `ssirun` ended (killed first,
+/// so that one waiting for input does not hold the test) and what the nodes
+/// logged.
+pub fn migrate_or_explain(
+    cluster: &Cluster,
+    child: &mut Proc,
+    from: usize,
+    pid: u64,
+    to: usize,
+) -> serde_json::Value {
+    match try_migrate(cluster, from, pid, to) {
+        Ok(r) => r,
+        Err(e) => {
+            child.kill();
+            let ended = child.wait();
+            panic!(
+                "{e}\nssirun ended with {}: {}\nnode logs:\n{}",
+                ended.status,
+                String::from_utf8_lossy(&ended.stderr),
+                nodes_logs()
+            );
+        }
+    }
 }
 
 /// As [`try_migrate`], allowed `limit` (the first move to a node of a

@@ -3,8 +3,8 @@
 //! to another node, and goes on there as if nothing happened.
 
 use ssi_tests::{
-    Case, Cluster, Proc, WAIT, assert_same, bin, guest, move_until_it_ends, shell_status,
-    try_migrate, wait_until,
+    Case, Cluster, Proc, WAIT, assert_same, bin, guest, migrate_or_explain, move_until_it_ends,
+    shell_status, try_migrate, wait_until,
 };
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -39,29 +39,6 @@ fn start_module(
 /// The pid of the one process whose command mentions `what`, once it shows.
 fn pid_of(cluster: &Cluster, what: &str) -> u64 {
     cluster.pid_of(1, &format!("a process `{what}`"), |c| c.contains(what))
-}
-
-/// Moves a process; if that fails, says how its `ssirun` ended.
-fn migrate_or_explain(
-    cluster: &Cluster,
-    child: &mut Proc,
-    from: usize,
-    pid: u64,
-    to: usize,
-) -> serde_json::Value {
-    match try_migrate(cluster, from, pid, to) {
-        Ok(r) => r,
-        Err(e) => {
-            child.kill();
-            let ended = child.wait();
-            panic!(
-                "{e}\nssirun ended with {}: {}\nnode logs:\n{}",
-                ended.status,
-                String::from_utf8_lossy(&ended.stderr),
-                ssi_tests::nodes_logs()
-            );
-        }
-    }
 }
 
 /// A number field of the process's row in `ssictl ps --json`.

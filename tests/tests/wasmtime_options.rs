@@ -2,7 +2,7 @@
 //! wasmtime, wherever the body runs and after it moves; the others are
 //! refused by name.
 
-use ssi_tests::{Case, Cluster, Proc, bin, shell_status, try_migrate};
+use ssi_tests::{Case, Cluster, Proc, bin, migrate_or_explain, shell_status};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -109,18 +109,7 @@ fn unknown_imports_trap_goes_with_a_process_that_moves() {
     assert_eq!(child.line("its first line"), "ready");
     let pid = cluster.pid_of(1, "unknown_imports.wat", |c| c.contains("unknown_imports"));
     for (line, to) in [("a", 3), ("b", 1)] {
-        let report = match try_migrate(&cluster, 1, pid, to) {
-            Ok(r) => r,
-            Err(e) => {
-                let out = child.wait();
-                panic!(
-                    "{e}\nssirun ended with {}: {}{}",
-                    out.status,
-                    String::from_utf8_lossy(&out.stdout),
-                    String::from_utf8_lossy(&out.stderr)
-                );
-            }
-        };
+        let report = migrate_or_explain(&cluster, &mut child, 1, pid, to);
         assert_eq!(report["to"].as_u64(), Some(to as u64), "{report}");
         writeln!(stdin, "{line}").expect("write");
         stdin.flush().expect("flush");
@@ -274,14 +263,7 @@ fn max_memory_size_goes_with_a_process_that_moves_and_restarts() {
     let pid = cluster.pid_of(1, "grower.wat", |c| c.contains("grower"));
     writeln!(stdin, "g").expect("write");
     assert_eq!(child.line("the first growth, on node 2"), "grew");
-    if let Err(e) = try_migrate(&cluster, 1, pid, 3) {
-        let out = child.wait();
-        panic!(
-            "{e}\nssirun ended with {}: {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    migrate_or_explain(&cluster, &mut child, 1, pid, 3);
     writeln!(stdin, "g").expect("write");
     assert_eq!(child.line("the second growth, on node 3"), "grew");
     writeln!(stdin, "g").expect("write");

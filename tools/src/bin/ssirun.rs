@@ -525,7 +525,7 @@ fn run_on_node(
             s.set_node(node.unwrap_or(0));
             s.set_pin(program.pin);
             s.set_unknown_imports_trap(program.unknown_imports_trap);
-            s.set_max_memory_size(program.max_memory_size.unwrap_or(u64::MAX));
+            s.set_max_memory_size(ssi_home::memory_limit_wire(program.max_memory_size));
             let ttys = ttys();
             s.set_stdin_tty(ttys.stdin);
             s.set_stdout_tty(ttys.stdout);
@@ -621,9 +621,7 @@ fn run(args: Args) -> Result<Outcome> {
             .module
             .as_ref()
             .context("--fill-cache: give a module")?;
-        let name = module.display().to_string();
-        let bytes =
-            std::fs::read(module).with_context(|| format!("cannot read module `{name}`"))?;
+        let (name, bytes) = read_module(module)?;
         let wasm = ssi_remote::assemble(&bytes).with_context(|| format!("`{name}`"))?;
         let runtime =
             Runtime::new(ssi_remote::default_cache_dir()).context("cannot start the compiler")?;
@@ -764,10 +762,15 @@ fn run_on_private_node(
 }
 
 /// The module to launch, with its arguments, environment and directories.
+/// A module file's name, for messages, and its bytes.
+fn read_module(module: &std::path::Path) -> Result<(String, Vec<u8>)> {
+    let name = module.display().to_string();
+    let bytes = std::fs::read(module).with_context(|| format!("cannot read module `{name}`"))?;
+    Ok((name, bytes))
+}
+
 fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
-    let module_name = module.display().to_string();
-    let bytes =
-        std::fs::read(module).with_context(|| format!("cannot read module `{module_name}`"))?;
+    let (module_name, bytes) = read_module(module)?;
     let preopens = args
         .dirs
         .iter()
