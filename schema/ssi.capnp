@@ -160,11 +160,21 @@ interface Peer {
   # Drains this node (moves every body it can off, and takes no new ones)
   # or undrains it. `stayed` says why each body that stays could not move.
 
-  loadModule @9 (module :Data, whole :Bool) -> ();
+  loadModule @9 (module :Data, whole :Bool, holders :List(UInt16)) -> ();
   # Loads (instruments and compiles) a module, to hold it for bodies to
   # come: a home sends it before it moves a process here, so that the move
   # does not wait for the compilation. Answered once its runnable part is
   # compiled, or with `whole`, once the whole module is (see hasModule).
+  # A node that lacks the module's compiled code first asks `holders`, the
+  # nodes that may hold it, for theirs (see compiledModule): a cluster
+  # compiles each module once.
+
+  compiledModule @13 (hash :Data, fingerprint :UInt64) -> (code :Data, notFreezable :Text);
+  # The whole compiled code of the module with this SHA-256
+  # (`Module::serialize`), if this node holds it and its runtime has this
+  # fingerprint (the same engine configuration, CPU features and versions);
+  # else `code` is empty. `notFreezable`, when not empty, says why the
+  # module cannot be frozen: the code is of the module as it is.
 
   # A body redeems its deputy's sturdy reference (`BodyLaunch.home`, `pid`,
   # `secret`) on a connection of its own: see `DeputyHello`.

@@ -50,6 +50,20 @@ pub enum LoadError {
     Engine(String),
     #[error("cannot use the compiled-code cache: {0}")]
     Cache(String),
+    #[error("cannot use the code a peer compiled: {0}")]
+    Shared(String),
+}
+
+/// A module's compiled code as one node hands it to another of the same
+/// [`Runtime::fingerprint`], so that a cluster compiles each module once
+/// (see [`Runtime::shared_code`], [`Runtime::adopt`]).
+pub struct SharedCode {
+    /// `Module::serialize` of the whole instrumented module, or of the
+    /// module as it is when it cannot be frozen.
+    pub code: Vec<u8>,
+    /// Why it cannot be frozen: then `code` is for the engine of such
+    /// modules.
+    pub not_freezable: Option<String>,
 }
 
 /// A module ready to instantiate: compiled, instrumented for freezing when it
@@ -421,6 +435,98 @@ impl Runtime {
             let _ = std::fs::remove_file(&lock);
         });
         self.load_whole(wasm).map(|_| true)
+    }
+
+    /// What the code this runtime compiles depends on: the engine's
+    /// configuration and the CPU features its compiler targets (wasmtime's
+    /// compatibility hash), whether it is interruptible, and the versions
+    /// of ssi and of its instrumentation. Compiled code is shared only
+    /// between runtimes of the same fingerprint (and wasmtime checks it
+    /// again as it loads it).
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Whether a load of the module of `hash` would find its compiled code
+    /// (whole) in the cache.
+    pub fn has_code(&self, hash: &ModuleHash) -> bool {
+        let exists = |kind| self.cache_path(hash, kind).is_some_and(|p| p.exists());
+        exists("cwasm") || (exists("plain.cwasm") && exists("why"))
+    }
+
+    /// The whole compiled code of the module of `hash`, for a node of the
+    /// same fingerprint that lacks it: from the cache, else serialized from
+    /// `held` (the program loaded here) once its whole module is compiled.
+    /// None when this node has only the runnable part, or nothing.
+    pub fn shared_code(&self, hash: &ModuleHash, held: Option<&Program>) -> Option<SharedCode> {
+        let read = |kind| {
+            self.cache_path(hash, kind)
+                .and_then(|p| std::fs::read(p).ok())
+        };
+        if let Some(code) = read("cwasm") {
+            return Some(SharedCode {
+                code,
+                not_freezable: None,
+            });
+        }
+        if let (Some(code), Some(why)) = (read("plain.cwasm"), read("why")) {
+            return Some(SharedCode {
+                code,
+                not_freezable: Some(String::from_utf8_lossy(&why).into_owned()),
+            });
+        }
+        let held = held.filter(|p| p.is_complete())?.current();
+        match held.module.serialize() {
+            Ok(code) => Some(SharedCode {
+                code,
+                not_freezable: held.not_freezable.clone(),
+            }),
+            Err(e) => {
+                tracing::warn!(module = %hash, error = %one_line(&e), "cannot serialize compiled module");
+                None
+            }
+        }
+    }
+
+    /// The program of `wasm` from code a node of the same fingerprint
+    /// compiled ([`Runtime::shared_code`]), kept in the cache as if it had
+    /// been compiled here. Code that is not for this engine (another CPU,
+    /// another configuration, damaged on the way) is refused, and nothing
+    /// is cached.
+    pub fn adopt(&self, wasm: &[u8], shared: &SharedCode) -> Result<Program, LoadError> {
+        let hash = ModuleHash::of(wasm);
+        let engine = match shared.not_freezable {
+            None => &self.engine,
+            Some(_) => &self.fallback,
+        };
+        // SAFETY: the code comes from a node of this cluster, trusted as the
+        // compiler of the bodies it runs; wasmtime checks its header, its
+        // version, and that the engine's configuration and this CPU's
+        // features are those it was compiled for.
+        let module = unsafe { Module::deserialize(engine, &shared.code) }
+            .map_err(|e| LoadError::Shared(one_line(&e)))?;
+        match &shared.not_freezable {
+            None => {
+                if let Some(p) = self.cache_path(&hash, "cwasm") {
+                    store_atomically(&p, &shared.code, self.cache_max);
+                }
+            }
+            Some(why) => {
+                if let Some(w) = self.cache_path(&hash, "why") {
+                    store_atomically(&w, why.as_bytes(), None);
+                }
+                if let Some(p) = self.cache_path(&hash, "plain.cwasm") {
+                    store_atomically(&p, &shared.code, self.cache_max);
+                }
+            }
+        }
+        Ok(Program {
+            hash,
+            module,
+            not_freezable: shared.not_freezable.clone(),
+            linked: Default::default(),
+            completion: None,
+        })
     }
 
     fn cache_path(&self, hash: &ModuleHash, kind: &str) -> Option<PathBuf> {
@@ -902,5 +1008,81 @@ mod tests {
         );
         let again = rt.load(text).expect("from cache");
         assert_eq!(again.not_freezable, p.not_freezable);
+    }
+
+    #[test]
+    fn code_one_node_compiled_is_adopted_by_another_of_the_same_fingerprint_and_checked() {
+        let (here, there) = (
+            tempfile::tempdir().expect("dir"),
+            tempfile::tempdir().expect("dir"),
+        );
+        let a = Runtime::interruptible(Some(here.path().to_path_buf())).expect("engine");
+        let b = Runtime::interruptible(Some(there.path().to_path_buf())).expect("engine");
+        assert_eq!(a.fingerprint(), b.fingerprint());
+        let wasm =
+            assemble(b"(module (func $f (loop (br 0))) (func (export \"_start\") (call $f)))")
+                .expect("wat")
+                .into_owned();
+        let hash = ModuleHash::of(&wasm);
+        // Only the runnable part: nothing to share yet.
+        let held = a.load(&wasm).expect("compiled");
+        assert!(a.shared_code(&hash, None).is_none());
+        let whole = held.complete().expect("whole");
+        // Whole: from the program held, and from the cache once written.
+        assert!(a.shared_code(&hash, Some(&whole)).is_some());
+        wait_for(|| a.has_code(&hash));
+        let shared = a.shared_code(&hash, None).expect("from the cache");
+        assert!(!b.has_code(&hash));
+        let adopted = b.adopt(&wasm, &shared).expect("adopted");
+        assert!(adopted.is_complete() && adopted.freezable());
+        assert!(
+            adopted
+                .module
+                .get_export(crate::instrument::REWIND)
+                .is_some()
+        );
+        assert!(b.has_code(&hash));
+        assert!(b.load(&wasm).expect("from the cache").is_complete());
+
+        // Damaged on the way: refused, nothing cached.
+        let c = tempfile::tempdir().expect("dir");
+        let fresh = Runtime::interruptible(Some(c.path().to_path_buf())).expect("engine");
+        let mut damaged = SharedCode {
+            code: shared.code.clone(),
+            not_freezable: None,
+        };
+        damaged.code.truncate(damaged.code.len() / 2);
+        assert!(matches!(
+            fresh.adopt(&wasm, &damaged),
+            Err(LoadError::Shared(_))
+        ));
+        assert!(!fresh.has_code(&hash));
+
+        // A module that cannot be frozen is shared with its reason, and code
+        // for another engine configuration (epoch checks, compiled by an
+        // interruptible runtime) is refused by one without them, whose
+        // fingerprint differs.
+        let plain = assemble(b"(module (func $f (return_call $f)) (func (export \"_start\")))")
+            .expect("wat")
+            .into_owned();
+        let plain_hash = ModuleHash::of(&plain);
+        let p = a.load(&plain).expect("compiled as it is");
+        let shared = a.shared_code(&plain_hash, Some(&p)).expect("shared");
+        assert!(
+            shared
+                .not_freezable
+                .as_deref()
+                .is_some_and(|w| w.contains("tail calls"))
+        );
+        let adopted = b.adopt(&plain, &shared).expect("adopted");
+        assert_eq!(adopted.not_freezable, p.not_freezable);
+        assert!(b.has_code(&plain_hash));
+        let other = Runtime::new(Some(c.path().to_path_buf())).expect("engine");
+        assert_ne!(other.fingerprint(), a.fingerprint());
+        assert!(matches!(
+            other.adopt(&plain, &shared),
+            Err(LoadError::Shared(_))
+        ));
+        assert!(!other.has_code(&plain_hash));
     }
 }

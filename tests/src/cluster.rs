@@ -110,7 +110,7 @@ impl Cluster {
             .arg("--socket")
             .arg(self.socket(id))
             .arg("--data-dir")
-            .arg(self.dir.path().join(format!("data{id}")));
+            .arg(self.data_dir(id));
         for other in peers {
             cmd.arg("--peer")
                 .arg(format!("{other}={}", self.address(*other)));
@@ -129,6 +129,11 @@ impl Cluster {
 
     pub fn address(&self, id: usize) -> String {
         format!("127.0.0.1:{}", self.ports[id - 1])
+    }
+
+    /// The node's data directory (its compiled-module cache is `modules` in it).
+    pub fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("data{id}"))
     }
 
     pub fn socket(&self, id: usize) -> PathBuf {

@@ -113,6 +113,66 @@ fn ps_from_node_3_shows_a_process_of_node_1_running_on_node_2() {
     wait_no_bodies(&cluster, 2, "the body outlived its session");
 }
 
+/// The whole modules compiled in node `id`'s cache (not their runnable
+/// parts, not the files being written).
+fn whole_modules(cluster: &Cluster, id: usize) -> Vec<String> {
+    std::fs::read_dir(cluster.data_dir(id).join("modules"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| {
+                    !n.starts_with('.') && n.ends_with(".cwasm") && !n.ends_with(".runnable.cwasm")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_node_fetches_a_modules_compiled_code_from_a_peer_instead_of_compiling_it() {
+    let cluster = Cluster::start_with(3, |_| vec!["--balance".into(), "off".into()]);
+    let mut child = spin(&cluster, 1, 1, &["0"]);
+    let pid = cluster.pid_of(1, "spin", |c| c.starts_with("spin.wasm"));
+    // The home compiles the whole module once the process has run a while.
+    wait_until("node 1 to compile the whole module", WAIT, || {
+        !whole_modules(&cluster, 1).is_empty()
+    });
+    assert!(whole_modules(&cluster, 3).is_empty());
+    let report = ssi_tests::migrate_or_explain(&cluster, &mut child, 1, pid, 3);
+    assert_eq!(report["to"], 3, "{report}");
+    // Node 3 took node 1's code: it says so, and holds it as its own.
+    let out = cluster.ssictl(3, &["events", "--json"]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    let fetched: Vec<serde_json::Value> = events
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["kind"] == "fetched" && e["node"] == 3)
+        .collect();
+    assert_eq!(fetched.len(), 1, "{events}");
+    let message = fetched[0]["message"].as_str().unwrap_or_default();
+    assert!(message.contains("from node 1"), "{message}");
+    assert_eq!(whole_modules(&cluster, 3), whole_modules(&cluster, 1));
+    // The body runs on node 3 on that code, and moves on from there: node 2
+    // fetches it too (from node 3 or node 1), and compiles nothing.
+    let row = ps_row(&cluster, 1, |p| p["pid"] == pid).expect("still listed");
+    assert_eq!(row["node"], 3, "{row}");
+    ssi_tests::migrate_or_explain(&cluster, &mut child, 1, pid, 2);
+    assert_eq!(whole_modules(&cluster, 2), whole_modules(&cluster, 1));
+    let out = cluster.ssictl(2, &["events", "--json"]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["kind"] == "fetched" && e["node"] == 2),
+        "{events}"
+    );
+    let row = ps_row(&cluster, 1, |p| p["pid"] == pid).expect("still listed");
+    assert_eq!(row["node"], 2, "{row}");
+    assert_eq!(row["state"], "running", "{row}");
+    child.kill();
+}
+
 /// Waits until node `id` runs no body.
 fn wait_no_bodies(cluster: &Cluster, id: usize, failure: &str) {
     wait_until(

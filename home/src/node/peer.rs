@@ -1,5 +1,5 @@
 //! `Peer`, the capability nodes serve each other: heartbeats, modules
-//! (`hasModule`, `loadModule`), bodies to run (`runBody`) or to receive
+//! (`hasModule`, `loadModule`) and their compiled code (`compiledModule`), bodies to run (`runBody`) or to receive
 //! (`receive`), and what a home answers for its processes (signals, identities,
 //! checkpoints, moves, listings).
 //!
@@ -7,6 +7,7 @@
 
 use super::body_control::BodyControlServer;
 use super::checkpoint::cluster_checkpoint;
+use super::code::{code_for, load_sent};
 use super::host::MakeBody;
 use super::signals::signal_arg;
 use super::state::NodeCore;
@@ -217,32 +218,39 @@ impl peer::Server for PeerServer {
         _: peer::LoadModuleResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let core = self.core.clone();
-        let asked = params
-            .get()
-            .and_then(|p| Ok((p.get_module()?.to_vec(), p.get_whole())));
+        let asked = params.get().and_then(|p| {
+            let holders: Vec<u16> = p.get_holders()?.iter().collect();
+            Ok((p.get_module()?.to_vec(), p.get_whole(), holders))
+        });
         async move {
-            let (bytes, whole) = asked?;
-            // Compiled on a thread of its own: this connection goes on
-            // answering meanwhile.
-            let (done, loaded) = futures::channel::oneshot::channel();
-            std::thread::Builder::new()
-                .name("load-module".into())
-                .spawn(move || {
-                    let r = if whole {
-                        core.runtime.load_whole(&bytes)
-                    } else {
-                        core.runtime.load_binary(&bytes)
-                    }
-                    .map(|program| {
-                        core.modules.insert(program.hash, program);
-                    });
-                    let _ = done.send(r.map_err(|e| e.to_string()));
-                })
-                .map_err(failed)?;
-            loaded
+            let (bytes, whole, holders) = asked?;
+            load_sent(&core, bytes, whole, holders)
                 .await
-                .map_err(|_| failed("the module's loader went away"))?
                 .map_err(failed)
+        }
+    }
+
+    fn compiled_module(
+        self: CapRc<Self>,
+        params: peer::CompiledModuleParams,
+        mut results: peer::CompiledModuleResults,
+    ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
+        let core = self.core.clone();
+        let asked = params.get().and_then(|p| {
+            let hash: [u8; 32] = p
+                .get_hash()?
+                .try_into()
+                .map_err(|_| failed("a module hash is 32 bytes"))?;
+            Ok((ModuleHash(hash), p.get_fingerprint()))
+        });
+        async move {
+            let (hash, fingerprint) = asked?;
+            if let Some(shared) = code_for(&core, hash, fingerprint).await.map_err(failed)? {
+                let mut r = results.get();
+                r.set_code(&shared.code);
+                r.set_not_freezable(shared.not_freezable.as_deref().unwrap_or(""));
+            }
+            Ok(())
         }
     }
 

@@ -128,8 +128,8 @@ pub struct NodeCore {
     pub(crate) staged: DashMap<u64, Vec<u8>>,
     /// Bodies expected here, by the ticket their image comes with.
     pub(crate) expected: DashMap<Ticket, Expected>,
-    /// Modules peers are known to hold (they were sent, or said so).
-    /// The modules peers hold, and whether whole (see `Program`).
+    /// The modules peers are known to hold (they were sent, or said so),
+    /// and whether whole (see `Program`).
     pub(crate) peer_modules: DashMap<(NodeId, ModuleHash), bool>,
     pub(crate) peers: DashMap<NodeId, PeerState>,
     /// What this node runs at once, in cores.
@@ -266,13 +266,39 @@ impl NodeCore {
         self.events.record(event);
     }
 
-    /// Whether node `id` is known to hold a module.
     /// Whether node `id` is known to hold a module (its whole module, with
     /// `whole`).
     pub(crate) fn peer_holds(&self, id: NodeId, hash: &ModuleHash, whole: bool) -> bool {
         self.peer_modules
             .get(&(id, *hash))
             .is_some_and(|w| *w || !whole)
+    }
+
+    /// The nodes that may hold the compiled code of a module, for a node
+    /// that lacks it to ask (`Peer.loadModule`): those known to hold it
+    /// whole first, then this node if it does, then those known to hold
+    /// its runnable part (whose whole one may be done since).
+    pub(crate) fn holders(&self, hash: &ModuleHash) -> Vec<NodeId> {
+        let mut whole = Vec::new();
+        let mut part = Vec::new();
+        for known in self.peer_modules.iter() {
+            let &(id, h) = known.key();
+            if h == *hash && id != self.id {
+                if *known.value() {
+                    &mut whole
+                } else {
+                    &mut part
+                }
+                .push(id);
+            }
+        }
+        whole.sort_unstable();
+        part.sort_unstable();
+        if self.modules.contains_key(hash) || self.runtime.has_code(hash) {
+            whole.push(self.id);
+        }
+        whole.extend(part);
+        whole
     }
 
     pub(crate) fn note_holds(&self, id: NodeId, hash: ModuleHash, whole: bool) {

@@ -204,8 +204,9 @@ pub(crate) async fn peer_at(
 }
 
 /// Makes sure node `to` holds the module `wasm` (of `hash`) compiled: a node
-/// not known to hold it is asked, and sent it if it lacks it; it loads the
-/// module on a thread of its own, while whatever waits for it goes on.
+/// not known to hold it is asked, and sent it if it lacks it, with the nodes
+/// that may have its compiled code for it to fetch; it loads the module on a
+/// thread of its own, while whatever waits for it goes on.
 pub(crate) async fn send_module(
     core: &NodeCore,
     to: NodeId,
@@ -234,9 +235,14 @@ pub(crate) async fn send_module(
         .and_then(|r| Ok(r.get()?.get_present()))
         .map_err(|e| format!("node {to}: {}", crate::rpc::remote_message(&e)))?;
     if !present {
+        let holders = core.holders(hash);
         let mut load = peer.load_module_request();
         load.get().set_module(wasm);
         load.get().set_whole(whole);
+        let mut list = load.get().init_holders(holders.len() as u32);
+        for (i, id) in holders.into_iter().enumerate() {
+            list.set(i as u32, id);
+        }
         while_up(
             core,
             to,

@@ -33,6 +33,11 @@ struct Args {
     /// Only the first-load table, for these modules (paths).
     #[arg(long, num_args = 1..)]
     first_load: Vec<PathBuf>,
+    /// Only the shared-code table, for these modules (paths): what a node
+    /// that lacks a module's code pays to compile it against taking the
+    /// code a peer compiled.
+    #[arg(long, num_args = 1..)]
+    share: Vec<PathBuf>,
 }
 
 /// What a run printed: its length and a digest of its bytes.
@@ -92,6 +97,9 @@ struct Workload {
 
 fn main() -> Result<()> {
     let args = Args::parse();
+    if !args.share.is_empty() {
+        return share(&args.share);
+    }
     if !args.first_load.is_empty() {
         let paths: Vec<&std::path::Path> = args.first_load.iter().map(PathBuf::as_path).collect();
         return first_load(&paths);
@@ -275,6 +283,59 @@ fn first_load(modules: &[&std::path::Path]) -> Result<()> {
             kib(sizes.0),
             kib(sizes.1),
             kib(sizes.2),
+        );
+    }
+    Ok(())
+}
+
+/// What a node that lacks a module's compiled code pays for it: compiling
+/// it (instrumenting, compiling the whole module, caching it) against taking
+/// the code a node of the same fingerprint compiled (read from that node's
+/// cache, loaded and checked here, cached), in one process; over a network
+/// the code's size crosses the link too.
+fn share(modules: &[PathBuf]) -> Result<()> {
+    use ssi_remote::{ModuleHash, Runtime};
+    println!(
+        "\nshared code (best of 3): a node compiles the whole module, or takes a peer's compiled code"
+    );
+    println!(
+        "{:<22} {:>10} {:>10} {:>9} {:>10}",
+        "module", "compile", "take", "ratio", "code"
+    );
+    for path in modules {
+        let name = path
+            .file_stem()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let wasm = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let hash = ModuleHash::of(&wasm);
+        let (mut compile, mut take, mut size) = (f64::MAX, f64::MAX, 0);
+        for _ in 0..3 {
+            let (a, b) = (tempfile::tempdir()?, tempfile::tempdir()?);
+            let holder = Runtime::interruptible(Some(a.path().to_path_buf()))?;
+            let taker = Runtime::interruptible(Some(b.path().to_path_buf()))?;
+            let t = Instant::now();
+            holder
+                .load_whole(&wasm)
+                .with_context(|| format!("compile {name}"))?;
+            compile = compile.min(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            let shared = holder
+                .shared_code(&hash, None)
+                .with_context(|| format!("{name}: no code in the holder's cache"))?;
+            taker
+                .adopt(&wasm, &shared)
+                .with_context(|| format!("adopt {name}"))?;
+            take = take.min(t.elapsed().as_secs_f64());
+            size = shared.code.len();
+        }
+        println!(
+            "{:<22} {:>8.0}ms {:>8.0}ms {:>8.0}x {:>7.1} MB",
+            name,
+            compile * 1e3,
+            take * 1e3,
+            compile / take,
+            size as f64 / 1e6
         );
     }
     Ok(())
