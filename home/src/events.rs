@@ -55,7 +55,7 @@ pub struct Event {
     pub time_ms: u64,
     /// started, exited, killed, trapped, lost, failed, moved, refused,
     /// checkpointed, stopped, continued, pinned, unpinned, up, down, joined,
-    /// drained, undrained.
+    /// drained, undrained, fetched (a module's compiled code, from a peer).
     pub kind: String,
     /// The process, if it is a process's event.
     pub pid: Option<Pid>,

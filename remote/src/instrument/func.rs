@@ -11,6 +11,10 @@
 //! - after every call that can unwind, `if (state == UNWINDING) { … }`, which
 //!   saves the frame and returns.
 //!
+//! A save branches, with its site's number, to a block at the end of the
+//! function shared by every site that saves the same locals (see
+//! [`Saves`]), which calls the record helper and returns.
+//!
 //! A saved frame (a *record*, pushed on the unwind stack in its own memory) is
 //!
 //! ```text
@@ -35,7 +39,7 @@
 
 use super::analyze::{FuncBody, is_plain_value, local_type, opens_frame, parse_error};
 use super::liveness;
-use super::savers::{Savers, enc, size_of};
+use super::savers::{Savers, Saves, enc, size_of};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, MemArg, ValType as EVal};
@@ -689,7 +693,16 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// The record is written by a helper the values are passed to: this
     /// branch calls nothing else, so that no value of the function needs to
     /// outlive a call for it.
-    pub(crate) fn save_and_return(&self, f: &mut Function, k: u32, slots: &[u32]) {
+    /// Saves the frame at site `k` and returns: inline, or (shared `saves`)
+    /// through its layout's block, `at` being the depth of `$body` here.
+    pub(crate) fn save_and_return(
+        &self,
+        f: &mut Function,
+        k: u32,
+        slots: &[u32],
+        saves: &mut Saves,
+        at: u32,
+    ) {
         let site = self.site(k);
         let mut values: Vec<u32> = site.saved.iter().map(|(l, _)| *l).collect();
         let mut types: Vec<ValType> = site.saved.iter().map(|(_, t)| *t).collect();
@@ -697,11 +710,24 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         values.extend(&slots[site.under.len()..site.under.len() + site.kept_args().len()]);
         types.extend(&site.under);
         types.extend(site.kept_args());
-        let helper = self.savers.borrow_mut().get(&types);
-        for l in values {
-            f.instruction(&I::LocalGet(l));
+        if let Some(slot) = saves.k {
+            let j = saves.block(&values, &types);
+            f.instruction(&I::I32Const(k as i32));
+            f.instruction(&I::LocalSet(slot));
+            f.instruction(&I::Br(at + j));
+            return;
+        }
+        for l in &values {
+            f.instruction(&I::LocalGet(*l));
         }
         f.instruction(&I::I32Const(k as i32));
+        self.call_saver(f, &types);
+    }
+
+    /// The end of a save, `k` on the stack above the values: the helper,
+    /// and the return.
+    fn call_saver(&self, f: &mut Function, types: &[ValType]) {
+        let helper = self.savers.borrow_mut().get(types);
         f.instruction(&I::I32Const(self.body.index as i32));
         f.instruction(&I::Call(helper));
         for t in &self.sig.results {
@@ -710,20 +736,71 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::Return);
     }
 
+    /// How a copy of this function saves its frames (see [`Saves`]):
+    /// shared, unless its `$body` block could not have its results (more
+    /// than one).
+    pub(crate) fn saves_for(&self, locals: &mut Locals) -> Saves {
+        if self.sig.results.len() <= 1 && !self.sites.is_empty() {
+            Saves::shared(locals.fresh(ValType::I32))
+        } else {
+            Saves::inline()
+        }
+    }
+
+    /// Ends a copy: `code` (the function's code without its final `end`)
+    /// after `prologue`, wrapped in the shared saves' blocks if there are
+    /// any (see [`Saves`]).
+    pub(crate) fn finish(&self, prologue: &mut Function, code: Function, saves: &Saves) {
+        let code = code.into_raw_body();
+        // (Built with no locals: a one-byte count first.)
+        let code = &code[1..];
+        let Some(slot) = saves.k.filter(|_| !saves.layouts.is_empty()) else {
+            prologue.raw(code.iter().copied());
+            prologue.instruction(&I::End);
+            return;
+        };
+        for _ in &saves.layouts {
+            prologue.instruction(&I::Block(EBlock::Empty));
+        }
+        prologue.instruction(&I::Block(match self.sig.results.first() {
+            None => EBlock::Empty,
+            Some(t) => EBlock::Result(enc(*t)),
+        }));
+        prologue.raw(code.iter().copied());
+        prologue.instruction(&I::End);
+        prologue.instruction(&I::Return);
+        for (values, types) in &saves.layouts {
+            prologue.instruction(&I::End);
+            for l in values {
+                prologue.instruction(&I::LocalGet(*l));
+            }
+            prologue.instruction(&I::LocalGet(slot));
+            self.call_saver(prologue, types);
+        }
+        prologue.instruction(&I::End);
+    }
+
     /// After a call: if the callee unwound, this frame saves itself too.
-    pub(crate) fn unwind_check(&self, f: &mut Function, k: u32, slots: &[u32]) {
+    pub(crate) fn unwind_check(
+        &self,
+        f: &mut Function,
+        k: u32,
+        slots: &[u32],
+        saves: &mut Saves,
+        at: u32,
+    ) {
         f.instruction(&I::GlobalGet(self.consts.state_global));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::I32Eq);
         f.instruction(&I::If(EBlock::Empty));
-        self.save_and_return(f, k, slots);
+        self.save_and_return(f, k, slots, saves, at + 1);
         f.instruction(&I::End);
     }
 
     /// A poll point's branch, taken when the flag is up: end the body (kill),
     /// or start the unwind here, unless a pinned call is under way (then
     /// the code goes on, and the freeze waits for a later poll point).
-    pub(crate) fn poll_taken(&self, f: &mut Function, k: u32) {
+    pub(crate) fn poll_taken(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
         let c = self.consts;
         self.flag(f);
         f.instruction(&I::I32Const(FLAG_KILL));
@@ -736,15 +813,17 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::If(EBlock::Empty));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
-        self.save_and_return(f, k, &[]);
+        self.save_and_return(f, k, &[], saves, at + 1);
         f.instruction(&I::End);
     }
 
-    pub(crate) fn poll(&self, f: &mut Function, k: u32) {
+    /// A poll point, `at` being the depth of `$body` here (see [`Saves`]).
+    pub(crate) fn poll(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
         if self.site(k).pinned {
             return;
         }
         let counted = self.site(k).counted;
+        let at = at + u32::from(counted.is_some());
         if let Some(c) = counted {
             f.instruction(&I::LocalGet(c.local));
             if c.wide {
@@ -760,7 +839,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         self.flag(f);
         f.instruction(&I::If(EBlock::Empty));
-        self.poll_taken(f, k);
+        self.poll_taken(f, k, saves, at + 1);
         f.instruction(&I::End);
         if counted.is_some() {
             f.instruction(&I::End);
@@ -866,11 +945,15 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// The fast copy: the function as it is, with poll points and unwinding.
     pub(crate) fn fast(&self) -> Result<Function, InstrumentError> {
         let mut scratch = Locals::new(self.shared.next);
+        let mut saves = self.saves_for(&mut scratch);
         // Slots are taken before the function is built: collect its code first.
         let mut f = Function::new(Vec::<(u32, EVal)>::new());
         if let Some(k) = self.entry_poll {
-            self.poll(&mut f, k);
+            self.poll(&mut f, k, &mut saves, 0);
         }
+        // The frames open in the function's code (the depth of `$body`).
+        let mut height = 0u32;
+        let last = self.body.ops.len().saturating_sub(1);
         for (i, info) in self.body.ops.iter().enumerate() {
             if let Some(ci) = self.construct_at[i] {
                 let c = &self.constructs[ci];
@@ -881,9 +964,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                     Self::get_all(&mut f, &inputs);
                 }
                 Self::op(&mut f, &info.op)?;
+                height += 1;
                 if let Some(k) = c.poll {
                     Self::set_all(&mut f, &c.p_locals);
-                    self.poll(&mut f, k);
+                    self.poll(&mut f, k, &mut saves, height);
                     Self::get_all(&mut f, &c.p_locals);
                 }
                 continue;
@@ -907,13 +991,22 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                     Self::get_all(&mut f, args);
                     Self::op(&mut f, &info.op)?;
                     Self::set_all(&mut f, results);
-                    self.unwind_check(&mut f, k, &slots);
+                    self.unwind_check(&mut f, k, &slots, &mut saves, height);
                 }
                 Self::get_all(&mut f, under);
                 Self::get_all(&mut f, results);
                 continue;
             }
+            if i == last {
+                // The function's own `end`: `finish` writes it.
+                break;
+            }
             Self::op(&mut f, &info.op)?;
+            if opens_frame(&info.op) {
+                height += 1;
+            } else if matches!(info.op, Operator::End) {
+                height = height.saturating_sub(1);
+            }
             if let Some(ci) = self.ends[i] {
                 let c = &self.constructs[ci];
                 if !c.n1.is_empty() {
@@ -922,11 +1015,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 }
             }
         }
-        Ok(self.with_locals(f, &scratch))
+        let mut whole = Function::new(Vec::<(u32, EVal)>::new());
+        self.finish(&mut whole, f, &saves);
+        Ok(self.with_locals(whole, &scratch))
     }
 
-    /// Prepends the local declarations: the function's own, the shared
-    /// ones, then the copy's.
     pub(crate) fn with_locals(&self, code: Function, extra: &Locals) -> Function {
         let mut decls: Vec<(u32, EVal)> = self
             .body

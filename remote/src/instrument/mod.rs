@@ -51,7 +51,8 @@
 //! Modules that cannot be frozen this way (tail calls, the legacy encoding of
 //! exceptions, tables changed at run time, a start function, references
 //! passed to or returned from calls that can unwind, a function past the
-//! engine's size limit once instrumented) are refused with
+//! engine's size limit once instrumented, a module whose instrumented code
+//! would be too large to compile in reasonable time and memory) are refused with
 //! [`InstrumentError::Unsupported`]: they still run, but cannot be frozen.
 
 mod analyze;
@@ -105,6 +106,12 @@ pub const REWIND: &str = "__ssi_rewind";
 pub const REWIND_TABLE: &str = "__ssi_rewind_table";
 /// The largest function body the engine takes (wasmparser's limit).
 const MAX_FUNCTION_SIZE: usize = 7_654_321;
+/// The most code (fast copies, in bytes) the instrumenter makes of a module.
+/// The whole module is twice that or more, and its compilation's time and
+/// memory grow with it: yosys, 69 MB, would have a runnable part of 124 MB
+/// and a whole module of 277 MB, which takes 199 s and 12 GB to compile on
+/// two cores. Past it, a module runs as it is.
+const MAX_FAST_CODE: usize = 64 << 20;
 /// The largest unwind stack, in pages (just under 1 GiB). An odd number, so
 /// that the memory limiter knows the unwind stack by its declared maximum
 /// (see [`own_memory`]): no guest declares this one.
@@ -602,7 +609,7 @@ fn plan(s: &mut Survey<'_>) {
 
 /// Instruments `wasm` (binary) for freezing.
 pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
-    instrument_with(wasm, true, true)
+    instrument_with(wasm, true, true, MAX_FAST_CODE)
 }
 
 /// Only [`Instrumented::runnable`]: what a first launch waits for, without
@@ -610,7 +617,7 @@ pub fn instrument(wasm: &[u8]) -> Result<Instrumented, InstrumentError> {
 /// module's compilation makes later with [`instrument`]. The same module
 /// as `instrument(wasm)?.runnable`.
 pub fn instrument_runnable(wasm: &[u8]) -> Result<Vec<u8>, InstrumentError> {
-    Ok(instrument_with(wasm, true, false)?.runnable)
+    Ok(instrument_with(wasm, true, false, MAX_FAST_CODE)?.runnable)
 }
 
 /// Instruments `wasm`: its runnable part, and with `whole` its whole module
@@ -621,6 +628,7 @@ fn instrument_with(
     wasm: &[u8],
     counted_polls: bool,
     whole: bool,
+    max_fast: usize,
 ) -> Result<Instrumented, InstrumentError> {
     let mut s = survey(wasm)?;
     plan(&mut s);
@@ -648,6 +656,7 @@ fn instrument_with(
         Ok(())
     };
     let mut fast = Vec::with_capacity(s.bodies.len());
+    let mut fast_code = 0usize;
     let mut instrumenters = Vec::new();
     for (i, body) in s.bodies.iter().enumerate() {
         if !s.plan.unwindable[i] {
@@ -661,6 +670,13 @@ fn instrument_with(
         let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
         let f = ins.fast()?;
         too_large(&f)?;
+        fast_code += f.byte_len();
+        if fast_code > max_fast {
+            return Err(unsupported(format!(
+                "its instrumented code would be past {} MiB, more than a node compiles for freezing (its whole module would take minutes and gigabytes to compile)",
+                max_fast >> 20
+            )));
+        }
         // A rewind copy is 3 to 5 times its fast copy: a large function's is
         // made even for the runnable part alone, to refuse now (as not
         // freezable) a module whose whole one the engine would not take.

@@ -7,7 +7,7 @@
 use super::InstrumentError;
 use super::analyze::parse_error;
 use super::func::{Callee, Instrumenter, Locals, NORMAL, REWINDING};
-use super::savers::size_of;
+use super::savers::{Saves, size_of};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, ValType as EVal};
 use wasmparser::{Operator, ValType};
@@ -44,6 +44,7 @@ pub(crate) struct Rewinder<'m, 'p, 'a> {
     pub(crate) site_slots: Vec<Vec<u32>>,
     pub(crate) rw: u32,
     pub(crate) tmp: u32,
+    pub(crate) saves: Saves,
 }
 
 impl Rewinder<'_, '_, '_> {
@@ -164,9 +165,24 @@ impl Rewinder<'_, '_, '_> {
         f.instruction(&I::LocalGet(self.tmp));
         f.instruction(&I::I32Load(me.mem(0)));
         f.instruction(&I::LocalSet(self.rw));
+        // Sites that save the same locals restore them with the same code:
+        // each site's own part (its record's place, the values under and
+        // of its call), then its set's (the locals).
         let m = me.sites.len() as u32;
-        // block $done, block $b_m … block $b_1, block $bad
-        for _ in 0..m + 2 {
+        let mut sets: Vec<&[(u32, ValType)]> = Vec::new();
+        let mut set_of = Vec::with_capacity(m as usize);
+        let mut by_saved = std::collections::HashMap::new();
+        for site in &me.sites {
+            let j = *by_saved.entry(site.saved.as_slice()).or_insert_with(|| {
+                sets.push(site.saved.as_slice());
+                sets.len() as u32
+            });
+            set_of.push(j);
+        }
+        let n = sets.len() as u32;
+        // block $done, block $set_n … block $set_1, block $b_m … block $b_1,
+        // block $bad
+        for _ in 0..n + m + 2 {
             f.instruction(&I::Block(EBlock::Empty));
         }
         f.instruction(&I::LocalGet(self.rw));
@@ -183,13 +199,7 @@ impl Rewinder<'_, '_, '_> {
             f.instruction(&I::I32Sub);
             f.instruction(&I::LocalTee(self.tmp));
             f.instruction(&I::GlobalSet(c.ptr_global));
-            let mut at = 0u32;
-            for (l, t) in &site.saved {
-                f.instruction(&I::LocalGet(self.tmp));
-                me.load(f, *t, at);
-                f.instruction(&I::LocalSet(*l));
-                at += size_of(t);
-            }
+            let mut at: u32 = site.saved.iter().map(|(_, t)| size_of(t)).sum();
             let slots = &self.site_slots[k as usize - 1];
             let n_under = site.under.len();
             let values = site.under.iter().chain(site.kept_args());
@@ -202,7 +212,19 @@ impl Rewinder<'_, '_, '_> {
                 f.instruction(&I::LocalSet(*l));
                 at += size_of(t);
             }
-            f.instruction(&I::Br(m - k));
+            // To its set's block: past the sites' blocks after this one.
+            f.instruction(&I::Br(m - k + set_of[k as usize - 1] - 1));
+        }
+        for (j, saved) in (1..=n).zip(&sets) {
+            f.instruction(&I::End);
+            let mut at = 0u32;
+            for (l, t) in *saved {
+                f.instruction(&I::LocalGet(self.tmp));
+                me.load(f, *t, at);
+                f.instruction(&I::LocalSet(*l));
+                at += size_of(t);
+            }
+            f.instruction(&I::Br(n - j));
         }
         f.instruction(&I::End);
         f.instruction(&I::End);
@@ -318,7 +340,8 @@ impl Rewinder<'_, '_, '_> {
         f.instruction(&I::I32Const(NORMAL));
         f.instruction(&I::GlobalSet(me.consts.state_global));
         f.instruction(&I::Else);
-        me.poll(f, k);
+        // (Inside that `if`: `$body` is one deeper than the frames open.)
+        me.poll(f, k, &mut self.saves, self.height);
         f.instruction(&I::End);
     }
 
@@ -378,7 +401,7 @@ impl Rewinder<'_, '_, '_> {
         Instrumenter::op(f, &me.body.ops[op].op)?;
         Instrumenter::set_all(f, results);
         f.instruction(&I::End);
-        me.unwind_check(f, k, &slots);
+        me.unwind_check(f, k, &slots, &mut self.saves, self.height - 1);
         Instrumenter::get_all(f, &slots[..n_under]);
         Instrumenter::get_all(f, results);
         Ok(())
@@ -471,9 +494,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             site_slots: Vec::new(),
             rw: 0,
             tmp: 0,
+            saves: Saves::inline(),
         };
         r.rw = r.extra.fresh(ValType::I32);
         r.tmp = r.extra.fresh(ValType::I32);
+        r.saves = self.saves_for(&mut r.extra);
         // Each site's slots, fixed for the whole copy.
         for site in &self.sites {
             let mut types = site.under.clone();
@@ -491,9 +516,9 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             items.push(Item::Poll(k));
         }
         items.extend(self.items(0, n.saturating_sub(1))?);
-        r.frame(&mut f, &items, 0, self.sites.len() as u32)?;
-        // The function's own `end`.
-        f.instruction(&I::End);
+        let mut code = Function::new(Vec::<(u32, EVal)>::new());
+        r.frame(&mut code, &items, 0, self.sites.len() as u32)?;
+        self.finish(&mut f, code, &r.saves);
         Ok(self.with_locals(f, &r.extra))
     }
 

@@ -124,3 +124,58 @@ pub(crate) fn enc(t: ValType) -> EVal {
             .unwrap_or(EVal::I32),
     }
 }
+
+/// Where a copy saves its frame at a site: inline (the site calls the
+/// helper with every value itself), or *shared*: one block per layout (the
+/// locals saved) at the end of the function, which a site enters with its
+/// number in a local. A large function's sites mostly save the same long
+/// list of locals, which inline saves would repeat at each.
+///
+/// Shared, a copy is laid out as
+///
+/// ```text
+///   block $save_n … block $save_1 block $body (result …)
+///     the function's code        (its branches to the function's label
+///   end return                    reach $body, whose end returns)
+///   end  save layout 1 (k from the local); return
+///   …
+///   end  save layout n; return
+/// ```
+pub(crate) struct Saves {
+    /// The local that carries a site's number to its layout's block; none:
+    /// inline.
+    pub(crate) k: Option<u32>,
+    /// The layouts branched to, in the order first used: the values saved
+    /// (locals) and their types.
+    pub(crate) layouts: Vec<(Vec<u32>, Vec<ValType>)>,
+    by_values: std::collections::HashMap<Vec<u32>, u32>,
+}
+
+impl Saves {
+    pub(crate) fn inline() -> Self {
+        Saves {
+            k: None,
+            layouts: Vec::new(),
+            by_values: Default::default(),
+        }
+    }
+
+    pub(crate) fn shared(k: u32) -> Self {
+        Saves {
+            k: Some(k),
+            ..Self::inline()
+        }
+    }
+
+    /// The block of a layout, counted from 1 (the innermost, just outside
+    /// `$body`).
+    pub(crate) fn block(&mut self, values: &[u32], types: &[ValType]) -> u32 {
+        if let Some(j) = self.by_values.get(values) {
+            return *j;
+        }
+        self.layouts.push((values.to_vec(), types.to_vec()));
+        let j = self.layouts.len() as u32;
+        self.by_values.insert(values.to_vec(), j);
+        j
+    }
+}

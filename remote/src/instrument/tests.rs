@@ -139,7 +139,7 @@ fn tortured(wasm: &[u8], unwind_reads: bool) -> (Vec<i64>, usize) {
 
 /// As [`tortured`]; `counted: false` has every loop header read the flag.
 fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, usize) {
-    let ins = instrument_with(wasm, counted, true).expect("instrumented");
+    let ins = instrument_with(wasm, counted, true, MAX_FAST_CODE).expect("instrumented");
     validate(&ins.wasm);
     let engine = engine();
     let module = Module::new(&engine, &ins.wasm).expect("module");
@@ -437,6 +437,16 @@ fn unsupported_modules_say_why() {
         instrument(b"\0asm\x01\0\0\0\x01\xff"),
         Err(InstrumentError::Parse(_))
     ));
+    // Too much code to compile whole: it runs as it is.
+    let text =
+        r#"(module (func $f (param i32) (if (local.get 0) (then (call $f (i32.const 0))))))"#;
+    assert!(instrument_with(&wat(text), true, true, 1 << 20).is_ok());
+    match instrument_with(&wat(text), true, true, 16) {
+        Err(InstrumentError::Unsupported(w)) => {
+            assert!(w.contains("more than a node compiles"), "{w}")
+        }
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

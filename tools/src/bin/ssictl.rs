@@ -59,7 +59,8 @@ enum Command {
     },
     /// What happened in the cluster: processes started, ended, moved (by
     /// whom, frozen how long), checkpointed, stopped and continued; nodes up,
-    /// down, joined, drained. The latest first, then with `--follow` every
+    /// down, joined, drained; compiled code fetched from a peer. The latest
+    /// first, then with `--follow` every
     /// new one as it happens.
     Events {
         /// Keep printing events as they happen (until interrupted).
