@@ -689,12 +689,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// Saves the frame at site `k` (its values under the call and its
-    /// arguments are in the locals `slots`) and returns from the function.
-    /// The record is written by a helper the values are passed to: this
-    /// branch calls nothing else, so that no value of the function needs to
-    /// outlive a call for it.
-    /// Saves the frame at site `k` and returns: inline, or (shared `saves`)
-    /// through its layout's block, `at` being the depth of `$body` here.
+    /// arguments are in the locals `slots`) and returns from the function:
+    /// inline, or with shared `saves` through its layout's block, `at` being
+    /// the depth of `$body` here. The record is written by a helper the
+    /// values are passed to: this branch calls nothing else, so that no
+    /// value of the function needs to outlive a call for it.
     pub(crate) fn save_and_return(
         &self,
         f: &mut Function,

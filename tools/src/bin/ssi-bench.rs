@@ -243,11 +243,7 @@ fn first_load(modules: &[&std::path::Path]) -> Result<()> {
         "as is"
     );
     for path in modules {
-        let name = path
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let wasm = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let (name, wasm) = read_module(path)?;
         let (mut rewrite, mut rewrite_all, mut runnable, mut whole, mut plain) =
             (f64::MAX, f64::MAX, f64::MAX, f64::MAX, f64::MAX);
         let mut sizes = (0, 0, 0);
@@ -303,11 +299,7 @@ fn share(modules: &[PathBuf]) -> Result<()> {
         "module", "compile", "take", "ratio", "code"
     );
     for path in modules {
-        let name = path
-            .file_stem()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let wasm = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+        let (name, wasm) = read_module(path)?;
         let hash = ModuleHash::of(&wasm);
         let (mut compile, mut take, mut size) = (f64::MAX, f64::MAX, 0);
         for _ in 0..3 {
@@ -339,6 +331,16 @@ fn share(modules: &[PathBuf]) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A module file's bytes, and its name for a table (the file's stem).
+fn read_module(path: &std::path::Path) -> Result<(String, Vec<u8>)> {
+    let name = path
+        .file_stem()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let wasm = std::fs::read(path).with_context(|| format!("read {}", path.display()))?;
+    Ok((name, wasm))
 }
 
 fn wasmtime_error(e: ssi_remote::Error) -> anyhow::Error {
