@@ -4,6 +4,7 @@
 # `wasmtime run -C cache=n`, median of RUNS (default 3) each, with a command
 # that does little more than start (`--version`, `-c pass`, an empty input).
 # Then the warm launch: ssirun with its cache filled, against wasmtime's.
+# ONLY=NAME times that program alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}"
@@ -37,6 +38,7 @@ median() { sort -g | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 printf '| module | size | ssirun cold | wasmtime cold | ratio | ssirun warm | wasmtime warm | ratio |\n'
 printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
 "$CARGO_TARGET_DIR/release/ssi-corpus" | while IFS=$'\t' read -r name _language module; do
+  if [ -n "${ONLY:-}" ] && [ "$name" != "$ONLY" ]; then continue; fi
   case "$name" in
     python) args=(-c pass) ;;
     gofmt) args=() ;;

@@ -8,13 +8,17 @@
 //! Must not know: processes, bodies.
 
 use super::state::NodeCore;
-use super::transfer::{LOAD_WITHIN, peer_at, while_up};
+use super::transfer::{peer_at, while_up};
 use crate::NodeId;
 use crate::events::Event;
 use futures::channel::oneshot;
 use ssi_remote::{ModuleHash, SharedCode};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+/// How long a holder may take to hand over a module's code (a few hundred
+/// MB on a slow link) before this node compiles the module itself.
+const FETCH_WITHIN: Duration = Duration::from_secs(120);
 
 /// Runs `work` on a thread of its own (instrumenting, compiling and
 /// serializing take seconds): the connection goes on answering meanwhile.
@@ -66,10 +70,10 @@ async fn fetch(
     let answer = while_up(
         core,
         from,
-        tokio::time::timeout(LOAD_WITHIN, ask.send().promise),
+        tokio::time::timeout(FETCH_WITHIN, ask.send().promise),
     )
     .await?
-    .map_err(|_| format!("node {from} did not answer within {LOAD_WITHIN:?}"))?
+    .map_err(|_| format!("node {from} did not answer within {FETCH_WITHIN:?}"))?
     .map_err(|e| format!("node {from}: {}", crate::rpc::remote_message(&e)))?;
     let r = answer.get().map_err(|e| format!("node {from}: {e}"))?;
     let code = r.get_code().map_err(|e| format!("node {from}: {e}"))?;

@@ -52,7 +52,8 @@
 //! exceptions, tables changed at run time, a start function, references
 //! passed to or returned from calls that can unwind, a function past the
 //! engine's size limit once instrumented, a module whose instrumented code
-//! would be too large to compile in reasonable time and memory) are refused with
+//! would be too large to compile in reasonable time and memory: see
+//! `MAX_CODE`, `MAX_FAST_CODE`) are refused with
 //! [`InstrumentError::Unsupported`]: they still run, but cannot be frozen.
 
 mod analyze;
@@ -112,6 +113,10 @@ const MAX_FUNCTION_SIZE: usize = 7_654_321;
 /// and a whole module of 277 MB, which takes 199 s and 12 GB to compile on
 /// two cores. Past it, a module runs as it is.
 const MAX_FAST_CODE: usize = 64 << 20;
+/// The most code (the code section, in bytes) of a module the instrumenter
+/// takes: its fast copies are about three times as large, and a module past
+/// this would pass `MAX_FAST_CODE` after seconds of work (yosys has 42 MB).
+const MAX_CODE: usize = 24 << 20;
 /// The largest unwind stack, in pages (just under 1 GiB). An odd number, so
 /// that the memory limiter knows the unwind stack by its declared maximum
 /// (see [`own_memory`]): no guest declares this one.
@@ -416,7 +421,18 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                     }
                 }
             }
-            Payload::CodeSectionStart { .. } => mark(S::Code),
+            Payload::CodeSectionStart { size, .. } => {
+                // Refused before any function is read: instrumented, its
+                // code would be past `MAX_FAST_CODE` (about three times).
+                if size as usize > MAX_CODE {
+                    return Err(unsupported(format!(
+                        "its {:.0} MB of code is past the {} MiB a node instruments for freezing (instrumented, its whole module would take minutes and gigabytes to compile)",
+                        f64::from(size) / 1e6,
+                        MAX_CODE >> 20
+                    )));
+                }
+                mark(S::Code)
+            }
             Payload::CodeSectionEntry(body) => {
                 let wasmparser::ValidPayload::Func(to_validate, _) = valid else {
                     return Err(parse_error("a function body the validator did not take"));

