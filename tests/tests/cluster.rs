@@ -130,6 +130,8 @@ fn whole_modules(cluster: &Cluster, id: usize) -> Vec<String> {
 
 #[test]
 fn a_node_fetches_a_modules_compiled_code_from_a_peer_instead_of_compiling_it() {
+    // Moved to nodes that never ran it, and launched at one: each takes the
+    // code node 1 compiled.
     let cluster = Cluster::start_with(3, |_| vec!["--balance".into(), "off".into()]);
     let mut child = spin(&cluster, 1, 1, &["0"]);
     let pid = cluster.pid_of(1, "spin", |c| c.starts_with("spin.wasm"));
@@ -171,6 +173,22 @@ fn a_node_fetches_a_modules_compiled_code_from_a_peer_instead_of_compiling_it() 
     assert_eq!(row["node"], 2, "{row}");
     assert_eq!(row["state"], "running", "{row}");
     child.kill();
+    // A node that joins later and launches the module itself asks its peers
+    // first too.
+    let mut cluster = cluster;
+    let fourth = cluster.add_node(&["--balance", "off"]);
+    let mut launched = spin(&cluster, fourth, fourth, &["0"]);
+    assert_eq!(whole_modules(&cluster, fourth), whole_modules(&cluster, 1));
+    let out = cluster.ssictl(fourth, &["events", "--json"]);
+    let events = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        events
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .any(|e| e["kind"] == "fetched" && e["node"] == fourth),
+        "{events}"
+    );
+    launched.kill();
 }
 
 /// Waits until node `id` runs no body.

@@ -12,7 +12,7 @@ use super::transfer::{peer_at, while_up};
 use crate::NodeId;
 use crate::events::Event;
 use futures::channel::oneshot;
-use ssi_remote::{ModuleHash, SharedCode};
+use ssi_remote::{ModuleHash, Program, SharedCode};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -87,6 +87,80 @@ async fn fetch(
     }))
 }
 
+/// The program of `wasm` (binary, of `hash`) from the code one of `holders`
+/// compiled, when this node has none of its own in its cache: the first
+/// that hands over code this node can load. None: it is to be compiled here.
+pub(crate) async fn take_code(
+    core: &Arc<NodeCore>,
+    wasm: &[u8],
+    hash: ModuleHash,
+    holders: Vec<NodeId>,
+) -> Option<Program> {
+    if core.runtime.has_code(&hash) {
+        return None;
+    }
+    for from in holders.into_iter().filter(|h| *h != core.id) {
+        let started = Instant::now();
+        let shared = match fetch(core, from, &hash).await {
+            Ok(Some(shared)) => shared,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(module = %hash, node = from, error = %e, "cannot fetch compiled code");
+                continue;
+            }
+        };
+        let size = shared.code.len();
+        let (c, w) = (core.clone(), wasm.to_vec());
+        match on_thread("adopt-code", move || c.runtime.adopt(&w, &shared)).await {
+            Ok(Ok(program)) => {
+                core.record(Event::new(
+                    "fetched",
+                    core.id,
+                    format!(
+                        "compiled code of module {} from node {from}: {:.1} MB in {} ms",
+                        short(&hash),
+                        size as f64 / 1e6,
+                        started.elapsed().as_millis()
+                    ),
+                ));
+                return Some(program);
+            }
+            Ok(Err(e)) => {
+                tracing::warn!(module = %hash, node = from, error = %e, "compiling the module here instead")
+            }
+            Err(e) => {
+                tracing::warn!(module = %hash, error = %e, "compiling the module here instead")
+            }
+        }
+    }
+    None
+}
+
+/// The nodes a home asks for the code of a module it launches and has not
+/// compiled: those known to hold it, then other peers that are up, at most
+/// [`ASKED_AT_LAUNCH`] (each answers at once when it does not hold it).
+pub(crate) fn launch_holders(core: &NodeCore, hash: &ModuleHash) -> Vec<NodeId> {
+    let mut asked: Vec<NodeId> = core.holders(hash);
+    let mut up: Vec<NodeId> = core
+        .peers
+        .iter()
+        .filter(|p| p.value().up)
+        .map(|p| *p.key())
+        .collect();
+    up.sort_unstable();
+    for id in up {
+        if !asked.contains(&id) {
+            asked.push(id);
+        }
+    }
+    asked.retain(|id| *id != core.id);
+    asked.truncate(ASKED_AT_LAUNCH);
+    asked
+}
+
+/// How many peers a home asks for a module's code before it compiles it.
+const ASKED_AT_LAUNCH: usize = 8;
+
 /// Loads the module `wasm` (binary) sent here, and holds it: with the code
 /// one of `holders` compiled when this node has none of its own, else
 /// instrumented and compiled here. With `whole`, returns once its whole
@@ -98,39 +172,9 @@ pub(crate) async fn load_sent(
     holders: Vec<NodeId>,
 ) -> Result<(), String> {
     let hash = ModuleHash::of(&wasm);
-    if !core.runtime.has_code(&hash) {
-        for from in holders.into_iter().filter(|h| *h != core.id) {
-            let started = Instant::now();
-            let shared = match fetch(core, from, &hash).await {
-                Ok(Some(shared)) => shared,
-                Ok(None) => continue,
-                Err(e) => {
-                    tracing::warn!(module = %hash, node = from, error = %e, "cannot fetch compiled code");
-                    continue;
-                }
-            };
-            let size = shared.code.len();
-            let (c, w) = (core.clone(), wasm.clone());
-            match on_thread("adopt-code", move || c.runtime.adopt(&w, &shared)).await? {
-                Ok(program) => {
-                    core.modules.insert(hash, program);
-                    core.record(Event::new(
-                        "fetched",
-                        core.id,
-                        format!(
-                            "compiled code of module {} from node {from}: {:.1} MB in {} ms",
-                            short(&hash),
-                            size as f64 / 1e6,
-                            started.elapsed().as_millis()
-                        ),
-                    ));
-                    return Ok(());
-                }
-                Err(e) => {
-                    tracing::warn!(module = %hash, node = from, error = %e, "compiling the module here instead")
-                }
-            }
-        }
+    if let Some(program) = take_code(core, &wasm, hash, holders).await {
+        core.modules.insert(hash, program);
+        return Ok(());
     }
     let c = core.clone();
     on_thread("load-module", move || {

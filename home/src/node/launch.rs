@@ -7,6 +7,7 @@
 //! pid. Must not know: how a body runs, how a move happens.
 
 use super::api::HomeTable;
+use super::code::{launch_holders, take_code};
 use super::common::{lock, now_ms};
 use super::family::Reap;
 use super::host::MakeBody;
@@ -173,29 +174,38 @@ async fn load_listed(
             ended: Mutex::new(Some(ended)),
         },
     );
-    let (done, loaded) = oneshot::channel();
-    let loader = core.clone();
-    let spawned = std::thread::Builder::new()
-        .name(format!("load-{pid}"))
-        .spawn(move || {
-            let program = loader.runtime.load_binary(&wasm);
-            let _ = done.send(program.map(|p| (p, wasm)));
-        });
-    let outcome = match spawned {
-        Err(e) => Err(Err(failed(format!("cannot load the module: {e}")))),
-        Ok(_) => match futures::future::select(loaded, end).await {
-            futures::future::Either::Left((Ok(Ok(loaded)), _)) => Ok(loaded),
-            futures::future::Either::Left((Ok(Err(e)), _)) => {
-                Err(Err(failed(format!("cannot run `{what}`: {e}"))))
+    // The code a peer compiled, if one has it; else compiled here, on a
+    // thread of its own.
+    let load = {
+        let core = core.clone();
+        async move {
+            let hash = ssi_remote::ModuleHash::of(&wasm);
+            let holders = launch_holders(&core, &hash);
+            if let Some(program) = take_code(&core, &wasm, hash, holders).await {
+                return Ok((program, wasm));
             }
-            futures::future::Either::Left((Err(_), _)) => {
-                Err(Err(failed("the module's loader went away")))
+            let (done, loaded) = oneshot::channel();
+            let loader = core.clone();
+            std::thread::Builder::new()
+                .name(format!("load-{pid}"))
+                .spawn(move || {
+                    let program = loader.runtime.load_binary(&wasm);
+                    let _ = done.send(program.map(|p| (p, wasm)));
+                })
+                .map_err(|e| format!("cannot load the module: {e}"))?;
+            match loaded.await {
+                Ok(Ok(loaded)) => Ok(loaded),
+                Ok(Err(e)) => Err(format!("cannot run `{what}`: {e}")),
+                Err(_) => Err("the module's loader went away".to_string()),
             }
-            futures::future::Either::Right((Ok(sig), _)) => Err(Ok(sig)),
-            futures::future::Either::Right((Err(_), _)) => {
-                Err(Err(failed("the loading process went away")))
-            }
-        },
+        }
+    };
+    let outcome = match futures::future::select(Box::pin(load), end).await {
+        futures::future::Either::Left((loaded, _)) => loaded.map_err(|e| Err(failed(e))),
+        futures::future::Either::Right((Ok(sig), _)) => Err(Ok(sig)),
+        futures::future::Either::Right((Err(_), _)) => {
+            Err(Err(failed("the loading process went away")))
+        }
     };
     core.loading.remove(&pid);
     outcome

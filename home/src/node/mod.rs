@@ -12,7 +12,7 @@
 //! | `host.rs` | a hosted body's thread: make, run, hold when frozen |
 //! | `stream.rs` | the image connection, sending side |
 //! | `transfer.rs` | the image connection, receiving side; reaching peers, sending modules |
-//! | `code.rs` | compiled code fetched from the peers that hold it, or compiled here |
+//! | `code.rs` | compiled code taken from the peers that hold it (for a module sent here or launched here), or compiled here |
 //! | `placement.rs` | where a process's body runs and a frozen body held |
 //! | `membership.rs` | heartbeats, the view of the peers, silent peers marked down |
 //! | `events.rs` | the event stream: a node's own (`Peer.events`), every node's (`Admin.events`) |
