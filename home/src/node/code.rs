@@ -1,7 +1,8 @@
 //! Compiled code shared between nodes, so that a cluster compiles each
 //! module once: a node sent a module it has no code for asks the nodes that
 //! may hold it (`Peer.loadModule`'s `holders`) for theirs
-//! (`Peer.compiledModule`), and compiles it only when none of them has it
+//! (`Peer.compiledModule`), as a home that launches a program asks its
+//! peers (`launch_holders`), and compiles it only when none of them has it
 //! for its own engine and CPU (the runtime's fingerprint, checked by the
 //! node that answers and by wasmtime as it loads the code).
 //!
@@ -22,7 +23,7 @@ const FETCH_WITHIN: Duration = Duration::from_secs(120);
 
 /// Runs `work` on a thread of its own (instrumenting, compiling and
 /// serializing take seconds): the connection goes on answering meanwhile.
-async fn on_thread<T: Send + 'static>(
+pub(crate) async fn on_thread<T: Send + 'static>(
     name: &str,
     work: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, String> {

@@ -7,7 +7,7 @@
 //! pid. Must not know: how a body runs, how a move happens.
 
 use super::api::HomeTable;
-use super::code::{launch_holders, take_code};
+use super::code::{launch_holders, on_thread, take_code};
 use super::common::{lock, now_ms};
 use super::family::Reap;
 use super::host::MakeBody;
@@ -184,20 +184,13 @@ async fn load_listed(
             if let Some(program) = take_code(&core, &wasm, hash, holders).await {
                 return Ok((program, wasm));
             }
-            let (done, loaded) = oneshot::channel();
             let loader = core.clone();
-            std::thread::Builder::new()
-                .name(format!("load-{pid}"))
-                .spawn(move || {
-                    let program = loader.runtime.load_binary(&wasm);
-                    let _ = done.send(program.map(|p| (p, wasm)));
-                })
-                .map_err(|e| format!("cannot load the module: {e}"))?;
-            match loaded.await {
-                Ok(Ok(loaded)) => Ok(loaded),
-                Ok(Err(e)) => Err(format!("cannot run `{what}`: {e}")),
-                Err(_) => Err("the module's loader went away".to_string()),
-            }
+            on_thread(&format!("load-{pid}"), move || {
+                loader.runtime.load_binary(&wasm).map(|p| (p, wasm))
+            })
+            .await
+            .map_err(|e| format!("cannot load the module: {e}"))?
+            .map_err(|e| format!("cannot run `{what}`: {e}"))
         }
     };
     let outcome = match futures::future::select(Box::pin(load), end).await {
