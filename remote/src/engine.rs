@@ -283,6 +283,17 @@ pub struct Runtime {
     fingerprint: u64,
 }
 
+/// A module's entries in a cache: each file's path.
+struct Entries {
+    /// The whole instrumented module, compiled.
+    whole: Option<PathBuf>,
+    /// Its runnable part, until the whole one replaces it.
+    runnable: Option<PathBuf>,
+    /// The module as it is, compiled when it cannot be frozen, and why not.
+    plain: Option<PathBuf>,
+    why: Option<PathBuf>,
+}
+
 /// The default cache directory: `$SSI_CACHE_DIR`, else the user's cache directory.
 pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("SSI_CACHE_DIR") {
@@ -402,7 +413,7 @@ impl Runtime {
     /// Returns whether it compiled.
     pub fn fill_cache(&self, wasm: &[u8]) -> Result<bool, LoadError> {
         let hash = ModuleHash::of(wasm);
-        let Some(whole) = self.cache_path(&hash, "cwasm") else {
+        let Some(whole) = self.entries(&hash).whole else {
             return Ok(false);
         };
         if whole.exists() {
@@ -450,8 +461,9 @@ impl Runtime {
     /// Whether a load of the module of `hash` would find its compiled code
     /// (whole) in the cache.
     pub fn has_code(&self, hash: &ModuleHash) -> bool {
-        let exists = |kind| self.cache_path(hash, kind).is_some_and(|p| p.exists());
-        exists("cwasm") || (exists("plain.cwasm") && exists("why"))
+        let e = self.entries(hash);
+        let exists = |p: &Option<PathBuf>| p.as_ref().is_some_and(|p| p.exists());
+        exists(&e.whole) || (exists(&e.plain) && exists(&e.why))
     }
 
     /// The whole compiled code of the module of `hash`, for a node of the
@@ -459,17 +471,15 @@ impl Runtime {
     /// `held` (the program loaded here) once its whole module is compiled.
     /// None when this node has only the runnable part, or nothing.
     pub fn shared_code(&self, hash: &ModuleHash, held: Option<&Program>) -> Option<SharedCode> {
-        let read = |kind| {
-            self.cache_path(hash, kind)
-                .and_then(|p| std::fs::read(p).ok())
-        };
-        if let Some(code) = read("cwasm") {
+        let e = self.entries(hash);
+        let read = |p: &Option<PathBuf>| p.as_ref().and_then(|p| std::fs::read(p).ok());
+        if let Some(code) = read(&e.whole) {
             return Some(SharedCode {
                 code,
                 not_freezable: None,
             });
         }
-        if let (Some(code), Some(why)) = (read("plain.cwasm"), read("why")) {
+        if let (Some(code), Some(why)) = (read(&e.plain), read(&e.why)) {
             return Some(SharedCode {
                 code,
                 not_freezable: Some(String::from_utf8_lossy(&why).into_owned()),
@@ -488,13 +498,12 @@ impl Runtime {
         }
     }
 
-    /// The program of `wasm` from code a node of the same fingerprint
-    /// compiled ([`Runtime::shared_code`]), kept in the cache as if it had
-    /// been compiled here. Code that is not for this engine (another CPU,
-    /// another configuration, damaged on the way) is refused, and nothing
-    /// is cached.
-    pub fn adopt(&self, wasm: &[u8], shared: &SharedCode) -> Result<Program, LoadError> {
-        let hash = ModuleHash::of(wasm);
+    /// The program of the module of `hash` from code a node of the same
+    /// fingerprint compiled ([`Runtime::shared_code`]), kept in the cache as
+    /// if it had been compiled here. Code that is not for this engine
+    /// (another CPU, another configuration, damaged on the way) is refused,
+    /// and nothing is cached.
+    pub fn adopt(&self, hash: ModuleHash, shared: &SharedCode) -> Result<Program, LoadError> {
         let engine = match shared.not_freezable {
             None => &self.engine,
             Some(_) => &self.fallback,
@@ -505,18 +514,19 @@ impl Runtime {
         // features are those it was compiled for.
         let module = unsafe { Module::deserialize(engine, &shared.code) }
             .map_err(|e| LoadError::Shared(one_line(&e)))?;
+        let e = self.entries(&hash);
         match &shared.not_freezable {
             None => {
-                if let Some(p) = self.cache_path(&hash, "cwasm") {
-                    store_atomically(&p, &shared.code, self.cache_max);
+                if let Some(p) = &e.whole {
+                    store_atomically(p, &shared.code, self.cache_max);
                 }
             }
             Some(why) => {
-                if let Some(w) = self.cache_path(&hash, "why") {
-                    store_atomically(&w, why.as_bytes(), None);
+                if let Some(w) = &e.why {
+                    store_atomically(w, why.as_bytes(), None);
                 }
-                if let Some(p) = self.cache_path(&hash, "plain.cwasm") {
-                    store_atomically(&p, &shared.code, self.cache_max);
+                if let Some(p) = &e.plain {
+                    store_atomically(p, &shared.code, self.cache_max);
                 }
             }
         }
@@ -527,6 +537,17 @@ impl Runtime {
             linked: Default::default(),
             completion: None,
         })
+    }
+
+    /// The cache's entries for the module of `hash` (none without a cache).
+    fn entries(&self, hash: &ModuleHash) -> Entries {
+        let path = |kind| self.cache_path(hash, kind);
+        Entries {
+            whole: path("cwasm"),
+            runnable: path("runnable.cwasm"),
+            plain: path("plain.cwasm"),
+            why: path("why"),
+        }
     }
 
     fn cache_path(&self, hash: &ModuleHash, kind: &str) -> Option<PathBuf> {
@@ -565,10 +586,12 @@ impl Runtime {
             return Err(LoadError::NotWasm);
         }
         let hash = ModuleHash::of(wasm);
-        let whole_path = self.cache_path(&hash, "cwasm");
-        let runnable_path = self.cache_path(&hash, "runnable.cwasm");
-        let plain_path = self.cache_path(&hash, "plain.cwasm");
-        let why_path = self.cache_path(&hash, "why");
+        let Entries {
+            whole: whole_path,
+            runnable: runnable_path,
+            plain: plain_path,
+            why: why_path,
+        } = self.entries(&hash);
         let program = |module, not_freezable, completion| Program {
             hash,
             module,
@@ -1033,7 +1056,7 @@ mod tests {
         wait_for(|| a.has_code(&hash));
         let shared = a.shared_code(&hash, None).expect("from the cache");
         assert!(!b.has_code(&hash));
-        let adopted = b.adopt(&wasm, &shared).expect("adopted");
+        let adopted = b.adopt(hash, &shared).expect("adopted");
         assert!(adopted.is_complete() && adopted.freezable());
         assert!(
             adopted
@@ -1053,7 +1076,7 @@ mod tests {
         };
         damaged.code.truncate(damaged.code.len() / 2);
         assert!(matches!(
-            fresh.adopt(&wasm, &damaged),
+            fresh.adopt(hash, &damaged),
             Err(LoadError::Shared(_))
         ));
         assert!(!fresh.has_code(&hash));
@@ -1074,13 +1097,13 @@ mod tests {
                 .as_deref()
                 .is_some_and(|w| w.contains("tail calls"))
         );
-        let adopted = b.adopt(&plain, &shared).expect("adopted");
+        let adopted = b.adopt(plain_hash, &shared).expect("adopted");
         assert_eq!(adopted.not_freezable, p.not_freezable);
         assert!(b.has_code(&plain_hash));
         let other = Runtime::new(Some(c.path().to_path_buf())).expect("engine");
         assert_ne!(other.fingerprint(), a.fingerprint());
         assert!(matches!(
-            other.adopt(&plain, &shared),
+            other.adopt(plain_hash, &shared),
             Err(LoadError::Shared(_))
         ));
         assert!(!other.has_code(&plain_hash));

@@ -88,12 +88,11 @@ async fn fetch(
     }))
 }
 
-/// The program of `wasm` (binary, of `hash`) from the code one of `holders`
+/// The program of the module of `hash` from the code one of `holders`
 /// compiled, when this node has none of its own in its cache: the first
 /// that hands over code this node can load. None: it is to be compiled here.
 pub(crate) async fn take_code(
     core: &Arc<NodeCore>,
-    wasm: &[u8],
     hash: ModuleHash,
     holders: Vec<NodeId>,
 ) -> Option<Program> {
@@ -111,8 +110,8 @@ pub(crate) async fn take_code(
             }
         };
         let size = shared.code.len();
-        let (c, w) = (core.clone(), wasm.to_vec());
-        match on_thread("adopt-code", move || c.runtime.adopt(&w, &shared)).await {
+        let c = core.clone();
+        match on_thread("adopt-code", move || c.runtime.adopt(hash, &shared)).await {
             Ok(Ok(program)) => {
                 core.record(Event::new(
                     "fetched",
@@ -173,7 +172,7 @@ pub(crate) async fn load_sent(
     holders: Vec<NodeId>,
 ) -> Result<(), String> {
     let hash = ModuleHash::of(&wasm);
-    if let Some(program) = take_code(core, &wasm, hash, holders).await {
+    if let Some(program) = take_code(core, hash, holders).await {
         core.modules.insert(hash, program);
         return Ok(());
     }

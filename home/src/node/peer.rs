@@ -1,7 +1,8 @@
 //! `Peer`, the capability nodes serve each other: heartbeats, modules
-//! (`hasModule`, `loadModule`) and their compiled code (`compiledModule`), bodies to run (`runBody`) or to receive
-//! (`receive`), and what a home answers for its processes (signals, identities,
-//! checkpoints, moves, listings).
+//! (`hasModule`, `loadModule`) and their compiled code (`compiledModule`),
+//! bodies to run (`runBody`) or to receive (`receive`), and what a home
+//! answers for its processes (signals, identities, checkpoints, moves,
+//! listings).
 //!
 //! Owns nothing; each method calls the room that does the work.
 

@@ -1019,6 +1019,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         Ok(self.with_locals(whole, &scratch))
     }
 
+    /// Prepends the local declarations: the function's own, the shared
+    /// ones, then the copy's.
     pub(crate) fn with_locals(&self, code: Function, extra: &Locals) -> Function {
         let mut decls: Vec<(u32, EVal)> = self
             .body

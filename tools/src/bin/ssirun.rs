@@ -761,7 +761,6 @@ fn run_on_private_node(
     outcome
 }
 
-/// The module to launch, with its arguments, environment and directories.
 /// A module file's name, for messages, and its bytes.
 fn read_module(module: &std::path::Path) -> Result<(String, Vec<u8>)> {
     let name = module.display().to_string();
@@ -769,6 +768,7 @@ fn read_module(module: &std::path::Path) -> Result<(String, Vec<u8>)> {
     Ok((name, bytes))
 }
 
+/// The module to launch, with its arguments, environment and directories.
 fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
     let (module_name, bytes) = read_module(module)?;
     let preopens = args
