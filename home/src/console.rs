@@ -4,7 +4,7 @@
 //!
 //! The deputy runs on another thread than the session's connection, so the files
 //! and the connection meet through channels: writes are queued (bounded, so a
-//! fast writer waits for a slow terminal) and forwarded in order by [`pump`];
+//! fast writer waits for a slow terminal) and forwarded in order by the [`ConsolePump`];
 //! a read asks the console for at most the bytes the guest wants, so input the
 //! program does not read stays with `ssirun`, as with a local program.
 

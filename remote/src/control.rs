@@ -65,7 +65,7 @@ impl Control {
         }))
     }
 
-    /// Ends the body: it returns [`Killed`].
+    /// Ends the body: it returns [`Killed`](crate::Killed).
     pub fn kill(&self) {
         self.0.request.store(KILL, Ordering::SeqCst);
         self.set_flag(FLAG_END);
@@ -73,8 +73,9 @@ impl Control {
         self.0.engine.increment_epoch();
     }
 
-    /// Asks the body to freeze: [`Body::run`] returns [`Exit::Frozen`]. False
-    /// if the body cannot be frozen (see [`Program::not_freezable`]).
+    /// Asks the body to freeze: [`Body::run`](crate::Body::run) returns
+    /// [`Exit::Frozen`](crate::Exit::Frozen). False if the body cannot be
+    /// frozen (see [`Program::not_freezable`](crate::Program::not_freezable)).
     pub fn freeze(&self) -> bool {
         if !self.0.freezable {
             return false;

@@ -362,7 +362,7 @@ impl Body {
             .collect()
     }
 
-    /// After [`Exit::Frozen`]: writes the frozen body's image to `w`, its
+    /// After [`Exit::Frozen`](crate::Exit::Frozen): writes the frozen body's image to `w`, its
     /// pages straight from the instance's memory (all-zero pages left out;
     /// with `compress`, runs LZ4 shrinks compressed). Returns the sink and
     /// what was written.
@@ -425,7 +425,7 @@ impl Body {
         Ok((w, ImageStats { bytes, memory }))
     }
 
-    /// After [`Exit::Frozen`]: the frozen body's image, whole.
+    /// After [`Exit::Frozen`](crate::Exit::Frozen): the frozen body's image, whole.
     pub fn image(&mut self) -> Result<Vec<u8>, BodyError> {
         Ok(self.write_image(Vec::new(), true)?.0)
     }

@@ -4,7 +4,7 @@
 //! [`NodeCore::expect`] when that node is the home): it hands out a ticket
 //! and starts opening the new body's link to its deputy meanwhile. The node
 //! that holds the frozen body then streams the image straight to it, on a
-//! TCP connection that starts with [`IMAGE_PREAMBLE`] and the ticket, its
+//! TCP connection that starts with [`IMAGE_PREAMBLE`](super::stream::IMAGE_PREAMBLE) and the ticket, its
 //! pages written from the frozen instance's memory and read into the new
 //! instance's memory, with no copy in between. The receiving thread becomes
 //! the body's thread; once the body is restored (its checksum checked) the

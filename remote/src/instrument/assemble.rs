@@ -12,7 +12,7 @@ use std::collections::HashMap;
 use wasm_encoder::reencode::{self, Reencode};
 use wasm_encoder::{ExportKind, MemoryType};
 
-/// What a rewind copy is in [`Instrumented::runnable`]: a trap, of the same
+/// What a rewind copy is in [`Instrumented::runnable`](super::Instrumented::runnable): a trap, of the same
 /// type, so that every other function keeps its index.
 fn stub() -> wasm_encoder::Function {
     let mut f = wasm_encoder::Function::new([]);
@@ -30,7 +30,7 @@ pub(super) struct Assembler<'s, 'a> {
     pub(super) fast: &'s [Option<wasm_encoder::Function>],
     /// (original index, type, rewind copy), in order.
     pub(super) rewinds: &'s [(u32, u32, Option<wasm_encoder::Function>)],
-    /// Rewind copies are stubs (see [`Instrumented::runnable`]).
+    /// Rewind copies are stubs (see [`Instrumented::runnable`](super::Instrumented::runnable)).
     pub(super) stubs: bool,
     pub(super) rewind_start: Option<u32>,
     pub(super) next_body: usize,

@@ -3,7 +3,7 @@
 //! A module is rewritten once, before it is compiled (the result is cached
 //! with its native code). Every function that can be on the stack when a
 //! body freezes (one with a loop, one that can recurse, one that calls such a
-//! function or an import that waits) gets two copies, drawn in [`func`]:
+//! function or an import that waits) gets two copies, drawn in `func.rs`:
 //!
 //! - its **fast copy**, at its own index, which is what runs: the function's
 //!   code with a poll point at every loop header (and at the entry of a
@@ -62,6 +62,7 @@ mod func;
 mod liveness;
 mod rewind;
 mod savers;
+mod sites;
 
 pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
 

@@ -6,8 +6,9 @@
 
 use super::InstrumentError;
 use super::analyze::parse_error;
-use super::func::{Callee, Instrumenter, Locals, NORMAL, REWINDING};
+use super::func::{Instrumenter, Locals, NORMAL, REWINDING};
 use super::savers::{Saves, size_of};
+use super::sites::Callee;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, ValType as EVal};
 use wasmparser::{Operator, ValType};
