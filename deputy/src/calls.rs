@@ -164,12 +164,10 @@ impl Deputy {
         let path = utf8(path)?;
         let follow = dirflags & lookupflags::SYMLINK_FOLLOW != 0;
         let read = rights_base & (rights::FD_READ | rights::FD_READDIR) != 0;
-        let write = rights_base
-            & (rights::FD_WRITE
-                | rights::FD_ALLOCATE
-                | rights::FD_FILESTAT_SET_SIZE
-                | rights::FD_DATASYNC)
-            != 0;
+        // Opened for writing only with FD_WRITE, as under `wasmtime run`: Go's
+        // O_RDONLY asks for every right of a file but the writes, and
+        // FD_FILESTAT_SET_SIZE among them.
+        let write = rights_base & rights::FD_WRITE != 0;
         let meta = FdMeta {
             kind: FdKind::File,
             preopen: parent.preopen,

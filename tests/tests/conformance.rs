@@ -45,6 +45,8 @@ fn every_preview1_function_behaves() {
         "fd_fdstat_set_rights: err NOTSUP",
         "fd_read input: 18 \"hello conformance\\n\"",
         "fd_write read-only: err BADF",
+        "fd_write without FD_WRITE: err BADF",
+        "fd_pwrite without FD_WRITE: err BADF",
         "fd_read directory: err BADF",
         "fd_write bad fd: err BADF",
         "fd_seek stdout: err SPIPE",

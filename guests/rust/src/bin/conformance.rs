@@ -144,6 +144,14 @@ unsafe fn run() {
             Err(e) => println!("fd_read input: err {}", e.name()),
         }
         err_only("fd_write read-only", fd_write(ro, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }]));
+        // Read-only is the lack of FD_WRITE, whatever else is asked: Go's
+        // O_RDONLY asks for FD_FILESTAT_SET_SIZE and FD_FDSTAT_SET_FLAGS too.
+        let rights = RIGHTS_FD_READ | RIGHTS_FD_SEEK | RIGHTS_FD_TELL | RIGHTS_FD_FILESTAT_GET
+            | RIGHTS_FD_FILESTAT_SET_SIZE | RIGHTS_FD_FDSTAT_SET_FLAGS | RIGHTS_FD_SYNC;
+        let ro2 = open("input.txt", 0, rights, 0).expect("open input again");
+        err_only("fd_write without FD_WRITE", fd_write(ro2, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }]));
+        err_only("fd_pwrite without FD_WRITE", fd_pwrite(ro2, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }], 0));
+        show("fd_close read-only", fd_close(ro2));
         err_only("fd_read directory", fd_read(DIR, &[Iovec { buf: ib.as_mut_ptr(), buf_len: 4 }]));
         err_only("fd_write bad fd", fd_write(99, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }]));
         err_only("fd_seek stdout", fd_seek(1, 0, WHENCE_CUR));
