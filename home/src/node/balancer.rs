@@ -52,6 +52,12 @@ fn runnable(used: f64) -> f64 {
     }
 }
 
+/// The CPUs `bodies` would use: `+0.0` for none (a float sum of nothing is
+/// `-0.0`, which `ssictl nodes` printed as a load of `-0.00`).
+fn demand_of(bodies: &[BodyLoad]) -> f64 {
+    bodies.iter().fold(0.0, |d, b| d + b.cpu_now)
+}
+
 impl NodeCore {
     /// The bodies hosted here as the policy sees them, their CPU use now
     /// measured against the previous sample (`last`, kept by the caller).
@@ -217,7 +223,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 .retain(|(pid, at)| {
                     !bodies.iter().any(|b| b.pid == *pid) && at.elapsed() < TAKEN_FOR
                 });
-            let demand: f64 = bodies.iter().map(|b| b.cpu_now).sum();
+            let demand = demand_of(&bodies);
             *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
             if !core.balance || core.drain_moving.load(std::sync::atomic::Ordering::SeqCst) {
                 continue;
@@ -239,7 +245,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
             // Bodies on their way out count no more here.
             let mut nodes = nodes;
             if let Some(me) = nodes.iter_mut().find(|n| n.id == core.id) {
-                me.demand = candidates.iter().map(|b| b.cpu_now).sum();
+                me.demand = demand_of(&candidates);
             }
             let picture = Picture {
                 me: core.id,
@@ -332,4 +338,14 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_node_without_bodies_demands_plus_zero() {
+        let d = super::demand_of(&[]);
+        assert!(d == 0.0 && d.is_sign_positive(), "{d}");
+        assert_eq!(format!("{d:.2}"), "0.00");
+    }
 }
