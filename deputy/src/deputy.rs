@@ -328,7 +328,15 @@ impl Deputy {
                 Ok(Reply::Filestat(filestat(st)))
             }
             S::FdFilestatSetSize { fd, size } => {
-                wc(self.writable(fd)?.set_filestat_size(size))?;
+                // A file opened without FD_WRITE is the host's to refuse
+                // (EINVAL, as under `wasmtime run`); a stream is no file.
+                let e = self.entry(fd)?;
+                match &e.handle {
+                    Handle::File(f) if !matches!(e.meta.kind, FdKind::Stdio(_)) => {
+                        wc(f.set_filestat_size(size))?
+                    }
+                    _ => return Err(Errno::Badf),
+                }
                 Ok(Reply::Unit)
             }
             S::FdFilestatSetTimes {

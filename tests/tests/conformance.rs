@@ -47,6 +47,8 @@ fn every_preview1_function_behaves() {
         "fd_write read-only: err BADF",
         "fd_write without FD_WRITE: err BADF",
         "fd_pwrite without FD_WRITE: err BADF",
+        "fd_filestat_set_size without FD_WRITE: err INVAL",
+        "fd_filestat_set_size stdout: err BADF",
         "fd_read directory: err BADF",
         "fd_write bad fd: err BADF",
         "fd_seek stdout: err SPIPE",

@@ -151,7 +151,9 @@ unsafe fn run() {
         let ro2 = open("input.txt", 0, rights, 0).expect("open input again");
         err_only("fd_write without FD_WRITE", fd_write(ro2, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }]));
         err_only("fd_pwrite without FD_WRITE", fd_pwrite(ro2, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }], 0));
+        err_only("fd_filestat_set_size without FD_WRITE", fd_filestat_set_size(ro2, 1));
         show("fd_close read-only", fd_close(ro2));
+        err_only("fd_filestat_set_size stdout", fd_filestat_set_size(1, 0));
         err_only("fd_read directory", fd_read(DIR, &[Iovec { buf: ib.as_mut_ptr(), buf_len: 4 }]));
         err_only("fd_write bad fd", fd_write(99, &[Ciovec { buf: data.as_ptr(), buf_len: 1 }]));
         err_only("fd_seek stdout", fd_seek(1, 0, WHENCE_CUR));
