@@ -69,6 +69,12 @@ pub fn try_migrate_within(
 /// different node each time (`migrate(asked, to)`), until it ends (`ended`
 /// says so); returns how many moves it made. A move that fails while the
 /// process is still running fails the test.
+///
+/// Between two moves the process runs for a random time of up to 20 ms
+/// plus as long as the last move took (a second at most), so that it goes on however slow the
+/// machine makes the moves (on a loaded machine, a move of a large process
+/// can take longer than 20 ms many times over, and the process would spend
+/// its run being moved).
 pub fn move_until_it_ends(
     cluster: &Cluster,
     pid: u64,
@@ -90,20 +96,27 @@ pub fn move_until_it_ends(
     };
     let mut moves = 0;
     let started = Instant::now();
+    let mut last_move = Duration::ZERO;
     while !ended() {
         assert!(
             started.elapsed() < WAIT * 3,
             "the process did not end within {:?} of moves",
             WAIT * 3
         );
-        std::thread::sleep(Duration::from_millis(next() % 20));
+        // (A first move to a node that compiles the module there is
+        // long, and no measure of the next: a second at most counts.)
+        let between = 20 + last_move.min(Duration::from_secs(1)).as_millis() as u64;
+        std::thread::sleep(Duration::from_millis(next() % between));
         let to = [1u64, 2, 3]
             .into_iter()
             .filter(|n| *n != at)
             .nth((next() % 2) as usize)
             .expect("another node");
         // Ask any node: the request goes to the process's home.
-        match migrate(1 + (moves % 3), to as usize) {
+        let asked = Instant::now();
+        let answer = migrate(1 + (moves % 3), to as usize);
+        last_move = asked.elapsed();
+        match answer {
             Ok(report) => {
                 assert_eq!(report["from"].as_u64(), Some(at), "{report}");
                 assert_eq!(report["to"].as_u64(), Some(to), "{report}");
