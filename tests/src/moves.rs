@@ -50,9 +50,18 @@ pub fn try_migrate_within(
     to: usize,
     limit: Duration,
 ) -> Result<serde_json::Value, String> {
+    // ssictl waits as long as the test does (its own bound is a minute).
+    let timeout = limit.as_secs().to_string();
     let out = cluster.ssictl_within(
         from,
-        &["migrate", &pid.to_string(), &to.to_string(), "--json"],
+        &[
+            "--timeout",
+            &timeout,
+            "migrate",
+            &pid.to_string(),
+            &to.to_string(),
+            "--json",
+        ],
         limit,
     );
     if !out.status.success() {
@@ -64,14 +73,18 @@ pub fn try_migrate_within(
     Ok(serde_json::from_slice(&out.stdout).expect("migration report"))
 }
 
+/// How many moves come as fast as they can (the tests ask for ten).
+pub const BRISK: usize = 10;
+
 /// Moves process `pid`, which runs on node `at`, across the three nodes at
 /// moments chosen at random (from a seed printed for a rerun), asking a
 /// different node each time (`migrate(asked, to)`), until it ends (`ended`
 /// says so); returns how many moves it made. A move that fails while the
 /// process is still running fails the test.
 ///
-/// Between two moves the process runs for a random time of up to 20 ms
-/// plus as long as the last move took (a second at most), so that it goes on however slow the
+/// Between two of its first [`BRISK`] moves the process runs for a random
+/// time of up to 20 ms; between later ones, up to 20 ms plus as long as the
+/// last move took (a second at most), so that it goes on however slow the
 /// machine makes the moves (on a loaded machine, a move of a large process
 /// can take longer than 20 ms many times over, and the process would spend
 /// its run being moved).
@@ -105,7 +118,11 @@ pub fn move_until_it_ends(
         );
         // (A first move to a node that compiles the module there is
         // long, and no measure of the next: a second at most counts.)
-        let between = 20 + last_move.min(Duration::from_secs(1)).as_millis() as u64;
+        let between = if moves < BRISK {
+            20
+        } else {
+            20 + last_move.min(Duration::from_secs(1)).as_millis() as u64
+        };
         std::thread::sleep(Duration::from_millis(next() % between));
         let to = [1u64, 2, 3]
             .into_iter()

@@ -223,7 +223,14 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
                 .retain(|(pid, at)| {
                     !bodies.iter().any(|b| b.pid == *pid) && at.elapsed() < TAKEN_FOR
                 });
-            let demand = demand_of(&bodies);
+            // A process still loading its module to run here is about to:
+            // a node whose processes all load must not look idle.
+            let loading = core
+                .loading
+                .iter()
+                .filter(|l| l.info.node == core.id)
+                .count() as f64;
+            let demand = demand_of(&bodies) + loading;
             *core.demand.lock().unwrap_or_else(|p| p.into_inner()) = demand;
             if !core.balance || core.drain_moving.load(std::sync::atomic::Ordering::SeqCst) {
                 continue;
@@ -245,7 +252,7 @@ pub(crate) fn balancer(core: Arc<NodeCore>) {
             // Bodies on their way out count no more here.
             let mut nodes = nodes;
             if let Some(me) = nodes.iter_mut().find(|n| n.id == core.id) {
-                me.demand = demand_of(&candidates);
+                me.demand = demand_of(&candidates) + loading;
             }
             let picture = Picture {
                 me: core.id,
