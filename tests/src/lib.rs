@@ -23,7 +23,7 @@ mod wait;
 
 pub use binaries::{bin, bin_dir, repo_root, shell_status};
 pub use cluster::{Cluster, free_port};
-pub use moves::{migrate_or_explain, move_until_it_ends, try_migrate, try_migrate_within};
+pub use moves::{BRISK, migrate_or_explain, move_until_it_ends, try_migrate, try_migrate_within};
 pub use wait::{Proc, Stream, WAIT, nodes_logs, run, wait_until};
 
 /// The guests are built inside this checkout (`target/guests`), whatever

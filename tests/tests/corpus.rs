@@ -10,7 +10,7 @@ use ssi_tests::corpus::{self, BOOLECTOR, GOFMT, NEXTPNR, PYTHON, Program, RESVG,
 use ssi_tests::{Cluster, WAIT, assert_same, move_until_it_ends, try_migrate_within, wait_until};
 
 /// Moves a migrated run must see at the least.
-const MOVES: usize = 10;
+const MOVES: usize = ssi_tests::BRISK;
 
 fn differential(program: &Program) {
     if let Some(why) = program.lacks {
