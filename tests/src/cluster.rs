@@ -43,6 +43,13 @@ impl Cluster {
         Self::start_with(n, |_| Vec::new())
     }
 
+    /// As [`Cluster::start`], the balancer off: for a test that moves a
+    /// process itself and must know where it is (the balancer would bring
+    /// an I/O-bound process home between two of its moves).
+    pub fn start_unbalanced(n: usize) -> Cluster {
+        Self::start_with(n, |_| vec!["--balance".into(), "off".into()])
+    }
+
     /// As [`Cluster::start`], with `options(id)` added to node `id`'s
     /// command line (`--cpus 1`, `--balance off`…).
     pub fn start_with(n: usize, options: impl Fn(usize) -> Vec<String>) -> Cluster {

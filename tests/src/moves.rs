@@ -82,6 +82,10 @@ pub const BRISK: usize = 10;
 /// says so); returns how many moves it made. A move that fails while the
 /// process is still running fails the test.
 ///
+/// The cluster's balancer must be off ([`Cluster::start_unbalanced`]): a
+/// move it made between two of these would leave the process elsewhere than
+/// where the next is asked from.
+///
 /// Between two of its first [`BRISK`] moves the process runs for a random
 /// time of up to 20 ms; between later ones, up to 20 ms plus as long as the
 /// last move took (a second at most), so that it goes on however slow the

@@ -33,7 +33,7 @@ fn differential(program: &Program) {
 }
 
 fn migrated(program: &Program) {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_unbalanced(3);
     let reference = case(program, Size::Long).run_reference();
     assert_eq!(
         reference.0.status,

@@ -62,7 +62,7 @@ const AT_LEAST: usize = 20;
 
 #[test]
 fn a_churning_process_moved_until_it_ends_prints_what_wasmtime_prints() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_unbalanced(3);
     let rounds = "15000";
     let reference = Case::new(guest("churn")).args(&[rounds]).run_reference().0;
     let child = std::cell::RefCell::new(start(&cluster, 1, 2, "churn", &[rounds]));
@@ -92,7 +92,7 @@ fn a_churning_process_moved_until_it_ends_prints_what_wasmtime_prints() {
 /// wasmtime's give.
 #[test]
 fn a_c_program_writing_a_file_moved_at_random_moments_matches_wasmtime() {
-    let cluster = Cluster::start(3);
+    let cluster = Cluster::start_unbalanced(3);
     let case = Case::new(guest("cwork")).args(&["1000"]).sandbox(&[]);
     let reference = case.run_reference();
     let run = case.spawn_through(&cluster, 1, 2);
