@@ -43,9 +43,9 @@ impl Cluster {
         Self::start_with(n, |_| Vec::new())
     }
 
-    /// As [`Cluster::start`], the balancer off: for a test that moves a
-    /// process itself and must know where it is (the balancer would bring
-    /// an I/O-bound process home between two of its moves).
+    /// As [`Cluster::start`], the balancer off: for a test that places or
+    /// moves processes itself and must know where they are (the balancer
+    /// would, for one, bring an I/O-bound process home between two moves).
     pub fn start_unbalanced(n: usize) -> Cluster {
         Self::start_with(n, |_| vec!["--balance".into(), "off".into()])
     }

@@ -132,7 +132,7 @@ fn whole_modules(cluster: &Cluster, id: usize) -> Vec<String> {
 fn a_node_fetches_a_modules_compiled_code_from_a_peer_instead_of_compiling_it() {
     // Moved to nodes that never ran it, and launched at one: each takes the
     // code node 1 compiled.
-    let cluster = Cluster::start_with(3, |_| vec!["--balance".into(), "off".into()]);
+    let cluster = Cluster::start_unbalanced(3);
     let mut child = spin(&cluster, 1, 1, &["0"]);
     let pid = cluster.pid_of(1, "spin", |c| c.starts_with("spin.wasm"));
     // The home compiles the whole module once the process has run a while.

@@ -51,7 +51,7 @@ fn node_of(cluster: &Cluster, pid: u64) -> Option<u64> {
 
 #[test]
 fn events_follow_a_process_of_another_node_through_a_migration_and_its_end() {
-    let mut cluster = Cluster::start_with(3, |_| vec!["--balance".into(), "off".into()]);
+    let mut cluster = Cluster::start_unbalanced(3);
     let mut events = follow(&cluster, 3);
     // The follower is in place once it has told its first push: give it a
     // process to see start.

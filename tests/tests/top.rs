@@ -177,7 +177,7 @@ fn spin(cluster: &Cluster, node: usize) -> Proc {
 
 #[test]
 fn top_filters_migrates_and_signals_a_process_and_restores_the_terminal() {
-    let cluster = Cluster::start_with(3, |_| vec!["--balance".into(), "off".into()]);
+    let cluster = Cluster::start_unbalanced(3);
     let _a = spin(&cluster, 1);
     let _b = spin(&cluster, 1);
     let pids: Vec<u64> = cluster

