@@ -350,6 +350,10 @@ impl Runtime {
         // run` takes it. (Its legacy encoding, `try`/`catch`/`delegate`, is
         // one Cranelift does not compile.)
         config.wasm_exceptions(true);
+        // The instrumentation hints the branches of its poll points and of its
+        // checks after calls as not taken (`metadata.code.branch_hint`): the
+        // engine lays their code out after the function's hot paths.
+        config.wasm_branch_hinting(true);
         // The instrumented code's frames are larger than the original's: a
         // deeper stack lets a program recurse as deep as under `wasmtime run`
         // (512 KiB). Body threads have room for it (`BODY_THREAD_STACK`).

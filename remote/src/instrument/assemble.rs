@@ -3,6 +3,7 @@
 //! copies, the helpers, the flag and unwind-stack memories, the globals,
 //! exports and the table of rewind copies).
 
+use super::func::Copy;
 use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, NOUNWIND_GLOBAL, PTR_GLOBAL, REWIND, REWIND_TABLE,
@@ -27,9 +28,9 @@ pub(super) struct Assembler<'s, 'a> {
     pub(super) s: &'s Survey<'a>,
     pub(super) consts: &'s Consts,
     pub(super) savers: &'s Savers,
-    pub(super) fast: &'s [Option<wasm_encoder::Function>],
+    pub(super) fast: &'s [Option<Copy>],
     /// (original index, type, rewind copy), in order.
-    pub(super) rewinds: &'s [(u32, u32, Option<wasm_encoder::Function>)],
+    pub(super) rewinds: &'s [(u32, u32, Option<Copy>)],
     /// Rewind copies are stubs (see [`Instrumented::runnable`](super::Instrumented::runnable)).
     pub(super) stubs: bool,
     pub(super) rewind_start: Option<u32>,
@@ -136,6 +137,38 @@ impl Assembler<'_, '_> {
         );
         self.done[9] = true;
     }
+
+    /// The copies' branch hints (see [`Copy`]), by function index.
+    fn branch_hints(&self) -> Option<wasm_encoder::BranchHints> {
+        let p = &self.s.plan;
+        let fast = self
+            .fast
+            .iter()
+            .enumerate()
+            .filter_map(|(i, f)| Some((p.imported + i as u32, f.as_ref()?)));
+        let rewinds = self
+            .rewinds
+            .iter()
+            .filter(|_| !self.stubs)
+            .filter_map(|(f, _, r)| Some((p.rewind_of(*f)?, r.as_ref()?)));
+        let mut all: Vec<(u32, &Copy)> = fast.chain(rewinds).collect();
+        all.retain(|(_, c)| !c.hints.is_empty());
+        if all.is_empty() {
+            return None;
+        }
+        all.sort_by_key(|(i, _)| *i);
+        let mut hints = wasm_encoder::BranchHints::new();
+        for (i, c) in all {
+            hints.function_hints(
+                i,
+                c.hints.iter().map(|&(o, taken)| wasm_encoder::BranchHint {
+                    branch_func_offset: o,
+                    branch_hint_value: u32::from(taken),
+                }),
+            );
+        }
+        Some(hints)
+    }
 }
 
 impl Reencode for Assembler<'_, '_> {
@@ -222,7 +255,7 @@ impl Reencode for Assembler<'_, '_> {
             let body = body?;
             match self.fast.get(self.next_body).and_then(Option::as_ref) {
                 Some(f) => {
-                    code.function(f);
+                    code.function(&f.code);
                 }
                 None => reencode::utils::parse_function_body(self, code, body)?,
             }
@@ -231,7 +264,7 @@ impl Reencode for Assembler<'_, '_> {
         let stub = stub();
         for (_, _, f) in self.rewinds {
             code.function(match f {
-                Some(f) if !self.stubs => f,
+                Some(f) if !self.stubs => &f.code,
                 _ => &stub,
             });
         }
@@ -267,6 +300,19 @@ impl Reencode for Assembler<'_, '_> {
             }
             _ => reencode::utils::parse_custom_name_subsection(self, names, section),
         }
+    }
+
+    fn parse_custom_section(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        section: wasmparser::CustomSectionReader<'_>,
+    ) -> Result<(), reencode::Error<Self::Error>> {
+        // The module's own code metadata (branch hints and the like) names
+        // places in code that the copies have moved: it is left out.
+        if section.name().starts_with("metadata.code.") {
+            return Ok(());
+        }
+        reencode::utils::parse_custom_section(self, module, section)
     }
 
     fn intersperse_section_hook(
@@ -312,6 +358,12 @@ impl Reencode for Assembler<'_, '_> {
             let mut elements = wasm_encoder::ElementSection::new();
             self.add_elements(&mut elements);
             module.section(&elements);
+        }
+        // Code metadata comes before the code.
+        if before == Some(S::Code)
+            && let Some(hints) = self.branch_hints()
+        {
+            module.section(&hints);
         }
         Ok(())
     }

@@ -119,6 +119,20 @@ pub(crate) struct Instrumenter<'p, 'a> {
     /// Locals shared by both copies (`n1`, parameters), from the first past
     /// the function's own.
     pub(crate) shared: Locals,
+    /// Where, in the code of the copy being written, the `if`s are whose
+    /// branch is taken only to unwind or to end the body, and whether that
+    /// is their `else` (see [`Copy`]).
+    pub(crate) hints: std::cell::RefCell<Vec<(u32, bool)>>,
+}
+
+/// A copy of a function, and its branch hints: the offsets (from the start
+/// of its body, as the `metadata.code.branch_hint` section counts them) of
+/// the `if`s of its poll points and of its checks after calls, each with
+/// whether it is taken. What they lead to runs only when the body freezes
+/// or ends: the engine lays it out after the function's hot code.
+pub(crate) struct Copy {
+    pub(crate) code: Function,
+    pub(crate) hints: Vec<(u32, bool)>,
 }
 
 impl<'p, 'a> Instrumenter<'p, 'a> {
@@ -146,6 +160,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             ends: vec![None; n],
             entry_poll: None,
             shared: Locals::new(body.locals.len() as u32),
+            hints: Default::default(),
         };
         me.find_sites()?;
         me.save_sets()?;
@@ -276,15 +291,16 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
 
     /// Ends a copy: `code` (the function's code without its final `end`)
     /// after `prologue`, wrapped in the shared saves' blocks if there are
-    /// any (see [`Saves`]).
-    pub(crate) fn finish(&self, prologue: &mut Function, code: Function, saves: &Saves) {
+    /// any (see [`Saves`]). Returns where in `prologue` the code starts.
+    pub(crate) fn finish(&self, prologue: &mut Function, code: Function, saves: &Saves) -> u32 {
         let code = code.into_raw_body();
         // (Built with no locals: a one-byte count first.)
         let code = &code[1..];
         let Some(slot) = saves.k.filter(|_| !saves.layouts.is_empty()) else {
+            let start = prologue.byte_len() as u32;
             prologue.raw(code.iter().copied());
             prologue.instruction(&I::End);
-            return;
+            return start;
         };
         for _ in &saves.layouts {
             prologue.instruction(&I::Block(EBlock::Empty));
@@ -293,6 +309,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             None => EBlock::Empty,
             Some(t) => EBlock::Result(enc(*t)),
         }));
+        let start = prologue.byte_len() as u32;
         prologue.raw(code.iter().copied());
         prologue.instruction(&I::End);
         prologue.instruction(&I::Return);
@@ -305,6 +322,36 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             self.call_saver(prologue, types);
         }
         prologue.instruction(&I::End);
+        start
+    }
+
+    /// The copy: `code` after `prologue` (see [`Self::finish`]), with its
+    /// locals, and the hints given while `code` was written.
+    pub(crate) fn complete(
+        &self,
+        mut prologue: Function,
+        code: Function,
+        saves: &Saves,
+        extra: &Locals,
+    ) -> Copy {
+        let hints = self.hints.take();
+        let start = self.finish(&mut prologue, code, saves);
+        let (code, decls) = self.with_locals(prologue, extra);
+        // A byte at `o` of `code` (past its one-byte count) is at `start + o
+        // - 1` of `prologue`, whose byte `p` (past its own) is at `decls + p
+        // - 1` of the copy.
+        let hints = hints
+            .into_iter()
+            .map(|(o, taken)| (decls + start + o - 2, taken))
+            .collect();
+        Copy { code, hints }
+    }
+
+    /// An `if` whose branch is taken only to unwind or to end the body
+    /// (`taken`: whose `else` is taken only then).
+    pub(crate) fn hinted_if(&self, f: &mut Function, taken: bool) {
+        self.hints.borrow_mut().push((f.byte_len() as u32, taken));
+        f.instruction(&I::If(EBlock::Empty));
     }
 
     /// After a call: if the callee unwound, this frame saves itself too.
@@ -319,7 +366,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::GlobalGet(self.consts.state_global));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
+        self.hinted_if(f, false);
         self.save_and_return(f, k, slots, saves, at + 1);
         f.instruction(&I::End);
     }
@@ -327,20 +374,25 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// A poll point's branch, taken when the flag is up: end the body (kill),
     /// or start the unwind here, unless a pinned call is under way (then
     /// the code goes on, and the freeze waits for a later poll point).
+    ///
+    /// It goes back to the hot code in one place, through its `else` (hinted
+    /// cold with the rest, see [`Copy`]): the kill traps without a branch,
+    /// dividing by zero when the flag reads [`FLAG_KILL`].
     pub(crate) fn poll_taken(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
         let c = self.consts;
+        f.instruction(&I::I32Const(1));
         self.flag(f);
         f.instruction(&I::I32Const(FLAG_KILL));
-        f.instruction(&I::I32Eq);
-        f.instruction(&I::If(EBlock::Empty));
-        f.instruction(&I::Unreachable);
-        f.instruction(&I::End);
+        f.instruction(&I::I32Xor);
+        f.instruction(&I::I32DivU);
+        f.instruction(&I::Drop);
         f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
-        f.instruction(&I::If(EBlock::Empty));
+        self.hinted_if(f, true);
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
         self.save_and_return(f, k, &[], saves, at + 1);
+        f.instruction(&I::Else);
         f.instruction(&I::End);
     }
 
@@ -362,10 +414,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 f.instruction(&I::I32And);
                 f.instruction(&I::I32Eqz);
             }
-            f.instruction(&I::If(EBlock::Empty));
+            self.hinted_if(f, false);
         }
         self.flag(f);
-        f.instruction(&I::If(EBlock::Empty));
+        self.hinted_if(f, false);
         self.poll_taken(f, k, saves, at + 1);
         f.instruction(&I::End);
         if counted.is_some() {
@@ -470,7 +522,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// The fast copy: the function as it is, with poll points and unwinding.
-    pub(crate) fn fast(&self) -> Result<Function, InstrumentError> {
+    pub(crate) fn fast(&self) -> Result<Copy, InstrumentError> {
+        self.hints.take();
         let mut scratch = Locals::new(self.shared.next);
         let mut saves = self.saves_for(&mut scratch);
         // Slots are taken before the function is built: collect its code first.
@@ -542,14 +595,14 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 }
             }
         }
-        let mut whole = Function::new(Vec::<(u32, EVal)>::new());
-        self.finish(&mut whole, f, &saves);
-        Ok(self.with_locals(whole, &scratch))
+        let whole = Function::new(Vec::<(u32, EVal)>::new());
+        Ok(self.complete(whole, f, &saves, &scratch))
     }
 
     /// Prepends the local declarations: the function's own, the shared
-    /// ones, then the copy's.
-    pub(crate) fn with_locals(&self, code: Function, extra: &Locals) -> Function {
+    /// ones, then the copy's. Returns the function, and where `code`'s body
+    /// starts in it.
+    pub(crate) fn with_locals(&self, code: Function, extra: &Locals) -> (Function, u32) {
         let mut decls: Vec<(u32, EVal)> = self
             .body
             .declared
@@ -559,9 +612,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         decls.extend(self.shared.declarations());
         decls.extend(extra.declarations());
         let mut f = Function::new(decls);
+        let start = f.byte_len() as u32;
         // `code` was built with no locals: its body follows a one-byte count.
         let bytes = code.into_raw_body();
         f.raw(bytes[1..].iter().copied());
-        f
+        (f, start)
     }
 }

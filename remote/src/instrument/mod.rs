@@ -686,8 +686,8 @@ fn instrument_with(
             .ok_or_else(|| parse_error("a function of no function type"))?;
         let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
         let f = ins.fast()?;
-        too_large(&f)?;
-        fast_code += f.byte_len();
+        too_large(&f.code)?;
+        fast_code += f.code.byte_len();
         if fast_code > max_fast {
             return Err(unsupported(format!(
                 "its instrumented code would be past {} MiB, more than a node compiles for freezing (its whole module would take minutes and gigabytes to compile)",
@@ -697,8 +697,8 @@ fn instrument_with(
         // A rewind copy is 3 to 5 times its fast copy: a large function's is
         // made even for the runnable part alone, to refuse now (as not
         // freezable) a module whose whole one the engine would not take.
-        if !whole && f.byte_len() > MAX_FUNCTION_SIZE / 16 {
-            too_large(&ins.rewind()?)?;
+        if !whole && f.code.byte_len() > MAX_FUNCTION_SIZE / 16 {
+            too_large(&ins.rewind()?.code)?;
         }
         fast.push(Some(f));
         instrumenters.push(ins);
@@ -709,7 +709,7 @@ fn instrument_with(
     for ins in &instrumenters {
         let r = if whole {
             let r = ins.rewind()?;
-            too_large(&r)?;
+            too_large(&r.code)?;
             Some(r)
         } else {
             None

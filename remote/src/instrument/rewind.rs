@@ -6,7 +6,7 @@
 
 use super::InstrumentError;
 use super::analyze::parse_error;
-use super::func::{Instrumenter, Locals, NORMAL, REWINDING};
+use super::func::{Copy, Instrumenter, Locals, NORMAL, REWINDING};
 use super::savers::{Saves, size_of};
 use super::sites::Callee;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
@@ -486,7 +486,8 @@ impl Rewinder<'_, '_, '_> {
 
 impl<'p, 'a> Instrumenter<'p, 'a> {
     /// The rewind copy (see the module's doc).
-    pub(crate) fn rewind(&self) -> Result<Function, InstrumentError> {
+    pub(crate) fn rewind(&self) -> Result<Copy, InstrumentError> {
+        self.hints.take();
         let mut r = Rewinder {
             me: self,
             extra: Locals::new(self.shared.next),
@@ -519,8 +520,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         items.extend(self.items(0, n.saturating_sub(1))?);
         let mut code = Function::new(Vec::<(u32, EVal)>::new());
         r.frame(&mut code, &items, 0, self.sites.len() as u32)?;
-        self.finish(&mut f, code, &r.saves);
-        Ok(self.with_locals(f, &r.extra))
+        Ok(self.complete(f, code, &r.saves, &r.extra))
     }
 
     /// The items of one frame level, from `from` to `to` (exclusive).

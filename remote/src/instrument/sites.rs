@@ -203,9 +203,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         let end = end?;
         let body = &ops[start + 1..end];
-        // The step: `local.get x; const c; add|sub; local.set|tee x` at depth 0.
+        // The steps: `local.get x; const c; add|sub; local.set|tee x` at depth
+        // 0; the first that is the only write to its local, with no branch
+        // back before it, counts the loop.
         let mut depth = 0usize;
-        let mut found: Option<(usize, u32, bool, i64)> = None;
+        let mut steps: Vec<(usize, u32, bool, i64)> = Vec::new();
         for (j, w) in body.windows(4).enumerate() {
             let step = match (&w[0].op, &w[1].op, &w[2].op, &w[3].op) {
                 (
@@ -231,25 +233,19 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                     op,
                     Operator::LocalSet { local_index: b } | Operator::LocalTee { local_index: b },
                 ) if a == b && matches!(op, Operator::I64Add | Operator::I64Sub) => {
-                    let v = *value;
-                    Some((
-                        *a,
-                        true,
-                        if matches!(op, Operator::I64Sub) {
-                            v.checked_neg()?
-                        } else {
-                            v
-                        },
-                    ))
+                    if matches!(op, Operator::I64Sub) {
+                        value.checked_neg().map(|v| (*a, true, v))
+                    } else {
+                        Some((*a, true, *value))
+                    }
                 }
                 _ => None,
             };
             if let Some((local, wide, c)) = step
                 && depth == 0
-                && found.is_none()
                 && c != 0
             {
-                found = Some((j + 3, local, wide, c));
+                steps.push((j + 3, local, wide, c));
             }
             match w[0].op {
                 ref op if opens_frame(op) => depth += 1,
@@ -257,34 +253,9 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 _ => {}
             }
         }
-        let (write, local, wide, c) = found?;
-        // No other write to it, and no branch back before the step.
-        let mut depth = 0u32;
-        for (j, info) in body.iter().enumerate() {
-            let back = match &info.op {
-                Operator::LocalSet { local_index } | Operator::LocalTee { local_index }
-                    if *local_index == local && j != write =>
-                {
-                    return None;
-                }
-                Operator::Br { relative_depth }
-                | Operator::BrIf { relative_depth }
-                | Operator::BrOnNull { relative_depth }
-                | Operator::BrOnNonNull { relative_depth } => *relative_depth == depth,
-                Operator::BrTable { targets } => {
-                    targets.targets().flatten().any(|d| d == depth) || targets.default() == depth
-                }
-                _ => false,
-            };
-            if back && j < write {
-                return None;
-            }
-            match info.op {
-                ref op if opens_frame(op) => depth += 1,
-                Operator::End => depth = depth.saturating_sub(1),
-                _ => {}
-            }
-        }
+        let (_, local, wide, c) = steps
+            .into_iter()
+            .find(|&(write, local, _, _)| only_step(body, write, local))?;
         let window = c.unsigned_abs().checked_next_power_of_two()?;
         let by_budget = (POLL_BUDGET / body.len().max(1)) as u64;
         let period_iterations = by_budget.min(POLL_PERIOD);
@@ -490,4 +461,37 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         Ok(())
     }
+}
+
+/// Whether the write at `write` is the only one to `local` in the loop's
+/// `body`, with no branch back to the loop's start before it.
+fn only_step(body: &[super::analyze::OpInfo<'_>], write: usize, local: u32) -> bool {
+    // No other write to it, and no branch back before the step.
+    let mut depth = 0u32;
+    for (j, info) in body.iter().enumerate() {
+        let back = match &info.op {
+            Operator::LocalSet { local_index } | Operator::LocalTee { local_index }
+                if *local_index == local && j != write =>
+            {
+                return false;
+            }
+            Operator::Br { relative_depth }
+            | Operator::BrIf { relative_depth }
+            | Operator::BrOnNull { relative_depth }
+            | Operator::BrOnNonNull { relative_depth } => *relative_depth == depth,
+            Operator::BrTable { targets } => {
+                targets.targets().flatten().any(|d| d == depth) || targets.default() == depth
+            }
+            _ => false,
+        };
+        if back && j < write {
+            return false;
+        }
+        match info.op {
+            ref op if opens_frame(op) => depth += 1,
+            Operator::End => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    true
 }

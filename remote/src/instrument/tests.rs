@@ -73,7 +73,8 @@ fn engine() -> Engine {
         .wasm_threads(true)
         .shared_memory(true)
         .wasm_multi_memory(true)
-        .wasm_exceptions(true);
+        .wasm_exceptions(true)
+        .wasm_branch_hinting(true);
     Engine::new(&config).expect("engine")
 }
 
@@ -409,6 +410,108 @@ fn poll_points_are_where_loops_and_recursion_are() {
     assert_eq!(ins.memories, 1);
 }
 
+/// Per function of `wasm`: its branch hints, each with whether it names an
+/// `if` of that function's code.
+fn branch_hints(wasm: &[u8]) -> Vec<(u32, Vec<(bool, bool)>)> {
+    let mut bodies = Vec::new();
+    let mut imported = 0u32;
+    let mut hints = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload.expect("payload") {
+            wasmparser::Payload::ImportSection(r) => {
+                for i in r.into_imports() {
+                    if matches!(i.expect("import").ty, wasmparser::TypeRef::Func(_)) {
+                        imported += 1;
+                    }
+                }
+            }
+            wasmparser::Payload::CodeSectionEntry(body) => bodies.push(body),
+            wasmparser::Payload::CustomSection(c) => {
+                if let wasmparser::KnownCustom::BranchHints(r) = c.as_known() {
+                    for f in r {
+                        let f = f.expect("function's hints");
+                        let hs: Vec<_> = f.hints.into_iter().map(|h| h.expect("hint")).collect();
+                        hints.push((f.func, hs));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    hints
+        .into_iter()
+        .map(|(func, hs)| {
+            let body = &bodies[(func - imported) as usize];
+            let start = body.range().start;
+            let mut ifs = std::collections::HashSet::new();
+            let mut ops = body.get_operators_reader().expect("operators");
+            while !ops.eof() {
+                let (op, at) = ops.read_with_offset().expect("operator");
+                if matches!(op, Operator::If { .. }) {
+                    ifs.insert((at - start) as u32);
+                }
+            }
+            let checked = hs
+                .iter()
+                .map(|h| (ifs.contains(&h.func_offset), h.taken))
+                .collect();
+            (func, checked)
+        })
+        .collect()
+}
+
+/// The branches of poll points and of checks after calls are hinted as not
+/// taken, in both copies, at the offsets of their `if`s; a module's own
+/// hints, which name places the copies moved, are left out.
+#[test]
+fn poll_points_and_checks_are_hinted_cold() {
+    let mut wasm = wat(&format!(
+        r#"(module {IMPORTS}
+        (func $f (param i32) (result i32) (local i32)
+            (loop $l (local.set 1 (i32.add (local.get 1) (local.get 0)))
+                (br_if $l (i32.lt_u (local.get 1) (i32.const 1000))))
+            (local.get 1))
+        (func $self (param i32) (result i32)
+            (if (result i32) (local.get 0)
+                (then (call $self (i32.sub (local.get 0) (i32.const 1))))
+                (else (call $f (i32.const 3)))))
+        (func (export "_start") (call $out (i64.extend_i32_u (call $self (i32.const 5))))))"#
+    ));
+    // The module's own hint: the `if` of `$self`, which instrumentation moves.
+    let mut own = wasm_encoder::BranchHints::new();
+    own.function_hints(
+        3,
+        [wasm_encoder::BranchHint {
+            branch_func_offset: 3,
+            branch_hint_value: 1,
+        }],
+    );
+    wasm.push(wasm_encoder::SectionId::Custom as u8);
+    wasm_encoder::Encode::encode(&own, &mut wasm);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    let hints = branch_hints(&ins.wasm);
+    let hinted: Vec<u32> = hints.iter().map(|(f, _)| *f).collect();
+    // `$f` (its loop), `$self` (its entry, its calls), `_start` (its call),
+    // then their rewind copies; nothing else.
+    assert_eq!(hinted, vec![2, 3, 4, 5, 6, 7], "{hints:?}");
+    for (f, hs) in &hints {
+        assert!(hs.iter().all(|(at_if, _)| *at_if), "function {f}: {hs:?}");
+        assert!(hs.iter().any(|(_, taken)| !taken), "function {f}: {hs:?}");
+    }
+    // `$self`'s fast copy: its entry's poll (the flag; the `else` back),
+    // and a check after each of its two calls.
+    let (_, self_fast) = &hints[1];
+    assert_eq!(
+        self_fast.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
+        vec![false, true, false, false]
+    );
+    // Unwound at every poll point, it computes what it computes alone.
+    let (out, moves) = tortured(&wasm, false);
+    assert_eq!(out, reference(&wasm));
+    assert!(moves > 0);
+}
+
 #[test]
 fn a_module_without_imports_or_exports_gets_them() {
     let wasm = wat(r#"(module (func (loop (br 0))))"#);
@@ -574,6 +677,38 @@ fn a_loop_polls_without_calls_it_comes_back_from() {
     }
     // The poll point's save, in the fast and in the rewind copy.
     assert_eq!(checked, 2);
+}
+
+/// A loop whose first step is not the only write to its local (another
+/// leaves the loop) is counted by a later step that is.
+#[test]
+fn a_loop_is_counted_by_any_step_that_is_its_locals_only_write() {
+    let iterations = 100_000;
+    let text = format!(
+        r#"(module {IMPORTS}
+        (func (export "_start") (local $i i32) (local $n i32) (local $s i64)
+            (block $done
+                (loop $l
+                    (block $b
+                        (br_if $b (i32.ne (local.get $i) (i32.const -7)))
+                        (local.set $i (i32.const 0))
+                        (br $done))
+                    (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                    (local.set $n (i32.add (local.get $n) (i32.const 2)))
+                    (local.set $s (i64.add (local.get $s) (i64.extend_i32_s (local.get $i))))
+                    (br_if $l (i32.lt_u (local.get $n) (i32.const {})))))
+            (call $out (local.get $s))))"#,
+        iterations * 2
+    );
+    let wasm = wat(&text);
+    let (out, moves) = tortured(&wasm, false);
+    assert_eq!(out, reference(&wasm));
+    // Counted by `$n`: about one read of the flag per period, not one per
+    // iteration.
+    assert!(
+        moves > 0 && moves <= iterations / 64,
+        "{moves} moves for {iterations} iterations"
+    );
 }
 
 /// A loop stepping a local by a constant reads the flag only when the local
