@@ -314,8 +314,15 @@ fn one_line(e: &wasmtime::Error) -> String {
     s
 }
 
-/// The most native stack a body's Wasm code may use.
-pub const WASM_STACK: usize = 4 << 20;
+/// The most native stack a body's Wasm code may use, on every node (a body
+/// keeps it as it moves): twice the most `-W max-wasm-stack` takes, as
+/// instrumented frames are larger than the original's.
+pub const WASM_STACK: usize = 16 << 20;
+
+/// The most Wasm stack `ssirun -W max-wasm-stack` takes (Go's wasip1 runner
+/// asks for 8 MiB): a body recurses at least as deep as under `wasmtime run`
+/// given as much.
+pub const MAX_WASM_STACK_OPTION: usize = WASM_STACK / 2;
 
 /// The native stack of a thread that runs a body: its Wasm stack, and room
 /// for the host's frames around it.
@@ -356,7 +363,9 @@ impl Runtime {
         config.wasm_branch_hinting(true);
         // The instrumented code's frames are larger than the original's: a
         // deeper stack lets a program recurse as deep as under `wasmtime run`
-        // (512 KiB). Body threads have room for it (`BODY_THREAD_STACK`).
+        // (512 KiB, or up to `MAX_WASM_STACK_OPTION` with `-W
+        // max-wasm-stack`). Body threads have room for it
+        // (`BODY_THREAD_STACK`); what they do not touch costs nothing.
         config.max_wasm_stack(WASM_STACK);
         // (Checked against, though bodies do not run on fibers.)
         config.async_stack_size(BODY_THREAD_STACK);

@@ -308,3 +308,68 @@ fn max_memory_size_goes_with_a_process_that_moves_and_restarts() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// Writes `deep.wat` into `dir`: `_start` recurses 200,000 calls deep,
+/// past the 512 KiB of stack `wasmtime run` gives by default and within the
+/// 8 MiB Go's wasip1 runner asks for (`-W max-wasm-stack=8388608`). Its path.
+fn deep_module(dir: &Path) -> PathBuf {
+    let module = dir.join("deep.wat");
+    std::fs::write(
+        &module,
+        r#"(module
+            (memory (export "memory") 1)
+            (func $r (param $d i32) (param $x i64) (result i64) (local $y i64) (local $z i64)
+                (local.set $y (i64.mul (local.get $x) (i64.const 31)))
+                (local.set $z (i64.add (local.get $x) (i64.const 7)))
+                (if (result i64) (i32.eqz (local.get $d))
+                    (then (local.get $x))
+                    (else (i64.add (i64.xor (call $r (i32.sub (local.get $d) (i32.const 1))
+                        (local.get $y)) (local.get $z)) (local.get $y)))))
+            (func (export "_start") (drop (call $r (i32.const 200000) (i64.const 1)))))"#,
+    )
+    .expect("write the module");
+    module
+}
+
+/// As `wasmtime run -W max-wasm-stack=8388608` (what Go's wasip1 runner
+/// passes): a program recursing as deep as 8 MiB allows runs to its end,
+/// embedded and with its body on another node; a size past what every
+/// node gives is refused by name.
+#[test]
+fn max_wasm_stack_lets_a_program_recurse_as_deep_as_under_wasmtime() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let module = deep_module(dir.path());
+    // wasmtime's default stack is too small for it.
+    let (reference, _) = Case::new(module.clone()).run_reference();
+    assert_ne!(reference.status, 0, "the recursion fits wasmtime's default");
+    let (ours, _) = Case::new(module.clone()).run_ssirun_with(&["-W", "max-wasm-stack=8388608"]);
+    assert_eq!(ours.status, 0, "embedded: {}", ours.stderr_text());
+    let cluster = Cluster::start(2);
+    let out = ssi_tests::run(
+        Command::new(bin("ssirun"))
+            .arg("--connect")
+            .arg(cluster.socket(1))
+            .args(["--node", "2", "-W", "max-wasm-stack=0x80_0000"])
+            .arg(&module)
+            .stdin(Stdio::null()),
+        "ssirun deep.wat on node 2",
+    );
+    assert!(
+        out.status.success(),
+        "body on node 2: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for (option, named) in [
+        ("max-wasm-stack=0", "max-wasm-stack=0"),
+        ("max-wasm-stack=16777216", "16777216"),
+        ("max-wasm-stack=deep", "deep"),
+    ] {
+        let (out, _) = Case::new(module.clone()).run_ssirun_with(&["-W", option]);
+        assert_eq!(out.status, 1, "{option}: {}", out.stderr_text());
+        assert!(
+            out.stderr_text().contains(named),
+            "{option}: {}",
+            out.stderr_text()
+        );
+    }
+}

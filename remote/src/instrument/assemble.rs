@@ -3,7 +3,7 @@
 //! copies, the helpers, the flag and unwind-stack memories, the globals,
 //! exports and the table of rewind copies).
 
-use super::func::Copy;
+use super::func::FuncCopy;
 use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, NOUNWIND_GLOBAL, PTR_GLOBAL, REWIND, REWIND_TABLE,
@@ -28,9 +28,9 @@ pub(super) struct Assembler<'s, 'a> {
     pub(super) s: &'s Survey<'a>,
     pub(super) consts: &'s Consts,
     pub(super) savers: &'s Savers,
-    pub(super) fast: &'s [Option<Copy>],
+    pub(super) fast: &'s [Option<FuncCopy>],
     /// (original index, type, rewind copy), in order.
-    pub(super) rewinds: &'s [(u32, u32, Option<Copy>)],
+    pub(super) rewinds: &'s [(u32, u32, Option<FuncCopy>)],
     /// Rewind copies are stubs (see [`Instrumented::runnable`](super::Instrumented::runnable)).
     pub(super) stubs: bool,
     pub(super) rewind_start: Option<u32>,
@@ -138,7 +138,7 @@ impl Assembler<'_, '_> {
         self.done[9] = true;
     }
 
-    /// The copies' branch hints (see [`Copy`]), by function index.
+    /// The copies' branch hints (see [`FuncCopy`]), by function index.
     fn branch_hints(&self) -> Option<wasm_encoder::BranchHints> {
         let p = &self.s.plan;
         let fast = self
@@ -151,7 +151,7 @@ impl Assembler<'_, '_> {
             .iter()
             .filter(|_| !self.stubs)
             .filter_map(|(f, _, r)| Some((p.rewind_of(*f)?, r.as_ref()?)));
-        let mut all: Vec<(u32, &Copy)> = fast.chain(rewinds).collect();
+        let mut all: Vec<(u32, &FuncCopy)> = fast.chain(rewinds).collect();
         all.retain(|(_, c)| !c.hints.is_empty());
         if all.is_empty() {
             return None;

@@ -121,7 +121,7 @@ pub(crate) struct Instrumenter<'p, 'a> {
     pub(crate) shared: Locals,
     /// Where, in the code of the copy being written, the `if`s are whose
     /// branch is taken only to unwind or to end the body, and whether that
-    /// is their `else` (see [`Copy`]).
+    /// is their `else` (see [`FuncCopy`]).
     pub(crate) hints: std::cell::RefCell<Vec<(u32, bool)>>,
 }
 
@@ -130,7 +130,7 @@ pub(crate) struct Instrumenter<'p, 'a> {
 /// the `if`s of its poll points and of its checks after calls, each with
 /// whether it is taken. What they lead to runs only when the body freezes
 /// or ends: the engine lays it out after the function's hot code.
-pub(crate) struct Copy {
+pub(crate) struct FuncCopy {
     pub(crate) code: Function,
     pub(crate) hints: Vec<(u32, bool)>,
 }
@@ -333,7 +333,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         code: Function,
         saves: &Saves,
         extra: &Locals,
-    ) -> Copy {
+    ) -> FuncCopy {
         let hints = self.hints.take();
         let start = self.finish(&mut prologue, code, saves);
         let (code, decls) = self.with_locals(prologue, extra);
@@ -344,7 +344,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             .into_iter()
             .map(|(o, taken)| (decls + start + o - 2, taken))
             .collect();
-        Copy { code, hints }
+        FuncCopy { code, hints }
     }
 
     /// An `if` whose branch is taken only to unwind or to end the body
@@ -376,7 +376,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// the code goes on, and the freeze waits for a later poll point).
     ///
     /// It goes back to the hot code in one place, through its `else` (hinted
-    /// cold with the rest, see [`Copy`]): the kill traps without a branch,
+    /// cold with the rest, see [`FuncCopy`]): the kill traps without a branch,
     /// dividing by zero when the flag reads [`FLAG_KILL`].
     pub(crate) fn poll_taken(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
         let c = self.consts;
@@ -522,7 +522,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// The fast copy: the function as it is, with poll points and unwinding.
-    pub(crate) fn fast(&self) -> Result<Copy, InstrumentError> {
+    pub(crate) fn fast(&self) -> Result<FuncCopy, InstrumentError> {
         self.hints.take();
         let mut scratch = Locals::new(self.shared.next);
         let mut saves = self.saves_for(&mut scratch);

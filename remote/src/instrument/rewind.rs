@@ -6,7 +6,7 @@
 
 use super::InstrumentError;
 use super::analyze::parse_error;
-use super::func::{Copy, Instrumenter, Locals, NORMAL, REWINDING};
+use super::func::{FuncCopy, Instrumenter, Locals, NORMAL, REWINDING};
 use super::savers::{Saves, size_of};
 use super::sites::Callee;
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
@@ -486,7 +486,7 @@ impl Rewinder<'_, '_, '_> {
 
 impl<'p, 'a> Instrumenter<'p, 'a> {
     /// The rewind copy (see the module's doc).
-    pub(crate) fn rewind(&self) -> Result<Copy, InstrumentError> {
+    pub(crate) fn rewind(&self) -> Result<FuncCopy, InstrumentError> {
         self.hints.take();
         let mut r = Rewinder {
             me: self,

@@ -39,7 +39,10 @@ struct Args {
     /// a function import nothing provides to one that traps when called
     /// (instead of refusing the module); `max-memory-size=BYTES` bounds each
     /// linear memory of the program (`memory.grow` past it returns -1),
-    /// wherever the process moves and in its checkpoints.
+    /// wherever the process moves and in its checkpoints;
+    /// `max-wasm-stack=BYTES`, up to 8 MiB: the program recurses at least as
+    /// deep as under `wasmtime run` given as much (every body has 16 MiB of
+    /// stack wherever it runs).
     #[arg(short = 'W', value_name = "OPT[=VAL]")]
     wasm_options: Vec<String>,
     /// Do not cache compiled code on disk (embedded mode).
@@ -220,8 +223,18 @@ fn wasmtime_options(args: &Args) -> Result<WasmtimeOptions> {
             "max-memory-size" => {
                 o.max_memory_size = Some(size(&format!("W {item}"), value)?);
             }
+            "max-wasm-stack" => {
+                let bytes = size(&format!("W {item}"), value)?;
+                let most = ssi_remote::MAX_WASM_STACK_OPTION as u64;
+                if bytes == 0 || bytes > most {
+                    bail!(
+                        "-W {item}: ssirun takes a Wasm stack of 1 to {most} bytes (every body has {} MiB of native stack wherever it runs, and instrumented frames are larger than the original's)",
+                        ssi_remote::WASM_STACK >> 20
+                    );
+                }
+            }
             _ => bail!(
-                "-W {item}: ssirun does not take this Wasm option (it takes -W unknown-imports-trap and -W max-memory-size)"
+                "-W {item}: ssirun does not take this Wasm option (it takes -W unknown-imports-trap, -W max-memory-size and -W max-wasm-stack)"
             ),
         }
     }
@@ -658,6 +671,27 @@ fn run(args: Args) -> Result<Outcome> {
     {
         return run_on_private_node(cache, start, periodic);
     }
+    // The body runs on a thread with room for its Wasm stack, as on a node
+    // (the main thread has the system's 8 MiB); it is made there too, so
+    // that its CPU clock is that thread's.
+    std::thread::scope(|scope| {
+        let body = std::thread::Builder::new()
+            .name("body".into())
+            .stack_size(ssi_remote::BODY_THREAD_STACK)
+            .spawn_scoped(scope, || run_embedded(&args, cache, start, periodic))
+            .context("cannot start the body's thread")?;
+        body.join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+/// Runs the process in this process: on an embedded node, without a daemon.
+fn run_embedded(
+    args: &Args,
+    cache: Option<PathBuf>,
+    start: Start,
+    periodic: Option<Periodic>,
+) -> Result<Outcome> {
     let caching = cache.is_some();
     let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
     let node = Node::new(EMBEDDED_NODE, runtime).context("cannot start the embedded node")?;
