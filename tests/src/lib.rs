@@ -38,16 +38,7 @@ pub fn guests_dir() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = guests_target();
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
-            .arg("--manifest-path")
-            .arg(repo_root().join("guests/rust/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            .env_remove("RUSTFLAGS")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("run cargo to build the guests");
+        let status = build_wasip1(&repo_root().join("guests/rust/Cargo.toml"), &target, None);
         assert!(
             status.success(),
             "building the Rust guests failed (is the wasm32-wasip1 target installed? `rustup target add wasm32-wasip1`)"
@@ -81,6 +72,31 @@ pub fn guests_dir() -> &'static Path {
         }
         out
     })
+}
+
+/// Builds the Rust package of `manifest` for `wasm32-wasip1`, in release
+/// mode, into `target` (its modules in `wasm32-wasip1/release`); `rustflags`
+/// for the compiler, none of this process's.
+pub fn build_wasip1(
+    manifest: &Path,
+    target: &Path,
+    rustflags: Option<&str>,
+) -> std::process::ExitStatus {
+    let mut cargo = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    cargo
+        .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
+        .arg("--manifest-path")
+        .arg(manifest)
+        .arg("--target-dir")
+        .arg(target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
+    if let Some(flags) = rustflags {
+        cargo.env("RUSTFLAGS", flags);
+    }
+    cargo
+        .status()
+        .unwrap_or_else(|e| panic!("run cargo to build {}: {e}", manifest.display()))
 }
 
 /// Whether `file` exists and was modified after every one of `sources`.

@@ -275,10 +275,33 @@ fn programs_moved_by_the_balancer_print_what_they_print_unmoved() {
 #[test]
 fn loaded_nodes_sending_to_one_idle_node_at_once_do_not_swamp_it() {
     let mut cluster = Cluster::start_with(3, one_cpu(&[]));
+    // Launched pinned, so that the balancer sees four on each node at once
+    // (not a node still empty while the test launches its four), then let go.
     let _procs: Vec<Proc> = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
         .into_iter()
-        .map(|node| spin(&cluster, node))
+        .map(|node| {
+            let mut child = Proc::spawn(
+                cluster
+                    .ssirun(1)
+                    .args(["--node", &node.to_string(), "--pin"])
+                    .arg(guest("spin"))
+                    .arg("0")
+                    .stdin(Stdio::null()),
+                "a pinned spin",
+            );
+            assert_eq!(child.line("its first line"), "spinning");
+            child
+        })
         .collect();
+    for p in cluster.ssictl_json(1, "ps") {
+        let pid = p["pid"].as_u64().expect("a pid").to_string();
+        let out = cluster.ssictl(1, &["unpin", &pid]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
     let idle = cluster.add_node(&["--cpus", "1"]) as u64;
     let mut most = 0;
     let even = |now: &BTreeMap<u64, usize>| now.len() == 4 && now.values().all(|n| *n == 3);

@@ -38,17 +38,12 @@ fn built() -> &'static Path {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
         let target = repo_root().join("target/wasi-testsuite");
-        let status = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
-            .args(["build", "--release", "--quiet", "--target", "wasm32-wasip1"])
-            .arg("--manifest-path")
-            .arg(suite().join("rust/Cargo.toml"))
-            .arg("--target-dir")
-            .arg(&target)
-            // The suite's code is its own: its warnings are not ours.
-            .env("RUSTFLAGS", "-Awarnings")
-            .env_remove("CARGO_ENCODED_RUSTFLAGS")
-            .status()
-            .expect("run cargo to build the suite's Rust tests");
+        // The suite's code is its own: its warnings are not ours.
+        let status = ssi_tests::build_wasip1(
+            &suite().join("rust/Cargo.toml"),
+            &target,
+            Some("-Awarnings"),
+        );
         assert!(status.success(), "building the suite's Rust tests failed");
         let c_out = target.join("c");
         std::fs::create_dir_all(&c_out).expect("create the C tests' directory");
