@@ -171,6 +171,8 @@ pub struct Case {
     pub limit: Option<std::time::Duration>,
     /// The compiled-code cache `ssirun` uses (None: the user's).
     pub cache_dir: Option<PathBuf>,
+    /// As `-W max-wasm-stack`, given to both runners (None: their default).
+    pub max_wasm_stack: Option<usize>,
 }
 
 impl Case {
@@ -217,6 +219,12 @@ impl Case {
         self.cache_dir = Some(dir.to_path_buf());
         self
     }
+    /// Gives the program `bytes` of Wasm stack, as `-W max-wasm-stack` does,
+    /// under both runners.
+    pub fn max_wasm_stack(mut self, bytes: usize) -> Self {
+        self.max_wasm_stack = Some(bytes);
+        self
+    }
     /// Preopens host directory `host` as `guest` too.
     pub fn dir(mut self, host: &Path, guest: &str) -> Self {
         self.dirs.push((host.to_path_buf(), guest.into()));
@@ -252,6 +260,9 @@ impl Case {
         let sandbox = self.make_sandbox();
         let mut cmd = Command::new(bin("ssirun"));
         cmd.args(options);
+        if let Some(bytes) = self.max_wasm_stack {
+            cmd.arg("-W").arg(format!("max-wasm-stack={bytes}"));
+        }
         if let Some(dir) = &sandbox {
             cmd.arg("--dir")
                 .arg(format!("{}::{}", dir.path().display(), self.guest_dir));
@@ -313,9 +324,24 @@ impl Case {
 
     /// Runs the case through the reference: wasmtime + wasmtime-wasi's preview1.
     pub fn run_reference(&self) -> (Outcome, Tree) {
+        let Some(bytes) = self.max_wasm_stack else {
+            return self.run_reference_here();
+        };
+        // On a thread with room for the stack asked for.
+        std::thread::scope(|scope| {
+            std::thread::Builder::new()
+                .stack_size(bytes + (4 << 20))
+                .spawn_scoped(scope, || self.run_reference_here())
+                .expect("reference: a thread")
+                .join()
+                .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+        })
+    }
+
+    fn run_reference_here(&self) -> (Outcome, Tree) {
         let sandbox = self.make_sandbox();
-        let engine = reference_engine();
-        let module = reference_module(engine, &self.guest);
+        let engine = reference_engine(self.max_wasm_stack);
+        let module = reference_module(&engine, &self.guest);
         let stdout = MemoryOutputPipe::new(usize::MAX);
         let stderr = MemoryOutputPipe::new(usize::MAX);
         let mut builder = WasiCtxBuilder::new();
@@ -340,9 +366,9 @@ impl Case {
                 .expect("reference: preopen");
         }
         let ctx = builder.build_p1();
-        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(engine);
+        let mut linker: Linker<wasmtime_wasi::p1::WasiP1Ctx> = Linker::new(&engine);
         wasmtime_wasi::p1::add_to_linker_sync(&mut linker, |c| c).expect("reference: linker");
-        let mut store = Store::new(engine, ctx);
+        let mut store = Store::new(&engine, ctx);
         // What `wasmtime run` prints when the program stops with an error.
         let mut report = String::new();
         let status = match linker
@@ -383,14 +409,28 @@ impl Case {
     }
 }
 
-fn reference_engine() -> &'static Engine {
-    static ENGINE: OnceLock<Engine> = OnceLock::new();
-    ENGINE.get_or_init(|| {
-        let mut config = wasmtime::Config::new();
-        // As `wasmtime run` takes them.
-        config.wasm_exceptions(true);
-        Engine::new(&config).expect("reference: engine")
-    })
+/// The reference's engine, with `max_wasm_stack` bytes of Wasm stack if
+/// given: one per size, made once.
+fn reference_engine(max_wasm_stack: Option<usize>) -> Engine {
+    static ENGINES: OnceLock<std::sync::Mutex<BTreeMap<Option<usize>, Engine>>> = OnceLock::new();
+    let mut engines = ENGINES
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    engines
+        .entry(max_wasm_stack)
+        .or_insert_with(|| {
+            let mut config = wasmtime::Config::new();
+            // As `wasmtime run` takes them.
+            config.wasm_exceptions(true);
+            if let Some(bytes) = max_wasm_stack {
+                config
+                    .max_wasm_stack(bytes)
+                    .async_stack_size(bytes + (1 << 20));
+            }
+            Engine::new(&config).expect("reference: engine")
+        })
+        .clone()
 }
 
 /// The reference's compiled module, kept in the corpus cache for large

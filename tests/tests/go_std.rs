@@ -32,13 +32,22 @@ fn verdicts(output: &str) -> BTreeSet<(String, String)> {
 /// tree (the host's root preopened as `/`, as Go's own wasip1 runner does),
 /// and compares them; at least `least` must pass.
 fn same_as_wasmtime(package: &str, least: usize) {
+    same_as_wasmtime_given(package, least, None);
+}
+
+/// As [`same_as_wasmtime`], both runners given `max_wasm_stack` bytes of
+/// Wasm stack (`-W max-wasm-stack`) if it is some.
+fn same_as_wasmtime_given(package: &str, least: usize, max_wasm_stack: Option<usize>) {
     let tests = go_std_tests(package).unwrap_or_else(|e| panic!("{e}"));
     let dir = go_source().unwrap_or_else(|e| panic!("{e}")).join(package);
-    let case = Case::new(tests)
+    let mut case = Case::new(tests)
         .args(&["-test.v", "-test.short", "-test.timeout=150s"])
         .env("PWD", &dir.to_string_lossy())
         .dir(Path::new("/"), "/")
         .within(std::time::Duration::from_secs(200));
+    if let Some(bytes) = max_wasm_stack {
+        case = case.max_wasm_stack(bytes);
+    }
     let (reference, _) = case.run_reference();
     let (ours, _) = case.run_ssirun();
     let (theirs, mine) = (
@@ -82,4 +91,12 @@ fn gos_path_filepath_tests_pass_and_fail_as_under_wasmtime() {
 fn gos_syscall_and_io_fs_tests_pass_and_fail_as_under_wasmtime() {
     same_as_wasmtime("syscall", 5);
     same_as_wasmtime("io/fs", 20);
+}
+
+/// `encoding/json`'s tests recurse deeper than wasmtime's default stack:
+/// Go's own wasip1 runner gives them 8 MiB (`-W max-wasm-stack=8388608`),
+/// and so do both runners here.
+#[test]
+fn gos_encoding_json_tests_pass_given_the_stack_gos_runner_gives() {
+    same_as_wasmtime_given("encoding/json", 100, Some(8 << 20));
 }
