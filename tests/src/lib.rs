@@ -56,18 +56,8 @@ pub fn guests_dir() -> &'static Path {
                 if is_newer_than(&wasm, &[&src, &header]) {
                     continue;
                 }
-                let partial = out.join(format!("{stem}.wasm.{}", std::process::id()));
-                let status = Command::new("clang")
-                    .args(["--target=wasm32-wasi", "-O2", "-Wall"])
-                    .arg("-I")
-                    .arg(repo_root().join("guests/ssi"))
-                    .arg("-o")
-                    .arg(&partial)
-                    .arg(&src)
-                    .status()
-                    .expect("run clang (install clang, lld and wasi-libc; tests/run does)");
-                assert!(status.success(), "compiling {} failed", src.display());
-                std::fs::rename(&partial, &wasm).expect("put the C guest in place");
+                let include = repo_root().join("guests/ssi");
+                build_c(&src, &wasm, &["-Wall".as_ref(), "-I".as_ref(), include.as_os_str()]);
             }
         }
         out
@@ -97,6 +87,25 @@ pub fn build_wasip1(
     cargo
         .status()
         .unwrap_or_else(|e| panic!("run cargo to build {}: {e}", manifest.display()))
+}
+
+/// Compiles the C program `src` for `wasm32-wasi` with clang and wasi-libc
+/// (`-O2` and `flags`) into `wasm`, put in place whole (test processes run
+/// side by side).
+pub fn build_c(src: &Path, wasm: &Path, flags: &[&std::ffi::OsStr]) {
+    let mut partial = wasm.as_os_str().to_owned();
+    partial.push(format!(".{}", std::process::id()));
+    let status = Command::new("clang")
+        .args(["--target=wasm32-wasi", "-O2"])
+        .args(flags)
+        .arg("-o")
+        .arg(&partial)
+        .arg(src)
+        .status()
+        .expect("run clang (install clang, lld and wasi-libc; tests/run does)");
+    assert!(status.success(), "compiling {} failed", src.display());
+    std::fs::rename(&partial, wasm)
+        .unwrap_or_else(|e| panic!("put {} in place: {e}", wasm.display()));
 }
 
 /// Whether `file` exists and was modified after every one of `sources`.

@@ -24,6 +24,21 @@ fn spin(cluster: &Cluster, node: usize) -> Proc {
     cluster.launch(1, node, &guest("spin"), &["0"], "spinning")
 }
 
+/// `spin 0` with its home on node 1 and its body on `node`, pinned there.
+fn pinned_spin(cluster: &Cluster, node: usize) -> Proc {
+    let mut child = Proc::spawn(
+        cluster
+            .ssirun(1)
+            .args(["--node", &node.to_string(), "--pin"])
+            .arg(guest("spin"))
+            .arg("0")
+            .stdin(Stdio::null()),
+        "a pinned spin",
+    );
+    assert_eq!(child.line("its first line"), "spinning");
+    child
+}
+
 /// How many processes run on each node, as node 1's `ssictl ps` shows them.
 fn per_node(cluster: &Cluster) -> BTreeMap<u64, usize> {
     let mut count = BTreeMap::new();
@@ -119,21 +134,7 @@ fn with_balancing_off_nothing_moves_and_unmovable_processes_never_do() {
 #[test]
 fn pinned_processes_never_move_until_unpinned() {
     let cluster = Cluster::start_with(3, one_cpu(&[]));
-    let procs: Vec<Proc> = (0..4)
-        .map(|_| {
-            let mut child = Proc::spawn(
-                cluster
-                    .ssirun(1)
-                    .args(["--node", "1", "--pin"])
-                    .arg(guest("spin"))
-                    .arg("0")
-                    .stdin(Stdio::null()),
-                "a pinned spin",
-            );
-            assert_eq!(child.line("its first line"), "spinning");
-            child
-        })
-        .collect();
+    let procs: Vec<Proc> = (0..4).map(|_| pinned_spin(&cluster, 1)).collect();
     std::thread::sleep(Duration::from_secs(4));
     assert_eq!(
         per_node(&cluster),
@@ -279,19 +280,7 @@ fn loaded_nodes_sending_to_one_idle_node_at_once_do_not_swamp_it() {
     // (not a node still empty while the test launches its four), then let go.
     let _procs: Vec<Proc> = [1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3]
         .into_iter()
-        .map(|node| {
-            let mut child = Proc::spawn(
-                cluster
-                    .ssirun(1)
-                    .args(["--node", &node.to_string(), "--pin"])
-                    .arg(guest("spin"))
-                    .arg("0")
-                    .stdin(Stdio::null()),
-                "a pinned spin",
-            );
-            assert_eq!(child.line("its first line"), "spinning");
-            child
-        })
+        .map(|node| pinned_spin(&cluster, node))
         .collect();
     for p in cluster.ssictl_json(1, "ps") {
         let pid = p["pid"].as_u64().expect("a pid").to_string();

@@ -53,17 +53,7 @@ fn built() -> &'static Path {
                 .expect("stem")
                 .to_string_lossy()
                 .into_owned();
-            let partial = c_out.join(format!("{stem}.wasm.{}", std::process::id()));
-            let status = Command::new("clang")
-                .args(["--target=wasm32-wasi", "-O2"])
-                .arg("-o")
-                .arg(&partial)
-                .arg(&src)
-                .status()
-                .expect("run clang (install clang, lld and wasi-libc; tests/run does)");
-            assert!(status.success(), "compiling {} failed", src.display());
-            std::fs::rename(&partial, c_out.join(format!("{stem}.wasm")))
-                .expect("put the C test in place");
+            ssi_tests::build_c(&src, &c_out.join(format!("{stem}.wasm")), &[]);
         }
         target
     })

@@ -466,7 +466,6 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
 /// Whether the write at `write` is the only one to `local` in the loop's
 /// `body`, with no branch back to the loop's start before it.
 fn only_step(body: &[super::analyze::OpInfo<'_>], write: usize, local: u32) -> bool {
-    // No other write to it, and no branch back before the step.
     let mut depth = 0u32;
     for (j, info) in body.iter().enumerate() {
         let back = match &info.op {
