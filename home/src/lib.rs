@@ -203,6 +203,8 @@ impl Node {
     /// and instantiates its body with an in-process link to that deputy.
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
         let wasm = ssi_remote::assemble(&spec.module)?.into_owned();
+        // Before the module is compiled, which can take minutes.
+        ssi_remote::check_bytes(&wasm, spec.body.unknown_imports_trap)?;
         let program = self.runtime.load_binary(&wasm)?;
         ssi_remote::check_module(&program.module, spec.body.unknown_imports_trap)?;
         let deputy = Deputy::new(spec.stdio, spec.preopens)?;

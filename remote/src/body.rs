@@ -89,18 +89,22 @@ pub(crate) fn kind_name(ty: &ExternType) -> &'static str {
     }
 }
 
+/// Whether an import is provided: a WASI preview1 function or one of the
+/// `ssi` host API (or, with `unknown_imports_trap`, any function).
+fn provided(module: &str, name: &str, func: bool, unknown_imports_trap: bool) -> bool {
+    func && (unknown_imports_trap
+        || (module == shims::MODULE && shims::FUNCTIONS.contains(&name))
+        || (module == shims::SSI_MODULE && shims::SSI_FUNCTIONS.contains(&name)))
+}
+
 /// Checks that a module can run as a body: every import is a WASI preview1
 /// function or one of the `ssi` host API (or, with `unknown_imports_trap`,
 /// any function), and it has a `_start` of the right type.
 pub fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), BodyError> {
     for import in module.imports() {
         let ty = import.ty();
-        let known = matches!(ty, ExternType::Func(_))
-            && (unknown_imports_trap
-                || (import.module() == shims::MODULE && shims::FUNCTIONS.contains(&import.name()))
-                || (import.module() == shims::SSI_MODULE
-                    && shims::SSI_FUNCTIONS.contains(&import.name())));
-        if !known {
+        let func = matches!(ty, ExternType::Func(_));
+        if !provided(import.module(), import.name(), func, unknown_imports_trap) {
             return Err(BodyError::UnknownImport {
                 module: import.module().to_string(),
                 name: import.name().to_string(),
@@ -111,6 +115,81 @@ pub fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), B
     match module.get_export("_start") {
         None => Err(BodyError::NoStart),
         Some(ExternType::Func(f)) if f.params().len() == 0 && f.results().len() == 0 => Ok(()),
+        Some(_) => Err(BodyError::BadStart),
+    }
+}
+
+/// As [`check_module`], on a module's bytes before it is compiled (which
+/// takes minutes for the largest), reading only the sections before its
+/// code. A module these sections cannot be read from passes: compiling it
+/// says what is wrong with it.
+pub fn check_bytes(wasm: &[u8], unknown_imports_trap: bool) -> Result<(), BodyError> {
+    use wasmparser::{CompositeInnerType, Payload, TypeRef};
+    // Per type: its number of parameters and results, if a function type.
+    let mut types: Vec<Option<(usize, usize)>> = Vec::new();
+    // Per function (imported, then defined): its type.
+    let mut funcs: Vec<u32> = Vec::new();
+    let mut start = None;
+    for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+        let Ok(payload) = payload else {
+            return Ok(());
+        };
+        match payload {
+            Payload::TypeSection(section) => {
+                for group in section.into_iter().flatten() {
+                    for sub in group.into_types() {
+                        types.push(match &sub.composite_type.inner {
+                            CompositeInnerType::Func(f) => {
+                                Some((f.params().len(), f.results().len()))
+                            }
+                            _ => None,
+                        });
+                    }
+                }
+            }
+            Payload::ImportSection(section) => {
+                for import in section.into_imports().flatten() {
+                    let kind = match import.ty {
+                        TypeRef::Func(t) | TypeRef::FuncExact(t) => {
+                            funcs.push(t);
+                            "function"
+                        }
+                        TypeRef::Global(_) => "global",
+                        TypeRef::Table(_) => "table",
+                        TypeRef::Memory(_) => "memory",
+                        TypeRef::Tag(_) => "tag",
+                    };
+                    let func = kind == "function";
+                    if !provided(import.module, import.name, func, unknown_imports_trap) {
+                        return Err(BodyError::UnknownImport {
+                            module: import.module.to_string(),
+                            name: import.name.to_string(),
+                            kind,
+                        });
+                    }
+                }
+            }
+            Payload::FunctionSection(section) => funcs.extend(section.into_iter().flatten()),
+            Payload::ExportSection(section) => {
+                for export in section.into_iter().flatten() {
+                    if export.name == "_start" {
+                        start = Some((export.kind, export.index));
+                    }
+                }
+            }
+            Payload::CodeSectionStart { .. } | Payload::End(_) => break,
+            _ => {}
+        }
+    }
+    match start {
+        None => Err(BodyError::NoStart),
+        Some((wasmparser::ExternalKind::Func, f)) => {
+            let ty = funcs.get(f as usize).and_then(|t| types.get(*t as usize));
+            match ty {
+                Some(Some((0, 0))) | None => Ok(()),
+                Some(_) => Err(BodyError::BadStart),
+            }
+        }
         Some(_) => Err(BodyError::BadStart),
     }
 }

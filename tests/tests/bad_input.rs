@@ -95,6 +95,74 @@ fn import_nothing_provides() {
     one_line_error(&ssirun(&[&p]), "`ssi::teleport`");
 }
 
+/// A module that cannot run is refused before it is compiled (which takes
+/// minutes for the largest): nothing of it is in the cache after.
+#[test]
+fn a_module_that_cannot_run_is_refused_before_it_is_compiled() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let cache = tempfile::tempdir().expect("tempdir");
+    let cases: [(&str, &[u8], &str); 3] = [
+        (
+            "imp.wat",
+            b"(module (import \"env\" \"mystery\" (func)) (memory (export \"memory\") 1) (func (export \"_start\") (loop (br 0))))",
+            "imports `env::mystery` (function), which is not provided",
+        ),
+        (
+            "lib.wat",
+            b"(module (memory (export \"memory\") 1) (func (export \"f\") (loop (br 0))))",
+            "has no `_start` function",
+        ),
+        (
+            "start.wat",
+            b"(module (memory (export \"memory\") 1) (func (export \"_start\") (param i32) (loop (br 0))))",
+            "`_start` has the wrong type",
+        ),
+    ];
+    for (name, text, needle) in cases {
+        let p = write(&dir, name, text);
+        let out = ssirun_embedded(
+            &[&p],
+            &[("XDG_CACHE_HOME", &cache.path().display().to_string())],
+        );
+        let out = Outcome {
+            status: out.status.code().unwrap_or(-1),
+            stdout: out.stdout,
+            stderr: out.stderr,
+        };
+        one_line_error(&out, needle);
+        let cached = files(cache.path());
+        assert!(
+            cached.is_empty(),
+            "{name}: compiled before it was refused: {cached:?}"
+        );
+    }
+    // With `-W unknown-imports-trap=y` the first one runs: it is compiled.
+    let p = dir.path().join("imp.wat").display().to_string();
+    let out = ssirun_embedded(
+        &["-W", "unknown-imports-trap=y", "--fill-cache", &p],
+        &[("XDG_CACHE_HOME", &cache.path().display().to_string())],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !files(cache.path()).is_empty(),
+        "the cache is where the test looks"
+    );
+}
+
+/// The files under `dir`, at any depth.
+fn files(dir: &std::path::Path) -> Vec<String> {
+    ssi_tests::Tree::of(dir)
+        .0
+        .into_iter()
+        .filter(|(_, node)| matches!(node, ssi_tests::Node::File(_)))
+        .map(|(path, _)| path)
+        .collect()
+}
+
 #[test]
 fn bad_dir_and_env_options() {
     let dir = tempfile::tempdir().expect("tempdir");

@@ -88,6 +88,9 @@ pub(crate) async fn launch(
     let wasm = ssi_remote::assemble(&spec.module)
         .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?
         .into_owned();
+    // Before the module is compiled, which can take minutes.
+    ssi_remote::check_bytes(&wasm, spec.unknown_imports_trap)
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")))?;
     // A pinned process with no node given stays at home.
     let target = match spec.node {
         0 if spec.pin => core.id,

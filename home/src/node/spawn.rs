@@ -43,6 +43,7 @@ impl NodeCore {
                     .map(|w| w.into_owned())
                     .map_err(|e| e.to_string())
                     .and_then(|w| {
+                        ssi_remote::check_bytes(&w, false).map_err(|e| e.to_string())?;
                         let p = core.runtime.load_binary(&w).map_err(|e| e.to_string())?;
                         ssi_remote::check_module(&p.module, false).map_err(|e| e.to_string())?;
                         Ok((p, Arc::new(w)))
