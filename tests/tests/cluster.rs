@@ -719,3 +719,37 @@ fn seven_nodes_gossip_with_four_peers_a_round_and_still_see_a_dead_one() {
         assert_eq!(seven["state"], "down", "node {id} sees {seven}");
     }
 }
+
+/// Through a node, as embedded: a module that cannot run is refused before
+/// it is compiled, on its home and on the node its body was to run on.
+#[test]
+fn a_module_that_cannot_run_is_refused_by_a_node_before_it_is_compiled() {
+    let cluster = Cluster::start(2);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let module = dir.path().join("imp.wat");
+    std::fs::write(
+        &module,
+        "(module (import \"env\" \"mystery\" (func)) (memory (export \"memory\") 1) (func (export \"_start\") (loop (br 0))))",
+    )
+    .expect("write the module");
+    let out = run(
+        Command::new(bin("ssirun"))
+            .args(strs(&on_node(&cluster, 1, 2)))
+            .arg(&module)
+            .stdin(Stdio::null()),
+        "ssirun with a module that cannot run",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert_eq!(err.lines().count(), 1, "one line expected: {err}");
+    assert!(
+        err.contains("imports `env::mystery` (function), which is not provided"),
+        "{err}"
+    );
+    for id in [1, 2] {
+        let cached: Vec<_> = std::fs::read_dir(cluster.data_dir(id).join("modules"))
+            .map(|d| d.flatten().map(|e| e.file_name()).collect())
+            .unwrap_or_default();
+        assert!(cached.is_empty(), "node {id} compiled it: {cached:?}");
+    }
+}
