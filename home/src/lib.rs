@@ -206,7 +206,6 @@ impl Node {
         // Before the module is compiled, which can take minutes.
         ssi_remote::check_bytes(&wasm, spec.body.unknown_imports_trap)?;
         let program = self.runtime.load_binary(&wasm)?;
-        ssi_remote::check_module(&program.module, spec.body.unknown_imports_trap)?;
         let deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
         self.start(

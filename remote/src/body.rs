@@ -100,7 +100,7 @@ fn provided(module: &str, name: &str, func: bool, unknown_imports_trap: bool) ->
 /// Checks that a module can run as a body: every import is a WASI preview1
 /// function or one of the `ssi` host API (or, with `unknown_imports_trap`,
 /// any function), and it has a `_start` of the right type.
-pub fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), BodyError> {
+pub(crate) fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), BodyError> {
     for import in module.imports() {
         let ty = import.ty();
         let func = matches!(ty, ExternType::Func(_));
@@ -119,9 +119,10 @@ pub fn check_module(module: &Module, unknown_imports_trap: bool) -> Result<(), B
     }
 }
 
-/// As [`check_module`], on a module's bytes before it is compiled (which
-/// takes minutes for the largest), reading only the sections before its
-/// code. A module these sections cannot be read from passes: compiling it
+/// Checks what [`Body::new`] checks of a compiled module (every import
+/// provided, a `_start` of the right type), on a module's bytes before it is
+/// compiled (which takes minutes for the largest), reading only the
+/// sections before its code. A module these sections cannot be read from passes: compiling it
 /// says what is wrong with it.
 pub fn check_bytes(wasm: &[u8], unknown_imports_trap: bool) -> Result<(), BodyError> {
     use wasmparser::{CompositeInnerType, Payload, TypeRef};
@@ -159,7 +160,7 @@ pub fn check_bytes(wasm: &[u8], unknown_imports_trap: bool) -> Result<(), BodyEr
                         TypeRef::Memory(_) => "memory",
                         TypeRef::Tag(_) => "tag",
                     };
-                    let func = kind == "function";
+                    let func = matches!(import.ty, TypeRef::Func(_) | TypeRef::FuncExact(_));
                     if !provided(import.module, import.name, func, unknown_imports_trap) {
                         return Err(BodyError::UnknownImport {
                             module: import.module.to_string(),

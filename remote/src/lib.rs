@@ -19,7 +19,7 @@ pub mod instrument;
 mod link;
 mod shims;
 
-pub use body::{Body, BodyError, BodySpec, Exit, check_bytes, check_module};
+pub use body::{Body, BodyError, BodySpec, Exit, check_bytes};
 pub use clock::{BodyClock, CpuMeter, ThreadCpuClock};
 pub use control::Control;
 pub use ctx::{Killed, ProcExit};

@@ -108,12 +108,9 @@ pub(crate) async fn launch(
         }
     };
     let (program, wasm) = loaded;
-    let checked = ssi_remote::check_module(&program.module, spec.unknown_imports_trap)
-        .map_err(|e| failed(format!("cannot run `{what}`: {e}")));
     let (stdio, pump) = console_stdio(spec.ttys);
-    let deputy = checked.and_then(|()| {
-        Deputy::new(stdio, spec.preopens).map_err(|e| failed(format!("cannot run `{what}`: {e}")))
-    });
+    let deputy =
+        Deputy::new(stdio, spec.preopens).map_err(|e| failed(format!("cannot run `{what}`: {e}")));
     let deputy = match deputy {
         Ok(d) => d,
         Err(e) => {

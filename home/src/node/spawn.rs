@@ -45,7 +45,6 @@ impl NodeCore {
                     .and_then(|w| {
                         ssi_remote::check_bytes(&w, false).map_err(|e| e.to_string())?;
                         let p = core.runtime.load_binary(&w).map_err(|e| e.to_string())?;
-                        ssi_remote::check_module(&p.module, false).map_err(|e| e.to_string())?;
                         Ok((p, Arc::new(w)))
                     });
                 loaded.map_err(|e| {
