@@ -5,11 +5,9 @@
 //! its hot paths:
 //!
 //! - a *poll point* at every loop header (and at the entry of a function that
-//!   can recurse): `if (flag) { … }`, whose branch, taken only when the host
-//!   has raised the flag, says whether to unwind, and after it a second
-//!   branch that saves the frame and returns (it calls nothing, so the
-//!   loop's values stay in registers; see [`Instrumenter::poll`] for why the
-//!   unwind does not leave from inside the first);
+//!   can recurse): `if (flag) { … }` where the branch, taken only when the
+//!   host has raised the flag, saves the frame and returns (it calls nothing,
+//!   so the loop's values stay in registers);
 //! - after every call that can unwind, `if (state == UNWINDING) { … }`, which
 //!   saves the frame and returns.
 //!
@@ -352,12 +350,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// An `if` whose branch is taken only to unwind or to end the body
     /// (`taken`: whose `else` is taken only then).
     pub(crate) fn hinted_if(&self, f: &mut Function, taken: bool) {
-        self.hinted_if_typed(f, taken, EBlock::Empty);
-    }
-
-    fn hinted_if_typed(&self, f: &mut Function, taken: bool, ty: EBlock) {
         self.hints.borrow_mut().push((f.byte_len() as u32, taken));
-        f.instruction(&I::If(ty));
+        f.instruction(&I::If(EBlock::Empty));
     }
 
     /// After a call: if the callee unwound, this frame saves itself too.
@@ -377,41 +371,38 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::End);
     }
 
-    /// A poll point's branch, taken when the flag is up: end the body (kill,
-    /// which traps without a branch, dividing by zero when the flag reads
-    /// [`FLAG_KILL`]), and leave whether to unwind here: not while a pinned
-    /// call is under way (then the code goes on, and the freeze waits for a
-    /// later poll point).
-    fn poll_taken(&self, f: &mut Function) {
+    /// A poll point's branch, taken when the flag is up: end the body (kill),
+    /// or start the unwind here, unless a pinned call is under way (then
+    /// the code goes on, and the freeze waits for a later poll point).
+    ///
+    /// It goes back to the hot code in one place, through its `else` (hinted
+    /// cold with the rest, see [`FuncCopy`]): the kill traps without a branch,
+    /// dividing by zero when the flag reads [`FLAG_KILL`].
+    pub(crate) fn poll_taken(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
+        let c = self.consts;
         f.instruction(&I::I32Const(1));
         self.flag(f);
         f.instruction(&I::I32Const(FLAG_KILL));
         f.instruction(&I::I32Xor);
         f.instruction(&I::I32DivU);
         f.instruction(&I::Drop);
-        f.instruction(&I::GlobalGet(self.consts.nounwind_global));
+        f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
+        self.hinted_if(f, true);
+        f.instruction(&I::I32Const(UNWINDING));
+        f.instruction(&I::GlobalSet(c.state_global));
+        self.save_and_return(f, k, &[], saves, at + 1);
+        f.instruction(&I::Else);
+        f.instruction(&I::End);
     }
 
-    /// A poll point, `at` being the depth of `$body` here (see [`Saves`]):
-    ///
-    /// ```text
-    ///   (if (result i32) flag (then kill?; nounwind == 0) (else 0))
-    ///   (if (then state = UNWINDING; save and return))
-    /// ```
-    ///
-    /// The unwind leaves from after the join, not from inside the `if`
-    /// that reads the flag: a loop block that both rejoins the loop and
-    /// dominates a way out of it comes, in Cranelift's walk of the
-    /// dominator tree, before the rest of the loop, and the way out ends
-    /// the loop there for its code motion, so that nothing after the poll
-    /// point would be hoisted out of the loop (every invariant, the
-    /// memory's base among them, computed again at each iteration).
+    /// A poll point, `at` being the depth of `$body` here (see [`Saves`]).
     pub(crate) fn poll(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
         if self.site(k).pinned {
             return;
         }
         let counted = self.site(k).counted;
+        let at = at + u32::from(counted.is_some());
         if let Some(c) = counted {
             f.instruction(&I::LocalGet(c.local));
             if c.wide {
@@ -423,24 +414,15 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 f.instruction(&I::I32And);
                 f.instruction(&I::I32Eqz);
             }
-            self.hinted_if_typed(f, false, EBlock::Result(EVal::I32));
+            self.hinted_if(f, false);
         }
         self.flag(f);
-        self.hinted_if_typed(f, false, EBlock::Result(EVal::I32));
-        self.poll_taken(f);
-        f.instruction(&I::Else);
-        f.instruction(&I::I32Const(0));
+        self.hinted_if(f, false);
+        self.poll_taken(f, k, saves, at + 1);
         f.instruction(&I::End);
         if counted.is_some() {
-            f.instruction(&I::Else);
-            f.instruction(&I::I32Const(0));
             f.instruction(&I::End);
         }
-        self.hinted_if(f, false);
-        f.instruction(&I::I32Const(UNWINDING));
-        f.instruction(&I::GlobalSet(self.consts.state_global));
-        self.save_and_return(f, k, &[], saves, at + 1);
-        f.instruction(&I::End);
     }
 
     /// A pinned site's call (its operands in `operands`), made with
