@@ -502,7 +502,12 @@ pub(crate) fn remote_running(
                     Ok(report) => report,
                     Err(e) => lost(format!("sent a bad report: {e}")),
                 },
-                Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+                Err(e)
+                    if matches!(
+                        e.kind,
+                        capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile
+                    ) =>
+                {
                     lost("went down (its connection closed)".into())
                 }
                 Err(e) => lost(format!("went down: {}", e.extra)),

@@ -547,8 +547,14 @@ fn run_on_node(
         let reply = match req.send().promise.await {
             Ok(reply) => reply,
             // The home went away while launching: the process, if it started,
-            // is gone with it.
-            Err(e) if e.kind == capnp::ErrorKind::Disconnected => {
+            // is gone with it. (A home killed while its answer was on the
+            // way ends the connection in the middle of a message.)
+            Err(e)
+                if matches!(
+                    e.kind,
+                    capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile
+                ) =>
+            {
                 return Ok(Report::Lost(format!(
                     "the process was lost with its home node {endpoint}, which went down while launching it"
                 )));
