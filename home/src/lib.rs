@@ -35,8 +35,8 @@ pub use reports::{
     read_migration,
 };
 pub use rpc::{
-    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, remote_message,
-    run_connection, thread_runtime,
+    CONNECT_TIMEOUT, ConnectError, DEPUTY_PREAMBLE, Endpoint, NetLink, connect, connection_closed,
+    remote_message, run_connection, thread_runtime,
 };
 pub use status::NodeStatus;
 pub use wire::{ExitReport, memory_limit_wire, read_exit, write_exit};

@@ -189,6 +189,15 @@ pub async fn pooled(address: &str) -> Result<std::rc::Rc<Connection>, ConnectErr
     Ok(c)
 }
 
+/// Whether an error says the connection ended: closed between messages, or
+/// in the middle of one (a peer killed while its answer was on the way).
+pub fn connection_closed(e: &capnp::Error) -> bool {
+    matches!(
+        e.kind,
+        capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile
+    )
+}
+
 /// The message of an error a node returned, without the protocol's decoration.
 pub fn remote_message(e: &capnp::Error) -> String {
     e.extra

@@ -122,8 +122,8 @@ pub(crate) fn check_module(module: &Module, unknown_imports_trap: bool) -> Resul
 /// Checks what [`Body::new`] checks of a compiled module (every import
 /// provided, a `_start` of the right type), on a module's bytes before it is
 /// compiled (which takes minutes for the largest), reading only the
-/// sections before its code. A module these sections cannot be read from passes: compiling it
-/// says what is wrong with it.
+/// sections before its code. A module these sections cannot be read from
+/// passes: compiling it says what is wrong with it.
 pub fn check_bytes(wasm: &[u8], unknown_imports_trap: bool) -> Result<(), BodyError> {
     use wasmparser::{CompositeInnerType, Payload, TypeRef};
     // Per type: its number of parameters and results, if a function type.
@@ -150,17 +150,16 @@ pub fn check_bytes(wasm: &[u8], unknown_imports_trap: bool) -> Result<(), BodyEr
             }
             Payload::ImportSection(section) => {
                 for import in section.into_imports().flatten() {
-                    let kind = match import.ty {
+                    let (kind, func) = match import.ty {
                         TypeRef::Func(t) | TypeRef::FuncExact(t) => {
                             funcs.push(t);
-                            "function"
+                            ("function", true)
                         }
-                        TypeRef::Global(_) => "global",
-                        TypeRef::Table(_) => "table",
-                        TypeRef::Memory(_) => "memory",
-                        TypeRef::Tag(_) => "tag",
+                        TypeRef::Global(_) => ("global", false),
+                        TypeRef::Table(_) => ("table", false),
+                        TypeRef::Memory(_) => ("memory", false),
+                        TypeRef::Tag(_) => ("tag", false),
                     };
-                    let func = matches!(import.ty, TypeRef::Func(_) | TypeRef::FuncExact(_));
                     if !provided(import.module, import.name, func, unknown_imports_trap) {
                         return Err(BodyError::UnknownImport {
                             module: import.module.to_string(),

@@ -502,12 +502,7 @@ pub(crate) fn remote_running(
                     Ok(report) => report,
                     Err(e) => lost(format!("sent a bad report: {e}")),
                 },
-                Err(e)
-                    if matches!(
-                        e.kind,
-                        capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile
-                    ) =>
-                {
+                Err(e) if crate::connection_closed(&e) => {
                     lost("went down (its connection closed)".into())
                 }
                 Err(e) => lost(format!("went down: {}", e.extra)),

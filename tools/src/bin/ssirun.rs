@@ -547,14 +547,8 @@ fn run_on_node(
         let reply = match req.send().promise.await {
             Ok(reply) => reply,
             // The home went away while launching: the process, if it started,
-            // is gone with it. (A home killed while its answer was on the
-            // way ends the connection in the middle of a message.)
-            Err(e)
-                if matches!(
-                    e.kind,
-                    capnp::ErrorKind::Disconnected | capnp::ErrorKind::PrematureEndOfFile
-                ) =>
-            {
+            // is gone with it.
+            Err(e) if ssi_home::connection_closed(&e) => {
                 return Ok(Report::Lost(format!(
                     "the process was lost with its home node {endpoint}, which went down while launching it"
                 )));
