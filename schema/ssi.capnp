@@ -71,8 +71,12 @@ interface Console {
   read @0 (max :UInt32) -> (data :Data);
   # Reads at most `max` bytes of standard input; empty at end of file.
 
-  write @1 (stream :UInt8, data :Data) -> stream;
-  # Writes to standard output (1) or standard error (2).
+  write @1 (stream :UInt8, data :Data) -> ();
+  # Writes to standard output (1) or standard error (2), and flushes: a
+  # prompt without a newline shows at once. Fails if that stream cannot be
+  # written (a closed pipe); the other stream goes on. (Not a streaming
+  # call: a failed one would fail every later call on the console, and a
+  # program's message on stderr would be lost with its stdout.)
 
   flush @2 () -> ();
   # Returns once every earlier write has been written out.

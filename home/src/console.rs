@@ -41,6 +41,38 @@ pub(crate) enum Request {
     Close(oneshot::Sender<()>),
 }
 
+/// Bytes of writes sent to the console and not yet answered, past which the
+/// pump waits for answers (as a streaming call's flow control would): two
+/// merged messages, so that the next is on its way while one is written out.
+const WINDOW: usize = 2 * COALESCE;
+
+/// Writes sent to the console, oldest first: each stream's failure is known
+/// from its own answers, so that a stdout closed early does not cost the
+/// program its stderr.
+#[derive(Default)]
+struct InFlight {
+    writes: std::collections::VecDeque<(
+        u8,
+        usize,
+        capnp::capability::Promise<WriteAnswer, capnp::Error>,
+    )>,
+    bytes: usize,
+}
+
+type WriteAnswer = capnp::capability::Response<console::write_results::Owned>;
+
+impl InFlight {
+    /// Waits for the oldest write's answer; a failure marks its stream broken.
+    async fn settle_one(&mut self, broken: &[AtomicBool; 3]) {
+        if let Some((stream, len, answer)) = self.writes.pop_front() {
+            self.bytes -= len;
+            if answer.await.is_err() {
+                broken[usize::from(stream) % 3].store(true, Ordering::SeqCst);
+            }
+        }
+    }
+}
+
 /// The end of the channel that stays with the session.
 pub struct ConsolePump {
     rx: flume::Receiver<Request>,
@@ -141,6 +173,7 @@ impl ConsolePump {
         // The pump's own sender must not keep the channel open.
         drop(tx);
         let mut next = None;
+        let mut in_flight = InFlight::default();
         loop {
             let req = match next.take() {
                 Some(r) => r,
@@ -165,15 +198,18 @@ impl ConsolePump {
                             Err(_) => break,
                         }
                     }
-                    let failed = &broken[usize::from(stream) % 3];
-                    if failed.load(Ordering::SeqCst) {
+                    if broken[usize::from(stream) % 3].load(Ordering::SeqCst) {
                         continue;
                     }
                     let mut call = console.write_request();
                     call.get().set_stream(stream);
                     call.get().set_data(&data);
-                    if call.send().await.is_err() {
-                        failed.store(true, Ordering::SeqCst);
+                    in_flight.bytes += data.len();
+                    in_flight
+                        .writes
+                        .push_back((stream, data.len(), call.send().promise));
+                    while in_flight.bytes > WINDOW {
+                        in_flight.settle_one(&broken).await;
                     }
                 }
                 Request::Read { max, reply } => {
@@ -194,9 +230,12 @@ impl ConsolePump {
                     });
                 }
                 Request::Close(done) => {
-                    // Calls on one capability are delivered in order: when this
-                    // returns, every earlier write has been done (a console
-                    // that is gone answers at once).
+                    // Calls on one capability are delivered in order: once the
+                    // writes sent are answered, every earlier write has been
+                    // done (a console that is gone answers at once).
+                    while !in_flight.writes.is_empty() {
+                        in_flight.settle_one(&broken).await;
+                    }
                     let _ = console.flush_request().send().promise.await;
                     let _ = done.send(());
                     break;
@@ -416,8 +455,11 @@ mod tests {
     type Written = Rc<RefCell<Vec<(u8, Vec<u8>)>>>;
 
     /// A console that records what it is given; its reads never answer.
+    /// Writes to `closed` fail, as to a pipe whose reader is gone.
+    #[derive(Default)]
     struct Recorder {
         writes: Written,
+        closed: Option<u8>,
     }
 
     impl console::Server for Recorder {
@@ -432,9 +474,13 @@ mod tests {
         fn write(
             self: capnp::capability::Rc<Self>,
             params: console::WriteParams,
+            _: console::WriteResults,
         ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
             let r = (|| {
                 let p = params.get()?;
+                if Some(p.get_stream()) == self.closed {
+                    return Err(capnp::Error::failed("writing output: Broken pipe".into()));
+                }
                 self.writes
                     .borrow_mut()
                     .push((p.get_stream(), p.get_data()?.to_vec()));
@@ -460,6 +506,7 @@ mod tests {
             let writes = Rc::new(RefCell::new(Vec::new()));
             let console: console::Client = capnp_rpc::new_client(Recorder {
                 writes: writes.clone(),
+                ..Default::default()
             });
             let (stdio, pump) = console_stdio(Ttys::default());
             let flusher = pump.flusher();
@@ -505,13 +552,53 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_the_console_cannot_write_fails_alone() {
+        let rt = crate::thread_runtime().expect("runtime");
+        let local = tokio::task::LocalSet::new();
+        local.block_on(&rt, async {
+            let writes = Rc::new(RefCell::new(Vec::new()));
+            let console: console::Client = capnp_rpc::new_client(Recorder {
+                writes: writes.clone(),
+                closed: Some(1),
+            });
+            let (stdio, pump) = console_stdio(Ttys::default());
+            let flusher = pump.flusher();
+            let pumping = tokio::task::spawn_local(pump.run(console));
+            let (done, finished) = oneshot::channel();
+            std::thread::spawn(move || {
+                let write = |file: &dyn WasiFile, text: &str| {
+                    futures::executor::block_on(
+                        file.write_vectored(&[IoSlice::new(text.as_bytes())]),
+                    )
+                };
+                // The program writes stdout until a write fails (the pump
+                // learns of it from the console's answer, a moment later)…
+                let mut tries = 0;
+                while write(stdio.stdout.as_ref(), "line\n").is_ok() {
+                    tries += 1;
+                    assert!(tries < 1_000_000, "stdout never failed");
+                    std::thread::yield_now();
+                }
+                // …then says so on stderr, which still reaches the console.
+                let n = write(stdio.stderr.as_ref(), "stdout failed\n").expect("stderr");
+                let _ = done.send((n, stdio));
+            });
+            let (n, _stdio) = finished.await.expect("writer");
+            assert_eq!(n, 14);
+            flusher.close().await;
+            pumping.await.expect("pump");
+            let writes = writes.borrow();
+            assert_eq!(stream(&writes, 2), "stdout failed\n");
+            assert_eq!(stream(&writes, 1), "");
+        });
+    }
+
+    #[test]
     fn a_read_waiting_for_the_console_is_interrupted() {
         let rt = crate::thread_runtime().expect("runtime");
         let local = tokio::task::LocalSet::new();
         local.block_on(&rt, async {
-            let console: console::Client = capnp_rpc::new_client(Recorder {
-                writes: Rc::default(),
-            });
+            let console: console::Client = capnp_rpc::new_client(Recorder::default());
             let (stdio, pump) = console_stdio(Ttys::default());
             let interrupter = pump.interrupter();
             tokio::task::spawn_local(pump.run(console));

@@ -162,6 +162,29 @@ impl Stream {
         }
     }
 
+    /// Waits until `text` has come, whether or not a line ends after it, and
+    /// takes what came up to its end; within [`WAIT`].
+    #[track_caller]
+    pub fn through(&mut self, text: &str, what: &str) -> String {
+        let deadline = std::time::Instant::now() + WAIT;
+        let needle = text.as_bytes();
+        loop {
+            if let Some(i) = self.buf.windows(needle.len()).position(|w| w == needle) {
+                let taken: Vec<u8> = self.buf.drain(..i + needle.len()).collect();
+                return String::from_utf8_lossy(&taken).into_owned();
+            }
+            match self.more(deadline) {
+                Ok(true) => {}
+                Ok(false) => panic!(
+                    "the stream ended while waiting for {what}; read: {:?}{}",
+                    self.text(),
+                    nodes_logs()
+                ),
+                Err(()) => hung(what, WAIT, &format!("read so far: {:?}", self.text())),
+            }
+        }
+    }
+
     /// What is left, up to the end of the stream, within `limit`.
     #[track_caller]
     pub fn rest_within(&mut self, limit: Duration, what: &str) -> Vec<u8> {

@@ -176,6 +176,19 @@ fn a_remote_body_sees_the_terminal_and_ctrl_c_ends_it_with_130() {
 }
 
 #[test]
+fn a_prompt_that_ends_no_line_shows_on_the_terminal_before_it_is_answered() {
+    let cluster = Cluster::start(2);
+    for node in [1, 2] {
+        let mut terminal = Terminal::start(&cluster, node, "prompt");
+        // The program waits for the answer: the question is on the screen.
+        terminal.type_after("name? ", b"Ada\r");
+        let (status, screen) = terminal.end();
+        assert_eq!(status, 0, "node {node}: {screen}");
+        assert!(screen.contains("hello Ada"), "node {node}: {screen}");
+    }
+}
+
+#[test]
 fn a_process_moved_to_another_node_keeps_its_terminal() {
     let cluster = Cluster::start(3);
     let mut terminal = Terminal::start(&cluster, 2, "tty");

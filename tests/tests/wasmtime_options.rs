@@ -137,6 +137,10 @@ fn wasmtime_options_ssirun_does_not_take_are_refused_by_name() {
         (&["-W", "unknown-imports-trap=maybe"][..], "maybe"),
         (&["-S", "tcp"][..], "tcp"),
         (&["-W", "unknown-imports-trap,bogus"][..], "bogus"),
+        (&["--wasm", "fuel=10"][..], "fuel"),
+        (&["--wasi", "tcp"][..], "tcp"),
+        (&["-C", "cache-config=/etc/x.toml"][..], "cache-config"),
+        (&["--codegen", "cache=perhaps"][..], "perhaps"),
     ] {
         let (out, _) = Case::new(module.clone()).run_ssirun_with(options);
         assert_eq!(out.status, 1, "{options:?}: {}", out.stderr_text());
@@ -146,6 +150,52 @@ fn wasmtime_options_ssirun_does_not_take_are_refused_by_name() {
             out.stderr_text()
         );
     }
+}
+
+/// `--argv0`, `-C cache=n` and the long names of `-W` and `-S` (`--wasm`,
+/// `--wasi`), as scripts written for `wasmtime run` pass them.
+#[test]
+fn argv0_cache_and_the_long_names_of_options_mean_what_they_mean_to_wasmtime() {
+    let case = Case::new(ssi_tests::guest("args_env")).args(&["x"]);
+    let (plain, _) = case.run_ssirun();
+    assert!(
+        plain.stdout_text().contains("arg[0] = \"args_env.wasm\""),
+        "{}",
+        plain.stdout_text()
+    );
+    let (named, _) = case.run_ssirun_with(&["--argv0", "tool"]);
+    let text = named.stdout_text();
+    assert!(text.contains("arg[0] = \"tool\"\narg[1] = \"x\""), "{text}");
+    // Through a node, the body elsewhere: the same name.
+    let cluster = Cluster::start(2);
+    let socket = cluster.socket(1).display().to_string();
+    let (remote, _) =
+        case.run_ssirun_with(&["--connect", &socket, "--node", "2", "--argv0", "tool"]);
+    assert_eq!(remote.stdout_text(), text, "{}", remote.stderr_text());
+    // `--wasi`/`--wasm` are `-S`/`-W`; `-C cache=n` runs without the cache.
+    let cache = tempfile::tempdir().expect("tmp");
+    let (long, _) = case.clone().cache_dir(cache.path()).run_ssirun_with(&[
+        "--wasi",
+        "inherit-env=n",
+        "--wasm",
+        "max-memory-size=0x1000000",
+        "-C",
+        "cache=n",
+        "--argv0",
+        "tool",
+    ]);
+    assert_eq!(long.stdout_text(), text, "{}", long.stderr_text());
+    assert_eq!(
+        std::fs::read_dir(cache.path()).expect("cache dir").count(),
+        0,
+        "-C cache=n wrote to the cache"
+    );
+    let (cached, _) = case.clone().cache_dir(cache.path()).run_ssirun();
+    assert_eq!(cached.status, 0, "{}", cached.stderr_text());
+    assert!(
+        std::fs::read_dir(cache.path()).expect("cache dir").count() > 0,
+        "without -C cache=n, nothing was cached"
+    );
 }
 
 /// As under `wasmtime run`, everything after the module is the program's,

@@ -486,6 +486,7 @@ impl ssi_schema::console::Server for NullConsole {
     async fn write(
         self: capnp::capability::Rc<Self>,
         _: ssi_schema::console::WriteParams,
+        _: ssi_schema::console::WriteResults,
     ) -> Result<(), capnp::Error> {
         Ok(())
     }

@@ -33,7 +33,7 @@ struct Args {
     envs: Vec<String>,
     /// A WASI option, as `wasmtime run -S`: `inherit-env[=y|n]` gives the
     /// program this process's whole environment (`--env` adds to it).
-    #[arg(short = 'S', value_name = "OPT[=VAL]")]
+    #[arg(short = 'S', long = "wasi", value_name = "OPT[=VAL]")]
     wasi_options: Vec<String>,
     /// A Wasm option, as `wasmtime run -W`: `unknown-imports-trap[=y|n]` links
     /// a function import nothing provides to one that traps when called
@@ -43,8 +43,15 @@ struct Args {
     /// `max-wasm-stack=BYTES`, up to 8 MiB: the program recurses at least as
     /// deep as under `wasmtime run` given as much (every body has 16 MiB of
     /// stack wherever it runs).
-    #[arg(short = 'W', value_name = "OPT[=VAL]")]
+    #[arg(short = 'W', long = "wasm", value_name = "OPT[=VAL]")]
     wasm_options: Vec<String>,
+    /// A compilation option, as `wasmtime run -C`: `cache=n` is --no-cache.
+    #[arg(short = 'C', long = "codegen", value_name = "OPT[=VAL]")]
+    codegen_options: Vec<String>,
+    /// The program's own name, its `argv[0]` (by default the module's file
+    /// name), as `wasmtime run --argv0`.
+    #[arg(long, value_name = "NAME", conflicts_with = "restore")]
+    argv0: Option<String>,
     /// Do not cache compiled code on disk (embedded mode).
     #[arg(long)]
     no_cache: bool,
@@ -241,6 +248,21 @@ fn wasmtime_options(args: &Args) -> Result<WasmtimeOptions> {
     Ok(o)
 }
 
+/// Reads `-C` (an option ssirun does not take is an error that names it):
+/// whether compiled code is cached on disk, with `--no-cache`.
+fn caches(args: &Args) -> Result<bool> {
+    let mut cache = true;
+    for (item, name, value) in each_option(&args.codegen_options) {
+        match name {
+            "cache" => cache = yes(&format!("C {item}"), value)?,
+            _ => {
+                bail!("-C {item}: ssirun does not take this compilation option (it takes -C cache)")
+            }
+        }
+    }
+    Ok(cache && !args.no_cache)
+}
+
 fn parse_env(spec: &str) -> Result<String> {
     match spec.split_once('=') {
         Some((name, _)) if !name.is_empty() => Ok(spec.to_string()),
@@ -341,13 +363,19 @@ impl console::Server for Console {
     fn write(
         self: capnp::capability::Rc<Self>,
         params: console::WriteParams,
+        _: console::WriteResults,
     ) -> impl Future<Output = Result<(), capnp::Error>> + 'static {
         let r = (|| {
             let p = params.get()?;
             let data = p.get_data()?;
+            // Flushed at once, as the program's own write would be: a prompt
+            // without a newline must show before the program waits for input.
             let written = match p.get_stream() {
                 2 => std::io::stderr().lock().write_all(data),
-                _ => std::io::stdout().lock().write_all(data),
+                _ => {
+                    let mut out = std::io::stdout().lock();
+                    out.write_all(data).and_then(|()| out.flush())
+                }
             };
             written.map_err(|e| capnp::Error::failed(format!("writing output: {e}")))
         })();
@@ -629,6 +657,7 @@ async fn follow(
 }
 
 fn run(args: Args) -> Result<Outcome> {
+    let cache_on_disk = caches(&args)?;
     if args.fill_cache {
         let module = args
             .module
@@ -657,7 +686,7 @@ fn run(args: Args) -> Result<Outcome> {
     if let Some(endpoint) = pick_endpoint(&args)? {
         return run_on_node(&endpoint, args.node, start, periodic);
     }
-    let cache = if args.no_cache {
+    let cache = if !cache_on_disk {
         None
     } else {
         ssi_remote::default_cache_dir()
@@ -825,11 +854,13 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
         env.retain(|old| old.split_once('=').map_or(old.as_str(), |(n, _)| n) != name);
         env.push(e);
     }
-    // As `wasmtime run`: argv[0] is the module's file name.
-    let argv0 = module
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| module_name.clone());
+    // As `wasmtime run`: argv[0] is the module's file name, or --argv0.
+    let argv0 = args.argv0.clone().unwrap_or_else(|| {
+        module
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| module_name.clone())
+    });
     let mut argv = vec![argv0];
     argv.extend(args.args.iter().cloned());
     Ok(Program {
