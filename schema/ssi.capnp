@@ -266,6 +266,9 @@ struct DeputyWelcome {
     # which always take every byte) may be sent as `write`.
     refused @1 :Text;
   }
+  readAhead @2 :List(UInt32);
+  # Descriptors (the session's input) the body may read ahead of what its
+  # program asks: it gives back what the program did not use with `unread`.
 }
 
 struct DeputyRequest {
@@ -276,6 +279,10 @@ struct DeputyRequest {
     # and surfaces at the next `call` on the same descriptor.
     sync @2 :Void;
     # Answered (with `unit`) once every earlier request has been executed.
+    unread @3 :FdIo;
+    # Bytes read ahead from a `readAhead` descriptor that the program did not
+    # use, given back (the body moves, ends, or the descriptor changes):
+    # its next reads take them first. Not answered.
   }
 }
 

@@ -222,6 +222,12 @@ impl Deputy {
         }
     }
 
+    /// The file `fd` reads from (`EBADF` if it is not open for reading): for
+    /// the home to recognise its own kinds of file (a session's console).
+    pub fn input(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
+        self.readable(fd)
+    }
+
     pub(crate) fn readable(&self, fd: Fd) -> Result<&dyn WasiFile, Errno> {
         let e = self.entry(fd)?;
         match &e.handle {

@@ -5,13 +5,16 @@
 //! The deputy runs on another thread than the session's connection, so the files
 //! and the connection meet through channels: writes are queued (bounded, so a
 //! fast writer waits for a slow terminal) and forwarded in order by the [`ConsolePump`];
-//! a read asks the console for at most the bytes the guest wants, so input the
-//! program does not read stays with `ssirun`, as with a local program.
+//! a read asks the console for what it has (up to `MAX_READ`), and what the
+//! program does not take is kept for its next reads (as `wasmtime run`, which
+//! reads its stdin in blocks too). A body elsewhere reads ahead the same way
+//! and gives back what it did not use before it moves ([`unread`]).
 
 use futures::channel::oneshot;
 use ssi_deputy::{Stdio, WasiFile};
 use ssi_schema::console;
 use std::any::Any;
+use std::collections::VecDeque;
 use std::io::{IoSlice, IoSliceMut};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -125,7 +128,7 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
             interrupted,
             ending: ending.clone(),
             pending: Mutex::new(None),
-            leftover: Mutex::new(Vec::new()),
+            leftover: Mutex::new(VecDeque::new()),
         }),
         stdout: Box::new(ConsoleOut {
             tx: tx.clone(),
@@ -336,6 +339,27 @@ impl WasiFile for ConsoleOut {
 
 type Answer = flume::Receiver<Result<Vec<u8>, String>>;
 
+/// Whether `file` is a session's console input, which a body may read ahead
+/// of what its program asks, since what it did not use can be given back
+/// ([`unread`]).
+pub(crate) fn reads_ahead(file: &dyn WasiFile) -> bool {
+    file.as_any().is::<ConsoleIn>()
+}
+
+/// Gives back to a console input bytes a body read ahead and its program
+/// did not use (the body is moving, or ends): the next reads take them
+/// first, in order. False if `file` is not a console input.
+pub(crate) fn unread(file: &dyn WasiFile, data: &[u8]) -> bool {
+    let Some(input) = file.as_any().downcast_ref::<ConsoleIn>() else {
+        return false;
+    };
+    let mut leftover = input.leftover.lock().unwrap_or_else(|p| p.into_inner());
+    for b in data.iter().rev() {
+        leftover.push_front(*b);
+    }
+    true
+}
+
 struct ConsoleIn {
     tx: flume::Sender<Request>,
     tty: bool,
@@ -344,7 +368,7 @@ struct ConsoleIn {
     /// A read cut short: its answer is the next read's.
     pending: Mutex<Option<Answer>>,
     /// Bytes of an answer larger than the read that took it.
-    leftover: Mutex<Vec<u8>>,
+    leftover: Mutex<VecDeque<u8>>,
 }
 
 /// `EINTR` (an OS error code, so that the guest sees `intr`, not `io`).
@@ -378,8 +402,9 @@ impl WasiFile for ConsoleIn {
             let mut leftover = self.leftover.lock().unwrap_or_else(|p| p.into_inner());
             if !leftover.is_empty() {
                 let n = leftover.len().min(max);
-                buf[..n].copy_from_slice(&leftover[..n]);
-                leftover.drain(..n);
+                for (to, from) in buf[..n].iter_mut().zip(leftover.drain(..n)) {
+                    *to = from;
+                }
                 return Ok(n as u64);
             }
         }
@@ -393,10 +418,14 @@ impl WasiFile for ConsoleIn {
         let answer = match pending {
             Some(answer) => answer,
             None => {
+                // As much as the console has, up to MAX_READ: what the
+                // program does not take now is the next reads' (a program
+                // reading a byte at a time makes one call to the console
+                // per MAX_READ bytes, not one per byte).
                 let (reply, answer) = flume::bounded(1);
                 self.tx
                     .send(Request::Read {
-                        max: max as u32,
+                        max: MAX_READ as u32,
                         reply,
                     })
                     .map_err(|_| broken_pipe())?;
@@ -419,7 +448,7 @@ impl WasiFile for ConsoleIn {
             self.leftover
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
-                .extend_from_slice(&data[n..]);
+                .extend(&data[n..]);
         }
         Ok(n as u64)
     }

@@ -235,7 +235,19 @@ pub struct NetLink {
     /// closed pipe): a program that only writes learns of it, as under
     /// wasmtime, instead of writing into nothing for ever.
     pipelined: (usize, usize),
+    /// Descriptors the home lets the body read ahead (its session's input):
+    /// a read asks for at least `READ_AHEAD` bytes, and the rest of the
+    /// answer serves the next reads here, without a round trip (a program
+    /// that reads its input a byte at a time is not slowed by the network).
+    read_ahead: HashSet<Fd>,
+    /// Input read ahead and not yet taken, per descriptor. Given back to the
+    /// home (`unread`) before the body freezes or ends (`flush`), and before
+    /// a call that changes the descriptor or starts a child.
+    ahead: std::collections::HashMap<Fd, std::collections::VecDeque<u8>>,
 }
+
+/// What a read of a `read_ahead` descriptor asks for, at least.
+const READ_AHEAD: u32 = 64 * 1024;
 
 /// See `NetLink::pipelined`.
 const ASK_EVERY_WRITES: usize = 256;
@@ -290,6 +302,7 @@ impl NetLink {
         let welcome = welcome
             .get_root::<deputy_welcome::Reader<'_>>()
             .map_err(lost)?;
+        let read_ahead = welcome.get_read_ahead().map_err(lost)?.iter().collect();
         let streams = match welcome.which().map_err(lost)? {
             deputy_welcome::Which::Streams(list) => list.map_err(lost)?.iter().collect(),
             deputy_welcome::Which::Refused(why) => {
@@ -305,7 +318,55 @@ impl NetLink {
             streams,
             unsynced: false,
             pipelined: (0, 0),
+            read_ahead,
+            ahead: Default::default(),
         })
+    }
+
+    /// Gives back to the home what was read ahead of `fd` and not taken.
+    fn give_back(&mut self, fd: Fd) -> Result<(), LinkError> {
+        if let Some(data) = self.ahead.remove(&fd).filter(|d| !d.is_empty()) {
+            let data: Vec<u8> = data.into();
+            self.send(|mut r| {
+                let mut u = r.reborrow().init_unread();
+                u.set_fd(fd);
+                u.set_data(&data);
+            })?;
+            self.unsynced = true;
+        }
+        Ok(())
+    }
+
+    fn give_back_all(&mut self) -> Result<(), LinkError> {
+        let fds: Vec<Fd> = self.ahead.keys().copied().collect();
+        for fd in fds {
+            self.give_back(fd)?;
+        }
+        Ok(())
+    }
+
+    /// A read of a `read_ahead` descriptor: from what was read ahead, or
+    /// from the home, asking for more than `len` and keeping the rest.
+    fn read_input(&mut self, fd: Fd, len: u32) -> Result<SyscallResult, LinkError> {
+        if let Some(buf) = self.ahead.get_mut(&fd).filter(|b| !b.is_empty()) {
+            let n = buf.len().min(len as usize);
+            return Ok(Ok(Reply::Bytes(buf.drain(..n).collect())));
+        }
+        let call = Syscall::FdRead {
+            fd,
+            len: len.max(READ_AHEAD),
+        };
+        self.send(|r| write_syscall(r.init_call(), &call))?;
+        self.unsynced = false;
+        self.pipelined = (0, 0);
+        let mut result = self.reply()?;
+        if let Ok(Reply::Bytes(data)) = &mut result
+            && data.len() > len as usize
+        {
+            let rest = data.split_off(len as usize);
+            self.ahead.insert(fd, rest.into());
+        }
+        Ok(result)
     }
 
     fn send(&mut self, build: impl FnOnce(deputy_request::Builder<'_>)) -> Result<(), LinkError> {
@@ -341,17 +402,30 @@ impl DeputyLink for NetLink {
                 self.unsynced = true;
                 return Ok(Ok(Reply::Size(data.len() as u32)));
             }
+            Syscall::FdRead { fd, len } if *len > 0 && self.read_ahead.contains(fd) => {
+                return self.read_input(*fd, *len);
+            }
             Syscall::FdWrite { data, .. }
             | Syscall::FdPwrite { data, .. }
             | Syscall::SockSend { data, .. } => data.truncate(MAX_WRITE),
             // The descriptor may stop being the stream it was.
             Syscall::FdClose { fd } => {
-                self.streams.remove(fd);
+                let fd = *fd;
+                self.give_back(fd)?;
+                self.streams.remove(&fd);
+                self.read_ahead.remove(&fd);
             }
             Syscall::FdRenumber { from, to } => {
-                self.streams.remove(from);
-                self.streams.remove(to);
+                let (from, to) = (*from, *to);
+                self.give_back(from)?;
+                self.give_back(to)?;
+                for fd in [from, to] {
+                    self.streams.remove(&fd);
+                    self.read_ahead.remove(&fd);
+                }
             }
+            // A child shares the input: what was read ahead is the home's again.
+            Syscall::ProcSpawn(_) => self.give_back_all()?,
             _ => {}
         }
         self.send(|r| write_syscall(r.init_call(), &call))?;
@@ -361,6 +435,7 @@ impl DeputyLink for NetLink {
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {
+        self.give_back_all()?;
         if self.unsynced {
             self.send(|mut r| r.set_sync(()))?;
             self.reply()?

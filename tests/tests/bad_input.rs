@@ -273,6 +273,47 @@ fn ssirun_embedded(args: &[&str], env: &[(&str, &str)]) -> std::process::Output 
     ssi_tests::run(&mut cmd, &format!("ssirun {}", args.join(" ")))
 }
 
+/// An argument or (with `-S inherit-env`) an environment variable that is not
+/// UTF-8 is refused by name, as `wasmtime run` refuses it: never passed on
+/// altered.
+#[test]
+fn arguments_and_an_environment_that_are_not_utf8_are_refused_by_name() {
+    use std::os::unix::ffi::OsStrExt;
+    let guest = ssi_tests::guest("args_env");
+    let odd = std::ffi::OsStr::from_bytes(b"a\xffb");
+    let out = ssi_tests::run(
+        std::process::Command::new(ssi_tests::bin("ssirun"))
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+            .env_remove("SSI_CONNECT")
+            .arg(&guest)
+            .arg("fine")
+            .arg(odd)
+            .stdin(std::process::Stdio::null()),
+        "ssirun args_env with an argument not UTF-8",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("a\\xffb") && err.contains("UTF-8"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "it ran: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = ssi_tests::run(
+        std::process::Command::new(ssi_tests::bin("ssirun"))
+            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+            .env_remove("SSI_CONNECT")
+            .env("SSI_ODD", odd)
+            .args(["-S", "inherit-env=y"])
+            .arg(&guest)
+            .stdin(std::process::Stdio::null()),
+        "ssirun -S inherit-env with a variable not UTF-8",
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("SSI_ODD") && err.contains("UTF-8"), "{err}");
+}
+
 #[test]
 fn wasmtime_options_scripts_pass_mean_what_they_mean_to_wasmtime() {
     let guest = ssi_tests::guest("args_env");

@@ -86,6 +86,52 @@ fn a_churning_process_moved_until_it_ends_prints_what_wasmtime_prints() {
     assert!(moves >= AT_LEAST, "only {moves} moves before it ended");
 }
 
+/// A program reading its input a byte at a time, moved at random moments
+/// until it ends, with its body at home or elsewhere in turn: it reads every
+/// byte once, in order (what a body read ahead of its program goes back to
+/// the home before it moves), and finishes within the tests' deadline (a
+/// round trip per byte would take the better part of an hour).
+#[test]
+fn a_program_reading_its_input_a_byte_at_a_time_moved_until_it_ends_reads_it_all() {
+    let cluster = Cluster::start_unbalanced(3);
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let input: Vec<u8> = (0..16 << 20)
+        .map(|_| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed as u8
+        })
+        .collect();
+    let hash = input.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let mut proc = start(&cluster, 1, 2, "bytewise", &[]);
+    let mut stdin = proc.stdin();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let child = std::cell::RefCell::new(proc);
+    let pid = pid_of(&cluster, "bytewise");
+    let moves = move_until_it_ends(
+        &cluster,
+        pid,
+        2,
+        || child.borrow_mut().try_wait().is_some(),
+        |from, to| try_migrate(&cluster, from, pid, to),
+    );
+    feeder.join().expect("stdin feeder");
+    let out = child.borrow_mut().wait();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(shell_status(out.status), 0, "{err}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{} bytes, hash {hash:016x}\n", 16 << 20),
+        "{err}"
+    );
+    assert!(moves >= AT_LEAST, "only {moves} moves before it ended");
+}
+
 /// A C program (qsort through a function pointer, a tree of malloc'd nodes,
 /// stack arrays in deep frames) that writes a file, moved at random moments
 /// until it ends: its output, its status and the file it wrote are what

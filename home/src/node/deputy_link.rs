@@ -55,6 +55,16 @@ impl DeputyServer {
         }
     }
 
+    /// Input a body read ahead and did not use, given back to its console
+    /// (dropped if `fd` is no longer one: the body gives it back before it
+    /// closes or renumbers the descriptor).
+    pub(crate) fn unread(&mut self, fd: Fd, data: &[u8]) {
+        let deputy = self.deputy.lock().unwrap_or_else(|p| p.into_inner());
+        if let Ok(file) = deputy.input(fd) {
+            crate::console::unread(file, data);
+        }
+    }
+
     /// A pipelined write: every byte is written, or the failure is kept.
     pub(crate) fn write(&mut self, fd: Fd, mut data: &[u8]) {
         if self.kept.is_some_and(|(f, _)| f == fd) {
@@ -114,9 +124,19 @@ pub(crate) fn serve_deputy(
         match granted {
             Ok(deputy) => {
                 // The session's output streams: their writes always take every byte.
-                let mut streams = w.init_streams(2);
+                let mut streams = w.reborrow().init_streams(2);
                 streams.set(0, 1);
                 streams.set(1, 2);
+                // Its input, if a console: what the body reads ahead and
+                // does not use, it gives back.
+                let console_input = {
+                    let d = deputy.lock().unwrap_or_else(|p| p.into_inner());
+                    d.input(0).is_ok_and(crate::console::reads_ahead)
+                };
+                let mut ahead = w.init_read_ahead(u32::from(console_input));
+                if console_input {
+                    ahead.set(0, 0);
+                }
                 Some(deputy)
             }
             Err(why) => {
@@ -147,6 +167,11 @@ pub(crate) fn serve_deputy(
                 continue;
             }
             Which::Sync(()) => Ok(Reply::Unit),
+            Which::Unread(u) => {
+                let u = u?;
+                server.unread(u.get_fd(), u.get_data()?);
+                continue;
+            }
         };
         let mut out = capnp::message::Builder::new_default();
         write_result(out.init_root(), &result);

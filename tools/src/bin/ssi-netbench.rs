@@ -31,7 +31,7 @@ use anyhow::{Context, Result, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
 use ssi_tools::Owned;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -234,6 +234,46 @@ fn throughput(bin: &Path, socket: &Path, node: u16, guest: &Path, mib: usize) ->
     let secs = start.elapsed().as_secs_f64();
     if !status.success() || total != mib << 20 {
         bail!("stream run failed: {status}, {total} bytes");
+    }
+    Ok(mib as f64 / secs)
+}
+
+/// MiB/s at which `bytewise` reads `mib` MiB of stdin a byte at a time (one
+/// `fd_read` per byte), its body on `node` of the cluster or, with `None`,
+/// in `ssirun` itself (the embedded runner, which reads stdin in-process).
+fn bytewise_rate(
+    bin: &Path,
+    socket: &Path,
+    node: Option<u16>,
+    guest: &Path,
+    mib: usize,
+) -> Result<f64> {
+    let mut cmd = match node {
+        Some(n) => ssirun(bin, socket, n),
+        None => {
+            let mut c = Command::new(bin.join("ssirun"));
+            c.env("SSI_SOCKET", "/nonexistent/ssi-netbench.sock")
+                .env_remove("SSI_CONNECT");
+            c
+        }
+    };
+    let input: Vec<u8> = (0..mib << 20).map(|i| (i % 251) as u8).collect();
+    let start = Instant::now();
+    let mut child = cmd
+        .arg(guest)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()?;
+    let mut stdin = child.stdin.take().context("stdin")?;
+    let feeder = std::thread::spawn(move || stdin.write_all(&input));
+    let out = child.wait_with_output()?;
+    let secs = start.elapsed().as_secs_f64();
+    feeder
+        .join()
+        .map_err(|_| anyhow::anyhow!("stdin feeder panicked"))??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.starts_with(&format!("{} bytes", mib << 20)) {
+        bail!("bytewise run failed: {}, {text}", out.status);
     }
     Ok(mib as f64 / secs)
 }
@@ -704,6 +744,27 @@ fn main() -> Result<()> {
             a,
             b,
             b / a
+        );
+        // Input read a byte at a time, against the embedded runner's.
+        let bytewise = args.guests.join("bytewise.wasm");
+        let mib = 8;
+        let (mut local, mut at_home, mut away) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..=args.rounds {
+            let l = bytewise_rate(&bin, &socket, None, &bytewise, mib)?;
+            let a = bytewise_rate(&bin, &socket, Some(1), &bytewise, mib)?;
+            let b = bytewise_rate(&bin, &socket, Some(2), &bytewise, mib)?;
+            if round > 0 {
+                local.push(l);
+                at_home.push(a);
+                away.push(b);
+            }
+        }
+        let (l, a, b) = (median(local), median(at_home), median(away));
+        println!(
+            "stdin a byte at a time ({mib} MiB, median of {}): embedded {l:.1} MiB/s, home {a:.1} MiB/s = {:.2}x, node 2 {b:.1} MiB/s = {:.2}x",
+            args.rounds,
+            a / l,
+            b / l
         );
     }
     if args.runs(Section::Signals) {

@@ -89,6 +89,10 @@ struct Args {
     /// Arguments passed to the program.
     #[arg(allow_hyphen_values = true)]
     args: Vec<String>,
+    /// An argument of the program's that is not UTF-8 (as shown with `\x`
+    /// escapes): refused, as `wasmtime run` refuses it.
+    #[arg(skip)]
+    not_utf8: Option<String>,
 }
 
 /// Parses the command line as `wasmtime run` does: what follows the module
@@ -101,8 +105,16 @@ fn parse_args(argv: Vec<std::ffi::OsString>) -> Args {
         None => (argv, Vec::new()),
     };
     let mut args = Args::parse_from(ours);
-    args.args
-        .extend(program.iter().map(|a| a.to_string_lossy().into_owned()));
+    for a in &program {
+        match a.to_str() {
+            Some(a) => args.args.push(a.to_string()),
+            None => {
+                use std::os::unix::ffi::OsStrExt;
+                let shown = a.as_bytes().escape_ascii().to_string();
+                args.not_utf8.get_or_insert(shown);
+            }
+        }
+    }
     args
 }
 
@@ -657,6 +669,11 @@ async fn follow(
 }
 
 fn run(args: Args) -> Result<Outcome> {
+    if let Some(arg) = &args.not_utf8 {
+        bail!(
+            "the program's argument \"{arg}\" is not valid UTF-8 (WASI programs are given UTF-8 arguments; wasmtime refuses it too)"
+        );
+    }
     let cache_on_disk = caches(&args)?;
     if args.fill_cache {
         let module = args
@@ -842,9 +859,17 @@ fn program(args: &Args, module: &std::path::Path) -> Result<Program> {
     let options = wasmtime_options(args)?;
     // As `wasmtime run -S inherit-env`: this environment, then `--env`.
     let mut env: Vec<String> = if options.inherit_env {
+        use std::os::unix::ffi::OsStrExt;
         std::env::vars_os()
-            .filter_map(|(k, v)| Some(format!("{}={}", k.to_str()?, v.to_str()?)))
-            .collect()
+            .map(|(k, v)| match (k.to_str(), v.to_str()) {
+                (Some(k), Some(v)) => Ok(format!("{k}={v}")),
+                _ => Err(anyhow::anyhow!(
+                    "-S inherit-env: the environment variable \"{}\" (value \"{}\") is not valid UTF-8 (WASI programs are given a UTF-8 environment; wasmtime refuses it too)",
+                    k.as_bytes().escape_ascii(),
+                    v.as_bytes().escape_ascii()
+                )),
+            })
+            .collect::<Result<_>>()?
     } else {
         Vec::new()
     };
