@@ -22,7 +22,6 @@ pub fn bin_dir() -> PathBuf {
     }
 }
 
-/// The path of a workspace binary, which must have been built first.
 /// A command's status as a shell reports it (`$?`): its exit code, or
 /// 128 + the number of the signal that ended it.
 pub fn shell_status(status: std::process::ExitStatus) -> i32 {
@@ -33,6 +32,7 @@ pub fn shell_status(status: std::process::ExitStatus) -> i32 {
         .unwrap_or(-1)
 }
 
+/// The path of a workspace binary, which must have been built first.
 pub fn bin(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
@@ -41,4 +41,14 @@ pub fn bin(name: &str) -> PathBuf {
         path.display()
     );
     path
+}
+
+/// `ssirun` as the tests start it: no node of the developer's is used (its
+/// default socket leads nowhere and `SSI_CONNECT` is unset), so it runs the
+/// program embedded unless it is given `--connect`.
+pub fn ssirun() -> std::process::Command {
+    let mut cmd = std::process::Command::new(bin("ssirun"));
+    cmd.env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
+        .env_remove("SSI_CONNECT");
+    cmd
 }

@@ -21,7 +21,7 @@ pub mod corpus;
 mod moves;
 mod wait;
 
-pub use binaries::{bin, bin_dir, repo_root, shell_status};
+pub use binaries::{bin, bin_dir, repo_root, shell_status, ssirun};
 pub use cluster::{Cluster, free_port};
 pub use moves::{BRISK, migrate_or_explain, move_until_it_ends, try_migrate, try_migrate_within};
 pub use wait::{Proc, Stream, WAIT, nodes_logs, run, wait_until};
@@ -267,7 +267,7 @@ impl Case {
     /// As [`Case::run_ssirun`], with extra `ssirun` options before the module.
     pub fn run_ssirun_with(&self, options: &[&str]) -> (Outcome, Tree) {
         let sandbox = self.make_sandbox();
-        let mut cmd = Command::new(bin("ssirun"));
+        let mut cmd = ssirun();
         cmd.args(options);
         if let Some(bytes) = self.max_wasm_stack {
             cmd.arg("-W").arg(format!("max-wasm-stack={bytes}"));
@@ -288,9 +288,6 @@ impl Case {
         }
         cmd.env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE")
-            .env_remove("SSI_CONNECT")
-            // No node of the developer's is used unless a test asks for one.
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
             .stdin(Stdio::piped());
         let mut child = Proc::spawn(&mut cmd, "ssirun");
         let mut stdin = child.stdin();

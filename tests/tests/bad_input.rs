@@ -1,15 +1,12 @@
 //! Bad input to `ssirun`: a one-line error naming the problem, status 1, no panic.
 
-use ssi_tests::{Outcome, bin, run};
-use std::process::Command;
+use ssi_tests::{Outcome, run};
 
 fn ssirun(args: &[&str]) -> Outcome {
     let out = run(
-        Command::new(bin("ssirun"))
+        ssi_tests::ssirun()
             .args(args)
             .env_remove("RUST_BACKTRACE")
-            .env_remove("SSI_CONNECT")
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
             .stdin(std::process::Stdio::null()),
         "ssirun with bad input",
     );
@@ -262,11 +259,8 @@ fn a_checkpoint_dir_that_does_not_exist_is_made_and_a_file_is_refused() {
 
 /// `ssirun` with no node, its arguments, the environment given.
 fn ssirun_embedded(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut cmd = std::process::Command::new(ssi_tests::bin("ssirun"));
-    cmd.env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-        .env_remove("SSI_CONNECT")
-        .args(args)
-        .stdin(std::process::Stdio::null());
+    let mut cmd = ssi_tests::ssirun();
+    cmd.args(args).stdin(std::process::Stdio::null());
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -282,9 +276,7 @@ fn arguments_and_an_environment_that_are_not_utf8_are_refused_by_name() {
     let guest = ssi_tests::guest("args_env");
     let odd = std::ffi::OsStr::from_bytes(b"a\xffb");
     let out = ssi_tests::run(
-        std::process::Command::new(ssi_tests::bin("ssirun"))
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-            .env_remove("SSI_CONNECT")
+        ssi_tests::ssirun()
             .arg(&guest)
             .arg("fine")
             .arg(odd)
@@ -300,9 +292,7 @@ fn arguments_and_an_environment_that_are_not_utf8_are_refused_by_name() {
         String::from_utf8_lossy(&out.stdout)
     );
     let out = ssi_tests::run(
-        std::process::Command::new(ssi_tests::bin("ssirun"))
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-            .env_remove("SSI_CONNECT")
+        ssi_tests::ssirun()
             .env("SSI_ODD", odd)
             .args(["-S", "inherit-env=y"])
             .arg(&guest)

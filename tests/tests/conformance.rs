@@ -109,9 +109,7 @@ fn every_preview1_function_behaves() {
 /// `--connect`: its standard output.
 fn pollin_at_dev_null(options: &[&str]) -> String {
     let out = ssi_tests::run(
-        std::process::Command::new(ssi_tests::bin("ssirun"))
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-            .env_remove("SSI_CONNECT")
+        ssi_tests::ssirun()
             .args(options)
             .arg(guest("pollin"))
             .stdin(std::process::Stdio::null()),
@@ -194,9 +192,7 @@ fn a_write_to_a_closed_pipe_fails_with_eio_as_under_wasmtime() {
 fn answer_a_prompt(options: &[&str]) -> (String, String) {
     use std::io::Write;
     let mut p = ssi_tests::Proc::spawn(
-        std::process::Command::new(ssi_tests::bin("ssirun"))
-            .env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-            .env_remove("SSI_CONNECT")
+        ssi_tests::ssirun()
             .args(options)
             .arg(guest("prompt"))
             .stdin(std::process::Stdio::piped()),

@@ -202,12 +202,7 @@ fn failures(runner: impl Fn() -> Command) -> Vec<String> {
 
 #[test]
 fn the_suites_preview1_tests_pass_embedded() {
-    let failed = failures(|| {
-        let mut cmd = Command::new(ssi_tests::bin("ssirun"));
-        cmd.env("SSI_SOCKET", "/nonexistent/ssi-tests/node.sock")
-            .env_remove("SSI_CONNECT");
-        cmd
-    });
+    let failed = failures(ssi_tests::ssirun);
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
 
