@@ -87,6 +87,7 @@ impl Deputy {
         signals.pending = 0;
         Ok(Deputy {
             table,
+            input_wait: self.input_wait.clone(),
             preopens: self.preopens.clone(),
             clocks: wasi_common::sync::clocks_ctx(),
             sched: wasi_common::sync::sched::sched_ctx(),
@@ -94,6 +95,72 @@ impl Deputy {
             processes: None,
             signals: std::sync::Arc::new(Signals::from_table(signals)),
         })
+    }
+
+    /// A poll on the input that waits itself ([`crate::InputWait`]) and on
+    /// clocks only: it waits there for input or the first deadline, as the
+    /// host's poll would on a descriptor. `None` for any other poll (one
+    /// that also waits on another descriptor counts that input as readable
+    /// at once, below).
+    fn poll_waitable_input(&self, subs: &[Subscription]) -> Result<Option<Vec<Event>>, Errno> {
+        let Some((input, wait)) = &self.input_wait else {
+            return Ok(None);
+        };
+        let mut reads = Vec::new();
+        let mut shortest: Option<u64> = None;
+        for sub in subs {
+            match sub.kind {
+                SubscriptionKind::FdRead(fd) => match &self.entry(fd)?.handle {
+                    Handle::File(f)
+                        if std::ptr::addr_eq(
+                            std::sync::Arc::as_ptr(f),
+                            std::sync::Arc::as_ptr(input),
+                        ) =>
+                    {
+                        reads.push(sub.userdata)
+                    }
+                    _ => return Ok(None),
+                },
+                SubscriptionKind::Clock { id, timeout, .. } => {
+                    if id != clockid::MONOTONIC && id != clockid::REALTIME {
+                        return Err(Errno::Inval);
+                    }
+                    shortest = Some(shortest.map_or(timeout, |s| s.min(timeout)));
+                }
+                SubscriptionKind::FdWrite(_) => return Ok(None),
+            }
+        }
+        if reads.is_empty() {
+            return Ok(None);
+        }
+        let deadline = shortest.and_then(|ns| {
+            std::time::Instant::now().checked_add(std::time::Duration::from_nanos(ns))
+        });
+        let events = if wait.wait_readable(deadline)? {
+            let nbytes = input.num_ready_bytes().unwrap_or(0);
+            reads
+                .into_iter()
+                .map(|userdata| Event {
+                    userdata,
+                    error: 0,
+                    eventtype: eventtype::FD_READ,
+                    nbytes,
+                    flags: 0,
+                })
+                .collect()
+        } else {
+            subs.iter()
+                .filter(|s| matches!(s.kind, SubscriptionKind::Clock { timeout, .. } if Some(timeout) == shortest))
+                .map(|s| Event {
+                    userdata: s.userdata,
+                    error: 0,
+                    eventtype: eventtype::CLOCK,
+                    nbytes: 0,
+                    flags: 0,
+                })
+                .collect()
+        };
+        Ok(Some(events))
     }
 
     pub(crate) fn fdstat(&self, fd: Fd) -> Result<Fdstat, Errno> {
@@ -186,6 +253,9 @@ impl Deputy {
     pub(crate) fn poll_oneoff(&self, subs: &[Subscription]) -> Result<Vec<Event>, Errno> {
         if subs.is_empty() {
             return Err(Errno::Inval);
+        }
+        if let Some(events) = self.poll_waitable_input(subs)? {
+            return Ok(events);
         }
         // Streams that live elsewhere (a session's console) have no host descriptor
         // to wait on: they count as ready at once, as a regular file does.

@@ -54,8 +54,23 @@ impl Stdio {
 }
 
 /// The home half of one process: its descriptor table and the host resources behind it.
+/// An input that lives elsewhere (a session's console): the host's poll cannot
+/// wait on it, so a poll on it waits here instead.
+pub trait InputWait: Send + Sync {
+    /// Waits until the input has bytes to read or is at its end (true), or
+    /// until `deadline` (false; `None`: no deadline). `Err(Errno::Intr)` if
+    /// the wait is cut short (the body freezes, a signal is pending, the
+    /// process ends).
+    fn wait_readable(&self, deadline: Option<std::time::Instant>) -> Result<bool, Errno>;
+}
+
+/// The file that [`Deputy::set_input_wait`] made waitable, and its wait.
+pub(crate) type InputWaiter = (std::sync::Arc<dyn WasiFile>, std::sync::Arc<dyn InputWait>);
+
 pub struct Deputy {
     pub(crate) table: FdTable,
+    /// Polls on this input (and clocks) wait on it (see [`InputWait`]).
+    pub(crate) input_wait: Option<InputWaiter>,
     pub(crate) preopens: Vec<Preopen>,
     pub(crate) clocks: WasiClocks,
     pub(crate) sched: Box<dyn WasiSched>,
@@ -166,6 +181,7 @@ impl Deputy {
         }
         Ok(Deputy {
             table,
+            input_wait: None,
             preopens,
             clocks: wasi_common::sync::clocks_ctx(),
             sched: wasi_common::sync::sched::sched_ctx(),
@@ -173,6 +189,19 @@ impl Deputy {
             processes: None,
             signals: Default::default(),
         })
+    }
+
+    /// Makes a poll on the file now at fd 0 (wherever it goes: renumbered,
+    /// or inherited by a child) wait on `wait`, where the host's poll could
+    /// not: without it, such an input counts as readable at once.
+    pub fn set_input_wait(&mut self, wait: std::sync::Arc<dyn InputWait>) {
+        if let Ok(Entry {
+            handle: Handle::File(file),
+            ..
+        }) = self.table.get(0)
+        {
+            self.input_wait = Some((file.clone(), wait));
+        }
     }
 
     /// The process's signal state, which the home reads to deliver signals.

@@ -20,7 +20,7 @@ mod state;
 mod table;
 
 pub use abi::{Errno, Fd, Identity, Reply, Syscall, SyscallResult};
-pub use deputy::{Deputy, DeputyError, Preopen, Stdio};
+pub use deputy::{Deputy, DeputyError, InputWait, Preopen, Stdio};
 pub use process::ProcessTable;
 pub use signal::{Action, DefaultAction, Delivery, Signal, SignalTable, Signals, UnknownSignal};
 pub use state::{DeputyState, FdState, PreopenState, StateError};

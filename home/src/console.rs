@@ -84,6 +84,8 @@ pub struct ConsolePump {
     /// A stream (1 stdout, 2 stderr) the console could not write: the
     /// program's next write to it fails (EIO, as under `wasmtime run`).
     broken: Arc<[AtomicBool; 3]>,
+    /// The console input, which a poll of the deputy waits on.
+    input: Arc<InputState>,
 }
 
 /// Cuts short a read of the console that is waiting, which returns `EINTR`.
@@ -121,15 +123,17 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
     let (interrupt, interrupted) = flume::unbounded();
     let ending = Arc::new(AtomicBool::new(false));
     let broken: Arc<[AtomicBool; 3]> = Arc::new(Default::default());
+    let input = Arc::new(InputState {
+        tx: tx.clone(),
+        tty: ttys.stdin,
+        interrupted,
+        ending: ending.clone(),
+        pending: Mutex::new(None),
+        leftover: Mutex::new(VecDeque::new()),
+        at_end: AtomicBool::new(false),
+    });
     let stdio = Stdio {
-        stdin: Box::new(ConsoleIn {
-            tx: tx.clone(),
-            tty: ttys.stdin,
-            interrupted,
-            ending: ending.clone(),
-            pending: Mutex::new(None),
-            leftover: Mutex::new(VecDeque::new()),
-        }),
+        stdin: Box::new(ConsoleIn(input.clone())),
         stdout: Box::new(ConsoleOut {
             tx: tx.clone(),
             stream: 1,
@@ -154,6 +158,7 @@ pub fn console_stdio(ttys: Ttys) -> (Stdio, ConsolePump) {
             tx,
             interrupt,
             broken,
+            input,
         },
     )
 }
@@ -167,6 +172,20 @@ impl ConsolePump {
     /// A handle to interrupt a read that waits for the console.
     pub fn interrupter(&self) -> Interrupter {
         self.interrupt.clone()
+    }
+
+    /// Lets a poll of `deputy` on this console's input (its fd 0, if that is
+    /// still this input: a restored process may have closed it) wait for
+    /// input or a deadline, as a poll on a local terminal or pipe does.
+    pub fn attach_input(&self, deputy: &mut ssi_deputy::Deputy) {
+        let ours = deputy
+            .input(0)
+            .ok()
+            .and_then(|f| f.as_any().downcast_ref::<ConsoleIn>())
+            .is_some_and(|c| Arc::ptr_eq(&c.0, &self.input));
+        if ours {
+            deputy.set_input_wait(self.input.clone());
+        }
     }
 
     /// Forwards the streams to `console` until every file is dropped. Runs on the
@@ -360,7 +379,19 @@ pub(crate) fn unread(file: &dyn WasiFile, data: &[u8]) -> bool {
     true
 }
 
-struct ConsoleIn {
+/// A session's console input, as the deputy's descriptor 0 (its state is
+/// shared with the deputy's wait for it, [`ssi_deputy::InputWait`]).
+struct ConsoleIn(Arc<InputState>);
+
+impl std::ops::Deref for ConsoleIn {
+    type Target = InputState;
+
+    fn deref(&self) -> &InputState {
+        &self.0
+    }
+}
+
+pub(crate) struct InputState {
     tx: flume::Sender<Request>,
     tty: bool,
     interrupted: flume::Receiver<()>,
@@ -369,6 +400,74 @@ struct ConsoleIn {
     pending: Mutex<Option<Answer>>,
     /// Bytes of an answer larger than the read that took it.
     leftover: Mutex<VecDeque<u8>>,
+    /// A poll saw the input at its end: the next read returns 0 (once).
+    at_end: AtomicBool,
+}
+
+impl ssi_deputy::InputWait for InputState {
+    fn wait_readable(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, ssi_deputy::Errno> {
+        use ssi_deputy::Errno;
+        if self.ending.load(Ordering::SeqCst) {
+            return Err(Errno::Intr);
+        }
+        if self.at_end.load(Ordering::SeqCst)
+            || !self
+                .leftover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .is_empty()
+        {
+            return Ok(true);
+        }
+        // Interruptions meant for an earlier wait are stale.
+        while self.interrupted.try_recv().is_ok() {}
+        // The read the poll waits for is the next read's, answered or not.
+        let answer = {
+            let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
+            match &*pending {
+                Some(answer) => answer.clone(),
+                None => {
+                    let (reply, answer) = flume::bounded(1);
+                    self.tx
+                        .send(Request::Read {
+                            max: MAX_READ as u32,
+                            reply,
+                        })
+                        .map_err(|_| Errno::Pipe)?;
+                    *pending = Some(answer.clone());
+                    answer
+                }
+            }
+        };
+        let selector = flume::Selector::new()
+            .recv(&answer, Some)
+            .recv(&self.interrupted, |_| None);
+        let got = match deadline {
+            Some(at) => match selector.wait_deadline(at) {
+                Ok(got) => got,
+                Err(_) => return Ok(false),
+            },
+            None => selector.wait(),
+        };
+        let Some(got) = got else {
+            return Err(Errno::Intr);
+        };
+        *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        match got {
+            Ok(Ok(data)) if data.is_empty() => self.at_end.store(true, Ordering::SeqCst),
+            Ok(Ok(data)) => self
+                .leftover
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .extend(data),
+            // The console failed or is gone: the read says so.
+            _ => {}
+        }
+        Ok(true)
+    }
 }
 
 /// `EINTR` (an OS error code, so that the guest sees `intr`, not `io`).
@@ -400,6 +499,9 @@ impl WasiFile for ConsoleIn {
         }
         {
             let mut leftover = self.leftover.lock().unwrap_or_else(|p| p.into_inner());
+            if leftover.is_empty() && self.at_end.swap(false, Ordering::SeqCst) {
+                return Ok(0);
+            }
             if !leftover.is_empty() {
                 let n = leftover.len().min(max);
                 for (to, from) in buf[..n].iter_mut().zip(leftover.drain(..n)) {
@@ -451,6 +553,14 @@ impl WasiFile for ConsoleIn {
                 .extend(&data[n..]);
         }
         Ok(n as u64)
+    }
+
+    fn num_ready_bytes(&self) -> Result<u64, Error> {
+        Ok(self
+            .leftover
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len() as u64)
     }
 
     async fn readable(&self) -> Result<(), Error> {

@@ -143,6 +143,47 @@ fn stdin_at_dev_null_is_readable_at_once_as_under_wasmtime() {
     }
 }
 
+/// `pollin 1` through `ssirun` with its stdin a pipe on which `late` comes
+/// two seconds later: its standard output.
+fn pollin_with_late_input(options: &[&str]) -> String {
+    use std::io::Write;
+    let mut p = ssi_tests::Proc::spawn(
+        ssi_tests::ssirun()
+            .args(options)
+            .arg(guest("pollin"))
+            .arg("1")
+            .stdin(std::process::Stdio::piped()),
+        "pollin 1",
+    );
+    let mut stdin = p.stdin();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    let _ = stdin.write_all(b"late\n");
+    drop(stdin);
+    let out = p.wait();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn a_poll_on_stdin_without_input_waits_for_its_deadline_as_under_wasmtime() {
+    // Under wasmtime the clock fires first: nothing came within 1 s.
+    let expect = "clock: error SUCCESS\nread 5 bytes\n";
+    assert_eq!(pollin_with_late_input(&[]), expect, "embedded");
+    let cluster = ssi_tests::Cluster::start(2);
+    let socket = cluster.socket(1).display().to_string();
+    for node in ["1", "2"] {
+        assert_eq!(
+            pollin_with_late_input(&["--connect", &socket, "--node", node]),
+            expect,
+            "through node 1, the body on node {node}"
+        );
+    }
+}
+
 /// `bigout` through `ssirun` with its stdout a pipe whose reader ends at
 /// once (`| true`): `ssirun`'s exit status, and how the program's failed
 /// write reads on its stderr.

@@ -132,6 +132,33 @@ fn a_program_reading_its_input_a_byte_at_a_time_moved_until_it_ends_reads_it_all
     assert!(moves >= AT_LEAST, "only {moves} moves before it ended");
 }
 
+/// A program waiting in a poll on its input (with a long deadline) is moved
+/// meanwhile, twice; input then comes, and the poll it waits in on the new
+/// node says so at once (not its clock, 60 s later).
+#[test]
+fn a_process_waiting_in_a_poll_on_its_input_is_moved_and_sees_the_input() {
+    let cluster = Cluster::start_unbalanced(3);
+    let mut proc = start(&cluster, 1, 2, "pollin", &["60"]);
+    let mut stdin = proc.stdin();
+    let pid = pid_of(&cluster, "pollin");
+    // It waits at its home in the poll: moved, it waits there again.
+    for to in [3, 1] {
+        std::thread::sleep(Duration::from_millis(300));
+        migrate_or_explain(&cluster, &mut proc, 1, pid, to);
+        assert_eq!(node_of(&cluster, pid), to as u64);
+    }
+    stdin.write_all(b"here\n").expect("input");
+    drop(stdin);
+    let out = proc.wait();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        text,
+        "stdin: error SUCCESS\nread 5 bytes\n",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 /// A C program (qsort through a function pointer, a tree of malloc'd nodes,
 /// stack arrays in deep frames) that writes a file, moved at random moments
 /// until it ends: its output, its status and the file it wrote are what

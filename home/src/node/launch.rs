@@ -109,8 +109,12 @@ pub(crate) async fn launch(
     };
     let (program, wasm) = loaded;
     let (stdio, pump) = console_stdio(spec.ttys);
-    let deputy =
-        Deputy::new(stdio, spec.preopens).map_err(|e| failed(format!("cannot run `{what}`: {e}")));
+    let deputy = Deputy::new(stdio, spec.preopens)
+        .map(|mut d| {
+            pump.attach_input(&mut d);
+            d
+        })
+        .map_err(|e| failed(format!("cannot run `{what}`: {e}")));
     let deputy = match deputy {
         Ok(d) => d,
         Err(e) => {
@@ -259,7 +263,8 @@ pub(crate) async fn restore(
     let target = if node == 0 { core.id } else { node };
     core.can_host(target).map_err(failed)?;
     let (stdio, pump) = console_stdio(ttys);
-    let deputy = Deputy::restore(stdio, &state).map_err(|e| bad(e.to_string()))?;
+    let mut deputy = Deputy::restore(stdio, &state).map_err(|e| bad(e.to_string()))?;
+    pump.attach_input(&mut deputy);
     // Its own pid if that is of this home and free (the process keeps its
     // identity); otherwise a new one, which leads its own group.
     let (pid, identity) = if core.pids.claim(state.pid) {

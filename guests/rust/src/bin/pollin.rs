@@ -1,11 +1,16 @@
 //! Waits for its standard input to be readable (a `poll_oneoff` with an
-//! `fd_read` subscription on fd 0 and a 2 s clock), prints what the poll
-//! said, then reads stdin to its end and prints how many bytes came: how a
-//! program under cron or `nohup … < /dev/null` sees its input.
+//! `fd_read` subscription on fd 0 and a clock of the seconds given as its
+//! argument, 2 by default), prints what the poll said, then reads stdin to
+//! its end and prints how many bytes came: how a program under cron or
+//! `nohup … < /dev/null` sees its input, or one that waits for input a while.
 use std::io::Read;
 use wasi::*;
 
 fn main() {
+    let seconds: u64 = std::env::args()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2);
     let subs = [
         Subscription {
             userdata: 1,
@@ -23,7 +28,7 @@ fn main() {
                 u: SubscriptionUU {
                     clock: SubscriptionClock {
                         id: CLOCKID_MONOTONIC,
-                        timeout: 2_000_000_000,
+                        timeout: seconds * 1_000_000_000,
                         precision: 0,
                         flags: 0,
                     },
