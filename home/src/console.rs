@@ -404,6 +404,23 @@ pub(crate) struct InputState {
     at_end: AtomicBool,
 }
 
+impl InputState {
+    /// Asks the console for input: as much as it has, up to `MAX_READ`.
+    /// What the program does not take now is its next reads' (a program
+    /// reading a byte at a time makes one call to the console per
+    /// `MAX_READ` bytes, not one per byte). `None` once the pump is gone.
+    fn ask(&self) -> Option<Answer> {
+        let (reply, answer) = flume::bounded(1);
+        self.tx
+            .send(Request::Read {
+                max: MAX_READ as u32,
+                reply,
+            })
+            .ok()?;
+        Some(answer)
+    }
+}
+
 impl ssi_deputy::InputWait for InputState {
     fn wait_readable(
         &self,
@@ -430,13 +447,7 @@ impl ssi_deputy::InputWait for InputState {
             match &*pending {
                 Some(answer) => answer.clone(),
                 None => {
-                    let (reply, answer) = flume::bounded(1);
-                    self.tx
-                        .send(Request::Read {
-                            max: MAX_READ as u32,
-                            reply,
-                        })
-                        .map_err(|_| Errno::Pipe)?;
+                    let answer = self.ask().ok_or(Errno::Pipe)?;
                     *pending = Some(answer.clone());
                     answer
                 }
@@ -519,20 +530,7 @@ impl WasiFile for ConsoleIn {
             .take();
         let answer = match pending {
             Some(answer) => answer,
-            None => {
-                // As much as the console has, up to MAX_READ: what the
-                // program does not take now is the next reads' (a program
-                // reading a byte at a time makes one call to the console
-                // per MAX_READ bytes, not one per byte).
-                let (reply, answer) = flume::bounded(1);
-                self.tx
-                    .send(Request::Read {
-                        max: MAX_READ as u32,
-                        reply,
-                    })
-                    .map_err(|_| broken_pipe())?;
-                answer
-            }
+            None => self.ask().ok_or_else(broken_pipe)?,
         };
         let got = flume::Selector::new()
             .recv(&answer, |r| Some(r.map_err(|_| broken_pipe())))

@@ -104,6 +104,16 @@ fn every_preview1_function_behaves() {
     );
 }
 
+/// The standard output of a run of `ssirun` that must have succeeded.
+fn succeeded(out: std::process::Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `pollin` through `ssirun` with stdin at /dev/null (as under cron or
 /// `nohup … < /dev/null`), embedded or through a node given with
 /// `--connect`: its standard output.
@@ -115,12 +125,7 @@ fn pollin_at_dev_null(options: &[&str]) -> String {
             .stdin(std::process::Stdio::null()),
         "pollin < /dev/null",
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(out)
 }
 
 #[test]
@@ -160,12 +165,7 @@ fn pollin_with_late_input(options: &[&str]) -> String {
     let _ = stdin.write_all(b"late\n");
     drop(stdin);
     let out = p.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    succeeded(out)
 }
 
 #[test]
@@ -243,13 +243,7 @@ fn answer_a_prompt(options: &[&str]) -> (String, String) {
     let asked = p.out.through("? ", "the question, before any answer");
     stdin.write_all(b"Ada\n").expect("answer");
     drop(stdin);
-    let out = p.wait();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (asked, String::from_utf8_lossy(&out.stdout).into_owned())
+    (asked, succeeded(p.wait()))
 }
 
 #[test]
