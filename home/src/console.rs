@@ -367,16 +367,14 @@ pub(crate) fn reads_ahead(file: &dyn WasiFile) -> bool {
 
 /// Gives back to a console input bytes a body read ahead and its program
 /// did not use (the body is moving, or ends): the next reads take them
-/// first, in order. False if `file` is not a console input.
-pub(crate) fn unread(file: &dyn WasiFile, data: &[u8]) -> bool {
-    let Some(input) = file.as_any().downcast_ref::<ConsoleIn>() else {
-        return false;
-    };
-    let mut leftover = input.leftover.lock().unwrap_or_else(|p| p.into_inner());
-    for b in data.iter().rev() {
-        leftover.push_front(*b);
+/// first, in order. Nothing if `file` is not a console input.
+pub(crate) fn unread(file: &dyn WasiFile, data: &[u8]) {
+    if let Some(input) = file.as_any().downcast_ref::<ConsoleIn>() {
+        let mut leftover = input.leftover.lock().unwrap_or_else(|p| p.into_inner());
+        for b in data.iter().rev() {
+            leftover.push_front(*b);
+        }
     }
-    true
 }
 
 /// A session's console input, as the deputy's descriptor 0 (its state is
@@ -396,7 +394,8 @@ pub(crate) struct InputState {
     tty: bool,
     interrupted: flume::Receiver<()>,
     ending: Arc<AtomicBool>,
-    /// A read cut short: its answer is the next read's.
+    /// The console's answer to an ask not yet taken (the wait for it was
+    /// cut short, or ended at a poll's deadline): the next wait's.
     pending: Mutex<Option<Answer>>,
     /// Bytes of an answer larger than the read that took it.
     leftover: Mutex<VecDeque<u8>>,
@@ -421,14 +420,29 @@ impl InputState {
     }
 }
 
-impl ssi_deputy::InputWait for InputState {
-    fn wait_readable(
-        &self,
-        deadline: Option<std::time::Instant>,
-    ) -> Result<bool, ssi_deputy::Errno> {
-        use ssi_deputy::Errno;
+/// How a wait for console input ended ([`InputState::wait_input`]).
+enum Waited {
+    /// Bytes are kept (`leftover`), or the input is at its end (`at_end`).
+    Ready,
+    /// The deadline came first.
+    Late,
+    /// Cut short (a freeze, a signal, the end): the answer, when it comes,
+    /// is the next wait's.
+    Cut,
+    /// The pump is gone: the console cannot be asked.
+    Gone,
+    /// The console answered with a failure.
+    Failed(Error),
+}
+
+impl InputState {
+    /// Waits until input is kept here or the input is at its end, asking
+    /// the console if nothing is (or taking the answer to an earlier ask),
+    /// until `deadline`. What comes is kept for the reads: a read waits
+    /// here without a deadline, a poll with its own.
+    fn wait_input(&self, deadline: Option<std::time::Instant>) -> Waited {
         if self.ending.load(Ordering::SeqCst) {
-            return Err(Errno::Intr);
+            return Waited::Cut;
         }
         if self.at_end.load(Ordering::SeqCst)
             || !self
@@ -437,17 +451,18 @@ impl ssi_deputy::InputWait for InputState {
                 .unwrap_or_else(|p| p.into_inner())
                 .is_empty()
         {
-            return Ok(true);
+            return Waited::Ready;
         }
         // Interruptions meant for an earlier wait are stale.
         while self.interrupted.try_recv().is_ok() {}
-        // The read the poll waits for is the next read's, answered or not.
         let answer = {
             let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
             match &*pending {
                 Some(answer) => answer.clone(),
                 None => {
-                    let answer = self.ask().ok_or(Errno::Pipe)?;
+                    let Some(answer) = self.ask() else {
+                        return Waited::Gone;
+                    };
                     *pending = Some(answer.clone());
                     answer
                 }
@@ -459,12 +474,12 @@ impl ssi_deputy::InputWait for InputState {
         let got = match deadline {
             Some(at) => match selector.wait_deadline(at) {
                 Ok(got) => got,
-                Err(_) => return Ok(false),
+                Err(_) => return Waited::Late,
             },
             None => selector.wait(),
         };
         let Some(got) = got else {
-            return Err(Errno::Intr);
+            return Waited::Cut;
         };
         *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = None;
         match got {
@@ -474,10 +489,26 @@ impl ssi_deputy::InputWait for InputState {
                 .lock()
                 .unwrap_or_else(|p| p.into_inner())
                 .extend(data),
-            // The console failed or is gone: the read says so.
-            _ => {}
+            Ok(Err(e)) => return Waited::Failed(Error::from(std::io::Error::other(e))),
+            Err(_) => return Waited::Failed(broken_pipe()),
         }
-        Ok(true)
+        Waited::Ready
+    }
+}
+
+impl ssi_deputy::InputWait for InputState {
+    fn wait_readable(
+        &self,
+        deadline: Option<std::time::Instant>,
+    ) -> Result<bool, ssi_deputy::Errno> {
+        use ssi_deputy::Errno;
+        match self.wait_input(deadline) {
+            // A failure is the read's to say: the input counts as readable.
+            Waited::Ready | Waited::Failed(_) => Ok(true),
+            Waited::Late => Ok(false),
+            Waited::Cut => Err(Errno::Intr),
+            Waited::Gone => Err(Errno::Pipe),
+        }
     }
 }
 
@@ -505,50 +536,22 @@ impl WasiFile for ConsoleIn {
             return Ok(0);
         };
         let max = buf.len().min(MAX_READ);
-        if self.ending.load(Ordering::SeqCst) {
-            return Err(interrupted());
+        match self.wait_input(None) {
+            Waited::Ready => {}
+            // (No deadline: `Late` does not happen.)
+            Waited::Cut | Waited::Late => return Err(interrupted()),
+            Waited::Gone => return Err(broken_pipe()),
+            Waited::Failed(e) => return Err(e),
         }
-        {
-            let mut leftover = self.leftover.lock().unwrap_or_else(|p| p.into_inner());
-            if leftover.is_empty() && self.at_end.swap(false, Ordering::SeqCst) {
-                return Ok(0);
-            }
-            if !leftover.is_empty() {
-                let n = leftover.len().min(max);
-                for (to, from) in buf[..n].iter_mut().zip(leftover.drain(..n)) {
-                    *to = from;
-                }
-                return Ok(n as u64);
-            }
+        let mut leftover = self.leftover.lock().unwrap_or_else(|p| p.into_inner());
+        if leftover.is_empty() {
+            // At its end.
+            self.at_end.store(false, Ordering::SeqCst);
+            return Ok(0);
         }
-        // Interruptions meant for an earlier read are stale.
-        while self.interrupted.try_recv().is_ok() {}
-        let pending = self
-            .pending
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take();
-        let answer = match pending {
-            Some(answer) => answer,
-            None => self.ask().ok_or_else(broken_pipe)?,
-        };
-        let got = flume::Selector::new()
-            .recv(&answer, |r| Some(r.map_err(|_| broken_pipe())))
-            .recv(&self.interrupted, |_| None)
-            .wait();
-        let Some(data) = got else {
-            // Whatever the console answers later belongs to the next read.
-            *self.pending.lock().unwrap_or_else(|p| p.into_inner()) = Some(answer);
-            return Err(interrupted());
-        };
-        let data = data?.map_err(|e| Error::from(std::io::Error::other(e)))?;
-        let n = data.len().min(max);
-        buf[..n].copy_from_slice(&data[..n]);
-        if n < data.len() {
-            self.leftover
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .extend(&data[n..]);
+        let n = leftover.len().min(max);
+        for (to, from) in buf[..n].iter_mut().zip(leftover.drain(..n)) {
+            *to = from;
         }
         Ok(n as u64)
     }

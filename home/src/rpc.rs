@@ -345,30 +345,6 @@ impl NetLink {
         Ok(())
     }
 
-    /// A read of a `read_ahead` descriptor: from what was read ahead, or
-    /// from the home, asking for more than `len` and keeping the rest.
-    fn read_input(&mut self, fd: Fd, len: u32) -> Result<SyscallResult, LinkError> {
-        if let Some(buf) = self.ahead.get_mut(&fd).filter(|b| !b.is_empty()) {
-            let n = buf.len().min(len as usize);
-            return Ok(Ok(Reply::Bytes(buf.drain(..n).collect())));
-        }
-        let call = Syscall::FdRead {
-            fd,
-            len: len.max(READ_AHEAD),
-        };
-        self.send(|r| write_syscall(r.init_call(), &call))?;
-        self.unsynced = false;
-        self.pipelined = (0, 0);
-        let mut result = self.reply()?;
-        if let Ok(Reply::Bytes(data)) = &mut result
-            && data.len() > len as usize
-        {
-            let rest = data.split_off(len as usize);
-            self.ahead.insert(fd, rest.into());
-        }
-        Ok(result)
-    }
-
     fn send(&mut self, build: impl FnOnce(deputy_request::Builder<'_>)) -> Result<(), LinkError> {
         let mut msg = capnp::message::Builder::new_default();
         build(msg.init_root());
@@ -383,6 +359,8 @@ impl NetLink {
 
 impl DeputyLink for NetLink {
     fn call(&mut self, mut call: Syscall) -> Result<SyscallResult, LinkError> {
+        // A read ahead of the program's: the descriptor, and what it asked for.
+        let mut keep_rest = None;
         match &mut call {
             Syscall::FdWrite { fd, data }
                 if self.streams.contains(fd)
@@ -402,8 +380,15 @@ impl DeputyLink for NetLink {
                 self.unsynced = true;
                 return Ok(Ok(Reply::Size(data.len() as u32)));
             }
+            // A read of a `read_ahead` descriptor: from what was read ahead,
+            // or from the home, asking for more than `len` (the rest is kept).
             Syscall::FdRead { fd, len } if *len > 0 && self.read_ahead.contains(fd) => {
-                return self.read_input(*fd, *len);
+                if let Some(buf) = self.ahead.get_mut(fd).filter(|b| !b.is_empty()) {
+                    let n = buf.len().min(*len as usize);
+                    return Ok(Ok(Reply::Bytes(buf.drain(..n).collect())));
+                }
+                keep_rest = Some((*fd, *len as usize));
+                *len = (*len).max(READ_AHEAD);
             }
             Syscall::FdWrite { data, .. }
             | Syscall::FdPwrite { data, .. }
@@ -431,7 +416,14 @@ impl DeputyLink for NetLink {
         self.send(|r| write_syscall(r.init_call(), &call))?;
         self.unsynced = false;
         self.pipelined = (0, 0);
-        self.reply()
+        let mut result = self.reply()?;
+        if let (Some((fd, len)), Ok(Reply::Bytes(data))) = (keep_rest, &mut result)
+            && data.len() > len
+        {
+            let rest = data.split_off(len);
+            self.ahead.insert(fd, rest.into());
+        }
+        Ok(result)
     }
 
     fn flush(&mut self) -> Result<(), LinkError> {
