@@ -114,6 +114,24 @@ fn succeeded(out: std::process::Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Holds that `run` (given `ssirun`'s options) gives `expect` embedded, and
+/// through node 1 of a two-node cluster with the body at home and on node 2.
+fn same_embedded_and_through_a_node<T: PartialEq + std::fmt::Debug>(
+    expect: T,
+    run: impl Fn(&[&str]) -> T,
+) {
+    assert_eq!(run(&[]), expect, "embedded");
+    let cluster = ssi_tests::Cluster::start(2);
+    let socket = cluster.socket(1).display().to_string();
+    for node in ["1", "2"] {
+        assert_eq!(
+            run(&["--connect", &socket, "--node", node]),
+            expect,
+            "through node 1, the body on node {node}"
+        );
+    }
+}
+
 /// `pollin` through `ssirun` with stdin at /dev/null (as under cron or
 /// `nohup … < /dev/null`), embedded or through a node given with
 /// `--connect`: its standard output.
@@ -136,16 +154,7 @@ fn stdin_at_dev_null_is_readable_at_once_as_under_wasmtime() {
         reference.stdout_text(),
         "stdin: error SUCCESS\nread 0 bytes\n"
     );
-    assert_eq!(pollin_at_dev_null(&[]), reference.stdout_text(), "embedded");
-    let cluster = ssi_tests::Cluster::start(2);
-    let socket = cluster.socket(1).display().to_string();
-    for node in ["1", "2"] {
-        assert_eq!(
-            pollin_at_dev_null(&["--connect", &socket, "--node", node]),
-            reference.stdout_text(),
-            "through node 1, the body on node {node}"
-        );
-    }
+    same_embedded_and_through_a_node(reference.stdout_text(), pollin_at_dev_null);
 }
 
 /// `pollin 1` through `ssirun` with its stdin a pipe on which `late` comes
@@ -172,16 +181,7 @@ fn pollin_with_late_input(options: &[&str]) -> String {
 fn a_poll_on_stdin_without_input_waits_for_its_deadline_as_under_wasmtime() {
     // Under wasmtime the clock fires first: nothing came within 1 s.
     let expect = "clock: error SUCCESS\nread 5 bytes\n";
-    assert_eq!(pollin_with_late_input(&[]), expect, "embedded");
-    let cluster = ssi_tests::Cluster::start(2);
-    let socket = cluster.socket(1).display().to_string();
-    for node in ["1", "2"] {
-        assert_eq!(
-            pollin_with_late_input(&["--connect", &socket, "--node", node]),
-            expect,
-            "through node 1, the body on node {node}"
-        );
-    }
+    same_embedded_and_through_a_node(expect.to_string(), pollin_with_late_input);
 }
 
 /// `bigout` through `ssirun` with its stdout a pipe whose reader ends at
@@ -249,14 +249,5 @@ fn answer_a_prompt(options: &[&str]) -> (String, String) {
 #[test]
 fn a_question_that_ends_no_line_shows_before_the_answer() {
     let expect = ("name? ".to_string(), "hello Ada\n".to_string());
-    assert_eq!(answer_a_prompt(&[]), expect, "embedded");
-    let cluster = ssi_tests::Cluster::start(2);
-    let socket = cluster.socket(1).display().to_string();
-    for node in ["1", "2"] {
-        assert_eq!(
-            answer_a_prompt(&["--connect", &socket, "--node", node]),
-            expect,
-            "through node 1, the body on node {node}"
-        );
-    }
+    same_embedded_and_through_a_node(expect, answer_a_prompt);
 }
