@@ -723,6 +723,43 @@ fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
     Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
 }
 
+/// Instantiates `module`, a module of rewind copies made on demand
+/// ([`crate::instrument::rewind_module`]), linked to `instance` (of the
+/// runnable part it puts a stack back into): its functions from the
+/// instance's table of every function, the rest by its reserved exports.
+/// Instantiating it writes its copies into the instance's table of
+/// rewind copies.
+pub fn link_rewinds<T: 'static>(
+    store: &mut wasmtime::Store<T>,
+    instance: &wasmtime::Instance,
+    module: &Module,
+) -> wasmtime::Result<wasmtime::Instance> {
+    use crate::instrument::{FUNC_IMPORT, FUNCS_TABLE};
+    let funcs = instance
+        .get_table(&mut *store, FUNCS_TABLE)
+        .ok_or_else(|| wasmtime::format_err!("the instance has no `{FUNCS_TABLE}`"))?;
+    let mut imports = Vec::new();
+    for import in module.imports() {
+        let name = import.name();
+        let found = match name.strip_prefix(FUNC_IMPORT) {
+            Some(index) => {
+                let index: u64 = index
+                    .parse()
+                    .map_err(|_| wasmtime::format_err!("a bad function import `{name}`"))?;
+                funcs
+                    .get(&mut *store, index)
+                    .and_then(|r| r.as_func().flatten().cloned())
+                    .map(wasmtime::Extern::Func)
+            }
+            None => instance.get_export(&mut *store, name),
+        };
+        imports.push(
+            found.ok_or_else(|| wasmtime::format_err!("the instance lacks `{name}`"))?,
+        );
+    }
+    wasmtime::Instance::new(store, module, &imports)
+}
+
 /// Whether a module (binary or text) imports function `name` of `module`;
 /// false for anything that does not parse.
 pub fn imports(bytes: &[u8], module: &str, name: &str) -> bool {

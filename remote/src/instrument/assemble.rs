@@ -8,6 +8,7 @@ use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, NOUNWIND_GLOBAL, PTR_GLOBAL, REWIND, REWIND_TABLE,
     STACK_MAX_PAGES, STACK_MEMORY, STATE_GLOBAL, Survey, global_export, memory_export, rank,
+    table_export, tag_export,
 };
 use std::collections::HashMap;
 use wasm_encoder::reencode::{self, Reencode};
@@ -58,6 +59,14 @@ impl Assembler<'_, '_> {
             maximum: Some(n),
             shared: false,
         });
+        // Every function, for rewind copies made on demand to link to.
+        tables.table(wasm_encoder::TableType {
+            element_type: wasm_encoder::RefType::FUNCREF,
+            table64: false,
+            minimum: n,
+            maximum: Some(n),
+            shared: false,
+        });
         self.done[3] = true;
     }
 
@@ -98,11 +107,18 @@ impl Assembler<'_, '_> {
         for i in 0..self.s.memories {
             exports.export(&memory_export(i), ExportKind::Memory, i);
         }
-        for (i, mutable, _) in &self.s.globals {
-            if *mutable {
-                exports.export(&global_export(*i), ExportKind::Global, *i);
-            }
+        // All of them, for rewind copies made on demand to link to (only
+        // the mutable ones are part of an image).
+        for (i, _, _) in &self.s.globals {
+            exports.export(&global_export(*i), ExportKind::Global, *i);
         }
+        for i in 0..self.s.tables {
+            exports.export(&table_export(i), ExportKind::Table, i);
+        }
+        for i in 0..self.s.tags.len() as u32 {
+            exports.export(&tag_export(i), ExportKind::Tag, i);
+        }
+        exports.export(super::FUNCS_TABLE, ExportKind::Table, c.funcs_table);
         exports.export(FLAG_MEMORY, ExportKind::Memory, c.flag_memory);
         exports.export(STACK_MEMORY, ExportKind::Memory, c.stack_memory);
         exports.export(STATE_GLOBAL, ExportKind::Global, c.state_global);
@@ -134,6 +150,12 @@ impl Assembler<'_, '_> {
             Some(self.consts.rewind_table),
             &wasm_encoder::ConstExpr::i32_const(0),
             wasm_encoder::Elements::Expressions(wasm_encoder::RefType::FUNCREF, exprs.into()),
+        );
+        let all: Vec<u32> = (0..p.func_types.len() as u32).collect();
+        elements.active(
+            Some(self.consts.funcs_table),
+            &wasm_encoder::ConstExpr::i32_const(0),
+            wasm_encoder::Elements::Functions(all.into()),
         );
         self.done[9] = true;
     }

@@ -187,6 +187,18 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         &self.sites[k as usize - 1]
     }
 
+    /// The size of the record a frame unwound at site `k` leaves on the
+    /// unwind stack (see `save_and_return`); none if no frame unwinds there.
+    pub(crate) fn record_size(&self, k: u32) -> Option<u32> {
+        let site = self.sites.get((k as usize).checked_sub(1)?)?;
+        if site.pinned {
+            return None;
+        }
+        let saved = site.saved.iter().map(|(_, t)| t);
+        let values = saved.chain(&site.under).chain(site.kept_args());
+        Some(values.map(super::savers::size_of).sum::<u32>() + 8)
+    }
+
     pub(crate) fn mem(&self, offset: u32) -> MemArg {
         MemArg {
             offset: offset as u64,

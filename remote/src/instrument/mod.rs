@@ -60,9 +60,12 @@ mod analyze;
 mod assemble;
 mod func;
 mod liveness;
+mod on_demand;
 mod rewind;
 mod savers;
 mod sites;
+
+pub use on_demand::{FUNC_IMPORT, Prepared, RewindModule, prepare, rewind_module};
 
 pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
 
@@ -106,18 +109,28 @@ pub const NOUNWIND_GLOBAL: &str = "__ssi_nounwind";
 pub const REWIND: &str = "__ssi_rewind";
 /// The export name of the table of rewind copies, by function index.
 pub const REWIND_TABLE: &str = "__ssi_rewind_table";
+/// The export name of the table of every function (imports and fast
+/// copies), by index: what a module of rewind copies made on demand links
+/// to (see [`rewind_module`]).
+pub const FUNCS_TABLE: &str = "__ssi_funcs";
 /// The largest function body the engine takes (wasmparser's limit).
 const MAX_FUNCTION_SIZE: usize = 7_654_321;
-/// The most code (fast copies, in bytes) the instrumenter makes of a module.
-/// The whole module is twice that or more, and its compilation's time and
-/// memory grow with it: yosys, 69 MB, would have a runnable part of 124 MB
-/// and a whole module of 277 MB, which takes 199 s and 12 GB to compile on
-/// two cores. Past it, a module runs as it is.
-const MAX_FAST_CODE: usize = 64 << 20;
+/// The most code (fast copies, in bytes) the instrumenter makes of a module:
+/// yosys, 69 MB with 42 MB of code, has a runnable part of 127 MB, compiled
+/// in 50 s on two cores (against 28 s as it is). Past it, a module runs as
+/// it is.
+const MAX_FAST_CODE: usize = 192 << 20;
 /// The most code (the code section, in bytes) of a module the instrumenter
 /// takes: its fast copies are about three times as large, and a module past
-/// this would pass `MAX_FAST_CODE` after seconds of work (yosys has 42 MB).
-const MAX_CODE: usize = 24 << 20;
+/// this would pass `MAX_FAST_CODE` after seconds of work.
+const MAX_CODE: usize = 64 << 20;
+/// The most code (the code section, in bytes) of a module whose whole
+/// module (fast and rewind copies) a node compiles: past it, the whole
+/// module would take minutes and gigabytes to compile (yosys's: 277 MB of
+/// Wasm, 199 s and 12 GB on two cores), so its rewind copies are made on
+/// demand, for the functions on the stack being put back (see
+/// [`rewind_module`]).
+pub const WHOLE_MAX_CODE: usize = 24 << 20;
 /// The largest unwind stack, in pages (just under 1 GiB). An odd number, so
 /// that the memory limiter knows the unwind stack by its declared maximum
 /// (see [`own_memory`]): no guest declares this one.
@@ -149,9 +162,34 @@ pub fn memory_export(index: u32) -> String {
     format!("__ssi_memory_{index}")
 }
 
-/// The export name of the module's global `index`.
+/// The export name of the module's global `index` (mutable or not).
 pub fn global_export(index: u32) -> String {
     format!("__ssi_global_{index}")
+}
+
+/// The export name of the module's table `index`.
+pub fn table_export(index: u32) -> String {
+    format!("__ssi_table_{index}")
+}
+
+/// The export name of the module's tag `index`.
+pub fn tag_export(index: u32) -> String {
+    format!("__ssi_tag_{index}")
+}
+
+/// Whether `wasm`'s rewind copies are made on demand (see
+/// [`rewind_module`]) rather than compiled with the rest of its whole
+/// module: its code is past [`WHOLE_MAX_CODE`]. False for anything that
+/// does not parse.
+pub fn rewinds_on_demand(wasm: &[u8]) -> bool {
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(Payload::CodeSectionStart { size, .. }) => return size as usize > WHOLE_MAX_CODE,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// Why a module cannot be instrumented.
@@ -161,6 +199,8 @@ pub enum InstrumentError {
     Unsupported(String),
     #[error("it cannot be read: {0}")]
     Parse(String),
+    #[error("its unwound stack does not fit its module: {0}")]
+    Stack(String),
 }
 
 pub(crate) fn unsupported(why: impl Into<String>) -> InstrumentError {
@@ -207,6 +247,22 @@ pub(crate) struct Consts {
     /// Above zero while a call runs that must not unwind (see `Site::pinned`).
     pub nounwind_global: u32,
     pub rewind_table: u32,
+    /// Every function by index ([`FUNCS_TABLE`]).
+    pub funcs_table: u32,
+}
+
+impl Consts {
+    fn of(s: &Survey<'_>) -> Consts {
+        Consts {
+            flag_memory: s.memories,
+            stack_memory: s.memories + 1,
+            state_global: s.globals.len() as u32,
+            ptr_global: s.globals.len() as u32 + 1,
+            nounwind_global: s.globals.len() as u32 + 2,
+            rewind_table: s.tables,
+            funcs_table: s.tables + 1,
+        }
+    }
 }
 
 /// The whole module's view: types, and which functions unwind.
@@ -268,12 +324,19 @@ struct Survey<'a> {
     plan: Plan,
     memories: u32,
     tables: u32,
+    /// The type of every memory, table and tag (its function type), imports
+    /// first.
+    memory_types: Vec<wasmparser::MemoryType>,
+    table_types: Vec<wasmparser::TableType>,
+    tags: Vec<u32>,
     /// (index, mutable, type) of every global.
     globals: Vec<(u32, bool, ValType)>,
     /// Functions that can be called through a table.
     referenced: Vec<u32>,
     bodies: Vec<FuncBody<'a>>,
     start_export: Option<u32>,
+    /// The size of the code section, in bytes.
+    code_size: usize,
     has_sections: [bool; 13],
 }
 
@@ -344,13 +407,19 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                                     UNWINDING_IMPORTS.contains(&(import.module, import.name)),
                                 );
                             }
-                            TypeRef::Memory(_) => s.memories += 1,
+                            TypeRef::Memory(m) => {
+                                s.memories += 1;
+                                s.memory_types.push(m);
+                            }
                             TypeRef::Global(g) => {
                                 s.globals.push((global, g.mutable, g.content_type));
                                 global += 1;
                             }
-                            TypeRef::Tag(_) => {}
-                            TypeRef::Table(_) => s.tables += 1,
+                            TypeRef::Tag(t) => s.tags.push(t.func_type_idx),
+                            TypeRef::Table(t) => {
+                                s.tables += 1;
+                                s.table_types.push(t);
+                            }
                         }
                     }
                 }
@@ -363,11 +432,17 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
             }
             Payload::TableSection(r) => {
                 mark(S::Table);
-                s.tables += r.count();
+                for t in r {
+                    s.tables += 1;
+                    s.table_types.push(t.map_err(parse_error)?.ty);
+                }
             }
             Payload::MemorySection(r) => {
                 mark(S::Memory);
-                s.memories += r.count();
+                for m in r {
+                    s.memories += 1;
+                    s.memory_types.push(m.map_err(parse_error)?);
+                }
             }
             Payload::GlobalSection(r) => {
                 mark(S::Global);
@@ -377,7 +452,12 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                     global += 1;
                 }
             }
-            Payload::TagSection(_) => mark(S::Tag),
+            Payload::TagSection(r) => {
+                mark(S::Tag);
+                for t in r {
+                    s.tags.push(t.map_err(parse_error)?.func_type_idx);
+                }
+            }
             Payload::StartSection { .. } => {
                 return Err(unsupported(
                     "it has a start function, which a restore would run again",
@@ -432,6 +512,7 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                         MAX_CODE >> 20
                     )));
                 }
+                s.code_size = size as usize;
                 mark(S::Code)
             }
             Payload::CodeSectionEntry(body) => {
@@ -650,14 +731,21 @@ fn instrument_with(
     let mut s = survey(wasm)?;
     plan(&mut s);
     s.plan.counted_polls = counted_polls;
-    let consts = Consts {
-        flag_memory: s.memories,
-        stack_memory: s.memories + 1,
-        state_global: s.globals.len() as u32,
-        ptr_global: s.globals.len() as u32 + 1,
-        nounwind_global: s.globals.len() as u32 + 2,
-        rewind_table: s.tables,
-    };
+    if s.code_size > WHOLE_MAX_CODE {
+        // Its rewind copies will be made on demand: they must be makeable.
+        if let Some(why) = on_demand::refusal(&s) {
+            return Err(unsupported(format!(
+                "{why}, and its code is too large to be compiled whole"
+            )));
+        }
+        if whole {
+            return Err(unsupported(format!(
+                "its code is past the {} MiB a node compiles whole with its rewind copies",
+                WHOLE_MAX_CODE >> 20
+            )));
+        }
+    }
+    let consts = Consts::of(&s);
     let n_rewinds = s.plan.rewind.iter().flatten().count() as u32;
     let savers = std::cell::RefCell::new(Savers::new(
         s.plan.types.len() as u32,

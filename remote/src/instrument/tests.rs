@@ -24,12 +24,18 @@ struct Host {
     /// A read unwinds before it completes (as a read cut short by a freeze).
     unwind_reads: bool,
     instrumented: bool,
+    instance: Option<Instance>,
+}
+
+/// An export of the program's instance (the caller may be a module of
+/// rewind copies linked to it).
+fn export(c: &mut Caller<'_, Host>, name: &str) -> Extern {
+    let instance = c.data().instance.expect("an instance");
+    instance.get_export(&mut *c, name).expect("an export")
 }
 
 fn global(c: &mut Caller<'_, Host>, name: &str) -> wasmtime::Global {
-    c.get_export(name)
-        .and_then(Extern::into_global)
-        .expect("global")
+    export(c, name).into_global().expect("global")
 }
 
 /// `fd_read` stand-in: an answer that depends on its arguments and on the
@@ -39,10 +45,7 @@ fn fake_read(mut c: Caller<'_, Host>, a: i32, b: i32, x: i32, d: i32) -> i32 {
     if c.data().instrumented {
         let state = global(&mut c, STATE_GLOBAL);
         let ptr = global(&mut c, PTR_GLOBAL);
-        let stack = c
-            .get_export(STACK_MEMORY)
-            .and_then(Extern::into_memory)
-            .expect("stack");
+        let stack = export(&mut c, STACK_MEMORY).into_memory().expect("stack");
         let top = ptr.get(&mut c).unwrap_i32() as usize;
         match state.get(&mut c).unwrap_i32() {
             REWINDING => {
@@ -135,15 +138,24 @@ fn exported_globals(
 /// poll point unwinds; each unwound body is moved into a fresh instance
 /// (in a fresh store) and rewound. Returns the output and the moves made.
 fn tortured(wasm: &[u8], unwind_reads: bool) -> (Vec<i64>, usize) {
-    tortured_with(wasm, unwind_reads, true)
+    tortured_with(wasm, unwind_reads, true, false)
 }
 
-/// As [`tortured`]; `counted: false` has every loop header read the flag.
-fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, usize) {
-    let ins = instrument_with(wasm, counted, true, MAX_FAST_CODE).expect("instrumented");
-    validate(&ins.wasm);
+/// As [`tortured`]; `counted: false` has every loop header read the flag;
+/// `on_demand` runs the runnable part and puts each stack back with a
+/// module of rewind copies made for it ([`rewind_module`]).
+fn tortured_with(
+    wasm: &[u8],
+    unwind_reads: bool,
+    counted: bool,
+    on_demand: bool,
+) -> (Vec<i64>, usize) {
+    let ins = instrument_with(wasm, counted, !on_demand, MAX_FAST_CODE).expect("instrumented");
+    let prepared = on_demand.then(|| on_demand::prepare_with(wasm, counted).expect("prepared"));
+    let run = if on_demand { &ins.runnable } else { &ins.wasm };
+    validate(run);
     let engine = engine();
-    let module = Module::new(&engine, &ins.wasm).expect("module");
+    let module = Module::new(&engine, run).expect("module");
     let l = linker(&engine);
     let mut host = Host {
         unwind_reads,
@@ -152,9 +164,11 @@ fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, u
     };
     let mut image: Option<Image> = None;
     let mut moves = 0;
+    let mut compiled: std::collections::HashMap<Vec<u32>, Module> = Default::default();
     loop {
         let mut store = Store::new(&engine, host);
         let instance = l.instantiate(&mut store, &module).expect("instance");
+        store.data_mut().instance = Some(instance);
         let flag = instance
             .get_shared_memory(&mut store, FLAG_MEMORY)
             .expect("flag");
@@ -191,13 +205,29 @@ fn tortured_with(wasm: &[u8], unwind_reads: bool, counted: bool) -> (Vec<i64>, u
             ptr.set(&mut store, Val::I32(img.stack.len() as i32))
                 .expect("ptr");
             state.set(&mut store, Val::I32(REWINDING)).expect("state");
-            REWIND
+            match &prepared {
+                Some(p) => {
+                    let r = rewind_module(wasm, p, &img.stack).expect("rewind module");
+                    // (Compiled once per set of functions, as a node does.)
+                    let m = compiled.entry(r.functions).or_insert_with(|| {
+                        validate(&r.wasm);
+                        Module::new(&engine, &r.wasm).expect("rewind module compiles")
+                    });
+                    let linked = crate::engine::link_rewinds(&mut store, &instance, m)
+                        .expect("rewind module links");
+                    Some(linked)
+                }
+                None => None,
+            }
         } else {
-            "_start"
+            None
         };
-        let f = instance
-            .get_typed_func::<(), ()>(&mut store, entry)
-            .expect("entry");
+        let f = match entry {
+            Some(linked) => linked.get_typed_func::<(), ()>(&mut store, REWIND),
+            None if moves > 0 => instance.get_typed_func::<(), ()>(&mut store, REWIND),
+            None => instance.get_typed_func::<(), ()>(&mut store, "_start"),
+        }
+        .expect("entry");
         f.call(&mut store, ()).expect("runs");
         if state.get(&mut store).unwrap_i32() != UNWINDING {
             assert_eq!(state.get(&mut store).unwrap_i32(), NORMAL);
@@ -229,9 +259,9 @@ fn same_when_tortured(text: &str) -> usize {
         instrument_runnable(&wasm).expect("runnable") == both.runnable,
         "the runnable part made alone differs"
     );
-    let (out, moves) = tortured_with(&wasm, false, false);
+    let (out, moves) = tortured_with(&wasm, false, false, false);
     assert_eq!(out, expected, "unwound at every poll point");
-    let (out, _) = tortured_with(&wasm, true, false);
+    let (out, _) = tortured_with(&wasm, true, false, false);
     assert_eq!(out, expected, "unwound at every poll point and every read");
     let (out, _) = tortured(&wasm, false);
     assert_eq!(out, expected, "unwound at the poll points as built");
@@ -239,6 +269,11 @@ fn same_when_tortured(text: &str) -> usize {
     assert_eq!(
         out, expected,
         "unwound at the poll points as built and every read"
+    );
+    let (out, _) = tortured_with(&wasm, true, false, true);
+    assert_eq!(
+        out, expected,
+        "unwound at every poll point and read, put back with rewind copies made on demand"
     );
     moves
 }

@@ -197,9 +197,13 @@ pub(crate) fn add_ssi(l: &mut Linker<BodyCtx>) -> wasmtime::Result<()> {
             };
             // A handler must be an export the body can call with the signal.
             if action == 2 {
+                // (Of the body's instance: the caller may be a module of
+                // rewind copies linked to it.)
+                let instance = c.data().instance;
                 let callable = std::str::from_utf8(&handler)
                     .ok()
-                    .and_then(|n| c.get_export(n))
+                    .zip(instance)
+                    .and_then(|(n, i)| i.get_export(&mut c, n))
                     .and_then(Extern::into_func)
                     .is_some_and(|f| f.typed::<i32, ()>(&c).is_ok());
                 if !callable {
