@@ -212,6 +212,12 @@ pub struct Body {
     /// the whole module, compiling, which the body moves into before its
     /// first rewind (see `Program`).
     pub(crate) completion: Option<Arc<Completion>>,
+    /// The program's rewind copies are made on demand (see `Program`).
+    pub(crate) on_demand: Option<Arc<crate::engine::OnDemand>>,
+    /// The functions whose rewind copies this instance's table holds (from
+    /// the modules of rewind copies linked to it so far), and the rewind
+    /// copy of `_start` of the last one.
+    pub(crate) linked_rewinds: (std::collections::BTreeSet<u32>, Option<TypedFunc<(), ()>>),
     /// Compiled with epoch checks (see `Runtime::interruptible`).
     pub(crate) interruptible: bool,
 }
@@ -356,6 +362,8 @@ impl Body {
                 .completion
                 .clone()
                 .inspect(|c| c.begin_after(crate::engine::WARM_UP)),
+            on_demand: program.on_demand.clone(),
+            linked_rewinds: Default::default(),
             interruptible,
         })
         .map(|mut body| {
@@ -413,7 +421,7 @@ impl Body {
         let u = self.unwinder()?;
         // (The runnable part of a program has none: `run` moves the body
         // into the whole module first.)
-        if u.rewind.is_none() && self.completion.is_none() {
+        if u.rewind.is_none() && self.completion.is_none() && self.on_demand.is_none() {
             return Err(BodyError::NotFreezable(
                 "`_start` has no rewind copy".into(),
             ));
@@ -434,6 +442,13 @@ impl Body {
                 break Exit::Failed(wasmtime::Error::new(e));
             }
             let result = match (self.rewind_next, self.store.data().unwinder.clone()) {
+                (true, _) if self.linked_rewinds.1.is_some() => {
+                    self.rewind_next = false;
+                    match &self.linked_rewinds.1 {
+                        Some(rewind) => rewind.call(&mut self.store, ()),
+                        None => self.start.call(&mut self.store, ()),
+                    }
+                }
                 (
                     true,
                     Some(Unwinder {
@@ -517,6 +532,9 @@ impl Body {
     /// module, once it is compiled (waited for here), through its own image,
     /// keeping what other threads hold of it (its control, gauges and link).
     pub(crate) fn complete(&mut self) -> Result<(), BodyError> {
+        if self.on_demand.is_some() {
+            return self.link_rewinds();
+        }
         let Some(completion) = self.completion.take() else {
             return Ok(());
         };
@@ -551,6 +569,41 @@ impl Body {
         next.store.data_mut().control = self.control.clone();
         next.cpu = self.cpu;
         *self = next;
+        Ok(())
+    }
+
+    /// Before a rewind of a program whose rewind copies are made on demand:
+    /// the module of the rewind copies of the functions on the stack,
+    /// linked to this instance (unless the copies linked before cover them).
+    fn link_rewinds(&mut self) -> Result<(), BodyError> {
+        let Some(on_demand) = self.on_demand.clone() else {
+            return Ok(());
+        };
+        let u = self.unwinder()?;
+        let top = crate::ctx::get_i32(&mut self.store, &u.ptr) as usize;
+        let stack = u
+            .stack
+            .data(&self.store)
+            .get(..top)
+            .ok_or_else(|| BodyError::Instantiate("the unwind stack's top is past its end".into()))?
+            .to_vec();
+        let functions = on_demand
+            .stack_functions(&stack)
+            .map_err(|e| BodyError::Instantiate(format!("cannot put the stack back: {e}")))?;
+        let (linked, rewind) = &self.linked_rewinds;
+        if rewind.is_some() && functions.iter().all(|f| linked.contains(f)) {
+            return Ok(());
+        }
+        let module = on_demand
+            .rewind_module(self.store.engine(), &functions)
+            .map_err(|e| BodyError::Instantiate(format!("cannot make the rewind copies: {e}")))?;
+        let instance = crate::engine::link_rewinds(&mut self.store, &self.instance, &module)
+            .map_err(|e| BodyError::Instantiate(format!("cannot link the rewind copies: {e:#}")))?;
+        let rewind = instance
+            .get_typed_func::<(), ()>(&mut self.store, crate::instrument::REWIND)
+            .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
+        self.linked_rewinds.0.extend(functions);
+        self.linked_rewinds.1 = Some(rewind);
         Ok(())
     }
 
@@ -981,7 +1034,57 @@ mod tests {
             not_freezable: None,
             linked: Default::default(),
             completion: Some(completion),
+            on_demand: None,
         }
+    }
+
+    /// A body whose rewind copies are made on demand freezes, goes on in
+    /// place (again and again, each stack put back by the copies of its
+    /// functions), and is restored from its image elsewhere.
+    #[test]
+    fn a_body_whose_rewind_copies_are_made_on_demand_freezes_goes_on_and_moves() {
+        let runtime = Runtime::new(None).expect("engine").with_rewinds_on_demand();
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        assert!(program.on_demand.is_some(), "{program:?}");
+        assert!(program.module.get_export(crate::instrument::REWIND).is_none());
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let mut body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("body");
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            let mut froze = 0;
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(3));
+                froze += usize::from(control.freeze());
+            }
+            froze
+        });
+        let mut frozen = 0;
+        let image = loop {
+            match body.run() {
+                Exit::Frozen if frozen < 5 => {
+                    frozen += 1;
+                    body.resume().expect("resume");
+                }
+                Exit::Frozen => break body.image().expect("image"),
+                Exit::Status(0) => panic!("ended before it froze six times"),
+                exit => panic!("ended with {exit:?}"),
+            }
+        };
+        freezer.join().expect("freezer");
+        assert!(body.linked_rewinds.1.is_some(), "rewound by copies made on demand");
+        // Restored on another node's runtime: its copies made there.
+        let elsewhere = Runtime::new(None).expect("engine").with_rewinds_on_demand();
+        let there = elsewhere.load(GUEST.as_bytes()).expect("program");
+        let mut body = Body::restore(&elsewhere, &there, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
+        assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), expected());
     }
 
     #[test]

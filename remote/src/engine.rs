@@ -90,6 +90,76 @@ pub struct Program {
     pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
     /// While `module` is only the runnable part: the whole module, compiling.
     pub(crate) completion: Option<Arc<Completion>>,
+    /// When `module` is the runnable part of a module too large to compile
+    /// whole: its rewind copies, made for each stack put back.
+    pub(crate) on_demand: Option<Arc<OnDemand>>,
+}
+
+/// The rewind copies of a program made on demand (see
+/// [`crate::instrument::rewind_module`]): a module per set of functions on
+/// the stacks put back, compiled once and kept.
+pub(crate) struct OnDemand {
+    wasm: Arc<[u8]>,
+    prepared: OnceLock<Result<Arc<crate::instrument::Prepared>, String>>,
+    modules: Mutex<std::collections::HashMap<Vec<u32>, Module>>,
+}
+
+/// How many modules of rewind copies a program keeps compiled.
+const REWIND_MODULES_KEPT: usize = 64;
+
+impl OnDemand {
+    fn new(wasm: &[u8]) -> Arc<OnDemand> {
+        Arc::new(OnDemand {
+            wasm: wasm.into(),
+            prepared: OnceLock::new(),
+            modules: Default::default(),
+        })
+    }
+
+    fn prepared(&self) -> Result<Arc<crate::instrument::Prepared>, String> {
+        self.prepared
+            .get_or_init(|| {
+                crate::instrument::prepare(&self.wasm)
+                    .map(Arc::new)
+                    .map_err(|e| e.to_string())
+            })
+            .clone()
+    }
+
+    /// The functions whose rewind copies put `stack` back.
+    pub(crate) fn stack_functions(&self, stack: &[u8]) -> Result<Vec<u32>, String> {
+        crate::instrument::stack_functions(&self.wasm, &*self.prepared()?, stack)
+            .map_err(|e| e.to_string())
+    }
+
+    /// The compiled module of the rewind copies of `functions`.
+    pub(crate) fn rewind_module(&self, engine: &Engine, functions: &[u32]) -> Result<Module, String> {
+        let kept = |m: &Mutex<std::collections::HashMap<Vec<u32>, Module>>| {
+            m.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .get(functions)
+                .cloned()
+        };
+        if let Some(m) = kept(&self.modules) {
+            return Ok(m);
+        }
+        let wasm = crate::instrument::rewind_module(&self.wasm, &*self.prepared()?, functions)
+            .map_err(|e| e.to_string())?;
+        let module = compile(engine, &wasm).map_err(|e| e.to_string())?;
+        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        if modules.len() >= REWIND_MODULES_KEPT {
+            modules.clear();
+        }
+        modules.insert(functions.to_vec(), module.clone());
+        Ok(module)
+    }
+}
+
+/// Whether a compiled module is an instrumented runnable part without a
+/// whole module to come: its rewind copies are made on demand.
+fn runnable_alone(module: &Module) -> bool {
+    module.get_export(crate::instrument::FLAG_MEMORY).is_some()
+        && module.get_export(crate::instrument::REWIND).is_none()
 }
 
 impl Program {
@@ -239,6 +309,7 @@ impl Completion {
             not_freezable: None,
             linked: self.linked.clone(),
             completion: None,
+            on_demand: None,
         })
     }
 
@@ -260,6 +331,7 @@ impl fmt::Debug for Program {
             .field("hash", &self.hash)
             .field("not_freezable", &self.not_freezable)
             .field("complete", &self.is_complete())
+            .field("rewinds_on_demand", &self.on_demand.is_some())
             .finish()
     }
 }
@@ -281,6 +353,9 @@ pub struct Runtime {
     /// The second steps of the programs loaded here (see [`Runtime::is_compiling`]).
     completions: Mutex<Vec<std::sync::Weak<Completion>>>,
     fingerprint: u64,
+    /// Every module's rewind copies are made on demand, whatever its size
+    /// (see [`Runtime::with_rewinds_on_demand`]).
+    on_demand_always: bool,
 }
 
 /// A module's entries in a cache: each file's path.
@@ -392,7 +467,18 @@ impl Runtime {
             cache_max: None,
             fingerprint: h.finish(),
             completions: Default::default(),
+            on_demand_always: false,
         })
+    }
+
+    /// Makes the rewind copies of every module this runtime loads on
+    /// demand, for the stack being put back, as it does for modules past
+    /// [`crate::instrument::WHOLE_MAX_CODE`], instead of compiling them
+    /// with its whole module (a module whose rewind copies cannot be made
+    /// that way is still compiled whole).
+    pub fn with_rewinds_on_demand(mut self) -> Self {
+        self.on_demand_always = true;
+        self
     }
 
     /// Bounds the cache to `bytes`: when an entry is written past it, the
@@ -516,7 +602,15 @@ impl Runtime {
     /// if it had been compiled here. Code that is not for this engine
     /// (another CPU, another configuration, damaged on the way) is refused,
     /// and nothing is cached.
-    pub fn adopt(&self, hash: ModuleHash, shared: &SharedCode) -> Result<Program, LoadError> {
+    ///
+    /// `wasm` is the module itself: a program whose rewind copies are made
+    /// on demand makes them from it.
+    pub fn adopt(
+        &self,
+        hash: ModuleHash,
+        shared: &SharedCode,
+        wasm: &[u8],
+    ) -> Result<Program, LoadError> {
         let engine = match shared.not_freezable {
             None => &self.engine,
             Some(_) => &self.fallback,
@@ -543,12 +637,15 @@ impl Runtime {
                 }
             }
         }
+        let on_demand =
+            (shared.not_freezable.is_none() && runnable_alone(&module)).then(|| OnDemand::new(wasm));
         Ok(Program {
             hash,
             module,
             not_freezable: shared.not_freezable.clone(),
             linked: Default::default(),
             completion: None,
+            on_demand,
         })
     }
 
@@ -611,8 +708,18 @@ impl Runtime {
             not_freezable,
             linked: Default::default(),
             completion,
+            on_demand: None,
+        };
+        // A module whose rewind copies are made on demand: its runnable
+        // part is all a node compiles, kept as its whole code.
+        let alone = |module: Module| Program {
+            on_demand: Some(OnDemand::new(wasm)),
+            ..program(module, None, None)
         };
         if let Some(module) = whole_path.as_ref().and_then(|p| cached(&self.engine, p)) {
+            if runnable_alone(&module) {
+                return Ok(alone(module));
+            }
             return Ok(program(module, None, None));
         }
         if let (Some(module), Some(why)) = (
@@ -654,11 +761,14 @@ impl Runtime {
         {
             return Ok(program(module, None, Some(completion())));
         }
+        let on_demand = crate::instrument::rewinds_on_demand(wasm)
+            || (self.on_demand_always
+                && crate::instrument::prepare(wasm).is_ok_and(|p| p.refusal().is_none()));
         // The instrumenter validates the module as it reads it; a module it
         // refuses is validated whole before it is called unfreezable, so that
         // a malformed one is named as wasmparser (what wasmtime validates
         // with) finds it, not as the instrumentation does.
-        let instrumented = if whole {
+        let instrumented = if whole && !on_demand {
             crate::instrument::instrument(wasm).map(|i| i.wasm)
         } else {
             // A first launch makes only the runnable part: the whole module
@@ -671,6 +781,11 @@ impl Runtime {
                 .map_err(|e| LoadError::Invalid(e.to_string()))?;
         }
         match instrumented {
+            Ok(runnable) if on_demand => {
+                let module = compile(&self.engine, &runnable)?;
+                cache_whole(&whole_path, &runnable_path, &module, max);
+                Ok(alone(module))
+            }
             Ok(instrumented) if whole => {
                 let module = compile(&self.engine, &instrumented)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
@@ -1106,7 +1221,7 @@ mod tests {
         wait_for(|| a.has_code(&hash));
         let shared = a.shared_code(&hash, None).expect("from the cache");
         assert!(!b.has_code(&hash));
-        let adopted = b.adopt(hash, &shared).expect("adopted");
+        let adopted = b.adopt(hash, &shared, &wasm).expect("adopted");
         assert!(adopted.is_complete() && adopted.freezable());
         assert!(
             adopted
@@ -1126,7 +1241,7 @@ mod tests {
         };
         damaged.code.truncate(damaged.code.len() / 2);
         assert!(matches!(
-            fresh.adopt(hash, &damaged),
+            fresh.adopt(hash, &damaged, &wasm),
             Err(LoadError::Shared(_))
         ));
         assert!(!fresh.has_code(&hash));
@@ -1147,13 +1262,13 @@ mod tests {
                 .as_deref()
                 .is_some_and(|w| w.contains("tail calls"))
         );
-        let adopted = b.adopt(plain_hash, &shared).expect("adopted");
+        let adopted = b.adopt(plain_hash, &shared, &plain).expect("adopted");
         assert_eq!(adopted.not_freezable, p.not_freezable);
         assert!(b.has_code(&plain_hash));
         let other = Runtime::new(Some(c.path().to_path_buf())).expect("engine");
         assert_ne!(other.fingerprint(), a.fingerprint());
         assert!(matches!(
-            other.adopt(plain_hash, &shared),
+            other.adopt(plain_hash, &shared, &plain),
             Err(LoadError::Shared(_))
         ));
         assert!(!other.has_code(&plain_hash));

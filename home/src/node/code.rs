@@ -94,6 +94,7 @@ async fn fetch(
 pub(crate) async fn take_code(
     core: &Arc<NodeCore>,
     hash: ModuleHash,
+    wasm: &[u8],
     holders: Vec<NodeId>,
 ) -> Option<Program> {
     if core.runtime.has_code(&hash) {
@@ -110,8 +111,8 @@ pub(crate) async fn take_code(
             }
         };
         let size = shared.code.len();
-        let c = core.clone();
-        match on_thread("adopt-code", move || c.runtime.adopt(hash, &shared)).await {
+        let (c, wasm) = (core.clone(), wasm.to_vec());
+        match on_thread("adopt-code", move || c.runtime.adopt(hash, &shared, &wasm)).await {
             Ok(Ok(program)) => {
                 core.record(Event::new(
                     "fetched",
@@ -172,7 +173,7 @@ pub(crate) async fn load_sent(
     holders: Vec<NodeId>,
 ) -> Result<(), String> {
     let hash = ModuleHash::of(&wasm);
-    if let Some(program) = take_code(core, hash, holders).await {
+    if let Some(program) = take_code(core, hash, &wasm, holders).await {
         core.modules.insert(hash, program);
         return Ok(());
     }

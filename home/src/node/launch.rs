@@ -185,7 +185,7 @@ async fn load_listed(
         async move {
             let hash = ssi_remote::ModuleHash::of(&wasm);
             let holders = launch_holders(&core, &hash);
-            if let Some(program) = take_code(&core, hash, holders).await {
+            if let Some(program) = take_code(&core, hash, &wasm, holders).await {
                 return Ok((program, wasm));
             }
             let loader = core.clone();

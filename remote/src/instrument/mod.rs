@@ -65,7 +65,7 @@ mod rewind;
 mod savers;
 mod sites;
 
-pub use on_demand::{FUNC_IMPORT, Prepared, RewindModule, prepare, rewind_module};
+pub use on_demand::{FUNC_IMPORT, Prepared, prepare, rewind_module, stack_functions};
 
 pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
 

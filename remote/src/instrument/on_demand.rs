@@ -79,16 +79,6 @@ impl Prepared {
     }
 }
 
-/// A module of rewind copies for one stack.
-#[derive(Debug, Clone)]
-pub struct RewindModule {
-    /// The functions whose rewind copies it holds and the imports whose
-    /// markers it puts in the table, ascending: any stack of these same
-    /// functions can be put back by it.
-    pub functions: Vec<u32>,
-    pub wasm: Vec<u8>,
-}
-
 /// Whether an operator reads or drops a data or element segment, which
 /// a module of rewind copies does not have.
 pub(crate) fn uses_segment(op: &Operator<'_>) -> bool {
@@ -221,20 +211,17 @@ fn word(stack: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b)
 }
 
-/// The module of rewind copies that puts back `stack` (the unwind stack's
-/// bytes, up to its top) into an instance of `wasm`'s runnable part
-/// ([`super::instrument_runnable`]), `p` being [`prepare`]`(wasm)`.
-pub fn rewind_module(
+/// The functions of the frames on `stack` (the unwind stack's bytes, up to
+/// its top), and the imports whose markers it holds, ascending, with
+/// `_start`: what [`rewind_module`] makes copies of to put it back.
+pub fn stack_functions(
     wasm: &[u8],
     p: &Prepared,
     stack: &[u8],
-) -> Result<RewindModule, InstrumentError> {
-    if let Some(why) = &p.refusal {
-        return Err(super::unsupported(why.clone()));
-    }
+) -> Result<Vec<u32>, InstrumentError> {
     let mut parsed = parse(wasm)?;
-    // The frames on the stack, outermost first: each record ends with its
-    // site `k` and its function; a host's marker is `[0, import]`.
+    // Each record ends with its site `k` and its function; a host's marker
+    // is `[0, import]`.
     let mut bodies: BTreeMap<u32, FuncBody<'_>> = BTreeMap::new();
     let mut markers = BTreeSet::new();
     let scratch = std::cell::RefCell::new(Savers::new(0, 0));
@@ -276,11 +263,44 @@ pub fn rewind_module(
     let start = p
         .start_export
         .ok_or_else(|| super::unsupported("it exports no `_start`"))?;
-    if !bodies.contains_key(&start) {
-        let body = parsed.analyzed(p, start)?;
-        bodies.insert(start, body);
+    Ok(bodies
+        .keys()
+        .chain(&markers)
+        .chain([&start])
+        .copied()
+        .collect::<BTreeSet<u32>>()
+        .into_iter()
+        .collect())
+}
+
+/// The module of rewind copies of `functions` (from [`stack_functions`]:
+/// imports stand for their markers), linked with
+/// [`crate::engine::link_rewinds`] to an instance of `wasm`'s runnable part
+/// ([`super::instrument_runnable`]), `p` being [`prepare`]`(wasm)`.
+pub fn rewind_module(
+    wasm: &[u8],
+    p: &Prepared,
+    functions: &[u32],
+) -> Result<Vec<u8>, InstrumentError> {
+    if let Some(why) = &p.refusal {
+        return Err(super::unsupported(why.clone()));
     }
-    let functions: Vec<u32> = bodies.keys().chain(&markers).copied().collect();
+    let mut parsed = parse(wasm)?;
+    let mut markers = BTreeSet::new();
+    let mut bodies: BTreeMap<u32, FuncBody<'_>> = BTreeMap::new();
+    for f in functions.iter().copied() {
+        if f < p.plan.imported {
+            if !p.plan.unwinding_import(f) {
+                return Err(stack_error(format!("function {f} is not a call that waits")));
+            }
+            markers.insert(f);
+        } else if p.plan.rewind_of(f).is_none() {
+            return Err(stack_error(format!("function {f} cannot unwind")));
+        } else if !bodies.contains_key(&f) {
+            let body = parsed.analyzed(p, f)?;
+            bodies.insert(f, body);
+        }
+    }
     let n = p.plan.func_types.len() as u32;
     let savers_base = n + p.n_rewinds;
     let savers = std::cell::RefCell::new(Savers::new(p.plan.types.len() as u32, savers_base));
@@ -298,8 +318,7 @@ pub fn rewind_module(
         copies.push((*f, body.type_index, code.into_raw_body()));
     }
     let savers = savers.into_inner();
-    let wasm = Linked::new(p, parsed.types, &copies, &markers, &savers, savers_base)?.write()?;
-    Ok(RewindModule { functions, wasm })
+    Linked::new(p, parsed.types, &copies, &markers, &savers, savers_base)?.write()
 }
 
 /// The layout of a module of rewind copies: every index a copy names,

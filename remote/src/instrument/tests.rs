@@ -207,11 +207,12 @@ fn tortured_with(
             state.set(&mut store, Val::I32(REWINDING)).expect("state");
             match &prepared {
                 Some(p) => {
-                    let r = rewind_module(wasm, p, &img.stack).expect("rewind module");
+                    let functions = stack_functions(wasm, p, &img.stack).expect("the stack");
                     // (Compiled once per set of functions, as a node does.)
-                    let m = compiled.entry(r.functions).or_insert_with(|| {
-                        validate(&r.wasm);
-                        Module::new(&engine, &r.wasm).expect("rewind module compiles")
+                    let m = compiled.entry(functions).or_insert_with_key(|functions| {
+                        let r = rewind_module(wasm, p, functions).expect("rewind module");
+                        validate(&r);
+                        Module::new(&engine, &r).expect("rewind module compiles")
                     });
                     let linked = crate::engine::link_rewinds(&mut store, &instance, m)
                         .expect("rewind module links");

@@ -316,7 +316,7 @@ fn share(modules: &[PathBuf]) -> Result<()> {
                 .shared_code(&hash, None)
                 .with_context(|| format!("{name}: no code in the holder's cache"))?;
             taker
-                .adopt(hash, &shared)
+                .adopt(hash, &shared, &wasm)
                 .with_context(|| format!("adopt {name}"))?;
             take = take.min(t.elapsed().as_secs_f64());
             size = shared.code.len();
