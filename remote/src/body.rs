@@ -654,6 +654,8 @@ mod tests {
         (import "wasi_snapshot_preview1" "fd_write" (func $write (param i32 i32 i32 i32) (result i32)))
         (memory (export "memory") 2)
         (global $sp (mut i32) (i32.const 65536))
+        ;; (an immutable global is the module's, not part of an image)
+        (global $base i32 (i32.const 1024))
         (func $spin (param $n i32) (result i32) (local $x i32)
             (loop $l
                 (local.set $x (i32.add (i32.mul (local.get $x) (i32.const 1103515245)) (i32.const 12345)))
@@ -1046,7 +1048,12 @@ mod tests {
         let runtime = Runtime::new(None).expect("engine").with_rewinds_on_demand();
         let program = runtime.load(GUEST.as_bytes()).expect("program");
         assert!(program.on_demand.is_some(), "{program:?}");
-        assert!(program.module.get_export(crate::instrument::REWIND).is_none());
+        assert!(
+            program
+                .module
+                .get_export(crate::instrument::REWIND)
+                .is_none()
+        );
         let out = Arc::new(StdMutex::new(Vec::new()));
         let mut body = Body::new(
             &runtime,
@@ -1077,7 +1084,10 @@ mod tests {
             }
         };
         freezer.join().expect("freezer");
-        assert!(body.linked_rewinds.1.is_some(), "rewound by copies made on demand");
+        assert!(
+            body.linked_rewinds.1.is_some(),
+            "rewound by copies made on demand"
+        );
         // Restored on another node's runtime: its copies made there.
         let elsewhere = Runtime::new(None).expect("engine").with_rewinds_on_demand();
         let there = elsewhere.load(GUEST.as_bytes()).expect("program");

