@@ -213,7 +213,7 @@ pub struct Body {
     /// first rewind (see `Program`).
     pub(crate) completion: Option<Arc<Completion>>,
     /// The program's rewind copies are made on demand (see `Program`).
-    pub(crate) on_demand: Option<Arc<crate::engine::OnDemand>>,
+    pub(crate) on_demand: Option<Arc<crate::rewinds::OnDemand>>,
     /// The functions whose rewind copies this instance's table holds (from
     /// the modules of rewind copies linked to it so far), and the rewind
     /// copy of `_start` of the last one.
@@ -441,25 +441,21 @@ impl Body {
             {
                 break Exit::Failed(wasmtime::Error::new(e));
             }
-            let result = match (self.rewind_next, self.store.data().unwinder.clone()) {
-                (true, _) if self.linked_rewinds.1.is_some() => {
-                    self.rewind_next = false;
-                    match &self.linked_rewinds.1 {
-                        Some(rewind) => rewind.call(&mut self.store, ()),
-                        None => self.start.call(&mut self.store, ()),
-                    }
-                }
-                (
-                    true,
-                    Some(Unwinder {
-                        rewind: Some(rewind),
-                        ..
-                    }),
-                ) => {
+            // The rewind copy of `_start`: linked on demand, or the module's.
+            let rewind = if self.rewind_next {
+                self.linked_rewinds.1.clone().or_else(|| {
+                    let unwinder = self.store.data().unwinder.as_ref();
+                    unwinder.and_then(|u| u.rewind.clone())
+                })
+            } else {
+                None
+            };
+            let result = match rewind {
+                Some(rewind) => {
                     self.rewind_next = false;
                     rewind.call(&mut self.store, ())
                 }
-                _ => self.start.call(&mut self.store, ()),
+                None => self.start.call(&mut self.store, ()),
             };
             match result {
                 Ok(()) => match self.unwound() {
@@ -597,7 +593,7 @@ impl Body {
         let module = on_demand
             .rewind_module(self.store.engine(), &functions)
             .map_err(|e| BodyError::Instantiate(format!("cannot make the rewind copies: {e}")))?;
-        let instance = crate::engine::link_rewinds(&mut self.store, &self.instance, &module)
+        let instance = crate::rewinds::link_rewinds(&mut self.store, &self.instance, &module)
             .map_err(|e| BodyError::Instantiate(format!("cannot link the rewind copies: {e:#}")))?;
         let rewind = instance
             .get_typed_func::<(), ()>(&mut self.store, crate::instrument::REWIND)

@@ -4,6 +4,7 @@
 //! compiles for a module is kept on disk under that hash (next to a fingerprint of
 //! the engine's configuration), so a second launch maps it instead of compiling.
 
+use crate::rewinds::{OnDemand, runnable_alone};
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -93,77 +94,6 @@ pub struct Program {
     /// When `module` is the runnable part of a module too large to compile
     /// whole: its rewind copies, made for each stack put back.
     pub(crate) on_demand: Option<Arc<OnDemand>>,
-}
-
-/// The rewind copies of a program made on demand (see
-/// [`crate::instrument::rewind_module`]): a module per set of functions on
-/// the stacks put back, compiled once and kept.
-pub(crate) struct OnDemand {
-    wasm: Arc<[u8]>,
-    prepared: OnceLock<Result<Arc<crate::instrument::Prepared>, String>>,
-    modules: Mutex<std::collections::HashMap<Vec<u32>, Module>>,
-}
-
-/// How many modules of rewind copies a program keeps compiled.
-const REWIND_MODULES_KEPT: usize = 64;
-
-impl OnDemand {
-    fn new(wasm: &[u8]) -> Arc<OnDemand> {
-        Arc::new(OnDemand {
-            wasm: wasm.into(),
-            prepared: OnceLock::new(),
-            modules: Default::default(),
-        })
-    }
-
-    fn prepared(&self) -> Result<Arc<crate::instrument::Prepared>, String> {
-        self.prepared
-            .get_or_init(|| {
-                crate::instrument::prepare(&self.wasm)
-                    .map(Arc::new)
-                    .map_err(|e| e.to_string())
-            })
-            .clone()
-    }
-
-    /// The functions whose rewind copies put `stack` back.
-    pub(crate) fn stack_functions(&self, stack: &[u8]) -> Result<Vec<u32>, String> {
-        crate::instrument::stack_functions(&self.wasm, &*self.prepared()?, stack)
-            .map_err(|e| e.to_string())
-    }
-
-    /// The compiled module of the rewind copies of `functions`.
-    pub(crate) fn rewind_module(
-        &self,
-        engine: &Engine,
-        functions: &[u32],
-    ) -> Result<Module, String> {
-        let kept = |m: &Mutex<std::collections::HashMap<Vec<u32>, Module>>| {
-            m.lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .get(functions)
-                .cloned()
-        };
-        if let Some(m) = kept(&self.modules) {
-            return Ok(m);
-        }
-        let wasm = crate::instrument::rewind_module(&self.wasm, &*self.prepared()?, functions)
-            .map_err(|e| e.to_string())?;
-        let module = compile(engine, &wasm).map_err(|e| e.to_string())?;
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if modules.len() >= REWIND_MODULES_KEPT {
-            modules.clear();
-        }
-        modules.insert(functions.to_vec(), module.clone());
-        Ok(module)
-    }
-}
-
-/// Whether a compiled module is an instrumented runnable part without a
-/// whole module to come: its rewind copies are made on demand.
-fn runnable_alone(module: &Module) -> bool {
-    module.get_export(crate::instrument::FLAG_MEMORY).is_some()
-        && module.get_export(crate::instrument::REWIND).is_none()
 }
 
 impl Program {
@@ -642,7 +572,7 @@ impl Runtime {
             }
         }
         let on_demand = (shared.not_freezable.is_none() && runnable_alone(&module))
-            .then(|| OnDemand::new(wasm));
+            .then(|| OnDemand::new(wasm, None));
         Ok(Program {
             hash,
             module,
@@ -716,13 +646,13 @@ impl Runtime {
         };
         // A module whose rewind copies are made on demand: its runnable
         // part is all a node compiles, kept as its whole code.
-        let alone = |module: Module| Program {
-            on_demand: Some(OnDemand::new(wasm)),
+        let alone = |module: Module, prepared| Program {
+            on_demand: Some(OnDemand::new(wasm, prepared)),
             ..program(module, None, None)
         };
         if let Some(module) = whole_path.as_ref().and_then(|p| cached(&self.engine, p)) {
             if runnable_alone(&module) {
-                return Ok(alone(module));
+                return Ok(alone(module, None));
             }
             return Ok(program(module, None, None));
         }
@@ -765,9 +695,14 @@ impl Runtime {
         {
             return Ok(program(module, None, Some(completion())));
         }
-        let on_demand = crate::instrument::rewinds_on_demand(wasm)
-            || (self.on_demand_always
-                && crate::instrument::prepare(wasm).is_ok_and(|p| p.refusal().is_none()));
+        // (Made on demand by choice only when they can be: what that needs
+        // is worked out once, here.)
+        let by_size = crate::instrument::rewinds_on_demand(wasm);
+        let mut prepared = (self.on_demand_always && !by_size)
+            .then(|| crate::instrument::prepare(wasm).ok())
+            .flatten()
+            .filter(|p| p.refusal().is_none());
+        let on_demand = by_size || prepared.is_some();
         // The instrumenter validates the module as it reads it; a module it
         // refuses is validated whole before it is called unfreezable, so that
         // a malformed one is named as wasmparser (what wasmtime validates
@@ -788,7 +723,7 @@ impl Runtime {
             Ok(runnable) if on_demand => {
                 let module = compile(&self.engine, &runnable)?;
                 cache_whole(&whole_path, &runnable_path, &module, max);
-                Ok(alone(module))
+                Ok(alone(module, prepared.take()))
             }
             Ok(instrumented) if whole => {
                 let module = compile(&self.engine, &instrumented)?;
@@ -838,43 +773,8 @@ fn cached(engine: &Engine, path: &Path) -> Option<Module> {
     }
 }
 
-fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
+pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
     Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
-}
-
-/// Instantiates `module`, a module of rewind copies made on demand
-/// ([`crate::instrument::rewind_module`]), linked to `instance` (of the
-/// runnable part it puts a stack back into): its functions from the
-/// instance's table of every function, the rest by its reserved exports.
-/// Instantiating it writes its copies into the instance's table of
-/// rewind copies.
-pub fn link_rewinds<T: 'static>(
-    store: &mut wasmtime::Store<T>,
-    instance: &wasmtime::Instance,
-    module: &Module,
-) -> wasmtime::Result<wasmtime::Instance> {
-    use crate::instrument::{FUNC_IMPORT, FUNCS_TABLE};
-    let funcs = instance
-        .get_table(&mut *store, FUNCS_TABLE)
-        .ok_or_else(|| wasmtime::format_err!("the instance has no `{FUNCS_TABLE}`"))?;
-    let mut imports = Vec::new();
-    for import in module.imports() {
-        let name = import.name();
-        let found = match name.strip_prefix(FUNC_IMPORT) {
-            Some(index) => {
-                let index: u64 = index
-                    .parse()
-                    .map_err(|_| wasmtime::format_err!("a bad function import `{name}`"))?;
-                funcs
-                    .get(&mut *store, index)
-                    .and_then(|r| r.as_func().flatten().cloned())
-                    .map(wasmtime::Extern::Func)
-            }
-            None => instance.get_export(&mut *store, name),
-        };
-        imports.push(found.ok_or_else(|| wasmtime::format_err!("the instance lacks `{name}`"))?);
-    }
-    wasmtime::Instance::new(store, module, &imports)
 }
 
 /// Whether a module (binary or text) imports function `name` of `module`;

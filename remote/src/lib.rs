@@ -17,6 +17,7 @@ pub mod ghost;
 mod image;
 pub mod instrument;
 mod link;
+mod rewinds;
 mod shims;
 
 pub use body::{Body, BodyError, BodySpec, Exit, check_bytes};

@@ -52,21 +52,17 @@ impl Assembler<'_, '_> {
 
     fn add_table(&mut self, tables: &mut wasm_encoder::TableSection) {
         let n = self.s.plan.func_types.len() as u64;
-        tables.table(wasm_encoder::TableType {
+        let by_function = wasm_encoder::TableType {
             element_type: wasm_encoder::RefType::FUNCREF,
             table64: false,
             minimum: n,
             maximum: Some(n),
             shared: false,
-        });
-        // Every function, for rewind copies made on demand to link to.
-        tables.table(wasm_encoder::TableType {
-            element_type: wasm_encoder::RefType::FUNCREF,
-            table64: false,
-            minimum: n,
-            maximum: Some(n),
-            shared: false,
-        });
+        };
+        // The rewind copies, then every function (for rewind copies made
+        // on demand to link to).
+        tables.table(by_function);
+        tables.table(by_function);
         self.done[3] = true;
     }
 

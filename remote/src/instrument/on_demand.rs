@@ -284,7 +284,7 @@ pub fn stack_functions(
 
 /// The module of rewind copies of `functions` (from [`stack_functions`]:
 /// imports stand for their markers), linked with
-/// `engine::link_rewinds` to an instance of `wasm`'s runnable part
+/// `rewinds::link_rewinds` to an instance of `wasm`'s runnable part
 /// ([`super::instrument_runnable`]), `p` being [`prepare`]`(wasm)`.
 pub fn rewind_module(
     wasm: &[u8],
@@ -588,7 +588,13 @@ impl<'p, 'c> Linked<'p, 'c> {
         let entries = self
             .copies
             .iter()
-            .map(|(f, _, _)| Ok((*f, self.new_index(p.plan.rewind_of(*f).unwrap_or(*f))?)))
+            .map(|(f, _, _)| {
+                let copy = p
+                    .plan
+                    .rewind_of(*f)
+                    .ok_or_else(|| parse_error("no rewind copy"))?;
+                Ok((*f, self.new_index(copy)?))
+            })
             .chain(self.markers.iter().map(|f| Ok((*f, self.new_index(*f)?))));
         for entry in entries {
             let (at, func) = entry?;

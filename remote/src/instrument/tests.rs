@@ -214,7 +214,7 @@ fn tortured_with(
                         validate(&r);
                         Module::new(&engine, &r).expect("rewind module compiles")
                     });
-                    let linked = crate::engine::link_rewinds(&mut store, &instance, m)
+                    let linked = crate::rewinds::link_rewinds(&mut store, &instance, m)
                         .expect("rewind module links");
                     Some(linked)
                 }
