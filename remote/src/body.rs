@@ -18,6 +18,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::{ExternType, Instance, Linker, Module, Store, TypedFunc, UpdateDeadline};
 
+/// How often a body waiting for its rewind copies looks whether it is
+/// asked to freeze or end.
+const READY_TICK: std::time::Duration = std::time::Duration::from_millis(20);
+
 /// What a body carries with it from launch: it answers these calls itself.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BodySpec {
@@ -216,7 +220,7 @@ pub struct Body {
     pub(crate) on_demand: Option<Arc<crate::rewinds::OnDemand>>,
     /// The functions whose rewind copies this instance's table holds (from
     /// the modules of rewind copies linked to it so far), and the rewind
-    /// copy of `_start` of the last one.
+    /// copy of `_start` from it.
     pub(crate) linked_rewinds: (std::collections::BTreeSet<u32>, Option<TypedFunc<(), ()>>),
     /// Compiled with epoch checks (see `Runtime::interruptible`).
     pub(crate) interruptible: bool,
@@ -436,10 +440,12 @@ impl Body {
     /// executed at its deputy when this returns.
     pub fn run(&mut self) -> Exit {
         let exit = loop {
-            if self.rewind_next
-                && let Err(e) = self.complete()
-            {
-                break Exit::Failed(wasmtime::Error::new(e));
+            if self.rewind_next {
+                match self.complete() {
+                    Ok(true) => {}
+                    Ok(false) => break self.stopped_before_rewind(),
+                    Err(e) => break Exit::Failed(wasmtime::Error::new(e)),
+                }
             }
             // The rewind copy of `_start`: linked on demand, or the module's.
             let rewind = if self.rewind_next {
@@ -523,20 +529,29 @@ impl Body {
         }
     }
 
-    /// Before a rewind on the runnable part of a program (which has no rewind
-    /// copies): the unwound body moves into a fresh instance of the whole
-    /// module, once it is compiled (waited for here), through its own image,
-    /// keeping what other threads hold of it (its control, gauges and link).
-    pub(crate) fn complete(&mut self) -> Result<(), BodyError> {
+    /// Before a rewind, the rewind copies it needs, waited for if they are
+    /// still compiling; false if the body is asked to freeze or end
+    /// meanwhile (see [`Body::stopped_before_rewind`]).
+    ///
+    /// On the runnable part of a program (which has no rewind copies), the
+    /// unwound body moves into a fresh instance of the whole module, through
+    /// its own image, keeping what other threads hold of it (its control,
+    /// gauges and link). On a program whose rewind copies are made on
+    /// demand, the module of the copies of the functions on its stack is
+    /// linked to its instance (unless the copies linked before cover them).
+    pub(crate) fn complete(&mut self) -> Result<bool, BodyError> {
         if self.on_demand.is_some() {
             return self.link_rewinds();
         }
-        let Some(completion) = self.completion.take() else {
-            return Ok(());
+        let Some(completion) = self.completion.clone() else {
+            return Ok(true);
         };
-        let program = completion
-            .program(self.hash)
-            .map_err(|e| BodyError::Instantiate(e.to_string()))?;
+        let Some(program) = self.unless_stopped(|tick| completion.program_within(self.hash, tick))
+        else {
+            return Ok(false);
+        };
+        self.completion = None;
+        let program = program.map_err(|e| BodyError::Instantiate(e.to_string()))?;
         let (image, _) = self.write_image(Vec::new(), false)?;
         let link = std::mem::replace(
             &mut self.store.data_mut().link,
@@ -565,15 +580,12 @@ impl Body {
         next.store.data_mut().control = self.control.clone();
         next.cpu = self.cpu;
         *self = next;
-        Ok(())
+        Ok(true)
     }
 
-    /// Before a rewind of a program whose rewind copies are made on demand:
-    /// the module of the rewind copies of the functions on the stack,
-    /// linked to this instance (unless the copies linked before cover them).
-    fn link_rewinds(&mut self) -> Result<(), BodyError> {
+    fn link_rewinds(&mut self) -> Result<bool, BodyError> {
         let Some(on_demand) = self.on_demand.clone() else {
-            return Ok(());
+            return Ok(true);
         };
         let u = self.unwinder()?;
         let top = crate::ctx::get_i32(&mut self.store, &u.ptr) as usize;
@@ -583,24 +595,66 @@ impl Body {
             .get(..top)
             .ok_or_else(|| BodyError::Instantiate("the unwind stack's top is past its end".into()))?
             .to_vec();
-        let functions = on_demand
-            .stack_functions(&stack)
+        let linked = self.linked_rewinds.0.clone();
+        let answer = on_demand.for_stack(self.store.engine(), stack, linked);
+        let Some(answer) = self.unless_stopped(|tick| match answer.recv_timeout(tick) {
+            Ok(made) => Some(made),
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
+            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => Some(Err(
+                "the rewind copies' maker ended without an answer".into(),
+            )),
+        }) else {
+            return Ok(false);
+        };
+        let made = answer
             .map_err(|e| BodyError::Instantiate(format!("cannot put the stack back: {e}")))?;
-        let (linked, rewind) = &self.linked_rewinds;
-        if rewind.is_some() && functions.iter().all(|f| linked.contains(f)) {
-            return Ok(());
+        for m in &made.modules {
+            crate::rewinds::link_rewinds(&mut self.store, &self.instance, &m.module).map_err(
+                |e| BodyError::Instantiate(format!("cannot link the rewind copies: {e:#}")),
+            )?;
+            self.linked_rewinds.0.extend(m.functions.iter().copied());
         }
-        let module = on_demand
-            .rewind_module(self.store.engine(), &functions)
-            .map_err(|e| BodyError::Instantiate(format!("cannot make the rewind copies: {e}")))?;
-        let instance = crate::rewinds::link_rewinds(&mut self.store, &self.instance, &module)
-            .map_err(|e| BodyError::Instantiate(format!("cannot link the rewind copies: {e:#}")))?;
-        let rewind = instance
-            .get_typed_func::<(), ()>(&mut self.store, crate::instrument::REWIND)
-            .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
-        self.linked_rewinds.0.extend(functions);
-        self.linked_rewinds.1 = Some(rewind);
-        Ok(())
+        if self.linked_rewinds.1.is_none() {
+            let start = crate::rewinds::rewind_start(&mut self.store, &self.instance, made.start)
+                .map_err(|e| BodyError::Instantiate(format!("{e:#}")))?;
+            self.linked_rewinds.1 = Some(start);
+        }
+        Ok(true)
+    }
+
+    /// `ready`'s answer (it waits at most the tick it is given), tried
+    /// again until there is one, unless the body is asked to freeze or end
+    /// before or meanwhile: then `None`.
+    fn unless_stopped<T>(
+        &self,
+        mut ready: impl FnMut(std::time::Duration) -> Option<T>,
+    ) -> Option<T> {
+        loop {
+            if self.control.freezing() || self.control.killing() {
+                return None;
+            }
+            if let Some(answer) = ready(READY_TICK) {
+                return Some(answer);
+            }
+        }
+    }
+
+    /// Asked to freeze or end while waiting for its rewind copies: the body
+    /// has not rewound, so it is still exactly as it unwound; it is frozen
+    /// as it is (the next [`Body::resume`] or restore rewinds), or it ends.
+    fn stopped_before_rewind(&mut self) -> Exit {
+        if self.control.killing() {
+            return Exit::Failed(Killed.into());
+        }
+        self.rewind_next = false;
+        let normal = self
+            .unwinder()
+            .map_err(wasmtime::Error::new)
+            .and_then(|u| u.set_state(&mut self.store, NORMAL));
+        match normal {
+            Ok(()) => Exit::Frozen,
+            Err(e) => Exit::Failed(e),
+        }
     }
 
     /// Whether `_start` returned because the body unwound; then the unwind is
@@ -1089,7 +1143,63 @@ mod tests {
         let there = elsewhere.load(GUEST.as_bytes()).expect("program");
         let mut body = Body::restore(&elsewhere, &there, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
+        // Asked to freeze before its copies are made: frozen as it came,
+        // without them, and its image goes on in a third place.
+        assert!(body.control().freeze());
+        assert!(matches!(body.run(), Exit::Frozen));
+        assert!(body.linked_rewinds.1.is_none(), "no copies were linked");
+        let image = body.image().expect("image again");
+        let third = Runtime::new(None).expect("engine").with_rewinds_on_demand();
+        let there = third.load(GUEST.as_bytes()).expect("program");
+        let mut body = Body::restore(&third, &there, &image, Box::new(Recorder(out.clone())))
+            .expect("restore");
         assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    /// A body waiting for its rewind copies to compile (here the whole
+    /// module, which takes seconds) is frozen at once when asked, as it
+    /// unwound, and goes on later.
+    #[test]
+    fn a_body_waiting_for_its_rewind_copies_freezes_at_once() {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = late_program(&runtime, Duration::from_secs(3));
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let mut body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("body");
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(20));
+            assert!(control.freeze());
+        });
+        assert!(matches!(body.run(), Exit::Frozen));
+        freezer.join().expect("freezer");
+        body.resume().expect("resume");
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(50));
+            assert!(control.freeze());
+        });
+        assert!(matches!(body.run(), Exit::Frozen));
+        freezer.join().expect("freezer");
+        assert!(
+            !program.is_complete() && body.completion.is_some(),
+            "frozen while the whole module compiled"
+        );
+        body.resume().expect("resume");
+        loop {
+            match body.run() {
+                Exit::Frozen => body.resume().expect("resume"),
+                Exit::Status(0) => break,
+                exit => panic!("ended with {exit:?}"),
+            }
+        }
+        assert!(body.completion.is_none(), "moved into the whole module");
         assert_eq!(*out.lock().expect("out"), expected());
     }
 

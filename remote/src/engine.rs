@@ -237,14 +237,39 @@ impl Completion {
     /// (begun now if it has not been).
     pub(crate) fn program(self: &Arc<Self>, hash: ModuleHash) -> Result<Program, LoadError> {
         self.begin();
-        Ok(Program {
+        Ok(self.program_of(hash, self.wait()?))
+    }
+
+    fn program_of(&self, hash: ModuleHash, module: Module) -> Program {
+        Program {
             hash,
-            module: self.wait()?,
+            module,
             not_freezable: None,
             linked: self.linked.clone(),
             completion: None,
             on_demand: None,
-        })
+        }
+    }
+
+    /// The program of the whole module (`hash` its name) if it is compiled
+    /// within `within` (begun now if it has not been), else `None`.
+    pub(crate) fn program_within(
+        self: &Arc<Self>,
+        hash: ModuleHash,
+        within: std::time::Duration,
+    ) -> Option<Result<Program, LoadError>> {
+        self.begin();
+        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
+        let (done, _) = self
+            .ready
+            .wait_timeout_while(done, within, |d| d.is_none())
+            .unwrap_or_else(|p| p.into_inner());
+        let module = done.as_ref()?.clone();
+        Some(
+            module
+                .map_err(LoadError::Invalid)
+                .map(|m| self.program_of(hash, m)),
+        )
     }
 
     /// The whole module, once compiled.
@@ -774,7 +799,30 @@ fn cached(engine: &Engine, path: &Path) -> Option<Module> {
 }
 
 pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
-    Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)))
+    let module = Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)));
+    if wasm.len() > RELEASE_AFTER {
+        release_freed_memory();
+    }
+    module
+}
+
+/// How large a module's Wasm is past which its compile's memory is given
+/// back to the system at once.
+const RELEASE_AFTER: usize = 1 << 20;
+
+/// Gives the memory freed by a compile or an instrumentation back to the
+/// system. The C allocator keeps what its threads freed in its arenas for
+/// later: after compiling a large module (gigabytes at the peak, on
+/// several threads), a node would otherwise keep that peak for good, and
+/// three nodes on one machine, each compiling rewind copies now and then,
+/// would grow until the machine runs out of memory.
+pub(crate) fn release_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` only returns free memory of the allocator's
+    // arenas to the system; it touches nothing in use.
+    unsafe {
+        libc::malloc_trim(0);
+    }
 }
 
 /// Whether a module (binary or text) imports function `name` of `module`;

@@ -1,23 +1,52 @@
 //! Rewind copies made on demand, on the engine's side: a program's kept
 //! modules of rewind copies (`OnDemand`, made by
-//! [`crate::instrument::rewind_module`]) and their linking to a body's
-//! instance (`link_rewinds`).
+//! [`crate::instrument::rewind_module`], each function's copy once per
+//! node) and their linking to a body's instance (`link_rewinds`).
 
 use crate::engine::compile;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::{Engine, Module};
 
 /// The rewind copies of a program made on demand (see
-/// [`crate::instrument::rewind_module`]): a module per set of functions on
-/// the stacks put back, compiled once and kept.
+/// [`crate::instrument::rewind_module`]): modules of copies, each made for
+/// the functions a stack needed that no module had yet, compiled once and
+/// kept, so that each function's copy is compiled once on a node.
 pub(crate) struct OnDemand {
     wasm: Arc<[u8]>,
     prepared: OnceLock<Result<Arc<crate::instrument::Prepared>, String>>,
-    modules: Mutex<std::collections::HashMap<Vec<u32>, Module>>,
+    kept: Mutex<Kept>,
+    /// Held while modules are made: a second stack that needs functions
+    /// being compiled waits for them rather than compiling them again.
+    making: Mutex<()>,
 }
 
-/// How many modules of rewind copies a program keeps compiled.
-const REWIND_MODULES_KEPT: usize = 64;
+/// The modules of rewind copies a program keeps.
+#[derive(Default)]
+struct Kept {
+    modules: Vec<RewindModule>,
+    /// Each function's module, by its index in `modules`.
+    of: HashMap<u32, usize>,
+}
+
+/// A compiled module of rewind copies, and the functions it holds.
+#[derive(Clone)]
+pub(crate) struct RewindModule {
+    pub(crate) functions: Arc<[u32]>,
+    pub(crate) module: Module,
+}
+
+/// How many modules of rewind copies a program keeps compiled: past it,
+/// they are all made again as stacks need them.
+const REWIND_MODULES_KEPT: usize = 512;
+
+/// What puts a stack back (see [`OnDemand::for_stack`]).
+pub(crate) struct StackRewinds {
+    /// The modules of the copies the instance lacks.
+    pub(crate) modules: Vec<RewindModule>,
+    /// The function exported as `_start`.
+    pub(crate) start: u32,
+}
 
 impl OnDemand {
     /// The rewind copies of `wasm`, with what they need of it if it is
@@ -30,46 +59,117 @@ impl OnDemand {
         Arc::new(OnDemand {
             wasm: wasm.into(),
             prepared: worked_out,
-            modules: Default::default(),
+            kept: Default::default(),
+            making: Mutex::new(()),
         })
     }
 
     fn prepared(&self) -> Result<Arc<crate::instrument::Prepared>, String> {
         self.prepared
             .get_or_init(|| {
-                crate::instrument::prepare(&self.wasm)
+                let prepared = crate::instrument::prepare(&self.wasm)
                     .map(Arc::new)
-                    .map_err(|e| e.to_string())
+                    .map_err(|e| e.to_string());
+                crate::engine::release_freed_memory();
+                prepared
             })
             .clone()
     }
 
-    /// The functions whose rewind copies put `stack` back.
-    pub(crate) fn stack_functions(&self, stack: &[u8]) -> Result<Vec<u32>, String> {
-        crate::instrument::stack_functions(&self.wasm, &*self.prepared()?, stack)
-            .map_err(|e| e.to_string())
+    /// What puts `stack` back in an instance whose table holds the rewind
+    /// copies of `linked`: the modules of the copies it lacks, made now if
+    /// no module has them. Worked out on a thread of its own (a large
+    /// module's copies take seconds to compile): the answer comes on the
+    /// channel returned, and a caller that stops waiting (a body asked to
+    /// freeze meanwhile) leaves what was made kept for the next rewind.
+    pub(crate) fn for_stack(
+        self: &Arc<Self>,
+        engine: &Engine,
+        stack: Vec<u8>,
+        linked: BTreeSet<u32>,
+    ) -> std::sync::mpsc::Receiver<Result<StackRewinds, String>> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (on_demand, engine) = (self.clone(), engine.clone());
+        let sent = tx.clone();
+        let spawned = std::thread::Builder::new()
+            .name("rewind-copies".into())
+            .spawn(move || {
+                let _ = sent.send(on_demand.stack_rewinds(&engine, &stack, &linked));
+            });
+        if let Err(e) = spawned {
+            let _ = tx.send(Err(format!("cannot start making the rewind copies: {e}")));
+        }
+        rx
     }
 
-    /// The compiled module of the rewind copies of `functions`.
-    pub(crate) fn rewind_module(
+    fn stack_rewinds(
         &self,
         engine: &Engine,
-        functions: &[u32],
-    ) -> Result<Module, String> {
-        let kept = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(m) = kept.get(functions) {
-            return Ok(m.clone());
+        stack: &[u8],
+        linked: &BTreeSet<u32>,
+    ) -> Result<StackRewinds, String> {
+        let p = self.prepared()?;
+        let start = p.start().ok_or("the module exports no `_start`")?;
+        let needed: Vec<u32> = crate::instrument::stack_functions(&self.wasm, &p, stack)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .filter(|f| !linked.contains(f))
+            .collect();
+        if needed.is_empty() {
+            return Ok(StackRewinds {
+                modules: Vec::new(),
+                start,
+            });
         }
-        drop(kept);
-        let wasm = crate::instrument::rewind_module(&self.wasm, &*self.prepared()?, functions)
-            .map_err(|e| e.to_string())?;
-        let module = compile(engine, &wasm).map_err(|e| e.to_string())?;
-        let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
-        if modules.len() >= REWIND_MODULES_KEPT {
-            modules.clear();
+        let cover = |needed: &[u32]| {
+            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let mut found = BTreeSet::new();
+            let mut missing = Vec::new();
+            for f in needed {
+                match kept.of.get(f) {
+                    Some(m) => {
+                        found.insert(*m);
+                    }
+                    None => missing.push(*f),
+                }
+            }
+            let found: Vec<RewindModule> =
+                found.into_iter().map(|m| kept.modules[m].clone()).collect();
+            (found, missing)
+        };
+        let (mut found, missing) = cover(&needed);
+        if missing.is_empty() {
+            return Ok(StackRewinds {
+                modules: found,
+                start,
+            });
         }
-        modules.insert(functions.to_vec(), module.clone());
-        Ok(module)
+        // One module made at a time; those it made meanwhile count.
+        let _making = self.making.lock().unwrap_or_else(|e| e.into_inner());
+        let (more, missing) = cover(&missing);
+        found.extend(more);
+        if !missing.is_empty() {
+            let wasm = crate::instrument::rewind_module(&self.wasm, &p, &missing)
+                .map_err(|e| e.to_string())?;
+            let made = RewindModule {
+                module: compile(engine, &wasm).map_err(|e| e.to_string())?,
+                functions: missing.into(),
+            };
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            if kept.modules.len() >= REWIND_MODULES_KEPT {
+                *kept = Kept::default();
+            }
+            let at = kept.modules.len();
+            for f in made.functions.iter() {
+                kept.of.insert(*f, at);
+            }
+            kept.modules.push(made.clone());
+            found.push(made);
+        }
+        Ok(StackRewinds {
+            modules: found,
+            start,
+        })
     }
 }
 
@@ -113,4 +213,23 @@ pub fn link_rewinds<T: 'static>(
         imports.push(found.ok_or_else(|| wasmtime::format_err!("the instance lacks `{name}`"))?);
     }
     wasmtime::Instance::new(store, module, &imports)
+}
+
+/// The rewind copy of `start` (the function exported as `_start`) that
+/// the modules linked to `instance` wrote into its table of rewind copies:
+/// what puts a stack back.
+pub fn rewind_start<T: 'static>(
+    store: &mut wasmtime::Store<T>,
+    instance: &wasmtime::Instance,
+    start: u32,
+) -> wasmtime::Result<wasmtime::TypedFunc<(), ()>> {
+    use crate::instrument::REWIND_TABLE;
+    let table = instance
+        .get_table(&mut *store, REWIND_TABLE)
+        .ok_or_else(|| wasmtime::format_err!("the instance has no `{REWIND_TABLE}`"))?;
+    let copy = table
+        .get(&mut *store, u64::from(start))
+        .and_then(|r| r.as_func().flatten().cloned())
+        .ok_or_else(|| wasmtime::format_err!("no rewind copy of `_start` is linked"))?;
+    copy.typed::<(), ()>(&*store)
 }

@@ -122,7 +122,7 @@ pub fn move_until_it_ends(
     while !ended() {
         assert!(
             started.elapsed().saturating_sub(moving) < WAIT * 3 && started.elapsed() < WAIT * 10,
-            "the process did not end within {:?} of running between moves ({:?} in all)",
+            "the process did not end within {:?} of running between moves ({:?} in all, {moves} moves)",
             WAIT * 3,
             started.elapsed()
         );

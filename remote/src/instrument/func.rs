@@ -187,6 +187,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         &self.sites[k as usize - 1]
     }
 
+    /// How many sites the function has (numbered from 1).
+    pub(crate) fn sites_count(&self) -> usize {
+        self.sites.len()
+    }
+
     /// The size of the record a frame unwound at site `k` leaves on the
     /// unwind stack (see `save_and_return`); none if no frame unwinds there.
     pub(crate) fn record_size(&self, k: u32) -> Option<u32> {

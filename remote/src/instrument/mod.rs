@@ -284,6 +284,8 @@ pub(crate) struct Plan {
     unwindable: Vec<bool>,
     /// Per defined function: its rewind copy's index.
     rewind: Vec<Option<u32>>,
+    /// The function of each rewind copy, in their order.
+    copy_of: Vec<u32>,
     /// Per type index: whether a call through a table of that type can unwind.
     indirect: Vec<bool>,
     /// Loops that step a local read the flag only now and then (tests
@@ -306,6 +308,12 @@ impl Plan {
             return None;
         }
         self.rewind.get(self.defined(f)).copied().flatten()
+    }
+
+    /// The function whose rewind copy is function `copy`, if it is one.
+    pub(crate) fn rewind_of_copy(&self, copy: u32) -> Option<u32> {
+        let first = self.func_types.len() as u32;
+        self.copy_of.get(copy.checked_sub(first)? as usize).copied()
     }
 
     pub(crate) fn unwinding_import(&self, f: u32) -> bool {
@@ -706,6 +714,10 @@ fn plan(s: &mut Survey<'_>) {
                 next - 1
             })
         })
+        .collect();
+    p.copy_of = (0..n as u32)
+        .filter(|i| unwindable[*i as usize])
+        .map(|i| imported + i)
         .collect();
     p.unwindable = unwindable;
 }

@@ -14,17 +14,22 @@
 //!            index order, so that the copies' indices of them are the
 //!            instance's; the flag, unwind-stack and state as the instance
 //!            exports them
-//!  defines   the rewind copies of the functions on the stack; a trap of
-//!            the right type for every other rewind copy a copy names (never
-//!            called: a rewind calls only the copies of the frames on the
-//!            stack); the record helpers its copies use
+//!  defines   the rewind copies of the functions asked for; the record
+//!            helpers its copies use
 //!  elements  its copies (and the imports that left a marker) written into
 //!            the instance's table of rewind copies, by function index
-//!  exports   `__ssi_rewind`: the rewind copy of `_start`
 //! ```
 //!
+//! A copy calls the rewind copy of the next frame through that table (by
+//! the callee's function index), not directly: so a module of copies does
+//! not depend on which others exist, and a node makes each function's copy
+//! once, whatever stacks it is on. To put a stack back, an instance links
+//! the modules that hold the copies of the functions on it that it lacks
+//! (a new one for those never made on the node), and calls `_start`'s copy
+//! from the table.
+//!
 //! Records are the same whichever copy writes them, so a stack unwound
-//! again from these copies is put back by the next module made for it. A
+//! again from these copies is put back by the modules made for it. A
 //! function whose rewind copy would use a data or element segment
 //! (`memory.init` and the like) cannot be made this way, since the segments
 //! are the instance's own: such a module is compiled whole, or, past
@@ -35,10 +40,11 @@ use super::func::Instrumenter;
 use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, InstrumentError, MAX_FUNCTION_SIZE, NOUNWIND_GLOBAL,
-    PTR_GLOBAL, Plan, REWIND, REWIND_TABLE, STACK_MEMORY, STATE_GLOBAL, Survey, features,
-    global_export, memory_export, plan, survey, table_export, tag_export,
+    PTR_GLOBAL, Plan, REWIND_TABLE, STACK_MEMORY, STATE_GLOBAL, Survey, features, global_export,
+    memory_export, plan, survey, table_export, tag_export,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
 use wasm_encoder::reencode::{self, Reencode, RoundtripReencoder};
 use wasmparser::{
     FuncToValidate, Operator, Parser, Payload, ValType, Validator, ValidatorResources,
@@ -61,6 +67,11 @@ pub struct Prepared {
     n_rewinds: u32,
     /// Why rewind copies cannot be made on demand, if they cannot.
     refusal: Option<String>,
+    /// The size of each site's record (by site, from 1), of each function
+    /// met on a stack so far: a stack of functions met before is walked
+    /// without reading the module again.
+    record_sizes: std::sync::Mutex<HashMap<u32, Arc<[Option<u32>]>>>,
+    located: Located,
 }
 
 impl std::fmt::Debug for Prepared {
@@ -144,6 +155,8 @@ pub(crate) fn prepare_with(wasm: &[u8], counted_polls: bool) -> Result<Prepared,
         start_export,
         n_rewinds,
         refusal,
+        record_sizes: Default::default(),
+        located: locate(wasm)?,
     })
 }
 
@@ -151,63 +164,127 @@ fn stack_error(why: impl Into<String>) -> InstrumentError {
     InstrumentError::Stack(why.into())
 }
 
-/// The module read again: its types, and each function's body, validated
-/// as its frame is needed.
-struct Parsed<'a> {
-    types: Option<wasmparser::TypeSectionReader<'a>>,
-    bodies: Vec<(
-        wasmparser::FunctionBody<'a>,
-        Option<FuncToValidate<ValidatorResources>>,
-    )>,
+/// Where a module's parts are, found once by [`prepare`]: its type
+/// section and each function's body, with what validates a body, so that
+/// a stack is put back without reading the whole module again.
+#[derive(Default)]
+struct Located {
+    types: Option<std::ops::Range<usize>>,
+    bodies: Vec<std::ops::Range<usize>>,
+    resources: Option<ValidatorResources>,
 }
 
-fn parse(wasm: &[u8]) -> Result<Parsed<'_>, InstrumentError> {
+fn locate(wasm: &[u8]) -> Result<Located, InstrumentError> {
     let mut validator = Validator::new_with_features(features());
-    let mut parsed = Parsed {
-        types: None,
-        bodies: Vec::new(),
-    };
+    let mut located = Located::default();
     for payload in Parser::new(0).parse_all(wasm) {
         let payload = payload.map_err(parse_error)?;
         let valid = validator.payload(&payload).map_err(parse_error)?;
         match payload {
-            Payload::TypeSection(r) => parsed.types = Some(r),
+            Payload::TypeSection(r) => located.types = Some(usize_range(r.range())),
             Payload::CodeSectionEntry(body) => {
                 let wasmparser::ValidPayload::Func(to_validate, _) = valid else {
                     return Err(parse_error("a function body the validator did not take"));
                 };
-                parsed.bodies.push((body, Some(to_validate)));
+                if located.resources.is_none() {
+                    located.resources = Some(to_validate.resources);
+                }
+                located.bodies.push(usize_range(body.range()));
             }
             _ => {}
         }
     }
-    Ok(parsed)
+    Ok(located)
 }
 
-impl<'a> Parsed<'a> {
-    /// Function `f`'s body, analyzed (once: its validator is used up).
-    fn analyzed(&mut self, p: &Prepared, f: u32) -> Result<FuncBody<'a>, InstrumentError> {
-        let sig = p
+fn usize_range(r: std::ops::Range<u64>) -> std::ops::Range<usize> {
+    r.start as usize..r.end as usize
+}
+
+/// The bytes of `wasm` at `r`, as a reader that knows their offset.
+fn reader_at<'a>(
+    wasm: &'a [u8],
+    r: &std::ops::Range<usize>,
+) -> Result<wasmparser::BinaryReader<'a>, InstrumentError> {
+    let bytes = wasm
+        .get(r.clone())
+        .ok_or_else(|| parse_error("the module is not the one prepared"))?;
+    Ok(wasmparser::BinaryReader::new(bytes, r.start as u64))
+}
+
+impl Prepared {
+    /// `wasm`'s type section (`wasm` being the module prepared).
+    fn types<'a>(
+        &self,
+        wasm: &'a [u8],
+    ) -> Result<Option<wasmparser::TypeSectionReader<'a>>, InstrumentError> {
+        self.located
+            .types
+            .as_ref()
+            .map(|r| wasmparser::TypeSectionReader::new(reader_at(wasm, r)?).map_err(parse_error))
+            .transpose()
+    }
+
+    /// Function `f`'s body in `wasm` (the module prepared), analyzed.
+    fn analyzed<'a>(&self, wasm: &'a [u8], f: u32) -> Result<FuncBody<'a>, InstrumentError> {
+        let sig = self
             .plan
             .func_sig(f)
             .ok_or_else(|| stack_error(format!("function {f} is not in the module")))?;
-        let (body, to_validate) = self
+        let range = self
+            .located
             .bodies
-            .get_mut(p.plan.defined(f))
-            .filter(|_| f >= p.plan.imported)
+            .get(self.plan.defined(f))
+            .filter(|_| f >= self.plan.imported)
             .ok_or_else(|| stack_error(format!("function {f} has no body")))?;
-        let to_validate = to_validate
-            .take()
-            .ok_or_else(|| parse_error("a function analyzed twice"))?;
-        let type_index = p.plan.func_types[f as usize];
+        let resources = self
+            .located
+            .resources
+            .clone()
+            .ok_or_else(|| parse_error("a module without functions"))?;
+        let type_index = self.plan.func_types[f as usize];
+        let to_validate = FuncToValidate {
+            resources,
+            index: f,
+            ty: type_index,
+            features: features(),
+        };
         analyze(
             f,
             type_index,
             sig,
-            body.clone(),
+            wasmparser::FunctionBody::new(reader_at(wasm, range)?),
             to_validate.into_validator(Default::default()),
         )
     }
+
+    /// The function exported as `_start`, whose rewind copy (at its entry
+    /// of the table of rewind copies) puts a stack back.
+    pub fn start(&self) -> Option<u32> {
+        self.start_export
+    }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The size of the record of each site of function `f` (by site, from 1;
+/// none where no frame unwinds).
+fn record_sizes(
+    p: &Prepared,
+    body: FuncBody<'_>,
+    f: u32,
+) -> Result<Arc<[Option<u32>]>, InstrumentError> {
+    let sig = p
+        .plan
+        .func_sig(f)
+        .ok_or_else(|| parse_error("no signature"))?;
+    let scratch = std::cell::RefCell::new(Savers::new(0, 0));
+    let ins = Instrumenter::new(&p.plan, &p.consts, &scratch, &body, sig)?;
+    Ok((1..=ins.sites_count() as u32)
+        .map(|k| ins.record_size(k))
+        .collect())
 }
 
 fn word(stack: &[u8], at: usize) -> u32 {
@@ -224,12 +301,10 @@ pub fn stack_functions(
     p: &Prepared,
     stack: &[u8],
 ) -> Result<Vec<u32>, InstrumentError> {
-    let mut parsed = parse(wasm)?;
     // Each record ends with its site `k` and its function; a host's marker
     // is `[0, import]`.
-    let mut bodies: BTreeMap<u32, FuncBody<'_>> = BTreeMap::new();
+    let mut frames = BTreeSet::new();
     let mut markers = BTreeSet::new();
-    let scratch = std::cell::RefCell::new(Savers::new(0, 0));
     let mut at = stack.len();
     while at > 0 {
         if at < 8 {
@@ -253,27 +328,30 @@ pub fn stack_functions(
                 "a frame of function {f}, which cannot unwind"
             )));
         }
-        let body = match bodies.entry(f) {
-            std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
-            std::collections::btree_map::Entry::Vacant(e) => e.insert(parsed.analyzed(p, f)?),
+        let known = lock(&p.record_sizes).get(&f).cloned();
+        let sizes = match known {
+            Some(sizes) => sizes,
+            None => {
+                let sizes = record_sizes(p, p.analyzed(wasm, f)?, f)?;
+                lock(&p.record_sizes).insert(f, sizes.clone());
+                sizes
+            }
         };
-        let sig = p
-            .plan
-            .func_sig(f)
-            .ok_or_else(|| parse_error("no signature"))?;
-        let ins = Instrumenter::new(&p.plan, &p.consts, &scratch, body, sig)?;
-        let size = ins
-            .record_size(k)
+        let size = sizes
+            .get((k as usize).wrapping_sub(1))
+            .copied()
+            .flatten()
             .ok_or_else(|| stack_error(format!("function {f} has no site {k}")))?;
         at = at
             .checked_sub(size as usize)
             .ok_or_else(|| stack_error(format!("a record of function {f} past its bottom")))?;
+        frames.insert(f);
     }
     let start = p
         .start_export
         .ok_or_else(|| super::unsupported("it exports no `_start`"))?;
-    Ok(bodies
-        .keys()
+    Ok(frames
+        .iter()
         .chain(&markers)
         .chain([&start])
         .copied()
@@ -282,8 +360,8 @@ pub fn stack_functions(
         .collect())
 }
 
-/// The module of rewind copies of `functions` (from [`stack_functions`]:
-/// imports stand for their markers), linked with
+/// The module of rewind copies of `functions` (from [`stack_functions`],
+/// or some of them: imports stand for their markers), linked with
 /// `rewinds::link_rewinds` to an instance of `wasm`'s runnable part
 /// ([`super::instrument_runnable`]), `p` being [`prepare`]`(wasm)`.
 pub fn rewind_module(
@@ -294,7 +372,6 @@ pub fn rewind_module(
     if let Some(why) = &p.refusal {
         return Err(super::unsupported(why.clone()));
     }
-    let mut parsed = parse(wasm)?;
     let mut markers = BTreeSet::new();
     let mut bodies: BTreeMap<u32, FuncBody<'_>> = BTreeMap::new();
     for f in functions.iter().copied() {
@@ -308,7 +385,7 @@ pub fn rewind_module(
         } else if p.plan.rewind_of(f).is_none() {
             return Err(stack_error(format!("function {f} cannot unwind")));
         } else if let std::collections::btree_map::Entry::Vacant(e) = bodies.entry(f) {
-            e.insert(parsed.analyzed(p, f)?);
+            e.insert(p.analyzed(wasm, f)?);
         }
     }
     let n = p.plan.func_types.len() as u32;
@@ -331,7 +408,7 @@ pub fn rewind_module(
         copies.push((*f, body.type_index, code.into_raw_body()));
     }
     let savers = savers.into_inner();
-    Linked::new(p, parsed.types, &copies, &markers, &savers, savers_base)?.write()
+    Linked::new(p, p.types(wasm)?, &copies, &markers, &savers, savers_base)?.write()
 }
 
 /// The layout of a module of rewind copies: every index a copy names,
@@ -367,6 +444,9 @@ impl<'p, 'c> Linked<'p, 'c> {
             let mut ops = body.get_operators_reader().map_err(parse_error)?;
             while !ops.eof() {
                 match ops.read().map_err(parse_error)? {
+                    // A call of a rewind copy goes through the table.
+                    Operator::Call { function_index }
+                        if p.plan.rewind_of_copy(function_index).is_some() => {}
                     Operator::Call { function_index } | Operator::RefFunc { function_index } => {
                         named.insert(function_index);
                     }
@@ -375,9 +455,6 @@ impl<'p, 'c> Linked<'p, 'c> {
             }
         }
         named.extend(markers);
-        let rewind_of: HashMap<u32, u32> = (0..n)
-            .filter_map(|f| Some((p.plan.rewind_of(f)?, f)))
-            .collect();
         let mut map = HashMap::new();
         let imported: Vec<u32> = named.iter().copied().filter(|f| *f < n).collect();
         for (i, f) in imported.iter().enumerate() {
@@ -402,8 +479,9 @@ impl<'p, 'c> Linked<'p, 'c> {
             if map.contains_key(&f) {
                 continue;
             }
-            let original = *rewind_of
-                .get(&f)
+            let original = p
+                .plan
+                .rewind_of_copy(f)
                 .ok_or_else(|| parse_error(format!("a call of function {f}, which is nothing")))?;
             let t = p.plan.func_types[original as usize];
             let at = *trap_of_type.entry(t).or_insert_with(|| {
@@ -437,9 +515,8 @@ impl<'p, 'c> Linked<'p, 'c> {
 
     fn write(&self) -> Result<Vec<u8>, InstrumentError> {
         use wasm_encoder::{
-            ConstExpr, ElementSection, Elements, EntityType, ExportKind, ExportSection,
-            FunctionSection, GlobalType, ImportSection, MemoryType, Module, RefType, TableType,
-            TagKind, TagType, TypeSection,
+            ConstExpr, ElementSection, Elements, EntityType, FunctionSection, GlobalType,
+            ImportSection, MemoryType, Module, RefType, TableType, TagKind, TagType, TypeSection,
         };
         let p = self.p;
         let c = &p.consts;
@@ -574,14 +651,6 @@ impl<'p, 'c> Linked<'p, 'c> {
         }
         module.section(&funcs);
 
-        let start = p
-            .start_export
-            .and_then(|f| p.plan.rewind_of(f))
-            .ok_or_else(|| super::unsupported("`_start` has no rewind copy"))?;
-        let mut exports = ExportSection::new();
-        exports.export(REWIND, ExportKind::Func, self.new_index(start)?);
-        module.section(&exports);
-
         // Each copy (and each import that left a marker) at its function's
         // entry of the table of rewind copies.
         let mut elements = ElementSection::new();
@@ -613,14 +682,41 @@ impl<'p, 'c> Linked<'p, 'c> {
 
         let mut code = wasm_encoder::CodeSection::new();
         let mut remap = Remap { linked: self };
+        let reencoded = |e| match e {
+            reencode::Error::UserError(e) => e,
+            e => parse_error(e),
+        };
         for (_, _, body) in self.copies {
             let body = wasmparser::FunctionBody::new(wasmparser::BinaryReader::new(body, 0));
-            remap
-                .parse_function_body(&mut code, body)
-                .map_err(|e| match e {
-                    reencode::Error::UserError(e) => e,
-                    e => parse_error(e),
-                })?;
+            let mut f = remap
+                .new_function_with_parsed_locals(&body)
+                .map_err(reencoded)?;
+            let mut ops = body.get_operators_reader().map_err(parse_error)?;
+            while !ops.eof() {
+                match ops.read().map_err(parse_error)? {
+                    // The rewind copy of the next frame, wherever it was
+                    // made: at its function's entry of the table.
+                    Operator::Call { function_index } => {
+                        match p.plan.rewind_of_copy(function_index) {
+                            Some(callee) => {
+                                f.instruction(&wasm_encoder::Instruction::I32Const(callee as i32));
+                                f.instruction(&wasm_encoder::Instruction::CallIndirect {
+                                    type_index: p.plan.func_types[callee as usize],
+                                    table_index: c.rewind_table,
+                                });
+                            }
+                            None => {
+                                let at = self.new_index(function_index)?;
+                                f.instruction(&wasm_encoder::Instruction::Call(at));
+                            }
+                        }
+                    }
+                    op => {
+                        f.instruction(&remap.instruction(op).map_err(reencoded)?);
+                    }
+                }
+            }
+            code.function(&f);
         }
         let mut trap = wasm_encoder::Function::new([]);
         trap.instruction(&wasm_encoder::Instruction::Unreachable);

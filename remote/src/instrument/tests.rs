@@ -164,7 +164,9 @@ fn tortured_with(
     };
     let mut image: Option<Image> = None;
     let mut moves = 0;
-    let mut compiled: std::collections::HashMap<Vec<u32>, Module> = Default::default();
+    // Modules of rewind copies made so far, and each function's.
+    let mut compiled: Vec<Module> = Vec::new();
+    let mut module_of: std::collections::HashMap<u32, usize> = Default::default();
     loop {
         let mut store = Store::new(&engine, host);
         let instance = l.instantiate(&mut store, &module).expect("instance");
@@ -208,15 +210,35 @@ fn tortured_with(
             match &prepared {
                 Some(p) => {
                     let functions = stack_functions(wasm, p, &img.stack).expect("the stack");
-                    // (Compiled once per set of functions, as a node does.)
-                    let m = compiled.entry(functions).or_insert_with_key(|functions| {
-                        let r = rewind_module(wasm, p, functions).expect("rewind module");
+                    // (Each function's copy made once, in a module with the
+                    // others missing then, as a node does.)
+                    let missing: Vec<u32> = functions
+                        .iter()
+                        .copied()
+                        .filter(|f| !module_of.contains_key(f))
+                        .collect();
+                    if !missing.is_empty() {
+                        let r = rewind_module(wasm, p, &missing).expect("rewind module");
                         validate(&r);
-                        Module::new(&engine, &r).expect("rewind module compiles")
-                    });
-                    let linked = crate::rewinds::link_rewinds(&mut store, &instance, m)
-                        .expect("rewind module links");
-                    Some(linked)
+                        for f in &missing {
+                            module_of.insert(*f, compiled.len());
+                        }
+                        compiled.push(Module::new(&engine, &r).expect("rewind module compiles"));
+                    }
+                    let needed: std::collections::BTreeSet<usize> =
+                        functions.iter().map(|f| module_of[f]).collect();
+                    for m in needed {
+                        crate::rewinds::link_rewinds(&mut store, &instance, &compiled[m])
+                            .expect("rewind module links");
+                    }
+                    Some(
+                        crate::rewinds::rewind_start(
+                            &mut store,
+                            &instance,
+                            p.start().expect("start"),
+                        )
+                        .expect("the rewind copy of `_start`"),
+                    )
                 }
                 None => None,
             }
@@ -224,7 +246,7 @@ fn tortured_with(
             None
         };
         let f = match entry {
-            Some(linked) => linked.get_typed_func::<(), ()>(&mut store, REWIND),
+            Some(start) => Ok(start),
             None if moves > 0 => instance.get_typed_func::<(), ()>(&mut store, REWIND),
             None => instance.get_typed_func::<(), ()>(&mut store, "_start"),
         }
