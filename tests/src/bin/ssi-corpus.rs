@@ -3,12 +3,12 @@
 //! - `ssi-corpus` fetches it and prints each program's name, language and
 //!   module path, one per line, tab-separated (what `tools/coldstart.sh`
 //!   starts from);
-//! - `ssi-corpus bench [RUNS]` times each program's long case (the one the
-//!   tests move ten times and more) under `ssirun`, embedded, its compiled
-//!   code cached, against the reference the tests compare with: the same
-//!   module uninstrumented, on wasmtime with `wasmtime-wasi`'s preview1 in
-//!   this process. Each run of both must give the same results; it prints
-//!   the medians and their ratio;
+//! - `ssi-corpus bench [RUNS [NAME]]` times each program's long case (the
+//!   one the tests move ten times and more), or NAME's alone, under
+//!   `ssirun`, embedded, its compiled code cached, against the reference
+//!   the tests compare with: the same module uninstrumented, on wasmtime
+//!   with `wasmtime-wasi`'s preview1 in this process. Each run of both must
+//!   give the same results; it prints the medians and their ratio;
 //! - `ssi-corpus case NAME DIR` writes the files of program NAME's long case
 //!   into DIR and prints the arguments that run it (after `ssirun` or
 //!   `wasmtime run`), to run or profile it by hand.
@@ -42,7 +42,19 @@ fn main() -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
-            bench(&programs, runs)
+            // A name: that program alone.
+            let only = args.next();
+            if let Some(name) = &only
+                && !programs.iter().any(|(p, _)| p.name == name.as_str())
+            {
+                eprintln!("ssi-corpus: bench RUNS NAME: `{name}` is no program of the corpus");
+                return ExitCode::FAILURE;
+            }
+            let chosen: Vec<_> = programs
+                .into_iter()
+                .filter(|(p, _)| only.as_deref().is_none_or(|n| p.name == n))
+                .collect();
+            bench(&chosen, runs)
         }
         Some("case") => match (args.next(), args.next()) {
             (Some(name), Some(dir)) => write_case(&programs, &name, std::path::Path::new(&dir)),
@@ -53,7 +65,7 @@ fn main() -> ExitCode {
         },
         Some(other) => {
             eprintln!(
-                "ssi-corpus: `{other}`: the commands are none (list), `bench [RUNS]` and `case NAME DIR`"
+                "ssi-corpus: `{other}`: the commands are none (list), `bench [RUNS [NAME]]` and `case NAME DIR`"
             );
             ExitCode::FAILURE
         }
