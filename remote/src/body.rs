@@ -224,7 +224,13 @@ pub struct Body {
     pub(crate) linked_rewinds: (std::collections::BTreeSet<u32>, Option<TypedFunc<(), ()>>),
     /// Compiled with epoch checks (see `Runtime::interruptible`).
     pub(crate) interruptible: bool,
+    /// The rewind copies being made for the stack to put back next.
+    pub(crate) rewinds_coming: Option<RewindsComing>,
 }
+
+/// The answer to come of [`crate::rewinds::OnDemand::for_stack`].
+pub(crate) type RewindsComing =
+    std::sync::mpsc::Receiver<Result<crate::rewinds::StackRewinds, String>>;
 
 impl Body {
     /// Instantiates `program` for a fresh launch.
@@ -368,6 +374,7 @@ impl Body {
                 .inspect(|c| c.begin_after(crate::engine::WARM_UP)),
             on_demand: program.on_demand.clone(),
             linked_rewinds: Default::default(),
+            rewinds_coming: None,
             interruptible,
         })
         .map(|mut body| {
@@ -433,7 +440,33 @@ impl Body {
         u.set_state(&mut self.store, REWINDING)
             .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
         self.rewind_next = true;
+        // Copies made on demand are begun now: a body restored by a move
+        // waits for its source to be let go before it runs.
+        self.rewinds_coming = self.make_rewinds()?;
         Ok(())
+    }
+
+    /// Begins making the rewind copies of the functions on the unwound
+    /// stack that this instance lacks, when they are made on demand: the
+    /// answer comes on the channel.
+    fn make_rewinds(&mut self) -> Result<Option<RewindsComing>, BodyError> {
+        let Some(on_demand) = self.on_demand.clone() else {
+            return Ok(None);
+        };
+        let u = self.unwinder()?;
+        let top = crate::ctx::get_i32(&mut self.store, &u.ptr) as usize;
+        let stack = u
+            .stack
+            .data(&self.store)
+            .get(..top)
+            .ok_or_else(|| BodyError::Instantiate("the unwind stack's top is past its end".into()))?
+            .to_vec();
+        let linked = self.linked_rewinds.0.clone();
+        Ok(Some(on_demand.for_stack(
+            self.store.engine(),
+            stack,
+            linked,
+        )))
     }
 
     /// Runs the body until it ends or freezes. Every call it made has been
@@ -584,19 +617,13 @@ impl Body {
     }
 
     fn link_rewinds(&mut self) -> Result<bool, BodyError> {
-        let Some(on_demand) = self.on_demand.clone() else {
-            return Ok(true);
+        let answer = match self.rewinds_coming.take() {
+            Some(coming) => coming,
+            None => match self.make_rewinds()? {
+                Some(coming) => coming,
+                None => return Ok(true),
+            },
         };
-        let u = self.unwinder()?;
-        let top = crate::ctx::get_i32(&mut self.store, &u.ptr) as usize;
-        let stack = u
-            .stack
-            .data(&self.store)
-            .get(..top)
-            .ok_or_else(|| BodyError::Instantiate("the unwind stack's top is past its end".into()))?
-            .to_vec();
-        let linked = self.linked_rewinds.0.clone();
-        let answer = on_demand.for_stack(self.store.engine(), stack, linked);
         let Some(answer) = self.unless_stopped(|tick| match answer.recv_timeout(tick) {
             Ok(made) => Some(made),
             Err(std::sync::mpsc::RecvTimeoutError::Timeout) => None,
@@ -604,6 +631,7 @@ impl Body {
                 "the rewind copies' maker ended without an answer".into(),
             )),
         }) else {
+            // (Asked for again at the next rewind: kept by then.)
             return Ok(false);
         };
         let made = answer
@@ -1090,6 +1118,33 @@ mod tests {
         }
     }
 
+    /// A fresh body of [`late_program`] (its whole module compiled `after`
+    /// once begun), with what it writes.
+    fn late_body(after: Duration) -> (Program, Body, Arc<StdMutex<Vec<u8>>>) {
+        let runtime = Runtime::new(None).expect("engine");
+        let program = late_program(&runtime, after);
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("body");
+        (program, body, out)
+    }
+
+    /// Runs `body`, asked to freeze `after`, until it is frozen.
+    fn run_until_frozen(body: &mut Body, after: Duration) {
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            std::thread::sleep(after);
+            assert!(control.freeze());
+        });
+        assert!(matches!(body.run(), Exit::Frozen));
+        freezer.join().expect("freezer");
+    }
+
     /// A body whose rewind copies are made on demand freezes, goes on in
     /// place (again and again, each stack put back by the copies of its
     /// functions), and is restored from its image elsewhere.
@@ -1162,31 +1217,10 @@ mod tests {
     /// unwound, and goes on later.
     #[test]
     fn a_body_waiting_for_its_rewind_copies_freezes_at_once() {
-        let runtime = Runtime::new(None).expect("engine");
-        let program = late_program(&runtime, Duration::from_secs(3));
-        let out = Arc::new(StdMutex::new(Vec::new()));
-        let mut body = Body::new(
-            &runtime,
-            &program,
-            &BodySpec::default(),
-            Box::new(Recorder(out.clone())),
-        )
-        .expect("body");
-        let control = body.control();
-        let freezer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            assert!(control.freeze());
-        });
-        assert!(matches!(body.run(), Exit::Frozen));
-        freezer.join().expect("freezer");
+        let (program, mut body, out) = late_body(Duration::from_secs(3));
+        run_until_frozen(&mut body, Duration::from_millis(20));
         body.resume().expect("resume");
-        let control = body.control();
-        let freezer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(50));
-            assert!(control.freeze());
-        });
-        assert!(matches!(body.run(), Exit::Frozen));
-        freezer.join().expect("freezer");
+        run_until_frozen(&mut body, Duration::from_millis(50));
         assert!(
             !program.is_complete() && body.completion.is_some(),
             "frozen while the whole module compiled"
@@ -1205,24 +1239,9 @@ mod tests {
 
     #[test]
     fn a_body_on_the_runnable_part_freezes_and_goes_on_in_the_whole_module_once_compiled() {
-        let runtime = Runtime::new(None).expect("engine");
-        let program = late_program(&runtime, Duration::from_millis(300));
-        let out = Arc::new(StdMutex::new(Vec::new()));
-        let mut body = Body::new(
-            &runtime,
-            &program,
-            &BodySpec::default(),
-            Box::new(Recorder(out.clone())),
-        )
-        .expect("body");
+        let (program, mut body, out) = late_body(Duration::from_millis(300));
         assert!(body.completion.is_some(), "started on the runnable part");
-        let control = body.control();
-        let freezer = std::thread::spawn(move || {
-            std::thread::sleep(Duration::from_millis(20));
-            assert!(control.freeze());
-        });
-        assert!(matches!(body.run(), Exit::Frozen));
-        freezer.join().expect("freezer");
+        run_until_frozen(&mut body, Duration::from_millis(20));
         // Its image is written from the runnable part as from the whole one.
         let image = body.image().expect("image");
         assert!(!image.is_empty());
