@@ -358,6 +358,10 @@ impl Body {
         let start = instance
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| BodyError::BadStart)?;
+        let completion = program.completion.clone().inspect(|c| {
+            c.begin_after(crate::engine::WARM_UP);
+            c.watch(&control);
+        });
         Ok(Body {
             store,
             instance,
@@ -368,10 +372,7 @@ impl Body {
             hash: program.hash,
             rewind_next: false,
             fresh: Vec::new(),
-            completion: program
-                .completion
-                .clone()
-                .inspect(|c| c.begin_after(crate::engine::WARM_UP)),
+            completion,
             on_demand: program.on_demand.clone(),
             linked_rewinds: Default::default(),
             rewinds_coming: None,
@@ -441,9 +442,23 @@ impl Body {
             .map_err(|e| BodyError::Instantiate(format!("cannot start the rewind: {e:#}")))?;
         self.rewind_next = true;
         // Copies made on demand are begun now: a body restored by a move
-        // waits for its source to be let go before it runs.
-        self.rewinds_coming = self.make_rewinds()?;
+        // waits for its source to be let go before it runs. (Not for an
+        // instance the body leaves before it rewinds.)
+        if !self.moves_before_rewind() {
+            self.rewinds_coming = self.make_rewinds()?;
+        }
         Ok(())
+    }
+
+    /// Whether the body moves into its program's second step before it
+    /// rewinds: it is on a runnable part without rewind copies, or on the
+    /// quick tier once the second step is compiled or the body asked to
+    /// move. (A body of the quick tier whose rewind copies are made on
+    /// demand rewinds on copies compiled by the quick tier meanwhile.)
+    fn moves_before_rewind(&self) -> bool {
+        self.completion
+            .as_ref()
+            .is_some_and(|c| self.on_demand.is_none() || c.is_done() || self.control.moving())
     }
 
     /// Begins making the rewind copies of the functions on the unwound
@@ -573,9 +588,18 @@ impl Body {
     /// demand, the module of the copies of the functions on its stack is
     /// linked to its instance (unless the copies linked before cover them).
     pub(crate) fn complete(&mut self) -> Result<bool, BodyError> {
+        if self.moves_before_rewind() && !self.move_into_completion()? {
+            return Ok(false);
+        }
         if self.on_demand.is_some() {
             return self.link_rewinds();
         }
+        Ok(true)
+    }
+
+    /// On the runnable part of a program: into an instance of the module
+    /// its second step makes (see [`Body::complete`]).
+    fn move_into_completion(&mut self) -> Result<bool, BodyError> {
         let Some(completion) = self.completion.clone() else {
             return Ok(true);
         };
@@ -613,6 +637,7 @@ impl Body {
         next.store.data_mut().control = self.control.clone();
         next.cpu = self.cpu;
         *self = next;
+        self.control.moved();
         Ok(true)
     }
 
@@ -709,6 +734,7 @@ mod tests {
     use ssi_deputy::{Reply, Syscall, SyscallResult};
     use std::sync::Mutex as StdMutex;
     use std::time::{Duration, Instant};
+    use wasmtime::Engine;
 
     /// A deputy of the simplest kind: it keeps what is written to fd 1.
     struct Recorder(Arc<StdMutex<Vec<u8>>>);
@@ -1040,8 +1066,10 @@ mod tests {
     #[test]
     fn a_loop_without_calls_is_frozen_at_any_moment_again_and_again() {
         let runtime = Runtime::new(None).expect("engine");
-        let program = runtime.load(GUEST.as_bytes()).expect("program");
-        let (frozen_tx, frozen) = std::sync::mpsc::channel::<Instant>();
+        // Long enough not to end before its last freeze on a loaded machine.
+        let guest = GUEST.replace("300000000", "2000000000");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        let (frozen_tx, frozen) = std::sync::mpsc::channel::<Result<Instant, String>>();
         let (go_tx, go) = std::sync::mpsc::channel::<bool>();
         let (control_tx, control) = std::sync::mpsc::channel();
         let runner = std::thread::spawn(move || {
@@ -1055,9 +1083,16 @@ mod tests {
             )
             .expect("body");
             control_tx.send(body.control()).expect("control");
-            while let Exit::Frozen = body.run() {
+            loop {
+                match body.run() {
+                    Exit::Frozen => {}
+                    exit => {
+                        let _ = frozen_tx.send(Err(format!("ended with {exit:?}")));
+                        return;
+                    }
+                }
                 let image = body.image().expect("image");
-                frozen_tx.send(Instant::now()).expect("frozen");
+                frozen_tx.send(Ok(Instant::now())).expect("frozen");
                 drop(image);
                 if !go.recv().expect("go") {
                     break;
@@ -1076,7 +1111,8 @@ mod tests {
             assert!(control.freeze());
             let at = frozen
                 .recv_timeout(Duration::from_secs(5))
-                .expect("frozen within 5 s");
+                .expect("frozen within 5 s")
+                .expect("frozen");
             took.push(at.duration_since(asked));
             go_tx.send(true).expect("go");
         }
@@ -1084,7 +1120,8 @@ mod tests {
         control.freeze();
         frozen
             .recv_timeout(Duration::from_secs(5))
-            .expect("frozen within 5 s");
+            .expect("frozen within 5 s")
+            .expect("frozen");
         go_tx.send(false).expect("stop");
         runner.join().expect("body thread");
         took.sort();
@@ -1150,7 +1187,10 @@ mod tests {
     /// functions), and is restored from its image elsewhere.
     #[test]
     fn a_body_whose_rewind_copies_are_made_on_demand_freezes_goes_on_and_moves() {
-        let runtime = Runtime::new(None).expect("engine").with_rewinds_on_demand();
+        let runtime = Runtime::new(None)
+            .expect("engine")
+            .with_rewinds_on_demand()
+            .without_quick_tier();
         let program = runtime.load(GUEST.as_bytes()).expect("program");
         assert!(program.on_demand.is_some(), "{program:?}");
         assert!(
@@ -1209,6 +1249,97 @@ mod tests {
         let mut body = Body::restore(&third, &there, &image, Box::new(Recorder(out.clone())))
             .expect("restore");
         assert!(matches!(body.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    /// A first launch runs on the quick tier's code and moves into
+    /// Cranelift's as soon as it is compiled, without a freeze, and ends
+    /// as it would have: into the whole module, and into the runnable part
+    /// whose rewind copies are made on demand.
+    #[test]
+    fn a_body_of_the_quick_tier_moves_into_the_second_step_once_it_is_compiled() {
+        // Long enough to be under way when the second step is ready.
+        let guest = GUEST.replace("300000000", "1500000000");
+        for on_demand in [false, true] {
+            let runtime = Runtime::new(None).expect("engine");
+            if runtime.quick_engine().is_none() {
+                return;
+            }
+            let runtime = if on_demand {
+                runtime.with_rewinds_on_demand()
+            } else {
+                runtime
+            };
+            let program = runtime.load(guest.as_bytes()).expect("program");
+            assert!(
+                !Engine::same(program.module.engine(), runtime.engine()),
+                "compiled by the quick tier"
+            );
+            let out = Arc::new(StdMutex::new(Vec::new()));
+            let mut body = Body::new(
+                &runtime,
+                &program,
+                &BodySpec::default(),
+                Box::new(Recorder(out.clone())),
+            )
+            .expect("body");
+            let completion = body.completion.clone().expect("a second step");
+            let control = body.control();
+            let started = std::thread::spawn(move || {
+                std::thread::sleep(Duration::from_millis(50));
+                completion.begin();
+                // It moves: then nothing is asked of it any more.
+                let deadline = Instant::now() + Duration::from_secs(20);
+                while !completion.is_done() || control.moving() {
+                    assert!(Instant::now() < deadline, "did not move within 20 s");
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            });
+            assert!(matches!(body.run(), Exit::Status(0)), "ran through");
+            started.join().expect("watcher");
+            assert!(body.completion.is_none(), "moved into the second step");
+            assert!(Engine::same(body.store.engine(), runtime.engine()));
+            assert_eq!(body.on_demand.is_some(), on_demand);
+            assert_eq!(body.linked_rewinds.1.is_some(), on_demand);
+            assert_eq!(*out.lock().expect("out"), expected());
+        }
+    }
+
+    /// A body of the quick tier whose rewind copies are made on demand
+    /// goes on after a freeze on copies the quick tier compiles, without
+    /// waiting for the optimised code.
+    #[test]
+    fn a_body_of_the_quick_tier_rewinds_on_its_own_copies_meanwhile() {
+        let runtime = Runtime::new(None).expect("engine").with_rewinds_on_demand();
+        if runtime.quick_engine().is_none() {
+            return;
+        }
+        let guest = GUEST.replace("300000000", "1500000000");
+        let program = runtime.load(guest.as_bytes()).expect("program");
+        let out = Arc::new(StdMutex::new(Vec::new()));
+        let mut body = Body::new(
+            &runtime,
+            &program,
+            &BodySpec::default(),
+            Box::new(Recorder(out.clone())),
+        )
+        .expect("body");
+        run_until_frozen(&mut body, Duration::from_millis(20));
+        body.resume().expect("resume");
+        // (Past the compile of its copies, well before the warm-up's end.)
+        run_until_frozen(&mut body, Duration::from_millis(300));
+        let completion = body.completion.clone().expect("on the quick tier");
+        assert!(!completion.is_done(), "the optimised code was not begun");
+        assert!(!Engine::same(body.store.engine(), runtime.engine()));
+        assert!(body.linked_rewinds.1.is_some(), "rewound on its own copies");
+        body.resume().expect("resume");
+        loop {
+            match body.run() {
+                Exit::Frozen => body.resume().expect("resume"),
+                Exit::Status(0) => break,
+                exit => panic!("ended with {exit:?}"),
+            }
+        }
         assert_eq!(*out.lock().expect("out"), expected());
     }
 

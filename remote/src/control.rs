@@ -41,6 +41,10 @@ pub(crate) struct ControlInner {
     pub(crate) signalled: std::sync::atomic::AtomicBool,
     /// A signal handler runs: requests wait for it to return (but a kill).
     pub(crate) in_handler: std::sync::atomic::AtomicBool,
+    /// The body is to move into its program's next tier (see
+    /// `Completion::tier_up`): it unwinds at its next poll point and
+    /// rewinds there, unseen.
+    pub(crate) moving: std::sync::atomic::AtomicBool,
     /// The flag memory of the body's instance (another one when the body
     /// moves into the whole module: see `Body::complete`).
     pub(crate) flag: Mutex<Option<SharedMemory>>,
@@ -57,6 +61,7 @@ impl Control {
             request: AtomicU8::new(NOTHING),
             signalled: std::sync::atomic::AtomicBool::new(false),
             in_handler: std::sync::atomic::AtomicBool::new(false),
+            moving: std::sync::atomic::AtomicBool::new(false),
             freezable: flag.is_some(),
             flag: Mutex::new(flag),
             engine: engine.clone(),
@@ -96,6 +101,37 @@ impl Control {
         self.raise();
     }
 
+    /// Asks the body to move into the next tier of its program's code: it
+    /// unwinds at its next poll point (or the next call that waits), and
+    /// the rewind puts it into an instance of that tier (see
+    /// `Body::complete`). Nothing else of it changes.
+    pub(crate) fn move_on(&self) {
+        if self.0.freezable {
+            self.0.moving.store(true, Ordering::SeqCst);
+            self.raise();
+        }
+    }
+
+    /// Whether the body is to move into the next tier.
+    pub(crate) fn moving(&self) -> bool {
+        self.0.moving.load(Ordering::SeqCst)
+    }
+
+    /// The body has moved into the next tier: its flag comes down unless
+    /// something else is asked of it.
+    pub(crate) fn moved(&self) {
+        self.0.moving.store(false, Ordering::SeqCst);
+        self.settle();
+    }
+
+    pub(crate) fn downgrade(&self) -> std::sync::Weak<ControlInner> {
+        Arc::downgrade(&self.0)
+    }
+
+    pub(crate) fn upgrade(inner: &std::sync::Weak<ControlInner>) -> Option<Control> {
+        inner.upgrade().map(Control)
+    }
+
     /// Takes the note that signals are pending.
     pub(crate) fn take_signalled(&self) -> bool {
         self.0.signalled.swap(false, Ordering::SeqCst)
@@ -108,11 +144,11 @@ impl Control {
     /// Lowers the flag once nothing is asked of the body any more, and
     /// raises it if something is.
     pub(crate) fn settle(&self) {
-        if !self.pending() && !self.killing() {
+        if !self.pending() && !self.killing() && !self.moving() {
             self.set_flag(0);
         }
         // A request that came meanwhile raises it again.
-        if self.pending() {
+        if self.pending() || self.moving() {
             self.raise();
         }
     }

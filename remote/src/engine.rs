@@ -146,6 +146,13 @@ pub(crate) struct Completion {
     done: Mutex<Option<Result<Module, String>>>,
     ready: Condvar,
     linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
+    /// The rewind copies of the module it makes, when they are made on
+    /// demand (its program's [`Program::on_demand`]).
+    on_demand: Option<Arc<OnDemand>>,
+    /// The bodies of a quick first tier (see [`Runtime`]): each is asked to
+    /// move into the module made once it is ready, rather than at its first
+    /// rewind, as their code is slower.
+    tier_up: Option<Mutex<Vec<std::sync::Weak<crate::control::ControlInner>>>>,
 }
 
 /// How long a body runs on a program's runnable part before the whole
@@ -171,7 +178,38 @@ impl Completion {
             done: Mutex::new(None),
             ready: Condvar::new(),
             linked: Default::default(),
+            on_demand: None,
+            tier_up: None,
         })
+    }
+
+    /// As [`Completion::new`], for a program whose runnable part is of the
+    /// quick tier: its bodies move into the module made as soon as it is
+    /// ready. `on_demand`: the rewind copies of that module, when they are
+    /// made on demand.
+    pub(crate) fn tier_up(
+        hash: &ModuleHash,
+        on_demand: Option<Arc<OnDemand>>,
+        make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
+    ) -> Arc<Completion> {
+        let mut c = Arc::into_inner(Self::new(hash, make)).expect("just made");
+        c.on_demand = on_demand;
+        c.tier_up = Some(Mutex::new(Vec::new()));
+        Arc::new(c)
+    }
+
+    /// A body of the quick tier, to move into the module made once it is
+    /// ready (at once if it is).
+    pub(crate) fn watch(&self, control: &crate::control::Control) {
+        let Some(bodies) = &self.tier_up else { return };
+        let mut bodies = bodies.lock().unwrap_or_else(|p| p.into_inner());
+        bodies.retain(|b| b.strong_count() > 0);
+        if self.is_done() {
+            drop(bodies);
+            control.move_on();
+        } else {
+            bodies.push(control.downgrade());
+        }
     }
 
     /// Starts the compilation once a body has run for `delay` (unless it
@@ -213,8 +251,15 @@ impl Completion {
     }
 
     fn fill(&self, module: Result<Module, String>) {
+        let made = module.is_ok();
         *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(module);
         self.ready.notify_all();
+        if let (true, Some(bodies)) = (made, &self.tier_up) {
+            let bodies = std::mem::take(&mut *bodies.lock().unwrap_or_else(|p| p.into_inner()));
+            for control in bodies.iter().filter_map(crate::control::Control::upgrade) {
+                control.move_on();
+            }
+        }
     }
 
     /// Whether the compilation has begun and not ended.
@@ -226,7 +271,7 @@ impl Completion {
             && !self.is_done()
     }
 
-    fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.done
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -247,7 +292,7 @@ impl Completion {
             not_freezable: None,
             linked: self.linked.clone(),
             completion: None,
-            on_demand: None,
+            on_demand: self.on_demand.clone(),
         }
     }
 
@@ -304,6 +349,15 @@ impl fmt::Debug for Program {
 pub struct Runtime {
     engine: Engine,
     fallback: Engine,
+    /// The engine of the quick tier: Cranelift without optimisations and
+    /// with its single-pass register allocator, which compiles a large
+    /// module about twice as fast into code that runs slower. A first
+    /// launch compiles the runnable part with it, so that a large module
+    /// starts soon; the body moves into the optimised code (the program's
+    /// second step) as soon as it is compiled. None once turned off
+    /// ([`Runtime::without_quick_tier`]: a node of a cluster, whose peers
+    /// take the optimised code it compiles rather than compile it again).
+    quick: Option<Engine>,
     interruptible: bool,
     cache_dir: Option<PathBuf>,
     /// The most the cache may hold, in bytes: past it, the entries used
@@ -323,6 +377,8 @@ struct Entries {
     whole: Option<PathBuf>,
     /// Its runnable part, until the whole one replaces it.
     runnable: Option<PathBuf>,
+    /// Its runnable part compiled by the quick tier, likewise.
+    quick: Option<PathBuf>,
     /// The module as it is, compiled when it cannot be frozen, and why not.
     plain: Option<PathBuf>,
     why: Option<PathBuf>,
@@ -358,9 +414,13 @@ pub const WASM_STACK: usize = 16 << 20;
 /// given as much.
 pub const MAX_WASM_STACK_OPTION: usize = WASM_STACK / 2;
 
-/// The native stack of a thread that runs a body: its Wasm stack, and room
-/// for the host's frames around it.
-pub const BODY_THREAD_STACK: usize = WASM_STACK + (4 << 20);
+/// The most native stack a body's Wasm code may use on the quick tier,
+/// whose unoptimised frames are larger still.
+pub const QUICK_WASM_STACK: usize = 2 * WASM_STACK;
+
+/// The native stack of a thread that runs a body: its Wasm stack (on the
+/// quick tier, the larger), and room for the host's frames around it.
+pub const BODY_THREAD_STACK: usize = QUICK_WASM_STACK + (4 << 20);
 
 impl Runtime {
     /// A runtime caching compiled code in `cache_dir` (none: compile every
@@ -411,6 +471,7 @@ impl Runtime {
         // page of a memory's first extent whatever the kernel says (see
         // `Body::fresh`), and skip unmapped pages only past it.
         let engine = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
+        let quick = quick_engine(config.clone());
         config.epoch_interruption(interruptible);
         let fallback = Engine::new(&config).map_err(|e| LoadError::Engine(one_line(&e)))?;
         let mut h = std::collections::hash_map::DefaultHasher::new();
@@ -421,6 +482,7 @@ impl Runtime {
         Ok(Runtime {
             engine,
             fallback,
+            quick,
             interruptible,
             cache_dir,
             cache_max: None,
@@ -438,6 +500,20 @@ impl Runtime {
     pub fn with_rewinds_on_demand(mut self) -> Self {
         self.on_demand_always = true;
         self
+    }
+
+    /// Compiles every module with Cranelift only: a first launch's
+    /// runnable part too, which is then as fast as the whole module's
+    /// (for measuring the instrumented code itself).
+    pub fn without_quick_tier(mut self) -> Self {
+        self.quick = None;
+        self
+    }
+
+    /// The engine a first launch compiles the runnable part with, the
+    /// quick tier (see [`Runtime`]), if it has one.
+    pub fn quick_engine(&self) -> Option<&Engine> {
+        self.quick.as_ref()
     }
 
     /// Bounds the cache to `bytes`: when an entry is written past it, the
@@ -614,6 +690,7 @@ impl Runtime {
         Entries {
             whole: path("cwasm"),
             runnable: path("runnable.cwasm"),
+            quick: path("quick.cwasm"),
             plain: path("plain.cwasm"),
             why: path("why"),
         }
@@ -658,6 +735,7 @@ impl Runtime {
         let Entries {
             whole: whole_path,
             runnable: runnable_path,
+            quick: quick_path,
             plain: plain_path,
             why: why_path,
         } = self.entries(&hash);
@@ -671,13 +749,13 @@ impl Runtime {
         };
         // A module whose rewind copies are made on demand: its runnable
         // part is all a node compiles, kept as its whole code.
-        let alone = |module: Module, prepared| Program {
-            on_demand: Some(OnDemand::new(wasm, prepared)),
+        let alone = |module: Module, on_demand| Program {
+            on_demand: Some(on_demand),
             ..program(module, None, None)
         };
         if let Some(module) = whole_path.as_ref().and_then(|p| cached(&self.engine, p)) {
             if runnable_alone(&module) {
-                return Ok(alone(module, None));
+                return Ok(alone(module, OnDemand::new(wasm, None)));
             }
             return Ok(program(module, None, None));
         }
@@ -689,50 +767,74 @@ impl Runtime {
         ) {
             return Ok(program(module, Some(why), None));
         }
-        // The second step, whose module another process may have cached
-        // by the time it begins.
+        // (Made on demand by choice only when they can be: what that needs
+        // is worked out once, here.)
+        let by_size = crate::instrument::rewinds_on_demand(wasm);
+        let prepared = (self.on_demand_always && !by_size)
+            .then(|| crate::instrument::prepare(wasm).ok())
+            .flatten()
+            .filter(|p| p.refusal().is_none());
+        let on_demand = (by_size || prepared.is_some()).then(|| OnDemand::new(wasm, prepared));
+        // The second step: the whole module, or the runnable part alone
+        // when the rewind copies are made on demand (then compiled by
+        // Cranelift after the quick tier's). Another process may have
+        // cached it by the time it begins.
         let max = self.cache_max;
-        let completion = || {
+        let completion = |tier_up: bool| {
             let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
-            let (whole_path, runnable_path) = (whole_path.clone(), runnable_path.clone());
-            let c = Completion::new(&hash, move || {
+            let whole_path = whole_path.clone();
+            let parts = [runnable_path.clone(), quick_path.clone()];
+            let runnable_only = on_demand.is_some();
+            let make = move || {
                 if let Some(module) = whole_path.as_ref().and_then(|p| cached(&engine, p)) {
                     return Ok(module);
                 }
-                let whole = crate::instrument::instrument(&wasm)
-                    .map_err(|e| LoadError::Invalid(e.to_string()))?
-                    .wasm;
-                let module = compile(&engine, &whole)?;
-                cache_whole(&whole_path, &runnable_path, &module, max);
+                let code = if runnable_only {
+                    crate::instrument::instrument_runnable(&wasm)
+                } else {
+                    crate::instrument::instrument(&wasm).map(|i| i.wasm)
+                }
+                .map_err(|e| LoadError::Invalid(e.to_string()))?;
+                let module = compile(&engine, &code)?;
+                cache_whole(&whole_path, &parts, &module, max);
                 Ok(module)
-            });
+            };
+            let c = if tier_up {
+                Completion::tier_up(&hash, on_demand.clone(), make)
+            } else {
+                Completion::new(&hash, make)
+            };
             let mut known = self.completions.lock().unwrap_or_else(|p| p.into_inner());
             known.retain(|c| c.strong_count() > 0);
             known.push(Arc::downgrade(&c));
             c
         };
+        // The runnable part compiled by the quick tier, with its second
+        // step (and, while that compiles, its own rewind copies when they
+        // are made on demand).
+        let tiered = |module| Program {
+            on_demand: on_demand.clone(),
+            ..program(module, None, Some(completion(true)))
+        };
         // The runnable part compiled by an earlier launch that ended before
-        // the whole module was: the second step is made again.
-        if let Some(module) = runnable_path
-            .as_ref()
-            .filter(|_| !whole)
-            .and_then(|p| cached(&self.engine, p))
-        {
-            return Ok(program(module, None, Some(completion())));
+        // the second step did: the second step is made again.
+        if !whole {
+            if on_demand.is_none()
+                && let Some(module) = runnable_path.as_ref().and_then(|p| cached(&self.engine, p))
+            {
+                return Ok(program(module, None, Some(completion(false))));
+            }
+            if let Some(quick) = &self.quick
+                && let Some(module) = quick_path.as_ref().and_then(|p| cached(quick, p))
+            {
+                return Ok(tiered(module));
+            }
         }
-        // (Made on demand by choice only when they can be: what that needs
-        // is worked out once, here.)
-        let by_size = crate::instrument::rewinds_on_demand(wasm);
-        let mut prepared = (self.on_demand_always && !by_size)
-            .then(|| crate::instrument::prepare(wasm).ok())
-            .flatten()
-            .filter(|p| p.refusal().is_none());
-        let on_demand = by_size || prepared.is_some();
         // The instrumenter validates the module as it reads it; a module it
         // refuses is validated whole before it is called unfreezable, so that
         // a malformed one is named as wasmparser (what wasmtime validates
         // with) finds it, not as the instrumentation does.
-        let instrumented = if whole && !on_demand {
+        let instrumented = if whole && on_demand.is_none() {
             crate::instrument::instrument(wasm).map(|i| i.wasm)
         } else {
             // A first launch makes only the runnable part: the whole module
@@ -744,21 +846,27 @@ impl Runtime {
                 .validate_all(wasm)
                 .map_err(|e| LoadError::Invalid(e.to_string()))?;
         }
+        let parts = [runnable_path.clone(), quick_path.clone()];
         match instrumented {
-            Ok(runnable) if on_demand => {
+            // A first launch: the runnable part by the quick tier.
+            Ok(runnable) if !whole && let Some(module) = self.quick_compile(&hash, &runnable) => {
+                cache_module(quick_path.as_deref(), &module, max);
+                Ok(tiered(module))
+            }
+            Ok(runnable) if let Some(on_demand) = on_demand.clone() => {
                 let module = compile(&self.engine, &runnable)?;
-                cache_whole(&whole_path, &runnable_path, &module, max);
-                Ok(alone(module, prepared.take()))
+                cache_whole(&whole_path, &parts, &module, max);
+                Ok(alone(module, on_demand))
             }
             Ok(instrumented) if whole => {
                 let module = compile(&self.engine, &instrumented)?;
-                cache_whole(&whole_path, &runnable_path, &module, max);
+                cache_whole(&whole_path, &parts, &module, max);
                 Ok(program(module, None, None))
             }
             Ok(runnable) => {
                 let module = compile(&self.engine, &runnable)?;
                 cache_module(runnable_path.as_deref(), &module, max);
-                Ok(program(module, None, Some(completion())))
+                Ok(program(module, None, Some(completion(false))))
             }
             Err(why) => {
                 tracing::info!(module = %hash, reason = %why, "not freezable");
@@ -773,6 +881,28 @@ impl Runtime {
             }
         }
     }
+
+    /// The runnable part `runnable` compiled by the quick tier, unless there
+    /// is none or it cannot compile it.
+    fn quick_compile(&self, hash: &ModuleHash, runnable: &[u8]) -> Option<Module> {
+        let quick = self.quick.as_ref()?;
+        compile(quick, runnable)
+            .inspect_err(
+                |e| tracing::info!(module = %hash, error = %e, "the quick tier cannot compile it"),
+            )
+            .ok()
+    }
+}
+
+/// The quick tier's engine (see [`Runtime`]): `config`, the instrumented
+/// modules' own, with the cheapest code generation.
+fn quick_engine(mut config: Config) -> Option<Engine> {
+    config.max_wasm_stack(QUICK_WASM_STACK);
+    config.cranelift_opt_level(wasmtime::OptLevel::None);
+    config.cranelift_regalloc_algorithm(wasmtime::RegallocAlgorithm::SinglePass);
+    Engine::new(&config)
+        .inspect_err(|e| tracing::warn!(error = %one_line(e), "no quick tier"))
+        .ok()
 }
 
 /// A compiled module from the cache, if it holds a usable one.
@@ -892,18 +1022,20 @@ fn cache_module(path: Option<&Path>, module: &Module, max: Option<u64>) {
 }
 
 /// Keeps a program's whole module in the cache, where it replaces its
-/// runnable part (which a later launch no longer needs).
+/// runnable parts (which a later launch no longer needs).
 fn cache_whole(
     whole: &Option<PathBuf>,
-    runnable: &Option<PathBuf>,
+    parts: &[Option<PathBuf>],
     module: &Module,
     max: Option<u64>,
 ) {
     cache_module(whole.as_deref(), module, None);
-    if let (Some(whole), Some(runnable)) = (whole, runnable)
+    if let Some(whole) = whole
         && whole.exists()
     {
-        let _ = std::fs::remove_file(runnable);
+        for part in parts.iter().flatten() {
+            let _ = std::fs::remove_file(part);
+        }
         // (Bounded once the part it replaces is gone.)
         if let (Some(max), Some(dir)) = (max, whole.parent()) {
             evict(dir, max, whole);

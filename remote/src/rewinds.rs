@@ -15,7 +15,9 @@ use wasmtime::{Engine, Module};
 pub(crate) struct OnDemand {
     wasm: Arc<[u8]>,
     prepared: OnceLock<Result<Arc<crate::instrument::Prepared>, String>>,
-    kept: Mutex<Kept>,
+    /// Kept for each engine that compiled copies (a program's quick tier
+    /// and its optimised code link different modules).
+    kept: Mutex<Vec<(Engine, Kept)>>,
     /// Held while modules are made: a second stack that needs functions
     /// being compiled waits for them rather than compiling them again.
     making: Mutex<()>,
@@ -122,7 +124,8 @@ impl OnDemand {
             });
         }
         let cover = |needed: &[u32]| {
-            let kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = Self::of_engine(&mut kept, engine);
             let mut found = BTreeSet::new();
             let mut missing = Vec::new();
             for f in needed {
@@ -156,6 +159,7 @@ impl OnDemand {
                 functions: missing.into(),
             };
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = Self::of_engine(&mut kept, engine);
             if kept.modules.len() >= REWIND_MODULES_KEPT {
                 *kept = Kept::default();
             }
@@ -170,6 +174,20 @@ impl OnDemand {
             modules: found,
             start,
         })
+    }
+}
+
+impl OnDemand {
+    /// The modules kept for `engine`.
+    fn of_engine<'k>(kept: &'k mut Vec<(Engine, Kept)>, engine: &Engine) -> &'k mut Kept {
+        let at = match kept.iter().position(|(e, _)| Engine::same(e, engine)) {
+            Some(at) => at,
+            None => {
+                kept.push((engine.clone(), Kept::default()));
+                kept.len() - 1
+            }
+        };
+        &mut kept[at].1
     }
 }
 

@@ -121,7 +121,10 @@ fn whole_modules(cluster: &Cluster, id: usize) -> Vec<String> {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
                 .filter(|n| {
-                    !n.starts_with('.') && n.ends_with(".cwasm") && !n.ends_with(".runnable.cwasm")
+                    !n.starts_with('.')
+                        && n.ends_with(".cwasm")
+                        && !n.ends_with(".runnable.cwasm")
+                        && !n.ends_with(".quick.cwasm")
                 })
                 .collect()
         })

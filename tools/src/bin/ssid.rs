@@ -220,8 +220,12 @@ fn run() -> Result<()> {
         Some(dir) => Some(dir.join("modules")),
         None => ssi_remote::default_cache_dir(),
     };
-    let mut runtime =
-        Runtime::interruptible(cache).context("cannot start the WebAssembly engine")?;
+    // Optimised code at once: the peers that run the node's programs take
+    // it from the node rather than compile it again (the quick tier's code
+    // is not shared).
+    let mut runtime = Runtime::interruptible(cache)
+        .context("cannot start the WebAssembly engine")?
+        .without_quick_tier();
     if let Some(max) = cache_max {
         runtime = runtime.with_cache_max(max);
     }
