@@ -1160,15 +1160,32 @@ mod tests {
     fn late_body(after: Duration) -> (Program, Body, Arc<StdMutex<Vec<u8>>>) {
         let runtime = Runtime::new(None).expect("engine");
         let program = late_program(&runtime, after);
+        let (body, out) = fresh_body(&runtime, &program);
+        (program, body, out)
+    }
+
+    /// A fresh body of `program`, with what it writes.
+    fn fresh_body(runtime: &Runtime, program: &Program) -> (Body, Arc<StdMutex<Vec<u8>>>) {
         let out = Arc::new(StdMutex::new(Vec::new()));
         let body = Body::new(
-            &runtime,
-            &program,
+            runtime,
+            program,
             &BodySpec::default(),
             Box::new(Recorder(out.clone())),
         )
         .expect("body");
-        (program, body, out)
+        (body, out)
+    }
+
+    /// Runs `body` to its end (status 0), going on after every freeze.
+    fn run_to_the_end(body: &mut Body) {
+        loop {
+            match body.run() {
+                Exit::Frozen => body.resume().expect("resume"),
+                Exit::Status(0) => break,
+                exit => panic!("ended with {exit:?}"),
+            }
+        }
     }
 
     /// Runs `body`, asked to freeze `after`, until it is frozen.
@@ -1199,14 +1216,7 @@ mod tests {
                 .get_export(crate::instrument::REWIND)
                 .is_none()
         );
-        let out = Arc::new(StdMutex::new(Vec::new()));
-        let mut body = Body::new(
-            &runtime,
-            &program,
-            &BodySpec::default(),
-            Box::new(Recorder(out.clone())),
-        )
-        .expect("body");
+        let (mut body, out) = fresh_body(&runtime, &program);
         let control = body.control();
         let freezer = std::thread::spawn(move || {
             let mut froze = 0;
@@ -1275,14 +1285,7 @@ mod tests {
                 !Engine::same(program.module.engine(), runtime.engine()),
                 "compiled by the quick tier"
             );
-            let out = Arc::new(StdMutex::new(Vec::new()));
-            let mut body = Body::new(
-                &runtime,
-                &program,
-                &BodySpec::default(),
-                Box::new(Recorder(out.clone())),
-            )
-            .expect("body");
+            let (mut body, out) = fresh_body(&runtime, &program);
             let completion = body.completion.clone().expect("a second step");
             let control = body.control();
             let started = std::thread::spawn(move || {
@@ -1316,30 +1319,20 @@ mod tests {
         }
         let guest = GUEST.replace("300000000", "1500000000");
         let program = runtime.load(guest.as_bytes()).expect("program");
-        let out = Arc::new(StdMutex::new(Vec::new()));
-        let mut body = Body::new(
-            &runtime,
-            &program,
-            &BodySpec::default(),
-            Box::new(Recorder(out.clone())),
-        )
-        .expect("body");
+        let (mut body, out) = fresh_body(&runtime, &program);
         run_until_frozen(&mut body, Duration::from_millis(20));
         body.resume().expect("resume");
         // (Past the compile of its copies, well before the warm-up's end.)
         run_until_frozen(&mut body, Duration::from_millis(300));
         let completion = body.completion.clone().expect("on the quick tier");
-        assert!(!completion.is_done(), "the optimised code was not begun");
+        assert!(
+            !completion.is_done(),
+            "the optimised code is not compiled yet"
+        );
         assert!(!Engine::same(body.store.engine(), runtime.engine()));
         assert!(body.linked_rewinds.1.is_some(), "rewound on its own copies");
         body.resume().expect("resume");
-        loop {
-            match body.run() {
-                Exit::Frozen => body.resume().expect("resume"),
-                Exit::Status(0) => break,
-                exit => panic!("ended with {exit:?}"),
-            }
-        }
+        run_to_the_end(&mut body);
         assert_eq!(*out.lock().expect("out"), expected());
     }
 
@@ -1357,13 +1350,7 @@ mod tests {
             "frozen while the whole module compiled"
         );
         body.resume().expect("resume");
-        loop {
-            match body.run() {
-                Exit::Frozen => body.resume().expect("resume"),
-                Exit::Status(0) => break,
-                exit => panic!("ended with {exit:?}"),
-            }
-        }
+        run_to_the_end(&mut body);
         assert!(body.completion.is_none(), "moved into the whole module");
         assert_eq!(*out.lock().expect("out"), expected());
     }
