@@ -3,7 +3,8 @@
 # nothing, under `ssirun --no-cache` (instrumentation and compilation) against
 # `wasmtime run -C cache=n`, median of RUNS (default 3) each, with a command
 # that does little more than start (`--version`, `-c pass`, an empty input).
-# Then the warm launch: ssirun with its cache filled, against wasmtime's.
+# Then the warm launch: ssirun with its cache filled (the optimised code
+# its first run leaves to be compiled), against wasmtime's.
 # ONLY=NAME times that program alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -54,8 +55,12 @@ printf '| --- | --- | --- | --- | --- | --- | --- | --- |\n'
   fi
   ours=$(for _ in $(seq "$RUNS"); do seconds "$SSIRUN" --no-cache "$module" "${args[@]}"; done | median)
   theirs=$(for _ in $(seq "$RUNS"); do seconds "$WASMTIME" run -C cache=n "$module" "${args[@]}"; done | median)
-  # Warm: each runner's own cache filled by a first run.
+  # Warm: each runner's own cache filled by a first run (for ssirun, with
+  # the optimised code its first run leaves to a process of its own, waited
+  # for: its lock file gone).
   SSI_CACHE_DIR="$CACHE" "$SSIRUN" "$module" "${args[@]}" </dev/null >/dev/null 2>&1 || true
+  sleep 2
+  while compgen -G "$CACHE/.*.filling" >/dev/null; do sleep 1; done
   "$WASMTIME" run -C cache=y "$module" "${args[@]}" </dev/null >/dev/null 2>&1 || true
   ours_warm=$(for _ in $(seq "$RUNS"); do SSI_CACHE_DIR="$CACHE" seconds "$SSIRUN" "$module" "${args[@]}"; done | median)
   theirs_warm=$(for _ in $(seq "$RUNS"); do seconds "$WASMTIME" run -C cache=y "$module" "${args[@]}"; done | median)

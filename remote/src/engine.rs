@@ -172,15 +172,19 @@ impl Completion {
         hash: &ModuleHash,
         make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
     ) -> Arc<Completion> {
-        Arc::new(Completion {
+        Arc::new(Self::made_by(hash, Box::new(make)))
+    }
+
+    fn made_by(hash: &ModuleHash, make: MakeWhole) -> Completion {
+        Completion {
             name: format!("compile-{}", &hash.to_hex()[..12]),
-            make: Mutex::new(Some(Box::new(make))),
+            make: Mutex::new(Some(make)),
             done: Mutex::new(None),
             ready: Condvar::new(),
             linked: Default::default(),
             on_demand: None,
             tier_up: None,
-        })
+        }
     }
 
     /// As [`Completion::new`], for a program whose runnable part is of the
@@ -192,10 +196,11 @@ impl Completion {
         on_demand: Option<Arc<OnDemand>>,
         make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
     ) -> Arc<Completion> {
-        let mut c = Arc::into_inner(Self::new(hash, make)).expect("just made");
-        c.on_demand = on_demand;
-        c.tier_up = Some(Mutex::new(Vec::new()));
-        Arc::new(c)
+        Arc::new(Completion {
+            on_demand,
+            tier_up: Some(Mutex::new(Vec::new())),
+            ..Self::made_by(hash, Box::new(make))
+        })
     }
 
     /// A body of the quick tier, to move into the module made once it is
@@ -363,8 +368,11 @@ pub struct Runtime {
     /// The most the cache may hold, in bytes: past it, the entries used
     /// least recently go first.
     cache_max: Option<u64>,
-    /// The second steps of the programs loaded here (see [`Runtime::is_compiling`]).
+    /// The second steps of the programs loaded here (see [`Runtime::code_to_come`]).
     completions: Mutex<Vec<std::sync::Weak<Completion>>>,
+    /// Those of programs of the quick tier, held for as long as the
+    /// runtime lives: one whose bodies have ended is still to come.
+    tiered: Mutex<Vec<Arc<Completion>>>,
     fingerprint: u64,
     /// Every module's rewind copies are made on demand, whatever its size
     /// (see [`Runtime::with_rewinds_on_demand`]).
@@ -488,6 +496,7 @@ impl Runtime {
             cache_max: None,
             fingerprint: h.finish(),
             completions: Default::default(),
+            tiered: Default::default(),
             on_demand_always: false,
         })
     }
@@ -529,15 +538,24 @@ impl Runtime {
         &self.engine
     }
 
-    /// Whether the whole module of a program loaded here is compiling: a
-    /// process that ends now leaves it unfinished and uncached.
-    pub fn is_compiling(&self) -> bool {
+    /// Whether the second step of a program loaded here is still to be
+    /// compiled: under way, or not begun for a program of the quick tier
+    /// (whose later launches would otherwise start on slower code as long
+    /// as none runs past the warm-up). A process that ends now leaves it
+    /// uncached.
+    pub fn code_to_come(&self) -> bool {
         self.completions
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
             .filter_map(std::sync::Weak::upgrade)
             .any(|c| c.is_underway())
+            || self
+                .tiered
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|c| !c.is_done())
     }
 
     /// Compiles the whole module of `wasm` into the cache, unless it is
@@ -800,7 +818,11 @@ impl Runtime {
                 Ok(module)
             };
             let c = if tier_up {
-                Completion::tier_up(&hash, on_demand.clone(), make)
+                let c = Completion::tier_up(&hash, on_demand.clone(), make);
+                let mut held = self.tiered.lock().unwrap_or_else(|p| p.into_inner());
+                held.retain(|c| !c.is_done());
+                held.push(c.clone());
+                c
             } else {
                 Completion::new(&hash, make)
             };

@@ -778,11 +778,11 @@ fn run_embedded(
             eprintln!("ssirun: checkpoint of process {pid} failed: {e:#}");
         }
     });
-    // A program that ran past its warm-up but ended before its whole module
-    // was compiled: the compilation goes on in a process of its own, and
-    // the next launch starts on it.
+    // A program that ended before its optimised code was compiled (it ran
+    // past its warm-up, or it started on the quick tier): the compilation
+    // goes on in a process of its own, and the next launch starts on it.
     if caching
-        && node.runtime().is_compiling()
+        && node.runtime().code_to_come()
         && let Some(module) = &args.module
     {
         fill_cache_later(module);
