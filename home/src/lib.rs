@@ -57,6 +57,7 @@ pub fn default_socket() -> std::path::PathBuf {
     }
 }
 
+use bytes::Bytes;
 use dashmap::DashMap;
 use ssi_deputy::{Deputy, DeputyError, Preopen, Stdio};
 use ssi_remote::{Body, BodyError, BodySpec, Exit, LoadError, LocalLink, Runtime};
@@ -107,7 +108,7 @@ pub struct Process<'n> {
     node: &'n Node,
     pid: Pid,
     /// The module as it runs (binary), which checkpoints carry.
-    wasm: Vec<u8>,
+    wasm: Bytes,
     body: Body,
     deputy: Arc<Mutex<Deputy>>,
     table: Arc<EmbeddedTable>,
@@ -202,10 +203,16 @@ impl Node {
     /// Creates the process: allocates its pid, sets up its deputy here (its home),
     /// and instantiates its body with an in-process link to that deputy.
     pub fn launch(&self, spec: LaunchSpec) -> Result<Process<'_>, LaunchError> {
-        let wasm = ssi_remote::assemble(&spec.module)?.into_owned();
+        // A binary module is kept as it was read (no copy: it can be tens of
+        // megabytes), text is assembled.
+        let assembled = match ssi_remote::assemble(&spec.module)? {
+            std::borrow::Cow::Owned(wasm) => Some(wasm),
+            std::borrow::Cow::Borrowed(_) => None,
+        };
+        let wasm = Bytes::from(assembled.unwrap_or(spec.module));
         // Before the module is compiled, which can take minutes.
         ssi_remote::check_bytes(&wasm, spec.body.unknown_imports_trap)?;
-        let program = self.runtime.load_binary(&wasm)?;
+        let program = self.runtime.load_shared(&wasm, false)?;
         let deputy = Deputy::new(spec.stdio, spec.preopens)?;
         let pid = self.pids.allocate()?;
         self.start(
@@ -247,9 +254,14 @@ impl Node {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect::<Vec<_>>()
             .join(" ");
-        self.start(pid, identity, deputy, wasm.clone(), command, |link| {
-            Body::restore(&self.runtime, &program, image, link)
-        })
+        self.start(
+            pid,
+            identity,
+            deputy,
+            Bytes::copy_from_slice(wasm),
+            command,
+            |link| Body::restore(&self.runtime, &program, image, link),
+        )
     }
 
     /// Enters a process (its pid held by the caller) into the table, with
@@ -259,7 +271,7 @@ impl Node {
         pid: Pid,
         identity: ssi_deputy::Identity,
         mut deputy: Deputy,
-        wasm: Vec<u8>,
+        wasm: Bytes,
         command: String,
         make: impl FnOnce(Box<dyn ssi_remote::DeputyLink>) -> Result<Body, BodyError>,
     ) -> Result<Process<'_>, LaunchError> {

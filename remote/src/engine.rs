@@ -5,6 +5,7 @@
 //! the engine's configuration), so a second launch maps it instead of compiling.
 
 use crate::rewinds::{OnDemand, runnable_alone};
+use bytes::Bytes;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::hash::{Hash, Hasher};
@@ -377,7 +378,13 @@ pub struct Runtime {
     /// Every module's rewind copies are made on demand, whatever its size
     /// (see [`Runtime::with_rewinds_on_demand`]).
     on_demand_always: bool,
+    /// Every module is compiled as it is (see [`Runtime::as_is`]).
+    as_is: bool,
 }
+
+/// Why the bodies of a runtime made with [`Runtime::as_is`] cannot be
+/// frozen.
+pub const AS_IS: &str = "its module was compiled as it is, not instrumented (as asked)";
 
 /// A module's entries in a cache: each file's path.
 struct Entries {
@@ -498,6 +505,7 @@ impl Runtime {
             completions: Default::default(),
             tiered: Default::default(),
             on_demand_always: false,
+            as_is: false,
         })
     }
 
@@ -516,6 +524,16 @@ impl Runtime {
     /// (for measuring the instrumented code itself).
     pub fn without_quick_tier(mut self) -> Self {
         self.quick = None;
+        self
+    }
+
+    /// Compiles every module as it is, not instrumented, on the same engine
+    /// and with the same configuration: its bodies run as any other, but
+    /// cannot be frozen ([`AS_IS`] says so). What the instrumentation's cost
+    /// is measured against. Such code is cached in entries of its own, never
+    /// taken for a freezable module's.
+    pub fn as_is(mut self) -> Self {
+        self.as_is = true;
         self
     }
 
@@ -662,7 +680,7 @@ impl Runtime {
         &self,
         hash: ModuleHash,
         shared: &SharedCode,
-        wasm: &[u8],
+        wasm: Bytes,
     ) -> Result<Program, LoadError> {
         let engine = match shared.not_freezable {
             None => &self.engine,
@@ -734,18 +752,32 @@ impl Runtime {
     /// the cache. A module instrumented now is compiled in two steps (see
     /// [`Program`]): this returns once the first is done.
     pub fn load_binary(&self, wasm: &[u8]) -> Result<Program, LoadError> {
-        self.load_program(wasm, false)
+        self.load_program(wasm, &|| Bytes::copy_from_slice(wasm), false)
+    }
+
+    /// As [`Runtime::load_binary`] (or with `whole`, [`Runtime::load_whole`]),
+    /// for a module its caller holds in shared bytes: a program that keeps
+    /// its module (to make rewind copies on demand, to compile its second
+    /// step) keeps these, not a copy (a large module is tens of megabytes).
+    pub fn load_shared(&self, wasm: &Bytes, whole: bool) -> Result<Program, LoadError> {
+        self.load_program(wasm, &|| wasm.clone(), whole)
     }
 
     /// As [`Runtime::load_binary`], for a body about to arrive with a stack to
     /// put back: returns once the whole module is compiled (in one step).
     pub fn load_whole(&self, wasm: &[u8]) -> Result<Program, LoadError> {
-        self.load_program(wasm, true)
+        self.load_program(wasm, &|| Bytes::copy_from_slice(wasm), true)
     }
 
     /// A program of `wasm`; with `whole`, always complete (never the
-    /// runnable part with a second step to come).
-    fn load_program(&self, wasm: &[u8], whole: bool) -> Result<Program, LoadError> {
+    /// runnable part with a second step to come). `kept` gives the bytes a
+    /// program keeps, if it keeps them.
+    fn load_program(
+        &self,
+        wasm: &[u8],
+        kept: &dyn Fn() -> Bytes,
+        whole: bool,
+    ) -> Result<Program, LoadError> {
         if !wasm.starts_with(b"\0asm") {
             return Err(LoadError::NotWasm);
         }
@@ -765,6 +797,15 @@ impl Runtime {
             completion,
             on_demand: None,
         };
+        if self.as_is {
+            let path = self.cache_path(&hash, "asis.cwasm");
+            if let Some(module) = path.as_ref().and_then(|p| cached(&self.engine, p)) {
+                return Ok(program(module, Some(AS_IS.into()), None));
+            }
+            let module = compile(&self.engine, wasm)?;
+            cache_module(path.as_deref(), &module, self.cache_max);
+            return Ok(program(module, Some(AS_IS.into()), None));
+        }
         // A module whose rewind copies are made on demand: its runnable
         // part is all a node compiles, kept as its whole code.
         let alone = |module: Module, on_demand| Program {
@@ -773,7 +814,7 @@ impl Runtime {
         };
         if let Some(module) = whole_path.as_ref().and_then(|p| cached(&self.engine, p)) {
             if runnable_alone(&module) {
-                return Ok(alone(module, OnDemand::new(wasm, None)));
+                return Ok(alone(module, OnDemand::new(kept(), None)));
             }
             return Ok(program(module, None, None));
         }
@@ -792,14 +833,14 @@ impl Runtime {
             .then(|| crate::instrument::prepare(wasm).ok())
             .flatten()
             .filter(|p| p.refusal().is_none());
-        let on_demand = (by_size || prepared.is_some()).then(|| OnDemand::new(wasm, prepared));
+        let on_demand = (by_size || prepared.is_some()).then(|| OnDemand::new(kept(), prepared));
         // The second step: the whole module, or the runnable part alone
         // when the rewind copies are made on demand (then compiled by
         // Cranelift after the quick tier's). Another process may have
         // cached it by the time it begins.
         let max = self.cache_max;
         let completion = |tier_up: bool| {
-            let (engine, wasm) = (self.engine.clone(), wasm.to_vec());
+            let (engine, wasm) = (self.engine.clone(), kept());
             let whole_path = whole_path.clone();
             let parts = [runnable_path.clone(), quick_path.clone()];
             let runnable_only = on_demand.is_some();
@@ -1303,6 +1344,38 @@ mod tests {
     }
 
     #[test]
+    fn a_runtime_as_is_compiles_modules_uninstrumented_in_entries_of_their_own() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = b"(module (func $f (loop (br 0))) (func (export \"_start\") (call $f)))";
+        let as_is = Runtime::new(Some(dir.path().to_path_buf()))
+            .expect("engine")
+            .as_is();
+        let p = as_is.load(text).expect("compiled as it is");
+        assert_eq!(p.not_freezable.as_deref(), Some(AS_IS));
+        assert!(p.completion.is_none());
+        // The module as it is: none of the instrumentation's exports.
+        assert!(
+            p.module
+                .get_export(crate::instrument::FLAG_MEMORY)
+                .is_none()
+        );
+        // On the engine instrumented code runs on, not the fallback's.
+        assert!(Engine::same(p.module.engine(), &as_is.engine));
+        let again = as_is.load(text).expect("from the cache");
+        assert_eq!(again.not_freezable.as_deref(), Some(AS_IS));
+        // A runtime that instruments never takes that entry for its own.
+        let rt = Runtime::new(Some(dir.path().to_path_buf())).expect("engine");
+        let freezable = rt.load(text).expect("instrumented");
+        assert!(freezable.freezable());
+        assert!(
+            freezable
+                .module
+                .get_export(crate::instrument::FLAG_MEMORY)
+                .is_some()
+        );
+    }
+
+    #[test]
     fn code_one_node_compiled_is_adopted_by_another_of_the_same_fingerprint_and_checked() {
         let (here, there) = (
             tempfile::tempdir().expect("dir"),
@@ -1325,7 +1398,9 @@ mod tests {
         wait_for(|| a.has_code(&hash));
         let shared = a.shared_code(&hash, None).expect("from the cache");
         assert!(!b.has_code(&hash));
-        let adopted = b.adopt(hash, &shared, &wasm).expect("adopted");
+        let adopted = b
+            .adopt(hash, &shared, wasm.clone().into())
+            .expect("adopted");
         assert!(adopted.is_complete() && adopted.freezable());
         assert!(
             adopted
@@ -1345,7 +1420,7 @@ mod tests {
         };
         damaged.code.truncate(damaged.code.len() / 2);
         assert!(matches!(
-            fresh.adopt(hash, &damaged, &wasm),
+            fresh.adopt(hash, &damaged, wasm.clone().into()),
             Err(LoadError::Shared(_))
         ));
         assert!(!fresh.has_code(&hash));
@@ -1366,13 +1441,15 @@ mod tests {
                 .as_deref()
                 .is_some_and(|w| w.contains("tail calls"))
         );
-        let adopted = b.adopt(plain_hash, &shared, &plain).expect("adopted");
+        let adopted = b
+            .adopt(plain_hash, &shared, plain.clone().into())
+            .expect("adopted");
         assert_eq!(adopted.not_freezable, p.not_freezable);
         assert!(b.has_code(&plain_hash));
         let other = Runtime::new(Some(c.path().to_path_buf())).expect("engine");
         assert_ne!(other.fingerprint(), a.fingerprint());
         assert!(matches!(
-            other.adopt(plain_hash, &shared, &plain),
+            other.adopt(plain_hash, &shared, plain.clone().into()),
             Err(LoadError::Shared(_))
         ));
         assert!(!other.has_code(&plain_hash));

@@ -13,7 +13,7 @@ use wasmtime::{Engine, Module};
 /// the functions a stack needed that no module had yet, compiled once and
 /// kept, so that each function's copy is compiled once on a node.
 pub(crate) struct OnDemand {
-    wasm: Arc<[u8]>,
+    wasm: bytes::Bytes,
     prepared: OnceLock<Result<Arc<crate::instrument::Prepared>, String>>,
     /// Kept for each engine that compiled copies (a program's quick tier
     /// and its optimised code link different modules).
@@ -53,13 +53,16 @@ pub(crate) struct StackRewinds {
 impl OnDemand {
     /// The rewind copies of `wasm`, with what they need of it if it is
     /// already worked out (else worked out at the first rewind).
-    pub(crate) fn new(wasm: &[u8], prepared: Option<crate::instrument::Prepared>) -> Arc<OnDemand> {
+    pub(crate) fn new(
+        wasm: bytes::Bytes,
+        prepared: Option<crate::instrument::Prepared>,
+    ) -> Arc<OnDemand> {
         let worked_out = OnceLock::new();
         if let Some(p) = prepared {
             let _ = worked_out.set(Ok(Arc::new(p)));
         }
         Arc::new(OnDemand {
-            wasm: wasm.into(),
+            wasm,
             prepared: worked_out,
             kept: Default::default(),
             making: Mutex::new(()),

@@ -130,3 +130,32 @@ fn trap_is_reported_like_wasmtime() {
         comparable_report(&reference.stderr_text())
     );
 }
+
+/// `ssirun --as-is` (what the instrumentation's overhead is measured
+/// against) runs the module uninstrumented under the same deputy, with the
+/// same results; it cannot be checkpointed, and says so before it starts.
+#[test]
+fn a_module_run_as_it_is_gives_the_same_results() {
+    let input: String = (0..200).map(|i| format!("line {i}\n")).collect();
+    let case = Case::new(guest("filter")).stdin(input.as_bytes());
+    let (as_is, _) = case.run_ssirun_with(&["--as-is"]);
+    let (reference, _) = case.run_reference();
+    assert_eq!(as_is.stdout_text(), reference.stdout_text());
+    assert_eq!(as_is.stderr_text(), reference.stderr_text());
+    assert_eq!(as_is.status, reference.status);
+    let dir = tempfile::tempdir().expect("tmp");
+    let dir = dir.path().display().to_string();
+    let (refused, _) = case.run_ssirun_with(&[
+        "--as-is",
+        "--checkpoint-every",
+        "1",
+        "--checkpoint-dir",
+        &dir,
+    ]);
+    assert_eq!(refused.status, 2, "{}", refused.stderr_text());
+    assert!(
+        refused.stderr_text().contains("--as-is"),
+        "{}",
+        refused.stderr_text()
+    );
+}

@@ -94,7 +94,7 @@ async fn fetch(
 pub(crate) async fn take_code(
     core: &Arc<NodeCore>,
     hash: ModuleHash,
-    wasm: &[u8],
+    wasm: &bytes::Bytes,
     holders: Vec<NodeId>,
 ) -> Option<Program> {
     if core.runtime.has_code(&hash) {
@@ -111,8 +111,8 @@ pub(crate) async fn take_code(
             }
         };
         let size = shared.code.len();
-        let (c, wasm) = (core.clone(), wasm.to_vec());
-        match on_thread("adopt-code", move || c.runtime.adopt(hash, &shared, &wasm)).await {
+        let (c, wasm) = (core.clone(), wasm.clone());
+        match on_thread("adopt-code", move || c.runtime.adopt(hash, &shared, wasm)).await {
             Ok(Ok(program)) => {
                 core.record(Event::new(
                     "fetched",
@@ -172,6 +172,7 @@ pub(crate) async fn load_sent(
     whole: bool,
     holders: Vec<NodeId>,
 ) -> Result<(), String> {
+    let wasm = bytes::Bytes::from(wasm);
     let hash = ModuleHash::of(&wasm);
     if let Some(program) = take_code(core, hash, &wasm, holders).await {
         core.modules.insert(hash, program);
@@ -179,12 +180,10 @@ pub(crate) async fn load_sent(
     }
     let c = core.clone();
     on_thread("load-module", move || {
-        let program = if whole {
-            c.runtime.load_whole(&wasm)
-        } else {
-            c.runtime.load_binary(&wasm)
-        }
-        .map_err(|e| e.to_string())?;
+        let program = c
+            .runtime
+            .load_shared(&wasm, whole)
+            .map_err(|e| e.to_string())?;
         c.modules.insert(program.hash, program);
         Ok(())
     })

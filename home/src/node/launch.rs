@@ -124,7 +124,7 @@ pub(crate) async fn launch(
     };
     let source = Source {
         program,
-        wasm: Arc::new(wasm),
+        wasm,
         spec: BodySpec {
             args: spec.args,
             env: spec.env,
@@ -155,7 +155,10 @@ async fn load_listed(
     target: NodeId,
     (what, command): (&str, &str),
     wasm: Vec<u8>,
-) -> Result<(ssi_remote::Program, Vec<u8>), Result<ssi_deputy::Signal, capnp::Error>> {
+) -> Result<(ssi_remote::Program, bytes::Bytes), Result<ssi_deputy::Signal, capnp::Error>> {
+    // Shared, not copied, by the process and its program (a module can be
+    // tens of megabytes).
+    let wasm = bytes::Bytes::from(wasm);
     let (ended, end) = oneshot::channel();
     core.loading.insert(
         pid,
@@ -190,7 +193,7 @@ async fn load_listed(
             }
             let loader = core.clone();
             on_thread(&format!("load-{pid}"), move || {
-                loader.runtime.load_binary(&wasm).map(|p| (p, wasm))
+                loader.runtime.load_shared(&wasm, false).map(|p| (p, wasm))
             })
             .await
             .map_err(|e| format!("cannot load the module: {e}"))?
@@ -292,7 +295,7 @@ pub(crate) async fn restore(
     };
     let source = Source {
         program,
-        wasm: Arc::new(wasm.clone()),
+        wasm: bytes::Bytes::copy_from_slice(wasm),
         deputy: Arc::new(Mutex::new(deputy)),
         spec,
     };

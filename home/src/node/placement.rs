@@ -21,7 +21,7 @@ use std::sync::Arc;
 pub(crate) struct Source {
     pub(crate) program: Program,
     /// The module as launched, for nodes that do not hold it.
-    pub(crate) wasm: Arc<Vec<u8>>,
+    pub(crate) wasm: bytes::Bytes,
     pub(crate) spec: BodySpec,
     pub(crate) deputy: SharedDeputy,
 }

@@ -40,12 +40,15 @@ impl NodeCore {
             None => (program, wasm),
             Some(bytes) => {
                 let loaded = ssi_remote::assemble(&bytes)
-                    .map(|w| w.into_owned())
+                    .map(|w| bytes::Bytes::from(w.into_owned()))
                     .map_err(|e| e.to_string())
                     .and_then(|w| {
                         ssi_remote::check_bytes(&w, false).map_err(|e| e.to_string())?;
-                        let p = core.runtime.load_binary(&w).map_err(|e| e.to_string())?;
-                        Ok((p, Arc::new(w)))
+                        let p = core
+                            .runtime
+                            .load_shared(&w, false)
+                            .map_err(|e| e.to_string())?;
+                        Ok((p, w))
                     });
                 loaded.map_err(|e| {
                     tracing::info!(parent = child.parent, "spawn: not a module it can run: {e}");

@@ -54,7 +54,7 @@ pub(crate) struct HomeProc {
     pub(crate) interrupter: Interrupter,
     /// Its module, which a child spawned with no module of its own runs.
     pub(crate) program: Program,
-    pub(crate) wasm: Arc<Vec<u8>>,
+    pub(crate) wasm: bytes::Bytes,
     /// Its memory limit (`BodySpec::max_memory_size`), which its children
     /// inherit, as a Unix process's resource limits.
     pub(crate) max_memory: Option<u64>,

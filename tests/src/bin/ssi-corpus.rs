@@ -5,10 +5,13 @@
 //!   starts from);
 //! - `ssi-corpus bench [RUNS [NAME]]` times each program's long case (the
 //!   one the tests move ten times and more), or NAME's alone, under
-//!   `ssirun`, embedded, its compiled code cached, against the reference
-//!   the tests compare with: the same module uninstrumented, on wasmtime
-//!   with `wasmtime-wasi`'s preview1 in this process. Each run of both must
-//!   give the same results; it prints the medians and their ratio;
+//!   `ssirun`, embedded, its compiled code cached, against the same module
+//!   compiled as it is, not instrumented, on the same engine and under the
+//!   same deputy (`ssirun --as-is`): the instrumentation's overhead; and
+//!   against the reference the tests compare with, the module as it is on
+//!   wasmtime with `wasmtime-wasi`'s preview1 in this process. The three
+//!   take turns; each run must give the same results; it prints the medians
+//!   and their ratios;
 //! - `ssi-corpus case NAME DIR` writes the files of program NAME's long case
 //!   into DIR and prints the arguments that run it (after `ssirun` or
 //!   `wasmtime run`), to run or profile it by hand.
@@ -78,13 +81,15 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn bench(programs: &[(ssi_tests::corpus::Program, std::path::PathBuf)], runs: usize) -> ExitCode {
-    println!("| program | ssirun (instrumented) | reference (as is) | ratio |");
-    println!("| --- | --- | --- | --- |");
+    println!(
+        "| program | ssirun (instrumented) | ssirun --as-is | overhead | wasmtime-wasi (in process) | ratio |"
+    );
+    println!("| --- | --- | --- | --- | --- | --- |");
     for (program, _) in programs {
         let case = case(program, Size::Long);
-        // Warm both: ssirun's cache (its whole module, compiled at once
-        // rather than left to a process of its own by a run that ended
-        // first) and the reference's compiled module.
+        // Warm all three: ssirun's cache (its whole module, compiled at
+        // once rather than left to a process of its own by a run that
+        // ended first), the module's code as it is, and the reference's.
         let expected = case.run_reference();
         let filled = std::process::Command::new(ssi_tests::bin("ssirun"))
             .arg("--fill-cache")
@@ -98,24 +103,39 @@ fn bench(programs: &[(ssi_tests::corpus::Program, std::path::PathBuf)], runs: us
             return ExitCode::FAILURE;
         }
         let _ = case.run_ssirun();
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let _ = case.run_ssirun_with(&["--as-is"]);
+        let (mut ours, mut as_is, mut theirs) = (Vec::new(), Vec::new(), Vec::new());
         for _ in 0..runs {
             let t = Instant::now();
             let got = case.run_ssirun();
             ours.push(t.elapsed().as_secs_f64());
             let t = Instant::now();
+            let plain = case.run_ssirun_with(&["--as-is"]);
+            as_is.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
             let reference = case.run_reference();
             theirs.push(t.elapsed().as_secs_f64());
-            if got != expected || reference != expected {
-                eprintln!(
-                    "ssi-corpus: {} gave other results (status {} against {})",
-                    program.name, got.0.status, expected.0.status
-                );
-                return ExitCode::FAILURE;
+            for (runner, outcome) in [
+                ("ssirun", &got),
+                ("ssirun --as-is", &plain),
+                ("the reference", &reference),
+            ] {
+                if *outcome != expected {
+                    eprintln!(
+                        "ssi-corpus: {} under {runner} gave other results (status {} against {})",
+                        program.name, outcome.0.status, expected.0.status
+                    );
+                    return ExitCode::FAILURE;
+                }
             }
         }
-        let (a, b) = (median(ours), median(theirs));
-        println!("| {} | {a:.3} s | {b:.3} s | {:.3}× |", program.name, a / b);
+        let (a, p, r) = (median(ours), median(as_is), median(theirs));
+        println!(
+            "| {} | {a:.3} s | {p:.3} s | {:.3}× | {r:.3} s | {:.3}× |",
+            program.name,
+            a / p,
+            a / r
+        );
     }
     ExitCode::SUCCESS
 }

@@ -357,7 +357,7 @@ fn share(modules: &[PathBuf]) -> Result<()> {
                 .shared_code(&hash, None)
                 .with_context(|| format!("{name}: no code in the holder's cache"))?;
             taker
-                .adopt(hash, &shared, &wasm)
+                .adopt(hash, &shared, wasm.clone().into())
                 .with_context(|| format!("adopt {name}"))?;
             take = take.min(t.elapsed().as_secs_f64());
             size = shared.code.len();

@@ -83,6 +83,11 @@ struct Args {
     /// own, so that the next launch starts on it).
     #[arg(long, hide = true, conflicts_with_all = ["restore", "connect", "no_cache"])]
     fill_cache: bool,
+    /// Run MODULE compiled as it is, not instrumented, on the same engine:
+    /// it cannot be frozen (what the instrumentation's cost is measured
+    /// against, `ssi-corpus bench`).
+    #[arg(long, hide = true, conflicts_with_all = ["restore", "connect", "node", "fill_cache", "checkpoint_every"])]
+    as_is: bool,
     /// The WebAssembly module (binary or text) to run.
     #[arg(required_unless_present = "restore")]
     module: Option<PathBuf>,
@@ -700,7 +705,10 @@ fn run(args: Args) -> Result<Outcome> {
         (None, Some(module)) => Start::Launch(program(&args, module)?),
         (None, None) => bail!("give a module to run, or --restore FILE"),
     };
-    if let Some(endpoint) = pick_endpoint(&args)? {
+    // (Code compiled as it is runs here: a node instruments what it runs.)
+    if !args.as_is
+        && let Some(endpoint) = pick_endpoint(&args)?
+    {
         return run_on_node(&endpoint, args.node, start, periodic);
     }
     let cache = if !cache_on_disk {
@@ -715,7 +723,7 @@ fn run(args: Args) -> Result<Outcome> {
             .iter()
             .any(|f| ssi_remote::imports(&p.bytes, "ssi", f))
     {
-        return run_on_private_node(cache, start, periodic);
+        return run_on_private_node(runtime(cache, args.as_is)?, start, periodic);
     }
     // The body runs on a thread with room for its Wasm stack, as on a node
     // (the main thread has the system's 8 MiB); it is made there too, so
@@ -731,6 +739,13 @@ fn run(args: Args) -> Result<Outcome> {
     })
 }
 
+/// The runtime of this process's node, caching in `cache`; with `as_is`,
+/// compiling modules as they are.
+fn runtime(cache: Option<PathBuf>, as_is: bool) -> Result<Runtime> {
+    let runtime = Runtime::new(cache).context("cannot start the compiler")?;
+    Ok(if as_is { runtime.as_is() } else { runtime })
+}
+
 /// Runs the process in this process: on an embedded node, without a daemon.
 fn run_embedded(
     args: &Args,
@@ -739,7 +754,7 @@ fn run_embedded(
     periodic: Option<Periodic>,
 ) -> Result<Outcome> {
     let caching = cache.is_some();
-    let runtime = Runtime::new(cache).context("cannot start the embedded node")?;
+    let runtime = runtime(cache, args.as_is).context("cannot start the embedded node")?;
     let node = Node::new(EMBEDDED_NODE, runtime).context("cannot start the embedded node")?;
     let (process, module_name) = match start {
         Start::Launch(p) => {
@@ -823,7 +838,7 @@ fn fill_cache_later(module: &std::path::Path) {
 /// socket in a private directory and gone with it: its children are the
 /// node's too (they end with `ssirun`).
 fn run_on_private_node(
-    cache: Option<PathBuf>,
+    runtime: Runtime,
     start: Start,
     periodic: Option<Periodic>,
 ) -> Result<Outcome> {
@@ -833,7 +848,6 @@ fn run_on_private_node(
         .context("cannot make a directory for the private node")?;
     let socket = dir.path().join("node.sock");
     let config = ssi_home::Config::new(EMBEDDED_NODE, "127.0.0.1:0".into(), socket.clone());
-    let runtime = Runtime::new(cache).context("cannot start the private node")?;
     let daemon =
         ssi_home::Daemon::start(config, runtime).context("cannot start the private node")?;
     let outcome = run_on_node(&Endpoint::Unix(socket), None, start, periodic);
