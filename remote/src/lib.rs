@@ -25,8 +25,8 @@ pub use clock::{BodyClock, CpuMeter, ThreadCpuClock};
 pub use control::Control;
 pub use ctx::{Killed, ProcExit};
 pub use engine::{
-    BODY_THREAD_STACK, LoadError, MAX_WASM_STACK_OPTION, ModuleHash, Program, Runtime, SharedCode,
-    WARM_UP, WASM_STACK, assemble, default_cache_dir, imports,
+    AS_IS, BODY_THREAD_STACK, LoadError, MAX_WASM_STACK_OPTION, ModuleHash, Program, Runtime,
+    SharedCode, WARM_UP, WASM_STACK, assemble, default_cache_dir, imports,
 };
 pub use image::ImageStats;
 pub use link::{DeputyLink, LinkError, LocalLink, NoLink, SharedDeputy};
