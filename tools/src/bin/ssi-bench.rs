@@ -6,8 +6,10 @@
 //! ratio are printed. Workloads: launching `hello` with a warm cache, two compute
 //! kernels (`compute`: loops; `churn`: deep recursion, stack arrays, a changing
 //! heap), and 100 MiB written to stdout (drained through a pipe). Every body of
-//! `ssirun` is instrumented to be freezable, so the kernels' ratios are the
-//! price of that instrumentation.
+//! `ssirun` is instrumented to be freezable; each workload also runs under
+//! `ssirun --as-is` (the same module compiled as it is, on the same engine,
+//! under the same deputy), and the `overhead` column is the price of that
+//! instrumentation alone.
 
 use anyhow::{Context, Result, bail};
 use clap::Parser;
@@ -146,12 +148,13 @@ fn main() -> Result<()> {
     );
     println!("rounds:   {} alternating, median wall time\n", args.rounds);
     println!(
-        "{:<28} {:>12} {:>12} {:>8}  note",
-        "workload", "ssirun", "wasmtime", "ratio"
+        "{:<28} {:>12} {:>12} {:>9} {:>12} {:>8}  note",
+        "workload", "ssirun", "as is", "overhead", "wasmtime", "ratio"
     );
     for w in &workloads {
         let module = args.guests.join(format!("{}.wasm", w.guest));
         let mut ours = Vec::new();
+        let mut as_is = Vec::new();
         let mut theirs = Vec::new();
         let mut bytes = 0;
         // The optimised code cached first, as a first long run leaves it
@@ -173,6 +176,16 @@ fn main() -> Result<()> {
                     .arg(&module)
                     .args(w.args),
             )?;
+            // The same module compiled as it is, on the same engine, under
+            // the same deputy: the instrumentation's overhead alone.
+            let (p, plain) = time(
+                Command::new(&ssirun)
+                    .env("SSI_SOCKET", "/nonexistent/ssi-bench.sock")
+                    .env_remove("SSI_CONNECT")
+                    .arg("--as-is")
+                    .arg(&module)
+                    .args(w.args),
+            )?;
             let (b, reference) = time(
                 Command::new(&args.wasmtime)
                     .arg("run")
@@ -181,7 +194,7 @@ fn main() -> Result<()> {
             )?;
             // A run that skipped work would read as a speed-up: every round
             // must print what wasmtime prints.
-            if n != reference {
+            if n != reference || plain != reference {
                 bail!(
                     "{}: ssirun printed {} bytes, wasmtime {} (or other bytes): no ratio",
                     w.name,
@@ -191,11 +204,12 @@ fn main() -> Result<()> {
             }
             if round > 0 {
                 ours.push(a);
+                as_is.push(p);
                 theirs.push(b);
             }
             bytes = n.bytes;
         }
-        let (a, b) = (median(ours), median(theirs));
+        let (a, p, b) = (median(ours), median(as_is), median(theirs));
         let ratio = a.as_secs_f64() / b.as_secs_f64();
         let note = if w.guest == "bigout" {
             let mib = bytes as f64 / (1 << 20) as f64;
@@ -209,9 +223,11 @@ fn main() -> Result<()> {
             String::new()
         };
         println!(
-            "{:<28} {:>10.2}ms {:>10.2}ms {:>7.3}x  {}",
+            "{:<28} {:>10.2}ms {:>10.2}ms {:>8.3}x {:>10.2}ms {:>7.3}x  {}",
             w.name,
             a.as_secs_f64() * 1e3,
+            p.as_secs_f64() * 1e3,
+            a.as_secs_f64() / p.as_secs_f64(),
             b.as_secs_f64() * 1e3,
             ratio,
             note
