@@ -235,7 +235,9 @@ impl Node {
             ));
         };
         let state = ssi_deputy::DeputyState::decode(state).map_err(LaunchError::State)?;
-        let program = self.runtime.load_binary(wasm)?;
+        // One copy of the image's module, shared by the process and its program.
+        let wasm = Bytes::copy_from_slice(wasm);
+        let program = self.runtime.load_shared(&wasm, false)?;
         if ghost.module != Some(program.hash) {
             return Err(LaunchError::NotCheckpoint(
                 "its module section is not the module its image was taken from",
@@ -254,14 +256,9 @@ impl Node {
             .map(|a| String::from_utf8_lossy(a).into_owned())
             .collect::<Vec<_>>()
             .join(" ");
-        self.start(
-            pid,
-            identity,
-            deputy,
-            Bytes::copy_from_slice(wasm),
-            command,
-            |link| Body::restore(&self.runtime, &program, image, link),
-        )
+        self.start(pid, identity, deputy, wasm, command, |link| {
+            Body::restore(&self.runtime, &program, image, link)
+        })
     }
 
     /// Enters a process (its pid held by the caller) into the table, with

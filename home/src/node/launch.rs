@@ -254,9 +254,11 @@ pub(crate) async fn restore(
         ));
     };
     let state = ssi_deputy::DeputyState::decode(state).map_err(|e| bad(e.to_string()))?;
+    // One copy of the image's module, shared by the process and its program.
+    let wasm = bytes::Bytes::copy_from_slice(wasm);
     let program = core
         .runtime
-        .load_binary(wasm)
+        .load_shared(&wasm, false)
         .map_err(|e| bad(format!("its module: {e}")))?;
     if ghost.module != Some(program.hash) {
         return Err(bad(
@@ -295,7 +297,7 @@ pub(crate) async fn restore(
     };
     let source = Source {
         program,
-        wasm: bytes::Bytes::copy_from_slice(wasm),
+        wasm,
         deputy: Arc::new(Mutex::new(deputy)),
         spec,
     };
