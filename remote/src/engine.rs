@@ -430,8 +430,12 @@ pub const WASM_STACK: usize = 16 << 20;
 pub const MAX_WASM_STACK_OPTION: usize = WASM_STACK / 2;
 
 /// The most native stack a body's Wasm code may use on the quick tier,
-/// whose unoptimised frames are larger still.
-pub const QUICK_WASM_STACK: usize = 2 * WASM_STACK;
+/// whose unoptimised frames are larger still: Cranelift's single-pass
+/// register allocator gives every value a stack slot of its own, and Go's
+/// functions (many values each) get frames fifteen times their optimised
+/// ones (`encoding/json`'s recursive decoders: 4,016 bytes against 272). A
+/// first launch recurses as deep as the optimised code does.
+pub const QUICK_WASM_STACK: usize = 16 * WASM_STACK;
 
 /// The native stack of a thread that runs a body: its Wasm stack (on the
 /// quick tier, the larger), and room for the host's frames around it.

@@ -359,7 +359,7 @@ fn max_memory_size_goes_with_a_process_that_moves_and_restarts() {
     );
 }
 
-/// Writes `deep.wat` into `dir`: `_start` recurses 200,000 calls deep,
+/// Writes `deep.wat` into `dir`: `_start` recurses 250,000 calls deep,
 /// past the 512 KiB of stack `wasmtime run` gives by default and within the
 /// 8 MiB Go's wasip1 runner asks for (`-W max-wasm-stack=8388608`). Its path.
 fn deep_module(dir: &Path) -> PathBuf {
@@ -375,7 +375,7 @@ fn deep_module(dir: &Path) -> PathBuf {
                     (then (local.get $x))
                     (else (i64.add (i64.xor (call $r (i32.sub (local.get $d) (i32.const 1))
                         (local.get $y)) (local.get $z)) (local.get $y)))))
-            (func (export "_start") (drop (call $r (i32.const 200000) (i64.const 1)))))"#,
+            (func (export "_start") (drop (call $r (i32.const 250000) (i64.const 1)))))"#,
     )
     .expect("write the module");
     module
@@ -383,7 +383,7 @@ fn deep_module(dir: &Path) -> PathBuf {
 
 /// As `wasmtime run -W max-wasm-stack=8388608` (what Go's wasip1 runner
 /// passes): a program recursing as deep as 8 MiB allows runs to its end,
-/// embedded and with its body on another node; a size past what every
+/// embedded (on the quick tier's code too) and with its body on another node; a size past what every
 /// node gives is refused by name.
 #[test]
 fn max_wasm_stack_lets_a_program_recurse_as_deep_as_under_wasmtime() {
@@ -394,6 +394,19 @@ fn max_wasm_stack_lets_a_program_recurse_as_deep_as_under_wasmtime() {
     assert_ne!(reference.status, 0, "the recursion fits wasmtime's default");
     let (ours, _) = Case::new(module.clone()).run_ssirun_with(&["-W", "max-wasm-stack=8388608"]);
     assert_eq!(ours.status, 0, "embedded: {}", ours.stderr_text());
+    let given = Case::new(module.clone()).max_wasm_stack(8 << 20);
+    let (reference, _) = given.run_reference();
+    assert_eq!(
+        reference.status,
+        0,
+        "wasmtime, given 8 MiB: {}",
+        reference.stderr_text()
+    );
+    // A first launch runs the quick tier's code, whose frames are larger
+    // still (Cranelift's single-pass allocator gives values slots of their
+    // own).
+    let (quick, _) = given.run_ssirun_with(&["--no-cache"]);
+    assert_eq!(quick.status, 0, "quick tier: {}", quick.stderr_text());
     let cluster = Cluster::start(2);
     let out = ssi_tests::run(
         Command::new(bin("ssirun"))
