@@ -38,8 +38,8 @@
 //! poll points and unwinding, and call fast copies from then on.
 
 use super::analyze::{FuncBody, opens_frame, parse_error};
-use super::savers::{Savers, Saves, enc};
-use super::sites::{Construct, Site};
+use super::savers::{Savers, Saves, enc, size_of};
+use super::sites::{Callee, Construct, Site};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{BlockType as EBlock, Function, Instruction as I, MemArg, ValType as EVal};
@@ -262,13 +262,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         saves: &mut Saves,
         at: u32,
     ) {
-        let site = self.site(k);
-        let mut values: Vec<u32> = site.saved.iter().map(|(l, _)| *l).collect();
-        let mut types: Vec<ValType> = site.saved.iter().map(|(_, t)| *t).collect();
-        values.extend(&slots[..site.under.len()]);
-        values.extend(&slots[site.under.len()..site.under.len() + site.kept_args().len()]);
-        types.extend(&site.under);
-        types.extend(site.kept_args());
+        let (values, types) = self.saved_values(k, slots);
         if let Some(slot) = saves.k {
             let j = saves.block(&values, &types);
             f.instruction(&I::I32Const(k as i32));
@@ -281,6 +275,84 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         f.instruction(&I::I32Const(k as i32));
         self.call_saver(f, &types);
+    }
+
+    /// What site `k` saves (its values under the call and its arguments
+    /// being in the locals `slots`): the locals, and their types.
+    fn saved_values(&self, k: u32, slots: &[u32]) -> (Vec<u32>, Vec<ValType>) {
+        let site = self.site(k);
+        let mut values: Vec<u32> = site.saved.iter().map(|(l, _)| *l).collect();
+        let mut types: Vec<ValType> = site.saved.iter().map(|(_, t)| *t).collect();
+        values.extend(&slots[..site.under.len()]);
+        values.extend(&slots[site.under.len()..site.under.len() + site.kept_args().len()]);
+        types.extend(&site.under);
+        types.extend(site.kept_args());
+        (values, types)
+    }
+
+    /// Whether the function's records are written in place rather than by
+    /// a helper: every site is a poll point (it calls nothing that can
+    /// unwind) and its saves are shared. Such a function calls nothing to
+    /// save itself, so a function that was a leaf stays one (no frame, no
+    /// stack-limit check for Cranelift). Its record is the first of an
+    /// unwind, or lands on records already there (a handler's), and is
+    /// written only where the unwind stack has room for it: with no room, the
+    /// poll point goes on and the freeze waits for a later site (see
+    /// [`Self::poll_taken`]), as it does while a pinned call runs.
+    pub(crate) fn saves_in_place(&self, saves: &Saves) -> bool {
+        saves.k.is_some() && self.sites.iter().all(|s| s.callee == Callee::Poll)
+    }
+
+    /// A record of `types` (then `k`, from the local `k`, and the function's
+    /// index) written in place from the locals `values` (see
+    /// [`Self::saves_in_place`]), and the return.
+    fn store_record(&self, f: &mut Function, values: &[u32], types: &[ValType], k: u32) {
+        let c = self.consts;
+        let mut at = 0u32;
+        for (l, t) in values.iter().zip(types) {
+            f.instruction(&I::GlobalGet(c.ptr_global));
+            f.instruction(&I::LocalGet(*l));
+            let m = self.mem(at);
+            f.instruction(&match t {
+                ValType::I32 => I::I32Store(m),
+                ValType::I64 => I::I64Store(m),
+                ValType::F32 => I::F32Store(m),
+                ValType::F64 => I::F64Store(m),
+                _ => I::V128Store(m),
+            });
+            at += size_of(t);
+        }
+        f.instruction(&I::GlobalGet(c.ptr_global));
+        f.instruction(&I::LocalGet(k));
+        f.instruction(&I::I32Store(self.mem(at)));
+        f.instruction(&I::GlobalGet(c.ptr_global));
+        f.instruction(&I::I32Const(self.body.index as i32));
+        f.instruction(&I::I32Store(self.mem(at + 4)));
+        f.instruction(&I::GlobalGet(c.ptr_global));
+        f.instruction(&I::I32Const((at + 8) as i32));
+        f.instruction(&I::I32Add);
+        f.instruction(&I::GlobalSet(c.ptr_global));
+        for t in &self.sig.results {
+            Self::zero(f, t);
+        }
+        f.instruction(&I::Return);
+    }
+
+    /// Whether the unwind stack has room for site `k`'s record, left on
+    /// the operand stack (for a save in place).
+    fn has_room(&self, f: &mut Function, k: u32) {
+        let c = self.consts;
+        let (_, types) = self.saved_values(k, &[]);
+        let size: u32 = types.iter().map(size_of).sum::<u32>() + 8;
+        f.instruction(&I::GlobalGet(c.ptr_global));
+        f.instruction(&I::I64ExtendI32U);
+        f.instruction(&I::I64Const(i64::from(size)));
+        f.instruction(&I::I64Add);
+        f.instruction(&I::MemorySize(c.stack_memory));
+        f.instruction(&I::I64ExtendI32U);
+        f.instruction(&I::I64Const(16));
+        f.instruction(&I::I64Shl);
+        f.instruction(&I::I64LeU);
     }
 
     /// The end of a save, `k` on the stack above the values: the helper,
@@ -330,8 +402,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         prologue.raw(code.iter().copied());
         prologue.instruction(&I::End);
         prologue.instruction(&I::Return);
+        let in_place = self.saves_in_place(saves);
         for (values, types) in &saves.layouts {
             prologue.instruction(&I::End);
+            if in_place {
+                self.store_record(prologue, values, types, slot);
+                continue;
+            }
             for l in values {
                 prologue.instruction(&I::LocalGet(*l));
             }
@@ -405,6 +482,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::Drop);
         f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
+        if self.saves_in_place(saves) {
+            self.has_room(f, k);
+            f.instruction(&I::I32And);
+        }
         self.hinted_if(f, true);
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
