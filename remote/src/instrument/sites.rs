@@ -271,9 +271,44 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         Some(Counted { local, wide, mask })
     }
 
+    /// Whether every call of the function reads the flag at a loop's poll
+    /// point before it does any work, so that the poll point at its entry
+    /// (for a function that can recurse) would read it a second time: the
+    /// code before the loop only opens blocks and moves values (Go's
+    /// functions each start `global.get; local.set; block; loop`, the loop
+    /// that dispatches over their blocks), it cannot branch past the loop,
+    /// and the loop's poll point reads the flag on every iteration (not
+    /// counted) and saves plain values alone (so is never pinned).
+    fn starts_with_a_poll(&self) -> bool {
+        if !self.body.locals.iter().all(is_plain_value) {
+            return false;
+        }
+        for (i, info) in self.body.ops.iter().enumerate() {
+            match info.op {
+                Operator::Block { .. }
+                | Operator::Nop
+                | Operator::Drop
+                | Operator::LocalGet { .. }
+                | Operator::LocalSet { .. }
+                | Operator::LocalTee { .. }
+                | Operator::GlobalGet { .. }
+                | Operator::GlobalSet { .. }
+                | Operator::I32Const { .. }
+                | Operator::I64Const { .. } => {}
+                Operator::Loop { .. } => {
+                    return info.live
+                        && info.stack.iter().all(is_plain_value)
+                        && !(self.plan.counted_polls && self.counted(i).is_some());
+                }
+                _ => return false,
+            }
+        }
+        false
+    }
+
     /// Numbers the sites in code order, and finds the constructs that hold them.
     pub(crate) fn find_sites(&mut self) -> Result<(), InstrumentError> {
-        if self.plan.recursive[self.plan.defined(self.body.index)] {
+        if self.plan.recursive[self.plan.defined(self.body.index)] && !self.starts_with_a_poll() {
             self.entry_poll = Some(self.new_site(Callee::Poll, None)?);
         }
         struct Open {

@@ -468,6 +468,63 @@ fn poll_points_are_where_loops_and_recursion_are() {
     assert_eq!(ins.memories, 1);
 }
 
+/// A function that can recurse polls at its entry, unless a loop's poll
+/// point comes first, before any work (Go's functions: the loop that
+/// dispatches over their blocks): then it reads the flag there alone.
+#[test]
+fn a_recursive_function_that_starts_with_a_loop_polls_there_alone() {
+    let text = format!(
+        r#"(module {IMPORTS}
+        (global $sp (mut i32) (i32.const 0))
+        (func $go (param $pc i32) (param $n i32) (result i64) (local $s i32)
+            (local.set $s (global.get $sp))
+            (block $done
+              (loop $dispatch
+                (block $b1 (block $b0 (br_table $b0 $b1 $done (local.get $pc)))
+                  (if (local.get $n) (then
+                    (call $out (call $go (i32.const 0) (i32.sub (local.get $n) (i32.const 1))))))
+                  (local.set $pc (i32.const 1))
+                  (br $dispatch))
+                (local.set $pc (i32.const 2))
+                (br $dispatch)))
+            (i64.extend_i32_u (i32.add (local.get $n) (local.get $s))))
+        (func $work (param $n i32) (result i64)
+            (local.set $n (i32.add (local.get $n) (i32.const 0)))
+            (loop $l (br_if $l (i32.const 0)))
+            (if (result i64) (local.get $n)
+                (then (i64.add (i64.const 1) (call $work (i32.sub (local.get $n) (i32.const 1)))))
+                (else (i64.const 7))))
+        (func (export "_start")
+            (call $out (call $go (i32.const 0) (i32.const 30)))
+            (call $out (call $work (i32.const 30)))))"#
+    );
+    let ins = instrument(&wat(&text)).expect("instrumented");
+    validate(&ins.wasm);
+    let mut reads = Vec::new();
+    for payload in Parser::new(0).parse_all(&ins.wasm) {
+        if let Ok(Payload::CodeSectionEntry(b)) = payload {
+            let mut r = b.get_operators_reader().expect("ops");
+            let mut n = 0;
+            while !r.eof() {
+                n += usize::from(matches!(
+                    r.read().expect("op"),
+                    Operator::I32AtomicLoad { .. }
+                ));
+            }
+            reads.push(n);
+        }
+    }
+    // Each poll point reads the flag twice: to poll, and once taken, to
+    // tell a kill from a freeze. `$go`: its loop's; `$work`: its entry's
+    // (an addition comes before its loop) and its loop's.
+    assert_eq!(
+        reads[..2],
+        [2, 4],
+        "flag reads of the fast copies of $go, $work"
+    );
+    same_when_tortured(&text);
+}
+
 /// Per function of `wasm`: its branch hints, each with whether it names an
 /// `if` of that function's code.
 fn branch_hints(wasm: &[u8]) -> Vec<(u32, Vec<(bool, bool)>)> {
