@@ -9,10 +9,11 @@
 use crate::clock::{BodyClock, CpuMeter};
 use crate::control::Control;
 use crate::ctx::{BodyCtx, Killed, MemoryGauge, ProcExit, Terminated, Unwinder};
-use crate::engine::{Completion, ModuleHash, Program, Runtime};
+use crate::engine::{ModuleHash, Program, Runtime};
 use crate::ghost::GhostError;
 use crate::instrument::{FLAG_MEMORY, NORMAL, REWINDING, UNWINDING};
 use crate::link::DeputyLink;
+use crate::program::Completion;
 use crate::shims;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,60 +1,22 @@
-//! The wasmtime engine and the cache of compiled modules.
+//! The wasmtime engines, and how a module becomes a [`Program`]: taken from
+//! the cache of compiled modules, or instrumented and compiled now.
 //!
 //! Modules are identified by the SHA-256 of their bytes. The native code wasmtime
 //! compiles for a module is kept on disk under that hash (next to a fingerprint of
-//! the engine's configuration), so a second launch maps it instead of compiling.
+//! the engine's configuration), so a second launch maps it instead of compiling
+//! (the entries themselves: `cache.rs`).
 
+use crate::cache::{cache_module, cache_whole, cached, store_atomically};
+pub use crate::code::{LoadError, ModuleHash};
+pub(crate) use crate::code::{compile, one_line};
+use crate::program::Completion;
+pub use crate::program::{Program, WARM_UP};
 use crate::rewinds::{OnDemand, runnable_alone};
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
-use std::fmt;
 use std::hash::{Hash, Hasher};
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use wasmtime::{Config, Engine, Module};
-
-/// The content hash of a module's bytes.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct ModuleHash(pub [u8; 32]);
-
-impl ModuleHash {
-    pub fn of(bytes: &[u8]) -> Self {
-        ModuleHash(Sha256::digest(bytes).into())
-    }
-
-    pub fn to_hex(&self) -> String {
-        hex::encode(self.0)
-    }
-}
-
-impl fmt::Debug for ModuleHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "ModuleHash({})", self.to_hex())
-    }
-}
-
-impl fmt::Display for ModuleHash {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.to_hex())
-    }
-}
-
-/// Why a module could not be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum LoadError {
-    #[error("not a WebAssembly module (no `\\0asm` header, and not WebAssembly text)")]
-    NotWasm,
-    #[error("invalid WebAssembly text: {0}")]
-    BadText(String),
-    #[error("invalid WebAssembly module: {0}")]
-    Invalid(String),
-    #[error("cannot set up the WebAssembly engine: {0}")]
-    Engine(String),
-    #[error("cannot use the compiled-code cache: {0}")]
-    Cache(String),
-    #[error("cannot use the code a peer compiled: {0}")]
-    Shared(String),
-}
 
 /// A module's compiled code as one node hands it to another of the same
 /// [`Runtime::fingerprint`], so that a cluster compiles each module once
@@ -68,283 +30,9 @@ pub struct SharedCode {
     pub not_freezable: Option<String>,
 }
 
-/// A module ready to instantiate: compiled, instrumented for freezing when it
-/// can be.
-///
-/// A module instrumented now (not found in the cache) is compiled in two
-/// steps, so that its first launch does not wait for the larger part: first
-/// its runnable part (`instrument::Instrumented::runnable`: the fast copies,
-/// which run, freeze and write images), then, on a thread of its own, the
-/// whole module with its rewind copies. A body started on the runnable part
-/// moves into an instance of the whole module before its first rewind (the
-/// resume after a freeze, a handler run at a poll point), waiting for it if
-/// it is not compiled yet; bodies started later start on the whole module.
-#[derive(Clone)]
-pub struct Program {
-    /// The hash of the module as given (not as instrumented): what images and
-    /// nodes name it by.
-    pub hash: ModuleHash,
-    pub module: Module,
-    /// Why its bodies cannot be frozen, if they cannot.
-    pub not_freezable: Option<String>,
-    /// The module linked to the shims, once a body of it was made: later
-    /// bodies instantiate it at once.
-    pub(crate) linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
-    /// While `module` is only the runnable part: the whole module, compiling.
-    pub(crate) completion: Option<Arc<Completion>>,
-    /// When `module` is the runnable part of a module too large to compile
-    /// whole: its rewind copies, made for each stack put back.
-    pub(crate) on_demand: Option<Arc<OnDemand>>,
-}
-
-impl Program {
-    pub fn freezable(&self) -> bool {
-        self.not_freezable.is_none()
-    }
-
-    /// Whether its rewind copies are compiled (a program compiled in one step,
-    /// or whose second step is done).
-    pub fn is_complete(&self) -> bool {
-        self.completion.as_ref().is_none_or(|c| c.is_done())
-    }
-
-    /// The program with its rewind copies, once they are compiled: waits for
-    /// the second step of its compilation if it is still under way.
-    pub fn complete(&self) -> Result<Program, LoadError> {
-        match &self.completion {
-            None => Ok(self.clone()),
-            Some(c) => c.program(self.hash),
-        }
-    }
-
-    /// Begins compiling the whole module once `delay` has passed (unless
-    /// it has begun): for a node that holds the program of a process whose
-    /// body may come to it (its home), as a body run here would.
-    pub fn complete_after(&self, delay: std::time::Duration) {
-        if let Some(c) = &self.completion {
-            c.begin_after(delay);
-        }
-    }
-
-    /// What a new body instantiates: the whole module if it is compiled, else
-    /// the runnable part, with the compilation to move into later.
-    pub(crate) fn current(&self) -> Program {
-        match &self.completion {
-            Some(c) if c.is_done() => self.complete().unwrap_or_else(|_| self.clone()),
-            _ => self.clone(),
-        }
-    }
-}
-
-/// The second step of a program's compilation: the whole instrumented
-/// module, compiled on a thread of its own once a body needs it: when a
-/// body of the runnable part has run for [`WARM_UP`], or at once when one
-/// must rewind. (A node that only holds the program for bodies elsewhere,
-/// or a command that ends within the warm-up, never compiles it.)
-pub(crate) struct Completion {
-    name: String,
-    make: Mutex<Option<MakeWhole>>,
-    done: Mutex<Option<Result<Module, String>>>,
-    ready: Condvar,
-    linked: Arc<OnceLock<wasmtime::InstancePre<crate::ctx::BodyCtx>>>,
-    /// The rewind copies of the module it makes, when they are made on
-    /// demand (its program's [`Program::on_demand`]).
-    on_demand: Option<Arc<OnDemand>>,
-    /// The bodies of a quick first tier (see [`Runtime`]): each is asked to
-    /// move into the module made once it is ready, rather than at its first
-    /// rewind, as their code is slower.
-    tier_up: Option<Mutex<Vec<std::sync::Weak<crate::control::ControlInner>>>>,
-}
-
-/// How long a body runs on a program's runnable part before the whole
-/// module's compilation begins.
-pub const WARM_UP: std::time::Duration = std::time::Duration::from_secs(1);
-
 /// How old a lock of [`Runtime::fill_cache`] may be before it is taken for
 /// one its filler left when it died.
 const FILL_STALE: std::time::Duration = std::time::Duration::from_secs(600);
-
-/// How a program's whole module is made (instrumenting again if need be).
-type MakeWhole = Box<dyn FnOnce() -> Result<Module, LoadError> + Send>;
-
-impl Completion {
-    /// The second step of `hash`'s compilation, `make` to run when begun.
-    pub(crate) fn new(
-        hash: &ModuleHash,
-        make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
-    ) -> Arc<Completion> {
-        Arc::new(Self::made_by(hash, Box::new(make)))
-    }
-
-    fn made_by(hash: &ModuleHash, make: MakeWhole) -> Completion {
-        Completion {
-            name: format!("compile-{}", &hash.to_hex()[..12]),
-            make: Mutex::new(Some(make)),
-            done: Mutex::new(None),
-            ready: Condvar::new(),
-            linked: Default::default(),
-            on_demand: None,
-            tier_up: None,
-        }
-    }
-
-    /// As [`Completion::new`], for a program whose runnable part is of the
-    /// quick tier: its bodies move into the module made as soon as it is
-    /// ready. `on_demand`: the rewind copies of that module, when they are
-    /// made on demand.
-    pub(crate) fn tier_up(
-        hash: &ModuleHash,
-        on_demand: Option<Arc<OnDemand>>,
-        make: impl FnOnce() -> Result<Module, LoadError> + Send + 'static,
-    ) -> Arc<Completion> {
-        Arc::new(Completion {
-            on_demand,
-            tier_up: Some(Mutex::new(Vec::new())),
-            ..Self::made_by(hash, Box::new(make))
-        })
-    }
-
-    /// A body of the quick tier, to move into the module made once it is
-    /// ready (at once if it is).
-    pub(crate) fn watch(&self, control: &crate::control::Control) {
-        let Some(bodies) = &self.tier_up else { return };
-        let mut bodies = bodies.lock().unwrap_or_else(|p| p.into_inner());
-        bodies.retain(|b| b.strong_count() > 0);
-        if self.is_done() {
-            drop(bodies);
-            control.move_on();
-        } else {
-            bodies.push(control.downgrade());
-        }
-    }
-
-    /// Starts the compilation once a body has run for `delay` (unless it
-    /// has started by then): a program that ends sooner, as most short
-    /// commands do, never pays for it.
-    pub(crate) fn begin_after(self: &Arc<Self>, delay: std::time::Duration) {
-        if self.is_done()
-            || self
-                .make
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_none()
-        {
-            return;
-        }
-        let later = Arc::downgrade(self);
-        let _ = std::thread::Builder::new()
-            .name(format!("{}-timer", self.name))
-            .spawn(move || {
-                std::thread::sleep(delay);
-                if let Some(c) = later.upgrade() {
-                    c.begin();
-                }
-            });
-    }
-
-    /// Starts the compilation on a thread of its own, unless it has started.
-    pub(crate) fn begin(self: &Arc<Self>) {
-        let Some(make) = self.make.lock().unwrap_or_else(|p| p.into_inner()).take() else {
-            return;
-        };
-        let filled = self.clone();
-        let spawned = std::thread::Builder::new()
-            .name(self.name.clone())
-            .spawn(move || filled.fill(make().map_err(|e| e.to_string())));
-        if let Err(e) = spawned {
-            self.fill(Err(format!("cannot start the compilation: {e}")));
-        }
-    }
-
-    fn fill(&self, module: Result<Module, String>) {
-        let made = module.is_ok();
-        *self.done.lock().unwrap_or_else(|p| p.into_inner()) = Some(module);
-        self.ready.notify_all();
-        if let (true, Some(bodies)) = (made, &self.tier_up) {
-            let bodies = std::mem::take(&mut *bodies.lock().unwrap_or_else(|p| p.into_inner()));
-            for control in bodies.iter().filter_map(crate::control::Control::upgrade) {
-                control.move_on();
-            }
-        }
-    }
-
-    /// Whether the compilation has begun and not ended.
-    fn is_underway(&self) -> bool {
-        self.make
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_none()
-            && !self.is_done()
-    }
-
-    pub(crate) fn is_done(&self) -> bool {
-        self.done
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .is_some()
-    }
-
-    /// The program of the whole module (`hash` its name), once compiled
-    /// (begun now if it has not been).
-    pub(crate) fn program(self: &Arc<Self>, hash: ModuleHash) -> Result<Program, LoadError> {
-        self.begin();
-        Ok(self.program_of(hash, self.wait()?))
-    }
-
-    fn program_of(&self, hash: ModuleHash, module: Module) -> Program {
-        Program {
-            hash,
-            module,
-            not_freezable: None,
-            linked: self.linked.clone(),
-            completion: None,
-            on_demand: self.on_demand.clone(),
-        }
-    }
-
-    /// The program of the whole module (`hash` its name) if it is compiled
-    /// within `within` (begun now if it has not been), else `None`.
-    pub(crate) fn program_within(
-        self: &Arc<Self>,
-        hash: ModuleHash,
-        within: std::time::Duration,
-    ) -> Option<Result<Program, LoadError>> {
-        self.begin();
-        let done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        let (done, _) = self
-            .ready
-            .wait_timeout_while(done, within, |d| d.is_none())
-            .unwrap_or_else(|p| p.into_inner());
-        let module = done.as_ref()?.clone();
-        Some(
-            module
-                .map_err(LoadError::Invalid)
-                .map(|m| self.program_of(hash, m)),
-        )
-    }
-
-    /// The whole module, once compiled.
-    fn wait(&self) -> Result<Module, LoadError> {
-        let mut done = self.done.lock().unwrap_or_else(|p| p.into_inner());
-        loop {
-            if let Some(module) = done.as_ref() {
-                return module.clone().map_err(LoadError::Invalid);
-            }
-            done = self.ready.wait(done).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-impl fmt::Debug for Program {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Program")
-            .field("hash", &self.hash)
-            .field("not_freezable", &self.not_freezable)
-            .field("complete", &self.is_complete())
-            .field("rewinds_on_demand", &self.on_demand.is_some())
-            .finish()
-    }
-}
 
 /// The compilation engines of a node, with its module cache.
 ///
@@ -405,18 +93,6 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(dir));
     }
     directories::ProjectDirs::from("", "", "ssi").map(|d| d.cache_dir().join("modules"))
-}
-
-/// One line for an error chain: "outer: inner: root".
-fn one_line(e: &wasmtime::Error) -> String {
-    let mut s = String::new();
-    for (i, cause) in e.chain().enumerate() {
-        if i > 0 {
-            s.push_str(": ");
-        }
-        s.push_str(&cause.to_string().replace('\n', " "));
-    }
-    s
 }
 
 /// The most native stack a body's Wasm code may use, on every node (a body
@@ -972,56 +648,6 @@ fn quick_engine(mut config: Config) -> Option<Engine> {
         .ok()
 }
 
-/// A compiled module from the cache, if it holds a usable one.
-fn cached(engine: &Engine, path: &Path) -> Option<Module> {
-    if !path.exists() {
-        return None;
-    }
-    // SAFETY: the file was written by `Module::serialize` of an engine with
-    // the same fingerprint; wasmtime still checks its header and version.
-    match unsafe { Module::deserialize_file(engine, path) } {
-        Ok(module) => {
-            // Used now: the last to go when the cache is bounded.
-            let _ = std::fs::File::options()
-                .append(true)
-                .open(path)
-                .and_then(|f| f.set_modified(std::time::SystemTime::now()));
-            Some(module)
-        }
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %one_line(&e), "ignoring unusable cache entry");
-            None
-        }
-    }
-}
-
-pub(crate) fn compile(engine: &Engine, wasm: &[u8]) -> Result<Module, LoadError> {
-    let module = Module::from_binary(engine, wasm).map_err(|e| LoadError::Invalid(one_line(&e)));
-    if wasm.len() > RELEASE_AFTER {
-        release_freed_memory();
-    }
-    module
-}
-
-/// How large a module's Wasm is past which its compile's memory is given
-/// back to the system at once.
-const RELEASE_AFTER: usize = 1 << 20;
-
-/// Gives the memory freed by a compile or an instrumentation back to the
-/// system. The C allocator keeps what its threads freed in its arenas for
-/// later: after compiling a large module (gigabytes at the peak, on
-/// several threads), a node would otherwise keep that peak for good, and
-/// three nodes on one machine, each compiling rewind copies now and then,
-/// would grow until the machine runs out of memory.
-pub(crate) fn release_freed_memory() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    // SAFETY: `malloc_trim` only returns free memory of the allocator's
-    // arenas to the system; it touches nothing in use.
-    unsafe {
-        libc::malloc_trim(0);
-    }
-}
-
 /// Whether a module (binary or text) imports function `name` of `module`;
 /// false for anything that does not parse.
 pub fn imports(bytes: &[u8], module: &str, name: &str) -> bool {
@@ -1073,95 +699,6 @@ fn looks_like_text(bytes: &[u8]) -> bool {
             }
         } else {
             return rest.starts_with('(');
-        }
-    }
-}
-
-/// Keeps a compiled module in the cache, if there is one.
-fn cache_module(path: Option<&Path>, module: &Module, max: Option<u64>) {
-    let Some(path) = path else { return };
-    match module.serialize() {
-        Ok(bytes) => store_atomically(path, &bytes, max),
-        Err(e) => {
-            tracing::warn!(path = %path.display(), error = %one_line(&e), "cannot cache compiled module")
-        }
-    }
-}
-
-/// Keeps a program's whole module in the cache, where it replaces its
-/// runnable parts (which a later launch no longer needs).
-fn cache_whole(
-    whole: &Option<PathBuf>,
-    parts: &[Option<PathBuf>],
-    module: &Module,
-    max: Option<u64>,
-) {
-    cache_module(whole.as_deref(), module, None);
-    if let Some(whole) = whole
-        && whole.exists()
-    {
-        for part in parts.iter().flatten() {
-            let _ = std::fs::remove_file(part);
-        }
-        // (Bounded once the part it replaces is gone.)
-        if let (Some(max), Some(dir)) = (max, whole.parent()) {
-            evict(dir, max, whole);
-        }
-    }
-}
-
-/// Writes a cache entry; a failure only costs a later recompilation. Then
-/// the cache is brought back under `max`.
-fn store_atomically(path: &Path, bytes: &[u8], max: Option<u64>) {
-    let dir = path.parent().unwrap_or(Path::new("."));
-    let write = || -> std::io::Result<()> {
-        std::fs::create_dir_all(dir)?;
-        let mut tmp = tempfile::NamedTempFile::new_in(dir)?;
-        std::io::Write::write_all(&mut tmp, bytes)?;
-        tmp.persist(path).map_err(|e| e.error)?;
-        Ok(())
-    };
-    if let Err(e) = write() {
-        tracing::warn!(path = %path.display(), error = %e, "cannot cache compiled module");
-    }
-    if let Some(max) = max {
-        evict(dir, max, path);
-    }
-}
-
-/// Removes the entries of the cache in `dir` used least recently (their
-/// modification time: written, or loaded) until it holds at most `max`
-/// bytes; `keep`, just written, stays. Files being written (temporary,
-/// hidden) are not entries.
-fn evict(dir: &Path, max: u64, keep: &Path) {
-    let Ok(read) = std::fs::read_dir(dir) else {
-        return;
-    };
-    let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = read
-        .flatten()
-        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-        .filter_map(|e| {
-            let meta = e.metadata().ok().filter(|m| m.is_file())?;
-            Some((meta.modified().ok()?, meta.len(), e.path()))
-        })
-        .collect();
-    let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
-    entries.sort();
-    for (_, len, path) in entries {
-        if total <= max {
-            break;
-        }
-        if path == keep {
-            continue;
-        }
-        match std::fs::remove_file(&path) {
-            Ok(()) => {
-                total = total.saturating_sub(len);
-                tracing::info!(path = %path.display(), bytes = len, "evicted from the module cache");
-            }
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "cannot evict a cache entry")
-            }
         }
     }
 }

@@ -9,7 +9,9 @@
 //! module, the program's arguments and environment, and a link.
 
 mod body;
+mod cache;
 mod clock;
+mod code;
 mod control;
 mod ctx;
 mod engine;
@@ -17,6 +19,7 @@ pub mod ghost;
 mod image;
 pub mod instrument;
 mod link;
+mod program;
 mod rewinds;
 mod shims;
 
@@ -25,11 +28,12 @@ pub use clock::{BodyClock, CpuMeter, ThreadCpuClock};
 pub use control::Control;
 pub use ctx::{Killed, ProcExit};
 pub use engine::{
-    AS_IS, BODY_THREAD_STACK, LoadError, MAX_WASM_STACK_OPTION, ModuleHash, Program, Runtime,
-    SharedCode, WARM_UP, WASM_STACK, assemble, default_cache_dir, imports,
+    AS_IS, BODY_THREAD_STACK, LoadError, MAX_WASM_STACK_OPTION, ModuleHash, Runtime, SharedCode,
+    WASM_STACK, assemble, default_cache_dir, imports,
 };
 pub use image::ImageStats;
 pub use link::{DeputyLink, LinkError, LocalLink, NoLink, SharedDeputy};
+pub use program::{Program, WARM_UP};
 pub use shims::{FUNCTIONS as WASI_FUNCTIONS, MODULE as WASI_MODULE};
 /// The error type of a trapped or failed body, and the marker of a Wasm trap.
 pub use wasmtime::{Error, Module, Trap};

@@ -3,7 +3,7 @@
 //! [`crate::instrument::rewind_module`], each function's copy once per
 //! node) and their linking to a body's instance (`link_rewinds`).
 
-use crate::engine::compile;
+use crate::code::compile;
 use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex, OnceLock};
 use wasmtime::{Engine, Module};
@@ -75,7 +75,7 @@ impl OnDemand {
                 let prepared = crate::instrument::prepare(&self.wasm)
                     .map(Arc::new)
                     .map_err(|e| e.to_string());
-                crate::engine::release_freed_memory();
+                crate::code::release_freed_memory();
                 prepared
             })
             .clone()

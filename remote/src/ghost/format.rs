@@ -5,7 +5,7 @@
 //!
 //! Plain values: no reading, no writing.
 
-use crate::engine::ModuleHash;
+use crate::code::ModuleHash;
 use std::fmt;
 
 pub(crate) const MAGIC: &[u8; 8] = b"SSIGHOST";

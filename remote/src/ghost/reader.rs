@@ -8,7 +8,7 @@ use super::format::{
     MAX_TABLE, MINOR, PAGE, RUN_PAGES, Section, TableImage, Times, corrupt,
 };
 use super::pages::MemoryImage;
-use crate::engine::ModuleHash;
+use crate::code::ModuleHash;
 
 /// The most bytes of a section other than memory: more is not an image.
 pub(crate) const MAX_STACK: u64 = 1 << 30;

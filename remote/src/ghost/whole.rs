@@ -7,7 +7,7 @@ use super::format::{GhostError, GlobalValue, MAGIC, Section, TableImage, Times};
 use super::pages::MemoryImage;
 use super::reader::{Discard, ImageReader, Part};
 use super::writer::ImageWriter;
-use crate::engine::ModuleHash;
+use crate::code::ModuleHash;
 
 /// What an image says besides its pages: enough to restart a checkpoint.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -4,7 +4,7 @@
 
 use super::format::{GlobalValue, MAGIC, MAJOR, MINOR, PAGE, SAMPLE, Section, TableImage, Times};
 use super::pages::PageRuns;
-use crate::engine::ModuleHash;
+use crate::code::ModuleHash;
 
 /// Writes an image as it goes, to any byte sink (a buffer, a file, a
 /// connection), checksumming every byte: memory is written straight from
