@@ -38,7 +38,7 @@
 //! poll points and unwinding, and call fast copies from then on.
 
 use super::analyze::{FuncBody, opens_frame, parse_error};
-use super::savers::{Savers, Saves, enc, size_of};
+use super::savers::{Savers, Saves, enc, size_of, store};
 use super::sites::{Callee, Construct, Site};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
@@ -312,14 +312,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         for (l, t) in values.iter().zip(types) {
             f.instruction(&I::GlobalGet(c.ptr_global));
             f.instruction(&I::LocalGet(*l));
-            let m = self.mem(at);
-            f.instruction(&match t {
-                ValType::I32 => I::I32Store(m),
-                ValType::I64 => I::I64Store(m),
-                ValType::F32 => I::F32Store(m),
-                ValType::F64 => I::F64Store(m),
-                _ => I::V128Store(m),
-            });
+            f.instruction(&store(t, self.mem(at)));
             at += size_of(t);
         }
         f.instruction(&I::GlobalGet(c.ptr_global));

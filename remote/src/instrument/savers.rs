@@ -84,14 +84,7 @@ impl Savers {
         for (l, t) in all.enumerate() {
             f.instruction(&I::GlobalGet(consts.ptr_global));
             f.instruction(&I::LocalGet(l as u32));
-            let m = mem(at);
-            f.instruction(&match t {
-                ValType::I32 => I::I32Store(m),
-                ValType::I64 => I::I64Store(m),
-                ValType::F32 => I::F32Store(m),
-                ValType::F64 => I::F64Store(m),
-                _ => I::V128Store(m),
-            });
+            f.instruction(&store(t, mem(at)));
             at += size_of(t);
         }
         f.instruction(&I::GlobalGet(consts.ptr_global));
@@ -100,6 +93,17 @@ impl Savers {
         f.instruction(&I::GlobalSet(consts.ptr_global));
         f.instruction(&I::End);
         f
+    }
+}
+
+/// The store of a value of type `t` at `m`.
+pub(crate) fn store(t: &ValType, m: MemArg) -> I<'static> {
+    match t {
+        ValType::I32 => I::I32Store(m),
+        ValType::I64 => I::I64Store(m),
+        ValType::F32 => I::F32Store(m),
+        ValType::F64 => I::F64Store(m),
+        _ => I::V128Store(m),
     }
 }
 
