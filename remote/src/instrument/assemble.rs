@@ -1,10 +1,9 @@
 //! `Assembler`: the instrumented module written out, the original sections
 //! re-encoded with what the instrumentation adds appended to each (the
-//! copies, the helpers, the flag and unwind-stack memories, the globals,
+//! copies, the flag and unwind-stack memories, the globals,
 //! exports and the table of rewind copies).
 
 use super::func::FuncCopy;
-use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, NOUNWIND_GLOBAL, PTR_GLOBAL, REWIND, REWIND_TABLE,
     STACK_MAX_PAGES, STACK_MEMORY, STATE_GLOBAL, Survey, global_export, memory_export, rank,
@@ -28,7 +27,6 @@ fn stub() -> wasm_encoder::Function {
 pub(super) struct Assembler<'s, 'a> {
     pub(super) s: &'s Survey<'a>,
     pub(super) consts: &'s Consts,
-    pub(super) savers: &'s Savers,
     pub(super) fast: &'s [Option<FuncCopy>],
     /// (original index, type, rewind copy), in order.
     pub(super) rewinds: &'s [(u32, u32, Option<FuncCopy>)],
@@ -43,9 +41,6 @@ impl Assembler<'_, '_> {
     fn add_functions(&mut self, funcs: &mut wasm_encoder::FunctionSection) {
         for (_, t, _) in self.rewinds {
             funcs.function(*t);
-        }
-        for i in 0..self.savers.list.len() {
-            funcs.function(self.savers.type_index(i));
         }
         self.done[2] = true;
     }
@@ -192,18 +187,6 @@ impl Assembler<'_, '_> {
 impl Reencode for Assembler<'_, '_> {
     type Error = std::convert::Infallible;
 
-    fn parse_type_section(
-        &mut self,
-        types: &mut wasm_encoder::TypeSection,
-        section: wasmparser::TypeSectionReader<'_>,
-    ) -> Result<(), reencode::Error<Self::Error>> {
-        reencode::utils::parse_type_section(self, types, section)?;
-        for params in self.savers.types() {
-            types.ty().function(params, []);
-        }
-        Ok(())
-    }
-
     fn parse_function_section(
         &mut self,
         funcs: &mut wasm_encoder::FunctionSection,
@@ -285,9 +268,6 @@ impl Reencode for Assembler<'_, '_> {
                 Some(f) if !self.stubs => &f.code,
                 _ => &stub,
             });
-        }
-        for i in 0..self.savers.list.len() {
-            code.function(&self.savers.body(i, self.consts));
         }
         Ok(())
     }

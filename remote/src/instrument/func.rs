@@ -13,7 +13,8 @@
 //!
 //! A save branches, with its site's number, to a block at the end of the
 //! function shared by every site that saves the same locals (see
-//! [`Saves`]), which calls the record helper and returns.
+//! [`Saves`]), which writes the record (growing the unwind stack if it
+//! has no room) and returns.
 //!
 //! A saved frame (a *record*, pushed on the unwind stack in its own memory) is
 //!
@@ -38,7 +39,7 @@
 //! poll points and unwinding, and call fast copies from then on.
 
 use super::analyze::{FuncBody, opens_frame, parse_error};
-use super::savers::{Savers, Saves, enc, size_of, store};
+use super::savers::{Saves, enc, size_of, store};
 use super::sites::{Callee, Construct, Site};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
@@ -104,7 +105,6 @@ impl Locals {
 pub(crate) struct Instrumenter<'p, 'a> {
     pub(crate) plan: &'p Plan,
     pub(crate) consts: &'p Consts,
-    pub(crate) savers: &'p std::cell::RefCell<Savers>,
     pub(crate) body: &'p FuncBody<'a>,
     pub(crate) sig: &'p Sig,
     pub(crate) sites: Vec<Site>,
@@ -125,6 +125,14 @@ pub(crate) struct Instrumenter<'p, 'a> {
     pub(crate) hints: std::cell::RefCell<Vec<(u32, bool)>>,
 }
 
+/// Where a record's site number comes from: the local that carries it to a
+/// layout's shared save block, or the site itself (an inline save).
+#[derive(Clone, Copy)]
+enum Tag {
+    Local(u32),
+    Site(u32),
+}
+
 /// A copy of a function, and its branch hints: the offsets (from the start
 /// of its body, as the `metadata.code.branch_hint` section counts them) of
 /// the `if`s of its poll points and of its checks after calls, each with
@@ -139,7 +147,6 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     pub(crate) fn new(
         plan: &'p Plan,
         consts: &'p Consts,
-        savers: &'p std::cell::RefCell<Savers>,
         body: &'p FuncBody<'a>,
         sig: &'p Sig,
     ) -> Result<Self, InstrumentError> {
@@ -150,7 +157,6 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         let mut me = Instrumenter {
             plan,
             consts,
-            savers,
             body,
             sig,
             sites: Vec::new(),
@@ -251,9 +257,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// Saves the frame at site `k` (its values under the call and its
     /// arguments are in the locals `slots`) and returns from the function:
     /// inline, or with shared `saves` through its layout's block, `at` being
-    /// the depth of `$body` here. The record is written by a helper the
-    /// values are passed to: this branch calls nothing else, so that no
-    /// value of the function needs to outlive a call for it.
+    /// the depth of `$body` here. The record is written in place: this
+    /// branch calls nothing (but the unwind stack's growth, when it has no
+    /// room), so that no value of the function needs to outlive a call for
+    /// it.
     pub(crate) fn save_and_return(
         &self,
         f: &mut Function,
@@ -270,11 +277,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             f.instruction(&I::Br(at + j));
             return;
         }
-        for l in &values {
-            f.instruction(&I::LocalGet(*l));
-        }
-        f.instruction(&I::I32Const(k as i32));
-        self.call_saver(f, &types);
+        self.store_record(f, &values, &types, Tag::Site(k), true);
     }
 
     /// What site `k` saves (its values under the call and its arguments
@@ -290,11 +293,12 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         (values, types)
     }
 
-    /// Whether the function's records are written in place rather than by
-    /// a helper: every site is a poll point (it calls nothing that can
+    /// Whether the function's records are written without growing the
+    /// unwind stack: every site is a poll point (it calls nothing that can
     /// unwind) and its saves are shared. Such a function calls nothing to
-    /// save itself, so a function that was a leaf stays one (no frame, no
-    /// stack-limit check for Cranelift). Its record is the first of an
+    /// save itself (a `memory.grow` is a call for the engine), so a function
+    /// that was a leaf stays one (no frame, no stack-limit check for
+    /// Cranelift). Its record is the first of an
     /// unwind, or lands on records already there (a handler's), and is
     /// written only where the unwind stack has room for it: with no room, the
     /// poll point goes on and the freeze waits for a later site (see
@@ -303,11 +307,23 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         saves.k.is_some() && self.sites.iter().all(|s| s.callee == Callee::Poll)
     }
 
-    /// A record of `types` (then `k`, from the local `k`, and the function's
-    /// index) written in place from the locals `values` (see
-    /// [`Self::saves_in_place`]), and the return.
-    fn store_record(&self, f: &mut Function, values: &[u32], types: &[ValType], k: u32) {
+    /// A record of `types` (then the site's number `k` and the function's
+    /// index) written on the unwind stack from the locals `values`, and the
+    /// return. With `grow`, the unwind stack grows first if it has no room
+    /// for it (else the poll point made sure it had, see
+    /// [`Self::saves_in_place`]).
+    fn store_record(
+        &self,
+        f: &mut Function,
+        values: &[u32],
+        types: &[ValType],
+        k: Tag,
+        grow: bool,
+    ) {
         let c = self.consts;
+        if grow {
+            self.make_room(f, types.iter().map(size_of).sum::<u32>() + 8);
+        }
         let mut at = 0u32;
         for (l, t) in values.iter().zip(types) {
             f.instruction(&I::GlobalGet(c.ptr_global));
@@ -316,7 +332,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             at += size_of(t);
         }
         f.instruction(&I::GlobalGet(c.ptr_global));
-        f.instruction(&I::LocalGet(k));
+        f.instruction(&match k {
+            Tag::Local(l) => I::LocalGet(l),
+            Tag::Site(k) => I::I32Const(k as i32),
+        });
         f.instruction(&I::I32Store(self.mem(at)));
         f.instruction(&I::GlobalGet(c.ptr_global));
         f.instruction(&I::I32Const(self.body.index as i32));
@@ -348,16 +367,26 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::I64LeU);
     }
 
-    /// The end of a save, `k` on the stack above the values: the helper,
-    /// and the return.
-    fn call_saver(&self, f: &mut Function, types: &[ValType]) {
-        let helper = self.savers.borrow_mut().get(types);
-        f.instruction(&I::I32Const(self.body.index as i32));
-        f.instruction(&I::Call(helper));
-        for t in &self.sig.results {
-            Self::zero(f, t);
-        }
-        f.instruction(&I::Return);
+    /// Grows the unwind stack if it has no room for `size` more bytes (a
+    /// trap if it cannot grow: past its bound, as deep as no body goes).
+    fn make_room(&self, f: &mut Function, size: u32) {
+        let c = self.consts;
+        f.instruction(&I::GlobalGet(c.ptr_global));
+        f.instruction(&I::I32Const(size as i32));
+        f.instruction(&I::I32Add);
+        f.instruction(&I::MemorySize(c.stack_memory));
+        f.instruction(&I::I32Const(16));
+        f.instruction(&I::I32Shl);
+        f.instruction(&I::I32GtU);
+        f.instruction(&I::If(EBlock::Empty));
+        f.instruction(&I::I32Const((size >> 16) as i32 + 1));
+        f.instruction(&I::MemoryGrow(c.stack_memory));
+        f.instruction(&I::I32Const(-1));
+        f.instruction(&I::I32Eq);
+        f.instruction(&I::If(EBlock::Empty));
+        f.instruction(&I::Unreachable);
+        f.instruction(&I::End);
+        f.instruction(&I::End);
     }
 
     /// How a copy of this function saves its frames (see [`Saves`]):
@@ -398,15 +427,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         let in_place = self.saves_in_place(saves);
         for (values, types) in &saves.layouts {
             prologue.instruction(&I::End);
-            if in_place {
-                self.store_record(prologue, values, types, slot);
-                continue;
-            }
-            for l in values {
-                prologue.instruction(&I::LocalGet(*l));
-            }
-            prologue.instruction(&I::LocalGet(slot));
-            self.call_saver(prologue, types);
+            self.store_record(prologue, values, types, Tag::Local(slot), !in_place);
         }
         prologue.instruction(&I::End);
         start

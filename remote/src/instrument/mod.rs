@@ -77,7 +77,6 @@ pub(crate) use func::{NORMAL, REWINDING, UNWINDING};
 use analyze::FuncBody;
 use assemble::Assembler;
 use func::Instrumenter;
-use savers::Savers;
 use wasm_encoder::reencode::Reencode;
 use wasmparser::{Operator, Parser, Payload, TypeRef, ValType, Validator, WasmFeatures};
 
@@ -736,9 +735,7 @@ pub fn instrument_runnable(wasm: &[u8]) -> Result<Vec<u8>, InstrumentError> {
 }
 
 /// Instruments `wasm`: its runnable part, and with `whole` its whole module
-/// too (else `Instrumented::wasm` is empty). Every fast copy is made before
-/// any rewind copy, so that the helpers they use (`Savers`, numbered as
-/// first asked for) have the same indices with or without the rewind copies.
+/// too (else `Instrumented::wasm` is empty).
 fn instrument_with(
     wasm: &[u8],
     counted_polls: bool,
@@ -763,11 +760,6 @@ fn instrument_with(
         }
     }
     let consts = Consts::of(&s);
-    let n_rewinds = s.plan.rewind.iter().flatten().count() as u32;
-    let savers = std::cell::RefCell::new(Savers::new(
-        s.plan.types.len() as u32,
-        s.plan.func_types.len() as u32 + n_rewinds,
-    ));
     let too_large = |f: &wasm_encoder::Function| -> Result<(), InstrumentError> {
         let len = f.byte_len();
         if len > MAX_FUNCTION_SIZE {
@@ -789,7 +781,7 @@ fn instrument_with(
             .plan
             .func_sig(body.index)
             .ok_or_else(|| parse_error("a function of no function type"))?;
-        let ins = Instrumenter::new(&s.plan, &consts, &savers, body, sig)?;
+        let ins = Instrumenter::new(&s.plan, &consts, body, sig)?;
         let f = ins.fast()?;
         too_large(&f.code)?;
         fast_code += f.code.byte_len();
@@ -829,12 +821,10 @@ fn instrument_with(
         .map(|(i, _, _)| *i)
         .collect();
     let rewind_start = s.start_export.and_then(|f| s.plan.rewind_of(f));
-    let savers = savers.into_inner();
     let assemble = |stubs: bool| -> Result<Vec<u8>, InstrumentError> {
         let mut a = Assembler {
             s: &s,
             consts: &consts,
-            savers: &savers,
             fast: &fast,
             rewinds: &rewinds,
             stubs,

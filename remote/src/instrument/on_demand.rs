@@ -14,8 +14,7 @@
 //!            index order, so that the copies' indices of them are the
 //!            instance's; the flag, unwind-stack and state as the instance
 //!            exports them
-//!  defines   the rewind copies of the functions asked for; the record
-//!            helpers its copies use
+//!  defines   the rewind copies of the functions asked for
 //!  elements  its copies (and the imports that left a marker) written into
 //!            the instance's table of rewind copies, by function index
 //! ```
@@ -37,7 +36,6 @@
 
 use super::analyze::{FuncBody, analyze, parse_error};
 use super::func::Instrumenter;
-use super::savers::Savers;
 use super::{
     Consts, FLAG_MAX_PAGES, FLAG_MEMORY, InstrumentError, MAX_FUNCTION_SIZE, NOUNWIND_GLOBAL,
     PTR_GLOBAL, Plan, REWIND_TABLE, STACK_MEMORY, STATE_GLOBAL, Survey, features, global_export,
@@ -280,8 +278,7 @@ fn record_sizes(
         .plan
         .func_sig(f)
         .ok_or_else(|| parse_error("no signature"))?;
-    let scratch = std::cell::RefCell::new(Savers::new(0, 0));
-    let ins = Instrumenter::new(&p.plan, &p.consts, &scratch, &body, sig)?;
+    let ins = Instrumenter::new(&p.plan, &p.consts, &body, sig)?;
     Ok((1..=ins.sites_count() as u32)
         .map(|k| ins.record_size(k))
         .collect())
@@ -388,16 +385,13 @@ pub fn rewind_module(
             e.insert(p.analyzed(wasm, f)?);
         }
     }
-    let n = p.plan.func_types.len() as u32;
-    let savers_base = n + p.n_rewinds;
-    let savers = std::cell::RefCell::new(Savers::new(p.plan.types.len() as u32, savers_base));
     let mut copies = Vec::with_capacity(bodies.len());
     for (f, body) in &bodies {
         let sig = p
             .plan
             .func_sig(*f)
             .ok_or_else(|| parse_error("no signature"))?;
-        let code = Instrumenter::new(&p.plan, &p.consts, &savers, body, sig)?
+        let code = Instrumenter::new(&p.plan, &p.consts, body, sig)?
             .rewind()?
             .code;
         if code.byte_len() > MAX_FUNCTION_SIZE {
@@ -407,8 +401,7 @@ pub fn rewind_module(
         }
         copies.push((*f, body.type_index, code.into_raw_body()));
     }
-    let savers = savers.into_inner();
-    Linked::new(p, p.types(wasm)?, &copies, &markers, &savers, savers_base)?.write()
+    Linked::new(p, p.types(wasm)?, &copies, &markers)?.write()
 }
 
 /// The layout of a module of rewind copies: every index a copy names,
@@ -418,7 +411,6 @@ struct Linked<'p, 'c> {
     types: Option<wasmparser::TypeSectionReader<'c>>,
     copies: &'c [(u32, u32, Vec<u8>)],
     markers: &'c BTreeSet<u32>,
-    savers: &'c Savers,
     /// Old function index (the whole module's) to new.
     map: HashMap<u32, u32>,
     /// The functions imported, by old index, in order.
@@ -433,10 +425,9 @@ impl<'p, 'c> Linked<'p, 'c> {
         types: Option<wasmparser::TypeSectionReader<'c>>,
         copies: &'c [(u32, u32, Vec<u8>)],
         markers: &'c BTreeSet<u32>,
-        savers: &'c Savers,
-        savers_base: u32,
     ) -> Result<Self, InstrumentError> {
         let n = p.plan.func_types.len() as u32;
+        let rewinds_end = n + p.n_rewinds;
         // Every function index the copies name.
         let mut named = BTreeSet::new();
         for (_, _, body) in copies {
@@ -474,7 +465,7 @@ impl<'p, 'c> Linked<'p, 'c> {
         for f in named
             .iter()
             .copied()
-            .filter(|f| *f >= n && *f < savers_base)
+            .filter(|f| *f >= n && *f < rewinds_end)
         {
             if map.contains_key(&f) {
                 continue;
@@ -490,16 +481,11 @@ impl<'p, 'c> Linked<'p, 'c> {
             });
             map.insert(f, at);
         }
-        next += traps.len() as u32;
-        for i in 0..savers.list.len() as u32 {
-            map.insert(savers_base + i, next + i);
-        }
         Ok(Linked {
             p,
             types,
             copies,
             markers,
-            savers,
             map,
             imported,
             traps,
@@ -526,9 +512,6 @@ impl<'p, 'c> Linked<'p, 'c> {
         let mut types = TypeSection::new();
         if let Some(reader) = self.types.clone() {
             reencode::utils::parse_type_section(&mut r, &mut types, reader).map_err(parse_error)?;
-        }
-        for params in self.savers.types() {
-            types.ty().function(params, []);
         }
         module.section(&types);
 
@@ -646,9 +629,6 @@ impl<'p, 'c> Linked<'p, 'c> {
         for t in &self.traps {
             funcs.function(*t);
         }
-        for i in 0..self.savers.list.len() {
-            funcs.function(self.savers.type_index(i));
-        }
         module.section(&funcs);
 
         // Each copy (and each import that left a marker) at its function's
@@ -723,9 +703,6 @@ impl<'p, 'c> Linked<'p, 'c> {
         trap.instruction(&wasm_encoder::Instruction::End);
         for _ in &self.traps {
             code.function(&trap);
-        }
-        for i in 0..self.savers.list.len() {
-            code.function(&self.savers.body(i, c));
         }
         module.section(&code);
         Ok(module.finish())
