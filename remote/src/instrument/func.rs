@@ -350,12 +350,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::Return);
     }
 
-    /// Whether the unwind stack has room for site `k`'s record, left on
-    /// the operand stack (for a save in place).
-    fn has_room(&self, f: &mut Function, k: u32) {
+    /// Whether the unwind stack has room for `size` more bytes, left on the
+    /// operand stack (in 64 bits, so that nothing wraps).
+    fn fits(&self, f: &mut Function, size: u32) {
         let c = self.consts;
-        let (_, types) = self.saved_values(k, &[]);
-        let size: u32 = types.iter().map(size_of).sum::<u32>() + 8;
         f.instruction(&I::GlobalGet(c.ptr_global));
         f.instruction(&I::I64ExtendI32U);
         f.instruction(&I::I64Const(i64::from(size)));
@@ -371,13 +369,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// trap if it cannot grow: past its bound, as deep as no body goes).
     fn make_room(&self, f: &mut Function, size: u32) {
         let c = self.consts;
-        f.instruction(&I::GlobalGet(c.ptr_global));
-        f.instruction(&I::I32Const(size as i32));
-        f.instruction(&I::I32Add);
-        f.instruction(&I::MemorySize(c.stack_memory));
-        f.instruction(&I::I32Const(16));
-        f.instruction(&I::I32Shl);
-        f.instruction(&I::I32GtU);
+        self.fits(f, size);
+        f.instruction(&I::I32Eqz);
         f.instruction(&I::If(EBlock::Empty));
         f.instruction(&I::I32Const((size >> 16) as i32 + 1));
         f.instruction(&I::MemoryGrow(c.stack_memory));
@@ -496,8 +489,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::Drop);
         f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
-        if self.saves_in_place(saves) {
-            self.has_room(f, k);
+        // (Every poll point here has a record: a pinned one has no branch.)
+        if self.saves_in_place(saves)
+            && let Some(size) = self.record_size(k)
+        {
+            self.fits(f, size);
             f.instruction(&I::I32And);
         }
         self.hinted_if(f, true);
