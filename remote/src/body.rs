@@ -7,13 +7,14 @@
 //! Must not know: process tables, clusters, terminals; it has a `DeputyLink`.
 
 use crate::clock::{BodyClock, CpuMeter};
+use crate::code::ModuleHash;
 use crate::control::Control;
 use crate::ctx::{BodyCtx, Killed, MemoryGauge, ProcExit, Terminated, Unwinder};
-use crate::engine::{ModuleHash, Program, Runtime};
+use crate::engine::Runtime;
 use crate::ghost::GhostError;
 use crate::instrument::{FLAG_MEMORY, NORMAL, REWINDING, UNWINDING};
 use crate::link::DeputyLink;
-use crate::program::Completion;
+use crate::program::{Completion, Program, WARM_UP};
 use crate::shims;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -360,7 +361,7 @@ impl Body {
             .get_typed_func::<(), ()>(&mut store, "_start")
             .map_err(|_| BodyError::BadStart)?;
         let completion = program.completion.clone().inspect(|c| {
-            c.begin_after(crate::engine::WARM_UP);
+            c.begin_after(WARM_UP);
             c.watch(&control);
         });
         Ok(Body {
@@ -1144,7 +1145,7 @@ mod tests {
         let completion = Completion::new(&hash, move || {
             std::thread::sleep(after);
             Module::from_binary(&engine, &instrumented.wasm)
-                .map_err(|e| crate::engine::LoadError::Invalid(e.to_string()))
+                .map_err(|e| crate::code::LoadError::Invalid(e.to_string()))
         });
         Program {
             hash,

@@ -7,10 +7,10 @@
 //! (the entries themselves: `cache.rs`).
 
 use crate::cache::{cache_module, cache_whole, cached, store_atomically};
-pub use crate::code::{LoadError, ModuleHash};
+use crate::code::{LoadError, ModuleHash};
 pub(crate) use crate::code::{compile, one_line};
 use crate::program::Completion;
-pub use crate::program::{Program, WARM_UP};
+use crate::program::Program;
 use crate::rewinds::{OnDemand, runnable_alone};
 use bytes::Bytes;
 use std::hash::{Hash, Hasher};

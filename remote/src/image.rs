@@ -11,12 +11,13 @@
 use crate::body::{Body, BodyError};
 use crate::clock::BodyClock;
 use crate::ctx::set_i32;
-use crate::engine::{Program, Runtime};
+use crate::engine::Runtime;
 use crate::ghost::{
     GhostError, GlobalValue, ImageReader, ImageWriter, PAGE, Part, Section, page_runs_past,
 };
 use crate::instrument::memory_export;
 use crate::link::DeputyLink;
+use crate::program::Program;
 use std::sync::atomic::{AtomicU64, Ordering};
 use wasmtime::{Memory, Val};
 

@@ -25,11 +25,12 @@ mod shims;
 
 pub use body::{Body, BodyError, BodySpec, Exit, check_bytes};
 pub use clock::{BodyClock, CpuMeter, ThreadCpuClock};
+pub use code::{LoadError, ModuleHash};
 pub use control::Control;
 pub use ctx::{Killed, ProcExit};
 pub use engine::{
-    AS_IS, BODY_THREAD_STACK, LoadError, MAX_WASM_STACK_OPTION, ModuleHash, Runtime, SharedCode,
-    WASM_STACK, assemble, default_cache_dir, imports,
+    AS_IS, BODY_THREAD_STACK, MAX_WASM_STACK_OPTION, Runtime, SharedCode, WASM_STACK, assemble,
+    default_cache_dir, imports,
 };
 pub use image::ImageStats;
 pub use link::{DeputyLink, LinkError, LocalLink, NoLink, SharedDeputy};
