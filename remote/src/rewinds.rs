@@ -155,12 +155,19 @@ impl OnDemand {
         let (more, missing) = cover(&missing);
         found.extend(more);
         if !missing.is_empty() {
+            let began = std::time::Instant::now();
             let wasm = crate::instrument::rewind_module(&self.wasm, &p, &missing)
                 .map_err(|e| e.to_string())?;
             let made = RewindModule {
                 module: compile(engine, &wasm).map_err(|e| e.to_string())?,
                 functions: missing.into(),
             };
+            tracing::debug!(
+                functions = ?made.functions,
+                bytes = wasm.len(),
+                ms = began.elapsed().as_millis() as u64,
+                "rewind copies compiled"
+            );
             let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
             let kept = Self::of_engine(&mut kept, engine);
             if kept.modules.len() >= REWIND_MODULES_KEPT {

@@ -91,7 +91,12 @@ pub const BRISK: usize = 10;
 /// last move took (a second at most), so that it goes on however slow the
 /// machine makes the moves (on a loaded machine, a move of a large process
 /// can take longer than 20 ms many times over, and the process would spend
-/// its run being moved).
+/// its run being moved). That time is the process's own CPU time after
+/// later moves ([`ran_for`]), and a move lasts until the process runs
+/// again: a body that waits on its new node for the rewind copies of its
+/// stack (a large module's, compiled there once each, take from
+/// milliseconds to a minute) has not run yet, and moved again meanwhile it
+/// would make no headway however long the test went on.
 pub fn move_until_it_ends(
     cluster: &Cluster,
     pid: u64,
@@ -114,11 +119,13 @@ pub fn move_until_it_ends(
     let mut moves = 0;
     let started = Instant::now();
     let mut last_move = Duration::ZERO;
-    // Time spent in moves (each bounded by `migrate`'s own limit): what
-    // is left is the time the process ran, which must end it within
+    // Time spent in moves (each bounded by `migrate`'s own limit, and
+    // until the process runs again on its new node): what is left is the time the process ran, which must end it within
     // `WAIT * 3` (a large process's moves take long, and it runs a third
     // of the time), and all of it within `WAIT * 10`.
     let mut moving = Duration::ZERO;
+    // The process's CPU time when it was last seen after a move.
+    let mut cpu_after_move = None;
     while !ended() {
         assert!(
             started.elapsed().saturating_sub(moving) < WAIT * 3 && started.elapsed() < WAIT * 10,
@@ -133,7 +140,11 @@ pub fn move_until_it_ends(
         } else {
             20 + last_move.min(Duration::from_secs(1)).as_millis() as u64
         };
-        std::thread::sleep(Duration::from_millis(next() % between));
+        let run = next() % between;
+        std::thread::sleep(Duration::from_millis(run));
+        if let Some(cpu) = cpu_after_move.filter(|_| moves >= BRISK) {
+            moving += ran_for(cluster, pid, cpu, cpu + run, &ended);
+        }
         let to = [1u64, 2, 3]
             .into_iter()
             .filter(|n| *n != at)
@@ -151,8 +162,10 @@ pub fn move_until_it_ends(
                 at = to;
                 moves += 1;
                 // ps shows the node it moved to (unless it has ended since).
-                if let Some(node) = node_of_or_gone(cluster, pid) {
-                    assert_eq!(node, at, "ps shows the node it moved to");
+                cpu_after_move = None;
+                if let Some((node, cpu)) = row_of(cluster, pid) {
+                    assert_eq!(node, Some(at), "ps shows the node it moved to");
+                    cpu_after_move = cpu;
                 }
             }
             // Only because the process ended meanwhile.
@@ -172,10 +185,52 @@ pub fn move_until_it_ends(
     moves
 }
 
-fn node_of_or_gone(cluster: &Cluster, pid: u64) -> Option<u64> {
+/// How long [`ran_for`] waits for a process to run again after a move: a
+/// body waits on its new node for the rewind copies of its stack that the
+/// node has not made yet (a large module's largest functions take a minute
+/// to compile on a loaded machine).
+const RESUME_WITHIN: Duration = Duration::from_secs(300);
+
+/// How long [`ran_for`] waits for a process that runs again to use its CPU
+/// time: one that waits for input uses little, and is moved all the same.
+const RUN_WITHIN: Duration = Duration::from_secs(10);
+
+/// Waits until process `pid`, whose CPU time was `moved_at` ms after its
+/// last move, has used `cpu_ms` in all, it has ended, or it has had
+/// [`RUN_WITHIN`] to do so since it ran again; returns how long it took to
+/// run again (part of its move).
+fn ran_for(
+    cluster: &Cluster,
+    pid: u64,
+    moved_at: u64,
+    cpu_ms: u64,
+    ended: impl Fn() -> bool,
+) -> Duration {
+    let since = Instant::now();
+    let mut resumed = None;
+    while !ended() {
+        let cpu = match row_of(cluster, pid) {
+            Some((_, Some(cpu))) if cpu < cpu_ms => cpu,
+            _ => break,
+        };
+        if resumed.is_none() && cpu > moved_at {
+            resumed = Some(since.elapsed());
+        }
+        match resumed {
+            None if since.elapsed() > RESUME_WITHIN => break,
+            Some(at) if since.elapsed() > at + RUN_WITHIN => break,
+            _ => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    resumed.unwrap_or_else(|| since.elapsed())
+}
+
+/// Process `pid`'s node and CPU time (ms) in `ssictl ps`, unless it has
+/// ended.
+fn row_of(cluster: &Cluster, pid: u64) -> Option<(Option<u64>, Option<u64>)> {
     cluster
         .ssictl_json(3, "ps")
         .into_iter()
         .find(|p| p["pid"].as_u64() == Some(pid))
-        .and_then(|p| p["node"].as_u64())
+        .map(|p| (p["node"].as_u64(), p["cpu_ms"].as_u64()))
 }
