@@ -92,7 +92,7 @@ pub const BRISK: usize = 10;
 /// machine makes the moves (on a loaded machine, a move of a large process
 /// can take longer than 20 ms many times over, and the process would spend
 /// its run being moved). That time is the process's own CPU time after
-/// later moves ([`ran_for`]), and a move lasts until the process runs
+/// later moves (`ran_for`), and a move lasts until the process runs
 /// again: a body that waits on its new node for the rewind copies of its
 /// stack (a large module's, compiled there once each, take from
 /// milliseconds to a minute) has not run yet, and moved again meanwhile it
