@@ -120,9 +120,10 @@ pub fn move_until_it_ends(
     let started = Instant::now();
     let mut last_move = Duration::ZERO;
     // Time spent in moves (each bounded by `migrate`'s own limit, and
-    // until the process runs again on its new node): what is left is the time the process ran, which must end it within
-    // `WAIT * 3` (a large process's moves take long, and it runs a third
-    // of the time), and all of it within `WAIT * 10`.
+    // until the process runs again on its new node): what is left is the
+    // time the process ran, which must end it within `WAIT * 3` (a large
+    // process's moves take long, and it runs a third of the time), and all
+    // of it within `WAIT * 10`.
     let mut moving = Duration::ZERO;
     // The process's CPU time when it was last seen after a move.
     let mut cpu_after_move = None;

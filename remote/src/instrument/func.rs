@@ -39,7 +39,7 @@
 //! poll points and unwinding, and call fast copies from then on.
 
 use super::analyze::{FuncBody, opens_frame, parse_error};
-use super::savers::{Saves, enc, size_of, store};
+use super::savers::{Saves, enc, record_bytes, size_of, store};
 use super::sites::{Callee, Construct, Site};
 use super::{Consts, InstrumentError, Plan, Sig, unsupported};
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
@@ -205,9 +205,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         if site.pinned {
             return None;
         }
-        let saved = site.saved.iter().map(|(_, t)| t);
-        let values = saved.chain(&site.under).chain(site.kept_args());
-        Some(values.map(super::savers::size_of).sum::<u32>() + 8)
+        Some(site.size())
     }
 
     pub(crate) fn mem(&self, offset: u32) -> MemArg {
@@ -322,7 +320,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     ) {
         let c = self.consts;
         if grow {
-            self.make_room(f, types.iter().map(size_of).sum::<u32>() + 8);
+            self.make_room(f, record_bytes(types));
         }
         let mut at = 0u32;
         for (l, t) in values.iter().zip(types) {

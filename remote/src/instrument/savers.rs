@@ -7,6 +7,12 @@ use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasm_encoder::{Instruction as I, MemArg, ValType as EVal};
 use wasmparser::ValType;
 
+/// The bytes of a record of values of `types`: them, then its site's
+/// number and its function's index.
+pub(crate) fn record_bytes<'t>(types: impl IntoIterator<Item = &'t ValType>) -> u32 {
+    types.into_iter().map(size_of).sum::<u32>() + 8
+}
+
 /// The store of a value of type `t` at `m`.
 pub(crate) fn store(t: &ValType, m: MemArg) -> I<'static> {
     match t {

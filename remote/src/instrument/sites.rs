@@ -14,7 +14,7 @@
 use super::analyze::{is_plain_value, local_type, opens_frame, parse_error};
 use super::func::Instrumenter;
 use super::liveness;
-use super::savers::size_of;
+use super::savers::record_bytes;
 use super::{InstrumentError, unsupported};
 use wasmparser::{Operator, ValType};
 
@@ -78,15 +78,10 @@ pub(crate) const POLL_BUDGET: usize = 16_384;
 pub(crate) const POLL_PERIOD: u64 = 1024;
 
 impl Site {
+    /// The size of the record a frame unwound here leaves.
     pub(crate) fn size(&self) -> u32 {
-        let values: u32 = self
-            .saved
-            .iter()
-            .map(|(_, t)| size_of(t))
-            .chain(self.under.iter().map(size_of))
-            .chain(self.kept_args().iter().map(size_of))
-            .sum();
-        values + 8
+        let saved = self.saved.iter().map(|(_, t)| t);
+        record_bytes(saved.chain(&self.under).chain(self.kept_args()))
     }
 
     pub(crate) fn kept_args(&self) -> &[ValType] {
