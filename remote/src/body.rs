@@ -1264,6 +1264,72 @@ mod tests {
         assert_eq!(*out.lock().expect("out"), expected());
     }
 
+    /// A body moved to another node takes the rewind copies of its stack
+    /// that were long to make with it: the node it goes to keeps them and
+    /// puts the stack back with them, and an image held whole (a file)
+    /// that carries any is refused.
+    #[test]
+    fn a_moved_body_takes_its_costly_rewind_copies_with_it() {
+        let runtime = Runtime::new(None)
+            .expect("engine")
+            .with_rewinds_on_demand()
+            .without_quick_tier();
+        let program = runtime.load(GUEST.as_bytes()).expect("program");
+        let (mut body, out) = fresh_body(&runtime, &program);
+        let control = body.control();
+        let freezer = std::thread::spawn(move || {
+            for _ in 0..20 {
+                std::thread::sleep(Duration::from_millis(3));
+                control.freeze();
+            }
+        });
+        // Frozen and resumed in place until copies were made here.
+        let mut frozen = 0;
+        loop {
+            match body.run() {
+                Exit::Frozen if frozen < 3 || body.linked_rewinds.1.is_none() => {
+                    frozen += 1;
+                    body.resume().expect("resume");
+                }
+                Exit::Frozen => break,
+                exit => panic!("ended with {exit:?} before it froze with copies made"),
+            }
+        }
+        freezer.join().expect("freezer");
+        let on_demand = program.on_demand.clone().expect("copies made on demand");
+        // Quick to make (a small guest): not worth sending.
+        let (plain, _) = body.write_move_image(Vec::new()).expect("image");
+        assert!(!crate::ghost::carries_code(&plain));
+        on_demand.as_if_long_to_make();
+        let (image, _) = body.write_move_image(Vec::new()).expect("image");
+        assert!(crate::ghost::carries_code(&image));
+        // Held whole, as a checkpoint file is: refused by name.
+        let elsewhere = Runtime::new(None)
+            .expect("engine")
+            .with_rewinds_on_demand()
+            .without_quick_tier();
+        let there = elsewhere.load(GUEST.as_bytes()).expect("program");
+        let refused = Body::restore(&elsewhere, &there, &image, Box::new(Recorder(out.clone())))
+            .err()
+            .expect("an image held whole with compiled code");
+        assert!(refused.to_string().contains("rewind code"), "{refused}");
+        // From a move's connection: the copies are kept there, and the
+        // stack goes back with them.
+        let mut moved =
+            Body::vessel(&elsewhere, &there, Box::new(Recorder(out.clone()))).expect("vessel");
+        let reader = crate::ghost::ImageReader::new(&image[..], Some(&there.hash))
+            .expect("header")
+            .accepting_code();
+        let there_demand = there.on_demand.clone().expect("copies made on demand");
+        assert_eq!(there_demand.modules_kept(elsewhere.engine()), 0);
+        moved.fill(reader).expect("restored");
+        let received = there_demand.modules_kept(elsewhere.engine());
+        assert!(received > 0, "no copies received");
+        assert!(matches!(moved.run(), Exit::Status(0)));
+        assert_eq!(*out.lock().expect("out"), expected());
+        assert!(moved.linked_rewinds.1.is_some(), "rewound");
+    }
+
     /// A first launch runs on the quick tier's code and moves into
     /// Cranelift's as soon as it is compiled, without a freeze, and ends
     /// as it would have: into the whole module, and into the runnable part

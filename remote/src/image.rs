@@ -238,6 +238,13 @@ impl Body {
                     ctx.env = env;
                 }
                 Part::Limits { max_memory } => body.store.data_mut().gauge.max = Some(max_memory),
+                // Before the rewind below begins to make what the stack
+                // needs: what came is not made again.
+                Part::RewindCode(sent) => {
+                    if let Some(on_demand) = body.on_demand.clone() {
+                        on_demand.adopt(body.store.engine(), sent);
+                    }
+                }
                 Part::Instrumentation(v) => {
                     if v != crate::instrument::VERSION {
                         return Err(GhostError::WrongInstrumentation {
@@ -376,6 +383,29 @@ impl Body {
         w: W,
         compress: bool,
     ) -> Result<(W, ImageStats), BodyError> {
+        self.write_image_with(w, compress, false)
+    }
+
+    /// As [`Body::write_image`] (uncompressed), for a move to another node
+    /// of the cluster: the image also carries the compiled rewind copies
+    /// of the functions on the body's stack that this node made on demand
+    /// and that were long to make (a large module's largest functions take
+    /// up to a minute), so that the node it goes to does not make them
+    /// again. Never for a file: a reader accepts them only from an image
+    /// connection ([`crate::ghost::ImageReader::accepting_code`]).
+    pub fn write_move_image<W: std::io::Write>(
+        &mut self,
+        w: W,
+    ) -> Result<(W, ImageStats), BodyError> {
+        self.write_image_with(w, false, true)
+    }
+
+    fn write_image_with<W: std::io::Write>(
+        &mut self,
+        w: W,
+        compress: bool,
+        with_code: bool,
+    ) -> Result<(W, ImageStats), BodyError> {
         let mut globals = Vec::new();
         for g in self.globals() {
             globals.push(match g.get(&mut self.store) {
@@ -418,6 +448,10 @@ impl Body {
         out.globals(&globals).map_err(io)?;
         out.tables(&[]).map_err(io)?;
         out.stack(stack).map_err(io)?;
+        if with_code && let Some(on_demand) = &self.on_demand {
+            out.rewind_code(&on_demand.to_send(store.engine(), stack))
+                .map_err(io)?;
+        }
         let mut memory = 0;
         for (i, m) in memories.iter().enumerate() {
             let data = m.data(store);

@@ -36,7 +36,15 @@ struct Kept {
 pub(crate) struct RewindModule {
     pub(crate) functions: Arc<[u32]>,
     pub(crate) module: Module,
+    /// How long its compilation took where it was made (ms).
+    pub(crate) cost_ms: u64,
 }
+
+/// The least compilation time (ms) of a module of rewind copies that a
+/// body moved to another node takes with it (see
+/// [`OnDemand::to_send`]): below it, compiling it there again is cheaper
+/// than sending it.
+const SEND_COST_MS: u64 = 200;
 
 /// How many modules of rewind copies a program keeps compiled: past it,
 /// they are all made again as stacks need them.
@@ -158,26 +166,19 @@ impl OnDemand {
             let began = std::time::Instant::now();
             let wasm = crate::instrument::rewind_module(&self.wasm, &p, &missing)
                 .map_err(|e| e.to_string())?;
+            let module = compile(engine, &wasm).map_err(|e| e.to_string())?;
             let made = RewindModule {
-                module: compile(engine, &wasm).map_err(|e| e.to_string())?,
+                module,
                 functions: missing.into(),
+                cost_ms: began.elapsed().as_millis() as u64,
             };
             tracing::debug!(
                 functions = ?made.functions,
                 bytes = wasm.len(),
-                ms = began.elapsed().as_millis() as u64,
+                ms = made.cost_ms,
                 "rewind copies compiled"
             );
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            let kept = Self::of_engine(&mut kept, engine);
-            if kept.modules.len() >= REWIND_MODULES_KEPT {
-                *kept = Kept::default();
-            }
-            let at = kept.modules.len();
-            for f in made.functions.iter() {
-                kept.of.insert(*f, at);
-            }
-            kept.modules.push(made.clone());
+            self.keep(engine, made.clone());
             found.push(made);
         }
         Ok(StackRewinds {
@@ -188,6 +189,109 @@ impl OnDemand {
 }
 
 impl OnDemand {
+    /// Keeps `made` for the stacks to come (all are dropped past
+    /// [`REWIND_MODULES_KEPT`]).
+    fn keep(&self, engine: &Engine, made: RewindModule) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        let kept = Self::of_engine(&mut kept, engine);
+        if kept.modules.len() >= REWIND_MODULES_KEPT {
+            *kept = Kept::default();
+        }
+        let at = kept.modules.len();
+        for f in made.functions.iter() {
+            kept.of.insert(*f, at);
+        }
+        kept.modules.push(made);
+    }
+
+    /// The compiled modules kept for `engine` that hold rewind copies of the
+    /// functions on `stack` (an unwound stack) and took at least
+    /// [`SEND_COST_MS`] to compile: what a body moved to another node takes
+    /// with it, so that a cluster compiles a large function's copy once
+    /// rather than once on every node the body goes to.
+    pub(crate) fn to_send(&self, engine: &Engine, stack: &[u8]) -> Vec<crate::ghost::RewindCode> {
+        let costly: Vec<RewindModule> = {
+            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+            let kept = Self::of_engine(&mut kept, engine);
+            kept.modules
+                .iter()
+                .filter(|m| m.cost_ms >= SEND_COST_MS)
+                .cloned()
+                .collect()
+        };
+        if costly.is_empty() {
+            return Vec::new();
+        }
+        // (Worked out already: this node made copies.)
+        let Ok(p) = self.prepared() else {
+            return Vec::new();
+        };
+        let Ok(on_stack) = crate::instrument::stack_functions(&self.wasm, &p, stack) else {
+            return Vec::new();
+        };
+        let on_stack: BTreeSet<u32> = on_stack.into_iter().collect();
+        costly
+            .into_iter()
+            .filter(|m| m.functions.iter().any(|f| on_stack.contains(f)))
+            .filter_map(|m| match m.module.serialize() {
+                Ok(code) => Some(crate::ghost::RewindCode {
+                    functions: m.functions.to_vec(),
+                    cost_ms: m.cost_ms,
+                    code,
+                }),
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot send compiled rewind copies");
+                    None
+                }
+            })
+            .collect()
+    }
+
+    /// Keeps the compiled rewind copies a body brought from another node
+    /// (see [`Self::to_send`]) for `engine`, those of functions it has no
+    /// copy of yet; returns how many modules it kept. Code that this
+    /// engine cannot load (another configuration or CPU: wasmtime checks)
+    /// is left out, and those copies are compiled here when needed.
+    pub(crate) fn adopt(&self, engine: &Engine, sent: Vec<crate::ghost::RewindCode>) -> usize {
+        let mut adopted = 0;
+        for s in sent {
+            if s.functions.is_empty() {
+                continue;
+            }
+            let fresh = {
+                let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+                let kept = Self::of_engine(&mut kept, engine);
+                s.functions.iter().any(|f| !kept.of.contains_key(f))
+            };
+            if !fresh {
+                continue;
+            }
+            // SAFETY: the code comes from a node of this cluster, over the
+            // image connection it was given a ticket for (the same trust as
+            // the compiled modules nodes share, `Peer.compiledModule`), and
+            // never from a file (`ImageReader::accepting_code`); wasmtime
+            // checks that this engine can run it.
+            match unsafe { Module::deserialize(engine, &s.code) } {
+                Ok(module) => {
+                    tracing::debug!(functions = ?s.functions, bytes = s.code.len(), "rewind copies received");
+                    self.keep(
+                        engine,
+                        RewindModule {
+                            functions: s.functions.into(),
+                            module,
+                            cost_ms: s.cost_ms,
+                        },
+                    );
+                    adopted += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %crate::code::one_line(&e), "cannot load the rewind copies received; compiling them here when needed")
+                }
+            }
+        }
+        adopted
+    }
+
     /// The modules kept for `engine`.
     fn of_engine<'k>(kept: &'k mut Vec<(Engine, Kept)>, engine: &Engine) -> &'k mut Kept {
         let at = match kept.iter().position(|(e, _)| Engine::same(e, engine)) {
@@ -260,4 +364,24 @@ pub fn rewind_start<T: 'static>(
         .and_then(|r| r.as_func().flatten().cloned())
         .ok_or_else(|| wasmtime::format_err!("no rewind copy of `_start` is linked"))?;
     copy.typed::<(), ()>(&*store)
+}
+
+#[cfg(test)]
+impl OnDemand {
+    /// Counts every module kept as long to make, as a large function's is
+    /// (so that a move sends it along).
+    pub(crate) fn as_if_long_to_make(&self) {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        for (_, k) in kept.iter_mut() {
+            for m in &mut k.modules {
+                m.cost_ms = SEND_COST_MS;
+            }
+        }
+    }
+
+    /// How many modules of copies are kept for `engine`.
+    pub(crate) fn modules_kept(&self, engine: &Engine) -> usize {
+        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
+        Self::of_engine(&mut kept, engine).modules.len()
+    }
 }

@@ -7,6 +7,10 @@
 //!  "ssi-img1" | ticket (16 bytes) | ghost image (remote::ghost format)…
 //! ```
 //!
+//! A moved body's image carries the compiled rewind copies its stack needs
+//! that were long to make here (`Body::write_move_image`): the node it
+//! goes to takes them rather than compiling them again.
+//!
 //! Must not know: the process table, Cap'n Proto.
 
 use crate::rpc::CONNECT_TIMEOUT;
@@ -100,7 +104,7 @@ pub(crate) fn send_body(
         sending,
     };
     let (out, stats) = body
-        .write_image(out, false)
+        .write_move_image(out)
         .map_err(|e| format!("cannot send the image to {address}: {e}"))?;
     drop(out);
     Ok(stats)

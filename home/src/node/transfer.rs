@@ -134,8 +134,11 @@ impl NodeCore {
                         .map_err(|_| "the image never came".to_string())?;
                     let _ = stream.set_read_timeout(Some(IMAGE_SILENCE));
                     let reader = BufReader::with_capacity(STREAM_BUFFER, stream);
-                    let reader =
-                        ImageReader::new(reader, Some(&hash)).map_err(|e| e.to_string())?;
+                    // (From a node of the cluster: with the compiled
+                    // rewind copies it sends along.)
+                    let reader = ImageReader::new(reader, Some(&hash))
+                        .map_err(|e| e.to_string())?
+                        .accepting_code();
                     body.fill(reader).map_err(|e| e.to_string())?;
                     Ok(body)
                 });
@@ -536,6 +539,15 @@ pub(crate) async fn restore_at(
     source: &Source,
     image: Vec<u8>,
 ) -> Result<Running, String> {
+    // The node there accepts compiled code on an image connection: a file
+    // may not bring any.
+    if ssi_remote::ghost::carries_code(&image) {
+        return Err(
+            "the image carries compiled code, which only a move between nodes may: \
+                    it is no checkpoint"
+                .into(),
+        );
+    }
     let expecting = expect_at(core, pid, to, source, None).await?;
     let (done, sent) = oneshot::channel();
     let (address, ticket) = (expecting.address.clone(), expecting.ticket);

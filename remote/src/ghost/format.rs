@@ -12,7 +12,7 @@ pub(crate) const MAGIC: &[u8; 8] = b"SSIGHOST";
 
 pub const MAJOR: u16 = 2;
 
-pub const MINOR: u16 = 3;
+pub const MINOR: u16 = 4;
 
 /// A Wasm page.
 pub const PAGE: usize = 64 * 1024;
@@ -34,6 +34,9 @@ pub(crate) const MAX_TABLE: u32 = 1 << 24;
 
 pub(crate) const MAX_STRINGS: u32 = 1 << 20;
 
+/// The most modules of compiled rewind copies an image carries.
+pub(crate) const MAX_REWIND_MODULES: u32 = 4096;
+
 /// The sections of an image, named in errors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
@@ -49,6 +52,7 @@ pub enum Section {
     Instrumentation,
     Times,
     Limits,
+    RewindCode,
     Checksum,
 }
 
@@ -66,6 +70,7 @@ impl Section {
             Section::Instrumentation => 9,
             Section::Times => 10,
             Section::Limits => 11,
+            Section::RewindCode => 12,
             Section::Header | Section::Checksum => 0,
         }
     }
@@ -83,6 +88,7 @@ impl Section {
             9 => Section::Instrumentation,
             10 => Section::Times,
             11 => Section::Limits,
+            12 => Section::RewindCode,
             _ => return None,
         })
     }
@@ -103,6 +109,7 @@ impl fmt::Display for Section {
             Section::Instrumentation => "instrumentation",
             Section::Times => "times",
             Section::Limits => "limits",
+            Section::RewindCode => "rewind code",
             Section::Checksum => "checksum",
         })
     }
@@ -185,6 +192,17 @@ impl GlobalValue {
 pub struct TableImage {
     pub index: u32,
     pub elements: Vec<Option<u32>>,
+}
+
+/// Compiled rewind copies that go with a body moved between nodes (see
+/// [`crate::Body::write_move_image`]): the functions they are the copies
+/// of, the milliseconds their compilation took where it was made, and the
+/// code (`Module::serialize`, for the engine of the body that sent it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RewindCode {
+    pub functions: Vec<u32>,
+    pub cost_ms: u64,
+    pub code: Vec<u8>,
 }
 
 /// The body's times that go with it: CPU time used, and a sleep it was

@@ -33,6 +33,12 @@
 //!               u64::MAX when it was not sleeping)   (since 2.2)
 //! limits  (11): the most bytes a memory of the guest's may reach u64
 //!               (`-W max-memory-size`); absent: no limit   (since 2.3)
+//! rewind code (12): count u32 │ (function count u32 │ function u32 … │
+//!               cost in ms u64 │ length u64 │ compiled code) …: the rewind
+//!               copies of functions on the stack, compiled where the body
+//!               was, for a move between the nodes of a cluster alone; a
+//!               reader accepts it only when told to, never in an image held
+//!               whole (a checkpoint file)   (since 2.4)
 //! ```
 //!
 //! A checkpoint file is an image with the deputy and module sections: the

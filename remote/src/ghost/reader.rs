@@ -4,8 +4,9 @@
 //! before anything is allocated, and the checksum verified at the end.
 
 use super::format::{
-    GhostError, GlobalValue, MAGIC, MAJOR, MAX_GLOBALS, MAX_MEMORIES, MAX_MEMORY, MAX_STRINGS,
-    MAX_TABLE, MINOR, PAGE, RUN_PAGES, Section, TableImage, Times, corrupt,
+    GhostError, GlobalValue, MAGIC, MAJOR, MAX_GLOBALS, MAX_MEMORIES, MAX_MEMORY,
+    MAX_REWIND_MODULES, MAX_STRINGS, MAX_TABLE, MINOR, PAGE, RUN_PAGES, RewindCode, Section,
+    TableImage, Times, corrupt,
 };
 use super::pages::MemoryImage;
 use crate::code::ModuleHash;
@@ -39,6 +40,9 @@ pub enum Part {
     Limits {
         max_memory: u64,
     },
+    /// Compiled rewind copies (only from a reader told to accept them:
+    /// [`ImageReader::accepting_code`]).
+    RewindCode(Vec<RewindCode>),
 }
 
 /// Reads an image as it comes, checking every length before it allocates
@@ -53,6 +57,9 @@ pub struct ImageReader<R: std::io::Read> {
     /// page, pages, stored length).
     pub(crate) table: Vec<(u64, u32, u32)>,
     pub(crate) memories: u32,
+    /// Whether a rewind code section is accepted (see
+    /// [`ImageReader::accepting_code`]).
+    pub(crate) code: bool,
 }
 
 impl<R: std::io::Read> ImageReader<R> {
@@ -65,6 +72,7 @@ impl<R: std::io::Read> ImageReader<R> {
             module: ModuleHash([0; 32]),
             table: Vec::new(),
             memories: 0,
+            code: false,
         };
         let mut magic = [0u8; 8];
         me.fill(&mut magic).map_err(|e| match e {
@@ -146,6 +154,14 @@ impl<R: std::io::Read> ImageReader<R> {
     /// The next section, or `None` after the last one, once the checksum
     /// is found to match. A memory section's pages must be read with
     /// [`ImageReader::pages`] before the next section is asked for.
+    /// Accepts a rewind code section: compiled code, which the engine runs
+    /// as it is, so accepted only on an image connection from another node
+    /// of the cluster (a move), never from a file.
+    pub fn accepting_code(mut self) -> Self {
+        self.code = true;
+        self
+    }
+
     pub fn section(&mut self) -> Result<Option<Part>, GhostError> {
         if !self.table.is_empty() {
             return Err(corrupt(Section::Memory, "its pages were not read"));
@@ -277,6 +293,16 @@ impl<R: std::io::Read> ImageReader<R> {
                 let max_memory = s.u64()?;
                 s.done()?;
                 Part::Limits { max_memory }
+            }
+            Section::RewindCode => {
+                if !self.code {
+                    return Err(corrupt(
+                        section,
+                        "compiled code comes only with a move between nodes, not in an image held whole",
+                    ));
+                }
+                let data = payload(self, MAX_BLOB)?;
+                Part::RewindCode(In::of(&data, section).rewind_code()?)
             }
             Section::Header | Section::Checksum => {
                 return Err(GhostError::UnknownSection(kind));
@@ -442,6 +468,29 @@ impl<'a> In<'a> {
                     .map(|_| self.u32().map(|e| (e != u32::MAX).then_some(e)))
                     .collect::<Result<_, _>>()?;
                 Ok(TableImage { index, elements })
+            })
+            .collect::<Result<_, _>>()?;
+        self.done()?;
+        Ok(out)
+    }
+
+    pub(crate) fn rewind_code(&mut self) -> Result<Vec<RewindCode>, GhostError> {
+        let n = self.count(MAX_REWIND_MODULES, 20)?;
+        let out = (0..n)
+            .map(|_| {
+                let functions = self.count(MAX_GLOBALS, 4)?;
+                let functions = (0..functions)
+                    .map(|_| self.u32())
+                    .collect::<Result<_, _>>()?;
+                let cost_ms = self.u64()?;
+                let len = usize::try_from(self.u64()?)
+                    .map_err(|_| GhostError::Truncated(self.section))?;
+                let code = self.take(len)?.to_vec();
+                Ok(RewindCode {
+                    functions,
+                    cost_ms,
+                    code,
+                })
             })
             .collect::<Result<_, _>>()?;
         self.done()?;

@@ -85,6 +85,8 @@ impl Ghost {
                 Part::Instrumentation(v) => g.instrumentation = Some(v),
                 Part::Times(v) => g.times = v,
                 Part::Limits { max_memory } => g.max_memory = Some(max_memory),
+                // (Never from an image held whole: its reader refuses it.)
+                Part::RewindCode(_) => {}
             }
         }
         Ok(g)
@@ -143,7 +145,7 @@ fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
         if kind == 0 {
             return Some((at + 9 + 8, true));
         }
-        if kind > 11 || len > TOO_LONG {
+        if kind > 12 || len > TOO_LONG {
             return None;
         }
         at = at.checked_add(9)?.checked_add(len)?;
@@ -151,6 +153,33 @@ fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
             return Some((at + 9 + 8, false));
         }
     }
+}
+
+/// Whether an image held whole has a rewind code section, which only a
+/// move's image connection may carry (a checkpoint file never does): its
+/// section headers are walked, its pages not read. A node that streams an
+/// image held whole to another refuses one that has.
+pub fn carries_code(image: &[u8]) -> bool {
+    let mut at = 8 + 2 + 2 + 32usize;
+    while let Some(head) = image.get(at..at + 9) {
+        let kind = head[0];
+        if kind == 0 {
+            return false;
+        }
+        if kind == Section::RewindCode.kind() {
+            return true;
+        }
+        let mut len = [0u8; 8];
+        len.copy_from_slice(&head[1..9]);
+        let next = usize::try_from(u64::from_le_bytes(len))
+            .ok()
+            .and_then(|len| at.checked_add(9)?.checked_add(len));
+        match next {
+            Some(next) => at = next,
+            None => return false,
+        }
+    }
+    false
 }
 
 /// What an image held whole says besides its pages (which are skipped).
@@ -543,5 +572,60 @@ mod tests {
         assert_eq!(m.env, g.env);
         assert_eq!(m.deputy, g.deputy);
         assert_eq!(m.module, Some(module()));
+    }
+
+    /// Compiled rewind copies go with a move's image, and are read only by
+    /// a reader told to accept them: an image held whole (a checkpoint
+    /// file) that carries any is refused, naming the section.
+    #[test]
+    fn compiled_code_is_read_only_from_a_move() {
+        let sent = vec![
+            RewindCode {
+                functions: vec![3, 17],
+                cost_ms: 48_000,
+                code: vec![0xC0; 1000],
+            },
+            RewindCode {
+                functions: vec![9],
+                cost_ms: 250,
+                code: b"more code".to_vec(),
+            },
+        ];
+        let mut w = ImageWriter::new(Vec::new(), &module()).expect("header");
+        w.instrumentation(1).expect("instrumentation");
+        w.stack(&[1, 2, 3, 4]).expect("stack");
+        w.rewind_code(&sent).expect("code");
+        let (image, _) = w.finish().expect("finish");
+        assert!(carries_code(&image));
+        assert!(!carries_code(&sample().encode(&module())));
+        // Held whole: refused, whatever reads it.
+        for e in [
+            Ghost::decode(&image, None)
+                .map(|_| ())
+                .expect_err("decoded"),
+            read_meta(&image).map(|_| ()).expect_err("meta"),
+        ] {
+            assert!(
+                e.to_string().contains("rewind code section")
+                    && e.to_string().contains("only with a move"),
+                "{e}"
+            );
+        }
+        // From a move's connection: read as written.
+        let mut r = ImageReader::new(&image[..], Some(&module()))
+            .expect("header")
+            .accepting_code();
+        let mut got = None;
+        while let Some(part) = r.section().expect("section") {
+            if let Part::RewindCode(code) = part {
+                got = Some(code);
+            }
+        }
+        assert_eq!(got, Some(sent));
+        // No code: no section.
+        let mut w = ImageWriter::new(Vec::new(), &module()).expect("header");
+        w.rewind_code(&[]).expect("nothing");
+        let (image, _) = w.finish().expect("finish");
+        assert!(!carries_code(&image));
     }
 }

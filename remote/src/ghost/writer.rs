@@ -2,7 +2,9 @@
 //! for a migration, a buffer for a checkpoint), memories straight from the
 //! instance's pages, and the checksum at the end.
 
-use super::format::{GlobalValue, MAGIC, MAJOR, MINOR, PAGE, SAMPLE, Section, TableImage, Times};
+use super::format::{
+    GlobalValue, MAGIC, MAJOR, MINOR, PAGE, RewindCode, SAMPLE, Section, TableImage, Times,
+};
 use super::pages::PageRuns;
 use crate::code::ModuleHash;
 
@@ -165,6 +167,30 @@ impl<W: std::io::Write> ImageWriter<W> {
     /// guest's may reach (`wasmtime run -W max-memory-size`).
     pub fn limits(&mut self, max_memory: u64) -> std::io::Result<()> {
         self.small(Section::Limits, &max_memory.to_le_bytes())
+    }
+
+    /// Compiled rewind copies, for a move between nodes (see
+    /// [`RewindCode`]); none: no section.
+    pub fn rewind_code(&mut self, modules: &[RewindCode]) -> std::io::Result<()> {
+        if modules.is_empty() {
+            return Ok(());
+        }
+        let len: usize = modules
+            .iter()
+            .map(|m| 4 + 4 * m.functions.len() + 16 + m.code.len())
+            .sum();
+        self.head(Section::RewindCode, 4 + len as u64)?;
+        self.put(&(modules.len() as u32).to_le_bytes())?;
+        for m in modules {
+            self.put(&(m.functions.len() as u32).to_le_bytes())?;
+            for f in &m.functions {
+                self.put(&f.to_le_bytes())?;
+            }
+            self.put(&m.cost_ms.to_le_bytes())?;
+            self.put(&(m.code.len() as u64).to_le_bytes())?;
+            self.put(&m.code)?;
+        }
+        Ok(())
     }
 
     /// The end marker and the checksum; the sink, and the image's length.
