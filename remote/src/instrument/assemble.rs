@@ -33,6 +33,8 @@ pub(super) struct Assembler<'s, 'a> {
     /// Rewind copies are stubs (see [`Instrumented::runnable`](super::Instrumented::runnable)).
     pub(super) stubs: bool,
     pub(super) rewind_start: Option<u32>,
+    /// The unwind stack's first size (see `stack_pages`).
+    pub(super) stack_pages: u64,
     pub(super) next_body: usize,
     pub(super) done: [bool; 13],
 }
@@ -70,7 +72,7 @@ impl Assembler<'_, '_> {
             page_size_log2: None,
         });
         memories.memory(MemoryType {
-            minimum: 1,
+            minimum: self.stack_pages.min(STACK_MAX_PAGES),
             maximum: Some(STACK_MAX_PAGES),
             memory64: false,
             shared: false,

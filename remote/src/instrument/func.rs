@@ -13,8 +13,9 @@
 //!
 //! A save branches, with its site's number, to a block at the end of the
 //! function shared by every site that saves the same locals (see
-//! [`Saves`]), which writes the record (growing the unwind stack if it
-//! has no room) and returns.
+//! [`Saves`]), which writes the record (after a call, growing the unwind
+//! stack if it has no room; a poll point unwinds only where it has room,
+//! and it starts with room for the largest of theirs) and returns.
 //!
 //! A saved frame (a *record*, pushed on the unwind stack in its own memory) is
 //!
@@ -198,6 +199,17 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         self.sites.len()
     }
 
+    /// The largest record one of the function's poll points writes (0 if
+    /// it has none): the unwind stack starts with room for it, as a poll
+    /// point does not grow it.
+    pub(crate) fn largest_poll_record(&self) -> u32 {
+        (1..=self.sites.len() as u32)
+            .filter(|k| self.site(*k).callee == Callee::Poll)
+            .filter_map(|k| self.record_size(k))
+            .max()
+            .unwrap_or(0)
+    }
+
     /// The size of the record a frame unwound at site `k` leaves on the
     /// unwind stack (see `save_and_return`); none if no frame unwinds there.
     pub(crate) fn record_size(&self, k: u32) -> Option<u32> {
@@ -268,14 +280,16 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         at: u32,
     ) {
         let (values, types) = self.saved_values(k, slots);
+        // (A poll point made sure the unwind stack had room.)
+        let grow = self.site(k).callee != Callee::Poll;
         if let Some(slot) = saves.k {
-            let j = saves.block(&values, &types);
+            let j = saves.block(&values, &types, grow);
             f.instruction(&I::I32Const(k as i32));
             f.instruction(&I::LocalSet(slot));
             f.instruction(&I::Br(at + j));
             return;
         }
-        self.store_record(f, &values, &types, Tag::Site(k), true);
+        self.store_record(f, &values, &types, Tag::Site(k), grow);
     }
 
     /// What site `k` saves (its values under the call and its arguments
@@ -291,25 +305,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         (values, types)
     }
 
-    /// Whether the function's records are written without growing the
-    /// unwind stack: every site is a poll point (it calls nothing that can
-    /// unwind) and its saves are shared. Such a function calls nothing to
-    /// save itself (a `memory.grow` is a call for the engine), so a function
-    /// that was a leaf stays one (no frame, no stack-limit check for
-    /// Cranelift). Its record is the first of an
-    /// unwind, or lands on records already there (a handler's), and is
-    /// written only where the unwind stack has room for it: with no room, the
-    /// poll point goes on and the freeze waits for a later site (see
-    /// [`Self::poll_taken`]), as it does while a pinned call runs.
-    pub(crate) fn saves_in_place(&self, saves: &Saves) -> bool {
-        saves.k.is_some() && self.sites.iter().all(|s| s.callee == Callee::Poll)
-    }
-
     /// A record of `types` (then the site's number `k` and the function's
     /// index) written on the unwind stack from the locals `values`, and the
     /// return. With `grow`, the unwind stack grows first if it has no room
     /// for it (else the poll point made sure it had, see
-    /// [`Self::saves_in_place`]).
+    /// [`Self::poll_taken`]).
     fn store_record(
         &self,
         f: &mut Function,
@@ -415,10 +415,9 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         prologue.raw(code.iter().copied());
         prologue.instruction(&I::End);
         prologue.instruction(&I::Return);
-        let in_place = self.saves_in_place(saves);
-        for (values, types) in &saves.layouts {
+        for l in &saves.layouts {
             prologue.instruction(&I::End);
-            self.store_record(prologue, values, types, Tag::Local(slot), !in_place);
+            self.store_record(prologue, &l.values, &l.types, Tag::Local(slot), l.grow);
         }
         prologue.instruction(&I::End);
         start
@@ -471,8 +470,14 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// A poll point's branch, taken when the flag is up: end the body (kill),
-    /// or start the unwind here, unless a pinned call is under way (then
-    /// the code goes on, and the freeze waits for a later poll point).
+    /// or start the unwind here, unless a pinned call is under way or the
+    /// unwind stack has no room for the record (then the code goes on, and
+    /// the freeze waits for a later site). It never grows the unwind stack:
+    /// its way to the save calls nothing (a `memory.grow` is a call for the
+    /// engine), so the values of the loop around it need not outlive a call
+    /// (Cranelift would spill them, floats at every iteration), and a leaf
+    /// stays one. A freeze finds the stack empty, and it starts with room
+    /// for the largest record of a poll point (`stack_pages`).
     ///
     /// It goes back to the hot code in one place, through its `else` (hinted
     /// cold with the rest, see [`FuncCopy`]): the kill traps without a branch,
@@ -488,9 +493,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
         // (Every poll point here has a record: a pinned one has no branch.)
-        if self.saves_in_place(saves)
-            && let Some(size) = self.record_size(k)
-        {
+        if let Some(size) = self.record_size(k) {
             self.fits(f, size);
             f.instruction(&I::I32And);
         }

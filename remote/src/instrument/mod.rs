@@ -144,6 +144,14 @@ pub const STACK_MAX_PAGES: u64 = 16381;
 /// and says it may reach this odd number so that the limiter knows it.
 const FLAG_MAX_PAGES: u64 = 3;
 
+/// The unwind stack's first size, in pages: room for the largest record a
+/// poll point writes, which finds the stack empty when a freeze begins
+/// there (a poll point does not grow it: its way to the save calls
+/// nothing, so that the loop around it keeps its values in registers).
+fn stack_pages(largest_poll_record: u32) -> u64 {
+    (u64::from(largest_poll_record) >> 16) + 1
+}
+
 /// Whether a memory with this declared maximum (in bytes, as wasmtime's
 /// `ResourceLimiter` is told) is one of the instrumentation's (the flag, the
 /// unwind stack), which no limit of the guest's memory bounds.
@@ -772,6 +780,7 @@ fn instrument_with(
     let mut fast = Vec::with_capacity(s.bodies.len());
     let mut fast_code = 0usize;
     let mut instrumenters = Vec::new();
+    let mut poll_record = 0u32;
     for (i, body) in s.bodies.iter().enumerate() {
         if !s.plan.unwindable[i] {
             fast.push(None);
@@ -784,6 +793,7 @@ fn instrument_with(
         let ins = Instrumenter::new(&s.plan, &consts, body, sig)?;
         let f = ins.fast()?;
         too_large(&f.code)?;
+        poll_record = poll_record.max(ins.largest_poll_record());
         fast_code += f.code.byte_len();
         if fast_code > max_fast {
             return Err(unsupported(format!(
@@ -829,6 +839,7 @@ fn instrument_with(
             rewinds: &rewinds,
             stubs,
             rewind_start,
+            stack_pages: stack_pages(poll_record),
             next_body: 0,
             done: [false; 13],
         };

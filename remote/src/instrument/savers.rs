@@ -67,9 +67,18 @@ pub(crate) struct Saves {
     /// inline.
     pub(crate) k: Option<u32>,
     /// The layouts branched to, in the order first used: the values saved
-    /// (locals) and their types.
-    pub(crate) layouts: Vec<(Vec<u32>, Vec<ValType>)>,
-    by_values: std::collections::HashMap<Vec<u32>, u32>,
+    /// (locals), their types, and whether the unwind stack grows first if
+    /// it has no room (at calls; never at poll points, see
+    /// `Instrumenter::poll_taken`).
+    pub(crate) layouts: Vec<Layout>,
+    by_values: std::collections::HashMap<(Vec<u32>, bool), u32>,
+}
+
+/// A record's layout, written by one block (see [`Saves`]).
+pub(crate) struct Layout {
+    pub(crate) values: Vec<u32>,
+    pub(crate) types: Vec<ValType>,
+    pub(crate) grow: bool,
 }
 
 impl Saves {
@@ -90,13 +99,17 @@ impl Saves {
 
     /// The block of a layout, counted from 1 (the innermost, just outside
     /// `$body`).
-    pub(crate) fn block(&mut self, values: &[u32], types: &[ValType]) -> u32 {
-        if let Some(j) = self.by_values.get(values) {
+    pub(crate) fn block(&mut self, values: &[u32], types: &[ValType], grow: bool) -> u32 {
+        if let Some(j) = self.by_values.get(&(values.to_vec(), grow)) {
             return *j;
         }
-        self.layouts.push((values.to_vec(), types.to_vec()));
+        self.layouts.push(Layout {
+            values: values.to_vec(),
+            types: types.to_vec(),
+            grow,
+        });
         let j = self.layouts.len() as u32;
-        self.by_values.insert(values.to_vec(), j);
+        self.by_values.insert((values.to_vec(), grow), j);
         j
     }
 }

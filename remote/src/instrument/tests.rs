@@ -827,6 +827,59 @@ fn a_loop_polls_without_calls_it_comes_back_from() {
     ));
 }
 
+/// A poll point's way to its save calls nothing (not even the unwind
+/// stack's growth, which would make every value of its loop outlive a
+/// call, and Cranelift spill them at every iteration): the unwind stack
+/// starts with room for the largest record a poll point writes, here past
+/// its first page (4,200 live `v128`s), and a freeze at that poll point
+/// still happens there.
+#[test]
+fn a_poll_point_whose_record_is_past_a_page_still_unwinds() {
+    const N: usize = 4200;
+    let locals: String = (0..N).map(|j| format!("(local $a{j} v128)")).collect();
+    let init: String = (0..N)
+        .map(|j| format!("(local.set $a{j} (v128.const i64x2 {j} 1))"))
+        .collect();
+    let step: String = (0..N)
+        .map(|j| {
+            format!(
+                "(local.set $a{j} (i64x2.add (local.get $a{j}) (local.get $a{})))",
+                (j + 1) % N
+            )
+        })
+        .collect();
+    let sum: String = (1..N)
+        .map(|j| format!("(local.set $a0 (i64x2.add (local.get $a0) (local.get $a{j})))"))
+        .collect();
+    let text = format!(
+        r#"(module {IMPORTS}
+        (func $big (param $n i32) (result i64) (local $i i32) {locals}
+            {init}
+            (loop $l
+                {step}
+                (local.set $i (i32.add (local.get $i) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+            {sum}
+            (i64.add (i64x2.extract_lane 0 (local.get $a0)) (i64x2.extract_lane 1 (local.get $a0))))
+        (func (export "_start") (call $out (call $big (i32.const 3)))))"#
+    );
+    let ins = instrument(&wat(&text)).expect("instrumented");
+    let stack_pages = Parser::new(0)
+        .parse_all(&ins.wasm)
+        .filter_map(|p| match p {
+            Ok(Payload::MemorySection(r)) => Some(r.into_iter().flatten().collect::<Vec<_>>()),
+            _ => None,
+        })
+        .flatten()
+        .find(|m| m.maximum == Some(super::STACK_MAX_PAGES))
+        .map(|m| m.initial)
+        .expect("the unwind stack");
+    assert!(stack_pages >= 2, "{stack_pages} pages");
+    // Frozen at each of the loop's three headers (and put back each time).
+    let moves = same_when_tortured(&text);
+    assert!(moves >= 3, "{moves} moves");
+}
+
 /// A loop whose first step is not the only write to its local (another
 /// leaves the loop) is counted by a later step that is.
 #[test]
