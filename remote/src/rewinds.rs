@@ -135,21 +135,21 @@ impl OnDemand {
             });
         }
         let cover = |needed: &[u32]| {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            let kept = Self::of_engine(&mut kept, engine);
-            let mut found = BTreeSet::new();
-            let mut missing = Vec::new();
-            for f in needed {
-                match kept.of.get(f) {
-                    Some(m) => {
-                        found.insert(*m);
+            self.with_kept(engine, |kept| {
+                let mut found = BTreeSet::new();
+                let mut missing = Vec::new();
+                for f in needed {
+                    match kept.of.get(f) {
+                        Some(m) => {
+                            found.insert(*m);
+                        }
+                        None => missing.push(*f),
                     }
-                    None => missing.push(*f),
                 }
-            }
-            let found: Vec<RewindModule> =
-                found.into_iter().map(|m| kept.modules[m].clone()).collect();
-            (found, missing)
+                let found: Vec<RewindModule> =
+                    found.into_iter().map(|m| kept.modules[m].clone()).collect();
+                (found, missing)
+            })
         };
         let (mut found, missing) = cover(&needed);
         if missing.is_empty() {
@@ -192,16 +192,22 @@ impl OnDemand {
     /// Keeps `made` for the stacks to come (all are dropped past
     /// [`REWIND_MODULES_KEPT`]).
     fn keep(&self, engine: &Engine, made: RewindModule) {
+        self.with_kept(engine, |kept| {
+            if kept.modules.len() >= REWIND_MODULES_KEPT {
+                *kept = Kept::default();
+            }
+            let at = kept.modules.len();
+            for f in made.functions.iter() {
+                kept.of.insert(*f, at);
+            }
+            kept.modules.push(made);
+        })
+    }
+
+    /// `f` on the modules kept for `engine`, under the lock.
+    fn with_kept<T>(&self, engine: &Engine, f: impl FnOnce(&mut Kept) -> T) -> T {
         let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        let kept = Self::of_engine(&mut kept, engine);
-        if kept.modules.len() >= REWIND_MODULES_KEPT {
-            *kept = Kept::default();
-        }
-        let at = kept.modules.len();
-        for f in made.functions.iter() {
-            kept.of.insert(*f, at);
-        }
-        kept.modules.push(made);
+        f(Self::of_engine(&mut kept, engine))
     }
 
     /// The compiled modules kept for `engine` that hold rewind copies of the
@@ -210,15 +216,13 @@ impl OnDemand {
     /// with it, so that a cluster compiles a large function's copy once
     /// rather than once on every node the body goes to.
     pub(crate) fn to_send(&self, engine: &Engine, stack: &[u8]) -> Vec<crate::ghost::RewindCode> {
-        let costly: Vec<RewindModule> = {
-            let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-            let kept = Self::of_engine(&mut kept, engine);
+        let costly: Vec<RewindModule> = self.with_kept(engine, |kept| {
             kept.modules
                 .iter()
                 .filter(|m| m.cost_ms >= SEND_COST_MS)
                 .cloned()
                 .collect()
-        };
+        });
         if costly.is_empty() {
             return Vec::new();
         }
@@ -249,20 +253,14 @@ impl OnDemand {
 
     /// Keeps the compiled rewind copies a body brought from another node
     /// (see [`Self::to_send`]) for `engine`, those of functions it has no
-    /// copy of yet; returns how many modules it kept. Code that this
-    /// engine cannot load (another configuration or CPU: wasmtime checks)
-    /// is left out, and those copies are compiled here when needed.
-    pub(crate) fn adopt(&self, engine: &Engine, sent: Vec<crate::ghost::RewindCode>) -> usize {
-        let mut adopted = 0;
+    /// copy of yet. Code that this engine cannot load (another
+    /// configuration or CPU: wasmtime checks) is left out, and those copies
+    /// are compiled here when needed.
+    pub(crate) fn adopt(&self, engine: &Engine, sent: Vec<crate::ghost::RewindCode>) {
         for s in sent {
-            if s.functions.is_empty() {
-                continue;
-            }
-            let fresh = {
-                let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-                let kept = Self::of_engine(&mut kept, engine);
+            let fresh = self.with_kept(engine, |kept| {
                 s.functions.iter().any(|f| !kept.of.contains_key(f))
-            };
+            });
             if !fresh {
                 continue;
             }
@@ -282,14 +280,12 @@ impl OnDemand {
                             cost_ms: s.cost_ms,
                         },
                     );
-                    adopted += 1;
                 }
                 Err(e) => {
                     tracing::debug!(error = %crate::code::one_line(&e), "cannot load the rewind copies received; compiling them here when needed")
                 }
             }
         }
-        adopted
     }
 
     /// The modules kept for `engine`.
@@ -381,7 +377,6 @@ impl OnDemand {
 
     /// How many modules of copies are kept for `engine`.
     pub(crate) fn modules_kept(&self, engine: &Engine) -> usize {
-        let mut kept = self.kept.lock().unwrap_or_else(|e| e.into_inner());
-        Self::of_engine(&mut kept, engine).modules.len()
+        self.with_kept(engine, |kept| kept.modules.len())
     }
 }

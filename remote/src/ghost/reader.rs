@@ -151,9 +151,6 @@ impl<R: std::io::Read> ImageReader<R> {
         Ok(out)
     }
 
-    /// The next section, or `None` after the last one, once the checksum
-    /// is found to match. A memory section's pages must be read with
-    /// [`ImageReader::pages`] before the next section is asked for.
     /// Accepts a rewind code section: compiled code, which the engine runs
     /// as it is, so accepted only on an image connection from another node
     /// of the cluster (a move), never from a file.
@@ -162,6 +159,9 @@ impl<R: std::io::Read> ImageReader<R> {
         self
     }
 
+    /// The next section, or `None` after the last one, once the checksum
+    /// is found to match. A memory section's pages must be read with
+    /// [`ImageReader::pages`] before the next section is asked for.
     pub fn section(&mut self) -> Result<Option<Part>, GhostError> {
         if !self.table.is_empty() {
             return Err(corrupt(Section::Memory, "its pages were not read"));

@@ -102,7 +102,7 @@ pub fn checked<'a>(
         return Err(GhostError::Empty);
     }
     let r = ImageReader::new(image, expected)?;
-    if image.len() < 8 + 4 + 32 + 9 + 8 {
+    if image.len() < HEADER + 9 + 8 {
         return Err(GhostError::Truncated(Section::Header));
     }
     let (body, sum) = image.split_at(image.len() - 8);
@@ -123,29 +123,36 @@ pub fn checked<'a>(
     Ok(r)
 }
 
+/// The bytes of an image's header: magic, versions, module.
+const HEADER: usize = 8 + 2 + 2 + 32;
+
+/// The kind and payload length of the section whose header is at `at`,
+/// if the image holds that header whole.
+fn section_head(image: &[u8], at: usize) -> Option<(u8, u64)> {
+    let head = image.get(at..at.checked_add(9)?)?;
+    let mut len = [0u8; 8];
+    len.copy_from_slice(&head[1..9]);
+    Some((head[0], u64::from_le_bytes(len)))
+}
+
 /// The length an image's section headers declare, walking them from the
 /// header: exact if the walk reached the end marker, else a lower bound
 /// (the image ends inside a section). `None` when the headers make no sense
 /// (an unknown kind, a length no image has): corrupt, not cut short.
 fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
-    const HEADER: u64 = 8 + 2 + 2 + 32;
     // More than any image holds (wasm32 memories are at most 4 GiB each).
     const TOO_LONG: u64 = 64 << 30;
-    let mut at = HEADER;
+    let mut at = HEADER as u64;
     loop {
         let start = usize::try_from(at).ok()?;
-        let Some(head) = image.get(start..start + 9) else {
+        let Some((kind, len)) = section_head(image, start) else {
             // The next section's header itself is missing.
             return Some((at + 9 + 8, false));
         };
-        let kind = head[0];
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&head[1..9]);
-        let len = u64::from_le_bytes(len);
         if kind == 0 {
             return Some((at + 9 + 8, true));
         }
-        if kind > 12 || len > TOO_LONG {
+        if Section::of_kind(kind).is_none() || len > TOO_LONG {
             return None;
         }
         at = at.checked_add(9)?.checked_add(len)?;
@@ -160,18 +167,15 @@ fn declared_length(image: &[u8]) -> Option<(u64, bool)> {
 /// section headers are walked, its pages not read. A node that streams an
 /// image held whole to another refuses one that has.
 pub fn carries_code(image: &[u8]) -> bool {
-    let mut at = 8 + 2 + 2 + 32usize;
-    while let Some(head) = image.get(at..at + 9) {
-        let kind = head[0];
+    let mut at = HEADER;
+    while let Some((kind, len)) = section_head(image, at) {
         if kind == 0 {
             return false;
         }
         if kind == Section::RewindCode.kind() {
             return true;
         }
-        let mut len = [0u8; 8];
-        len.copy_from_slice(&head[1..9]);
-        let next = usize::try_from(u64::from_le_bytes(len))
+        let next = usize::try_from(len)
             .ok()
             .and_then(|len| at.checked_add(9)?.checked_add(len));
         match next {

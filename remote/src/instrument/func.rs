@@ -203,9 +203,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// it has none): the unwind stack starts with room for it, as a poll
     /// point does not grow it.
     pub(crate) fn largest_poll_record(&self) -> u32 {
-        (1..=self.sites.len() as u32)
-            .filter(|k| self.site(*k).callee == Callee::Poll)
-            .filter_map(|k| self.record_size(k))
+        self.sites
+            .iter()
+            .filter(|s| s.callee == Callee::Poll && !s.pinned)
+            .map(Site::size)
             .max()
             .unwrap_or(0)
     }

@@ -71,7 +71,8 @@ pub(crate) struct Saves {
     /// it has no room (at calls; never at poll points, see
     /// `Instrumenter::poll_taken`).
     pub(crate) layouts: Vec<Layout>,
-    by_values: std::collections::HashMap<(Vec<u32>, bool), u32>,
+    /// Each list of values' blocks: without growth, then with.
+    by_values: std::collections::HashMap<Vec<u32>, [Option<u32>; 2]>,
 }
 
 /// A record's layout, written by one block (see [`Saves`]).
@@ -100,8 +101,12 @@ impl Saves {
     /// The block of a layout, counted from 1 (the innermost, just outside
     /// `$body`).
     pub(crate) fn block(&mut self, values: &[u32], types: &[ValType], grow: bool) -> u32 {
-        if let Some(j) = self.by_values.get(&(values.to_vec(), grow)) {
-            return *j;
+        if let Some(j) = self
+            .by_values
+            .get(values)
+            .and_then(|b| b[usize::from(grow)])
+        {
+            return j;
         }
         self.layouts.push(Layout {
             values: values.to_vec(),
@@ -109,7 +114,7 @@ impl Saves {
             grow,
         });
         let j = self.layouts.len() as u32;
-        self.by_values.insert((values.to_vec(), grow), j);
+        self.by_values.entry(values.to_vec()).or_default()[usize::from(grow)] = Some(j);
         j
     }
 }
