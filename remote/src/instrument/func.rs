@@ -4,8 +4,9 @@
 //! The **fast copy** keeps the function's code and adds, out of the way of
 //! its hot paths:
 //!
-//! - a *poll point* at every loop header (and at the entry of a function that
-//!   can recurse): `if (flag) { … }` where the branch, taken only when the
+//! - a *poll point* at every loop header (and at the entry of the functions
+//!   that break cycles of calls, see [`super::Plan::entry_poll`]): `if
+//!   (flag) { … }` where the branch, taken only when the
 //!   host has raised the flag, saves the frame and returns (it calls nothing,
 //!   so the loop's values stay in registers);
 //! - after every call that can unwind, `if (state == UNWINDING) { … }`, which

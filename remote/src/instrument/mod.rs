@@ -286,8 +286,19 @@ pub(crate) struct Plan {
     pub imported: u32,
     /// Per imported function: whether it can start an unwind.
     unwinding_imports: Vec<bool>,
-    /// Per defined function.
+    /// Per defined function: whether it is on a cycle of calls.
     pub recursive: Vec<bool>,
+    /// Per defined function: whether it polls at its entry. Every cycle of
+    /// calls must read the flag somewhere, or a recursion without loops
+    /// would never freeze, but not at every function on it: a cycle through
+    /// a function whose first work is a loop's poll point reads it there
+    /// ([`FuncBody::starts_with_a_poll`]), and of the others, only the
+    /// functions a depth-first walk of the calls meets again while still
+    /// inside them poll (every cycle has such a walk's step back to a
+    /// function it is inside). Where a call through a table can reach
+    /// nearly every function, as in Go or C++ with virtual calls, nearly
+    /// all are on a cycle, and a fraction of them breaks every one.
+    pub entry_poll: Vec<bool>,
     unwindable: Vec<bool>,
     /// Per defined function: its rewind copy's index.
     rewind: Vec<Option<u32>>,
@@ -578,6 +589,50 @@ fn survey(wasm: &[u8]) -> Result<Survey<'_>, InstrumentError> {
     Ok(s)
 }
 
+/// Functions that break every cycle of the call graph that goes through no
+/// function of `broken`: those a depth-first walk, which does not enter
+/// `broken`, steps back to while it is still inside them. Every cycle has
+/// such a step, as a walk leaves a cycle's first function only after all
+/// of the cycle (so the cycle's step back to it is taken inside it). The
+/// walk starts from `first` (the program's entry), so that a recursion is
+/// broken at the function the program enters it by.
+fn cycle_breakers(edges: &[Vec<usize>], broken: &[bool], first: Option<usize>) -> Vec<bool> {
+    const NEW: u8 = 0;
+    const INSIDE: u8 = 1;
+    const DONE: u8 = 2;
+    let n = edges.len();
+    let mut state = vec![NEW; n];
+    let mut breaker = vec![false; n];
+    let roots = first.into_iter().filter(|f| *f < n).chain(0..n);
+    for root in roots {
+        if state[root] != NEW || broken[root] {
+            continue;
+        }
+        state[root] = INSIDE;
+        let mut work = vec![(root, 0usize)];
+        while let Some(&mut (v, ref mut at)) = work.last_mut() {
+            let Some(&w) = edges[v].get(*at) else {
+                state[v] = DONE;
+                work.pop();
+                continue;
+            };
+            *at += 1;
+            if broken[w] {
+                continue;
+            }
+            match state[w] {
+                NEW => {
+                    state[w] = INSIDE;
+                    work.push((w, 0));
+                }
+                INSIDE => breaker[w] = true,
+                _ => {}
+            }
+        }
+    }
+    breaker
+}
+
 /// Which functions can recurse: those on a cycle of the call graph.
 fn on_cycle(edges: &[Vec<usize>]) -> Vec<bool> {
     let n = edges.len();
@@ -674,6 +729,13 @@ fn plan(s: &mut Survey<'_>) {
         })
         .collect();
     p.recursive = on_cycle(&edges);
+    let free: Vec<bool> = s
+        .bodies
+        .iter()
+        .map(|b| b.starts_with_a_poll(p.counted_polls))
+        .collect();
+    let entry = s.start_export.and_then(defined);
+    p.entry_poll = cycle_breakers(&edges, &free, entry);
     let mut unwindable: Vec<bool> = (0..n)
         .map(|i| s.bodies[i].live_loop || p.recursive[i])
         .collect();
@@ -751,8 +813,8 @@ fn instrument_with(
     max_fast: usize,
 ) -> Result<Instrumented, InstrumentError> {
     let mut s = survey(wasm)?;
-    plan(&mut s);
     s.plan.counted_polls = counted_polls;
+    plan(&mut s);
     if s.code_size > WHOLE_MAX_CODE {
         // Its rewind copies will be made on demand: they must be makeable.
         if let Some(why) = on_demand::refusal(&s) {

@@ -129,8 +129,8 @@ pub fn prepare(wasm: &[u8]) -> Result<Prepared, InstrumentError> {
 
 pub(crate) fn prepare_with(wasm: &[u8], counted_polls: bool) -> Result<Prepared, InstrumentError> {
     let mut s = survey(wasm)?;
-    plan(&mut s);
     s.plan.counted_polls = counted_polls;
+    plan(&mut s);
     let consts = Consts::of(&s);
     let refusal = refusal(&s);
     let n_rewinds = s.plan.rewind.iter().flatten().count() as u32;

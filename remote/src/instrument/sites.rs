@@ -1,5 +1,6 @@
 //! Where a function can unwind: its *sites* (poll points at loop headers and
-//! at the entry of a function that can recurse, and calls that can unwind),
+//! at the entry of the functions chosen to break cycles of calls, and calls
+//! that can unwind),
 //! the constructs that hold them, and what each one saves.
 //!
 //! [`Instrumenter::find_sites`] numbers the sites in code order (1-based, as
@@ -11,7 +12,7 @@
 //! poll point reads the flag once per period of iterations (see [`Counted`]).
 //! Both copies are written from these (`func.rs`, `rewind.rs`).
 
-use super::analyze::{is_plain_value, local_type, opens_frame, parse_error};
+use super::analyze::{FuncBody, is_plain_value, local_type, opens_frame, parse_error};
 use super::func::Instrumenter;
 use super::liveness;
 use super::savers::record_bytes;
@@ -118,71 +119,13 @@ pub(crate) struct Construct {
     pub(crate) poll: Option<u32>,
 }
 
-impl<'p, 'a> Instrumenter<'p, 'a> {
-    pub(crate) fn new_site(
-        &mut self,
-        callee: Callee,
-        op: Option<usize>,
-    ) -> Result<u32, InstrumentError> {
-        let (under, args, results) = match (callee, op) {
-            (Callee::Poll, _) | (_, None) => (Vec::new(), Vec::new(), Vec::new()),
-            (_, Some(i)) => {
-                let sig = match callee {
-                    Callee::Direct { func, .. } | Callee::Import(func) => self.plan.func_sig(func),
-                    Callee::Indirect { type_index, .. } => self
-                        .plan
-                        .types
-                        .get(type_index as usize)
-                        .and_then(|s| s.as_ref()),
-                    Callee::Poll => None,
-                }
-                .ok_or_else(|| parse_error("a call of an unknown type"))?;
-                let stack = &self.body.ops[i].stack;
-                let operands =
-                    sig.params.len() + usize::from(matches!(callee, Callee::Indirect { .. }));
-                let split = stack
-                    .len()
-                    .checked_sub(operands)
-                    .ok_or_else(|| parse_error("a call without its operands"))?;
-                if let Some(t) = sig
-                    .params
-                    .iter()
-                    .chain(&sig.results)
-                    .find(|t| !is_plain_value(t))
-                {
-                    return Err(unsupported(format!("a call passes a value of type {t}")));
-                }
-                (
-                    stack[..split].to_vec(),
-                    sig.params.clone(),
-                    sig.results.clone(),
-                )
-            }
-        };
-        let counted = match (callee, op) {
-            (Callee::Poll, Some(i)) if self.plan.counted_polls => self.counted(i),
-            _ => None,
-        };
-        self.sites.push(Site {
-            callee,
-            op,
-            saved: Vec::new(),
-            under,
-            keep_args: matches!(callee, Callee::Import(_) | Callee::Indirect { .. }),
-            args,
-            results,
-            counted,
-            pinned: false,
-        });
-        Ok(self.sites.len() as u32)
-    }
-
+impl FuncBody<'_> {
     /// Whether the loop starting at `start` steps a local by a constant on
     /// every iteration: one write to it in the whole loop, `local = local ± c`,
     /// directly in the loop's body (not in a construct inside it), before
     /// any branch back to the loop's start.
     pub(crate) fn counted(&self, start: usize) -> Option<Counted> {
-        let ops = &self.body.ops;
+        let ops = &self.ops;
         let mut depth = 0usize;
         let mut end = None;
         for (j, info) in ops.iter().enumerate().skip(start + 1) {
@@ -267,18 +210,19 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     }
 
     /// Whether every call of the function reads the flag at a loop's poll
-    /// point before it does any work, so that the poll point at its entry
-    /// (for a function that can recurse) would read it a second time: the
-    /// code before the loop only opens blocks and moves values (Go's
-    /// functions each start `global.get; local.set; block; loop`, the loop
-    /// that dispatches over their blocks), it cannot branch past the loop,
-    /// and the loop's poll point reads the flag on every iteration (not
-    /// counted) and saves plain values alone (so is never pinned).
-    fn starts_with_a_poll(&self) -> bool {
-        if !self.body.locals.iter().all(is_plain_value) {
+    /// point before it does any work, so that a cycle of calls through it
+    /// reads the flag there and needs no poll point at its entry (see
+    /// [`super::Plan::entry_poll`]): the code before the loop only opens
+    /// blocks and moves values (Go's functions each start `global.get;
+    /// local.set; block; loop`, the loop that dispatches over their blocks),
+    /// it cannot branch past the loop, and the loop's poll point reads the
+    /// flag on every iteration (not counted) and saves plain values alone
+    /// (so is never pinned).
+    pub(crate) fn starts_with_a_poll(&self, counted_polls: bool) -> bool {
+        if !self.locals.iter().all(is_plain_value) {
             return false;
         }
-        for (i, info) in self.body.ops.iter().enumerate() {
+        for (i, info) in self.ops.iter().enumerate() {
             match info.op {
                 Operator::Block { .. }
                 | Operator::Nop
@@ -293,17 +237,77 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 Operator::Loop { .. } => {
                     return info.live
                         && info.stack.iter().all(is_plain_value)
-                        && !(self.plan.counted_polls && self.counted(i).is_some());
+                        && !(counted_polls && self.counted(i).is_some());
                 }
                 _ => return false,
             }
         }
         false
     }
+}
+
+impl<'p, 'a> Instrumenter<'p, 'a> {
+    pub(crate) fn new_site(
+        &mut self,
+        callee: Callee,
+        op: Option<usize>,
+    ) -> Result<u32, InstrumentError> {
+        let (under, args, results) = match (callee, op) {
+            (Callee::Poll, _) | (_, None) => (Vec::new(), Vec::new(), Vec::new()),
+            (_, Some(i)) => {
+                let sig = match callee {
+                    Callee::Direct { func, .. } | Callee::Import(func) => self.plan.func_sig(func),
+                    Callee::Indirect { type_index, .. } => self
+                        .plan
+                        .types
+                        .get(type_index as usize)
+                        .and_then(|s| s.as_ref()),
+                    Callee::Poll => None,
+                }
+                .ok_or_else(|| parse_error("a call of an unknown type"))?;
+                let stack = &self.body.ops[i].stack;
+                let operands =
+                    sig.params.len() + usize::from(matches!(callee, Callee::Indirect { .. }));
+                let split = stack
+                    .len()
+                    .checked_sub(operands)
+                    .ok_or_else(|| parse_error("a call without its operands"))?;
+                if let Some(t) = sig
+                    .params
+                    .iter()
+                    .chain(&sig.results)
+                    .find(|t| !is_plain_value(t))
+                {
+                    return Err(unsupported(format!("a call passes a value of type {t}")));
+                }
+                (
+                    stack[..split].to_vec(),
+                    sig.params.clone(),
+                    sig.results.clone(),
+                )
+            }
+        };
+        let counted = match (callee, op) {
+            (Callee::Poll, Some(i)) if self.plan.counted_polls => self.body.counted(i),
+            _ => None,
+        };
+        self.sites.push(Site {
+            callee,
+            op,
+            saved: Vec::new(),
+            under,
+            keep_args: matches!(callee, Callee::Import(_) | Callee::Indirect { .. }),
+            args,
+            results,
+            counted,
+            pinned: false,
+        });
+        Ok(self.sites.len() as u32)
+    }
 
     /// Numbers the sites in code order, and finds the constructs that hold them.
     pub(crate) fn find_sites(&mut self) -> Result<(), InstrumentError> {
-        if self.plan.recursive[self.plan.defined(self.body.index)] && !self.starts_with_a_poll() {
+        if self.plan.entry_poll[self.plan.defined(self.body.index)] {
             self.entry_poll = Some(self.new_site(Callee::Poll, None)?);
         }
         struct Open {

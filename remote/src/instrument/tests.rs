@@ -462,6 +462,7 @@ fn poll_points_are_where_loops_and_recursion_are() {
     // `_start` calls through a table of functions that unwind.
     assert_eq!(s.plan.unwindable, vec![false, true, true, true, true]);
     assert_eq!(s.plan.recursive, vec![false, false, false, true, false]);
+    assert_eq!(s.plan.entry_poll, vec![false, false, false, true, false]);
     let ins = instrument(&wasm).expect("instrumented");
     validate(&ins.wasm);
     assert_eq!(ins.globals, vec![0]);
@@ -500,8 +501,22 @@ fn a_recursive_function_that_starts_with_a_loop_polls_there_alone() {
     );
     let ins = instrument(&wat(&text)).expect("instrumented");
     validate(&ins.wasm);
+    let reads = flag_reads(&ins.wasm);
+    // Each poll point reads the flag twice: to poll, and once taken, to
+    // tell a kill from a freeze. `$go`: its loop's; `$work`: its entry's
+    // (an addition comes before its loop) and its loop's.
+    assert_eq!(
+        reads[..2],
+        [2, 4],
+        "flag reads of the fast copies of $go, $work"
+    );
+    same_when_tortured(&text);
+}
+
+/// Flag reads per function body of `wasm`, fast copies first.
+fn flag_reads(wasm: &[u8]) -> Vec<usize> {
     let mut reads = Vec::new();
-    for payload in Parser::new(0).parse_all(&ins.wasm) {
+    for payload in Parser::new(0).parse_all(wasm) {
         if let Ok(Payload::CodeSectionEntry(b)) = payload {
             let mut r = b.get_operators_reader().expect("ops");
             let mut n = 0;
@@ -514,14 +529,58 @@ fn a_recursive_function_that_starts_with_a_loop_polls_there_alone() {
             reads.push(n);
         }
     }
-    // Each poll point reads the flag twice: to poll, and once taken, to
-    // tell a kill from a freeze. `$go`: its loop's; `$work`: its entry's
-    // (an addition comes before its loop) and its loop's.
-    assert_eq!(
-        reads[..2],
-        [2, 4],
-        "flag reads of the fast copies of $go, $work"
+    reads
+}
+
+/// Not every function on a cycle of calls polls at its entry: one per
+/// cycle, the one the program enters it by, and none where the cycle goes
+/// through a function whose loop's poll point comes first. A recursion
+/// through them still unwinds and rewinds anywhere.
+#[test]
+fn one_function_of_a_cycle_polls_at_its_entry() {
+    let text = format!(
+        r#"(module {IMPORTS}
+        (func $a (param $n i32) (result i64)
+            (if (result i64) (local.get $n)
+                (then (i64.add (i64.const 1) (call $b (i32.sub (local.get $n) (i32.const 1)))))
+                (else (i64.const 0))))
+        (func $b (param $n i32) (result i64)
+            (if (result i64) (local.get $n)
+                (then (i64.add (i64.const 2) (call $c (i32.sub (local.get $n) (i32.const 1)))))
+                (else (i64.const 5))))
+        (func $c (param $n i32) (result i64)
+            (if (result i64) (local.get $n)
+                (then (i64.mul (i64.const 3) (call $a (i32.sub (local.get $n) (i32.const 1)))))
+                (else (i64.const 9))))
+        (func $go (param $pc i32) (param $n i32) (result i64)
+            (block $done
+              (loop $dispatch
+                (block $b0 (br_table $b0 $done (local.get $pc)))
+                (local.set $pc (i32.const 1))
+                (br $dispatch)))
+            (if (result i64) (local.get $n)
+                (then (i64.add (i64.const 4) (call $h (i32.sub (local.get $n) (i32.const 1)))))
+                (else (i64.const 11))))
+        (func $h (param $n i32) (result i64)
+            (i64.add (i64.const 6) (call $go (i32.const 0) (local.get $n))))
+        (func (export "_start")
+            (call $out (call $a (i32.const 40)))
+            (call $out (call $go (i32.const 0) (i32.const 40)))))"#
     );
+    let wasm = wat(&text);
+    let mut s = survey(&wasm).expect("survey");
+    plan(&mut s);
+    assert_eq!(s.plan.recursive, vec![true, true, true, true, true, false]);
+    // `_start` enters the cycle of $a, $b and $c by $a; the one of $go and
+    // $h reads the flag at $go's loop.
+    assert_eq!(
+        s.plan.entry_poll,
+        vec![true, false, false, false, false, false]
+    );
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    // Two reads per poll point (see above): $a's entry, $go's loop.
+    assert_eq!(flag_reads(&ins.wasm)[..5], [2, 0, 0, 2, 0]);
     same_when_tortured(&text);
 }
 
