@@ -124,26 +124,41 @@ impl Assembler<'_, '_> {
         self.done[7] = true;
     }
 
+    /// The rewind table (each function's rewind copy, or an import that can
+    /// unwind, by function index; empty with stubs) and the table of every
+    /// function. Written as function indices, in runs of entries that are
+    /// not null (a table starts null), never as expressions: the engine
+    /// builds tables given by indices lazily, but one segment of
+    /// expressions makes it evaluate that segment and every later one,
+    /// each entry a call into the runtime, at every instantiation (a third
+    /// of a small program's launch, and growing with the functions).
     fn add_elements(&mut self, elements: &mut wasm_encoder::ElementSection) {
         let p = &self.s.plan;
-        let exprs: Vec<wasm_encoder::ConstExpr> = (0..p.func_types.len() as u32)
+        let rewind: Vec<Option<u32>> = (0..p.func_types.len() as u32)
             .map(|f| {
                 if self.stubs {
-                    wasm_encoder::ConstExpr::ref_null(wasm_encoder::HeapType::FUNC)
+                    None
                 } else if let Some(r) = p.rewind_of(f) {
-                    wasm_encoder::ConstExpr::ref_func(r)
-                } else if p.unwinding_import(f) {
-                    wasm_encoder::ConstExpr::ref_func(f)
+                    Some(r)
                 } else {
-                    wasm_encoder::ConstExpr::ref_null(wasm_encoder::HeapType::FUNC)
+                    p.unwinding_import(f).then_some(f)
                 }
             })
             .collect();
-        elements.active(
-            Some(self.consts.rewind_table),
-            &wasm_encoder::ConstExpr::i32_const(0),
-            wasm_encoder::Elements::Expressions(wasm_encoder::RefType::FUNCREF, exprs.into()),
-        );
+        let mut at = 0;
+        while at < rewind.len() {
+            let run: Vec<u32> = rewind[at..].iter().map_while(|r| *r).collect();
+            if run.is_empty() {
+                at += 1;
+                continue;
+            }
+            elements.active(
+                Some(self.consts.rewind_table),
+                &wasm_encoder::ConstExpr::i32_const(at as i32),
+                wasm_encoder::Elements::Functions(run.as_slice().into()),
+            );
+            at += run.len();
+        }
         let all: Vec<u32> = (0..p.func_types.len() as u32).collect();
         elements.active(
             Some(self.consts.funcs_table),

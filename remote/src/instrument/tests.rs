@@ -440,6 +440,60 @@ fn multi_value_blocks_loop_parameters_and_tables_survive() {
     ));
 }
 
+/// The instrumentation's tables are given by function indices, never by
+/// expressions (which the engine would evaluate entry by entry at every
+/// instantiation, and every segment after them too), and the rewind
+/// table still names each function's rewind copy where it has one.
+#[test]
+fn tables_are_given_by_function_indices() {
+    let wasm = wat(r#"(module
+        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+        (memory (export "memory") 1)
+        (table 2 funcref)
+        (elem (i32.const 0) $f $g)
+        (func $leaf (result i32) (i32.const 1))
+        (func $f (result i32) (local i32)
+            (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+                (br_if $l (i32.lt_u (local.get 0) (i32.const 10))))
+            (local.get 0))
+        (func $g (result i32) (call $f))
+        (func (export "_start") (drop (call_indirect (result i32) (i32.const 1)))))"#);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    let mut rewind_entries = Vec::new();
+    for payload in Parser::new(0).parse_all(&ins.wasm) {
+        if let Ok(Payload::ElementSection(r)) = payload {
+            for e in r {
+                let e = e.expect("element");
+                let wasmparser::ElementItems::Functions(fs) = e.items else {
+                    panic!("a segment of expressions")
+                };
+                let fs: Vec<u32> = fs.into_iter().map(|f| f.expect("index")).collect();
+                if let wasmparser::ElementKind::Active {
+                    table_index: Some(t),
+                    offset_expr,
+                } = e.kind
+                    && t == 1
+                {
+                    let mut ops = offset_expr.get_operators_reader();
+                    let Ok(Operator::I32Const { value }) = ops.read() else {
+                        panic!("offset")
+                    };
+                    rewind_entries.push((value, fs));
+                }
+            }
+        }
+    }
+    // The import (which does not unwind) and $leaf have none: one run, of
+    // the rewind copies of $f, $g and `_start`, which come after the five
+    // functions, in their order.
+    assert_eq!(rewind_entries.len(), 1, "{rewind_entries:?}");
+    let (at, copies) = &rewind_entries[0];
+    assert_eq!(*at, 2);
+    assert_eq!(copies.len(), 3);
+    assert!(copies.windows(2).all(|w| w[0] < w[1]) && copies[0] > 4);
+}
+
 #[test]
 fn poll_points_are_where_loops_and_recursion_are() {
     let wasm = wat(r#"(module
