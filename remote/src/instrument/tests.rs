@@ -440,25 +440,29 @@ fn multi_value_blocks_loop_parameters_and_tables_survive() {
     ));
 }
 
+/// A leaf, a loop, a call to it, a recursion, and a call through a table.
+const LOOP_CALLS_AND_TABLE: &str = r#"(module
+    (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
+    (memory (export "memory") 1)
+    (global $sp (mut i32) (i32.const 1024))
+    (table 2 funcref)
+    (elem (i32.const 0) $f $g)
+    (func $leaf (result i32) (i32.const 1))
+    (func $f (result i32) (local i32)
+        (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
+            (br_if $l (i32.lt_u (local.get 0) (i32.const 10))))
+        (local.get 0))
+    (func $g (result i32) (call $f))
+    (func $self (param i32) (result i32) (call $self (local.get 0)))
+    (func (export "_start") (drop (call_indirect (result i32) (i32.const 1)))))"#;
+
 /// The instrumentation's tables are given by function indices, never by
 /// expressions (which the engine would evaluate entry by entry at every
 /// instantiation, and every segment after them too), and the rewind
 /// table still names each function's rewind copy where it has one.
 #[test]
 fn tables_are_given_by_function_indices() {
-    let wasm = wat(r#"(module
-        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-        (memory (export "memory") 1)
-        (table 2 funcref)
-        (elem (i32.const 0) $f $g)
-        (func $leaf (result i32) (i32.const 1))
-        (func $f (result i32) (local i32)
-            (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
-                (br_if $l (i32.lt_u (local.get 0) (i32.const 10))))
-            (local.get 0))
-        (func $g (result i32) (call $f))
-        (func (export "_start") (drop (call_indirect (result i32) (i32.const 1)))))"#);
-    let ins = instrument(&wasm).expect("instrumented");
+    let ins = instrument(&wat(LOOP_CALLS_AND_TABLE)).expect("instrumented");
     validate(&ins.wasm);
     let mut rewind_entries = Vec::new();
     for payload in Parser::new(0).parse_all(&ins.wasm) {
@@ -485,31 +489,18 @@ fn tables_are_given_by_function_indices() {
         }
     }
     // The import (which does not unwind) and $leaf have none: one run, of
-    // the rewind copies of $f, $g and `_start`, which come after the five
-    // functions, in their order.
+    // the rewind copies of $f, $g, $self and `_start`, which come after the
+    // six functions, in their order.
     assert_eq!(rewind_entries.len(), 1, "{rewind_entries:?}");
     let (at, copies) = &rewind_entries[0];
     assert_eq!(*at, 2);
-    assert_eq!(copies.len(), 3);
-    assert!(copies.windows(2).all(|w| w[0] < w[1]) && copies[0] > 4);
+    assert_eq!(copies.len(), 4);
+    assert!(copies.windows(2).all(|w| w[0] < w[1]) && copies[0] > 5);
 }
 
 #[test]
 fn poll_points_are_where_loops_and_recursion_are() {
-    let wasm = wat(r#"(module
-        (import "wasi_snapshot_preview1" "proc_exit" (func $exit (param i32)))
-        (memory (export "memory") 1)
-        (global $sp (mut i32) (i32.const 1024))
-        (table 2 funcref)
-        (elem (i32.const 0) $f $g)
-        (func $leaf (result i32) (i32.const 1))
-        (func $f (result i32) (local i32)
-            (loop $l (local.set 0 (i32.add (local.get 0) (i32.const 1)))
-                (br_if $l (i32.lt_u (local.get 0) (i32.const 10))))
-            (local.get 0))
-        (func $g (result i32) (call $f))
-        (func $self (param i32) (result i32) (call $self (local.get 0)))
-        (func (export "_start") (drop (call_indirect (result i32) (i32.const 1)))))"#);
+    let wasm = wat(LOOP_CALLS_AND_TABLE);
     let mut s = survey(&wasm).expect("survey");
     plan(&mut s);
     // $leaf has no loop and calls nothing; $f loops; $g calls $f; $self recurses;
