@@ -1,7 +1,8 @@
 //! One function as the validator sees it (`analyze`): every operator with the
-//! types of the operand stack under it (`OpInfo`), which calls can unwind, and
-//! whether the function holds what the instrumentation cannot keep in a frame
-//! (`check_operator`, `is_plain_value`).
+//! types of the operand stack under it (`OpInfo`), which calls can unwind,
+//! where its loops read the flag (`back_edges`), and whether the function
+//! holds what the instrumentation cannot keep in a frame (`check_operator`,
+//! `is_plain_value`).
 //!
 //! Must not know: how the copies are emitted (`func.rs`, `rewind.rs`).
 
@@ -31,8 +32,21 @@ pub(crate) struct FuncBody<'a> {
     /// Type indices of live calls through a table.
     pub indirect: Vec<u32>,
     pub live_loop: bool,
+    /// Where the loops read the flag (see [`back_edges`]).
+    pub loop_polls: LoopPolls,
     /// Why this function could not be unwound, should it need to be.
     pub refusal: Option<String>,
+}
+
+/// Where a function's loops read the flag: at their header, or before the
+/// branches back to it ([`back_edges`]).
+#[derive(Default)]
+pub(crate) struct LoopPolls {
+    /// The loops (their `loop` operators) that poll before branches back to
+    /// them rather than at their header.
+    pub on_back_edges: std::collections::HashSet<usize>,
+    /// The `br` operators that a poll point goes before, each with its loop.
+    pub before: std::collections::HashMap<usize, usize>,
 }
 
 pub(crate) fn is_plain_value(t: &ValType) -> bool {
@@ -122,6 +136,7 @@ pub(crate) fn analyze<'a>(
                     | Operator::Loop { .. }
                     | Operator::If { .. }
                     | Operator::TryTable { .. }
+                    | Operator::Br { .. }
             );
         let mut stack = Vec::new();
         if record {
@@ -146,7 +161,12 @@ pub(crate) fn analyze<'a>(
                 }
                 _ => {}
             }
-            if record && stack.iter().any(|t| !is_plain_value(t)) {
+            // (A branch with a reference under it keeps its loop's poll
+            // point at the header, see `back_edges`.)
+            if record
+                && !matches!(op, Operator::Br { .. })
+                && stack.iter().any(|t| !is_plain_value(t))
+            {
                 refusal = Some("a reference is on the operand stack at a call".into());
             }
         }
@@ -159,6 +179,7 @@ pub(crate) fn analyze<'a>(
         ops.push(OpInfo { op, live, stack });
     }
     r.finish().map_err(parse_error)?;
+    let loop_polls = back_edges(&ops);
     Ok(FuncBody {
         index,
         type_index,
@@ -168,7 +189,208 @@ pub(crate) fn analyze<'a>(
         calls,
         indirect,
         live_loop,
+        loop_polls,
         refusal,
+    })
+}
+
+/// Which loops read the flag before the branches back to them instead of at
+/// their header, and before which branches: a loop entered once and left
+/// without going round pays nothing, and its header need not be polled on
+/// entry (Go's functions are each one loop, entered at every call). A loop
+/// qualifies when every branch to it is a plain `br` with plain values on
+/// the operand stack (a `br_if`, a `br_table` or a catch keeps the poll
+/// point at the header); each of its `br`s gets a poll point, but those
+/// that provably go forward.
+///
+/// Go's loop dispatches over the blocks of the function: `loop; block × m;
+/// local.get $pc; br_table …`, and every jump, forward or not, is `i32.const
+/// n; local.set $pc; br $loop`. The code after the end of the dispatch's
+/// block at depth `d` is region `d + 1`; a jump from region `r` to a target
+/// region after `r` (or out of the loop) cannot close a cycle without a
+/// jump that does not go forward, which polls. So only Go's backward jumps
+/// (its own loops) read the flag.
+pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
+    let is_loop = |i: usize| matches!(ops[i].op, Operator::Loop { .. });
+    let mut frames: Vec<usize> = Vec::new();
+    let mut refused: std::collections::HashSet<usize> = Default::default();
+    let mut brs: Vec<(usize, usize)> = Vec::new();
+    // The loop a branch of depth `d` goes back to, if it goes to one.
+    let target = |frames: &[usize], d: u32| {
+        (d as usize)
+            .checked_add(1)
+            .and_then(|d| frames.len().checked_sub(d))
+            .map(|j| frames[j])
+            .filter(|t| is_loop(*t))
+    };
+    let refuse = |refused: &mut std::collections::HashSet<usize>, frames: &[usize], d: u32| {
+        if let Some(t) = target(frames, d) {
+            refused.insert(t);
+        }
+    };
+    for (i, info) in ops.iter().enumerate() {
+        match &info.op {
+            Operator::TryTable { try_table } => {
+                for c in &try_table.catches {
+                    let label = match *c {
+                        wasmparser::Catch::One { label, .. }
+                        | wasmparser::Catch::OneRef { label, .. }
+                        | wasmparser::Catch::All { label }
+                        | wasmparser::Catch::AllRef { label } => label,
+                    };
+                    refuse(&mut refused, &frames, label);
+                }
+                frames.push(i);
+            }
+            op if opens_frame(op) => frames.push(i),
+            Operator::End => {
+                frames.pop();
+            }
+            Operator::Br { relative_depth } => {
+                if let Some(t) = target(&frames, *relative_depth) {
+                    if info.stack.iter().all(is_plain_value) {
+                        if info.live {
+                            brs.push((i, t));
+                        }
+                    } else {
+                        refused.insert(t);
+                    }
+                }
+            }
+            Operator::BrIf { relative_depth }
+            | Operator::BrOnNull { relative_depth }
+            | Operator::BrOnNonNull { relative_depth } => {
+                refuse(&mut refused, &frames, *relative_depth)
+            }
+            Operator::BrOnCast { relative_depth, .. }
+            | Operator::BrOnCastFail { relative_depth, .. } => {
+                refuse(&mut refused, &frames, *relative_depth)
+            }
+            Operator::BrTable { targets } => {
+                for d in targets.targets().flatten() {
+                    refuse(&mut refused, &frames, d);
+                }
+                refuse(&mut refused, &frames, targets.default());
+            }
+            _ => {}
+        }
+    }
+    let mut polls = LoopPolls::default();
+    let mut regions: std::collections::HashMap<usize, Option<Dispatch>> = Default::default();
+    for (i, t) in brs {
+        if refused.contains(&t) {
+            continue;
+        }
+        let dispatch = regions.entry(t).or_insert_with(|| dispatch(ops, t));
+        if dispatch.as_ref().is_some_and(|d| d.forward(ops, i)) {
+            continue;
+        }
+        polls.before.insert(i, t);
+    }
+    for (i, info) in ops.iter().enumerate() {
+        if info.live && is_loop(i) && !refused.contains(&i) {
+            polls.on_back_edges.insert(i);
+        }
+    }
+    polls
+}
+
+/// A loop that dispatches over blocks (see [`back_edges`]).
+struct Dispatch {
+    /// The loop's operator.
+    start: usize,
+    /// The local the dispatch reads.
+    pc: u32,
+    /// The `br_table`'s depths, then its default.
+    targets: Vec<u32>,
+    /// The dispatch's blocks.
+    blocks: u32,
+    /// Per operator from the loop's start: its region (how many of the
+    /// dispatch's blocks have ended before it).
+    region: Vec<u32>,
+}
+
+impl Dispatch {
+    /// Whether the `br` at `i` (to the loop) jumps to a later region, or
+    /// out of the loop: `i32.const n; local.set $pc; br`.
+    fn forward(&self, ops: &[OpInfo<'_>], i: usize) -> bool {
+        let (Some(set), Some(value)) = (i.checked_sub(1), i.checked_sub(2)) else {
+            return false;
+        };
+        let (Operator::I32Const { value: n }, Operator::LocalSet { local_index }) =
+            (&ops[value].op, &ops[set].op)
+        else {
+            return false;
+        };
+        if *local_index != self.pc {
+            return false;
+        }
+        let Some(&default) = self.targets.last() else {
+            return false;
+        };
+        let d = usize::try_from(*n)
+            .ok()
+            .and_then(|n| self.targets[..self.targets.len() - 1].get(n))
+            .copied()
+            .unwrap_or(default);
+        let Some(&here) = i.checked_sub(self.start).and_then(|k| self.region.get(k)) else {
+            return false;
+        };
+        // Past the dispatch's blocks: out of the loop (the loop itself, a
+        // target of the `br_table`, would have kept its poll point at the
+        // header).
+        d >= self.blocks || d + 1 > here
+    }
+}
+
+/// The dispatch at the loop starting at `start`, if it is one: `loop;
+/// block × m; local.get $pc; br_table` with no block type.
+fn dispatch(ops: &[OpInfo<'_>], start: usize) -> Option<Dispatch> {
+    let mut m = 0u32;
+    let mut j = start + 1;
+    while let Some(OpInfo {
+        op: Operator::Block {
+            blockty: wasmparser::BlockType::Empty,
+        },
+        ..
+    }) = ops.get(j)
+    {
+        m += 1;
+        j += 1;
+    }
+    let Some(Operator::LocalGet { local_index: pc }) = ops.get(j).map(|o| &o.op) else {
+        return None;
+    };
+    let Some(Operator::BrTable { targets }) = ops.get(j + 1).map(|o| &o.op) else {
+        return None;
+    };
+    if m == 0 {
+        return None;
+    }
+    let mut depths: Vec<u32> = targets.targets().collect::<Result<_, _>>().ok()?;
+    depths.push(targets.default());
+    // Regions: count the dispatch's blocks as they end, to the loop's end.
+    let mut region = Vec::new();
+    let mut frames: Vec<usize> = Vec::new();
+    let mut here = 0u32;
+    for (i, info) in ops.iter().enumerate().skip(start) {
+        region.push(here);
+        match info.op {
+            ref op if opens_frame(op) => frames.push(i),
+            Operator::End => match frames.pop() {
+                Some(closed) if closed > start && closed <= start + m as usize => here += 1,
+                Some(closed) if closed != start => {}
+                _ => break,
+            },
+            _ => {}
+        }
+    }
+    Some(Dispatch {
+        start,
+        pc: *pc,
+        targets: depths,
+        blocks: m,
+        region,
     })
 }
 

@@ -4,8 +4,10 @@
 //! The **fast copy** keeps the function's code and adds, out of the way of
 //! its hot paths:
 //!
-//! - a *poll point* at every loop header (and at the entry of the functions
-//!   that break cycles of calls, see [`super::Plan::entry_poll`]): `if
+//! - a *poll point* at every loop header, or before the branches back to a
+//!   loop (see [`super::analyze::back_edges`]; it keeps the operand stack
+//!   under the branch), and at the entry of the functions that break cycles
+//!   of calls (see [`super::Plan::entry_poll`]): `if
 //!   (flag) { … }` where the branch, taken only when the
 //!   host has raised the flag, saves the frame and returns (it calls nothing,
 //!   so the loop's values stay in registers);
@@ -488,7 +490,14 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// being on a way back into the loop, the engine kept values out of
     /// them, or moved them, all through the loop (churn's hottest loop: 24
     /// instructions per iteration against 21).
-    pub(crate) fn poll_taken(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
+    pub(crate) fn poll_taken(
+        &self,
+        f: &mut Function,
+        k: u32,
+        slots: &[u32],
+        saves: &mut Saves,
+        at: u32,
+    ) {
         let c = self.consts;
         self.flag(f);
         f.instruction(&I::I32Const(FLAG_KILL));
@@ -506,13 +515,15 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         self.hinted_if(f, true);
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
-        self.save_and_return(f, k, &[], saves, at + 1);
+        self.save_and_return(f, k, slots, saves, at + 1);
         f.instruction(&I::Else);
         f.instruction(&I::End);
     }
 
-    /// A poll point, `at` being the depth of `$body` here (see [`Saves`]).
-    pub(crate) fn poll(&self, f: &mut Function, k: u32, saves: &mut Saves, at: u32) {
+    /// A poll point, `at` being the depth of `$body` here (see [`Saves`]);
+    /// the operand stack under it (before a branch back to its loop) is in
+    /// `slots`.
+    pub(crate) fn poll(&self, f: &mut Function, k: u32, slots: &[u32], saves: &mut Saves, at: u32) {
         if self.site(k).pinned {
             return;
         }
@@ -533,7 +544,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         self.flag(f);
         self.hinted_if(f, false);
-        self.poll_taken(f, k, saves, at + 1);
+        self.poll_taken(f, k, slots, saves, at + 1);
         f.instruction(&I::End);
         if counted.is_some() {
             f.instruction(&I::End);
@@ -644,7 +655,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         // Slots are taken before the function is built: collect its code first.
         let mut f = Function::new(Vec::<(u32, EVal)>::new());
         if let Some(k) = self.entry_poll {
-            self.poll(&mut f, k, &mut saves, 0);
+            self.poll(&mut f, k, &[], &mut saves, 0);
         }
         // The frames open in the function's code (the depth of `$body`).
         let mut height = 0u32;
@@ -662,7 +673,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 height += 1;
                 if let Some(k) = c.poll {
                     Self::set_all(&mut f, &c.p_locals);
-                    self.poll(&mut f, k, &mut saves, height);
+                    self.poll(&mut f, k, &[], &mut saves, height);
                     Self::get_all(&mut f, &c.p_locals);
                 }
                 continue;
@@ -679,6 +690,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 let (args, results) = rest.split_at(operands.len());
                 Self::set_all(&mut f, args);
                 Self::set_all(&mut f, under);
+                if site.callee == Callee::Poll {
+                    // Before a branch back to its loop.
+                    self.poll(&mut f, k, under, &mut saves, height);
+                    Self::get_all(&mut f, under);
+                    Self::op(&mut f, &info.op)?;
+                    continue;
+                }
                 if site.pinned {
                     self.pinned_call(&mut f, k, args)?;
                     Self::set_all(&mut f, results);

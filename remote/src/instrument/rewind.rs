@@ -321,7 +321,7 @@ impl Rewinder<'_, '_, '_> {
         match item {
             Item::Site(k) => self.site(f, k),
             Item::Poll(k) => {
-                self.poll(f, k);
+                self.poll(f, k, &[]);
                 Ok(())
             }
             Item::Construct(i, ci) => self.construct(f, i, ci),
@@ -329,7 +329,8 @@ impl Rewinder<'_, '_, '_> {
         }
     }
 
-    pub(crate) fn poll(&mut self, f: &mut Function, k: u32) {
+    /// A poll point (the operand stack under it in `slots`).
+    pub(crate) fn poll(&mut self, f: &mut Function, k: u32, slots: &[u32]) {
         let me = self.me;
         f.instruction(&I::LocalGet(self.rw));
         f.instruction(&I::I32Const(k as i32));
@@ -342,7 +343,7 @@ impl Rewinder<'_, '_, '_> {
         f.instruction(&I::GlobalSet(me.consts.state_global));
         f.instruction(&I::Else);
         // (Inside that `if`: `$body` is one deeper than the frames open.)
-        me.poll(f, k, &mut self.saves, self.height);
+        me.poll(f, k, slots, &mut self.saves, self.height);
         f.instruction(&I::End);
     }
 
@@ -357,6 +358,12 @@ impl Rewinder<'_, '_, '_> {
         let op = site
             .op
             .ok_or_else(|| parse_error("a call site without a call"))?;
+        if site.callee == Callee::Poll {
+            // A poll point before a branch back to its loop.
+            self.poll(f, k, &slots[..n_under]);
+            Instrumenter::get_all(f, &slots[..n_under]);
+            return self.plain(f, op);
+        }
         if site.pinned {
             // Never unwound here: no rewind comes back to it.
             me.pinned_call(f, k, args)?;

@@ -1,6 +1,7 @@
-//! Where a function can unwind: its *sites* (poll points at loop headers and
-//! at the entry of the functions chosen to break cycles of calls, and calls
-//! that can unwind),
+//! Where a function can unwind: its *sites* (poll points at loop headers or
+//! before the branches back to a loop, see [`super::analyze::back_edges`],
+//! and at the entry of the functions chosen to break cycles of calls, and
+//! calls that can unwind),
 //! the constructs that hold them, and what each one saves.
 //!
 //! [`Instrumenter::find_sites`] numbers the sites in code order (1-based, as
@@ -236,6 +237,7 @@ impl FuncBody<'_> {
                 | Operator::I64Const { .. } => {}
                 Operator::Loop { .. } => {
                     return info.live
+                        && !self.loop_polls.on_back_edges.contains(&i)
                         && info.stack.iter().all(is_plain_value)
                         && !(counted_polls && self.counted(i).is_some());
                 }
@@ -253,6 +255,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         op: Option<usize>,
     ) -> Result<u32, InstrumentError> {
         let (under, args, results) = match (callee, op) {
+            // A poll point before a branch back to its loop keeps the
+            // operand stack under it.
+            (Callee::Poll, Some(i)) if self.body.loop_polls.before.contains_key(&i) => {
+                (self.body.ops[i].stack.clone(), Vec::new(), Vec::new())
+            }
             (Callee::Poll, _) | (_, None) => (Vec::new(), Vec::new(), Vec::new()),
             (_, Some(i)) => {
                 let sig = match callee {
@@ -287,8 +294,12 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 )
             }
         };
+        // (Before a branch back, the loop's step has been taken once in
+        // the iteration, as at its header: the same test holds.)
         let counted = match (callee, op) {
-            (Callee::Poll, Some(i)) if self.plan.counted_polls => self.body.counted(i),
+            (Callee::Poll, Some(i)) if self.plan.counted_polls => self
+                .body
+                .counted(self.body.loop_polls.before.get(&i).copied().unwrap_or(i)),
             _ => None,
         };
         self.sites.push(Site {
@@ -334,7 +345,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             match &info.op {
                 op if opens_frame(op) => {
                     let before = self.sites.len() as u32;
-                    let poll = if live && matches!(info.op, Operator::Loop { .. }) {
+                    let poll = if live
+                        && matches!(info.op, Operator::Loop { .. })
+                        && !self.body.loop_polls.on_back_edges.contains(&i)
+                    {
                         Some(self.new_site(Callee::Poll, Some(i))?)
                     } else {
                         None
@@ -365,6 +379,9 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                             poll: o.poll,
                         });
                     }
+                }
+                Operator::Br { .. } if live && self.body.loop_polls.before.contains_key(&i) => {
+                    self.site_at[i] = self.new_site(Callee::Poll, Some(i))?;
                 }
                 Operator::Call { function_index } if live => {
                     let f = *function_index;
@@ -456,6 +473,8 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             .iter()
             .map(|s| match (s.callee, s.op) {
                 (_, None) => 0,
+                // (Before a branch back: what its loop's header needs.)
+                (Callee::Poll, Some(i)) if self.body.loop_polls.before.contains_key(&i) => i,
                 (Callee::Poll, Some(i)) => i + 1,
                 (_, Some(i)) => i,
             })

@@ -515,8 +515,8 @@ fn poll_points_are_where_loops_and_recursion_are() {
 }
 
 /// A function that can recurse polls at its entry, unless a loop's poll
-/// point comes first, before any work (Go's functions: the loop that
-/// dispatches over their blocks): then it reads the flag there alone.
+/// point comes first, before any work (a loop that polls at its header: one
+/// with a conditional way back): then it reads the flag there alone.
 #[test]
 fn a_recursive_function_that_starts_with_a_loop_polls_there_alone() {
     let text = format!(
@@ -532,7 +532,7 @@ fn a_recursive_function_that_starts_with_a_loop_polls_there_alone() {
                   (local.set $pc (i32.const 1))
                   (br $dispatch))
                 (local.set $pc (i32.const 2))
-                (br $dispatch)))
+                (br_if $dispatch (i32.const 1))))
             (i64.extend_i32_u (i32.add (local.get $n) (local.get $s))))
         (func $work (param $n i32) (result i64)
             (local.set $n (i32.add (local.get $n) (i32.const 0)))
@@ -602,7 +602,7 @@ fn one_function_of_a_cycle_polls_at_its_entry() {
               (loop $dispatch
                 (block $b0 (br_table $b0 $done (local.get $pc)))
                 (local.set $pc (i32.const 1))
-                (br $dispatch)))
+                (br_if $dispatch (i32.const 1))))
             (if (result i64) (local.get $n)
                 (then (i64.add (i64.const 4) (call $h (i32.sub (local.get $n) (i32.const 1)))))
                 (else (i64.const 11))))
@@ -626,6 +626,59 @@ fn one_function_of_a_cycle_polls_at_its_entry() {
     validate(&ins.wasm);
     // Two reads per poll point (see above): $a's entry, $go's loop.
     assert_eq!(flag_reads(&ins.wasm)[..5], [2, 0, 0, 2, 0]);
+    same_when_tortured(&text);
+}
+
+/// A loop whose every way back is a plain `br` reads the flag before those
+/// branches, not at its header, so that entering it costs nothing; and of a
+/// loop that dispatches over blocks (Go's functions, whose every jump goes
+/// through it), only the branches that do not provably go forward poll. A
+/// frame unwound before such a branch keeps the values under it.
+#[test]
+fn loops_poll_before_their_branches_back() {
+    let text = format!(
+        r#"(module {IMPORTS}
+        (func $go (param $pc i32) (param $n i32) (result i64) (local $acc i64)
+            (block $done
+              (loop $dispatch
+                (block $b2
+                  (block $b1
+                    (block $b0 (br_table $b0 $b1 $b2 $done (local.get $pc)))
+                    (local.set $acc (i64.const 1))
+                    (local.set $pc (i32.const 1))
+                    (br $dispatch))
+                  (local.set $acc (i64.add (local.get $acc) (i64.extend_i32_u (local.get $n))))
+                  (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                  (if (local.get $n) (then (local.set $pc (i32.const 1)) (br $dispatch)))
+                  (local.set $pc (i32.const 2))
+                  (br $dispatch))
+                (local.set $pc (i32.const 3))
+                (br $dispatch)))
+            (local.get $acc))
+        (func $c (param $n i32) (result i64) (local $a i64)
+            (block $out (result i64)
+              (i64.const 3)
+              (loop $l (param i64)
+                (local.set $a)
+                (if (i32.eqz (local.get $n)) (then (br $out (local.get $a))))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (i32.const 7)
+                (i64.add (i64.mul (local.get $a) (i64.const 3)) (i64.extend_i32_u (local.get $n)))
+                (br $l))
+              (unreachable)))
+        (func (export "_start")
+            (call $out (call $go (i32.const 0) (i32.const 30)))
+            (call $out (call $c (i32.const 25)))))"#
+    );
+    let wasm = wat(&text);
+    let s = survey(&wasm).expect("survey");
+    // $go: of its four jumps, the one back to its own block; $c: its `br`.
+    let before: Vec<usize> = s.bodies.iter().map(|b| b.loop_polls.before.len()).collect();
+    assert_eq!(before, vec![1, 1, 0]);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    // Two reads per poll point (see above), none at the loops' headers.
+    assert_eq!(flag_reads(&ins.wasm)[..2], [2, 2]);
     same_when_tortured(&text);
 }
 
