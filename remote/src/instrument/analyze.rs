@@ -34,6 +34,10 @@ pub(crate) struct FuncBody<'a> {
     pub live_loop: bool,
     /// Where the loops read the flag (see [`back_edges`]).
     pub loop_polls: LoopPolls,
+    /// Calls whose `i32` result decides a `br_if` right after (see
+    /// [`branches_on_results`]): the call's operator, the `br_if`'s, and
+    /// the locals written between them.
+    pub branch_on_result: std::collections::HashMap<usize, (usize, Vec<u32>)>,
     /// Why this function could not be unwound, should it need to be.
     pub refusal: Option<String>,
 }
@@ -117,6 +121,7 @@ pub(crate) fn analyze<'a>(
     let mut ops = Vec::new();
     let (mut calls, mut indirect, mut live_loop) = (Vec::new(), Vec::new(), false);
     let mut dead: Vec<bool> = vec![false];
+    let mut plain_br_ifs = std::collections::HashSet::new();
     let mut r = body.get_operators_reader().map_err(parse_error)?;
     while !r.eof() {
         let offset = r.original_position();
@@ -147,6 +152,15 @@ pub(crate) fn analyze<'a>(
                     _ => return Err(parse_error("an operand of unknown type")),
                 }
             }
+        }
+        // A `br_if` whose label takes no values.
+        if live
+            && let Operator::BrIf { relative_depth } = op
+            && validator
+                .get_control_frame(relative_depth as usize)
+                .is_some_and(|f| f.block_type == wasmparser::BlockType::Empty)
+        {
+            plain_br_ifs.insert(ops.len());
         }
         if live {
             match &op {
@@ -180,6 +194,7 @@ pub(crate) fn analyze<'a>(
     }
     r.finish().map_err(parse_error)?;
     let loop_polls = back_edges(&ops);
+    let branch_on_result = branches_on_results(&ops, &plain_br_ifs);
     Ok(FuncBody {
         index,
         type_index,
@@ -190,8 +205,54 @@ pub(crate) fn analyze<'a>(
         indirect,
         live_loop,
         loop_polls,
+        branch_on_result,
         refusal,
     })
+}
+
+/// The direct calls whose result (on top of the stack, untouched) becomes
+/// the condition of a `br_if` to a label that takes no values, with only
+/// local and global reads, constants and writes of locals between them:
+/// Go's `call $f; global.get $sp; local.set $s; br_if $unwind`, as every
+/// Go function returns whether it unwinds its goroutine's stack. Such a
+/// call's check (does the callee unwind?) can wait for that branch, taken
+/// only when the result is not zero, as a function that unwinds returns 1
+/// in an `i32` result (`Instrumenter::store_record`); what lies between
+/// writes only locals and reads what a rewind reads again (see
+/// [`super::sites::Site::check_at`]).
+pub(crate) fn branches_on_results(
+    ops: &[OpInfo<'_>],
+    plain_br_ifs: &std::collections::HashSet<usize>,
+) -> std::collections::HashMap<usize, (usize, Vec<u32>)> {
+    let mut out = std::collections::HashMap::new();
+    for (i, info) in ops.iter().enumerate() {
+        if !info.live || !matches!(info.op, Operator::Call { .. }) {
+            continue;
+        }
+        // Values above the call's result.
+        let mut above = 0usize;
+        let mut written = Vec::new();
+        for (j, next) in ops.iter().enumerate().skip(i + 1) {
+            match next.op {
+                Operator::LocalGet { .. }
+                | Operator::GlobalGet { .. }
+                | Operator::I32Const { .. }
+                | Operator::I64Const { .. } => above += 1,
+                Operator::LocalSet { local_index } if above > 0 => {
+                    above -= 1;
+                    written.push(local_index);
+                }
+                Operator::LocalTee { local_index } if above > 0 => written.push(local_index),
+                Operator::Nop => {}
+                Operator::BrIf { .. } if above == 0 && plain_br_ifs.contains(&j) => {
+                    out.insert(i, (j, written));
+                    break;
+                }
+                _ => break,
+            }
+        }
+    }
+    out
 }
 
 /// Which loops read the flag before the branches back to them instead of at

@@ -346,8 +346,14 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::I32Const((at + 8) as i32));
         f.instruction(&I::I32Add);
         f.instruction(&I::GlobalSet(c.ptr_global));
+        // An `i32` result says 1 to a caller whose check waits for a branch
+        // on it (see `Site::check_at`).
         for t in &self.sig.results {
-            Self::zero(f, t);
+            if *t == ValType::I32 {
+                f.instruction(&I::I32Const(1));
+            } else {
+                Self::zero(f, t);
+            }
         }
         f.instruction(&I::Return);
     }
@@ -659,6 +665,9 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         }
         // The frames open in the function's code (the depth of `$body`).
         let mut height = 0u32;
+        // The checks that wait for a `br_if` (by its operator): the site,
+        // and its slots.
+        let mut waiting: std::collections::HashMap<usize, (u32, Vec<u32>)> = Default::default();
         let last = self.body.ops.len().saturating_sub(1);
         for (i, info) in self.body.ops.iter().enumerate() {
             if let Some(ci) = self.construct_at[i] {
@@ -704,7 +713,12 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                     Self::get_all(&mut f, args);
                     Self::op(&mut f, &info.op)?;
                     Self::set_all(&mut f, results);
-                    self.unwind_check(&mut f, k, &slots, &mut saves, height);
+                    match site.check_at {
+                        Some(j) => {
+                            waiting.insert(j, (k, slots.clone()));
+                        }
+                        None => self.unwind_check(&mut f, k, &slots, &mut saves, height),
+                    }
                 }
                 Self::get_all(&mut f, under);
                 Self::get_all(&mut f, results);
@@ -713,6 +727,17 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             if i == last {
                 // The function's own `end`: `finish` writes it.
                 break;
+            }
+            if let (Some((k, slots)), Operator::BrIf { relative_depth }) =
+                (waiting.remove(&i), &info.op)
+            {
+                // The branch, taken when the call's result is not zero: the
+                // call's check, then the branch.
+                self.hinted_if(&mut f, false);
+                self.unwind_check(&mut f, k, &slots, &mut saves, height + 1);
+                f.instruction(&I::Br(relative_depth + 1));
+                f.instruction(&I::End);
+                continue;
             }
             Self::op(&mut f, &info.op)?;
             if opens_frame(&info.op) {

@@ -56,6 +56,13 @@ pub(crate) struct Site {
     /// unwinds either, and a freeze waits until it returns); a poll point is
     /// left out.
     pub(crate) pinned: bool,
+    /// Where a direct call's check waits for: the `br_if` its result
+    /// decides (see [`super::analyze::branches_on_results`]), whose branch,
+    /// taken when the callee unwound (it then returns 1), checks first. The
+    /// record is the call's: it saves the locals live after the call, which
+    /// the code between does not write, and the rewind makes the call again
+    /// and runs that code after it as the function would have.
+    pub(crate) check_at: Option<usize>,
 }
 
 /// A loop whose every iteration adds the same constant to one local: its
@@ -312,6 +319,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             results,
             counted,
             pinned: false,
+            check_at: None,
         });
         Ok(self.sites.len() as u32)
     }
@@ -510,6 +518,20 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 site.pinned = true;
                 saved.clear();
             }
+            site.check_at = match (site.callee, site.op) {
+                (Callee::Direct { .. }, Some(i))
+                    if !site.pinned && site.results == [ValType::I32] =>
+                {
+                    self.body
+                        .branch_on_result
+                        .get(&i)
+                        .filter(|(_, written)| {
+                            !written.iter().any(|w| saved.iter().any(|(l, _)| l == w))
+                        })
+                        .map(|(j, _)| *j)
+                }
+                _ => None,
+            };
             site.saved = saved;
         }
         Ok(())

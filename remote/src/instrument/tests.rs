@@ -682,6 +682,99 @@ fn loops_poll_before_their_branches_back() {
     same_when_tortured(&text);
 }
 
+/// A call whose `i32` result decides a `br_if` right after (Go's: every Go
+/// function returns whether it unwinds its goroutine's stack) is checked
+/// in that branch alone, unless the code between writes a local the call's
+/// record keeps; either way a freeze at any site gives the same results.
+#[test]
+fn a_call_whose_result_decides_a_branch_is_checked_there() {
+    let text = format!(
+        r#"(module {IMPORTS}
+        (global $sp (mut i32) (i32.const 1000))
+        (func $leaf (param $n i32) (result i32) (local $i i32)
+            (loop $l
+              (local.set $i (i32.add (local.get $i) (i32.const 1)))
+              (br_if $l (i32.lt_u (local.get $i) (local.get $n))))
+            (i32.eq (local.get $n) (i32.const 3)))
+        (func $go (param $n i32) (result i64) (local $s i32) (local $acc i64)
+            (block $exit
+              (loop $again
+                (call $leaf (local.get $n))
+                (global.get $sp)
+                (local.set $s)
+                (br_if $exit)
+                (local.set $acc (i64.add (local.get $acc)
+                    (i64.extend_i32_u (i32.add (local.get $s) (local.get $n)))))
+                (local.set $n (i32.sub (local.get $n) (i32.const 1)))
+                (if (local.get $n) (then (br $again)))))
+            (local.get $acc))
+        (func $kept (param $n i32) (result i64) (local $m i32)
+            (block $exit
+              (call $leaf (local.get $n))
+              (local.get $n)
+              (i32.const 5)
+              (local.set $n)
+              (local.set $m)
+              (br_if $exit)
+              (return (i64.extend_i32_u (i32.add (i32.mul (local.get $n) (i32.const 10))
+                  (local.get $m)))))
+            (i64.const 99))
+        (func (export "_start")
+            (call $out (call $go (i32.const 9)))
+            (call $out (call $kept (i32.const 7)))))"#
+    );
+    let wasm = wat(&text);
+    let s = survey(&wasm).expect("survey");
+    // Both calls branch on their result.
+    assert!(s.bodies[1].branch_on_result.contains_key(&3));
+    assert!(s.bodies[2].branch_on_result.contains_key(&2));
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    // $go's call is checked in its branch; between $kept's and its branch
+    // $n is read, then written: the call's record keeps it, so its check
+    // follows the call. (Each function's first freeze is in $leaf, under
+    // its fast copy: $go's loop polls before its branch back.)
+    assert_eq!(state_reads_after_calls(&ins.wasm)[1..3], [0, 1]);
+    same_when_tortured(&text);
+}
+
+/// Per function body of `wasm`: how many calls the `state` global is read
+/// right after (past the copies' moves of values into and out of locals).
+fn state_reads_after_calls(wasm: &[u8]) -> Vec<usize> {
+    let mut state = None;
+    let mut out = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload {
+            Ok(Payload::ExportSection(r)) => {
+                for e in r {
+                    let e = e.expect("export");
+                    if e.name == STATE_GLOBAL {
+                        state = Some(e.index);
+                    }
+                }
+            }
+            Ok(Payload::CodeSectionEntry(b)) => {
+                let mut r = b.get_operators_reader().expect("ops");
+                let (mut n, mut after_call) = (0, false);
+                while !r.eof() {
+                    match r.read().expect("op") {
+                        Operator::Call { .. } => after_call = true,
+                        Operator::LocalSet { .. } | Operator::LocalGet { .. } => {}
+                        Operator::GlobalGet { global_index } if after_call => {
+                            n += usize::from(Some(global_index) == state);
+                            after_call = false;
+                        }
+                        _ => after_call = false,
+                    }
+                }
+                out.push(n);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
 /// Per function of `wasm`: its branch hints, each with whether it names an
 /// `if` of that function's code.
 fn branch_hints(wasm: &[u8]) -> Vec<(u32, Vec<(bool, bool)>)> {
