@@ -131,18 +131,22 @@ pub(crate) fn analyze<'a>(
             .ok_or_else(|| parse_error("an operator outside of any frame"))?;
         let frame_height = frame.height;
         let live = !frame.unreachable && !dead.last().copied().unwrap_or(false);
+        // (A `br` back to a loop: for the poll point that may go before it,
+        // see `back_edges`.)
         let record = live
-            && matches!(
-                op,
+            && match op {
                 Operator::Call { .. }
-                    | Operator::CallIndirect { .. }
-                    | Operator::CallRef { .. }
-                    | Operator::Block { .. }
-                    | Operator::Loop { .. }
-                    | Operator::If { .. }
-                    | Operator::TryTable { .. }
-                    | Operator::Br { .. }
-            );
+                | Operator::CallIndirect { .. }
+                | Operator::CallRef { .. }
+                | Operator::Block { .. }
+                | Operator::Loop { .. }
+                | Operator::If { .. }
+                | Operator::TryTable { .. } => true,
+                Operator::Br { relative_depth } => validator
+                    .get_control_frame(relative_depth as usize)
+                    .is_some_and(|f| f.kind == wasmparser::FrameKind::Loop),
+                _ => false,
+            };
         let mut stack = Vec::new();
         if record {
             let height = validator.operand_stack_height() as usize;
@@ -320,10 +324,8 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
             }
             Operator::BrIf { relative_depth }
             | Operator::BrOnNull { relative_depth }
-            | Operator::BrOnNonNull { relative_depth } => {
-                refuse(&mut refused, &frames, *relative_depth)
-            }
-            Operator::BrOnCast { relative_depth, .. }
+            | Operator::BrOnNonNull { relative_depth }
+            | Operator::BrOnCast { relative_depth, .. }
             | Operator::BrOnCastFail { relative_depth, .. } => {
                 refuse(&mut refused, &frames, *relative_depth)
             }
@@ -362,8 +364,9 @@ struct Dispatch {
     start: usize,
     /// The local the dispatch reads.
     pc: u32,
-    /// The `br_table`'s depths, then its default.
+    /// The `br_table`'s depths, and its default.
     targets: Vec<u32>,
+    default: u32,
     /// The dispatch's blocks.
     blocks: u32,
     /// Per operator from the loop's start: its region (how many of the
@@ -386,14 +389,11 @@ impl Dispatch {
         if *local_index != self.pc {
             return false;
         }
-        let Some(&default) = self.targets.last() else {
-            return false;
-        };
         let d = usize::try_from(*n)
             .ok()
-            .and_then(|n| self.targets[..self.targets.len() - 1].get(n))
+            .and_then(|n| self.targets.get(n))
             .copied()
-            .unwrap_or(default);
+            .unwrap_or(self.default);
         let Some(&here) = i.checked_sub(self.start).and_then(|k| self.region.get(k)) else {
             return false;
         };
@@ -428,8 +428,7 @@ fn dispatch(ops: &[OpInfo<'_>], start: usize) -> Option<Dispatch> {
     if m == 0 {
         return None;
     }
-    let mut depths: Vec<u32> = targets.targets().collect::<Result<_, _>>().ok()?;
-    depths.push(targets.default());
+    let depths: Vec<u32> = targets.targets().collect::<Result<_, _>>().ok()?;
     // Regions: count the dispatch's blocks as they end, to the loop's end.
     let mut region = Vec::new();
     let mut frames: Vec<usize> = Vec::new();
@@ -450,6 +449,7 @@ fn dispatch(ops: &[OpInfo<'_>], start: usize) -> Option<Dispatch> {
         start,
         pc: *pc,
         targets: depths,
+        default: targets.default(),
         blocks: m,
         region,
     })
