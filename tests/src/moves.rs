@@ -88,8 +88,12 @@ pub const BRISK: usize = 10;
 ///
 /// Between two of its first [`BRISK`] moves the process runs for a random
 /// time of up to 20 ms; between later ones, for up to 20 ms plus as long as
-/// the last move took (a second at most) of its own CPU time (`ran_for`),
-/// so that it goes on however slow the machine makes the moves (a body
+/// the last move took (a second at most) plus, past its first
+/// [`LONG_AFTER_MS`], a quarter of the CPU time it has used since, of its
+/// own CPU time (`ran_for`). The later moves of a long run thus spread over
+/// all of it (it is moved a few tens of times, not hundreds, each of which
+/// a loaded machine makes last), and
+/// it goes on however slow the machine makes the moves (a body
 /// that waits on its new node for the rewind copies of its stack, which a
 /// large module's largest functions take a minute to compile, has not run
 /// yet, and moved again meanwhile it would make no headway however long
@@ -141,6 +145,7 @@ pub fn move_until_it_ends(
             20
         } else {
             20 + last_move.min(Duration::from_secs(1)).as_millis() as u64
+                + cpu_seen.saturating_sub(LONG_AFTER_MS) / 4
         };
         let run = next() % between;
         std::thread::sleep(Duration::from_millis(run));
@@ -160,6 +165,13 @@ pub fn move_until_it_ends(
             Ok(report) => {
                 assert_eq!(report["from"].as_u64(), Some(at), "{report}");
                 assert_eq!(report["to"].as_u64(), Some(to), "{report}");
+                // Where the time went, for a run that fails by its bounds.
+                eprintln!(
+                    "move {}: node {at} to {to} in {last_move:.1?}, {:.1?} in all, \
+                     {cpu_seen} ms of CPU time before it",
+                    moves + 1,
+                    started.elapsed()
+                );
                 at = to;
                 moves += 1;
                 // ps shows the node it moved to (unless it has ended since).
@@ -186,6 +198,10 @@ pub fn move_until_it_ends(
     }
     moves
 }
+
+/// The CPU time (ms) past which a process's moves come further apart (see
+/// [`move_until_it_ends`]).
+const LONG_AFTER_MS: u64 = 2000;
 
 /// How long [`ran_for`] waits for a process to run again after a move: a
 /// body waits on its new node for the rewind copies of its stack that the
@@ -221,7 +237,11 @@ fn ran_for(
             break;
         }
         if resumed.is_none() && cpu > moved_at {
-            resumed = Some(since.elapsed());
+            let at = since.elapsed();
+            if at > Duration::from_secs(2) {
+                eprintln!("  it ran again {at:.1?} after the move");
+            }
+            resumed = Some(at);
         }
         match resumed {
             None if since.elapsed() > RESUME_WITHIN => break,

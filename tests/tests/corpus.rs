@@ -68,13 +68,16 @@ fn moved_run(
     program: &Program,
     reference: &(ssi_tests::Outcome, ssi_tests::Tree),
 ) -> usize {
-    let case = case(program, Size::Long);
+    // Its bound is the sum of those of its two parts: its module compiled
+    // on node 2 before it is listed, then its moves (`move_until_it_ends`).
+    let case = case(program, Size::Long).within(FIRST_LOAD + WAIT * 10);
     let name = case
         .guest
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
     let run = case.spawn_through(cluster, 1, 2);
+    let spawned = std::time::Instant::now();
     let mut pid = None;
     wait_until(&format!("{name} to be listed"), FIRST_LOAD, || {
         pid = cluster
@@ -86,6 +89,11 @@ fn moved_run(
             .and_then(|p| p["pid"].as_u64());
         pid.is_some() || run.is_finished()
     });
+    eprintln!(
+        "{} listed, its module compiled, after {:.1?}",
+        program.name,
+        spawned.elapsed()
+    );
     let Some(pid) = pid else {
         let ours = run.join().expect("ssirun's thread");
         panic!(
