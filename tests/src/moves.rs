@@ -201,7 +201,7 @@ pub fn move_until_it_ends(
 
 /// The CPU time (ms) past which a process's moves come further apart (see
 /// [`move_until_it_ends`]).
-const LONG_AFTER_MS: u64 = 2000;
+pub const LONG_AFTER_MS: u64 = 2000;
 
 /// How long [`ran_for`] waits for a process to run again after a move: a
 /// body waits on its new node for the rewind copies of its stack that the
