@@ -88,8 +88,8 @@ pub const BRISK: usize = 10;
 ///
 /// Between two of its first [`BRISK`] moves the process runs for a random
 /// time of up to 20 ms; between later ones, for up to 20 ms plus as long as
-/// the last move took (a second at most) plus, past its first
-/// [`LONG_AFTER_MS`], a quarter of the CPU time it has used since, of its
+/// the last move took (a second at most) plus, past its first two seconds
+/// (`LONG_AFTER_MS`), a quarter of the CPU time it has used since, of its
 /// own CPU time (`ran_for`). The later moves of a long run thus spread over
 /// all of it (it is moved a few tens of times, not hundreds, each of which
 /// a loaded machine makes last), and
@@ -201,7 +201,7 @@ pub fn move_until_it_ends(
 
 /// The CPU time (ms) past which a process's moves come further apart (see
 /// [`move_until_it_ends`]).
-pub const LONG_AFTER_MS: u64 = 2000;
+const LONG_AFTER_MS: u64 = 2000;
 
 /// How long [`ran_for`] waits for a process to run again after a move: a
 /// body waits on its new node for the rewind copies of its stack that the
