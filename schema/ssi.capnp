@@ -379,6 +379,7 @@ enum ProcState {
   stopped @3;
   zombie @4;                # ended, not yet waited for by its parent
   loading @5;               # its module is being prepared (instrumented, compiled)
+  resuming @6;              # unwound, its body waits for the code to go on (rewind copies compiled)
 }
 
 struct ProcessInfo {
@@ -401,6 +402,7 @@ struct BodyStats {
   pid @0 :UInt32;
   cpuNs @1 :UInt64;
   memory @2 :UInt64;
+  waiting @3 :Bool;         # it waits for the code to go on (shown `resuming`)
 }
 
 struct NodeStatus {

@@ -25,6 +25,11 @@ pub enum ProcState {
     /// Launched, its module still being prepared (instrumented, compiled):
     /// it has a pid and a signal that terminates ends it, but no body yet.
     Loading,
+    /// Moved, restored or resumed, its body waits for the code it needs to
+    /// go on where it was: the rewind copies of the functions on its stack,
+    /// which a node makes when first needed (a large module's largest
+    /// functions take a minute to compile). It has not run since.
+    Resuming,
 }
 
 impl ProcState {
@@ -36,6 +41,7 @@ impl ProcState {
             ProcState::Stopped => "stopped",
             ProcState::Zombie => "zombie",
             ProcState::Loading => "loading",
+            ProcState::Resuming => "resuming",
         }
     }
 }
@@ -79,6 +85,7 @@ pub(crate) fn write_process(mut b: ssi_schema::process_info::Builder<'_>, p: &Pr
         ProcState::Stopped => ssi_schema::ProcState::Stopped,
         ProcState::Zombie => ssi_schema::ProcState::Zombie,
         ProcState::Loading => ssi_schema::ProcState::Loading,
+        ProcState::Resuming => ssi_schema::ProcState::Resuming,
     });
     b.set_command(&p.command);
     b.set_started_ms(p.started_ms);
@@ -105,6 +112,7 @@ pub(crate) fn read_process(
             Ok(ssi_schema::ProcState::Stopped) => ProcState::Stopped,
             Ok(ssi_schema::ProcState::Zombie) => ProcState::Zombie,
             Ok(ssi_schema::ProcState::Loading) => ProcState::Loading,
+            Ok(ssi_schema::ProcState::Resuming) => ProcState::Resuming,
             Err(_) => return Err(failed("unknown process state")),
         },
         command: text(r.get_command())?,

@@ -679,19 +679,30 @@ impl Body {
 
     /// `ready`'s answer (it waits at most the tick it is given), tried
     /// again until there is one, unless the body is asked to freeze or end
-    /// before or meanwhile: then `None`.
+    /// before or meanwhile: then `None`. Once it has had to wait, the body
+    /// is seen waiting for its code ([`Control::waiting_for_code`]) until
+    /// this returns.
     fn unless_stopped<T>(
         &self,
         mut ready: impl FnMut(std::time::Duration) -> Option<T>,
     ) -> Option<T> {
-        loop {
+        let mut waited = false;
+        let answer = loop {
             if self.control.freezing() || self.control.killing() {
-                return None;
+                break None;
             }
             if let Some(answer) = ready(READY_TICK) {
-                return Some(answer);
+                break Some(answer);
             }
+            if !waited {
+                self.control.set_waiting(true);
+                waited = true;
+            }
+        };
+        if waited {
+            self.control.set_waiting(false);
         }
+        answer
     }
 
     /// Asked to freeze or end while waiting for its rewind copies: the body
@@ -1420,6 +1431,38 @@ mod tests {
         body.resume().expect("resume");
         run_to_the_end(&mut body);
         assert!(body.completion.is_none(), "moved into the whole module");
+        assert_eq!(*out.lock().expect("out"), expected());
+    }
+
+    /// A body that waits for its code (here its whole module, compiled
+    /// late, before it rewinds) says so to other threads (`ps` shows it
+    /// resuming) until it has it and goes on.
+    #[test]
+    fn a_body_waiting_for_its_code_says_so_until_it_goes_on() {
+        let (_program, mut body, out) = late_body(Duration::from_millis(1500));
+        run_until_frozen(&mut body, Duration::from_millis(20));
+        assert!(!body.control().waiting_for_code(), "it ran, then froze");
+        body.resume().expect("resume");
+        let control = body.control();
+        let watcher = std::thread::spawn(move || {
+            let deadline = std::time::Instant::now() + Duration::from_secs(20);
+            let mut seen = false;
+            while std::time::Instant::now() < deadline {
+                match (seen, control.waiting_for_code()) {
+                    (false, true) => seen = true,
+                    (true, false) => return Ok(()),
+                    _ => std::thread::sleep(Duration::from_millis(1)),
+                }
+            }
+            Err(if seen {
+                "it was still waiting after 20 s"
+            } else {
+                "it was never seen waiting"
+            })
+        });
+        run_to_the_end(&mut body);
+        assert_eq!(watcher.join().expect("watcher"), Ok(()));
+        assert!(!body.control().waiting_for_code());
         assert_eq!(*out.lock().expect("out"), expected());
     }
 

@@ -45,6 +45,9 @@ pub(crate) struct ControlInner {
     /// `Completion::tier_up`): it unwinds at its next poll point and
     /// rewinds there, unseen.
     pub(crate) moving: std::sync::atomic::AtomicBool,
+    /// The body waits for its code before it goes on (see
+    /// [`Control::waiting_for_code`]).
+    pub(crate) waiting: std::sync::atomic::AtomicBool,
     /// The flag memory of the body's instance (another one when the body
     /// moves into the whole module: see `Body::complete`).
     pub(crate) flag: Mutex<Option<SharedMemory>>,
@@ -62,6 +65,7 @@ impl Control {
             signalled: std::sync::atomic::AtomicBool::new(false),
             in_handler: std::sync::atomic::AtomicBool::new(false),
             moving: std::sync::atomic::AtomicBool::new(false),
+            waiting: std::sync::atomic::AtomicBool::new(false),
             freezable: flag.is_some(),
             flag: Mutex::new(flag),
             engine: engine.clone(),
@@ -115,6 +119,19 @@ impl Control {
     /// Whether the body is to move into the next tier.
     pub(crate) fn moving(&self) -> bool {
         self.0.moving.load(Ordering::SeqCst)
+    }
+
+    /// Whether the body, unwound (moved, restored or resumed), waits for the
+    /// code it needs to go on: the rewind copies of the functions on its
+    /// stack, made on demand (a large module's largest take a minute to
+    /// compile), or its program's next step. `ssictl ps` shows it
+    /// `resuming`: it has not run since.
+    pub fn waiting_for_code(&self) -> bool {
+        self.0.waiting.load(Ordering::SeqCst)
+    }
+
+    pub(crate) fn set_waiting(&self, waiting: bool) {
+        self.0.waiting.store(waiting, Ordering::SeqCst);
     }
 
     /// The body has moved into the next tier: its flag comes down unless

@@ -176,10 +176,10 @@ pub fn move_until_it_ends(
                 moves += 1;
                 // ps shows the node it moved to (unless it has ended since).
                 cpu_after_move = None;
-                if let Some((node, cpu)) = row_of(cluster, pid) {
-                    assert_eq!(node, Some(at), "ps shows the node it moved to");
-                    cpu_after_move = cpu;
-                    cpu_seen = cpu_seen.max(cpu.unwrap_or(0));
+                if let Some(row) = row_of(cluster, pid) {
+                    assert_eq!(row.node, Some(at), "ps shows the node it moved to");
+                    cpu_after_move = row.cpu;
+                    cpu_seen = cpu_seen.max(row.cpu.unwrap_or(0));
                 }
             }
             // Only because the process ended meanwhile.
@@ -206,7 +206,7 @@ const LONG_AFTER_MS: u64 = 2000;
 /// How long [`ran_for`] waits for a process to run again after a move: a
 /// body waits on its new node for the rewind copies of its stack that the
 /// node has not made yet (a large module's largest functions take a minute
-/// to compile on a loaded machine).
+/// to compile on a loaded machine), and `ps` shows it `resuming` meanwhile.
 const RESUME_WITHIN: Duration = Duration::from_secs(300);
 
 /// How long [`ran_for`] waits for a process that runs again to use its CPU
@@ -228,15 +228,20 @@ fn ran_for(
     let mut resumed = None;
     let mut seen = moved_at;
     while !ended() {
-        let cpu = match row_of(cluster, pid) {
-            Some((_, Some(cpu))) => cpu,
+        let (cpu, resuming) = match row_of(cluster, pid) {
+            Some(Row {
+                cpu: Some(cpu),
+                state,
+                ..
+            }) => (cpu, state == "resuming"),
             _ => break,
         };
         seen = cpu;
         if cpu >= cpu_ms {
             break;
         }
-        if resumed.is_none() && cpu > moved_at {
+        // (A body waiting for its code is not running yet.)
+        if resumed.is_none() && cpu > moved_at && !resuming {
             let at = since.elapsed();
             if at > Duration::from_secs(2) {
                 eprintln!("  it ran again {at:.1?} after the move");
@@ -252,12 +257,23 @@ fn ran_for(
     seen
 }
 
-/// Process `pid`'s node and CPU time (ms) in `ssictl ps`, unless it has
-/// ended.
-fn row_of(cluster: &Cluster, pid: u64) -> Option<(Option<u64>, Option<u64>)> {
+/// What [`row_of`] reads of a process in `ssictl ps`.
+struct Row {
+    node: Option<u64>,
+    /// Its CPU time (ms).
+    cpu: Option<u64>,
+    state: String,
+}
+
+/// Process `pid`'s row in `ssictl ps`, unless it has ended.
+fn row_of(cluster: &Cluster, pid: u64) -> Option<Row> {
     cluster
         .ssictl_json(3, "ps")
         .into_iter()
         .find(|p| p["pid"].as_u64() == Some(pid))
-        .map(|p| (p["node"].as_u64(), p["cpu_ms"].as_u64()))
+        .map(|p| Row {
+            node: p["node"].as_u64(),
+            cpu: p["cpu_ms"].as_u64(),
+            state: p["state"].as_str().unwrap_or_default().to_string(),
+        })
 }

@@ -1,5 +1,6 @@
 //! `Admin`, the administrator's capability (`ssictl`): every process of the
-//! cluster (each home's table, with CPU and memory from where each body runs),
+//! cluster (each home's table, with CPU, memory and whether it waits for its
+//! code from where each body runs),
 //! every node, and kill, migrate and checkpoint by pid from any node; and the
 //! client calls that read its answers.
 //!
@@ -8,7 +9,7 @@
 use super::checkpoint::cluster_checkpoint;
 use super::membership::DOWN_AFTER;
 use super::signals::{cluster_signal, signal_arg};
-use super::state::NodeCore;
+use super::state::{BodyStat, NodeCore};
 use crate::events::MoveCause;
 use crate::reports::{
     NodeInfo, read_node, read_process, write_checkpoint_report, write_migration, write_node,
@@ -16,7 +17,7 @@ use crate::reports::{
 };
 use crate::rpc::{Endpoint, connect};
 use crate::wire::{failed, set_texts};
-use crate::{Pid, ProcessInfo};
+use crate::{Pid, ProcState, ProcessInfo};
 use capnp::capability::Rc as CapRc;
 use ssi_schema::admin;
 use std::future::{Future, ready};
@@ -30,11 +31,8 @@ pub(crate) struct AdminServer {
 /// the node where each body runs. Nodes that do not answer are left out.
 pub(crate) async fn cluster_processes(core: Arc<NodeCore>) -> Vec<ProcessInfo> {
     let mut procs = core.home_processes();
-    let mut stats: std::collections::HashMap<Pid, (u64, u64)> = core
-        .body_stats()
-        .into_iter()
-        .map(|(p, c, m)| (p, (c, m)))
-        .collect();
+    let mut stats: std::collections::HashMap<Pid, BodyStat> =
+        core.body_stats().into_iter().map(|s| (s.pid, s)).collect();
     let peers: Vec<String> = core
         .peers
         .iter()
@@ -52,10 +50,15 @@ pub(crate) async fn cluster_processes(core: Arc<NodeCore>) -> Vec<ProcessInfo> {
                 .iter()
                 .map(read_process)
                 .collect::<Result<Vec<_>, _>>()?;
-            let bodies: Vec<(Pid, u64, u64)> = r
+            let bodies: Vec<BodyStat> = r
                 .get_bodies()?
                 .iter()
-                .map(|b| (b.get_pid(), b.get_cpu_ns(), b.get_memory()))
+                .map(|b| BodyStat {
+                    pid: b.get_pid(),
+                    cpu_ns: b.get_cpu_ns(),
+                    memory: b.get_memory(),
+                    waiting: b.get_waiting(),
+                })
                 .collect();
             Ok::<_, capnp::Error>((procs, bodies))
         };
@@ -66,12 +69,15 @@ pub(crate) async fn cluster_processes(core: Arc<NodeCore>) -> Vec<ProcessInfo> {
     });
     for (p, b) in futures::future::join_all(asks).await.into_iter().flatten() {
         procs.extend(p);
-        stats.extend(b.into_iter().map(|(p, c, m)| (p, (c, m))));
+        stats.extend(b.into_iter().map(|s| (s.pid, s)));
     }
     for p in &mut procs {
-        if let Some((cpu, mem)) = stats.get(&p.pid) {
-            p.cpu_ns = *cpu;
-            p.memory = *mem;
+        if let Some(s) = stats.get(&p.pid) {
+            p.cpu_ns = s.cpu_ns;
+            p.memory = s.memory;
+            if s.waiting && p.state == ProcState::Running {
+                p.state = ProcState::Resuming;
+            }
         }
     }
     procs.sort_by_key(|p| p.pid);

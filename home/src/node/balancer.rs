@@ -90,6 +90,12 @@ impl NodeCore {
                     .lock()
                     .map(|n| n.is_some())
                     .unwrap_or(true);
+                // One that waits for its code (the rewind copies of its
+                // stack, compiling here) stays: moved, it would wait for
+                // another node to compile them again.
+                let waiting = super::common::lock(&b.slot.control)
+                    .as_ref()
+                    .is_some_and(|c| c.waiting_for_code());
                 BodyLoad {
                     pid,
                     cpu_now: runnable(cpu_now),
@@ -98,7 +104,7 @@ impl NodeCore {
                     since_move_ms: b.since.elapsed().as_millis() as u64,
                     calls_per_s,
                     home: home_of(pid),
-                    movable: !not_freezable,
+                    movable: !not_freezable && !waiting,
                     pinned: b.slot.pinned.load(Ordering::Relaxed),
                 }
             })

@@ -356,11 +356,12 @@ impl peer::Server for PeerServer {
             write_process(list.reborrow().get(i as u32), p);
         }
         let mut list = r.init_bodies(bodies.len() as u32);
-        for (i, (pid, cpu, mem)) in bodies.iter().enumerate() {
+        for (i, s) in bodies.iter().enumerate() {
             let mut b = list.reborrow().get(i as u32);
-            b.set_pid(*pid);
-            b.set_cpu_ns(*cpu);
-            b.set_memory(*mem);
+            b.set_pid(s.pid);
+            b.set_cpu_ns(s.cpu_ns);
+            b.set_memory(s.memory);
+            b.set_waiting(s.waiting);
         }
         ready(Ok(()))
     }

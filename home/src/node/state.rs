@@ -160,6 +160,18 @@ pub struct NodeCore {
     pub(crate) downs: tokio::sync::watch::Sender<u64>,
 }
 
+/// A body running on this node, as `ps` reads it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct BodyStat {
+    pub(crate) pid: Pid,
+    /// Its CPU time.
+    pub(crate) cpu_ns: u64,
+    /// Its linear memory's size.
+    pub(crate) memory: u64,
+    /// It waits for the code it needs to go on (`ps` shows it resuming).
+    pub(crate) waiting: bool,
+}
+
 impl NodeCore {
     pub fn new(config: &Config, runtime: Runtime) -> Result<Arc<Self>, StartError> {
         let peers = DashMap::new();
@@ -334,10 +346,18 @@ impl NodeCore {
             .collect()
     }
 
-    pub(crate) fn body_stats(&self) -> Vec<(Pid, u64, u64)> {
+    /// What `ps` reads of the bodies running here.
+    pub(crate) fn body_stats(&self) -> Vec<BodyStat> {
         self.bodies
             .iter()
-            .map(|b| (*b.key(), b.cpu.read_ns(), b.memory.load(Ordering::Relaxed)))
+            .map(|b| BodyStat {
+                pid: *b.key(),
+                cpu_ns: b.cpu.read_ns(),
+                memory: b.memory.load(Ordering::Relaxed),
+                waiting: super::common::lock(&b.slot.control)
+                    .as_ref()
+                    .is_some_and(|c| c.waiting_for_code()),
+            })
             .collect()
     }
 

@@ -635,6 +635,7 @@ impl App {
             ProcState::Stopped => "stop",
             ProcState::Zombie => "zomb",
             ProcState::Loading => "load",
+            ProcState::Resuming => "resm",
         }
     }
 }
