@@ -93,9 +93,7 @@ impl NodeCore {
                 // One that waits for its code (the rewind copies of its
                 // stack, compiling here) stays: moved, it would wait for
                 // another node to compile them again.
-                let waiting = super::common::lock(&b.slot.control)
-                    .as_ref()
-                    .is_some_and(|c| c.waiting_for_code());
+                let waiting = b.slot.waits_for_code();
                 BodyLoad {
                     pid,
                     cpu_now: runnable(cpu_now),

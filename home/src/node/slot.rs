@@ -73,6 +73,14 @@ pub(crate) enum Verdict {
 }
 
 impl BodySlot {
+    /// Its body waits for the code it needs to go on (`ps` shows it
+    /// resuming).
+    pub(crate) fn waits_for_code(&self) -> bool {
+        lock(&self.control)
+            .as_ref()
+            .is_some_and(|c| c.waiting_for_code())
+    }
+
     /// Signals are pending for the body's handlers.
     pub(crate) fn signal(&self) {
         if let Some(c) = lock(&self.control).as_ref() {

@@ -354,9 +354,7 @@ impl NodeCore {
                 pid: *b.key(),
                 cpu_ns: b.cpu.read_ns(),
                 memory: b.memory.load(Ordering::Relaxed),
-                waiting: super::common::lock(&b.slot.control)
-                    .as_ref()
-                    .is_some_and(|c| c.waiting_for_code()),
+                waiting: b.slot.waits_for_code(),
             })
             .collect()
     }
