@@ -140,8 +140,9 @@ pub const WHOLE_MAX_CODE: usize = 24 << 20;
 /// (see [`own_memory`]): no guest declares this one.
 pub const STACK_MAX_PAGES: u64 = 16381;
 
-/// The flag memory's declared maximum, in pages: it stays at one page,
-/// and says it may reach this odd number so that the limiter knows it.
+/// The flag memory's declared maximum, in pages: it stays at one page (a
+/// poll point ends a body with a load past it), and says it may reach this
+/// odd number so that the limiter knows it.
 const FLAG_MAX_PAGES: u64 = 3;
 
 /// The unwind stack's first size, in pages: room for the largest record a

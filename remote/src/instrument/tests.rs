@@ -775,9 +775,12 @@ fn state_reads_after_calls(wasm: &[u8]) -> Vec<usize> {
     out
 }
 
-/// Per function of `wasm`: its branch hints, each with whether it names an
-/// `if` of that function's code.
-fn branch_hints(wasm: &[u8]) -> Vec<(u32, Vec<(bool, bool)>)> {
+/// A function's branch hints, each as whether it names an `if` of the
+/// function's code and whether it says taken, and how many `if`s it has.
+type Hinted = (u32, Vec<(bool, bool)>, usize);
+
+/// Per function of `wasm` that has hints: its [`Hinted`].
+fn branch_hints(wasm: &[u8]) -> Vec<Hinted> {
     let mut bodies = Vec::new();
     let mut imported = 0u32;
     let mut hints = Vec::new();
@@ -820,7 +823,7 @@ fn branch_hints(wasm: &[u8]) -> Vec<(u32, Vec<(bool, bool)>)> {
                 .iter()
                 .map(|h| (ifs.contains(&h.func_offset), h.taken))
                 .collect();
-            (func, checked)
+            (func, checked, ifs.len())
         })
         .collect()
 }
@@ -856,20 +859,30 @@ fn poll_points_and_checks_are_hinted_cold() {
     let ins = instrument(&wasm).expect("instrumented");
     validate(&ins.wasm);
     let hints = branch_hints(&ins.wasm);
-    let hinted: Vec<u32> = hints.iter().map(|(f, _)| *f).collect();
+    let hinted: Vec<u32> = hints.iter().map(|(f, _, _)| *f).collect();
     // `$f` (its loop), `$self` (its entry, its calls), `_start` (its call),
     // then their rewind copies; nothing else.
     assert_eq!(hinted, vec![2, 3, 4, 5, 6, 7], "{hints:?}");
-    for (f, hs) in &hints {
+    for (f, hs, _) in &hints {
         assert!(hs.iter().all(|(at_if, _)| *at_if), "function {f}: {hs:?}");
         assert!(hs.iter().any(|(_, taken)| !taken), "function {f}: {hs:?}");
     }
-    // `$self`'s fast copy: its entry's poll (the flag; the `else` back),
-    // and a check after each of its two calls.
-    let (_, self_fast) = &hints[1];
+    // `$f`'s fast copy, whose own code has no `if`: its poll point branches
+    // on the flag, then to its save, both hinted, and nowhere else (the
+    // engine would lay out code after an `if` of its own in the loop).
+    let (_, f_fast, ifs) = &hints[0];
+    assert_eq!(f_fast.len(), 2, "{f_fast:?}");
+    assert_eq!(
+        *ifs,
+        f_fast.len(),
+        "an `if` of the poll point without a hint"
+    );
+    // `$self`'s fast copy: its entry's poll (the flag, then its save), and
+    // a check after each of its two calls.
+    let (_, self_fast, _) = &hints[1];
     assert_eq!(
         self_fast.iter().map(|(_, t)| *t).collect::<Vec<_>>(),
-        vec![false, true, false, false]
+        vec![false, false, false, false]
     );
     // Unwound at every poll point, it computes what it computes alone.
     let (out, moves) = tortured(&wasm, false);
