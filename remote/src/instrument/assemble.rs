@@ -191,9 +191,9 @@ impl Assembler<'_, '_> {
         for (i, c) in all {
             hints.function_hints(
                 i,
-                c.hints.iter().map(|&(o, taken)| wasm_encoder::BranchHint {
+                c.hints.iter().map(|&o| wasm_encoder::BranchHint {
                     branch_func_offset: o,
-                    branch_hint_value: u32::from(taken),
+                    branch_hint_value: 0,
                 }),
             );
         }

@@ -124,9 +124,9 @@ pub(crate) struct Instrumenter<'p, 'a> {
     /// the function's own.
     pub(crate) shared: Locals,
     /// Where, in the code of the copy being written, the `if`s are whose
-    /// branch is taken only to unwind or to end the body, and whether that
-    /// is their `else` (see [`FuncCopy`]).
-    pub(crate) hints: std::cell::RefCell<Vec<(u32, bool)>>,
+    /// branch is taken only to unwind or to end the body (see
+    /// [`FuncCopy`]).
+    pub(crate) hints: std::cell::RefCell<Vec<u32>>,
 }
 
 /// Where a record's site number comes from: the local that carries it to a
@@ -139,12 +139,12 @@ enum Tag {
 
 /// A copy of a function, and its branch hints: the offsets (from the start
 /// of its body, as the `metadata.code.branch_hint` section counts them) of
-/// the `if`s of its poll points and of its checks after calls, each with
-/// whether it is taken. What they lead to runs only when the body freezes
-/// or ends: the engine lays it out after the function's hot code.
+/// the `if`s of its poll points and of its checks after calls, each not
+/// taken. What they lead to runs only when the body freezes or ends: the
+/// engine lays it out after the function's hot code.
 pub(crate) struct FuncCopy {
     pub(crate) code: Function,
-    pub(crate) hints: Vec<(u32, bool)>,
+    pub(crate) hints: Vec<u32>,
 }
 
 impl<'p, 'a> Instrumenter<'p, 'a> {
@@ -239,12 +239,17 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
     /// function's entry), and the loop would never see the flag rise.
     pub(crate) fn flag(&self, f: &mut Function) {
         f.instruction(&I::I32Const(0));
-        f.instruction(&I::I32AtomicLoad(MemArg {
+        f.instruction(&I::I32AtomicLoad(self.flag_word()));
+    }
+
+    /// A word of the flag memory, at the address on the operand stack.
+    fn flag_word(&self) -> MemArg {
+        MemArg {
             offset: 0,
             align: 2,
             target: wasm_encoder::MemArgTarget::Memory(self.consts.flag_memory),
             ordering: None,
-        }));
+        }
     }
 
     pub(crate) fn load(&self, f: &mut Function, t: ValType, offset: u32) {
@@ -448,17 +453,13 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         // A byte at `o` of `code` (past its one-byte count) is at `start + o
         // - 1` of `prologue`, whose byte `p` (past its own) is at `decls + p
         // - 1` of the copy.
-        let hints = hints
-            .into_iter()
-            .map(|(o, taken)| (decls + start + o - 2, taken))
-            .collect();
+        let hints = hints.into_iter().map(|o| decls + start + o - 2).collect();
         FuncCopy { code, hints }
     }
 
-    /// An `if` whose branch is taken only to unwind or to end the body
-    /// (`taken`: whose `else` is taken only then).
-    pub(crate) fn hinted_if(&self, f: &mut Function, taken: bool) {
-        self.hints.borrow_mut().push((f.byte_len() as u32, taken));
+    /// An `if` whose branch is taken only to unwind or to end the body.
+    pub(crate) fn hinted_if(&self, f: &mut Function) {
+        self.hints.borrow_mut().push(f.byte_len() as u32);
         f.instruction(&I::If(EBlock::Empty));
     }
 
@@ -474,7 +475,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::GlobalGet(self.consts.state_global));
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::I32Eq);
-        self.hinted_if(f, false);
+        self.hinted_if(f);
         self.save_and_return(f, k, slots, saves, at + 1);
         f.instruction(&I::End);
     }
@@ -515,12 +516,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
         f.instruction(&I::I32Eq);
         f.instruction(&I::I32Const(16));
         f.instruction(&I::I32Shl);
-        f.instruction(&I::I32Load(MemArg {
-            offset: 0,
-            align: 2,
-            target: wasm_encoder::MemArgTarget::Memory(c.flag_memory),
-            ordering: None,
-        }));
+        f.instruction(&I::I32Load(self.flag_word()));
         f.instruction(&I::Drop);
         f.instruction(&I::GlobalGet(c.nounwind_global));
         f.instruction(&I::I32Eqz);
@@ -529,7 +525,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             self.fits(f, size);
             f.instruction(&I::I32And);
         }
-        self.hinted_if(f, false);
+        self.hinted_if(f);
         f.instruction(&I::I32Const(UNWINDING));
         f.instruction(&I::GlobalSet(c.state_global));
         self.save_and_return(f, k, slots, saves, at + 1);
@@ -556,10 +552,10 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                 f.instruction(&I::I32And);
                 f.instruction(&I::I32Eqz);
             }
-            self.hinted_if(f, false);
+            self.hinted_if(f);
         }
         self.flag(f);
-        self.hinted_if(f, false);
+        self.hinted_if(f);
         self.poll_taken(f, k, slots, saves, at + 1);
         f.instruction(&I::End);
         if counted.is_some() {
@@ -743,7 +739,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             {
                 // The branch, taken when the call's result is not zero: the
                 // call's check, then the branch.
-                self.hinted_if(&mut f, false);
+                self.hinted_if(&mut f);
                 self.unwind_check(&mut f, k, &slots, &mut saves, height + 1);
                 f.instruction(&I::Br(relative_depth + 1));
                 f.instruction(&I::End);
