@@ -15,8 +15,11 @@ pub(crate) struct OpInfo<'a> {
     /// Reachable (not after a branch, nor in a construct that is not).
     pub live: bool,
     /// The current frame's operand stack before the operator (bottom first),
-    /// recorded for calls and for the starts of constructs.
+    /// recorded for calls, for the starts of constructs and for branches
+    /// back to loops.
     pub stack: Vec<ValType>,
+    /// The current frame's operand stack height before the operator.
+    pub height: u32,
 }
 
 /// A defined function, read and typed.
@@ -49,8 +52,11 @@ pub(crate) struct LoopPolls {
     /// The loops (their `loop` operators) that poll before branches back to
     /// them rather than at their header.
     pub on_back_edges: std::collections::HashSet<usize>,
-    /// The `br` operators that a poll point goes before, each with its loop.
+    /// The operators that a poll point goes before, each with its loop: a
+    /// `br`, or the first operator of the condition of a `br_if`.
     pub before: std::collections::HashMap<usize, usize>,
+    /// The operand stack at a poll point before a `br_if`'s condition.
+    pub under: std::collections::HashMap<usize, Vec<ValType>>,
 }
 
 pub(crate) fn is_plain_value(t: &ValType) -> bool {
@@ -131,8 +137,8 @@ pub(crate) fn analyze<'a>(
             .ok_or_else(|| parse_error("an operator outside of any frame"))?;
         let frame_height = frame.height;
         let live = !frame.unreachable && !dead.last().copied().unwrap_or(false);
-        // (A `br` back to a loop: for the poll point that may go before it,
-        // see `back_edges`.)
+        // (A `br` or a `br_if` back to a loop: for the poll point that may
+        // go before it, see `back_edges`.)
         let record = live
             && match op {
                 Operator::Call { .. }
@@ -142,12 +148,13 @@ pub(crate) fn analyze<'a>(
                 | Operator::Loop { .. }
                 | Operator::If { .. }
                 | Operator::TryTable { .. } => true,
-                Operator::Br { relative_depth } => validator
+                Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => validator
                     .get_control_frame(relative_depth as usize)
                     .is_some_and(|f| f.kind == wasmparser::FrameKind::Loop),
                 _ => false,
             };
         let mut stack = Vec::new();
+        let height = (validator.operand_stack_height() as usize).saturating_sub(frame_height);
         if record {
             let height = validator.operand_stack_height() as usize;
             for depth in (0..height.saturating_sub(frame_height)).rev() {
@@ -182,7 +189,7 @@ pub(crate) fn analyze<'a>(
             // (A branch with a reference under it keeps its loop's poll
             // point at the header, see `back_edges`.)
             if record
-                && !matches!(op, Operator::Br { .. })
+                && !matches!(op, Operator::Br { .. } | Operator::BrIf { .. })
                 && stack.iter().any(|t| !is_plain_value(t))
             {
                 refusal = Some("a reference is on the operand stack at a call".into());
@@ -194,12 +201,16 @@ pub(crate) fn analyze<'a>(
         } else if let Operator::End = op {
             dead.pop();
         }
-        ops.push(OpInfo { op, live, stack });
+        ops.push(OpInfo {
+            op,
+            live,
+            stack,
+            height: height as u32,
+        });
     }
     r.finish().map_err(parse_error)?;
     let loop_polls = back_edges(&ops);
-    let branch_on_result = branches_on_results(&ops, &plain_br_ifs);
-    Ok(FuncBody {
+    let mut body = FuncBody {
         index,
         type_index,
         declared,
@@ -209,9 +220,37 @@ pub(crate) fn analyze<'a>(
         indirect,
         live_loop,
         loop_polls,
-        branch_on_result,
+        branch_on_result: Default::default(),
         refusal,
-    })
+    };
+    body.uncounted_at_headers();
+    // (A `br_if` with a poll point before it is not one a call's check waits for.)
+    plain_br_ifs.retain(|j| !body.loop_polls.before.contains_key(j));
+    body.branch_on_result = branches_on_results(&body.ops, &plain_br_ifs);
+    Ok(body)
+}
+
+impl FuncBody<'_> {
+    /// Loops with a `br_if` back to them that are not counted (see
+    /// [`FuncBody::counted`]) poll at their header again: there, their poll
+    /// point reads the flag at every iteration, and before the `br_if` it
+    /// would too, but in the middle of the loop's last block, which the
+    /// engine then splits, with register moves and a jump on the way
+    /// round (a sieve's inner loop: 14 instructions an iteration against
+    /// 12 at the header). A counted poll point's test is one instruction
+    /// and a branch, on the loop's step.
+    fn uncounted_at_headers(&mut self) {
+        let mut back: std::collections::HashSet<usize> = Default::default();
+        for (&j, &t) in &self.loop_polls.before {
+            if !matches!(self.ops[j].op, Operator::Br { .. }) && self.counted(t).is_none() {
+                back.insert(t);
+            }
+        }
+        self.loop_polls.before.retain(|_, t| !back.contains(t));
+        let before = &self.loop_polls.before;
+        self.loop_polls.under.retain(|j, _| before.contains_key(j));
+        self.loop_polls.on_back_edges.retain(|t| !back.contains(t));
+    }
 }
 
 /// The direct calls whose result (on top of the stack, untouched) becomes
@@ -263,10 +302,23 @@ pub(crate) fn branches_on_results(
 /// their header, and before which branches: a loop entered once and left
 /// without going round pays nothing, and its header need not be polled on
 /// entry (Go's functions are each one loop, entered at every call). A loop
-/// qualifies when every branch to it is a plain `br` with plain values on
-/// the operand stack (a `br_if`, a `br_table` or a catch keeps the poll
+/// qualifies when every branch to it is a `br` or a `br_if` with plain
+/// values on the operand stack (a `br_table` or a catch keeps the poll
 /// point at the header); each of its `br`s gets a poll point, but those
-/// that provably go forward.
+/// that provably go forward, and each `br_if` one before the code that
+/// computes its condition (see [`condition_start`]). (A loop with a `br_if`
+/// back to it that is not counted then goes back to its header, see
+/// [`FuncBody::uncounted_at_headers`].)
+///
+/// Why not at the header, for a C loop (`loop … br_if $loop end`): the
+/// engine hoists a loop's invariant code out of it while it walks the
+/// loop's blocks in dominator order, and forgets the loop for good at the
+/// first block outside it that it meets. A poll point's way to its save
+/// leaves the loop, and at the header the walk meets it before the loop's
+/// body (the poll point's way back into the loop makes the body come after
+/// it): the whole body was compiled as in no loop, the memory's base loaded
+/// and invariant values computed again at every iteration. At the way
+/// back, the walk meets the save after the body.
 ///
 /// Go's loop dispatches over the blocks of the function: `loop; block × m;
 /// local.get $pc; br_table …`, and every jump, forward or not, is `i32.const
@@ -311,7 +363,7 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
             Operator::End => {
                 frames.pop();
             }
-            Operator::Br { relative_depth } => {
+            Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
                 if let Some(t) = target(&frames, *relative_depth) {
                     if info.stack.iter().all(is_plain_value) {
                         if info.live {
@@ -322,8 +374,7 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
                     }
                 }
             }
-            Operator::BrIf { relative_depth }
-            | Operator::BrOnNull { relative_depth }
+            Operator::BrOnNull { relative_depth }
             | Operator::BrOnNonNull { relative_depth }
             | Operator::BrOnCast { relative_depth, .. }
             | Operator::BrOnCastFail { relative_depth, .. } => {
@@ -348,7 +399,16 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
         if dispatch.as_ref().is_some_and(|d| d.forward(ops, i)) {
             continue;
         }
-        polls.before.insert(i, t);
+        match condition_start(ops, i) {
+            Some(j) => {
+                let want = ops[j].height as usize;
+                polls.before.insert(j, t);
+                polls.under.insert(j, ops[i].stack[..want].to_vec());
+            }
+            None => {
+                polls.before.insert(i, t);
+            }
+        }
     }
     for (i, info) in ops.iter().enumerate() {
         if info.live && is_loop(i) && !refused.contains(&i) {
@@ -356,6 +416,61 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
         }
     }
     polls
+}
+
+/// Where the condition of the `br_if` at `i` starts being computed, when
+/// straight code (no branch, no call, no frame) computes it from nothing
+/// under it: a poll point goes there, so that the branch's test stays next
+/// to the branch and the loop's step is tested as at its header.
+fn condition_start(ops: &[OpInfo<'_>], i: usize) -> Option<usize> {
+    if !matches!(ops[i].op, Operator::BrIf { .. }) {
+        return None;
+    }
+    let want = ops[i].height.checked_sub(1)?;
+    let mut j = i;
+    for _ in 0..64 {
+        let p = j.checked_sub(1)?;
+        let o = &ops[p];
+        if !o.live || !straight(&o.op) || o.height < want {
+            return None;
+        }
+        j = p;
+        if o.height == want {
+            return Some(j);
+        }
+    }
+    None
+}
+
+/// An operator that neither branches, nor calls, nor opens or closes a frame.
+fn straight(op: &Operator<'_>) -> bool {
+    !(opens_frame(op)
+        || matches!(
+            op,
+            Operator::End
+                | Operator::Else
+                | Operator::Br { .. }
+                | Operator::BrIf { .. }
+                | Operator::BrTable { .. }
+                | Operator::BrOnNull { .. }
+                | Operator::BrOnNonNull { .. }
+                | Operator::BrOnCast { .. }
+                | Operator::BrOnCastFail { .. }
+                | Operator::Return
+                | Operator::Unreachable
+                | Operator::Call { .. }
+                | Operator::CallIndirect { .. }
+                | Operator::CallRef { .. }
+                | Operator::ReturnCall { .. }
+                | Operator::ReturnCallIndirect { .. }
+                | Operator::ReturnCallRef { .. }
+                | Operator::Throw { .. }
+                | Operator::ThrowRef
+                | Operator::Rethrow { .. }
+                | Operator::Delegate { .. }
+                | Operator::Catch { .. }
+                | Operator::CatchAll
+        ))
 }
 
 /// A loop that dispatches over blocks (see [`back_edges`]).

@@ -5,8 +5,8 @@
 //! its hot paths:
 //!
 //! - a *poll point* at every loop header, or before the branches back to a
-//!   loop (see [`super::analyze::back_edges`]; it keeps the operand stack
-//!   under the branch), and at the entry of the functions that break cycles
+//!   loop (before a `br_if`'s condition; see [`super::analyze::back_edges`];
+//!   it keeps the operand stack under it), and at the entry of the functions that break cycles
 //!   of calls (see [`super::Plan::entry_poll`]): `if
 //!   (flag) { … }` where the branch, taken only when the
 //!   host has raised the flag, saves the frame and returns (it calls nothing,

@@ -265,7 +265,11 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
             // A poll point before a branch back to its loop keeps the
             // operand stack under it.
             (Callee::Poll, Some(i)) if self.body.loop_polls.before.contains_key(&i) => {
-                (self.body.ops[i].stack.clone(), Vec::new(), Vec::new())
+                let under = match self.body.loop_polls.under.get(&i) {
+                    Some(u) => u.clone(),
+                    None => self.body.ops[i].stack.clone(),
+                };
+                (under, Vec::new(), Vec::new())
             }
             (Callee::Poll, _) | (_, None) => (Vec::new(), Vec::new(), Vec::new()),
             (_, Some(i)) => {
@@ -388,7 +392,7 @@ impl<'p, 'a> Instrumenter<'p, 'a> {
                         });
                     }
                 }
-                Operator::Br { .. } if live && self.body.loop_polls.before.contains_key(&i) => {
+                _ if live && self.body.loop_polls.before.contains_key(&i) => {
                     self.site_at[i] = self.new_site(Callee::Poll, Some(i))?;
                 }
                 Operator::Call { function_index } if live => {

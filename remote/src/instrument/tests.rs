@@ -1202,3 +1202,73 @@ fn a_counted_loop_reads_the_flag_periodically() {
         );
     }
 }
+
+/// The operators of the `n`th function body of `wasm` (fast copies first).
+fn body_ops(wasm: &[u8], n: usize) -> Vec<String> {
+    let mut bodies = Parser::new(0).parse_all(wasm).filter_map(|p| match p {
+        Ok(Payload::CodeSectionEntry(b)) => Some(b),
+        _ => None,
+    });
+    let body = bodies.nth(n).expect("the body");
+    let mut r = body.get_operators_reader().expect("ops");
+    let mut ops = Vec::new();
+    while !r.eof() {
+        ops.push(format!("{:?}", r.read().expect("op")));
+    }
+    ops
+}
+
+/// A counted loop whose way back is a `br_if` reads the flag there, before
+/// the branch's condition (which stays next to the branch), not at its
+/// header; a loop that is not counted keeps its poll point at its header.
+/// Frozen there, with a value under the condition and the loop's step in
+/// the condition itself, it puts back the same results.
+#[test]
+fn a_counted_loop_polls_before_the_condition_of_its_way_back() {
+    let text = format!(
+        r#"(module {IMPORTS}
+        (func $counted (param $n i32) (result i64) (local $i i32) (local $s i64)
+            (i64.const 5)
+            (loop $l (param i64) (result i64)
+                (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (local.get $i))))
+                (i64.add (i64.const 1))
+                (br_if $l (i32.lt_u (local.tee $i (i32.add (local.get $i) (i32.const 1)))
+                                    (local.get $n))))
+            (i64.add (local.get $s)))
+        (func $uncounted (param $n i32) (result i64) (local $s i64)
+            (loop $l
+                (local.set $s (i64.add (local.get $s) (i64.extend_i32_u (local.get $n))))
+                (local.set $n (i32.shr_u (local.get $n) (i32.const 1)))
+                (br_if $l (local.get $n)))
+            (local.get $s))
+        (func (export "_start")
+            (call $out (call $counted (i32.const 500)))
+            (call $out (call $uncounted (i32.const 1000000)))))"#
+    );
+    let wasm = wat(&text);
+    let ins = instrument(&wasm).expect("instrumented");
+    validate(&ins.wasm);
+    let first = |ops: &[String], name: &str| ops.iter().position(|o| o.starts_with(name));
+    // `$counted`: the flag is read after the loop's work, once the value
+    // under the condition is there, and before the condition's first read.
+    let counted = body_ops(&ins.wasm, 0);
+    let read = first(&counted, "I32AtomicLoad").expect("a flag read");
+    let work = first(&counted, "I64ExtendI32U").expect("the loop's work");
+    let branch = counted
+        .iter()
+        .rposition(|o| o.starts_with("BrIf"))
+        .expect("the way back");
+    assert!(work < read && read < branch, "{counted:#?}");
+    assert!(
+        counted[read..branch]
+            .iter()
+            .any(|o| o.starts_with("I32LtU")),
+        "the condition is computed after the poll point: {counted:#?}"
+    );
+    // `$uncounted`: at its header, before the loop's work.
+    let uncounted = body_ops(&ins.wasm, 1);
+    let read = first(&uncounted, "I32AtomicLoad").expect("a flag read");
+    let work = first(&uncounted, "I64ExtendI32U").expect("the loop's work");
+    assert!(read < work, "{uncounted:#?}");
+    same_when_tortured(&text);
+}
