@@ -156,8 +156,7 @@ pub(crate) fn analyze<'a>(
         let mut stack = Vec::new();
         let height = (validator.operand_stack_height() as usize).saturating_sub(frame_height);
         if record {
-            let height = validator.operand_stack_height() as usize;
-            for depth in (0..height.saturating_sub(frame_height)).rev() {
+            for depth in (0..height).rev() {
                 match validator.get_operand_type(depth) {
                     Some(Some(t)) => stack.push(t),
                     _ => return Err(parse_error("an operand of unknown type")),
