@@ -208,7 +208,6 @@ pub(crate) fn analyze<'a>(
         });
     }
     r.finish().map_err(parse_error)?;
-    let loop_polls = back_edges(&ops);
     let mut body = FuncBody {
         index,
         type_index,
@@ -218,38 +217,16 @@ pub(crate) fn analyze<'a>(
         calls,
         indirect,
         live_loop,
-        loop_polls,
+        loop_polls: LoopPolls::default(),
         branch_on_result: Default::default(),
         refusal,
     };
-    body.uncounted_at_headers();
+    let loop_polls = back_edges(&body.ops, |t| body.counted(t).is_some());
+    body.loop_polls = loop_polls;
     // (A `br_if` with a poll point before it is not one a call's check waits for.)
     plain_br_ifs.retain(|j| !body.loop_polls.before.contains_key(j));
     body.branch_on_result = branches_on_results(&body.ops, &plain_br_ifs);
     Ok(body)
-}
-
-impl FuncBody<'_> {
-    /// Loops with a `br_if` back to them that are not counted (see
-    /// [`FuncBody::counted`]) poll at their header again: there, their poll
-    /// point reads the flag at every iteration, and before the `br_if` it
-    /// would too, but in the middle of the loop's last block, which the
-    /// engine then splits, with register moves and a jump on the way
-    /// round (a sieve's inner loop: 14 instructions an iteration against
-    /// 12 at the header). A counted poll point's test is one instruction
-    /// and a branch, on the loop's step.
-    fn uncounted_at_headers(&mut self) {
-        let mut back: std::collections::HashSet<usize> = Default::default();
-        for (&j, &t) in &self.loop_polls.before {
-            if !matches!(self.ops[j].op, Operator::Br { .. }) && self.counted(t).is_none() {
-                back.insert(t);
-            }
-        }
-        self.loop_polls.before.retain(|_, t| !back.contains(t));
-        let before = &self.loop_polls.before;
-        self.loop_polls.under.retain(|j, _| before.contains_key(j));
-        self.loop_polls.on_back_edges.retain(|t| !back.contains(t));
-    }
 }
 
 /// The direct calls whose result (on top of the stack, untouched) becomes
@@ -305,9 +282,15 @@ pub(crate) fn branches_on_results(
 /// values on the operand stack (a `br_table` or a catch keeps the poll
 /// point at the header); each of its `br`s gets a poll point, but those
 /// that provably go forward, and each `br_if` one before the code that
-/// computes its condition (see [`condition_start`]). (A loop with a `br_if`
-/// back to it that is not counted then goes back to its header, see
-/// [`FuncBody::uncounted_at_headers`].)
+/// computes its condition (see [`condition_start`]).
+///
+/// A loop with a `br_if` back to it that is not `counted` (see
+/// [`FuncBody::counted`]) polls at its header: there, its poll point reads
+/// the flag at every iteration, and before the `br_if` it would too, but in
+/// the middle of the loop's last block, which the engine then splits, with
+/// register moves and a jump on the way round (a sieve's inner loop: 14
+/// instructions an iteration against 12 at the header). A counted poll
+/// point's test is one instruction and a branch, on the loop's step.
 ///
 /// Why not at the header, for a C loop (`loop … br_if $loop end`): the
 /// engine hoists a loop's invariant code out of it while it walks the
@@ -326,11 +309,13 @@ pub(crate) fn branches_on_results(
 /// region after `r` (or out of the loop) cannot close a cycle without a
 /// jump that does not go forward, which polls. So only Go's backward jumps
 /// (its own loops) read the flag.
-pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
+pub(crate) fn back_edges(ops: &[OpInfo<'_>], counted: impl Fn(usize) -> bool) -> LoopPolls {
     let is_loop = |i: usize| matches!(ops[i].op, Operator::Loop { .. });
     let mut frames: Vec<usize> = Vec::new();
     let mut refused: std::collections::HashSet<usize> = Default::default();
     let mut brs: Vec<(usize, usize)> = Vec::new();
+    // Per loop with a `br_if` back to it: whether it is counted.
+    let mut counted_loops: std::collections::HashMap<usize, bool> = Default::default();
     // The loop a branch of depth `d` goes back to, if it goes to one.
     let target = |frames: &[usize], d: u32| {
         (d as usize)
@@ -364,7 +349,10 @@ pub(crate) fn back_edges(ops: &[OpInfo<'_>]) -> LoopPolls {
             }
             Operator::Br { relative_depth } | Operator::BrIf { relative_depth } => {
                 if let Some(t) = target(&frames, *relative_depth) {
-                    if info.stack.iter().all(is_plain_value) {
+                    let uncounted = info.live
+                        && matches!(info.op, Operator::BrIf { .. })
+                        && !*counted_loops.entry(t).or_insert_with(|| counted(t));
+                    if info.stack.iter().all(is_plain_value) && !uncounted {
                         if info.live {
                             brs.push((i, t));
                         }
